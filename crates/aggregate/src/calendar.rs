@@ -1,0 +1,252 @@
+//! Windows and the fiscal calendar: pure functions from an instant to the start of each window.
+
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone};
+use chrono_tz::Tz;
+
+/// Number of windows every windowed metric is kept for.
+pub const WINDOWS: usize = 9;
+
+/// A window ending now: rolling (`1h` … `30d`) or to-date in the configured calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Window {
+    H1,
+    H24,
+    D7,
+    D30,
+    Today,
+    Wtd,
+    Mtd,
+    Qtd,
+    Ytd,
+}
+
+impl Window {
+    pub const ALL: [Window; WINDOWS] = [
+        Window::H1,
+        Window::H24,
+        Window::D7,
+        Window::D30,
+        Window::Today,
+        Window::Wtd,
+        Window::Mtd,
+        Window::Qtd,
+        Window::Ytd,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Window::H1 => "1h",
+            Window::H24 => "24h",
+            Window::D7 => "7d",
+            Window::D30 => "30d",
+            Window::Today => "today",
+            Window::Wtd => "wtd",
+            Window::Mtd => "mtd",
+            Window::Qtd => "qtd",
+            Window::Ytd => "ytd",
+        }
+    }
+
+    pub fn from_label(s: &str) -> Option<Window> {
+        Window::ALL.into_iter().find(|w| w.label() == s)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Length of a rolling window in seconds; `None` for to-date windows.
+    pub fn rolling_seconds(self) -> Option<i64> {
+        match self {
+            Window::H1 => Some(3_600),
+            Window::H24 => Some(86_400),
+            Window::D7 => Some(7 * 86_400),
+            Window::D30 => Some(30 * 86_400),
+            _ => None,
+        }
+    }
+}
+
+/// The configured calendar is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum CalendarError {
+    #[error("unknown time zone {0:?} (use an IANA name such as Europe/Berlin)")]
+    UnknownTimeZone(String),
+    #[error("fiscal_year_start_month must be within 1..=12, got {0}")]
+    FiscalMonth(u32),
+}
+
+/// Time zone and fiscal year; weeks start on Monday.
+#[derive(Debug, Clone, Copy)]
+pub struct Calendar {
+    tz: Tz,
+    fiscal_start_month: u32,
+}
+
+/// Where each window starts at one instant. A fact at second `t` is in window `w` when
+/// `lo[w] <= t <= now`; rolling windows cover the `len` seconds ending at `now`, so a fact
+/// leaves `1h` exactly one hour after it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub now: i64,
+    pub lo: [i64; WINDOWS],
+    /// Earliest start among the windows: older facts can never be counted again.
+    pub horizon: i64,
+}
+
+impl Calendar {
+    pub fn new(time_zone: &str, fiscal_year_start_month: u32) -> Result<Calendar, CalendarError> {
+        let tz: Tz = time_zone
+            .parse()
+            .map_err(|_| CalendarError::UnknownTimeZone(time_zone.to_owned()))?;
+        if !(1..=12).contains(&fiscal_year_start_month) {
+            return Err(CalendarError::FiscalMonth(fiscal_year_start_month));
+        }
+        Ok(Calendar {
+            tz,
+            fiscal_start_month: fiscal_year_start_month,
+        })
+    }
+
+    pub fn utc() -> Calendar {
+        Calendar {
+            tz: Tz::UTC,
+            fiscal_start_month: 1,
+        }
+    }
+
+    pub fn time_zone(&self) -> Tz {
+        self.tz
+    }
+
+    pub fn fiscal_start_month(&self) -> u32 {
+        self.fiscal_start_month
+    }
+
+    /// Start (Unix seconds) of window `w` at instant `now` (Unix seconds).
+    pub fn start(&self, w: Window, now: i64) -> i64 {
+        if let Some(len) = w.rolling_seconds() {
+            return now - len + 1;
+        }
+        let local = self.local_date(now);
+        let first = match w {
+            Window::Today => local,
+            Window::Wtd => local - Duration::days(i64::from(local.weekday().num_days_from_monday())),
+            Window::Mtd => local.with_day(1).unwrap_or(local),
+            Window::Qtd => {
+                let (y, m) = self.fiscal_quarter_start(local.year(), local.month());
+                NaiveDate::from_ymd_opt(y, m, 1).unwrap_or(local)
+            }
+            _ => {
+                let (y, m) = self.fiscal_year_start(local.year(), local.month());
+                NaiveDate::from_ymd_opt(y, m, 1).unwrap_or(local)
+            }
+        };
+        self.local_midnight(first)
+    }
+
+    pub fn bounds(&self, now: i64) -> Bounds {
+        let mut lo = [0; WINDOWS];
+        for w in Window::ALL {
+            lo[w.index()] = self.start(w, now);
+        }
+        let horizon = lo.iter().copied().min().unwrap_or(now);
+        Bounds { now, lo, horizon }
+    }
+
+    pub fn local_date(&self, t: i64) -> NaiveDate {
+        self.tz
+            .timestamp_opt(t, 0)
+            .single()
+            .map(|d| d.date_naive())
+            .unwrap_or_default()
+    }
+
+    /// First month (year, month) of the fiscal year containing the given calendar month.
+    pub fn fiscal_year_start(&self, year: i32, month: u32) -> (i32, u32) {
+        if month >= self.fiscal_start_month {
+            (year, self.fiscal_start_month)
+        } else {
+            (year - 1, self.fiscal_start_month)
+        }
+    }
+
+    /// First month (year, month) of the fiscal quarter containing the given calendar month.
+    pub fn fiscal_quarter_start(&self, year: i32, month: u32) -> (i32, u32) {
+        let since = (month + 12 - self.fiscal_start_month) % 12;
+        let start = (self.fiscal_start_month - 1 + since - since % 3) % 12 + 1;
+        if start > month {
+            (year - 1, start)
+        } else {
+            (year, start)
+        }
+    }
+
+    /// Unix seconds of local midnight; where a DST change skips midnight, the first instant
+    /// of that day.
+    pub fn local_midnight(&self, d: NaiveDate) -> i64 {
+        let midnight: NaiveDateTime = d.and_hms_opt(0, 0, 0).unwrap_or_default();
+        (0..=3)
+            .find_map(|h| {
+                self.tz
+                    .from_local_datetime(&(midnight + Duration::hours(h)))
+                    .earliest()
+            })
+            .map(|t| t.timestamp())
+            .unwrap_or_else(|| midnight.and_utc().timestamp())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .expect("valid test time")
+            .timestamp()
+    }
+
+    #[test]
+    fn rolling_window_excludes_a_fact_exactly_one_length_old() {
+        let cal = Calendar::utc();
+        let now = ts("2026-11-27T12:00:00Z");
+        assert_eq!(cal.start(Window::H1, now), now - 3599);
+    }
+
+    #[test]
+    fn to_date_windows_in_utc() {
+        let cal = Calendar::utc();
+        let now = ts("2026-11-27T12:34:56Z"); // a Friday
+        assert_eq!(cal.start(Window::Today, now), ts("2026-11-27T00:00:00Z"));
+        assert_eq!(cal.start(Window::Wtd, now), ts("2026-11-23T00:00:00Z"));
+        assert_eq!(cal.start(Window::Mtd, now), ts("2026-11-01T00:00:00Z"));
+        assert_eq!(cal.start(Window::Qtd, now), ts("2026-10-01T00:00:00Z"));
+        assert_eq!(cal.start(Window::Ytd, now), ts("2026-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn fiscal_year_starting_in_february() {
+        let cal = Calendar::new("UTC", 2).expect("valid calendar");
+        let jan = ts("2026-01-15T00:00:00Z");
+        assert_eq!(cal.start(Window::Ytd, jan), ts("2025-02-01T00:00:00Z"));
+        assert_eq!(cal.start(Window::Qtd, jan), ts("2025-11-01T00:00:00Z"));
+        let may = ts("2026-05-15T00:00:00Z");
+        assert_eq!(cal.start(Window::Qtd, may), ts("2026-05-01T00:00:00Z"));
+        assert_eq!(cal.start(Window::Ytd, may), ts("2026-02-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn local_time_zone_moves_day_boundaries() {
+        let cal = Calendar::new("America/New_York", 1).expect("valid calendar");
+        // 03:00 UTC on the 27th is still the 26th in New York (UTC-5).
+        let now = ts("2026-11-27T03:00:00Z");
+        assert_eq!(cal.start(Window::Today, now), ts("2026-11-26T05:00:00Z"));
+    }
+
+    #[test]
+    fn rejects_bad_settings() {
+        assert!(Calendar::new("Mars/Olympus", 1).is_err());
+        assert!(Calendar::new("UTC", 13).is_err());
+    }
+}

@@ -1,0 +1,364 @@
+//! Deals: the latest state of every deal and what it contributes to its owner's numbers.
+//!
+//! Every applied record retracts what the deal's previous state contributed and adds what the
+//! new state contributes, so an amount change, a reopening, a stage change or an owner change
+//! moves the deal's numbers instead of counting it twice.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use salespulse_decode::{Contract, DealEvent, StageKind};
+
+use crate::calendar::{Bounds, Calendar, Window, WINDOWS};
+use crate::ledger::{Cell, Ledger};
+use crate::series::{ratio, Metric, SeriesBuilder, SubjectSeries};
+use crate::windowed::{Measure, Windowed};
+use crate::Outcome;
+
+/// Windowed sums of deal facts; a single fact is a `DealSums` with one count set.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DealSums {
+    pub bookings: Decimal,
+    pub won: i64,
+    pub lost: i64,
+    pub cycle_seconds: i64,
+    pub created_amount: Decimal,
+    pub created: i64,
+}
+
+impl Measure for DealSums {
+    fn add(&mut self, o: &Self) {
+        self.bookings += o.bookings;
+        self.won += o.won;
+        self.lost += o.lost;
+        self.cycle_seconds += o.cycle_seconds;
+        self.created_amount += o.created_amount;
+        self.created += o.created;
+    }
+    fn sub(&mut self, o: &Self) {
+        self.bookings -= o.bookings;
+        self.won -= o.won;
+        self.lost -= o.lost;
+        self.cycle_seconds -= o.cycle_seconds;
+        self.created_amount -= o.created_amount;
+        self.created -= o.created;
+    }
+    fn is_zero(&self) -> bool {
+        self.won == 0
+            && self.lost == 0
+            && self.created == 0
+            && self.cycle_seconds == 0
+            && self.bookings.is_zero()
+            && self.created_amount.is_zero()
+    }
+}
+
+/// Open pipeline of one stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OpenStage {
+    pub amount: Decimal,
+    pub deals: i64,
+}
+
+#[derive(Debug)]
+pub(crate) struct DealCell {
+    windowed: Windowed<DealSums>,
+    open: Vec<OpenStage>,
+    weighted: Decimal,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct DealSummary {
+    sums: [DealSums; WINDOWS],
+    open: Vec<OpenStage>,
+    weighted: Decimal,
+}
+
+impl Cell for DealCell {
+    type Summary = DealSummary;
+    fn new(b: &Bounds) -> Self {
+        DealCell {
+            windowed: Windowed::new(b),
+            open: Vec::new(),
+            weighted: Decimal::ZERO,
+        }
+    }
+    fn advance(&mut self, b: &Bounds) -> bool {
+        self.windowed.advance(b)
+    }
+    fn is_empty(&self) -> bool {
+        self.windowed.is_empty() && self.open.iter().all(|o| o.deals == 0)
+    }
+    fn merge_into(&self, s: &mut DealSummary) {
+        for (acc, v) in s.sums.iter_mut().zip(self.windowed.sums()) {
+            acc.add(v);
+        }
+        if s.open.len() < self.open.len() {
+            s.open.resize(self.open.len(), OpenStage::default());
+        }
+        for (acc, o) in s.open.iter_mut().zip(&self.open) {
+            acc.amount += o.amount;
+            acc.deals += o.deals;
+        }
+        s.weighted += self.weighted;
+    }
+}
+
+/// How many recent event ids each deal remembers to recognise a repeated record.
+const RECENT_IDS: usize = 8;
+
+#[derive(Debug, Clone)]
+struct DealState {
+    seq: u64,
+    rep: Arc<str>,
+    team: Option<Arc<str>>,
+    stage: u8,
+    amount: Decimal,
+    created_at: i64,
+    occurred_at_ms: i64,
+    closed_at: Option<i64>,
+    recent: [u64; RECENT_IDS],
+    recent_next: u8,
+}
+
+fn id_hash(s: &str) -> u64 {
+    // Fixed keys: the same id hashes the same in every process, so restarts agree.
+    let mut h = std::hash::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// Latest state of every deal and the per rep, team and org numbers derived from it.
+#[derive(Debug)]
+pub struct DealsCore {
+    stage_kind: Vec<StageKind>,
+    stage_prob: Vec<Decimal>,
+    stage_names: Vec<Arc<str>>,
+    cal: Calendar,
+    bounds: Bounds,
+    ledger: Ledger<DealCell>,
+    deals: HashMap<Box<str>, DealState>,
+    next_seq: u64,
+}
+
+impl DealsCore {
+    pub fn new(contract: &Contract, cal: Calendar, now_ms: i64) -> Self {
+        let stages = contract.stages();
+        DealsCore {
+            stage_kind: stages.iter().map(|s| s.kind).collect(),
+            stage_prob: stages.iter().map(|s| s.probability).collect(),
+            stage_names: stages.iter().map(|s| Arc::from(s.name.as_str())).collect(),
+            cal,
+            bounds: cal.bounds(now_ms.div_euclid(1000)),
+            ledger: Ledger::new(),
+            deals: HashMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    pub fn bounds(&self) -> &Bounds {
+        &self.bounds
+    }
+
+    pub fn deals(&self) -> usize {
+        self.deals.len()
+    }
+
+    /// Applies one validated record at the clock of the last [`DealsCore::tick`].
+    pub fn apply(&mut self, ev: &DealEvent<'_>) -> Outcome {
+        let h = id_hash(&ev.event_id);
+        let previous = match self.deals.get_mut(ev.deal_id.as_ref()) {
+            Some(st) => {
+                if st.recent.contains(&h) {
+                    return Outcome::Duplicate;
+                }
+                st.recent[usize::from(st.recent_next)] = h;
+                st.recent_next = (st.recent_next + 1) % RECENT_IDS as u8;
+                if ev.occurred_at < st.occurred_at_ms {
+                    return Outcome::Stale;
+                }
+                Some(st.clone())
+            }
+            None => None,
+        };
+        let kind = self.stage_kind[usize::from(ev.stage)];
+        let closed_at = match kind {
+            StageKind::Open => None,
+            _ => Some(match (ev.closed_at, &previous) {
+                (Some(c), _) => c.div_euclid(1000),
+                (None, Some(p)) if p.closed_at.is_some() => p.closed_at.unwrap_or_default(),
+                (None, _) => ev.occurred_at.div_euclid(1000),
+            }),
+        };
+        let rep = self.ledger.intern(&ev.rep_id);
+        let team = ev.team_id.as_deref().map(|t| self.ledger.intern(t));
+        let (seq, recent, recent_next) = match &previous {
+            Some(p) => (p.seq, p.recent, p.recent_next),
+            None => {
+                self.next_seq += 1;
+                let mut recent = [0; RECENT_IDS];
+                recent[0] = h;
+                (self.next_seq, recent, 1)
+            }
+        };
+        let next = DealState {
+            seq,
+            rep,
+            team,
+            stage: ev.stage,
+            amount: ev.amount,
+            created_at: ev.created_at.div_euclid(1000),
+            occurred_at_ms: ev.occurred_at,
+            closed_at,
+            recent,
+            recent_next,
+        };
+        if let Some(p) = &previous {
+            self.contribute(p, false);
+        }
+        self.contribute(&next, true);
+        if let Some(p) = &previous {
+            if p.rep != next.rep || p.team != next.team {
+                self.ledger.release(&p.rep, p.team.as_ref());
+            }
+        }
+        match self.deals.get_mut(ev.deal_id.as_ref()) {
+            Some(st) => *st = next,
+            None => {
+                self.deals.insert(Box::from(ev.deal_id.as_ref()), next);
+            }
+        }
+        Outcome::Applied
+    }
+
+    /// Adds (or retracts) everything one deal state contributes.
+    fn contribute(&mut self, st: &DealState, add: bool) {
+        let b = self.bounds;
+        let kind = self.stage_kind[usize::from(st.stage)];
+        let weighted = st.amount * self.stage_prob[usize::from(st.stage)];
+        let cell = self.ledger.cell(&st.rep, st.team.as_ref(), &b);
+        let created = DealSums {
+            created_amount: st.amount,
+            created: 1,
+            ..DealSums::default()
+        };
+        let closed = st.closed_at.map(|c| {
+            let fact = match kind {
+                StageKind::Won => DealSums {
+                    bookings: st.amount,
+                    won: 1,
+                    cycle_seconds: c - st.created_at,
+                    ..DealSums::default()
+                },
+                _ => DealSums {
+                    lost: 1,
+                    ..DealSums::default()
+                },
+            };
+            (c, fact)
+        });
+        if add {
+            cell.windowed.add(st.created_at, st.seq, &created, &b);
+            if let Some((c, f)) = closed {
+                cell.windowed.add(c, st.seq, &f, &b);
+            }
+        } else {
+            cell.windowed.sub(st.created_at, st.seq, &created);
+            if let Some((c, f)) = closed {
+                cell.windowed.sub(c, st.seq, &f);
+            }
+        }
+        if kind == StageKind::Open {
+            let i = usize::from(st.stage);
+            if cell.open.len() <= i {
+                cell.open.resize(i + 1, OpenStage::default());
+            }
+            if add {
+                cell.open[i].amount += st.amount;
+                cell.open[i].deals += 1;
+                cell.weighted += weighted;
+            } else {
+                cell.open[i].amount -= st.amount;
+                cell.open[i].deals -= 1;
+                cell.weighted -= weighted;
+            }
+        }
+    }
+
+    /// Moves the clock forward (never back) and every window with it.
+    pub fn tick(&mut self, now_ms: i64) {
+        let now = now_ms.div_euclid(1000);
+        if now <= self.bounds.now {
+            return;
+        }
+        let hour = self.bounds.now.div_euclid(3_600);
+        self.bounds = self.cal.bounds(now);
+        self.ledger.advance(&self.bounds);
+        if now.div_euclid(3_600) != hour {
+            self.ledger.gc_names();
+        }
+    }
+
+    /// Number of (rep, team) cells held.
+    pub fn cells(&self) -> usize {
+        self.ledger.cells()
+    }
+
+    pub fn roster_upsert(&mut self, rep: &str, team: &str) {
+        self.ledger.roster_upsert(rep, team);
+    }
+
+    pub fn roster_remove(&mut self, rep: &str) {
+        self.ledger.roster_remove(rep);
+    }
+
+    /// The series of every subject changed since the last call.
+    pub fn drain_changes(&mut self) -> Vec<SubjectSeries> {
+        let names = self.stage_names.clone();
+        self.ledger.drain(&|s: &DealSummary, b: &mut SeriesBuilder<'_>| build(&names, s, b))
+    }
+
+    /// Every current series.
+    pub fn snapshot(&self) -> Vec<SubjectSeries> {
+        self.ledger
+            .snapshot(&|s: &DealSummary, b: &mut SeriesBuilder<'_>| build(&self.stage_names, s, b))
+    }
+}
+
+fn build(stage_names: &[Arc<str>], s: &DealSummary, b: &mut SeriesBuilder<'_>) {
+    let any_window = s.sums.iter().any(|x| !x.is_zero());
+    let any_open = s.open.iter().any(|o| o.deals != 0);
+    if !any_window && !any_open {
+        return;
+    }
+    if any_window {
+        for w in Window::ALL {
+            let x = &s.sums[w.index()];
+            let won = Decimal::from(x.won);
+            let lost = Decimal::from(x.lost);
+            b.push(Metric::Bookings, Some(w), None, x.bookings);
+            b.push(Metric::DealsWon, Some(w), None, won);
+            b.push(Metric::DealsLost, Some(w), None, lost);
+            b.push(Metric::PipelineCreated, Some(w), None, x.created_amount);
+            if let Some(r) = ratio(won, won + lost) {
+                b.push(Metric::WinRate, Some(w), None, r);
+            }
+            if let Some(r) = ratio(x.bookings, won) {
+                b.push(Metric::AvgDealSize, Some(w), None, r);
+            }
+            if let Some(r) = ratio(Decimal::from(x.cycle_seconds), won) {
+                b.push(Metric::SalesCycleSeconds, Some(w), None, r);
+            }
+        }
+    }
+    if any_open {
+        for (i, o) in s.open.iter().enumerate() {
+            if o.deals != 0 {
+                b.push(Metric::OpenPipeline, None, stage_names.get(i), o.amount);
+            }
+        }
+        b.push(Metric::WeightedPipeline, None, None, s.weighted);
+    }
+}

@@ -1,0 +1,332 @@
+//! Who owns which numbers: cells of facts per (rep, team), the roster that resolves a rep's
+//! team, and which subjects changed since they were last emitted.
+//!
+//! A cell is keyed by the rep and the team the record named itself (or none). Its effective
+//! team is that team, else the rep's team on the roster, else [`UNASSIGNED`]; so a roster move
+//! re-labels cells without touching their facts.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::calendar::Bounds;
+use crate::series::{Scope, Series, SeriesBuilder, Subject, SubjectSeries};
+
+/// Team of a record that names none and whose rep is not on the roster.
+pub const UNASSIGNED: &str = "unassigned";
+
+/// Aggregated facts of one (rep, team).
+pub(crate) trait Cell {
+    type Summary: Default;
+    fn new(b: &Bounds) -> Self;
+    /// Moves the cell's windows to `b`; returns whether any value changed.
+    fn advance(&mut self, b: &Bounds) -> bool;
+    /// True when the cell holds nothing that any series could show.
+    fn is_empty(&self) -> bool;
+    fn merge_into(&self, summary: &mut Self::Summary);
+}
+
+#[derive(Debug)]
+struct RepEntry<C> {
+    cells: Vec<(Option<Arc<str>>, C)>,
+    /// Effective teams of `cells`, as indexed in `Ledger::team_index`.
+    teams: Vec<Arc<str>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Ledger<C> {
+    reps: HashMap<Arc<str>, RepEntry<C>>,
+    roster: HashMap<Arc<str>, Arc<str>>,
+    team_index: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    names: HashSet<Arc<str>>,
+    dirty_reps: HashSet<Arc<str>>,
+    dirty_teams: HashSet<Arc<str>>,
+    dirty_org: bool,
+    unassigned: Arc<str>,
+}
+
+impl<C: Cell> Ledger<C> {
+    pub fn new() -> Self {
+        Ledger {
+            reps: HashMap::new(),
+            roster: HashMap::new(),
+            team_index: HashMap::new(),
+            names: HashSet::new(),
+            dirty_reps: HashSet::new(),
+            dirty_teams: HashSet::new(),
+            dirty_org: false,
+            unassigned: Arc::from(UNASSIGNED),
+        }
+    }
+
+    /// A shared copy of an id, so that deals and cells do not each own one.
+    pub fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.names.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.names.insert(a.clone());
+        a
+    }
+
+    /// Drops interned ids nothing refers to any more.
+    pub fn gc_names(&mut self) {
+        self.names.retain(|a| Arc::strong_count(a) > 1);
+    }
+
+    fn effective(&self, rep: &str, team: Option<&Arc<str>>) -> Arc<str> {
+        team.or_else(|| self.roster.get(rep))
+            .unwrap_or(&self.unassigned)
+            .clone()
+    }
+
+    /// The cell of `(rep, team)`, created when missing; the rep, its team and the org are
+    /// marked as changed.
+    pub fn cell(&mut self, rep: &Arc<str>, team: Option<&Arc<str>>, b: &Bounds) -> &mut C {
+        let eff = self.effective(rep, team);
+        self.dirty_reps.insert(rep.clone());
+        self.dirty_teams.insert(eff);
+        self.dirty_org = true;
+        let entry = self.reps.entry(rep.clone()).or_insert_with(|| RepEntry {
+            cells: Vec::new(),
+            teams: Vec::new(),
+        });
+        let pos = match entry.cells.iter().position(|(t, _)| t.as_ref() == team) {
+            Some(p) => p,
+            None => {
+                entry.cells.push((team.cloned(), C::new(b)));
+                self.reindex(rep);
+                self.reps.get(rep).map(|e| e.cells.len() - 1).unwrap_or(0)
+            }
+        };
+        let entry = self.reps.get_mut(rep).expect("entry exists: inserted above");
+        &mut entry.cells[pos].1
+    }
+
+    /// Removes the cell of `(rep, team)` if it holds nothing.
+    pub fn release(&mut self, rep: &Arc<str>, team: Option<&Arc<str>>) {
+        let Some(entry) = self.reps.get_mut(rep) else { return };
+        let before = entry.cells.len();
+        entry
+            .cells
+            .retain(|(t, c)| t.as_ref() != team || !c.is_empty());
+        if entry.cells.len() != before {
+            self.reindex(rep);
+        }
+    }
+
+    /// Recomputes which teams a rep's cells count in, marking teams that gain or lose it.
+    fn reindex(&mut self, rep: &Arc<str>) {
+        let Some(entry) = self.reps.get(rep) else { return };
+        let mut now: Vec<Arc<str>> = entry
+            .cells
+            .iter()
+            .map(|(t, _)| self.effective(rep, t.as_ref()))
+            .collect();
+        now.sort();
+        now.dedup();
+        let old = std::mem::take(&mut self.reps.get_mut(rep).expect("checked above").teams);
+        for t in old.iter().filter(|t| !now.contains(t)) {
+            if let Some(set) = self.team_index.get_mut(t) {
+                set.remove(rep);
+                if set.is_empty() {
+                    self.team_index.remove(t);
+                }
+            }
+            self.dirty_teams.insert(t.clone());
+        }
+        for t in now.iter().filter(|t| !old.contains(t)) {
+            self.team_index.entry(t.clone()).or_default().insert(rep.clone());
+            self.dirty_teams.insert(t.clone());
+        }
+        let empty = now.is_empty();
+        if let Some(e) = self.reps.get_mut(rep) {
+            e.teams = now;
+        }
+        if empty {
+            self.reps.remove(rep);
+        }
+    }
+
+    pub fn roster_upsert(&mut self, rep: &str, team: &str) {
+        let rep = self.intern(rep);
+        let team = self.intern(team);
+        if self.roster.get(&rep) == Some(&team) {
+            return;
+        }
+        // Cells that name no team change hands even when the set of teams stays the same.
+        let before = self.effective(&rep, None);
+        self.dirty_teams.insert(before);
+        self.dirty_teams.insert(team.clone());
+        self.roster.insert(rep.clone(), team);
+        self.dirty_reps.insert(rep.clone());
+        self.reindex(&rep);
+    }
+
+    pub fn roster_remove(&mut self, rep: &str) {
+        if let Some((rep, team)) = self.roster.remove_entry(rep) {
+            self.dirty_teams.insert(team);
+            self.dirty_teams.insert(self.unassigned.clone());
+            self.dirty_reps.insert(rep.clone());
+            self.reindex(&rep);
+        }
+    }
+
+    /// Moves every cell to `b`, marking what changed, and drops cells left empty.
+    pub fn advance(&mut self, b: &Bounds) {
+        let mut emptied = Vec::new();
+        let mut changed = Vec::new();
+        for (rep, entry) in self.reps.iter_mut() {
+            for (team, cell) in entry.cells.iter_mut() {
+                if cell.advance(b) {
+                    changed.push((rep.clone(), team.clone()));
+                }
+                if cell.is_empty() {
+                    emptied.push((rep.clone(), team.clone()));
+                }
+            }
+        }
+        for (rep, team) in changed {
+            let eff = self.effective(&rep, team.as_ref());
+            self.dirty_teams.insert(eff);
+            self.dirty_reps.insert(rep);
+            self.dirty_org = true;
+        }
+        for (rep, team) in emptied {
+            self.release(&rep, team.as_ref());
+        }
+    }
+
+    pub fn cells(&self) -> usize {
+        self.reps.values().map(|e| e.cells.len()).sum()
+    }
+
+    fn summaries_of_rep(&self, rep: &str) -> Vec<(Arc<str>, C::Summary)> {
+        let mut out: Vec<(Arc<str>, C::Summary)> = Vec::new();
+        if !self.roster.contains_key(rep) {
+            return out;
+        }
+        let Some(entry) = self.reps.get(rep) else { return out };
+        for (team, cell) in &entry.cells {
+            let eff = self.effective(rep, team.as_ref());
+            let pos = match out.iter().position(|(t, _)| *t == eff) {
+                Some(p) => p,
+                None => {
+                    out.push((eff, C::Summary::default()));
+                    out.len() - 1
+                }
+            };
+            cell.merge_into(&mut out[pos].1);
+        }
+        out
+    }
+
+    fn summary_of_team(&self, team: &Arc<str>) -> Option<C::Summary> {
+        let reps = self.team_index.get(team)?;
+        let mut s = C::Summary::default();
+        for rep in reps {
+            let Some(entry) = self.reps.get(rep) else { continue };
+            for (t, cell) in &entry.cells {
+                if self.effective(rep, t.as_ref()) == *team {
+                    cell.merge_into(&mut s);
+                }
+            }
+        }
+        Some(s)
+    }
+
+    fn summary_of_org(&self) -> Option<C::Summary> {
+        if self.reps.is_empty() {
+            return None;
+        }
+        let mut s = C::Summary::default();
+        for entry in self.reps.values() {
+            for (_, cell) in &entry.cells {
+                cell.merge_into(&mut s);
+            }
+        }
+        Some(s)
+    }
+
+    /// The current series of one subject.
+    pub fn series_of<F>(&self, subject: &Subject, build: &F) -> SubjectSeries
+    where
+        F: Fn(&C::Summary, &mut SeriesBuilder<'_>),
+    {
+        let mut series: Vec<Series> = Vec::new();
+        match subject {
+            Subject::Rep(rep) => {
+                for (team, s) in self.summaries_of_rep(rep) {
+                    build(
+                        &s,
+                        &mut SeriesBuilder {
+                            scope: Scope::Rep,
+                            rep: Some(rep),
+                            team: Some(&team),
+                            out: &mut series,
+                        },
+                    );
+                }
+            }
+            Subject::Team(team) => {
+                if let Some(s) = self.summary_of_team(team) {
+                    build(
+                        &s,
+                        &mut SeriesBuilder {
+                            scope: Scope::Team,
+                            rep: None,
+                            team: Some(team),
+                            out: &mut series,
+                        },
+                    );
+                }
+            }
+            Subject::Org => {
+                if let Some(s) = self.summary_of_org() {
+                    build(
+                        &s,
+                        &mut SeriesBuilder {
+                            scope: Scope::Org,
+                            rep: None,
+                            team: None,
+                            out: &mut series,
+                        },
+                    );
+                }
+            }
+        }
+        SubjectSeries {
+            subject: subject.clone(),
+            series,
+        }
+    }
+
+    /// Series of every subject that changed since the last call.
+    pub fn drain<F>(&mut self, build: &F) -> Vec<SubjectSeries>
+    where
+        F: Fn(&C::Summary, &mut SeriesBuilder<'_>),
+    {
+        let mut subjects: Vec<Subject> = self.dirty_reps.drain().map(Subject::Rep).collect();
+        subjects.extend(self.dirty_teams.drain().map(Subject::Team));
+        if std::mem::take(&mut self.dirty_org) {
+            subjects.push(Subject::Org);
+        }
+        subjects.sort();
+        subjects.iter().map(|s| self.series_of(s, build)).collect()
+    }
+
+    /// Series of every subject that has any.
+    pub fn snapshot<F>(&self, build: &F) -> Vec<SubjectSeries>
+    where
+        F: Fn(&C::Summary, &mut SeriesBuilder<'_>),
+    {
+        let mut subjects: Vec<Subject> = self.roster.keys().cloned().map(Subject::Rep).collect();
+        subjects.extend(self.team_index.keys().cloned().map(Subject::Team));
+        subjects.push(Subject::Org);
+        subjects.sort();
+        subjects
+            .iter()
+            .map(|s| self.series_of(s, build))
+            .filter(|s| !s.series.is_empty())
+            .collect()
+    }
+}

@@ -1,0 +1,41 @@
+//! The aggregation core of salespulse: pure and I/O-free.
+//!
+//! Records go in through `apply`, the clock through `tick(now)`; `drain_changes` returns the
+//! series of every rep, team and the org that changed since the last call. Nothing here reads
+//! a clock, a socket or a file, so every number can be checked against a recomputation from
+//! the raw records.
+
+mod activities;
+mod calendar;
+mod deals;
+mod ledger;
+mod series;
+mod windowed;
+
+pub use activities::{bucket_of, ActivitiesCore, Counts, MINUTE_BUCKETS_SECONDS};
+pub use calendar::{Bounds, Calendar, CalendarError, Window, WINDOWS};
+pub use deals::{DealSums, DealsCore};
+pub use ledger::UNASSIGNED;
+pub use series::{Metric, Scope, Series, Subject, SubjectSeries, RATIO_DP};
+pub use windowed::{Measure, Windowed};
+
+/// What applying a record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The record changed the state (possibly leaving every number as it was).
+    Applied,
+    /// Its event id was seen before.
+    Duplicate,
+    /// Older than what is already applied, or than every window.
+    Stale,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Stale => "stale",
+        }
+    }
+}

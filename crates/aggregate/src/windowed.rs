@@ -1,0 +1,209 @@
+//! Facts in time order with one running sum per window.
+//!
+//! Each fact enters a window when the clock reaches it and leaves when the window's start
+//! passes it, so the cost of a record or of a clock tick does not depend on how long the
+//! windows are: every fact is added to and removed from each window at most once.
+
+use std::collections::BTreeMap;
+
+use crate::calendar::{Bounds, WINDOWS};
+
+/// A value that can be summed and un-summed exactly.
+pub trait Measure: Copy + Default + PartialEq {
+    fn add(&mut self, other: &Self);
+    fn sub(&mut self, other: &Self);
+    fn is_zero(&self) -> bool;
+}
+
+/// Facts keyed by `(second, id)`; facts with equal keys are merged.
+#[derive(Debug, Clone)]
+pub struct Windowed<V> {
+    facts: BTreeMap<(i64, u64), V>,
+    sums: [V; WINDOWS],
+    lo: [i64; WINDOWS],
+    hi: i64,
+}
+
+impl<V: Measure> Windowed<V> {
+    pub fn new(b: &Bounds) -> Self {
+        Windowed {
+            facts: BTreeMap::new(),
+            sums: [V::default(); WINDOWS],
+            lo: b.lo,
+            hi: b.now,
+        }
+    }
+
+    pub fn sums(&self) -> &[V; WINDOWS] {
+        &self.sums
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.facts.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.facts.len()
+    }
+
+    /// Adds a fact. Returns false when it is older than every window and so not kept.
+    pub fn add(&mut self, ts: i64, id: u64, v: &V, b: &Bounds) -> bool {
+        if ts < b.horizon {
+            return false;
+        }
+        self.facts.entry((ts, id)).or_default().add(v);
+        if ts <= self.hi {
+            for (lo, sum) in self.lo.iter().zip(self.sums.iter_mut()) {
+                if *lo <= ts {
+                    sum.add(v);
+                }
+            }
+        }
+        true
+    }
+
+    /// Removes what an earlier `add` with the same key and value contributed. A fact that has
+    /// already expired (or was never kept) changes nothing.
+    pub fn sub(&mut self, ts: i64, id: u64, v: &V) {
+        let Some(entry) = self.facts.get_mut(&(ts, id)) else {
+            return;
+        };
+        entry.sub(v);
+        if entry.is_zero() {
+            self.facts.remove(&(ts, id));
+        }
+        if ts <= self.hi {
+            for (lo, sum) in self.lo.iter().zip(self.sums.iter_mut()) {
+                if *lo <= ts {
+                    sum.sub(v);
+                }
+            }
+        }
+    }
+
+    /// Moves every window to `b`. Returns whether any sum changed.
+    pub fn advance(&mut self, b: &Bounds) -> bool {
+        let mut changed = false;
+        if self.facts.is_empty() {
+            self.lo = b.lo;
+            self.hi = self.hi.max(b.now);
+            return self.reset_sums();
+        }
+        if b.now > self.hi {
+            for (&(ts, _), v) in self.facts.range((self.hi + 1, 0)..=(b.now, u64::MAX)) {
+                for (lo, sum) in self.lo.iter().zip(self.sums.iter_mut()) {
+                    if *lo <= ts {
+                        sum.add(v);
+                        changed = true;
+                    }
+                }
+            }
+            self.hi = b.now;
+        }
+        for w in 0..WINDOWS {
+            let new_lo = b.lo[w];
+            if new_lo > self.lo[w] {
+                for (&(ts, _), v) in self.facts.range((self.lo[w], 0)..(new_lo, 0)) {
+                    if ts <= self.hi {
+                        self.sums[w].sub(v);
+                        changed = true;
+                    }
+                }
+                self.lo[w] = new_lo;
+            }
+        }
+        while let Some(first) = self.facts.first_entry() {
+            if first.key().0 >= b.horizon {
+                break;
+            }
+            first.remove();
+        }
+        changed
+    }
+
+    /// Removes and returns the facts older than `before`, without touching window sums; the
+    /// caller re-adds them elsewhere (used to fold minute buckets into hour buckets).
+    pub fn take_older_than(&mut self, before: i64) -> Vec<(i64, u64, V)> {
+        let mut out = Vec::new();
+        while let Some(first) = self.facts.first_entry() {
+            if first.key().0 >= before {
+                break;
+            }
+            let ((ts, id), v) = first.remove_entry();
+            out.push((ts, id, v));
+        }
+        for (ts, _, v) in &out {
+            if *ts <= self.hi {
+                for (lo, sum) in self.lo.iter().zip(self.sums.iter_mut()) {
+                    if lo <= ts {
+                        sum.sub(v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn reset_sums(&mut self) -> bool {
+        let changed = self.sums.iter().any(|s| !s.is_zero());
+        self.sums = [V::default(); WINDOWS];
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calendar::{Calendar, Window};
+
+    impl Measure for i64 {
+        fn add(&mut self, o: &Self) {
+            *self += o;
+        }
+        fn sub(&mut self, o: &Self) {
+            *self -= o;
+        }
+        fn is_zero(&self) -> bool {
+            *self == 0
+        }
+    }
+
+    #[test]
+    fn fact_leaves_rolling_hour_exactly_one_hour_later() {
+        let cal = Calendar::utc();
+        let t0 = 1_790_000_000;
+        let mut w = Windowed::<i64>::new(&cal.bounds(t0));
+        assert!(w.add(t0, 1, &5, &cal.bounds(t0)));
+        assert_eq!(w.sums()[Window::H1.index()], 5);
+        w.advance(&cal.bounds(t0 + 3_599));
+        assert_eq!(w.sums()[Window::H1.index()], 5);
+        w.advance(&cal.bounds(t0 + 3_600));
+        assert_eq!(w.sums()[Window::H1.index()], 0);
+        assert_eq!(w.sums()[Window::H24.index()], 5);
+    }
+
+    #[test]
+    fn future_fact_counts_once_the_clock_reaches_it() {
+        let cal = Calendar::utc();
+        let t0 = 1_790_000_000;
+        let b = cal.bounds(t0);
+        let mut w = Windowed::<i64>::new(&b);
+        w.add(t0 + 60, 1, &1, &b);
+        assert_eq!(w.sums()[0], 0);
+        assert!(w.advance(&cal.bounds(t0 + 60)));
+        assert_eq!(w.sums()[0], 1);
+    }
+
+    #[test]
+    fn sub_of_an_expired_fact_changes_nothing() {
+        let cal = Calendar::utc();
+        let t0 = 1_790_000_000;
+        let b = cal.bounds(t0);
+        let mut w = Windowed::<i64>::new(&b);
+        w.add(t0, 1, &1, &b);
+        w.advance(&cal.bounds(t0 + 400 * 86_400));
+        w.sub(t0, 1, &1);
+        assert!(w.sums().iter().all(|s| *s == 0));
+        assert!(w.is_empty());
+    }
+}

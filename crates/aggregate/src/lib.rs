@@ -8,6 +8,7 @@
 mod activities;
 mod calendar;
 mod deals;
+mod diff;
 mod ledger;
 mod series;
 mod windowed;
@@ -15,6 +16,7 @@ mod windowed;
 pub use activities::{bucket_of, ActivitiesCore, Counts, MINUTE_BUCKETS_SECONDS};
 pub use calendar::{Bounds, Calendar, CalendarError, Window, WINDOWS};
 pub use deals::{DealSums, DealsCore};
+pub use diff::{metric_of_key, series_key, subject_of_key, Change, Differ};
 pub use ledger::UNASSIGNED;
 pub use series::{Metric, Scope, Series, Subject, SubjectSeries, RATIO_DP};
 pub use windowed::{Measure, Windowed};

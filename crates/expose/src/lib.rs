@@ -1,0 +1,78 @@
+//! Exposition: the live board and the pipeline's health on `/metrics`, with `/healthz` and
+//! `/readyz`.
+
+mod board;
+mod families;
+mod health;
+mod http;
+
+pub use board::{Board, Exposed};
+pub use families::{family_name, health as health_names, help};
+pub use health::Health;
+pub use http::{render, router, AppState};
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use rust_decimal::Decimal;
+    use salespulse_aggregate::{series_key, Change, Metric, Scope, Series, Window};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn state(ready: bool) -> AppState {
+        AppState {
+            board: Arc::new(Board::default()),
+            health: Health::new("test"),
+            ready: Arc::new(AtomicBool::new(ready)),
+        }
+    }
+
+    #[tokio::test]
+    async fn metrics_escapes_hostile_label_values() {
+        let st = state(true);
+        let s = Series {
+            scope: Scope::Rep,
+            metric: Metric::Bookings,
+            rep: Some(Arc::from("a\"b\\c\nd}")),
+            team: Some(Arc::from("t")),
+            window: Some(Window::Today),
+            extra: None,
+            value: Decimal::new(12345, 2),
+        };
+        st.board.apply(&[Change {
+            key: series_key(&s),
+            series: Some(s),
+        }]);
+        let res = router(st)
+            .oneshot(Request::get("/metrics").body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        let text = String::from_utf8(body.to_vec()).expect("utf-8");
+        assert!(
+            text.contains(r#"sales_rep_bookings{rep="a\"b\\c\nd}",team="t",window="today"} 123.45"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_the_flag() {
+        let res = router(state(false))
+            .oneshot(Request::get("/readyz").body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let res = router(state(true))
+            .oneshot(Request::get("/readyz").body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+}

@@ -1,0 +1,72 @@
+//! The salespulse service runtime: configuration, the Kafka source, and the loop that feeds
+//! an aggregation core and exposes and publishes its numbers.
+
+pub mod config;
+pub mod kafka;
+mod processor;
+mod run;
+
+pub use config::{ServiceArgs, Settings};
+pub use processor::Processor;
+pub use run::run;
+
+/// Why a service could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The operator's configuration is invalid: fix it and restart.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Kafka refused or failed an operation after librdkafka's own retries.
+    #[error("kafka: {context}: {source}")]
+    Kafka {
+        context: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+}
+
+impl Error {
+    pub(crate) fn kafka(context: &str, source: rdkafka::error::KafkaError) -> Error {
+        Error::Kafka {
+            context: context.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Initialises logging: JSON lines (default) or human-readable text, filtered by `RUST_LOG`.
+pub fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "text" {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,1 +1,32 @@
-fn main() {}
+//! Deals service: latest state of every deal, rolling bookings, wins, losses, win rate, deal size, sales cycle and pipeline per rep, team and org.
+//!
+//! Reads `sales.deals` and `sales.roster`; serves `/metrics`, `/healthz`, `/readyz`;
+//! publishes every change to `sales.metrics` and rejected records to `sales.deadletter`.
+
+use anyhow::Context;
+use clap::Parser;
+use salespulse_aggregate::DealsCore;
+use salespulse_pipeline::{init_logging, run, shutdown_signal, ServiceArgs, Settings};
+
+/// Deals service: latest state of every deal, rolling bookings, wins, losses, win rate, deal size, sales cycle and pipeline per rep, team and org.
+#[derive(Debug, Parser)]
+#[command(name = "salespulse-deals", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(&cli.service, "deals").context("loading the configuration")?;
+    if cli.service.print_config {
+        println!("{settings:#?}");
+        return Ok(());
+    }
+    init_logging(&settings.log.format);
+    run::<DealsCore>(settings, shutdown_signal())
+        .await
+        .context("salespulse-deals stopped")?;
+    Ok(())
+}

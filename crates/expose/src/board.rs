@@ -1,0 +1,138 @@
+//! The live board: the current value of every business series, shared between the ingest
+//! loop (which writes only the series that changed) and `/metrics` (which reads them all).
+//! A sharded map keeps a scrape from ever holding a lock the ingest loop needs for long.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use prometheus::proto::{Gauge, LabelPair, Metric as PromMetric, MetricFamily, MetricType};
+use rust_decimal::prelude::ToPrimitive;
+use salespulse_aggregate::{Change, Metric, Scope, Window};
+
+use crate::families::{family_name, help};
+
+#[derive(Debug, Clone)]
+struct Entry {
+    scope: Scope,
+    metric: Metric,
+    labels: Vec<(&'static str, Arc<str>)>,
+    value: f64,
+}
+
+/// Which windows and families go to `/metrics` (`sales.metrics` always carries all).
+#[derive(Debug, Clone, Default)]
+pub struct Exposed {
+    /// Window labels to expose; empty means all.
+    pub windows: HashSet<Window>,
+    /// Metric names (without scope) to expose; empty means all.
+    pub metrics: HashSet<Metric>,
+}
+
+impl Exposed {
+    fn admits(&self, metric: Metric, window: Option<Window>) -> bool {
+        (self.metrics.is_empty() || self.metrics.contains(&metric))
+            && match window {
+                Some(w) => self.windows.is_empty() || self.windows.contains(&w),
+                None => true,
+            }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Board {
+    series: DashMap<String, Entry>,
+    exposed: Exposed,
+}
+
+impl Board {
+    pub fn new(exposed: Exposed) -> Self {
+        Board {
+            series: DashMap::new(),
+            exposed,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    pub fn apply(&self, changes: &[Change]) {
+        for c in changes {
+            match &c.series {
+                None => {
+                    self.series.remove(&c.key);
+                }
+                Some(s) if self.exposed.admits(s.metric, s.window) => {
+                    let mut labels: Vec<(&'static str, Arc<str>)> = Vec::with_capacity(4);
+                    if let Some(r) = &s.rep {
+                        labels.push(("rep", r.clone()));
+                    }
+                    if let Some(t) = &s.team {
+                        labels.push(("team", t.clone()));
+                    }
+                    if let (Some(name), Some(v)) = (s.metric.extra_label(), &s.extra) {
+                        labels.push((name, v.clone()));
+                    }
+                    if let Some(w) = s.window {
+                        labels.push(("window", Arc::from(w.label())));
+                    }
+                    let value = s.value.to_f64().unwrap_or(f64::NAN);
+                    self.series.insert(
+                        c.key.clone(),
+                        Entry {
+                            scope: s.scope,
+                            metric: s.metric,
+                            labels,
+                            value,
+                        },
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Current value of one series by its `sales.metrics` key.
+    pub fn value(&self, key: &str) -> Option<f64> {
+        self.series.get(key).map(|e| e.value)
+    }
+
+    /// All business families, in a stable order.
+    pub fn gather(&self) -> Vec<MetricFamily> {
+        let mut families: BTreeMap<(Scope, Metric), Vec<PromMetric>> = BTreeMap::new();
+        for e in self.series.iter() {
+            let mut m = PromMetric::default();
+            m.set_label(
+                e.labels
+                    .iter()
+                    .map(|(n, v)| {
+                        let mut l = LabelPair::default();
+                        l.set_name((*n).to_owned());
+                        l.set_value(v.to_string());
+                        l
+                    })
+                    .collect(),
+            );
+            let mut g = Gauge::default();
+            g.set_value(e.value);
+            m.set_gauge(g);
+            families.entry((e.scope, e.metric)).or_default().push(m);
+        }
+        families
+            .into_iter()
+            .map(|((scope, metric), metrics)| {
+                let mut f = MetricFamily::default();
+                f.set_name(family_name(scope, metric));
+                f.set_help(help(scope, metric));
+                f.set_field_type(MetricType::GAUGE);
+                f.set_metric(metrics);
+                f
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,44 @@
+//! The one place that names and describes every metric family salespulse exposes.
+
+use salespulse_aggregate::{Metric, Scope};
+
+/// Prometheus name of a business family, e.g. `sales_rep_bookings`.
+pub fn family_name(scope: Scope, metric: Metric) -> String {
+    format!("sales_{}_{}", scope.label(), metric.name())
+}
+
+/// Help text of a business family.
+pub fn help(scope: Scope, metric: Metric) -> String {
+    let who = match scope {
+        Scope::Rep => "per rep",
+        Scope::Team => "per team",
+        Scope::Org => "for the whole org",
+    };
+    let what = match metric {
+        Metric::Bookings => "Won amount closed in the window, in the reporting currency",
+        Metric::DealsWon => "Deals won (closed) in the window",
+        Metric::DealsLost => "Deals lost (closed) in the window",
+        Metric::WinRate => "Deals won / (won + lost) closed in the window; absent when none closed",
+        Metric::AvgDealSize => "Mean amount of deals won in the window; absent when none won",
+        Metric::SalesCycleSeconds => {
+            "Mean seconds from creation to close of deals won in the window; absent when none won"
+        }
+        Metric::PipelineCreated => "Amount of deals created in the window, in the reporting currency",
+        Metric::Activities => "Activities in the window, by kind",
+        Metric::OpenPipeline => "Amount of open deals now, by stage, in the reporting currency",
+        Metric::WeightedPipeline => "Sum of amount x stage probability over open deals now",
+    };
+    format!("{what}, {who}.")
+}
+
+/// Pipeline health families, registered in [`crate::Health`].
+pub mod health {
+    pub const EVENTS_TOTAL: &str = "sales_events_total";
+    pub const REJECTED_TOTAL: &str = "sales_rejected_total";
+    pub const LAST_EVENT_TIMESTAMP: &str = "sales_last_event_timestamp_seconds";
+    pub const CONSUMER_LAG: &str = "sales_consumer_lag";
+    pub const METRICS_PUBLISHED_TOTAL: &str = "sales_metrics_published_total";
+    pub const STATE_ENTRIES: &str = "sales_state_entries";
+    pub const READY: &str = "sales_ready";
+    pub const SCRAPE_SERIES: &str = "sales_board_series";
+}

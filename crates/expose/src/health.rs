@@ -1,0 +1,103 @@
+//! The pipeline's own metrics: what came in, what was rejected, how far behind it is.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, GaugeVec, Opts, Registry};
+
+use crate::families::health as names;
+
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub registry: Registry,
+    /// Records by topic and outcome: applied, duplicate, stale, rejected.
+    pub events: IntCounterVec,
+    /// Rejected records by topic and reason.
+    pub rejected: IntCounterVec,
+    /// Kafka timestamp of the newest record consumed, by topic.
+    pub last_event: GaugeVec,
+    /// Messages between the consumer's position and the end of each partition.
+    pub lag: IntGaugeVec,
+    pub published: IntCounter,
+    /// Entries held in memory, by kind (deals, cells, event_ids).
+    pub state: IntGaugeVec,
+    pub ready: IntGauge,
+    pub board_series: IntGauge,
+}
+
+impl Health {
+    pub fn new(service: &str) -> Health {
+        let registry =
+            Registry::new_custom(None, Some([("service".to_owned(), service.to_owned())].into()))
+                .expect("static registry settings are valid");
+        let events = IntCounterVec::new(
+            Opts::new(names::EVENTS_TOTAL, "Records consumed, by topic and outcome."),
+            &["topic", "outcome"],
+        )
+        .expect("valid metric");
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                names::REJECTED_TOTAL,
+                "Records sent to the dead-letter topic, by topic and reason.",
+            ),
+            &["topic", "reason"],
+        )
+        .expect("valid metric");
+        let last_event = GaugeVec::new(
+            Opts::new(
+                names::LAST_EVENT_TIMESTAMP,
+                "Kafka timestamp (Unix seconds) of the newest record consumed, by topic.",
+            ),
+            &["topic"],
+        )
+        .expect("valid metric");
+        let lag = IntGaugeVec::new(
+            Opts::new(
+                names::CONSUMER_LAG,
+                "Records between the consumer position and the end of the partition.",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid metric");
+        let published = IntCounter::new(
+            names::METRICS_PUBLISHED_TOTAL,
+            "Records (values and tombstones) produced to the metrics topic.",
+        )
+        .expect("valid metric");
+        let state = IntGaugeVec::new(
+            Opts::new(names::STATE_ENTRIES, "Entries held in memory, by kind."),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let ready = IntGauge::new(
+            names::READY,
+            "1 when the service has restored its state and caught up on its partitions.",
+        )
+        .expect("valid metric");
+        let board_series = IntGauge::new(
+            names::SCRAPE_SERIES,
+            "Business series currently exposed on /metrics.",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rejected.clone()),
+            Box::new(last_event.clone()),
+            Box::new(lag.clone()),
+            Box::new(published.clone()),
+            Box::new(state.clone()),
+            Box::new(ready.clone()),
+            Box::new(board_series.clone()),
+        ] {
+            registry.register(c).expect("each family is registered once");
+        }
+        Health {
+            registry,
+            events,
+            rejected,
+            last_event,
+            lag,
+            published,
+            state,
+            ready,
+            board_series,
+        }
+    }
+}

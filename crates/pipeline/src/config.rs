@@ -1,0 +1,340 @@
+//! Configuration: defaults, then a TOML file, then `SALESPULSE_*` environment variables, then
+//! command-line flags. Unknown keys are rejected everywhere so that a typo is an error, not a
+//! silently ignored setting.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use salespulse_aggregate::{Calendar, Metric, Window};
+use salespulse_decode::{Contract, ContractConfig};
+use salespulse_expose::Exposed;
+use salespulse_publish::PublishFormat;
+use serde::Deserialize;
+
+use crate::Error;
+
+/// Everything a service reads at start-up. Every section and key is optional.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub topics: TopicSettings,
+    pub contract: ContractConfig,
+    pub calendar: CalendarSettings,
+    pub publish: PublishSettings,
+    pub expose: ExposeSettings,
+    pub log: LogSettings,
+    /// Settings of the deals service.
+    pub deals: ServiceSettings,
+    /// Settings of the activities service.
+    pub activities: ServiceSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`; the `KAFKA_BOOTSTRAP` variable or `--bootstrap` override it.
+    pub bootstrap: String,
+    /// Any librdkafka property, passed through to every client (e.g. `security.protocol`,
+    /// `sasl.mechanisms`, `ssl.ca.location`).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            bootstrap: "127.0.0.1:19092".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicSettings {
+    pub deals: String,
+    pub activities: String,
+    pub roster: String,
+    pub metrics: String,
+    pub deadletter: String,
+    /// Partitions of the topics a service creates when they are missing.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Create missing topics at start-up.
+    pub create: bool,
+}
+
+impl Default for TopicSettings {
+    fn default() -> Self {
+        TopicSettings {
+            deals: "sales.deals".into(),
+            activities: "sales.activities".into(),
+            roster: "sales.roster".into(),
+            metrics: "sales.metrics".into(),
+            deadletter: "sales.deadletter".into(),
+            partitions: 3,
+            replication_factor: 1,
+            create: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CalendarSettings {
+    /// IANA time zone of the to-date windows.
+    pub time_zone: String,
+    /// First month (1-12) of the fiscal year.
+    pub fiscal_year_start_month: u32,
+}
+
+impl Default for CalendarSettings {
+    fn default() -> Self {
+        CalendarSettings {
+            time_zone: "UTC".into(),
+            fiscal_year_start_month: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishSettings {
+    /// Changes are coalesced and emitted at most once per key per interval; the clock that
+    /// slides the windows ticks at the same pace.
+    pub interval_ms: u64,
+    pub format: PublishFormat,
+}
+
+impl Default for PublishSettings {
+    fn default() -> Self {
+        PublishSettings {
+            interval_ms: 1000,
+            format: PublishFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExposeSettings {
+    /// Windows shown on `/metrics` (empty: all).
+    pub windows: Vec<String>,
+    /// Metrics shown on `/metrics`, without scope, e.g. `bookings` (empty: all).
+    pub metrics: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `json` (default) or `text`.
+    pub format: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: "json".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: SocketAddr,
+    /// Consumer group whose committed offsets mark what has been processed.
+    pub group_id: String,
+    /// `/readyz` is true once restored and no partition lags by more than this.
+    #[serde(default = "default_ready_max_lag")]
+    pub ready_max_lag: i64,
+}
+
+fn default_ready_max_lag() -> i64 {
+    1000
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        ServiceSettings {
+            listen: ([127, 0, 0, 1], 9101).into(),
+            group_id: "salespulse".into(),
+            ready_max_lag: default_ready_max_lag(),
+        }
+    }
+}
+
+/// Defaults of the per-service sections, which differ only in port and group.
+fn service_defaults() -> Figment {
+    Figment::new()
+        .merge(Serialized::default("deals.listen", "127.0.0.1:9101"))
+        .merge(Serialized::default("deals.group_id", "salespulse-deals"))
+        .merge(Serialized::default("activities.listen", "127.0.0.1:9102"))
+        .merge(Serialized::default("activities.group_id", "salespulse-activities"))
+}
+
+/// Flags shared by the services.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    /// TOML configuration file (see config/salespulse.toml for every key).
+    #[arg(short, long, env = "SALESPULSE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers; overrides the file and SALESPULSE_KAFKA__BOOTSTRAP.
+    #[arg(long, env = "KAFKA_BOOTSTRAP")]
+    pub bootstrap: Option<String>,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Consumer group id.
+    #[arg(long)]
+    pub group_id: Option<String>,
+    /// librdkafka property for every client, as key=value (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub property: Vec<String>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl Settings {
+    /// Loads the settings of `service` (`deals` or `activities`).
+    pub fn load(args: &ServiceArgs, service: &str) -> Result<Settings, Error> {
+        let mut fig = service_defaults();
+        if let Some(path) = &args.config {
+            if !path.exists() {
+                return Err(Error::Config(format!(
+                    "configuration file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        // Only sectioned variables (SALESPULSE_KAFKA__BOOTSTRAP) are settings; others such as
+        // SALESPULSE_CONFIG belong to the flags or the scripts.
+        fig = fig.merge(
+            Env::prefixed("SALESPULSE_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
+        if let Some(b) = &args.bootstrap {
+            fig = fig.merge(Serialized::default("kafka.bootstrap", b));
+        }
+        if let Some(l) = &args.listen {
+            fig = fig.merge(Serialized::default(&format!("{service}.listen"), l.to_string()));
+        }
+        if let Some(g) = &args.group_id {
+            fig = fig.merge(Serialized::default(&format!("{service}.group_id"), g));
+        }
+        let mut s: Settings = fig
+            .extract()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        for p in &args.property {
+            let (k, v) = p.split_once('=').ok_or_else(|| {
+                Error::Config(format!("-X {p}: expected a librdkafka property as key=value"))
+            })?;
+            s.kafka.properties.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks what serde cannot: names, ranges and the contract.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.contract()?;
+        self.calendar()?;
+        self.exposed()?;
+        if self.publish.interval_ms == 0 {
+            return Err(Error::Config("publish.interval_ms must be positive".into()));
+        }
+        if self.topics.partitions < 1 || self.topics.replication_factor < 1 {
+            return Err(Error::Config(
+                "topics.partitions and topics.replication_factor must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn contract(&self) -> Result<Contract, Error> {
+        Contract::new(self.contract.clone()).map_err(|e| Error::Config(e.to_string()))
+    }
+
+    pub fn calendar(&self) -> Result<Calendar, Error> {
+        Calendar::new(&self.calendar.time_zone, self.calendar.fiscal_year_start_month)
+            .map_err(|e| Error::Config(format!("[calendar] {e}")))
+    }
+
+    pub fn exposed(&self) -> Result<Exposed, Error> {
+        let windows = self
+            .expose
+            .windows
+            .iter()
+            .map(|w| {
+                Window::from_label(w)
+                    .ok_or_else(|| Error::Config(format!("expose.windows: unknown window {w:?}")))
+            })
+            .collect::<Result<HashSet<_>, _>>()?;
+        let metrics = self
+            .expose
+            .metrics
+            .iter()
+            .map(|m| {
+                Metric::from_name(m)
+                    .ok_or_else(|| Error::Config(format!("expose.metrics: unknown metric {m:?}")))
+            })
+            .collect::<Result<HashSet<_>, _>>()?;
+        Ok(Exposed { windows, metrics })
+    }
+
+    pub fn service(&self, service: &str) -> &ServiceSettings {
+        match service {
+            "activities" => &self.activities,
+            _ => &self.deals,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(config: Option<PathBuf>) -> ServiceArgs {
+        ServiceArgs {
+            config,
+            bootstrap: None,
+            listen: None,
+            group_id: None,
+            property: vec!["security.protocol=PLAINTEXT".into()],
+            print_config: false,
+        }
+    }
+
+    #[test]
+    fn shipped_config_loads() {
+        let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/salespulse.toml"));
+        let s = Settings::load(&args(Some(path)), "activities").expect("shipped config is valid");
+        assert_eq!(s.activities.listen.port(), 9102);
+        assert_eq!(s.kafka.properties["security.protocol"], "PLAINTEXT");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[kafka]\nbootstrapp = \"x\"\n").expect("write");
+        let err = Settings::load(&args(Some(path)), "deals").expect_err("typo is an error");
+        assert!(err.to_string().contains("bootstrapp"), "{err}");
+    }
+
+    #[test]
+    fn bad_time_zone_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[calendar]\ntime_zone = \"Mars/Base\"\n").expect("write");
+        let err = Settings::load(&args(Some(path)), "deals").expect_err("invalid");
+        assert!(err.to_string().contains("Mars/Base"), "{err}");
+    }
+}

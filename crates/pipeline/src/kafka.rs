@@ -1,0 +1,95 @@
+//! Kafka clients and topics.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::types::RDKafkaErrorCode as Code;
+use tracing::info;
+
+use crate::config::Settings;
+use crate::Error;
+
+/// A client config with the bootstrap servers and every pass-through property.
+pub fn client_config(s: &Settings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &s.kafka.bootstrap);
+    for (k, v) in &s.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// A topic the service needs, with how to create it when missing.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub compacted: bool,
+}
+
+/// Creates the topics that do not exist yet. Existing topics are left as they are.
+pub async fn ensure_topics(s: &Settings, topics: &[TopicSpec]) -> Result<(), Error> {
+    let admin: AdminClient<DefaultClientContext> = client_config(s)
+        .create()
+        .map_err(|e| Error::kafka("creating the admin client", e))?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            let nt = NewTopic::new(
+                &t.name,
+                t.partitions,
+                TopicReplication::Fixed(s.topics.replication_factor),
+            );
+            if t.compacted {
+                nt.set("cleanup.policy", "compact")
+            } else {
+                nt
+            }
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new, &opts)
+        .await
+        .map_err(|e| Error::kafka("creating topics", e))?;
+    for r in results {
+        match r {
+            Ok(name) => info!(topic = %name, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(Error::Kafka {
+                    context: format!("creating topic {name}"),
+                    source: rdkafka::error::KafkaError::AdminOp(code),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Partition ids of a topic, waiting (bounded) for the broker to know it.
+pub fn partitions(consumer: &impl Consumer, topic: &str) -> Result<Vec<i32>, Error> {
+    let mut last = None;
+    for _ in 0..30 {
+        match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(md) => {
+                if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
+                    if t.error().is_none() && !t.partitions().is_empty() {
+                        return Ok(t.partitions().iter().map(|p| p.id()).collect());
+                    }
+                    last = t.error().map(|e| format!("{:?}", Code::from(e)));
+                }
+            }
+            Err(e) => last = Some(e.to_string()),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(Error::Config(format!(
+        "topic {topic} has no partitions after 15 s ({})",
+        last.unwrap_or_default()
+    )))
+}

@@ -1,0 +1,111 @@
+//! What differs between the services: which topic they read and which core they feed.
+
+use salespulse_aggregate::{ActivitiesCore, Calendar, DealsCore, Metric, Outcome, SubjectSeries};
+use salespulse_decode::{Contract, DecodeError, Format, RosterEvent};
+
+use crate::config::TopicSettings;
+
+/// A service's aggregation core, seen from the loop.
+pub trait Processor: Send + 'static {
+    /// Service name: `deals` or `activities`.
+    const SERVICE: &'static str;
+    /// The metrics this service computes (and so owns on `sales.metrics`).
+    const METRICS: &'static [Metric];
+
+    fn new(contract: &Contract, cal: Calendar, now_ms: i64) -> Self;
+    fn input_topic(topics: &TopicSettings) -> &str;
+    /// Decodes and applies one input record.
+    fn handle(
+        &mut self,
+        contract: &Contract,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        format: Format,
+        now_ms: i64,
+    ) -> Result<Outcome, DecodeError>;
+    fn roster(&mut self, ev: &RosterEvent);
+    fn tick(&mut self, now_ms: i64);
+    fn drain_changes(&mut self) -> Vec<SubjectSeries>;
+    /// Sizes of the in-memory state, by kind.
+    fn state_sizes(&self) -> Vec<(&'static str, usize)>;
+}
+
+impl Processor for DealsCore {
+    const SERVICE: &'static str = "deals";
+    const METRICS: &'static [Metric] = &Metric::DEALS;
+
+    fn new(contract: &Contract, cal: Calendar, now_ms: i64) -> Self {
+        DealsCore::new(contract, cal, now_ms)
+    }
+    fn input_topic(topics: &TopicSettings) -> &str {
+        &topics.deals
+    }
+    fn handle(
+        &mut self,
+        contract: &Contract,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        format: Format,
+        now_ms: i64,
+    ) -> Result<Outcome, DecodeError> {
+        let ev = contract.decode_deal(key, payload, format, now_ms)?;
+        Ok(self.apply(&ev))
+    }
+    fn roster(&mut self, ev: &RosterEvent) {
+        match ev {
+            RosterEvent::Upsert {
+                rep_id, team_id, ..
+            } => self.roster_upsert(rep_id, team_id),
+            RosterEvent::Remove { rep_id } => self.roster_remove(rep_id),
+        }
+    }
+    fn tick(&mut self, now_ms: i64) {
+        DealsCore::tick(self, now_ms);
+    }
+    fn drain_changes(&mut self) -> Vec<SubjectSeries> {
+        DealsCore::drain_changes(self)
+    }
+    fn state_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("deals", self.deals()), ("cells", self.cells())]
+    }
+}
+
+impl Processor for ActivitiesCore {
+    const SERVICE: &'static str = "activities";
+    const METRICS: &'static [Metric] = &Metric::ACTIVITIES;
+
+    fn new(contract: &Contract, cal: Calendar, now_ms: i64) -> Self {
+        ActivitiesCore::new(contract, cal, now_ms)
+    }
+    fn input_topic(topics: &TopicSettings) -> &str {
+        &topics.activities
+    }
+    fn handle(
+        &mut self,
+        contract: &Contract,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        format: Format,
+        now_ms: i64,
+    ) -> Result<Outcome, DecodeError> {
+        let ev = contract.decode_activity(key, payload, format, now_ms)?;
+        Ok(self.apply(&ev))
+    }
+    fn roster(&mut self, ev: &RosterEvent) {
+        match ev {
+            RosterEvent::Upsert {
+                rep_id, team_id, ..
+            } => self.roster_upsert(rep_id, team_id),
+            RosterEvent::Remove { rep_id } => self.roster_remove(rep_id),
+        }
+    }
+    fn tick(&mut self, now_ms: i64) {
+        ActivitiesCore::tick(self, now_ms);
+    }
+    fn drain_changes(&mut self) -> Vec<SubjectSeries> {
+        ActivitiesCore::drain_changes(self)
+    }
+    fn state_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("cells", self.cells()), ("event_ids", self.remembered_ids())]
+    }
+}

@@ -1,0 +1,529 @@
+//! The service loop: restore, then consume → decode → aggregate → expose and publish.
+//!
+//! Delivery: the consumed offsets are committed only after every dead-letter and metric
+//! record produced for them is acknowledged by the broker, so nothing is lost (at least once
+//! for side outputs). State is rebuilt at start-up by replaying the input topic up to the
+//! committed offsets without side effects, so the numbers after a restart are exactly those
+//! of an uninterrupted run; the last published board is read back from `sales.metrics` so
+//! that series that vanished meanwhile get their tombstones.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use salespulse_aggregate::{metric_of_key, subject_of_key, Differ, Metric};
+use salespulse_decode::{Contract, DecodeError, Format};
+use salespulse_expose::{AppState, Board, Health};
+use salespulse_publish::PublishFormat;
+use tracing::{error, info, warn};
+
+use crate::config::Settings;
+use crate::kafka::{client_config, ensure_topics, partitions, TopicSpec};
+use crate::processor::Processor;
+use crate::Error;
+
+/// How often consumer lag is measured.
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Runs a service until `shutdown` resolves, then flushes and commits before returning.
+pub async fn run<P: Processor>(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let svc = settings.service(P::SERVICE).clone();
+    let contract = settings.contract()?;
+    let cal = settings.calendar()?;
+    let input = P::input_topic(&settings.topics).to_owned();
+    let t = &settings.topics;
+
+    let health = Health::new(P::SERVICE);
+    let board = Arc::new(Board::new(settings.exposed()?));
+    let ready = Arc::new(AtomicBool::new(false));
+    let app = AppState {
+        board: board.clone(),
+        health: health.clone(),
+        ready: ready.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(svc.listen)
+        .await
+        .map_err(|e| Error::Io(format!("binding {}", svc.listen), e))?;
+    info!(service = P::SERVICE, listen = %svc.listen, "serving /metrics, /healthz, /readyz");
+    let http = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, salespulse_expose::router(app)).await {
+            error!(error = %e, "HTTP server stopped");
+        }
+    });
+
+    if t.create {
+        ensure_topics(
+            &settings,
+            &[
+                TopicSpec { name: input.clone(), partitions: t.partitions, compacted: false },
+                TopicSpec { name: t.roster.clone(), partitions: 1, compacted: true },
+                TopicSpec { name: t.metrics.clone(), partitions: t.partitions, compacted: true },
+                TopicSpec { name: t.deadletter.clone(), partitions: t.partitions, compacted: false },
+            ],
+        )
+        .await?;
+    }
+
+    let started = Instant::now();
+    let mut differ = read_board(&settings, P::METRICS).await?;
+    info!(series = differ.series(), "read back the published board");
+
+    let mut core = P::new(&contract, cal, now_ms());
+
+    let producer: FutureProducer = client_config(&settings)
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()
+        .map_err(|e| Error::kafka("creating the producer", e))?;
+
+    // The roster is small and read whole by every instance, from the beginning, never
+    // committed: a global table.
+    let roster: StreamConsumer = client_config(&settings)
+        .set("group.id", format!("{}-roster", svc.group_id))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| Error::kafka("creating the roster consumer", e))?;
+    let roster_parts = assign_from_beginning(&roster, &t.roster)?;
+    let roster_end = high_watermarks(&roster, &t.roster, &roster_parts)?;
+    let mut roster_pos: HashMap<i32, i64> = HashMap::new();
+    let mut ctx = Ctx {
+        contract: &contract,
+        health: &health,
+        producer: &producer,
+        deadletter: &t.deadletter,
+        pending: Vec::new(),
+        service: P::SERVICE,
+    };
+    while roster_end.iter().any(|(p, end)| roster_pos.get(p).copied().unwrap_or(0) < *end) {
+        let m = tokio::time::timeout(Duration::from_secs(30), roster.recv())
+            .await
+            .map_err(|_| Error::Config(format!("reading {} timed out", t.roster)))?
+            .map_err(|e| Error::kafka("reading the roster", e))?;
+        roster_pos.insert(m.partition(), m.offset() + 1);
+        ctx.roster(&mut core, &m);
+    }
+    info!(reps = roster_pos.values().sum::<i64>(), "roster loaded");
+
+    let consumer: StreamConsumer = client_config(&settings)
+        .set("group.id", &svc.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(|e| Error::kafka("creating the input consumer", e))?;
+    let parts = {
+        let probe: BaseConsumer = client_config(&settings)
+            .create()
+            .map_err(|e| Error::kafka("creating a metadata client", e))?;
+        partitions(&probe, &input)?
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition(&input, *p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(30))
+        .map_err(|e| Error::kafka("reading committed offsets", e))?;
+    // Replay every partition from its start: records below the committed offset rebuild the
+    // state silently; the rest are processed live.
+    let mut restore_until: HashMap<i32, i64> = HashMap::new();
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    for p in &parts {
+        let (low, _) = consumer
+            .fetch_watermarks(&input, *p, Duration::from_secs(10))
+            .map_err(|e| Error::kafka("reading watermarks", e))?;
+        let c = match committed.find_partition(&input, *p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => 0,
+        };
+        next.insert(*p, low);
+        if c > low {
+            restore_until.insert(*p, c);
+        }
+    }
+    let mut assign = TopicPartitionList::new();
+    for p in &parts {
+        assign
+            .add_partition_offset(&input, *p, Offset::Beginning)
+            .map_err(|e| Error::kafka("assigning partitions", e))?;
+    }
+    consumer
+        .assign(&assign)
+        .map_err(|e| Error::kafka("assigning partitions", e))?;
+    let restore_total: i64 = restore_until.values().sum();
+    let mut restoring = !restore_until.is_empty();
+    info!(topic = %input, partitions = parts.len(), restore_records = restore_total, "consuming");
+
+    let interval = Duration::from_millis(settings.publish.interval_ms);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    let publish_format = settings.publish.format;
+    let mut lag_checked = Instant::now();
+    let mut max_lag: Option<i64> = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => {
+                info!("shutting down: flushing outputs and committing offsets");
+                break;
+            }
+            _ = tick.tick() => {
+                if restoring {
+                    restoring = restore_until.iter().any(|(p, until)| next.get(p).copied().unwrap_or(0) < *until);
+                    if !restoring {
+                        info!(records = restore_total, seconds = started.elapsed().as_secs_f64(), "state restored");
+                    }
+                }
+                core.tick(now_ms());
+                if !restoring {
+                    let changes = differ.diff(core.drain_changes());
+                    board.apply(&changes);
+                    let as_of = Utc::now();
+                    for c in &changes {
+                        let value = salespulse_publish::encode(c, publish_format, as_of);
+                        let rec = FutureRecord::to(&t.metrics)
+                            .key(c.key.as_bytes())
+                            .headers(OwnedHeaders::new().insert(Header {
+                                key: "content-type",
+                                value: Some(publish_format.content_type()),
+                            }));
+                        let rec = match &value {
+                            Some(v) => rec.payload(v.as_slice()),
+                            None => rec,
+                        };
+                        ctx.enqueue(rec).await?;
+                    }
+                    health.published.inc_by(changes.len() as u64);
+                }
+                ctx.settle().await?;
+                commit(&consumer, &input, &next, &restore_until)?;
+                if lag_checked.elapsed() >= LAG_EVERY || max_lag.is_none() {
+                    // A metadata round trip per partition: done every few seconds, not per tick.
+                    lag_checked = Instant::now();
+                    let mut worst = 0;
+                    for p in &parts {
+                        let high = tokio::task::block_in_place(|| {
+                            consumer.fetch_watermarks(&input, *p, Duration::from_secs(2))
+                        });
+                        if let Ok((_, high)) = high {
+                            let lag = (high - next.get(p).copied().unwrap_or(0)).max(0);
+                            worst = worst.max(lag);
+                            health.lag.with_label_values(&[input.as_str(), &p.to_string()]).set(lag);
+                        }
+                    }
+                    max_lag = Some(worst);
+                }
+                let max_lag = max_lag.unwrap_or(i64::MAX);
+                for (kind, n) in core.state_sizes() {
+                    health.state.with_label_values(&[kind]).set(n as i64);
+                }
+                let is_ready = !restoring && max_lag <= svc.ready_max_lag;
+                ready.store(is_ready, Ordering::Relaxed);
+                health.ready.set(i64::from(is_ready));
+            }
+            m = roster.recv() => match m {
+                Ok(m) => ctx.roster(&mut core, &m),
+                Err(e) => warn!(error = %e, "roster consumer error"),
+            },
+            m = consumer.recv() => match m {
+                Ok(m) => {
+                    let p = m.partition();
+                    let live = restore_until.get(&p).is_none_or(|until| m.offset() >= *until);
+                    ctx.input(&mut core, &m, live).await?;
+                    next.insert(p, m.offset() + 1);
+                }
+                Err(e) => warn!(error = %e, "input consumer error"),
+            },
+        }
+    }
+    ready.store(false, Ordering::Relaxed);
+    core.tick(now_ms());
+    if !restoring {
+        let changes = differ.diff(core.drain_changes());
+        board.apply(&changes);
+        let as_of = Utc::now();
+        for c in &changes {
+            let value = salespulse_publish::encode(c, publish_format, as_of);
+            let rec = FutureRecord::to(&t.metrics).key(c.key.as_bytes());
+            let rec = match &value {
+                Some(v) => rec.payload(v.as_slice()),
+                None => rec,
+            };
+            ctx.enqueue(rec).await?;
+        }
+    }
+    ctx.settle().await?;
+    commit(&consumer, &input, &next, &restore_until)?;
+    consumer
+        .commit_consumer_state(CommitMode::Sync)
+        .or_else(|e| match e {
+            rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset) => Ok(()),
+            e => Err(e),
+        })
+        .map_err(|e| Error::kafka("committing offsets at shutdown", e))?;
+    http.abort();
+    info!("stopped cleanly");
+    Ok(())
+}
+
+/// Commits the next offset of every partition that is past its restore point.
+fn commit(
+    consumer: &StreamConsumer,
+    topic: &str,
+    next: &HashMap<i32, i64>,
+    restore_until: &HashMap<i32, i64>,
+) -> Result<(), Error> {
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in next {
+        if restore_until.get(p).is_none_or(|u| o >= u) {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
+                .map_err(|e| Error::kafka("building the commit", e))?;
+        }
+    }
+    if tpl.count() > 0 {
+        consumer
+            .store_offsets(&tpl)
+            .map_err(|e| Error::kafka("storing offsets", e))?;
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            warn!(error = %e, "offset commit failed; it is retried on the next tick");
+        }
+    }
+    Ok(())
+}
+
+/// What the per-record handlers share.
+struct Ctx<'a> {
+    contract: &'a Contract,
+    health: &'a Health,
+    producer: &'a FutureProducer,
+    deadletter: &'a str,
+    pending: Vec<DeliveryFuture>,
+    service: &'static str,
+}
+
+impl Ctx<'_> {
+    fn observe(&self, m: &BorrowedMessage<'_>) {
+        if let Some(ts) = m.timestamp().to_millis() {
+            let g = self.health.last_event.with_label_values(&[m.topic()]);
+            let secs = ts as f64 / 1000.0;
+            if secs > g.get() {
+                g.set(secs);
+            }
+        }
+    }
+
+    fn roster<P: Processor>(&mut self, core: &mut P, m: &BorrowedMessage<'_>) {
+        self.observe(m);
+        let format = Format::from_content_type(content_type(m));
+        let res = format.and_then(|f| self.contract.decode_roster(m.key(), m.payload(), f));
+        match res {
+            Ok(ev) => {
+                core.roster(&ev);
+                self.health.events.with_label_values(&[m.topic(), "applied"]).inc();
+            }
+            Err(e) => {
+                // The roster is re-read from the start by every restart; its rejects are
+                // logged each time but only sent to the dead-letter topic by the live reader.
+                warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), reason = %e.reason, detail = %e.detail, "rejected roster record");
+                self.health.events.with_label_values(&[m.topic(), "rejected"]).inc();
+                self.health.rejected.with_label_values(&[m.topic(), e.reason.code()]).inc();
+            }
+        }
+    }
+
+    async fn input<P: Processor>(
+        &mut self,
+        core: &mut P,
+        m: &BorrowedMessage<'_>,
+        live: bool,
+    ) -> Result<(), Error> {
+        let payload = m.payload().unwrap_or_default();
+        let res = Format::from_content_type(content_type(m))
+            .and_then(|f| core.handle(self.contract, m.key(), payload, f, now_ms()));
+        if !live {
+            return Ok(());
+        }
+        self.observe(m);
+        match res {
+            Ok(outcome) => {
+                self.health.events.with_label_values(&[m.topic(), outcome.label()]).inc();
+            }
+            Err(e) => self.reject(m, &e).await?,
+        }
+        Ok(())
+    }
+
+    async fn reject(&mut self, m: &BorrowedMessage<'_>, e: &DecodeError) -> Result<(), Error> {
+        warn!(
+            topic = m.topic(),
+            partition = m.partition(),
+            offset = m.offset(),
+            reason = %e.reason,
+            detail = %e.detail,
+            "rejected record, sent to the dead-letter topic"
+        );
+        self.health.events.with_label_values(&[m.topic(), "rejected"]).inc();
+        self.health.rejected.with_label_values(&[m.topic(), e.reason.code()]).inc();
+        let partition = m.partition().to_string();
+        let offset = m.offset().to_string();
+        let mut headers = OwnedHeaders::new();
+        if let Some(h) = m.headers() {
+            for i in 0..h.count() {
+                let x = h.get(i);
+                headers = headers.insert(Header { key: x.key, value: x.value });
+            }
+        }
+        let headers = headers
+            .insert(Header { key: "reason", value: Some(e.reason.code()) })
+            .insert(Header { key: "reason.detail", value: Some(&e.detail) })
+            .insert(Header { key: "source.topic", value: Some(m.topic()) })
+            .insert(Header { key: "source.partition", value: Some(&partition) })
+            .insert(Header { key: "source.offset", value: Some(&offset) })
+            .insert(Header { key: "service", value: Some(self.service) });
+        let mut rec = FutureRecord::to(self.deadletter).headers(headers);
+        if let Some(k) = m.key() {
+            rec = rec.key(k);
+        }
+        if let Some(p) = m.payload() {
+            rec = rec.payload(p);
+        }
+        self.enqueue(rec).await
+    }
+
+    /// Queues a record, waiting for earlier deliveries when the producer queue is full.
+    async fn enqueue<K, V>(&mut self, mut rec: FutureRecord<'_, K, V>) -> Result<(), Error>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        V: rdkafka::message::ToBytes + ?Sized,
+    {
+        loop {
+            match self.producer.send_result(rec) {
+                Ok(f) => {
+                    self.pending.push(f);
+                    return Ok(());
+                }
+                Err((rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ), r)) => {
+                    rec = r;
+                    self.settle().await?;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(Error::kafka("producing", e)),
+            }
+        }
+    }
+
+    /// Waits until every queued record is acknowledged. A record the broker refused after
+    /// librdkafka's own retries stops the service, so that offsets past it are never committed.
+    async fn settle(&mut self) -> Result<(), Error> {
+        for f in self.pending.drain(..) {
+            match f.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(Error::kafka("delivering a produced record", e)),
+                Err(_) => return Err(Error::Config("producer dropped a delivery".into())),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn content_type<'a>(m: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key.eq_ignore_ascii_case("content-type"))
+        .and_then(|h| h.value)
+}
+
+fn assign_from_beginning(c: &StreamConsumer, topic: &str) -> Result<Vec<i32>, Error> {
+    let parts = partitions(c, topic)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .map_err(|e| Error::kafka("assigning partitions", e))?;
+    }
+    c.assign(&tpl).map_err(|e| Error::kafka("assigning partitions", e))?;
+    Ok(parts)
+}
+
+fn high_watermarks(
+    c: &StreamConsumer,
+    topic: &str,
+    parts: &[i32],
+) -> Result<HashMap<i32, i64>, Error> {
+    let mut out = HashMap::new();
+    for p in parts {
+        let (low, high) = c
+            .fetch_watermarks(topic, *p, Duration::from_secs(10))
+            .map_err(|e| Error::kafka("reading watermarks", e))?;
+        if high > low {
+            out.insert(*p, high);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the compacted metrics topic to the end and keeps this service's latest values.
+async fn read_board(settings: &Settings, metrics: &'static [Metric]) -> Result<Differ, Error> {
+    let topic = settings.topics.metrics.clone();
+    let c: StreamConsumer = client_config(settings)
+        .set("group.id", "salespulse-board-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| Error::kafka("creating the board reader", e))?;
+    let parts = assign_from_beginning(&c, &topic)?;
+    let end = high_watermarks(&c, &topic, &parts)?;
+    let format = settings.publish.format;
+    let mut latest: HashMap<String, Option<rust_decimal::Decimal>> = HashMap::new();
+    let mut pos: HashMap<i32, i64> = HashMap::new();
+    let names: Vec<&str> = metrics.iter().map(|m| m.name()).collect();
+    while end.iter().any(|(p, e)| pos.get(p).copied().unwrap_or(0) < *e) {
+        let m = tokio::time::timeout(Duration::from_secs(30), c.recv())
+            .await
+            .map_err(|_| Error::Config(format!("reading {topic} timed out")))?
+            .map_err(|e| Error::kafka("reading the metrics topic", e))?;
+        pos.insert(m.partition(), m.offset() + 1);
+        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { continue };
+        if !metric_of_key(key).is_some_and(|n| names.contains(&n)) {
+            continue;
+        }
+        let value = m
+            .payload()
+            .and_then(|p| salespulse_publish::decode(p, format_of(&m, format)))
+            .map(|r| r.value);
+        latest.insert(key.to_owned(), value);
+    }
+    let mut differ = Differ::default();
+    for (k, v) in latest {
+        if let (Some(subject), Some(v)) = (subject_of_key(&k), v) {
+            differ.seed(subject, k, v);
+        }
+    }
+    Ok(differ)
+}
+
+fn format_of(m: &BorrowedMessage<'_>, default: PublishFormat) -> PublishFormat {
+    match content_type(m).map(|v| v == salespulse_decode::PROTOBUF_CONTENT_TYPE.as_bytes()) {
+        Some(true) => PublishFormat::Protobuf,
+        Some(false) => PublishFormat::Json,
+        None => default,
+    }
+}

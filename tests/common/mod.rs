@@ -1,0 +1,384 @@
+//! Shared helpers of the end-to-end tests: a real broker, the real service binaries, a real
+//! Prometheus, and unique topic names per test.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+/// Fails with a clear message when no broker answers.
+pub fn require_broker() {
+    let addr = bootstrap();
+    let first = addr.split(',').next().unwrap_or_default().to_owned();
+    if std::net::TcpStream::connect_timeout(
+        &first.parse().expect("KAFKA_BOOTSTRAP is host:port"),
+        Duration::from_secs(2),
+    )
+    .is_err()
+    {
+        panic!("no Kafka broker at {addr}: start one with scripts/kafka.sh start (scripts/test.sh does)");
+    }
+}
+
+/// Topic names unique to one test run.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub deals: String,
+    pub activities: String,
+    pub roster: String,
+    pub metrics: String,
+    pub deadletter: String,
+    pub suffix: String,
+}
+
+impl Topics {
+    pub fn unique(name: &str) -> Topics {
+        let suffix = format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_micros()
+        );
+        Topics {
+            deals: format!("t.{suffix}.deals"),
+            activities: format!("t.{suffix}.activities"),
+            roster: format!("t.{suffix}.roster"),
+            metrics: format!("t.{suffix}.metrics"),
+            deadletter: format!("t.{suffix}.deadletter"),
+            suffix,
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+static BUILD: Once = Once::new();
+
+/// Path of a service binary, built once per test process.
+pub fn bin(name: &str) -> PathBuf {
+    BUILD.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "salespulse-deals", "-p", "salespulse-activities"])
+            .current_dir(root())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the services failed");
+    });
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"));
+    target.join("debug").join(name)
+}
+
+/// A running service process, killed on drop.
+#[derive(Debug)]
+pub struct Service {
+    pub child: Child,
+    pub port: u16,
+    pub name: String,
+}
+
+impl Service {
+    pub fn start(name: &str, topics: &Topics, port: u16, group: &str) -> Service {
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("{}-{name}.log", topics.suffix)))
+            .expect("log file");
+        let child = Command::new(bin(&format!("salespulse-{name}")))
+            .args(["--config", root().join("config/salespulse.toml").to_str().unwrap_or_default()])
+            .args(["--bootstrap", &bootstrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--group-id", group])
+            .env("SALESPULSE_TOPICS__DEALS", &topics.deals)
+            .env("SALESPULSE_TOPICS__ACTIVITIES", &topics.activities)
+            .env("SALESPULSE_TOPICS__ROSTER", &topics.roster)
+            .env("SALESPULSE_TOPICS__METRICS", &topics.metrics)
+            .env("SALESPULSE_TOPICS__DEADLETTER", &topics.deadletter)
+            .env("SALESPULSE_LOG__FORMAT", "text")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("service starts");
+        Service { child, port, name: name.to_owned() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Waits (bounded) until `/readyz` answers 200.
+    pub async fn wait_ready(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited early with {status}", self.name);
+            }
+            if let Ok(r) = reqwest::get(self.url("/readyz")).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{} not ready within {within:?}", self.name);
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body")
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.kill();
+        panic!("{} did not stop within 20 s of SIGTERM", self.name);
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer")
+}
+
+/// Produces one record and waits for the broker's acknowledgement.
+pub async fn produce(p: &FutureProducer, topic: &str, key: Option<&str>, value: Option<&[u8]>) {
+    let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).headers(
+        OwnedHeaders::new().insert(Header { key: "content-type", value: Some("application/json") }),
+    );
+    if let Some(k) = key {
+        rec = rec.key(k);
+    }
+    if let Some(v) = value {
+        rec = rec.payload(v);
+    }
+    p.send(rec, Duration::from_secs(10)).await.expect("delivered");
+}
+
+/// One consumed record.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads a whole topic from the beginning up to its current end.
+pub fn read_topic(topic: &str) -> Vec<Consumed> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", "salespulse-e2e-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in &parts {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning).expect("partition");
+        let (lo, hi) = c.fetch_watermarks(topic, *p, Duration::from_secs(10)).expect("watermarks");
+        if hi > lo {
+            ends.insert(*p, hi);
+        }
+    }
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let mut pos: BTreeMap<i32, i64> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ends.iter().any(|(p, e)| pos.get(p).copied().unwrap_or(0) < *e) {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        let Some(m) = c.poll(Duration::from_millis(500)) else { continue };
+        let m = m.expect("message");
+        pos.insert(m.partition(), m.offset() + 1);
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| {
+                        (
+                            x.key.to_owned(),
+                            String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Consumed {
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+    }
+    out
+}
+
+/// Parses exposition text into `family{sorted labels}` → value, skipping comments. Label
+/// values must not contain `",` (the tests' ids do not).
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let v: f64 = value.parse().unwrap_or(f64::NAN);
+        let key = match series.split_once('{') {
+            Some((name, rest)) => {
+                let body = rest.trim_end_matches('}');
+                let mut labels: Vec<&str> = body.split("\",").map(|l| l.trim_end_matches('"')).collect();
+                labels.sort_unstable();
+                let labels: Vec<String> = labels.iter().map(|l| format!("{l}\"")).collect();
+                format!("{name}{{{}}}", labels.join(","))
+            }
+            None => series.to_owned(),
+        };
+        out.insert(key, v);
+    }
+    out
+}
+
+/// The key `parse_metrics` gives a series.
+pub fn metric_key(family: &str, labels: &[(&str, &str)]) -> String {
+    let mut l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    l.sort_unstable();
+    if l.is_empty() {
+        return family.to_owned();
+    }
+    format!("{family}{{{}}}", l.join(","))
+}
+
+/// Runs `promtool check metrics` on exposition text; returns its complaints (empty when clean).
+pub fn promtool_check(text: &str) -> String {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/test.sh installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool runs");
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() && s.is_empty() {
+        s = format!("promtool exited with {}", out.status);
+    }
+    s
+}
+
+/// A Prometheus server scraping the given ports every second, stopped on drop.
+#[derive(Debug)]
+pub struct Prometheus {
+    child: Child,
+    pub port: u16,
+    _dir: PathBuf,
+}
+
+impl Prometheus {
+    pub fn start(targets: &[u16], name: &str) -> Prometheus {
+        let dir = std::env::temp_dir().join(format!("prom-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let targets: Vec<String> = targets.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: salespulse\n    static_configs:\n      - targets: [{}]\n",
+                targets.join(", ")
+            ),
+        )
+        .expect("config");
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("prometheus.log")).expect("log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus is installed (scripts/test.sh installs it)");
+        Prometheus { child, port, _dir: dir }
+    }
+
+    /// Instant query; returns `(labels, value)` per series.
+    pub async fn query(&self, q: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
+        let Ok(r) = reqwest::Client::new().get(url).query(&[("query", q)]).send().await else {
+            return Vec::new();
+        };
+        let Ok(v) = r.json::<serde_json::Value>().await else { return Vec::new() };
+        v["data"]["result"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| {
+                        let labels = s["metric"]
+                            .as_object()
+                            .map(|m| {
+                                m.iter()
+                                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        let value = s["value"][1].as_str().and_then(|x| x.parse().ok()).unwrap_or(f64::NAN);
+                        (labels, value)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

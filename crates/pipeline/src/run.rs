@@ -82,6 +82,8 @@ pub async fn run<P: Processor>(
     let mut differ = read_board(&settings, P::METRICS).await?;
     info!(series = differ.series(), "read back the published board");
 
+    // What /metrics shows starts empty; what the topic holds starts from the topic.
+    let mut shown = Differ::default();
     let mut core = P::new(&contract, cal, now_ms());
 
     let producer: FutureProducer = client_config(&settings)
@@ -193,8 +195,9 @@ pub async fn run<P: Processor>(
                 }
                 core.tick(now_ms());
                 if !restoring {
-                    let changes = differ.diff(core.drain_changes());
-                    board.apply(&changes);
+                    let subjects = core.drain_changes();
+                    board.apply(&shown.diff(subjects.clone()));
+                    let changes = differ.diff(subjects);
                     let as_of = Utc::now();
                     for c in &changes {
                         let value = salespulse_publish::encode(c, publish_format, as_of);
@@ -257,7 +260,6 @@ pub async fn run<P: Processor>(
     core.tick(now_ms());
     if !restoring {
         let changes = differ.diff(core.drain_changes());
-        board.apply(&changes);
         let as_of = Utc::now();
         for c in &changes {
             let value = salespulse_publish::encode(c, publish_format, as_of);

@@ -1,0 +1,554 @@
+//! The golden scenario, end to end on a real broker: amount changes, a reopening, an owner
+//! change, a roster move, two currencies, duplicates, stale and late records, malformed
+//! records and records near window edges; a service killed and restarted in the middle.
+//! Every business series on `/metrics`, in Prometheus and on the metrics topic is compared
+//! with values recomputed here from the raw records.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, TimeZone, Utc};
+use rust_decimal::{Decimal, RoundingStrategy};
+use salespulse_e2e::*;
+use serde_json::json;
+
+#[derive(Debug, Clone)]
+struct Deal {
+    event: String,
+    deal: String,
+    rep: String,
+    team: Option<String>,
+    stage: &'static str,
+    amount: &'static str,
+    currency: &'static str,
+    created: i64,
+    occurred: i64,
+    closed: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+struct Activity {
+    event: String,
+    rep: String,
+    team: Option<String>,
+    kind: &'static str,
+    at: i64,
+}
+
+fn rfc(t: i64) -> String {
+    Utc.timestamp_opt(t, 0).single().expect("time").to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl Deal {
+    fn json(&self) -> Vec<u8> {
+        let mut v = json!({
+            "event_id": self.event, "deal_id": self.deal, "rep_id": self.rep, "stage": self.stage,
+            "amount": self.amount, "currency": self.currency,
+            "created_at": rfc(self.created), "occurred_at": rfc(self.occurred),
+        });
+        if let Some(t) = &self.team {
+            v["team_id"] = json!(t);
+        }
+        if let Some(c) = self.closed {
+            v["closed_at"] = json!(rfc(c));
+        }
+        serde_json::to_vec(&v).expect("json")
+    }
+}
+
+impl Activity {
+    fn json(&self) -> Vec<u8> {
+        let mut v = json!({"event_id": self.event, "rep_id": self.rep, "kind": self.kind, "occurred_at": rfc(self.at)});
+        if let Some(t) = &self.team {
+            v["team_id"] = json!(t);
+        }
+        serde_json::to_vec(&v).expect("json")
+    }
+}
+
+/// One expected series, independent of any output format.
+#[derive(Debug, Clone, PartialEq)]
+struct Expected {
+    scope: &'static str,
+    id: String,
+    team: String,
+    metric: &'static str,
+    extra: Option<(&'static str, String)>,
+    window: Option<&'static str>,
+    value: Decimal,
+}
+
+impl Expected {
+    fn prom_key(&self) -> String {
+        let mut labels: Vec<(&str, &str)> = Vec::new();
+        if self.scope == "rep" {
+            labels.push(("rep", &self.id));
+        }
+        if self.scope != "org" {
+            labels.push(("team", &self.team));
+        }
+        if let Some((k, v)) = &self.extra {
+            labels.push((k, v));
+        }
+        if let Some(w) = self.window {
+            labels.push(("window", w));
+        }
+        metric_key(&format!("sales_{}_{}", self.scope, self.metric), &labels)
+    }
+
+    fn topic_key(&self) -> String {
+        let mut labels = Vec::new();
+        if self.scope == "rep" {
+            labels.push(format!("team={}", self.team));
+        }
+        if let Some((k, v)) = &self.extra {
+            labels.push(format!("{k}={v}"));
+        }
+        format!("{}/{}/{}/{}/{}", self.scope, self.id, self.metric, labels.join(","), self.window.unwrap_or(""))
+    }
+}
+
+const WINDOWS: [&str; 9] = ["1h", "24h", "7d", "30d", "today", "wtd", "mtd", "qtd", "ytd"];
+
+fn starts(now: i64) -> [i64; 9] {
+    let d = Utc.timestamp_opt(now, 0).single().expect("time").date_naive();
+    let mid = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp();
+    [
+        now - 3599,
+        now - 86_399,
+        now - 7 * 86_400 + 1,
+        now - 30 * 86_400 + 1,
+        mid(d),
+        mid(d - chrono::Duration::days(i64::from(d.weekday().num_days_from_monday()))),
+        mid(NaiveDate::from_ymd_opt(d.year(), d.month(), 1).expect("date")),
+        mid(NaiveDate::from_ymd_opt(d.year(), (d.month() - 1) / 3 * 3 + 1, 1).expect("date")),
+        mid(NaiveDate::from_ymd_opt(d.year(), 1, 1).expect("date")),
+    ]
+}
+
+fn rate(c: &str) -> Decimal {
+    match c {
+        "USD" => Decimal::ONE,
+        "EUR" => "1.08".parse().expect("rate"),
+        "GBP" => "1.27".parse().expect("rate"),
+        other => panic!("no rate for {other}"),
+    }
+}
+
+fn ratio(n: Decimal, d: Decimal) -> Option<Decimal> {
+    (!d.is_zero()).then(|| (n / d).round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero))
+}
+
+/// Recomputes every business series from the raw records, the final roster and `now`.
+fn reference(deals: &[Deal], acts: &[Activity], roster: &HashMap<String, String>, now: i64) -> Vec<Expected> {
+    let lo = starts(now);
+    let eff = |rep: &str, team: &Option<String>| {
+        team.clone().or_else(|| roster.get(rep).cloned()).unwrap_or_else(|| "unassigned".into())
+    };
+    // Latest state of each deal, with its close time.
+    let mut latest: BTreeMap<String, (Deal, Option<i64>, HashSet<String>)> = BTreeMap::new();
+    for d in deals {
+        match latest.get_mut(&d.deal) {
+            Some((_, _, ids)) if ids.contains(&d.event) => {}
+            Some((cur, _, ids)) if d.occurred < cur.occurred => {
+                ids.insert(d.event.clone());
+            }
+            Some((cur, closed, ids)) => {
+                ids.insert(d.event.clone());
+                let was_closed = cur.stage.starts_with("closed");
+                *closed = if d.stage.starts_with("closed") {
+                    Some(d.closed.or(if was_closed { *closed } else { None }).unwrap_or(d.occurred))
+                } else {
+                    None
+                };
+                *cur = d.clone();
+            }
+            None => {
+                let closed = d.stage.starts_with("closed").then(|| d.closed.unwrap_or(d.occurred));
+                latest.insert(d.deal.clone(), (d.clone(), closed, HashSet::from([d.event.clone()])));
+            }
+        }
+    }
+    type Key = (&'static str, String, String);
+    #[derive(Default)]
+    struct Acc {
+        w: [[Decimal; 5]; 9], // bookings, won, lost, cycle, created amount
+        created: [i64; 9],
+        open: BTreeMap<&'static str, Decimal>,
+        weighted: Decimal,
+    }
+    let mut accs: BTreeMap<Key, Acc> = BTreeMap::new();
+    for (d, closed, _) in latest.values() {
+        let team = eff(&d.rep, &d.team);
+        let amount = (d.amount.parse::<Decimal>().expect("amount") * rate(d.currency))
+            .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+        let mut keys = vec![("team", team.clone(), team.clone()), ("org", "org".to_owned(), String::new())];
+        if roster.contains_key(&d.rep) {
+            keys.push(("rep", d.rep.clone(), team.clone()));
+        }
+        for k in keys {
+            let a = accs.entry(k).or_default();
+            for w in 0..9 {
+                let inw = |t: i64| lo[w] <= t && t <= now;
+                if inw(d.created) {
+                    a.w[w][4] += amount;
+                    a.created[w] += 1;
+                }
+                if let Some(c) = closed.filter(|c| inw(*c)) {
+                    if d.stage == "closed_won" {
+                        a.w[w][0] += amount;
+                        a.w[w][1] += Decimal::ONE;
+                        a.w[w][3] += Decimal::from(c - d.created);
+                    } else {
+                        a.w[w][2] += Decimal::ONE;
+                    }
+                }
+            }
+            let p = match d.stage {
+                "prospecting" => Some("0.1"),
+                "qualification" => Some("0.2"),
+                "proposal" => Some("0.5"),
+                "negotiation" => Some("0.8"),
+                _ => None,
+            };
+            if let Some(p) = p {
+                *a.open.entry(d.stage).or_default() += amount;
+                a.weighted += amount * p.parse::<Decimal>().expect("p");
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for ((scope, id, team), a) in accs {
+        let mut put = |metric, extra, window, value: Decimal| {
+            out.push(Expected { scope, id: id.clone(), team: team.clone(), metric, extra, window, value: value.normalize() })
+        };
+        if a.created.iter().any(|c| *c > 0) || a.w.iter().any(|w| !w[1].is_zero() || !w[2].is_zero()) {
+            for (i, w) in WINDOWS.iter().enumerate() {
+                let x = a.w[i];
+                put("bookings", None, Some(*w), x[0]);
+                put("deals_won", None, Some(*w), x[1]);
+                put("deals_lost", None, Some(*w), x[2]);
+                put("pipeline_created", None, Some(*w), x[4]);
+                if let Some(r) = ratio(x[1], x[1] + x[2]) {
+                    put("win_rate", None, Some(*w), r);
+                }
+                if let Some(r) = ratio(x[0], x[1]) {
+                    put("avg_deal_size", None, Some(*w), r);
+                }
+                if let Some(r) = ratio(x[3], x[1]) {
+                    put("sales_cycle_seconds", None, Some(*w), r);
+                }
+            }
+        }
+        if !a.open.is_empty() {
+            for (s, v) in &a.open {
+                put("open_pipeline", Some(("stage", s.to_string())), None, *v);
+            }
+            put("weighted_pipeline", None, None, a.weighted);
+        }
+    }
+    // Activities: deduplicated by event id; one-minute buckets within 25 h, hour buckets older.
+    let mut seen = HashSet::new();
+    let mut counts: BTreeMap<(Key, &'static str), [i64; 9]> = BTreeMap::new();
+    for a in acts {
+        if !seen.insert(a.event.clone()) {
+            continue;
+        }
+        let minute = a.at - a.at.rem_euclid(60);
+        let bucket = if minute < now - 25 * 3600 { a.at - a.at.rem_euclid(3600) } else { minute };
+        let team = eff(&a.rep, &a.team);
+        let mut keys = vec![("team", team.clone(), team.clone()), ("org", "org".to_owned(), String::new())];
+        if roster.contains_key(&a.rep) {
+            keys.push(("rep", a.rep.clone(), team.clone()));
+        }
+        for k in keys {
+            let c = counts.entry((k, a.kind)).or_insert([0; 9]);
+            for w in 0..9 {
+                if lo[w] <= bucket && bucket <= now {
+                    c[w] += 1;
+                }
+            }
+        }
+    }
+    for (((scope, id, team), kind), c) in counts {
+        if c.iter().all(|x| *x == 0) {
+            continue;
+        }
+        for (i, w) in WINDOWS.iter().enumerate() {
+            out.push(Expected {
+                scope,
+                id: id.clone(),
+                team: team.clone(),
+                metric: "activities",
+                extra: Some(("kind", kind.to_string())),
+                window: Some(*w),
+                value: Decimal::from(c[i]),
+            });
+        }
+    }
+    out
+}
+
+fn business(m: BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    m.into_iter()
+        .filter(|(k, _)| k.starts_with("sales_rep_") || k.starts_with("sales_team_") || k.starts_with("sales_org_"))
+        .collect()
+}
+
+fn differences(got: &BTreeMap<String, f64>, want: &[Expected]) -> Vec<String> {
+    let want: BTreeMap<String, f64> = want
+        .iter()
+        .map(|e| (e.prom_key(), e.value.to_string().parse::<f64>().expect("f64")))
+        .collect();
+    let mut diffs = Vec::new();
+    for (k, v) in &want {
+        match got.get(k) {
+            None => diffs.push(format!("missing {k} = {v}")),
+            Some(g) if (g - v).abs() > 1e-9 * v.abs().max(1.0) => diffs.push(format!("{k}: got {g}, want {v}")),
+            _ => {}
+        }
+    }
+    for k in got.keys().filter(|k| !want.contains_key(*k)) {
+        diffs.push(format!("unexpected {k} = {}", got[k]));
+    }
+    diffs
+}
+
+/// Polls both services until their boards equal the reference at the time of the scrape.
+async fn converge(services: &[&Service], deals: &[Deal], acts: &[Activity], roster: &HashMap<String, String>, within: Duration) -> Vec<Expected> {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = Utc::now().timestamp();
+        let mut got = BTreeMap::new();
+        for s in services {
+            got.extend(business(parse_metrics(&s.metrics().await)));
+        }
+        let want = reference(deals, acts, roster, now);
+        let want_after = reference(deals, acts, roster, Utc::now().timestamp());
+        let diffs = differences(&got, &want);
+        if diffs.is_empty() {
+            return want;
+        }
+        if differences(&got, &want_after).is_empty() {
+            return want_after;
+        }
+        if Instant::now() > deadline {
+            panic!("board differs from the reference ({} differences):\n{}", diffs.len(), diffs.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_scenario_end_to_end() {
+    require_broker();
+    let topics = Topics::unique("golden");
+    let group = format!("g-{}", topics.suffix);
+    let (dport, aport) = (free_port(), free_port());
+    let mut deals_svc = Service::start("deals", &topics, dport, &group);
+    let mut acts_svc = Service::start("activities", &topics, aport, &group);
+    deals_svc.wait_ready(Duration::from_secs(60)).await;
+    acts_svc.wait_ready(Duration::from_secs(60)).await;
+
+    let p = producer();
+    let now = Utc::now().timestamp();
+    let mut roster: HashMap<String, String> = HashMap::new();
+    for (r, t) in [("rep-a", "team-x"), ("rep-b", "team-x"), ("rep-c", "team-y")] {
+        let v = json!({"rep_id": r, "team_id": t, "name": r.to_uppercase(), "active": true});
+        produce(&p, &topics.roster, Some(r), Some(&serde_json::to_vec(&v).expect("json"))).await;
+        roster.insert(r.into(), t.into());
+    }
+    let deal = |event: &str, deal: &str, rep: &str, stage, amount, currency, created, occurred, closed| Deal {
+        event: event.into(), deal: deal.into(), rep: rep.into(), team: None, stage, amount, currency, created, occurred, closed,
+    };
+    let h = 3600;
+    let mut deals = vec![
+        // d1: amount change, then won.
+        deal("e1", "d1", "rep-a", "prospecting", "1000", "USD", now - 5 * h, now - 5 * h, None),
+        deal("e2", "d1", "rep-a", "negotiation", "1500.50", "USD", now - 5 * h, now - 3 * h, None),
+        deal("e3", "d1", "rep-a", "closed_won", "1500.50", "USD", now - 5 * h, now - 2 * h, None),
+        // d2 in euros: won, then reopened.
+        deal("e4", "d2", "rep-b", "closed_won", "1000", "EUR", now - 10 * h, now - 30 * 60, Some(now - 40 * 60)),
+        deal("e5", "d2", "rep-b", "negotiation", "1000", "EUR", now - 10 * h, now - 20 * 60, None),
+        // d3: owner change a -> c, then lost.
+        deal("e6", "d3", "rep-a", "proposal", "2000", "GBP", now - 2 * h, now - 2 * h, None),
+        deal("e7", "d3", "rep-c", "proposal", "2000", "GBP", now - 2 * h, now - h, None),
+        // d4: won just inside the 1h window; it leaves the window while the test runs or after.
+        deal("e8", "d4", "rep-c", "closed_won", "333.33", "USD", now - 4 * h, now - 3000, Some(now - 3000)),
+        // d5: late record, closed three days ago.
+        deal("e9", "d5", "rep-a", "closed_won", "4200", "USD", now - 20 * 86_400, now - 3 * 86_400, Some(now - 3 * 86_400)),
+    ];
+    let act = |event: &str, rep: &str, kind, at| Activity { event: event.into(), rep: rep.into(), team: None, kind, at };
+    let mut acts = vec![
+        act("a1", "rep-a", "call", now - 300),
+        act("a2", "rep-a", "call", now - 200),
+        act("a3", "rep-a", "email", now - 2 * h),
+        act("a4", "rep-b", "meeting", now - 3590), // leaves 1h within seconds
+        act("a5", "rep-c", "demo", now - 2 * 86_400 - 1234), // an hour bucket
+        Activity { team: Some("team-z".into()), ..act("a6", "rep-b", "call", now - 100) },
+    ];
+    for d in &deals {
+        produce(&p, &topics.deals, Some(&d.deal), Some(&d.json())).await;
+    }
+    for a in &acts {
+        produce(&p, &topics.activities, Some(&a.rep), Some(&a.json())).await;
+    }
+    converge(&[&deals_svc, &acts_svc], &deals, &acts, &roster, Duration::from_secs(30)).await;
+    println!("phase 1: {} deal and {} activity records match the reference", deals.len(), acts.len());
+
+    // A crash and a clean restart in the middle of the stream.
+    deals_svc.kill();
+    assert!(acts_svc.terminate().success(), "activities exits 0 on SIGTERM");
+    let mut deals_svc = Service::start("deals", &topics, dport, &group);
+    let mut acts_svc = Service::start("activities", &topics, aport, &group);
+    deals_svc.wait_ready(Duration::from_secs(60)).await;
+    acts_svc.wait_ready(Duration::from_secs(60)).await;
+
+    let phase2_deals = vec![
+        deal("e3", "d1", "rep-a", "closed_won", "1500.50", "USD", now - 5 * h, now - 2 * h, None), // duplicate
+        deal("e10", "d1", "rep-a", "prospecting", "1000", "USD", now - 5 * h, now - 4 * h, None), // stale
+        deal("e11", "d3", "rep-c", "closed_lost", "2000", "GBP", now - 2 * h, now - 60, None),
+        deal("e12", "d6", "rep-b", "qualification", "999.99", "USD", now - 600, now - 600, None),
+    ];
+    let phase2_acts = vec![
+        act("a1", "rep-a", "call", now - 300), // duplicate
+        act("a7", "rep-b", "email", now - 60),
+    ];
+    // rep-b moves to team-y: every number derived from the roster follows.
+    let v = json!({"rep_id": "rep-b", "team_id": "team-y", "active": true});
+    produce(&p, &topics.roster, Some("rep-b"), Some(&serde_json::to_vec(&v).expect("json"))).await;
+    roster.insert("rep-b".into(), "team-y".into());
+    for d in &phase2_deals {
+        produce(&p, &topics.deals, Some(&d.deal), Some(&d.json())).await;
+    }
+    for a in &phase2_acts {
+        produce(&p, &topics.activities, Some(&a.rep), Some(&a.json())).await;
+    }
+    let future = rfc(now + 3600);
+    let malformed_deals: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("d9", b"{not json".to_vec(), "invalid_json"),
+        ("d9", json!({"event_id":"m1","deal_id":"d9","rep_id":"rep-a","stage":"won","amount":"1","currency":"USD","created_at":rfc(now),"occurred_at":rfc(now)}).to_string().into_bytes(), "unknown_stage"),
+        ("d9", json!({"event_id":"m2","deal_id":"d9","rep_id":"rep-a","stage":"proposal","amount":"-5","currency":"USD","created_at":rfc(now),"occurred_at":rfc(now)}).to_string().into_bytes(), "negative_amount"),
+        ("d9", json!({"event_id":"m3","deal_id":"d9","rep_id":"rep-a","stage":"proposal","amount":"5","currency":"XYZ","created_at":rfc(now),"occurred_at":rfc(now)}).to_string().into_bytes(), "unknown_currency"),
+        ("d9", json!({"event_id":"m4","deal_id":"d9","rep_id":"rep-a","stage":"proposal","amount":"5","currency":"USD","created_at":rfc(now),"occurred_at":future}).to_string().into_bytes(), "future_timestamp"),
+        ("d9", json!({"event_id":"m5","deal_id":"d9","rep_id":"","stage":"proposal","amount":"5","currency":"USD","created_at":rfc(now),"occurred_at":rfc(now)}).to_string().into_bytes(), "empty_id"),
+        ("d9", json!({"event_id":"m6","deal_id":"d9","rep_id":"rep-a","stage":"proposal","currency":"USD","created_at":rfc(now),"occurred_at":rfc(now)}).to_string().into_bytes(), "missing_field"),
+    ];
+    let malformed_acts: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("rep-a", json!({"event_id":"m7","rep_id":"rep-a","kind":"lunch","occurred_at":rfc(now)}).to_string().into_bytes(), "unknown_kind"),
+        ("rep-a", json!({"event_id":"m8","rep_id":"rep-a","kind":"call","occurred_at":12}).to_string().into_bytes(), "wrong_type"),
+    ];
+    for (k, v, _) in &malformed_deals {
+        produce(&p, &topics.deals, Some(k), Some(v)).await;
+    }
+    for (k, v, _) in &malformed_acts {
+        produce(&p, &topics.activities, Some(k), Some(v)).await;
+    }
+    deals.extend(phase2_deals);
+    acts.extend(phase2_acts);
+    let want = converge(&[&deals_svc, &acts_svc], &deals, &acts, &roster, Duration::from_secs(40)).await;
+    println!("phase 2 (after a SIGKILL, a SIGTERM and restarts): {} series match the reference", want.len());
+
+    // Outcomes of the live records after the restart.
+    let dm = parse_metrics(&deals_svc.metrics().await);
+    let am = parse_metrics(&acts_svc.metrics().await);
+    let count = |m: &BTreeMap<String, f64>, topic: &str, outcome: &str| {
+        m.get(&metric_key("sales_events_total", &[("outcome", outcome), ("service", if m == &dm { "deals" } else { "activities" }), ("topic", topic)])).copied().unwrap_or(0.0)
+    };
+    assert_eq!(count(&dm, &topics.deals, "duplicate"), 1.0);
+    assert_eq!(count(&dm, &topics.deals, "stale"), 1.0);
+    assert_eq!(count(&dm, &topics.deals, "applied"), 2.0);
+    assert_eq!(count(&dm, &topics.deals, "rejected"), malformed_deals.len() as f64);
+    assert_eq!(count(&am, &topics.activities, "duplicate"), 1.0);
+    assert_eq!(count(&am, &topics.activities, "rejected"), malformed_acts.len() as f64);
+
+    // Every rejected record is on the dead-letter topic, with its reason and position.
+    let dlq = read_topic(&topics.deadletter);
+    let mut reasons: Vec<String> = dlq.iter().map(|r| r.headers["reason"].clone()).collect();
+    reasons.sort();
+    let mut expected: Vec<String> = malformed_deals.iter().chain(&malformed_acts).map(|(_, _, r)| r.to_string()).collect();
+    expected.sort();
+    assert_eq!(reasons, expected, "dead-letter reasons");
+    for r in &dlq {
+        assert!(r.headers["source.topic"] == topics.deals || r.headers["source.topic"] == topics.activities);
+        assert!(r.headers["source.offset"].parse::<i64>().is_ok());
+        assert!(r.headers["source.partition"].parse::<i32>().is_ok());
+        assert!(!r.headers["reason.detail"].is_empty());
+        let original = malformed_deals.iter().chain(&malformed_acts).any(|(_, v, _)| Some(v) == r.value.as_ref());
+        assert!(original, "dead letter keeps the original bytes");
+    }
+    println!("dead letters: {} records, reasons {:?}", dlq.len(), reasons);
+
+    // The exposition is valid.
+    for (name, text) in [("deals", deals_svc.metrics().await), ("activities", acts_svc.metrics().await)] {
+        let complaints = promtool_check(&text);
+        assert!(complaints.trim().is_empty(), "promtool check metrics on {name}: {complaints}");
+    }
+
+    // The metrics topic alone rebuilds the board: latest value per key, tombstones removed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut board: BTreeMap<String, Decimal> = BTreeMap::new();
+        for r in read_topic(&topics.metrics) {
+            let key = String::from_utf8(r.key.clone().expect("keyed")).expect("utf-8 key");
+            match r.value {
+                None => {
+                    board.remove(&key);
+                }
+                Some(v) => {
+                    let rec: serde_json::Value = serde_json::from_slice(&v).expect("json value");
+                    let value: Decimal = rec["value"].as_str().expect("decimal string").parse().expect("decimal");
+                    board.insert(key, value);
+                }
+            }
+        }
+        let now = Utc::now().timestamp();
+        let want: BTreeMap<String, Decimal> =
+            reference(&deals, &acts, &roster, now).into_iter().map(|e| (e.topic_key(), e.value)).collect();
+        let norm: BTreeMap<String, Decimal> = board.into_iter().map(|(k, v)| (k, v.normalize())).collect();
+        if norm == want {
+            println!("metrics topic: {} live keys rebuild the board exactly", norm.len());
+            break;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<_> = want.iter().filter(|(k, v)| norm.get(*k) != Some(v)).take(20).collect();
+            let extra: Vec<_> = norm.keys().filter(|k| !want.contains_key(*k)).take(20).collect();
+            panic!("metrics topic differs: missing/different {missing:?}, extra {extra:?}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // Prometheus scrapes both services and holds the same org numbers.
+    let prom = Prometheus::start(&[dport, aport], &topics.suffix);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = Utc::now().timestamp();
+        let want: BTreeMap<String, f64> = reference(&deals, &acts, &roster, now)
+            .into_iter()
+            .filter(|e| e.scope != "rep" || e.metric == "bookings")
+            .map(|e| (e.prom_key(), e.value.to_string().parse().expect("f64")))
+            .collect();
+        let mut got = BTreeMap::new();
+        for (labels, v) in prom.query(r#"{__name__=~"sales_(org|team)_.*|sales_rep_bookings"}"#).await {
+            let name = labels["__name__"].clone();
+            let l: Vec<(&str, &str)> = labels
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "__name__" | "job" | "instance"))
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            got.insert(metric_key(&name, &l), v);
+        }
+        let up = prom.query("up").await;
+        if up.len() == 2 && up.iter().all(|(_, v)| *v == 1.0) && got == want {
+            println!("prometheus: both targets up, {} series equal the reference", got.len());
+            break;
+        }
+        if Instant::now() > deadline {
+            let diffs: Vec<_> = want.iter().filter(|(k, v)| got.get(*k) != Some(v)).take(20).collect();
+            panic!("prometheus differs (up = {up:?}): {diffs:?}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    drop(prom);
+    let _ = DateTime::<Utc>::MIN_UTC;
+}

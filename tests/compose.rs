@@ -6,11 +6,23 @@ use salespulse_e2e::root;
 #[test]
 fn compose_file_parses_and_its_mounts_exist() {
     let text = std::fs::read_to_string(root().join("docker-compose.yml")).expect("docker-compose.yml");
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
+    // Resolve `<<: *anchor` the way Compose does.
+    doc.apply_merge().expect("merge keys resolve");
     let services = doc["services"].as_mapping().expect("services");
     for name in ["kafka", "deals", "activities", "simulator", "prometheus"] {
         assert!(services.contains_key(name), "service {name} is missing");
     }
+    for name in ["deals", "activities", "simulator"] {
+        let svc = &services[name];
+        assert!(svc["command"].is_sequence(), "{name} has a command");
+        assert_eq!(
+            svc["environment"]["SALESPULSE_CONFIG"].as_str(),
+            Some("/etc/salespulse/salespulse.toml"),
+            "{name} reads the shared configuration"
+        );
+    }
+    assert!(root().join("Dockerfile").exists(), "the services are built from the Dockerfile");
     let mut mounts = 0;
     for (name, svc) in services {
         for v in svc["volumes"].as_sequence().into_iter().flatten() {

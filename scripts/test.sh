@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test: unit and property tests, and the end-to-end suite against a real Kafka
+# broker and a real Prometheus. Starts the local broker unless KAFKA_BOOTSTRAP names one.
+#
+#   scripts/test.sh            all tests
+#   scripts/test.sh -- ARGS    extra arguments for `cargo test`
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+scripts/setup.sh
+
+started_kafka=0
+if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
+  if ! scripts/kafka.sh status; then
+    scripts/kafka.sh start
+    started_kafka=1
+  fi
+  export KAFKA_BOOTSTRAP=127.0.0.1:${KAFKA_PORT:-19092}
+fi
+cleanup() { [ "$started_kafka" = 1 ] && scripts/kafka.sh stop >/dev/null || true; }
+trap cleanup EXIT
+
+[ "${1:-}" = "--" ] && shift
+# The end-to-end tests start the service binaries; build them first so that test time is
+# spent testing.
+cargo build --workspace --bins
+cargo test --workspace "$@"

@@ -1,0 +1,114 @@
+//! Decode + aggregate on one core, JSON and protobuf, deals and activities; how the cost per
+//! record depends on the number of reps and the time span; memory per rep at steady state.
+//!
+//! Run: `cargo bench -p salespulse-bench --bench ingest`
+
+use salespulse_aggregate::{ActivitiesCore, Calendar, DealsCore};
+use salespulse_bench::{activity_records, deal_records, live_bytes, median_secs, Counting, Encoded};
+use salespulse_decode::{Contract, Format};
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const N: usize = 400_000;
+const RUNS: usize = 5;
+const DAY_MS: i64 = 86_400_000;
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Decodes and applies every record, ticking the clock every 50,000 records as the service
+/// does about once a second.
+fn ingest_deals(contract: &Contract, recs: &[Encoded], format: Format, now: i64) -> DealsCore {
+    let mut core = DealsCore::new(contract, Calendar::utc(), now);
+    for (i, (k, v)) in recs.iter().enumerate() {
+        if let Ok(ev) = contract.decode_deal(Some(k), v, format, now) {
+            core.apply(&ev);
+        }
+        if i % 50_000 == 0 {
+            core.tick(now + i as i64 / 50);
+            let _ = core.drain_changes();
+        }
+    }
+    core
+}
+
+fn ingest_activities(contract: &Contract, recs: &[Encoded], format: Format, now: i64) -> ActivitiesCore {
+    let mut core = ActivitiesCore::new(contract, Calendar::utc(), now);
+    for (i, (k, v)) in recs.iter().enumerate() {
+        if let Ok(ev) = contract.decode_activity(Some(k), v, format, now) {
+            core.apply(&ev);
+        }
+        if i % 50_000 == 0 {
+            core.tick(now + i as i64 / 50);
+            let _ = core.drain_changes();
+        }
+    }
+    core
+}
+
+fn report(label: &str, n: usize, secs: f64) -> f64 {
+    let rate = n as f64 / secs;
+    println!("{label:<58} {rate:>12.0} records/s  ({:.0} ns/record)", secs * 1e9 / n as f64);
+    rate
+}
+
+fn main() {
+    let contract = Contract::default();
+    let now = now_ms();
+    println!("decode + aggregate, one core, {N} records, median of {RUNS} runs\n");
+
+    for (proto, fmt, name) in [(false, Format::Json, "JSON"), (true, Format::Protobuf, "protobuf")] {
+        for reps in [100u64, 10_000] {
+            let recs = deal_records(N, 50_000, reps, 30 * DAY_MS, now, proto, 1);
+            let s = median_secs(RUNS, || {
+                std::hint::black_box(ingest_deals(&contract, &recs, fmt, now));
+            });
+            report(&format!("deals {name}, {reps} reps, 30 d span"), N, s);
+        }
+        for reps in [100u64, 10_000] {
+            let recs = activity_records(N, reps, 30 * DAY_MS, now, proto, 2);
+            let s = median_secs(RUNS, || {
+                std::hint::black_box(ingest_activities(&contract, &recs, fmt, now));
+            });
+            report(&format!("activities {name}, {reps} reps, 30 d span"), N, s);
+        }
+    }
+    println!();
+    for (span, label) in [(3_600_000i64, "1 h"), (DAY_MS, "24 h"), (30 * DAY_MS, "30 d"), (300 * DAY_MS, "300 d")] {
+        let recs = deal_records(N, 50_000, 1_000, span, now, true, 3);
+        let s = median_secs(RUNS, || {
+            std::hint::black_box(ingest_deals(&contract, &recs, Format::Protobuf, now));
+        });
+        report(&format!("deals protobuf, 1000 reps, facts spread over {label}"), N, s);
+    }
+
+    println!("\nmemory at steady state (live heap bytes of the core)");
+    for (n, label) in [(200_000usize, "1x"), (2_000_000, "10x")] {
+        let recs = deal_records(n, 20_000, 10_000, 30 * DAY_MS, now, true, 4);
+        let before = live_bytes();
+        let core = ingest_deals(&contract, &recs, Format::Protobuf, now);
+        let used = live_bytes().saturating_sub(before);
+        println!(
+            "deals, 10000 reps, 20000 deals, {label} records ({n}): {:>8.1} MiB, {:>7.0} bytes/rep, {} deals held",
+            used as f64 / 1048576.0,
+            used as f64 / 10_000.0,
+            core.deals()
+        );
+        drop(core);
+        drop(recs);
+    }
+    for (n, label) in [(200_000usize, "1x"), (2_000_000, "10x")] {
+        let recs = activity_records(n, 10_000, 30 * DAY_MS, now, true, 5);
+        let before = live_bytes();
+        let core = ingest_activities(&contract, &recs, Format::Protobuf, now);
+        let used = live_bytes().saturating_sub(before);
+        println!(
+            "activities, 10000 reps, {label} records ({n}): {:>8.1} MiB, {:>7.0} bytes/rep, {} event ids remembered",
+            used as f64 / 1048576.0,
+            used as f64 / 10_000.0,
+            core.remembered_ids()
+        );
+    }
+}

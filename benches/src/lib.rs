@@ -1,0 +1,164 @@
+//! Shared helpers of the benchmarks: synthetic records, a counting allocator, medians.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use prost::Message;
+use salespulse_decode::pb;
+
+/// Counts live heap bytes, to report memory per rep.
+#[derive(Debug)]
+pub struct Counting;
+
+pub static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new, Ordering::Relaxed);
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        System.realloc(p, l, new)
+    }
+}
+
+pub fn live_bytes() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// A small deterministic generator (xorshift), so runs are comparable.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+const STAGES: [&str; 6] = ["prospecting", "qualification", "proposal", "negotiation", "closed_won", "closed_lost"];
+const KINDS: [&str; 5] = ["call", "email", "meeting", "demo", "task"];
+
+fn rfc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn ts(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+/// One encoded record: key and value.
+pub type Encoded = (Vec<u8>, Vec<u8>);
+
+/// `n` deal records over `deals` deals owned by `reps` reps, spread over `span_ms` before `now_ms`.
+pub fn deal_records(n: usize, deals: u64, reps: u64, span_ms: i64, now_ms: i64, proto: bool, seed: u64) -> Vec<Encoded> {
+    let mut r = Rng::new(seed);
+    let mut seq = vec![0i64; deals as usize];
+    (0..n)
+        .map(|i| {
+            let d = r.below(deals);
+            seq[d as usize] += 1;
+            let created = now_ms - span_ms + (d as i64 * 7919) % span_ms.max(1);
+            let occurred = (created + seq[d as usize] * 60_000).min(now_ms);
+            let stage = STAGES[r.below(6) as usize];
+            let closed = stage.starts_with("closed").then_some(occurred);
+            let amount = format!("{}.{:02}", 1000 + r.below(200_000), r.below(100));
+            let rep = format!("rep-{:05}", (d * 31 + r.below(2)) % reps);
+            let deal_id = format!("deal-{d:07}");
+            let event_id = format!("ev-{i:09}");
+            let value = if proto {
+                pb::Deal {
+                    event_id,
+                    deal_id: deal_id.clone(),
+                    rep_id: rep,
+                    team_id: None,
+                    stage: stage.into(),
+                    amount,
+                    currency: if i % 10 == 0 { "EUR".into() } else { "USD".into() },
+                    created_at: Some(ts(created)),
+                    occurred_at: Some(ts(occurred)),
+                    closed_at: closed.map(ts),
+                    expected_close_date: None,
+                }
+                .encode_to_vec()
+            } else {
+                let mut v = serde_json::json!({
+                    "event_id": event_id, "deal_id": deal_id, "rep_id": rep, "stage": stage,
+                    "amount": amount, "currency": if i % 10 == 0 { "EUR" } else { "USD" },
+                    "created_at": rfc(created), "occurred_at": rfc(occurred),
+                });
+                if let Some(c) = closed {
+                    v["closed_at"] = serde_json::json!(rfc(c));
+                }
+                serde_json::to_vec(&v).unwrap_or_default()
+            };
+            (deal_id.into_bytes(), value)
+        })
+        .collect()
+}
+
+/// `n` activity records for `reps` reps, spread over `span_ms` before `now_ms`.
+pub fn activity_records(n: usize, reps: u64, span_ms: i64, now_ms: i64, proto: bool, seed: u64) -> Vec<Encoded> {
+    let mut r = Rng::new(seed);
+    (0..n)
+        .map(|i| {
+            let rep = format!("rep-{:05}", r.below(reps));
+            let at = now_ms - r.below(span_ms.max(1) as u64) as i64;
+            let kind = KINDS[r.below(5) as usize];
+            let event_id = format!("act-{seed}-{i:09}");
+            let value = if proto {
+                pb::Activity {
+                    event_id,
+                    rep_id: rep.clone(),
+                    team_id: None,
+                    kind: kind.into(),
+                    occurred_at: Some(ts(at)),
+                    deal_id: None,
+                    duration_seconds: Some(120),
+                }
+                .encode_to_vec()
+            } else {
+                serde_json::to_vec(&serde_json::json!({
+                    "event_id": event_id, "rep_id": rep, "kind": kind, "occurred_at": rfc(at),
+                    "duration_seconds": 120,
+                }))
+                .unwrap_or_default()
+            };
+            (rep.into_bytes(), value)
+        })
+        .collect()
+}
+
+/// Runs `f` `runs` times and returns the median seconds.
+pub fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[t.len() / 2]
+}

@@ -5,7 +5,8 @@ use salespulse_e2e::root;
 
 #[test]
 fn compose_file_parses_and_its_mounts_exist() {
-    let text = std::fs::read_to_string(root().join("docker-compose.yml")).expect("docker-compose.yml");
+    let text =
+        std::fs::read_to_string(root().join("docker-compose.yml")).expect("docker-compose.yml");
     let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
     // Resolve `<<: *anchor` the way Compose does.
     doc.apply_merge().expect("merge keys resolve");
@@ -22,14 +23,20 @@ fn compose_file_parses_and_its_mounts_exist() {
             "{name} reads the shared configuration"
         );
     }
-    assert!(root().join("Dockerfile").exists(), "the services are built from the Dockerfile");
+    assert!(
+        root().join("Dockerfile").exists(),
+        "the services are built from the Dockerfile"
+    );
     let mut mounts = 0;
     for (name, svc) in services {
         for v in svc["volumes"].as_sequence().into_iter().flatten() {
             let spec = v.as_str().expect("short volume syntax");
             let host = spec.split(':').next().unwrap_or_default();
             if host.starts_with("./") {
-                assert!(root().join(host).exists(), "{name:?} mounts {host}, which does not exist");
+                assert!(
+                    root().join(host).exists(),
+                    "{name:?} mounts {host}, which does not exist"
+                );
                 mounts += 1;
             }
         }

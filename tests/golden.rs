@@ -36,7 +36,10 @@ struct Activity {
 }
 
 fn rfc(t: i64) -> String {
-    Utc.timestamp_opt(t, 0).single().expect("time").to_rfc3339_opts(SecondsFormat::Secs, true)
+    Utc.timestamp_opt(t, 0)
+        .single()
+        .expect("time")
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 impl Deal {
@@ -104,15 +107,33 @@ impl Expected {
         if let Some((k, v)) = &self.extra {
             labels.push(format!("{k}={v}"));
         }
-        format!("{}/{}/{}/{}/{}", self.scope, self.id, self.metric, labels.join(","), self.window.unwrap_or(""))
+        format!(
+            "{}/{}/{}/{}/{}",
+            self.scope,
+            self.id,
+            self.metric,
+            labels.join(","),
+            self.window.unwrap_or("")
+        )
     }
 }
 
-const WINDOWS: [&str; 9] = ["1h", "24h", "7d", "30d", "today", "wtd", "mtd", "qtd", "ytd"];
+const WINDOWS: [&str; 9] = [
+    "1h", "24h", "7d", "30d", "today", "wtd", "mtd", "qtd", "ytd",
+];
 
 fn starts(now: i64) -> [i64; 9] {
-    let d = Utc.timestamp_opt(now, 0).single().expect("time").date_naive();
-    let mid = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp();
+    let d = Utc
+        .timestamp_opt(now, 0)
+        .single()
+        .expect("time")
+        .date_naive();
+    let mid = |d: NaiveDate| {
+        d.and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp()
+    };
     [
         now - 3599,
         now - 86_399,
@@ -136,14 +157,22 @@ fn rate(c: &str) -> Decimal {
 }
 
 fn ratio(n: Decimal, d: Decimal) -> Option<Decimal> {
-    (!d.is_zero()).then(|| (n / d).round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero))
+    (!d.is_zero())
+        .then(|| (n / d).round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero))
 }
 
 /// Recomputes every business series from the raw records, the final roster and `now`.
-fn reference(deals: &[Deal], acts: &[Activity], roster: &HashMap<String, String>, now: i64) -> Vec<Expected> {
+fn reference(
+    deals: &[Deal],
+    acts: &[Activity],
+    roster: &HashMap<String, String>,
+    now: i64,
+) -> Vec<Expected> {
     let lo = starts(now);
     let eff = |rep: &str, team: &Option<String>| {
-        team.clone().or_else(|| roster.get(rep).cloned()).unwrap_or_else(|| "unassigned".into())
+        team.clone()
+            .or_else(|| roster.get(rep).cloned())
+            .unwrap_or_else(|| "unassigned".into())
     };
     // Latest state of each deal, with its close time.
     let mut latest: BTreeMap<String, (Deal, Option<i64>, HashSet<String>)> = BTreeMap::new();
@@ -157,15 +186,25 @@ fn reference(deals: &[Deal], acts: &[Activity], roster: &HashMap<String, String>
                 ids.insert(d.event.clone());
                 let was_closed = cur.stage.starts_with("closed");
                 *closed = if d.stage.starts_with("closed") {
-                    Some(d.closed.or(if was_closed { *closed } else { None }).unwrap_or(d.occurred))
+                    Some(
+                        d.closed
+                            .or(if was_closed { *closed } else { None })
+                            .unwrap_or(d.occurred),
+                    )
                 } else {
                     None
                 };
                 *cur = d.clone();
             }
             None => {
-                let closed = d.stage.starts_with("closed").then(|| d.closed.unwrap_or(d.occurred));
-                latest.insert(d.deal.clone(), (d.clone(), closed, HashSet::from([d.event.clone()])));
+                let closed = d
+                    .stage
+                    .starts_with("closed")
+                    .then(|| d.closed.unwrap_or(d.occurred));
+                latest.insert(
+                    d.deal.clone(),
+                    (d.clone(), closed, HashSet::from([d.event.clone()])),
+                );
             }
         }
     }
@@ -182,7 +221,10 @@ fn reference(deals: &[Deal], acts: &[Activity], roster: &HashMap<String, String>
         let team = eff(&d.rep, &d.team);
         let amount = (d.amount.parse::<Decimal>().expect("amount") * rate(d.currency))
             .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
-        let mut keys = vec![("team", team.clone(), team.clone()), ("org", "org".to_owned(), String::new())];
+        let mut keys = vec![
+            ("team", team.clone(), team.clone()),
+            ("org", "org".to_owned(), String::new()),
+        ];
         if roster.contains_key(&d.rep) {
             keys.push(("rep", d.rep.clone(), team.clone()));
         }
@@ -220,9 +262,19 @@ fn reference(deals: &[Deal], acts: &[Activity], roster: &HashMap<String, String>
     let mut out = Vec::new();
     for ((scope, id, team), a) in accs {
         let mut put = |metric, extra, window, value: Decimal| {
-            out.push(Expected { scope, id: id.clone(), team: team.clone(), metric, extra, window, value: value.normalize() })
+            out.push(Expected {
+                scope,
+                id: id.clone(),
+                team: team.clone(),
+                metric,
+                extra,
+                window,
+                value: value.normalize(),
+            })
         };
-        if a.created.iter().any(|c| *c > 0) || a.w.iter().any(|w| !w[1].is_zero() || !w[2].is_zero()) {
+        if a.created.iter().any(|c| *c > 0)
+            || a.w.iter().any(|w| !w[1].is_zero() || !w[2].is_zero())
+        {
             for (i, w) in WINDOWS.iter().enumerate() {
                 let x = a.w[i];
                 put("bookings", None, Some(*w), x[0]);
@@ -255,9 +307,16 @@ fn reference(deals: &[Deal], acts: &[Activity], roster: &HashMap<String, String>
             continue;
         }
         let minute = a.at - a.at.rem_euclid(60);
-        let bucket = if minute < now - 25 * 3600 { a.at - a.at.rem_euclid(3600) } else { minute };
+        let bucket = if minute < now - 25 * 3600 {
+            a.at - a.at.rem_euclid(3600)
+        } else {
+            minute
+        };
         let team = eff(&a.rep, &a.team);
-        let mut keys = vec![("team", team.clone(), team.clone()), ("org", "org".to_owned(), String::new())];
+        let mut keys = vec![
+            ("team", team.clone(), team.clone()),
+            ("org", "org".to_owned(), String::new()),
+        ];
         if roster.contains_key(&a.rep) {
             keys.push(("rep", a.rep.clone(), team.clone()));
         }
@@ -291,20 +350,31 @@ fn reference(deals: &[Deal], acts: &[Activity], roster: &HashMap<String, String>
 
 fn business(m: BTreeMap<String, f64>) -> BTreeMap<String, f64> {
     m.into_iter()
-        .filter(|(k, _)| k.starts_with("sales_rep_") || k.starts_with("sales_team_") || k.starts_with("sales_org_"))
+        .filter(|(k, _)| {
+            k.starts_with("sales_rep_")
+                || k.starts_with("sales_team_")
+                || k.starts_with("sales_org_")
+        })
         .collect()
 }
 
 fn differences(got: &BTreeMap<String, f64>, want: &[Expected]) -> Vec<String> {
     let want: BTreeMap<String, f64> = want
         .iter()
-        .map(|e| (e.prom_key(), e.value.to_string().parse::<f64>().expect("f64")))
+        .map(|e| {
+            (
+                e.prom_key(),
+                e.value.to_string().parse::<f64>().expect("f64"),
+            )
+        })
         .collect();
     let mut diffs = Vec::new();
     for (k, v) in &want {
         match got.get(k) {
             None => diffs.push(format!("missing {k} = {v}")),
-            Some(g) if (g - v).abs() > 1e-9 * v.abs().max(1.0) => diffs.push(format!("{k}: got {g}, want {v}")),
+            Some(g) if (g - v).abs() > 1e-9 * v.abs().max(1.0) => {
+                diffs.push(format!("{k}: got {g}, want {v}"))
+            }
             _ => {}
         }
     }
@@ -315,7 +385,13 @@ fn differences(got: &BTreeMap<String, f64>, want: &[Expected]) -> Vec<String> {
 }
 
 /// Polls both services until their boards equal the reference at the time of the scrape.
-async fn converge(services: &[&Service], deals: &[Deal], acts: &[Activity], roster: &HashMap<String, String>, within: Duration) -> Vec<Expected> {
+async fn converge(
+    services: &[&Service],
+    deals: &[Deal],
+    acts: &[Activity],
+    roster: &HashMap<String, String>,
+    within: Duration,
+) -> Vec<Expected> {
     let deadline = Instant::now() + within;
     loop {
         let now = Utc::now().timestamp();
@@ -333,7 +409,11 @@ async fn converge(services: &[&Service], deals: &[Deal], acts: &[Activity], rost
             return want_after;
         }
         if Instant::now() > deadline {
-            panic!("board differs from the reference ({} differences):\n{}", diffs.len(), diffs.join("\n"));
+            panic!(
+                "board differs from the reference ({} differences):\n{}",
+                diffs.len(),
+                diffs.join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -353,39 +433,160 @@ async fn golden_scenario_end_to_end() {
     let p = producer();
     let now = Utc::now().timestamp();
     let mut roster: HashMap<String, String> = HashMap::new();
-    for (r, t) in [("rep-a", "team-x"), ("rep-b", "team-x"), ("rep-c", "team-y")] {
+    for (r, t) in [
+        ("rep-a", "team-x"),
+        ("rep-b", "team-x"),
+        ("rep-c", "team-y"),
+    ] {
         let v = json!({"rep_id": r, "team_id": t, "name": r.to_uppercase(), "active": true});
-        produce(&p, &topics.roster, Some(r), Some(&serde_json::to_vec(&v).expect("json"))).await;
+        produce(
+            &p,
+            &topics.roster,
+            Some(r),
+            Some(&serde_json::to_vec(&v).expect("json")),
+        )
+        .await;
         roster.insert(r.into(), t.into());
     }
-    let deal = |event: &str, deal: &str, rep: &str, stage, amount, currency, created, occurred, closed| Deal {
-        event: event.into(), deal: deal.into(), rep: rep.into(), team: None, stage, amount, currency, created, occurred, closed,
-    };
+    let deal =
+        |event: &str, deal: &str, rep: &str, stage, amount, currency, created, occurred, closed| {
+            Deal {
+                event: event.into(),
+                deal: deal.into(),
+                rep: rep.into(),
+                team: None,
+                stage,
+                amount,
+                currency,
+                created,
+                occurred,
+                closed,
+            }
+        };
     let h = 3600;
     let mut deals = vec![
         // d1: amount change, then won.
-        deal("e1", "d1", "rep-a", "prospecting", "1000", "USD", now - 5 * h, now - 5 * h, None),
-        deal("e2", "d1", "rep-a", "negotiation", "1500.50", "USD", now - 5 * h, now - 3 * h, None),
-        deal("e3", "d1", "rep-a", "closed_won", "1500.50", "USD", now - 5 * h, now - 2 * h, None),
+        deal(
+            "e1",
+            "d1",
+            "rep-a",
+            "prospecting",
+            "1000",
+            "USD",
+            now - 5 * h,
+            now - 5 * h,
+            None,
+        ),
+        deal(
+            "e2",
+            "d1",
+            "rep-a",
+            "negotiation",
+            "1500.50",
+            "USD",
+            now - 5 * h,
+            now - 3 * h,
+            None,
+        ),
+        deal(
+            "e3",
+            "d1",
+            "rep-a",
+            "closed_won",
+            "1500.50",
+            "USD",
+            now - 5 * h,
+            now - 2 * h,
+            None,
+        ),
         // d2 in euros: won, then reopened.
-        deal("e4", "d2", "rep-b", "closed_won", "1000", "EUR", now - 10 * h, now - 30 * 60, Some(now - 40 * 60)),
-        deal("e5", "d2", "rep-b", "negotiation", "1000", "EUR", now - 10 * h, now - 20 * 60, None),
+        deal(
+            "e4",
+            "d2",
+            "rep-b",
+            "closed_won",
+            "1000",
+            "EUR",
+            now - 10 * h,
+            now - 30 * 60,
+            Some(now - 40 * 60),
+        ),
+        deal(
+            "e5",
+            "d2",
+            "rep-b",
+            "negotiation",
+            "1000",
+            "EUR",
+            now - 10 * h,
+            now - 20 * 60,
+            None,
+        ),
         // d3: owner change a -> c, then lost.
-        deal("e6", "d3", "rep-a", "proposal", "2000", "GBP", now - 2 * h, now - 2 * h, None),
-        deal("e7", "d3", "rep-c", "proposal", "2000", "GBP", now - 2 * h, now - h, None),
+        deal(
+            "e6",
+            "d3",
+            "rep-a",
+            "proposal",
+            "2000",
+            "GBP",
+            now - 2 * h,
+            now - 2 * h,
+            None,
+        ),
+        deal(
+            "e7",
+            "d3",
+            "rep-c",
+            "proposal",
+            "2000",
+            "GBP",
+            now - 2 * h,
+            now - h,
+            None,
+        ),
         // d4: won just inside the 1h window; it leaves the window while the test runs or after.
-        deal("e8", "d4", "rep-c", "closed_won", "333.33", "USD", now - 4 * h, now - 3000, Some(now - 3000)),
+        deal(
+            "e8",
+            "d4",
+            "rep-c",
+            "closed_won",
+            "333.33",
+            "USD",
+            now - 4 * h,
+            now - 3000,
+            Some(now - 3000),
+        ),
         // d5: late record, closed three days ago.
-        deal("e9", "d5", "rep-a", "closed_won", "4200", "USD", now - 20 * 86_400, now - 3 * 86_400, Some(now - 3 * 86_400)),
+        deal(
+            "e9",
+            "d5",
+            "rep-a",
+            "closed_won",
+            "4200",
+            "USD",
+            now - 20 * 86_400,
+            now - 3 * 86_400,
+            Some(now - 3 * 86_400),
+        ),
     ];
-    let act = |event: &str, rep: &str, kind, at| Activity { event: event.into(), rep: rep.into(), team: None, kind, at };
+    let act = |event: &str, rep: &str, kind, at| Activity {
+        event: event.into(),
+        rep: rep.into(),
+        team: None,
+        kind,
+        at,
+    };
     let mut acts = vec![
         act("a1", "rep-a", "call", now - 300),
         act("a2", "rep-a", "call", now - 200),
         act("a3", "rep-a", "email", now - 2 * h),
         act("a4", "rep-b", "meeting", now - 3590), // leaves 1h within seconds
         act("a5", "rep-c", "demo", now - 2 * 86_400 - 1234), // an hour bucket
-        Activity { team: Some("team-z".into()), ..act("a6", "rep-b", "call", now - 100) },
+        Activity {
+            team: Some("team-z".into()),
+            ..act("a6", "rep-b", "call", now - 100)
+        },
     ];
     for d in &deals {
         produce(&p, &topics.deals, Some(&d.deal), Some(&d.json())).await;
@@ -393,22 +594,76 @@ async fn golden_scenario_end_to_end() {
     for a in &acts {
         produce(&p, &topics.activities, Some(&a.rep), Some(&a.json())).await;
     }
-    converge(&[&deals_svc, &acts_svc], &deals, &acts, &roster, Duration::from_secs(30)).await;
-    println!("phase 1: {} deal and {} activity records match the reference", deals.len(), acts.len());
+    converge(
+        &[&deals_svc, &acts_svc],
+        &deals,
+        &acts,
+        &roster,
+        Duration::from_secs(30),
+    )
+    .await;
+    println!(
+        "phase 1: {} deal and {} activity records match the reference",
+        deals.len(),
+        acts.len()
+    );
 
     // A crash and a clean restart in the middle of the stream.
     deals_svc.kill();
-    assert!(acts_svc.terminate().success(), "activities exits 0 on SIGTERM");
+    assert!(
+        acts_svc.terminate().success(),
+        "activities exits 0 on SIGTERM"
+    );
     let mut deals_svc = Service::start("deals", &topics, dport, &group);
     let mut acts_svc = Service::start("activities", &topics, aport, &group);
     deals_svc.wait_ready(Duration::from_secs(60)).await;
     acts_svc.wait_ready(Duration::from_secs(60)).await;
 
     let phase2_deals = vec![
-        deal("e3", "d1", "rep-a", "closed_won", "1500.50", "USD", now - 5 * h, now - 2 * h, None), // duplicate
-        deal("e10", "d1", "rep-a", "prospecting", "1000", "USD", now - 5 * h, now - 4 * h, None), // stale
-        deal("e11", "d3", "rep-c", "closed_lost", "2000", "GBP", now - 2 * h, now - 60, None),
-        deal("e12", "d6", "rep-b", "qualification", "999.99", "USD", now - 600, now - 600, None),
+        deal(
+            "e3",
+            "d1",
+            "rep-a",
+            "closed_won",
+            "1500.50",
+            "USD",
+            now - 5 * h,
+            now - 2 * h,
+            None,
+        ), // duplicate
+        deal(
+            "e10",
+            "d1",
+            "rep-a",
+            "prospecting",
+            "1000",
+            "USD",
+            now - 5 * h,
+            now - 4 * h,
+            None,
+        ), // stale
+        deal(
+            "e11",
+            "d3",
+            "rep-c",
+            "closed_lost",
+            "2000",
+            "GBP",
+            now - 2 * h,
+            now - 60,
+            None,
+        ),
+        deal(
+            "e12",
+            "d6",
+            "rep-b",
+            "qualification",
+            "999.99",
+            "USD",
+            now - 600,
+            now - 600,
+            None,
+        ),
     ];
     let phase2_acts = vec![
         act("a1", "rep-a", "call", now - 300), // duplicate
@@ -416,7 +671,13 @@ async fn golden_scenario_end_to_end() {
     ];
     // rep-b moves to team-y: every number derived from the roster follows.
     let v = json!({"rep_id": "rep-b", "team_id": "team-y", "active": true});
-    produce(&p, &topics.roster, Some("rep-b"), Some(&serde_json::to_vec(&v).expect("json"))).await;
+    produce(
+        &p,
+        &topics.roster,
+        Some("rep-b"),
+        Some(&serde_json::to_vec(&v).expect("json")),
+    )
+    .await;
     roster.insert("rep-b".into(), "team-y".into());
     for d in &phase2_deals {
         produce(&p, &topics.deals, Some(&d.deal), Some(&d.json())).await;
@@ -435,8 +696,20 @@ async fn golden_scenario_end_to_end() {
         ("d9", json!({"event_id":"m6","deal_id":"d9","rep_id":"rep-a","stage":"proposal","currency":"USD","created_at":rfc(now),"occurred_at":rfc(now)}).to_string().into_bytes(), "missing_field"),
     ];
     let malformed_acts: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("rep-a", json!({"event_id":"m7","rep_id":"rep-a","kind":"lunch","occurred_at":rfc(now)}).to_string().into_bytes(), "unknown_kind"),
-        ("rep-a", json!({"event_id":"m8","rep_id":"rep-a","kind":"call","occurred_at":12}).to_string().into_bytes(), "wrong_type"),
+        (
+            "rep-a",
+            json!({"event_id":"m7","rep_id":"rep-a","kind":"lunch","occurred_at":rfc(now)})
+                .to_string()
+                .into_bytes(),
+            "unknown_kind",
+        ),
+        (
+            "rep-a",
+            json!({"event_id":"m8","rep_id":"rep-a","kind":"call","occurred_at":12})
+                .to_string()
+                .into_bytes(),
+            "wrong_type",
+        ),
     ];
     for (k, v, _) in &malformed_deals {
         produce(&p, &topics.deals, Some(k), Some(v)).await;
@@ -446,43 +719,84 @@ async fn golden_scenario_end_to_end() {
     }
     deals.extend(phase2_deals);
     acts.extend(phase2_acts);
-    let want = converge(&[&deals_svc, &acts_svc], &deals, &acts, &roster, Duration::from_secs(40)).await;
-    println!("phase 2 (after a SIGKILL, a SIGTERM and restarts): {} series match the reference", want.len());
+    let want = converge(
+        &[&deals_svc, &acts_svc],
+        &deals,
+        &acts,
+        &roster,
+        Duration::from_secs(40),
+    )
+    .await;
+    println!(
+        "phase 2 (after a SIGKILL, a SIGTERM and restarts): {} series match the reference",
+        want.len()
+    );
 
     // Outcomes of the live records after the restart.
     let dm = parse_metrics(&deals_svc.metrics().await);
     let am = parse_metrics(&acts_svc.metrics().await);
     let count = |m: &BTreeMap<String, f64>, topic: &str, outcome: &str| {
-        m.get(&metric_key("sales_events_total", &[("outcome", outcome), ("service", if m == &dm { "deals" } else { "activities" }), ("topic", topic)])).copied().unwrap_or(0.0)
+        m.get(&metric_key(
+            "sales_events_total",
+            &[
+                ("outcome", outcome),
+                ("service", if m == &dm { "deals" } else { "activities" }),
+                ("topic", topic),
+            ],
+        ))
+        .copied()
+        .unwrap_or(0.0)
     };
     assert_eq!(count(&dm, &topics.deals, "duplicate"), 1.0);
     assert_eq!(count(&dm, &topics.deals, "stale"), 1.0);
     assert_eq!(count(&dm, &topics.deals, "applied"), 2.0);
-    assert_eq!(count(&dm, &topics.deals, "rejected"), malformed_deals.len() as f64);
+    assert_eq!(
+        count(&dm, &topics.deals, "rejected"),
+        malformed_deals.len() as f64
+    );
     assert_eq!(count(&am, &topics.activities, "duplicate"), 1.0);
-    assert_eq!(count(&am, &topics.activities, "rejected"), malformed_acts.len() as f64);
+    assert_eq!(
+        count(&am, &topics.activities, "rejected"),
+        malformed_acts.len() as f64
+    );
 
     // Every rejected record is on the dead-letter topic, with its reason and position.
     let dlq = read_topic(&topics.deadletter);
     let mut reasons: Vec<String> = dlq.iter().map(|r| r.headers["reason"].clone()).collect();
     reasons.sort();
-    let mut expected: Vec<String> = malformed_deals.iter().chain(&malformed_acts).map(|(_, _, r)| r.to_string()).collect();
+    let mut expected: Vec<String> = malformed_deals
+        .iter()
+        .chain(&malformed_acts)
+        .map(|(_, _, r)| r.to_string())
+        .collect();
     expected.sort();
     assert_eq!(reasons, expected, "dead-letter reasons");
     for r in &dlq {
-        assert!(r.headers["source.topic"] == topics.deals || r.headers["source.topic"] == topics.activities);
+        assert!(
+            r.headers["source.topic"] == topics.deals
+                || r.headers["source.topic"] == topics.activities
+        );
         assert!(r.headers["source.offset"].parse::<i64>().is_ok());
         assert!(r.headers["source.partition"].parse::<i32>().is_ok());
         assert!(!r.headers["reason.detail"].is_empty());
-        let original = malformed_deals.iter().chain(&malformed_acts).any(|(_, v, _)| Some(v) == r.value.as_ref());
+        let original = malformed_deals
+            .iter()
+            .chain(&malformed_acts)
+            .any(|(_, v, _)| Some(v) == r.value.as_ref());
         assert!(original, "dead letter keeps the original bytes");
     }
     println!("dead letters: {} records, reasons {:?}", dlq.len(), reasons);
 
     // The exposition is valid.
-    for (name, text) in [("deals", deals_svc.metrics().await), ("activities", acts_svc.metrics().await)] {
+    for (name, text) in [
+        ("deals", deals_svc.metrics().await),
+        ("activities", acts_svc.metrics().await),
+    ] {
         let complaints = promtool_check(&text);
-        assert!(complaints.trim().is_empty(), "promtool check metrics on {name}: {complaints}");
+        assert!(
+            complaints.trim().is_empty(),
+            "promtool check metrics on {name}: {complaints}"
+        );
     }
 
     // The metrics topic alone rebuilds the board: latest value per key, tombstones removed.
@@ -497,22 +811,40 @@ async fn golden_scenario_end_to_end() {
                 }
                 Some(v) => {
                     let rec: serde_json::Value = serde_json::from_slice(&v).expect("json value");
-                    let value: Decimal = rec["value"].as_str().expect("decimal string").parse().expect("decimal");
+                    let value: Decimal = rec["value"]
+                        .as_str()
+                        .expect("decimal string")
+                        .parse()
+                        .expect("decimal");
                     board.insert(key, value);
                 }
             }
         }
         let now = Utc::now().timestamp();
-        let want: BTreeMap<String, Decimal> =
-            reference(&deals, &acts, &roster, now).into_iter().map(|e| (e.topic_key(), e.value)).collect();
-        let norm: BTreeMap<String, Decimal> = board.into_iter().map(|(k, v)| (k, v.normalize())).collect();
+        let want: BTreeMap<String, Decimal> = reference(&deals, &acts, &roster, now)
+            .into_iter()
+            .map(|e| (e.topic_key(), e.value))
+            .collect();
+        let norm: BTreeMap<String, Decimal> =
+            board.into_iter().map(|(k, v)| (k, v.normalize())).collect();
         if norm == want {
-            println!("metrics topic: {} live keys rebuild the board exactly", norm.len());
+            println!(
+                "metrics topic: {} live keys rebuild the board exactly",
+                norm.len()
+            );
             break;
         }
         if Instant::now() > deadline {
-            let missing: Vec<_> = want.iter().filter(|(k, v)| norm.get(*k) != Some(v)).take(20).collect();
-            let extra: Vec<_> = norm.keys().filter(|k| !want.contains_key(*k)).take(20).collect();
+            let missing: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| norm.get(*k) != Some(v))
+                .take(20)
+                .collect();
+            let extra: Vec<_> = norm
+                .keys()
+                .filter(|k| !want.contains_key(*k))
+                .take(20)
+                .collect();
             panic!("metrics topic differs: missing/different {missing:?}, extra {extra:?}");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -529,7 +861,10 @@ async fn golden_scenario_end_to_end() {
             .map(|e| (e.prom_key(), e.value.to_string().parse().expect("f64")))
             .collect();
         let mut got = BTreeMap::new();
-        for (labels, v) in prom.query(r#"{__name__=~"sales_(org|team)_.*|sales_rep_bookings"}"#).await {
+        for (labels, v) in prom
+            .query(r#"{__name__=~"sales_(org|team)_.*|sales_rep_bookings"}"#)
+            .await
+        {
             let name = labels["__name__"].clone();
             let l: Vec<(&str, &str)> = labels
                 .iter()
@@ -540,11 +875,18 @@ async fn golden_scenario_end_to_end() {
         }
         let up = prom.query("up").await;
         if up.len() == 2 && up.iter().all(|(_, v)| *v == 1.0) && got == want {
-            println!("prometheus: both targets up, {} series equal the reference", got.len());
+            println!(
+                "prometheus: both targets up, {} series equal the reference",
+                got.len()
+            );
             break;
         }
         if Instant::now() > deadline {
-            let diffs: Vec<_> = want.iter().filter(|(k, v)| got.get(*k) != Some(v)).take(20).collect();
+            let diffs: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(v))
+                .take(20)
+                .collect();
             panic!("prometheus differs (up = {up:?}): {diffs:?}");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

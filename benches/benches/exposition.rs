@@ -89,6 +89,8 @@ fn main() {
     };
     let (idle, _) = ingest(false);
     let (busy, scrapes) = ingest(true);
-    println!("ingest (decode + aggregate + board updates), no scrapes:        {idle:>10.0} records/s");
+    println!(
+        "ingest (decode + aggregate + board updates), no scrapes:        {idle:>10.0} records/s"
+    );
     println!("ingest while another thread scrapes /metrics back to back:     {busy:>10.0} records/s ({scrapes} scrapes, ratio {:.2})", busy / idle);
 }

@@ -4,7 +4,9 @@
 //! Run: `cargo bench -p salespulse-bench --bench ingest`
 
 use salespulse_aggregate::{ActivitiesCore, Calendar, DealsCore};
-use salespulse_bench::{activity_records, deal_records, live_bytes, median_secs, Counting, Encoded};
+use salespulse_bench::{
+    activity_records, deal_records, live_bytes, median_secs, Counting, Encoded,
+};
 use salespulse_decode::{Contract, Format};
 
 #[global_allocator]
@@ -34,7 +36,12 @@ fn ingest_deals(contract: &Contract, recs: &[Encoded], format: Format, now: i64)
     core
 }
 
-fn ingest_activities(contract: &Contract, recs: &[Encoded], format: Format, now: i64) -> ActivitiesCore {
+fn ingest_activities(
+    contract: &Contract,
+    recs: &[Encoded],
+    format: Format,
+    now: i64,
+) -> ActivitiesCore {
     let mut core = ActivitiesCore::new(contract, Calendar::utc(), now);
     for (i, (k, v)) in recs.iter().enumerate() {
         if let Ok(ev) = contract.decode_activity(Some(k), v, format, now) {
@@ -50,7 +57,10 @@ fn ingest_activities(contract: &Contract, recs: &[Encoded], format: Format, now:
 
 fn report(label: &str, n: usize, secs: f64) -> f64 {
     let rate = n as f64 / secs;
-    println!("{label:<58} {rate:>12.0} records/s  ({:.0} ns/record)", secs * 1e9 / n as f64);
+    println!(
+        "{label:<58} {rate:>12.0} records/s  ({:.0} ns/record)",
+        secs * 1e9 / n as f64
+    );
     rate
 }
 
@@ -59,7 +69,10 @@ fn main() {
     let now = now_ms();
     println!("decode + aggregate, one core, {N} records, median of {RUNS} runs\n");
 
-    for (proto, fmt, name) in [(false, Format::Json, "JSON"), (true, Format::Protobuf, "protobuf")] {
+    for (proto, fmt, name) in [
+        (false, Format::Json, "JSON"),
+        (true, Format::Protobuf, "protobuf"),
+    ] {
         for reps in [100u64, 10_000] {
             let recs = deal_records(N, 50_000, reps, 30 * DAY_MS, now, proto, 1);
             let s = median_secs(RUNS, || {
@@ -76,12 +89,21 @@ fn main() {
         }
     }
     println!();
-    for (span, label) in [(3_600_000i64, "1 h"), (DAY_MS, "24 h"), (30 * DAY_MS, "30 d"), (300 * DAY_MS, "300 d")] {
+    for (span, label) in [
+        (3_600_000i64, "1 h"),
+        (DAY_MS, "24 h"),
+        (30 * DAY_MS, "30 d"),
+        (300 * DAY_MS, "300 d"),
+    ] {
         let recs = deal_records(N, 50_000, 1_000, span, now, true, 3);
         let s = median_secs(RUNS, || {
             std::hint::black_box(ingest_deals(&contract, &recs, Format::Protobuf, now));
         });
-        report(&format!("deals protobuf, 1000 reps, facts spread over {label}"), N, s);
+        report(
+            &format!("deals protobuf, 1000 reps, facts spread over {label}"),
+            N,
+            s,
+        );
     }
 
     println!("\nmemory at steady state (live heap bytes of the core)");

@@ -21,7 +21,10 @@ fn bootstrap() -> String {
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let suffix = format!("{}-{}", std::process::id(), chrono::Utc::now().timestamp());
     let topic = format!("bench.{suffix}.deals");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -29,7 +32,10 @@ async fn main() {
         .create()
         .expect("admin client");
     admin
-        .create_topics(&[NewTopic::new(&topic, 3, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .create_topics(
+            &[NewTopic::new(&topic, 3, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
         .await
         .expect("topic created");
 
@@ -45,7 +51,9 @@ async fn main() {
         .expect("producer");
     let t = Instant::now();
     for (k, v) in &recs {
-        let mut rec = BaseRecord::to(&topic).key(k.as_slice()).payload(v.as_slice());
+        let mut rec = BaseRecord::to(&topic)
+            .key(k.as_slice())
+            .payload(v.as_slice());
         loop {
             match producer.send(rec) {
                 Ok(()) => break,
@@ -57,7 +65,10 @@ async fn main() {
         }
     }
     producer.flush(Duration::from_secs(120)).expect("flushed");
-    println!("produced {n} JSON deal records in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "produced {n} JSON deal records in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // A bare consumer: poll every message, touch its payload, nothing else.
     let c: BaseConsumer = ClientConfig::new()
@@ -68,7 +79,8 @@ async fn main() {
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..3 {
-        tpl.add_partition_offset(&topic, p, Offset::Beginning).expect("partition");
+        tpl.add_partition_offset(&topic, p, Offset::Beginning)
+            .expect("partition");
     }
     c.assign(&tpl).expect("assign");
     let t = Instant::now();
@@ -81,18 +93,41 @@ async fn main() {
         }
     }
     let bare = n as f64 / t.elapsed().as_secs_f64();
-    println!("bare rdkafka consumer:  {bare:>10.0} records/s ({:.0} MiB)", bytes as f64 / 1048576.0);
+    println!(
+        "bare rdkafka consumer:  {bare:>10.0} records/s ({:.0} MiB)",
+        bytes as f64 / 1048576.0
+    );
     drop(c);
 
     let port = 19_500 + (std::process::id() % 400) as u16;
-    let bin = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()) + "/release/salespulse-deals";
+    let bin = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into())
+        + "/release/salespulse-deals";
     let mut child = Command::new(&bin)
-        .args(["--config", "config/salespulse.toml", "--bootstrap", &bootstrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--group-id", &format!("bench-{suffix}")])
+        .args([
+            "--config",
+            "config/salespulse.toml",
+            "--bootstrap",
+            &bootstrap(),
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--group-id",
+            &format!("bench-{suffix}"),
+        ])
         .env("SALESPULSE_TOPICS__DEALS", &topic)
-        .env("SALESPULSE_TOPICS__ROSTER", format!("bench.{suffix}.roster"))
-        .env("SALESPULSE_TOPICS__METRICS", format!("bench.{suffix}.metrics"))
-        .env("SALESPULSE_TOPICS__DEADLETTER", format!("bench.{suffix}.deadletter"))
+        .env(
+            "SALESPULSE_TOPICS__ROSTER",
+            format!("bench.{suffix}.roster"),
+        )
+        .env(
+            "SALESPULSE_TOPICS__METRICS",
+            format!("bench.{suffix}.metrics"),
+        )
+        .env(
+            "SALESPULSE_TOPICS__DEADLETTER",
+            format!("bench.{suffix}.deadletter"),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -107,7 +142,10 @@ async fn main() {
     let mut first: Option<(Instant, f64)> = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     let (end, total) = loop {
-        assert!(Instant::now() < deadline, "the service did not finish within 600 s");
+        assert!(
+            Instant::now() < deadline,
+            "the service did not finish within 600 s"
+        );
         let Ok(r) = reqwest::get(&url).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;

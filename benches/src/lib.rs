@@ -55,7 +55,14 @@ impl Rng {
     }
 }
 
-const STAGES: [&str; 6] = ["prospecting", "qualification", "proposal", "negotiation", "closed_won", "closed_lost"];
+const STAGES: [&str; 6] = [
+    "prospecting",
+    "qualification",
+    "proposal",
+    "negotiation",
+    "closed_won",
+    "closed_lost",
+];
 const KINDS: [&str; 5] = ["call", "email", "meeting", "demo", "task"];
 
 fn rfc(ms: i64) -> String {
@@ -65,14 +72,25 @@ fn rfc(ms: i64) -> String {
 }
 
 fn ts(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }
 
 /// One encoded record: key and value.
 pub type Encoded = (Vec<u8>, Vec<u8>);
 
 /// `n` deal records over `deals` deals owned by `reps` reps, spread over `span_ms` before `now_ms`.
-pub fn deal_records(n: usize, deals: u64, reps: u64, span_ms: i64, now_ms: i64, proto: bool, seed: u64) -> Vec<Encoded> {
+pub fn deal_records(
+    n: usize,
+    deals: u64,
+    reps: u64,
+    span_ms: i64,
+    now_ms: i64,
+    proto: bool,
+    seed: u64,
+) -> Vec<Encoded> {
     let mut r = Rng::new(seed);
     let mut seq = vec![0i64; deals as usize];
     (0..n)
@@ -95,7 +113,11 @@ pub fn deal_records(n: usize, deals: u64, reps: u64, span_ms: i64, now_ms: i64, 
                     team_id: None,
                     stage: stage.into(),
                     amount,
-                    currency: if i % 10 == 0 { "EUR".into() } else { "USD".into() },
+                    currency: if i % 10 == 0 {
+                        "EUR".into()
+                    } else {
+                        "USD".into()
+                    },
                     created_at: Some(ts(created)),
                     occurred_at: Some(ts(occurred)),
                     closed_at: closed.map(ts),
@@ -119,7 +141,14 @@ pub fn deal_records(n: usize, deals: u64, reps: u64, span_ms: i64, now_ms: i64, 
 }
 
 /// `n` activity records for `reps` reps, spread over `span_ms` before `now_ms`.
-pub fn activity_records(n: usize, reps: u64, span_ms: i64, now_ms: i64, proto: bool, seed: u64) -> Vec<Encoded> {
+pub fn activity_records(
+    n: usize,
+    reps: u64,
+    span_ms: i64,
+    now_ms: i64,
+    proto: bool,
+    seed: u64,
+) -> Vec<Encoded> {
     let mut r = Rng::new(seed);
     (0..n)
         .map(|i| {

@@ -79,7 +79,14 @@ static BUILD: Once = Once::new();
 pub fn bin(name: &str) -> PathBuf {
     BUILD.call_once(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "salespulse-deals", "-p", "salespulse-activities"])
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "salespulse-deals",
+                "-p",
+                "salespulse-activities",
+            ])
             .current_dir(root())
             .status()
             .expect("cargo runs");
@@ -101,10 +108,18 @@ pub struct Service {
 
 impl Service {
     pub fn start(name: &str, topics: &Topics, port: u16, group: &str) -> Service {
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("{}-{name}.log", topics.suffix)))
-            .expect("log file");
+        let log = std::fs::File::create(
+            std::env::temp_dir().join(format!("{}-{name}.log", topics.suffix)),
+        )
+        .expect("log file");
         let child = Command::new(bin(&format!("salespulse-{name}")))
-            .args(["--config", root().join("config/salespulse.toml").to_str().unwrap_or_default()])
+            .args([
+                "--config",
+                root()
+                    .join("config/salespulse.toml")
+                    .to_str()
+                    .unwrap_or_default(),
+            ])
             .args(["--bootstrap", &bootstrap()])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--group-id", group])
@@ -118,7 +133,11 @@ impl Service {
             .stderr(log)
             .spawn()
             .expect("service starts");
-        Service { child, port, name: name.to_owned() }
+        Service {
+            child,
+            port,
+            name: name.to_owned(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -158,7 +177,9 @@ impl Service {
 
     /// SIGTERM, then wait (bounded) for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(s)) = self.child.try_wait() {
@@ -187,16 +208,20 @@ pub fn producer() -> FutureProducer {
 
 /// Produces one record and waits for the broker's acknowledgement.
 pub async fn produce(p: &FutureProducer, topic: &str, key: Option<&str>, value: Option<&[u8]>) {
-    let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).headers(
-        OwnedHeaders::new().insert(Header { key: "content-type", value: Some("application/json") }),
-    );
+    let mut rec: FutureRecord<'_, str, [u8]> =
+        FutureRecord::to(topic).headers(OwnedHeaders::new().insert(Header {
+            key: "content-type",
+            value: Some("application/json"),
+        }));
     if let Some(k) = key {
         rec = rec.key(k);
     }
     if let Some(v) = value {
         rec = rec.payload(v);
     }
-    p.send(rec, Duration::from_secs(10)).await.expect("delivered");
+    p.send(rec, Duration::from_secs(10))
+        .await
+        .expect("delivered");
 }
 
 /// One consumed record.
@@ -215,13 +240,18 @@ pub fn read_topic(topic: &str) -> Vec<Consumed> {
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
     let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
     let mut tpl = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
     for p in &parts {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning).expect("partition");
-        let (lo, hi) = c.fetch_watermarks(topic, *p, Duration::from_secs(10)).expect("watermarks");
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("partition");
+        let (lo, hi) = c
+            .fetch_watermarks(topic, *p, Duration::from_secs(10))
+            .expect("watermarks");
         if hi > lo {
             ends.insert(*p, hi);
         }
@@ -230,9 +260,14 @@ pub fn read_topic(topic: &str) -> Vec<Consumed> {
     let mut out = Vec::new();
     let mut pos: BTreeMap<i32, i64> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while ends.iter().any(|(p, e)| pos.get(p).copied().unwrap_or(0) < *e) {
+    while ends
+        .iter()
+        .any(|(p, e)| pos.get(p).copied().unwrap_or(0) < *e)
+    {
         assert!(Instant::now() < deadline, "reading {topic} timed out");
-        let Some(m) = c.poll(Duration::from_millis(500)) else { continue };
+        let Some(m) = c.poll(Duration::from_millis(500)) else {
+            continue;
+        };
         let m = m.expect("message");
         pos.insert(m.partition(), m.offset() + 1);
         let headers = m
@@ -261,13 +296,19 @@ pub fn read_topic(topic: &str) -> Vec<Consumed> {
 /// values must not contain `",` (the tests' ids do not).
 pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
         let v: f64 = value.parse().unwrap_or(f64::NAN);
         let key = match series.split_once('{') {
             Some((name, rest)) => {
                 let body = rest.trim_end_matches('}');
-                let mut labels: Vec<&str> = body.split("\",").map(|l| l.trim_end_matches('"')).collect();
+                let mut labels: Vec<&str> =
+                    body.split("\",").map(|l| l.trim_end_matches('"')).collect();
                 labels.sort_unstable();
                 let labels: Vec<String> = labels.iter().map(|l| format!("{l}\"")).collect();
                 format!("{name}{{{}}}", labels.join(","))
@@ -337,23 +378,40 @@ impl Prometheus {
         let port = free_port();
         let log = std::fs::File::create(dir.join("prometheus.log")).expect("log");
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("prometheus is installed (scripts/test.sh installs it)");
-        Prometheus { child, port, _dir: dir }
+        Prometheus {
+            child,
+            port,
+            _dir: dir,
+        }
     }
 
     /// Instant query; returns `(labels, value)` per series.
     pub async fn query(&self, q: &str) -> Vec<(BTreeMap<String, String>, f64)> {
         let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
-        let Ok(r) = reqwest::Client::new().get(url).query(&[("query", q)]).send().await else {
+        let Ok(r) = reqwest::Client::new()
+            .get(url)
+            .query(&[("query", q)])
+            .send()
+            .await
+        else {
             return Vec::new();
         };
-        let Ok(v) = r.json::<serde_json::Value>().await else { return Vec::new() };
+        let Ok(v) = r.json::<serde_json::Value>().await else {
+            return Vec::new();
+        };
         v["data"]["result"]
             .as_array()
             .map(|a| {
@@ -363,11 +421,16 @@ impl Prometheus {
                             .as_object()
                             .map(|m| {
                                 m.iter()
-                                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                                    .map(|(k, v)| {
+                                        (k.clone(), v.as_str().unwrap_or_default().to_owned())
+                                    })
                                     .collect()
                             })
                             .unwrap_or_default();
-                        let value = s["value"][1].as_str().and_then(|x| x.parse().ok()).unwrap_or(f64::NAN);
+                        let value = s["value"][1]
+                            .as_str()
+                            .and_then(|x| x.parse().ok())
+                            .unwrap_or(f64::NAN);
                         (labels, value)
                     })
                     .collect()

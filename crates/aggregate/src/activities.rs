@@ -101,7 +101,11 @@ impl ActivitiesCore {
     pub fn new(contract: &Contract, cal: Calendar, now_ms: i64) -> Self {
         let now = now_ms.div_euclid(1000);
         ActivitiesCore {
-            kinds: contract.kinds().iter().map(|k| Arc::from(k.as_str())).collect(),
+            kinds: contract
+                .kinds()
+                .iter()
+                .map(|k| Arc::from(k.as_str()))
+                .collect(),
             cal,
             bounds: cal.bounds(now),
             ledger: Ledger::new(),

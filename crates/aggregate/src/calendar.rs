@@ -131,7 +131,9 @@ impl Calendar {
         let local = self.local_date(now);
         let first = match w {
             Window::Today => local,
-            Window::Wtd => local - Duration::days(i64::from(local.weekday().num_days_from_monday())),
+            Window::Wtd => {
+                local - Duration::days(i64::from(local.weekday().num_days_from_monday()))
+            }
             Window::Mtd => local.with_day(1).unwrap_or(local),
             Window::Qtd => {
                 let (y, m) = self.fiscal_quarter_start(local.year(), local.month());

@@ -317,7 +317,8 @@ impl DealsCore {
     /// The series of every subject changed since the last call.
     pub fn drain_changes(&mut self) -> Vec<SubjectSeries> {
         let names = self.stage_names.clone();
-        self.ledger.drain(&|s: &DealSummary, b: &mut SeriesBuilder<'_>| build(&names, s, b))
+        self.ledger
+            .drain(&|s: &DealSummary, b: &mut SeriesBuilder<'_>| build(&names, s, b))
     }
 
     /// Every current series.

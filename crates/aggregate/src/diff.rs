@@ -25,7 +25,10 @@ impl Differ {
     /// Remembers a series emitted earlier (for example read back from `sales.metrics` after a
     /// restart), so that a series gone meanwhile gets its tombstone.
     pub fn seed(&mut self, subject: Subject, key: String, value: Decimal) {
-        self.by_subject.entry(subject).or_default().insert(key, value);
+        self.by_subject
+            .entry(subject)
+            .or_default()
+            .insert(key, value);
     }
 
     pub fn series(&self) -> usize {
@@ -49,7 +52,10 @@ impl Differ {
             }
             for k in old.into_keys() {
                 if !new.contains_key(&k) {
-                    out.push(Change { key: k, series: None });
+                    out.push(Change {
+                        key: k,
+                        series: None,
+                    });
                 }
             }
             if !new.is_empty() {

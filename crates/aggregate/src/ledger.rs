@@ -98,13 +98,18 @@ impl<C: Cell> Ledger<C> {
                 self.reps.get(rep).map(|e| e.cells.len() - 1).unwrap_or(0)
             }
         };
-        let entry = self.reps.get_mut(rep).expect("entry exists: inserted above");
+        let entry = self
+            .reps
+            .get_mut(rep)
+            .expect("entry exists: inserted above");
         &mut entry.cells[pos].1
     }
 
     /// Removes the cell of `(rep, team)` if it holds nothing.
     pub fn release(&mut self, rep: &Arc<str>, team: Option<&Arc<str>>) {
-        let Some(entry) = self.reps.get_mut(rep) else { return };
+        let Some(entry) = self.reps.get_mut(rep) else {
+            return;
+        };
         let before = entry.cells.len();
         entry
             .cells
@@ -116,7 +121,9 @@ impl<C: Cell> Ledger<C> {
 
     /// Recomputes which teams a rep's cells count in, marking teams that gain or lose it.
     fn reindex(&mut self, rep: &Arc<str>) {
-        let Some(entry) = self.reps.get(rep) else { return };
+        let Some(entry) = self.reps.get(rep) else {
+            return;
+        };
         let mut now: Vec<Arc<str>> = entry
             .cells
             .iter()
@@ -135,7 +142,10 @@ impl<C: Cell> Ledger<C> {
             self.dirty_teams.insert(t.clone());
         }
         for t in now.iter().filter(|t| !old.contains(t)) {
-            self.team_index.entry(t.clone()).or_default().insert(rep.clone());
+            self.team_index
+                .entry(t.clone())
+                .or_default()
+                .insert(rep.clone());
             self.dirty_teams.insert(t.clone());
         }
         let empty = now.is_empty();
@@ -205,7 +215,9 @@ impl<C: Cell> Ledger<C> {
         if !self.roster.contains_key(rep) {
             return out;
         }
-        let Some(entry) = self.reps.get(rep) else { return out };
+        let Some(entry) = self.reps.get(rep) else {
+            return out;
+        };
         for (team, cell) in &entry.cells {
             let eff = self.effective(rep, team.as_ref());
             let pos = match out.iter().position(|(t, _)| *t == eff) {
@@ -224,7 +236,9 @@ impl<C: Cell> Ledger<C> {
         let reps = self.team_index.get(team)?;
         let mut s = C::Summary::default();
         for rep in reps {
-            let Some(entry) = self.reps.get(rep) else { continue };
+            let Some(entry) = self.reps.get(rep) else {
+                continue;
+            };
             for (t, cell) in &entry.cells {
                 if self.effective(rep, t.as_ref()) == *team {
                     cell.merge_into(&mut s);

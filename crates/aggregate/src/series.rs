@@ -151,8 +151,11 @@ pub(crate) fn ratio(num: Decimal, den: Decimal) -> Option<Decimal> {
         return None;
     }
     num.checked_div(den).map(|r| {
-        r.round_dp_with_strategy(RATIO_DP, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
-            .normalize()
+        r.round_dp_with_strategy(
+            RATIO_DP,
+            rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+        )
+        .normalize()
     })
 }
 

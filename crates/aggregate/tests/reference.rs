@@ -107,11 +107,17 @@ fn apply_changes(board: &mut BTreeMap<String, Decimal>, changes: &[SubjectSeries
     }
 }
 
-const WINDOW_LABELS: [&str; 9] = ["1h", "24h", "7d", "30d", "today", "wtd", "mtd", "qtd", "ytd"];
+const WINDOW_LABELS: [&str; 9] = [
+    "1h", "24h", "7d", "30d", "today", "wtd", "mtd", "qtd", "ytd",
+];
 
 /// Window starts at `now`, UTC calendar, fiscal year from January: computed directly.
 fn starts(now: i64) -> [i64; 9] {
-    let d = Utc.timestamp_opt(now, 0).single().expect("valid").date_naive();
+    let d = Utc
+        .timestamp_opt(now, 0)
+        .single()
+        .expect("valid")
+        .date_naive();
     let mid = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("valid").and_utc().timestamp();
     let q_month = (d.month() - 1) / 3 * 3 + 1;
     [
@@ -153,7 +159,8 @@ impl Reference {
 
     fn deals_board(&self) -> BTreeMap<String, Decimal> {
         let lo = starts(self.now);
-        let probs = ["0.1", "0.2", "0.5", "0.8", "1", "0"].map(|p| p.parse::<Decimal>().expect("p"));
+        let probs =
+            ["0.1", "0.2", "0.5", "0.8", "1", "0"].map(|p| p.parse::<Decimal>().expect("p"));
         let stage_names = ["prospecting", "qualification", "proposal", "negotiation"];
         // (scope, id, team) -> per window [bookings, won, lost, cycle, created_amount, created] + open
         #[derive(Default, Clone)]
@@ -165,15 +172,48 @@ impl Reference {
         let mut accs: BTreeMap<(String, String, String), Acc> = BTreeMap::new();
         for (d, closed_at, _) in self.deals.values() {
             let team = self.eff_team(d.rep, d.team);
-            let mut targets = vec![("team".to_owned(), team.clone(), team.clone()), ("org".into(), "org".into(), String::new())];
+            let mut targets = vec![
+                ("team".to_owned(), team.clone(), team.clone()),
+                ("org".into(), "org".into(), String::new()),
+            ];
             if self.roster.contains_key(&d.rep) {
                 targets.push(("rep".into(), rep(d.rep), team.clone()));
             }
             let amount = Decimal::new(d.cents, 2);
-            let mut facts: Vec<(i64, [Decimal; 6])> = vec![(d.created, [Decimal::ZERO, Decimal::ZERO, Decimal::ZERO, Decimal::ZERO, amount, Decimal::ONE])];
+            let mut facts: Vec<(i64, [Decimal; 6])> = vec![(
+                d.created,
+                [
+                    Decimal::ZERO,
+                    Decimal::ZERO,
+                    Decimal::ZERO,
+                    Decimal::ZERO,
+                    amount,
+                    Decimal::ONE,
+                ],
+            )];
             match (d.stage, closed_at) {
-                (4, Some(c)) => facts.push((*c, [amount, Decimal::ONE, Decimal::ZERO, Decimal::from(c - d.created), Decimal::ZERO, Decimal::ZERO])),
-                (5, Some(c)) => facts.push((*c, [Decimal::ZERO, Decimal::ZERO, Decimal::ONE, Decimal::ZERO, Decimal::ZERO, Decimal::ZERO])),
+                (4, Some(c)) => facts.push((
+                    *c,
+                    [
+                        amount,
+                        Decimal::ONE,
+                        Decimal::ZERO,
+                        Decimal::from(c - d.created),
+                        Decimal::ZERO,
+                        Decimal::ZERO,
+                    ],
+                )),
+                (5, Some(c)) => facts.push((
+                    *c,
+                    [
+                        Decimal::ZERO,
+                        Decimal::ZERO,
+                        Decimal::ONE,
+                        Decimal::ZERO,
+                        Decimal::ZERO,
+                        Decimal::ZERO,
+                    ],
+                )),
                 _ => {}
             }
             for t in targets {
@@ -200,10 +240,16 @@ impl Reference {
         }
         let mut out = BTreeMap::new();
         for ((scope, id, team), acc) in accs {
-            let any_w = acc.w.iter().any(|w| !w[1].is_zero() || !w[2].is_zero() || !w[5].is_zero());
+            let any_w = acc
+                .w
+                .iter()
+                .any(|w| !w[1].is_zero() || !w[2].is_zero() || !w[5].is_zero());
             let any_open = !acc.open.is_empty();
             let mut put = |metric: &str, extra: &str, window: &str, v: Decimal| {
-                out.insert(format!("{scope}|{id}|{team}|{metric}|{extra}|{window}"), v.normalize());
+                out.insert(
+                    format!("{scope}|{id}|{team}|{metric}|{extra}|{window}"),
+                    v.normalize(),
+                );
             };
             if any_w {
                 for (w, label) in WINDOW_LABELS.iter().enumerate() {
@@ -239,9 +285,16 @@ impl Reference {
         let mut accs: BTreeMap<(String, String, String), [[i64; 9]; 5]> = BTreeMap::new();
         for a in &self.acts {
             let minute = a.at - a.at.rem_euclid(60);
-            let bucket = if minute < self.now - 25 * 3600 { a.at - a.at.rem_euclid(3600) } else { minute };
+            let bucket = if minute < self.now - 25 * 3600 {
+                a.at - a.at.rem_euclid(3600)
+            } else {
+                minute
+            };
             let team = self.eff_team(a.rep, a.team);
-            let mut targets = vec![("team".to_owned(), team.clone(), team.clone()), ("org".into(), "org".into(), String::new())];
+            let mut targets = vec![
+                ("team".to_owned(), team.clone(), team.clone()),
+                ("org".into(), "org".into(), String::new()),
+            ];
             if self.roster.contains_key(&a.rep) {
                 targets.push(("rep".into(), rep(a.rep), team.clone()));
             }
@@ -316,7 +369,11 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
                         } else {
                             None
                         };
-                        let closed = if d.stage >= 4 && d.closed.is_none() && prev.stage < 4 { Some(d.occurred) } else { closed };
+                        let closed = if d.stage >= 4 && d.closed.is_none() && prev.stage < 4 {
+                            Some(d.occurred)
+                        } else {
+                            closed
+                        };
                         *prev = d.clone();
                         *prev_closed = closed;
                         Outcome::Applied
@@ -351,20 +408,18 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
                 };
                 prop_assert_eq!(got, want, "activity outcome of {:?}", a);
             }
-            Step::Roster(rp, t) => {
-                match t {
-                    Some(t) => {
-                        deals.roster_upsert(&rep(*rp), &team(*t));
-                        acts.roster_upsert(&rep(*rp), &team(*t));
-                        r.roster.insert(*rp, *t);
-                    }
-                    None => {
-                        deals.roster_remove(&rep(*rp));
-                        acts.roster_remove(&rep(*rp));
-                        r.roster.remove(rp);
-                    }
+            Step::Roster(rp, t) => match t {
+                Some(t) => {
+                    deals.roster_upsert(&rep(*rp), &team(*t));
+                    acts.roster_upsert(&rep(*rp), &team(*t));
+                    r.roster.insert(*rp, *t);
                 }
-            }
+                None => {
+                    deals.roster_remove(&rep(*rp));
+                    acts.roster_remove(&rep(*rp));
+                    r.roster.remove(rp);
+                }
+            },
             Step::Tick(dt) => {
                 r.now += dt;
                 r.max_horizon = starts(r.now).into_iter().min().unwrap_or(0);
@@ -402,12 +457,72 @@ fn amount_change_reopening_and_owner_change_move_the_numbers() {
     let steps = vec![
         Step::Roster(0, Some(0)),
         Step::Roster(1, Some(1)),
-        Step::Deal(DealRec { event: 1, deal: 0, rep: 0, team: None, stage: 4, cents: 100_00, created: N0 - 3600, occurred: N0 - 60, closed: None }),
-        Step::Deal(DealRec { event: 2, deal: 0, rep: 0, team: None, stage: 4, cents: 250_00, created: N0 - 3600, occurred: N0 - 50, closed: None }),
-        Step::Deal(DealRec { event: 3, deal: 0, rep: 0, team: None, stage: 2, cents: 250_00, created: N0 - 3600, occurred: N0 - 40, closed: None }),
-        Step::Deal(DealRec { event: 4, deal: 0, rep: 1, team: None, stage: 4, cents: 300_00, created: N0 - 3600, occurred: N0 - 30, closed: None }),
-        Step::Deal(DealRec { event: 4, deal: 0, rep: 1, team: None, stage: 4, cents: 300_00, created: N0 - 3600, occurred: N0 - 30, closed: None }),
-        Step::Deal(DealRec { event: 5, deal: 0, rep: 0, team: None, stage: 5, cents: 1, created: N0 - 3600, occurred: N0 - 45, closed: None }),
+        Step::Deal(DealRec {
+            event: 1,
+            deal: 0,
+            rep: 0,
+            team: None,
+            stage: 4,
+            cents: 100_00,
+            created: N0 - 3600,
+            occurred: N0 - 60,
+            closed: None,
+        }),
+        Step::Deal(DealRec {
+            event: 2,
+            deal: 0,
+            rep: 0,
+            team: None,
+            stage: 4,
+            cents: 250_00,
+            created: N0 - 3600,
+            occurred: N0 - 50,
+            closed: None,
+        }),
+        Step::Deal(DealRec {
+            event: 3,
+            deal: 0,
+            rep: 0,
+            team: None,
+            stage: 2,
+            cents: 250_00,
+            created: N0 - 3600,
+            occurred: N0 - 40,
+            closed: None,
+        }),
+        Step::Deal(DealRec {
+            event: 4,
+            deal: 0,
+            rep: 1,
+            team: None,
+            stage: 4,
+            cents: 300_00,
+            created: N0 - 3600,
+            occurred: N0 - 30,
+            closed: None,
+        }),
+        Step::Deal(DealRec {
+            event: 4,
+            deal: 0,
+            rep: 1,
+            team: None,
+            stage: 4,
+            cents: 300_00,
+            created: N0 - 3600,
+            occurred: N0 - 30,
+            closed: None,
+        }),
+        Step::Deal(DealRec {
+            event: 5,
+            deal: 0,
+            rep: 0,
+            team: None,
+            stage: 5,
+            cents: 1,
+            created: N0 - 3600,
+            occurred: N0 - 45,
+            closed: None,
+        }),
         Step::Roster(1, Some(2)),
         Step::Tick(30),
     ];

@@ -130,7 +130,11 @@ impl Contract {
                 cfg.reporting_currency
             ));
         }
-        if let Some((c, r)) = cfg.rates.iter().find(|(_, r)| r.is_sign_negative() || r.is_zero()) {
+        if let Some((c, r)) = cfg
+            .rates
+            .iter()
+            .find(|(_, r)| r.is_sign_negative() || r.is_zero())
+        {
             return err(format!("rate of {c} must be positive, got {r}"));
         }
         if cfg.stages.is_empty() || cfg.stages.len() > 64 {
@@ -138,7 +142,10 @@ impl Contract {
         }
         for s in &cfg.stages {
             if s.probability < Decimal::ZERO || s.probability > Decimal::ONE {
-                return err(format!("probability of stage {} must be within 0..=1", s.name));
+                return err(format!(
+                    "probability of stage {} must be within 0..=1",
+                    s.name
+                ));
             }
         }
         if !cfg.stages.iter().any(|s| s.kind == StageKind::Won)
@@ -147,7 +154,9 @@ impl Contract {
             return err("stages need at least one `won` and one `lost` stage".into());
         }
         if cfg.kinds.is_empty() || cfg.kinds.len() > MAX_KINDS {
-            return err(format!("between 1 and {MAX_KINDS} activity kinds are required"));
+            return err(format!(
+                "between 1 and {MAX_KINDS} activity kinds are required"
+            ));
         }
         if cfg.max_future_skew_seconds < 0 || cfg.max_payload_bytes == 0 || cfg.max_id_bytes == 0 {
             return err("limits must be positive".into());
@@ -173,7 +182,10 @@ impl Contract {
     }
 
     pub fn stage_index(&self, name: &str) -> Option<u8> {
-        self.stages.iter().position(|s| s.name == name).map(|i| i as u8)
+        self.stages
+            .iter()
+            .position(|s| s.name == name)
+            .map(|i| i as u8)
     }
 
     pub fn kind_index(&self, name: &str) -> Option<u8> {
@@ -190,4 +202,3 @@ impl Default for Contract {
         Contract::new(ContractConfig::default()).expect("the default contract is valid")
     }
 }
-

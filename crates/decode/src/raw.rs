@@ -118,7 +118,10 @@ enum Ts<'a> {
 impl Contract {
     fn check_payload(&self, payload: &[u8]) -> Result<(), DecodeError> {
         if payload.is_empty() {
-            return Err(DecodeError::new(Reason::EmptyPayload, "record has no value"));
+            return Err(DecodeError::new(
+                Reason::EmptyPayload,
+                "record has no value",
+            ));
         }
         if payload.len() > self.max_payload_bytes {
             return Err(DecodeError::new(
@@ -131,7 +134,10 @@ impl Contract {
 
     fn id<'a>(&self, field: &str, v: Cow<'a, str>) -> Result<Cow<'a, str>, DecodeError> {
         if v.is_empty() {
-            return Err(DecodeError::new(Reason::EmptyId, format!("{field} is empty")));
+            return Err(DecodeError::new(
+                Reason::EmptyId,
+                format!("{field} is empty"),
+            ));
         }
         if v.len() > self.max_id_bytes {
             return Err(DecodeError::new(
@@ -232,12 +238,17 @@ impl Contract {
                 })?
             }
             AmountRepr::Float(f) if !f.is_finite() => {
-                return Err(DecodeError::new(Reason::InvalidAmount, "amount is not finite"))
+                return Err(DecodeError::new(
+                    Reason::InvalidAmount,
+                    "amount is not finite",
+                ))
             }
             AmountRepr::Float(f) if f.abs() > 1e20 => return Err(out_of_range()),
             // Display gives the shortest text that reads back as the same f64, so a JSON
             // number such as 0.1 becomes exactly 0.1, not its binary approximation.
-            AmountRepr::Float(f) => Decimal::from_str(&f.to_string()).map_err(|_| out_of_range())?,
+            AmountRepr::Float(f) => {
+                Decimal::from_str(&f.to_string()).map_err(|_| out_of_range())?
+            }
             AmountRepr::Int(i) => i64::try_from(i)
                 .map(Decimal::from)
                 .map_err(|_| out_of_range())?,
@@ -387,7 +398,15 @@ impl Contract {
                 let r: JsonActivity<'a> =
                     serde_json::from_slice(payload).map_err(|e| DecodeError::from_json(&e))?;
                 let occurred_at = self.time("occurred_at", Ts::Text(&r.occurred_at), now_ms)?;
-                self.activity(r.event_id, r.rep_id, r.team_id, &r.kind, occurred_at, r.deal_id, r.duration_seconds)?
+                self.activity(
+                    r.event_id,
+                    r.rep_id,
+                    r.team_id,
+                    &r.kind,
+                    occurred_at,
+                    r.deal_id,
+                    r.duration_seconds,
+                )?
             }
             Format::Protobuf => {
                 let m = pb::Activity::decode(payload).map_err(|e| {
@@ -426,7 +445,10 @@ impl Contract {
         duration_seconds: Option<i64>,
     ) -> Result<ActivityEvent<'a>, DecodeError> {
         let kind_idx = self.kind_index(kind).ok_or_else(|| {
-            DecodeError::new(Reason::UnknownKind, format!("unknown activity kind {kind:?}"))
+            DecodeError::new(
+                Reason::UnknownKind,
+                format!("unknown activity kind {kind:?}"),
+            )
         })?;
         if duration_seconds.is_some_and(|d| d < 0) {
             return Err(DecodeError::new(

@@ -1,7 +1,7 @@
 //! Input contract v1: every rejection reason, and JSON and protobuf meaning the same thing.
 
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 use rust_decimal::Decimal;
 use salespulse_decode::{pb, Contract, Format, Reason, RosterEvent};
 use serde_json::json;
@@ -47,7 +47,10 @@ fn a_valid_deal_is_converted_to_the_reporting_currency_exactly() {
     assert_eq!(ev.amount, "1333.26".parse::<Decimal>().expect("decimal"));
     assert_eq!(ev.occurred_at, 1_795_777_200_250);
     assert_eq!(ev.closed_at, None);
-    assert_eq!(ev.expected_close_date.map(|d| d.to_string()).as_deref(), Some("2026-12-15"));
+    assert_eq!(
+        ev.expected_close_date.map(|d| d.to_string()).as_deref(),
+        Some("2026-12-15")
+    );
 }
 
 #[test]
@@ -83,73 +86,144 @@ fn every_contract_violation_has_its_reason() {
     assert_eq!(reject(with("rep_id", json!(42))), Reason::WrongType);
     assert_eq!(reject(with("amount", json!(true))), Reason::WrongType);
     assert_eq!(reject(with("rep_id", json!(""))), Reason::EmptyId);
-    assert_eq!(reject(with("rep_id", json!("x".repeat(200)))), Reason::IdTooLong);
-    assert_eq!(reject(with("amount", json!("12,50"))), Reason::InvalidAmount);
+    assert_eq!(
+        reject(with("rep_id", json!("x".repeat(200)))),
+        Reason::IdTooLong
+    );
+    assert_eq!(
+        reject(with("amount", json!("12,50"))),
+        Reason::InvalidAmount
+    );
     assert_eq!(reject(with("amount", json!("NaN"))), Reason::InvalidAmount);
     assert_eq!(reject(with("amount", json!("-1"))), Reason::NegativeAmount);
-    assert_eq!(reject(with("amount", json!(1e300))), Reason::AmountOutOfRange);
-    assert_eq!(reject(with("amount", json!("99999999999999999999999999999999"))), Reason::InvalidAmount);
-    assert_eq!(reject(with("amount", json!("1e13"))), Reason::AmountOutOfRange);
-    assert_eq!(reject(with("currency", json!("XYZ"))), Reason::UnknownCurrency);
+    assert_eq!(
+        reject(with("amount", json!(1e300))),
+        Reason::AmountOutOfRange
+    );
+    assert_eq!(
+        reject(with("amount", json!("99999999999999999999999999999999"))),
+        Reason::InvalidAmount
+    );
+    assert_eq!(
+        reject(with("amount", json!("1e13"))),
+        Reason::AmountOutOfRange
+    );
+    assert_eq!(
+        reject(with("currency", json!("XYZ"))),
+        Reason::UnknownCurrency
+    );
     assert_eq!(reject(with("stage", json!("won"))), Reason::UnknownStage);
-    assert_eq!(reject(with("occurred_at", json!("yesterday"))), Reason::InvalidTimestamp);
-    assert_eq!(reject(with("occurred_at", json!("1900-01-01T00:00:00Z"))), Reason::InvalidTimestamp);
-    assert_eq!(reject(with("occurred_at", json!("2026-11-27T12:06:00Z"))), Reason::FutureTimestamp);
+    assert_eq!(
+        reject(with("occurred_at", json!("yesterday"))),
+        Reason::InvalidTimestamp
+    );
+    assert_eq!(
+        reject(with("occurred_at", json!("1900-01-01T00:00:00Z"))),
+        Reason::InvalidTimestamp
+    );
+    assert_eq!(
+        reject(with("occurred_at", json!("2026-11-27T12:06:00Z"))),
+        Reason::FutureTimestamp
+    );
     let mut d = with("stage", json!("closed_won"));
     d["closed_at"] = json!("2026-11-01T00:00:00Z");
     assert_eq!(reject(d), Reason::ClosedBeforeCreated);
     let bytes = serde_json::to_vec(&deal()).expect("json");
     let c = Contract::default();
     assert_eq!(
-        c.decode_deal(Some(b"other"), &bytes, Format::Json, NOW_MS).expect_err("bad").reason,
+        c.decode_deal(Some(b"other"), &bytes, Format::Json, NOW_MS)
+            .expect_err("bad")
+            .reason,
         Reason::KeyMismatch
     );
     assert_eq!(
-        c.decode_deal(None, &vec![b' '; 70_000], Format::Json, NOW_MS).expect_err("bad").reason,
+        c.decode_deal(None, &vec![b' '; 70_000], Format::Json, NOW_MS)
+            .expect_err("bad")
+            .reason,
         Reason::PayloadTooLarge
     );
-    assert_eq!(c.decode_deal(None, b"", Format::Json, NOW_MS).expect_err("bad").reason, Reason::EmptyPayload);
     assert_eq!(
-        c.decode_deal(None, b"\x0a\xff", Format::Protobuf, NOW_MS).expect_err("bad").reason,
+        c.decode_deal(None, b"", Format::Json, NOW_MS)
+            .expect_err("bad")
+            .reason,
+        Reason::EmptyPayload
+    );
+    assert_eq!(
+        c.decode_deal(None, b"\x0a\xff", Format::Protobuf, NOW_MS)
+            .expect_err("bad")
+            .reason,
         Reason::InvalidProtobuf
     );
     assert_eq!(
-        Format::from_content_type(Some(b"text/csv")).expect_err("bad").reason,
+        Format::from_content_type(Some(b"text/csv"))
+            .expect_err("bad")
+            .reason,
         Reason::UnsupportedContentType
     );
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-    assert_eq!(c.decode_deal(None, deep.as_bytes(), Format::Json, NOW_MS).expect_err("bad").reason, Reason::WrongType);
+    assert_eq!(
+        c.decode_deal(None, deep.as_bytes(), Format::Json, NOW_MS)
+            .expect_err("bad")
+            .reason,
+        Reason::WrongType
+    );
 }
 
 #[test]
 fn activities_and_roster() {
     let c = Contract::default();
-    let a = json!({"event_id":"a1","rep_id":"r1","kind":"call","occurred_at":"2026-11-27T11:59:00Z"});
+    let a =
+        json!({"event_id":"a1","rep_id":"r1","kind":"call","occurred_at":"2026-11-27T11:59:00Z"});
     let bytes = serde_json::to_vec(&a).expect("json");
-    let ev = c.decode_activity(Some(b"r1"), &bytes, Format::Json, NOW_MS).expect("valid");
+    let ev = c
+        .decode_activity(Some(b"r1"), &bytes, Format::Json, NOW_MS)
+        .expect("valid");
     assert_eq!(ev.kind, 0);
-    let bad = json!({"event_id":"a1","rep_id":"r1","kind":"lunch","occurred_at":"2026-11-27T11:59:00Z"});
+    let bad =
+        json!({"event_id":"a1","rep_id":"r1","kind":"lunch","occurred_at":"2026-11-27T11:59:00Z"});
     assert_eq!(
-        c.decode_activity(None, &serde_json::to_vec(&bad).expect("json"), Format::Json, NOW_MS)
-            .expect_err("bad")
-            .reason,
+        c.decode_activity(
+            None,
+            &serde_json::to_vec(&bad).expect("json"),
+            Format::Json,
+            NOW_MS
+        )
+        .expect_err("bad")
+        .reason,
         Reason::UnknownKind
     );
     assert_eq!(
-        c.decode_roster(Some(b"r1"), None, Format::Json).expect("tombstone"),
-        RosterEvent::Remove { rep_id: "r1".into() }
+        c.decode_roster(Some(b"r1"), None, Format::Json)
+            .expect("tombstone"),
+        RosterEvent::Remove {
+            rep_id: "r1".into()
+        }
     );
     let off = json!({"rep_id":"r1","team_id":"t","active":false});
     assert_eq!(
-        c.decode_roster(Some(b"r1"), Some(&serde_json::to_vec(&off).expect("json")), Format::Json)
-            .expect("valid"),
-        RosterEvent::Remove { rep_id: "r1".into() }
+        c.decode_roster(
+            Some(b"r1"),
+            Some(&serde_json::to_vec(&off).expect("json")),
+            Format::Json
+        )
+        .expect("valid"),
+        RosterEvent::Remove {
+            rep_id: "r1".into()
+        }
     );
-    assert_eq!(c.decode_roster(None, None, Format::Json).expect_err("no key").reason, Reason::EmptyId);
+    assert_eq!(
+        c.decode_roster(None, None, Format::Json)
+            .expect_err("no key")
+            .reason,
+        Reason::EmptyId
+    );
 }
 
 fn ts(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }
 
 fn rfc(ms: i64) -> String {

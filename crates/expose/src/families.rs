@@ -23,7 +23,9 @@ pub fn help(scope: Scope, metric: Metric) -> String {
         Metric::SalesCycleSeconds => {
             "Mean seconds from creation to close of deals won in the window; absent when none won"
         }
-        Metric::PipelineCreated => "Amount of deals created in the window, in the reporting currency",
+        Metric::PipelineCreated => {
+            "Amount of deals created in the window, in the reporting currency"
+        }
         Metric::Activities => "Activities in the window, by kind",
         Metric::OpenPipeline => "Amount of open deals now, by stage, in the reporting currency",
         Metric::WeightedPipeline => "Sum of amount x stage probability over open deals now",

@@ -1,6 +1,6 @@
 //! The pipeline's own metrics: what came in, what was rejected, how far behind it is.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, GaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::families::health as names;
 
@@ -24,11 +24,16 @@ pub struct Health {
 
 impl Health {
     pub fn new(service: &str) -> Health {
-        let registry =
-            Registry::new_custom(None, Some([("service".to_owned(), service.to_owned())].into()))
-                .expect("static registry settings are valid");
+        let registry = Registry::new_custom(
+            None,
+            Some([("service".to_owned(), service.to_owned())].into()),
+        )
+        .expect("static registry settings are valid");
         let events = IntCounterVec::new(
-            Opts::new(names::EVENTS_TOTAL, "Records consumed, by topic and outcome."),
+            Opts::new(
+                names::EVENTS_TOTAL,
+                "Records consumed, by topic and outcome.",
+            ),
             &["topic", "outcome"],
         )
         .expect("valid metric");
@@ -86,7 +91,9 @@ impl Health {
             Box::new(ready.clone()),
             Box::new(board_series.clone()),
         ] {
-            registry.register(c).expect("each family is registered once");
+            registry
+                .register(c)
+                .expect("each family is registered once");
         }
         Health {
             registry,

@@ -44,11 +44,7 @@ pub fn render(state: &AppState) -> Vec<u8> {
 async fn metrics(State(state): State<AppState>) -> Response {
     // Rendering a large board is CPU work; keep it off the async workers.
     match tokio::task::spawn_blocking(move || render(&state)).await {
-        Ok(body) => (
-            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-            body,
-        )
-            .into_response(),
+        Ok(body) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
@@ -57,6 +53,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: restoring or catching up\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: restoring or catching up\n",
+        )
+            .into_response()
     }
 }

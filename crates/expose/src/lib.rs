@@ -50,14 +50,20 @@ mod tests {
             series: Some(s),
         }]);
         let res = router(st)
-            .oneshot(Request::get("/metrics").body(Body::empty()).expect("request"))
+            .oneshot(
+                Request::get("/metrics")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
             .await
             .expect("response");
         assert_eq!(res.status(), StatusCode::OK);
         let body = res.into_body().collect().await.expect("body").to_bytes();
         let text = String::from_utf8(body.to_vec()).expect("utf-8");
         assert!(
-            text.contains(r#"sales_rep_bookings{rep="a\"b\\c\nd}",team="t",window="today"} 123.45"#),
+            text.contains(
+                r#"sales_rep_bookings{rep="a\"b\\c\nd}",team="t",window="today"} 123.45"#
+            ),
             "{text}"
         );
     }
@@ -65,12 +71,20 @@ mod tests {
     #[tokio::test]
     async fn readyz_follows_the_flag() {
         let res = router(state(false))
-            .oneshot(Request::get("/readyz").body(Body::empty()).expect("request"))
+            .oneshot(
+                Request::get("/readyz")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
             .await
             .expect("response");
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         let res = router(state(true))
-            .oneshot(Request::get("/readyz").body(Body::empty()).expect("request"))
+            .oneshot(
+                Request::get("/readyz")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
             .await
             .expect("response");
         assert_eq!(res.status(), StatusCode::OK);

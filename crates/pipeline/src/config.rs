@@ -174,7 +174,10 @@ fn service_defaults() -> Figment {
         .merge(Serialized::default("deals.listen", "127.0.0.1:9101"))
         .merge(Serialized::default("deals.group_id", "salespulse-deals"))
         .merge(Serialized::default("activities.listen", "127.0.0.1:9102"))
-        .merge(Serialized::default("activities.group_id", "salespulse-activities"))
+        .merge(Serialized::default(
+            "activities.group_id",
+            "salespulse-activities",
+        ))
 }
 
 /// Flags shared by the services.
@@ -224,19 +227,24 @@ impl Settings {
             fig = fig.merge(Serialized::default("kafka.bootstrap", b));
         }
         if let Some(l) = &args.listen {
-            fig = fig.merge(Serialized::default(&format!("{service}.listen"), l.to_string()));
+            fig = fig.merge(Serialized::default(
+                &format!("{service}.listen"),
+                l.to_string(),
+            ));
         }
         if let Some(g) = &args.group_id {
             fig = fig.merge(Serialized::default(&format!("{service}.group_id"), g));
         }
-        let mut s: Settings = fig
-            .extract()
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let mut s: Settings = fig.extract().map_err(|e| Error::Config(e.to_string()))?;
         for p in &args.property {
             let (k, v) = p.split_once('=').ok_or_else(|| {
-                Error::Config(format!("-X {p}: expected a librdkafka property as key=value"))
+                Error::Config(format!(
+                    "-X {p}: expected a librdkafka property as key=value"
+                ))
             })?;
-            s.kafka.properties.insert(k.trim().to_owned(), v.trim().to_owned());
+            s.kafka
+                .properties
+                .insert(k.trim().to_owned(), v.trim().to_owned());
         }
         s.validate()?;
         Ok(s)
@@ -263,8 +271,11 @@ impl Settings {
     }
 
     pub fn calendar(&self) -> Result<Calendar, Error> {
-        Calendar::new(&self.calendar.time_zone, self.calendar.fiscal_year_start_month)
-            .map_err(|e| Error::Config(format!("[calendar] {e}")))
+        Calendar::new(
+            &self.calendar.time_zone,
+            self.calendar.fiscal_year_start_month,
+        )
+        .map_err(|e| Error::Config(format!("[calendar] {e}")))
     }
 
     pub fn exposed(&self) -> Result<Exposed, Error> {
@@ -314,7 +325,10 @@ mod tests {
 
     #[test]
     fn shipped_config_loads() {
-        let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/salespulse.toml"));
+        let path = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/salespulse.toml"
+        ));
         let s = Settings::load(&args(Some(path)), "activities").expect("shipped config is valid");
         assert_eq!(s.activities.listen.port(), 9102);
         assert_eq!(s.kafka.properties["security.protocol"], "PLAINTEXT");

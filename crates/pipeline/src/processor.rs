@@ -106,6 +106,9 @@ impl Processor for ActivitiesCore {
         ActivitiesCore::drain_changes(self)
     }
     fn state_sizes(&self) -> Vec<(&'static str, usize)> {
-        vec![("cells", self.cells()), ("event_ids", self.remembered_ids())]
+        vec![
+            ("cells", self.cells()),
+            ("event_ids", self.remembered_ids()),
+        ]
     }
 }

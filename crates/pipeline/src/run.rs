@@ -69,10 +69,26 @@ pub async fn run<P: Processor>(
         ensure_topics(
             &settings,
             &[
-                TopicSpec { name: input.clone(), partitions: t.partitions, compacted: false },
-                TopicSpec { name: t.roster.clone(), partitions: 1, compacted: true },
-                TopicSpec { name: t.metrics.clone(), partitions: t.partitions, compacted: true },
-                TopicSpec { name: t.deadletter.clone(), partitions: t.partitions, compacted: false },
+                TopicSpec {
+                    name: input.clone(),
+                    partitions: t.partitions,
+                    compacted: false,
+                },
+                TopicSpec {
+                    name: t.roster.clone(),
+                    partitions: 1,
+                    compacted: true,
+                },
+                TopicSpec {
+                    name: t.metrics.clone(),
+                    partitions: t.partitions,
+                    compacted: true,
+                },
+                TopicSpec {
+                    name: t.deadletter.clone(),
+                    partitions: t.partitions,
+                    compacted: false,
+                },
             ],
         )
         .await?;
@@ -111,7 +127,10 @@ pub async fn run<P: Processor>(
         pending: Vec::new(),
         service: P::SERVICE,
     };
-    while roster_end.iter().any(|(p, end)| roster_pos.get(p).copied().unwrap_or(0) < *end) {
+    while roster_end
+        .iter()
+        .any(|(p, end)| roster_pos.get(p).copied().unwrap_or(0) < *end)
+    {
         let m = tokio::time::timeout(Duration::from_secs(30), roster.recv())
             .await
             .map_err(|_| Error::Config(format!("reading {} timed out", t.roster)))?
@@ -276,7 +295,9 @@ pub async fn run<P: Processor>(
     consumer
         .commit_consumer_state(CommitMode::Sync)
         .or_else(|e| match e {
-            rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset) => Ok(()),
+            rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            ) => Ok(()),
             e => Err(e),
         })
         .map_err(|e| Error::kafka("committing offsets at shutdown", e))?;
@@ -338,14 +359,23 @@ impl Ctx<'_> {
         match res {
             Ok(ev) => {
                 core.roster(&ev);
-                self.health.events.with_label_values(&[m.topic(), "applied"]).inc();
+                self.health
+                    .events
+                    .with_label_values(&[m.topic(), "applied"])
+                    .inc();
             }
             Err(e) => {
                 // The roster is re-read from the start by every restart; its rejects are
                 // logged each time but only sent to the dead-letter topic by the live reader.
                 warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), reason = %e.reason, detail = %e.detail, "rejected roster record");
-                self.health.events.with_label_values(&[m.topic(), "rejected"]).inc();
-                self.health.rejected.with_label_values(&[m.topic(), e.reason.code()]).inc();
+                self.health
+                    .events
+                    .with_label_values(&[m.topic(), "rejected"])
+                    .inc();
+                self.health
+                    .rejected
+                    .with_label_values(&[m.topic(), e.reason.code()])
+                    .inc();
             }
         }
     }
@@ -365,7 +395,10 @@ impl Ctx<'_> {
         self.observe(m);
         match res {
             Ok(outcome) => {
-                self.health.events.with_label_values(&[m.topic(), outcome.label()]).inc();
+                self.health
+                    .events
+                    .with_label_values(&[m.topic(), outcome.label()])
+                    .inc();
             }
             Err(e) => self.reject(m, &e).await?,
         }
@@ -381,24 +414,51 @@ impl Ctx<'_> {
             detail = %e.detail,
             "rejected record, sent to the dead-letter topic"
         );
-        self.health.events.with_label_values(&[m.topic(), "rejected"]).inc();
-        self.health.rejected.with_label_values(&[m.topic(), e.reason.code()]).inc();
+        self.health
+            .events
+            .with_label_values(&[m.topic(), "rejected"])
+            .inc();
+        self.health
+            .rejected
+            .with_label_values(&[m.topic(), e.reason.code()])
+            .inc();
         let partition = m.partition().to_string();
         let offset = m.offset().to_string();
         let mut headers = OwnedHeaders::new();
         if let Some(h) = m.headers() {
             for i in 0..h.count() {
                 let x = h.get(i);
-                headers = headers.insert(Header { key: x.key, value: x.value });
+                headers = headers.insert(Header {
+                    key: x.key,
+                    value: x.value,
+                });
             }
         }
         let headers = headers
-            .insert(Header { key: "reason", value: Some(e.reason.code()) })
-            .insert(Header { key: "reason.detail", value: Some(&e.detail) })
-            .insert(Header { key: "source.topic", value: Some(m.topic()) })
-            .insert(Header { key: "source.partition", value: Some(&partition) })
-            .insert(Header { key: "source.offset", value: Some(&offset) })
-            .insert(Header { key: "service", value: Some(self.service) });
+            .insert(Header {
+                key: "reason",
+                value: Some(e.reason.code()),
+            })
+            .insert(Header {
+                key: "reason.detail",
+                value: Some(&e.detail),
+            })
+            .insert(Header {
+                key: "source.topic",
+                value: Some(m.topic()),
+            })
+            .insert(Header {
+                key: "source.partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "source.offset",
+                value: Some(&offset),
+            })
+            .insert(Header {
+                key: "service",
+                value: Some(self.service),
+            });
         let mut rec = FutureRecord::to(self.deadletter).headers(headers);
         if let Some(k) = m.key() {
             rec = rec.key(k);
@@ -421,9 +481,12 @@ impl Ctx<'_> {
                     self.pending.push(f);
                     return Ok(());
                 }
-                Err((rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                ), r)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
                     rec = r;
                     self.settle().await?;
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -461,7 +524,8 @@ fn assign_from_beginning(c: &StreamConsumer, topic: &str) -> Result<Vec<i32>, Er
         tpl.add_partition_offset(topic, *p, Offset::Beginning)
             .map_err(|e| Error::kafka("assigning partitions", e))?;
     }
-    c.assign(&tpl).map_err(|e| Error::kafka("assigning partitions", e))?;
+    c.assign(&tpl)
+        .map_err(|e| Error::kafka("assigning partitions", e))?;
     Ok(parts)
 }
 
@@ -497,13 +561,18 @@ async fn read_board(settings: &Settings, metrics: &'static [Metric]) -> Result<D
     let mut latest: HashMap<String, Option<rust_decimal::Decimal>> = HashMap::new();
     let mut pos: HashMap<i32, i64> = HashMap::new();
     let names: Vec<&str> = metrics.iter().map(|m| m.name()).collect();
-    while end.iter().any(|(p, e)| pos.get(p).copied().unwrap_or(0) < *e) {
+    while end
+        .iter()
+        .any(|(p, e)| pos.get(p).copied().unwrap_or(0) < *e)
+    {
         let m = tokio::time::timeout(Duration::from_secs(30), c.recv())
             .await
             .map_err(|_| Error::Config(format!("reading {topic} timed out")))?
             .map_err(|e| Error::kafka("reading the metrics topic", e))?;
         pos.insert(m.partition(), m.offset() + 1);
-        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { continue };
+        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            continue;
+        };
         if !metric_of_key(key).is_some_and(|n| names.contains(&n)) {
             continue;
         }

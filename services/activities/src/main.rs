@@ -19,7 +19,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load(&cli.service, "activities").context("loading the configuration")?;
+    let settings =
+        Settings::load(&cli.service, "activities").context("loading the configuration")?;
     if cli.service.print_config {
         println!("{settings:#?}");
         return Ok(());

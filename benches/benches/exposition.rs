@@ -26,9 +26,7 @@ fn main() {
     }
     let warm = deal_records(300_000, 60_000, reps, 30 * 86_400_000, now, true, 7);
     for (k, v) in &warm {
-        if let Ok(ev) = contract.decode_deal(Some(k), v, Format::Protobuf, now) {
-            core.apply(&ev);
-        }
+        let _ = contract.with_deal(Some(k), v, Format::Protobuf, now, |ev| core.apply(ev));
     }
     core.tick(now + 1000);
     let board = Arc::new(Board::default());
@@ -69,9 +67,7 @@ fn main() {
         let start = Instant::now();
         let mut last_emit = Instant::now();
         for (i, (k, v)) in load.iter().enumerate() {
-            if let Ok(ev) = contract.decode_deal(Some(k), v, Format::Protobuf, now) {
-                c.apply(&ev);
-            }
+            let _ = contract.with_deal(Some(k), v, Format::Protobuf, now, |ev| c.apply(ev));
             // The service emits once a second; emit as often here so that the board the
             // scraper reads is being written too.
             if last_emit.elapsed().as_millis() >= 1000 || i + 1 == load.len() {

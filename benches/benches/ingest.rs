@@ -15,21 +15,22 @@ static ALLOC: Counting = Counting;
 const N: usize = 400_000;
 const RUNS: usize = 5;
 const DAY_MS: i64 = 86_400_000;
+/// The service ticks and emits once a second: at the target rates, every few hundred
+/// thousand records.
+const TICK_EVERY: usize = 200_000;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Decodes and applies every record, ticking the clock every 50,000 records as the service
-/// does about once a second.
+/// Decodes and applies every record, ticking the clock and emitting the changed series every
+/// `TICK_EVERY` records.
 fn ingest_deals(contract: &Contract, recs: &[Encoded], format: Format, now: i64) -> DealsCore {
     let mut core = DealsCore::new(contract, Calendar::utc(), now);
     for (i, (k, v)) in recs.iter().enumerate() {
-        if let Ok(ev) = contract.decode_deal(Some(k), v, format, now) {
-            core.apply(&ev);
-        }
-        if i % 50_000 == 0 {
-            core.tick(now + i as i64 / 50);
+        let _ = contract.with_deal(Some(k), v, format, now, |ev| core.apply(ev));
+        if i % TICK_EVERY == 0 {
+            core.tick(now + (i / TICK_EVERY) as i64 * 1000);
             let _ = core.drain_changes();
         }
     }
@@ -44,11 +45,9 @@ fn ingest_activities(
 ) -> ActivitiesCore {
     let mut core = ActivitiesCore::new(contract, Calendar::utc(), now);
     for (i, (k, v)) in recs.iter().enumerate() {
-        if let Ok(ev) = contract.decode_activity(Some(k), v, format, now) {
-            core.apply(&ev);
-        }
-        if i % 50_000 == 0 {
-            core.tick(now + i as i64 / 50);
+        let _ = contract.with_activity(Some(k), v, format, now, |ev| core.apply(ev));
+        if i % TICK_EVERY == 0 {
+            core.tick(now + (i / TICK_EVERY) as i64 * 1000);
             let _ = core.drain_changes();
         }
     }

@@ -4,7 +4,6 @@
 //! are exact to the minute), one hour for older activities. An activity counts in a window when
 //! its bucket's start lies in the window.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -93,7 +92,7 @@ pub struct ActivitiesCore {
     bounds: Bounds,
     ledger: Ledger<ActivityCell>,
     /// Event ids (hashed) of the activities still inside the longest window, with their time.
-    seen: HashMap<u64, i64>,
+    seen: crate::FastMap<u64, i64>,
     pruned_at: i64,
 }
 
@@ -109,7 +108,7 @@ impl ActivitiesCore {
             cal,
             bounds: cal.bounds(now),
             ledger: Ledger::new(),
-            seen: HashMap::new(),
+            seen: crate::FastMap::default(),
             pruned_at: now,
         }
     }

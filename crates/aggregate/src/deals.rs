@@ -4,7 +4,6 @@
 //! new state contributes, so an amount change, a reopening, a stage change or an owner change
 //! moves the deal's numbers instead of counting it twice.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -17,14 +16,16 @@ use crate::series::{ratio, Metric, SeriesBuilder, SubjectSeries};
 use crate::windowed::{Measure, Windowed};
 use crate::Outcome;
 
-/// Windowed sums of deal facts; a single fact is a `DealSums` with one count set.
+/// Windowed sums of deal facts; a single fact is a `DealSums` with one count set. Money is in
+/// cents of the reporting currency: amounts arrive rounded to the cent, so integer sums are
+/// exact and much cheaper than decimal ones.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct DealSums {
-    pub bookings: Decimal,
+    pub bookings: i128,
     pub won: i64,
     pub lost: i64,
     pub cycle_seconds: i64,
-    pub created_amount: Decimal,
+    pub created_amount: i128,
     pub created: i64,
 }
 
@@ -50,15 +51,15 @@ impl Measure for DealSums {
             && self.lost == 0
             && self.created == 0
             && self.cycle_seconds == 0
-            && self.bookings.is_zero()
-            && self.created_amount.is_zero()
+            && self.bookings == 0
+            && self.created_amount == 0
     }
 }
 
-/// Open pipeline of one stage.
+/// Open pipeline of one stage, in cents.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct OpenStage {
-    pub amount: Decimal,
+    pub amount: i128,
     pub deals: i64,
 }
 
@@ -66,14 +67,12 @@ pub struct OpenStage {
 pub(crate) struct DealCell {
     windowed: Windowed<DealSums>,
     open: Vec<OpenStage>,
-    weighted: Decimal,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct DealSummary {
     sums: [DealSums; WINDOWS],
     open: Vec<OpenStage>,
-    weighted: Decimal,
 }
 
 impl Cell for DealCell {
@@ -82,7 +81,6 @@ impl Cell for DealCell {
         DealCell {
             windowed: Windowed::new(b),
             open: Vec::new(),
-            weighted: Decimal::ZERO,
         }
     }
     fn advance(&mut self, b: &Bounds) -> bool {
@@ -102,7 +100,6 @@ impl Cell for DealCell {
             acc.amount += o.amount;
             acc.deals += o.deals;
         }
-        s.weighted += self.weighted;
     }
 }
 
@@ -115,7 +112,8 @@ struct DealState {
     rep: Arc<str>,
     team: Option<Arc<str>>,
     stage: u8,
-    amount: Decimal,
+    /// Cents of the reporting currency.
+    amount: i128,
     created_at: i64,
     occurred_at_ms: i64,
     closed_at: Option<i64>,
@@ -130,16 +128,74 @@ fn id_hash(s: &str) -> u64 {
     h.finish()
 }
 
+/// What the configured stages mean.
+#[derive(Debug)]
+struct Stages {
+    kind: Vec<StageKind>,
+}
+
+impl Stages {
+    /// Adds (or retracts) everything one deal state contributes.
+    fn contribute(&self, cell: &mut DealCell, st: &DealState, add: bool, b: &Bounds) {
+        let kind = self.kind[usize::from(st.stage)];
+        let created = DealSums {
+            created_amount: st.amount,
+            created: 1,
+            ..DealSums::default()
+        };
+        let closed = st.closed_at.map(|c| {
+            let fact = match kind {
+                StageKind::Won => DealSums {
+                    bookings: st.amount,
+                    won: 1,
+                    cycle_seconds: c - st.created_at,
+                    ..DealSums::default()
+                },
+                _ => DealSums {
+                    lost: 1,
+                    ..DealSums::default()
+                },
+            };
+            (c, fact)
+        });
+        if add {
+            cell.windowed.add(st.created_at, st.seq, &created, b);
+            if let Some((c, f)) = closed {
+                cell.windowed.add(c, st.seq, &f, b);
+            }
+        } else {
+            cell.windowed.sub(st.created_at, st.seq, &created);
+            if let Some((c, f)) = closed {
+                cell.windowed.sub(c, st.seq, &f);
+            }
+        }
+        if kind == StageKind::Open {
+            let i = usize::from(st.stage);
+            if cell.open.len() <= i {
+                cell.open.resize(i + 1, OpenStage::default());
+            }
+            if add {
+                cell.open[i].amount += st.amount;
+                cell.open[i].deals += 1;
+            } else {
+                cell.open[i].amount -= st.amount;
+                cell.open[i].deals -= 1;
+            }
+        }
+    }
+
+}
+
 /// Latest state of every deal and the per rep, team and org numbers derived from it.
 #[derive(Debug)]
 pub struct DealsCore {
-    stage_kind: Vec<StageKind>,
+    stages: Stages,
     stage_prob: Vec<Decimal>,
     stage_names: Vec<Arc<str>>,
     cal: Calendar,
     bounds: Bounds,
     ledger: Ledger<DealCell>,
-    deals: HashMap<Box<str>, DealState>,
+    deals: crate::FastMap<Box<str>, DealState>,
     next_seq: u64,
 }
 
@@ -147,13 +203,15 @@ impl DealsCore {
     pub fn new(contract: &Contract, cal: Calendar, now_ms: i64) -> Self {
         let stages = contract.stages();
         DealsCore {
-            stage_kind: stages.iter().map(|s| s.kind).collect(),
+            stages: Stages {
+                kind: stages.iter().map(|s| s.kind).collect(),
+            },
             stage_prob: stages.iter().map(|s| s.probability).collect(),
             stage_names: stages.iter().map(|s| Arc::from(s.name.as_str())).collect(),
             cal,
             bounds: cal.bounds(now_ms.div_euclid(1000)),
             ledger: Ledger::new(),
-            deals: HashMap::new(),
+            deals: crate::FastMap::default(),
             next_seq: 0,
         }
     }
@@ -183,7 +241,7 @@ impl DealsCore {
             }
             None => None,
         };
-        let kind = self.stage_kind[usize::from(ev.stage)];
+        let kind = self.stages.kind[usize::from(ev.stage)];
         let closed_at = match kind {
             StageKind::Open => None,
             _ => Some(match (ev.closed_at, &previous) {
@@ -208,20 +266,32 @@ impl DealsCore {
             rep,
             team,
             stage: ev.stage,
-            amount: ev.amount,
+            amount: cents(ev.amount),
             created_at: ev.created_at.div_euclid(1000),
             occurred_at_ms: ev.occurred_at,
             closed_at,
             recent,
             recent_next,
         };
-        if let Some(p) = &previous {
-            self.contribute(p, false);
-        }
-        self.contribute(&next, true);
-        if let Some(p) = &previous {
-            if p.rep != next.rep || p.team != next.team {
+        let b = self.bounds;
+        match &previous {
+            // The common case: the same owner, so one cell takes both the retraction and the
+            // new contribution.
+            Some(p) if Arc::ptr_eq(&p.rep, &next.rep) && p.team == next.team => {
+                let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
+                self.stages.contribute(cell, p, false, &b);
+                self.stages.contribute(cell, &next, true, &b);
+            }
+            Some(p) => {
+                let cell = self.ledger.cell(&p.rep, p.team.as_ref(), &b);
+                self.stages.contribute(cell, p, false, &b);
+                let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
+                self.stages.contribute(cell, &next, true, &b);
                 self.ledger.release(&p.rep, p.team.as_ref());
+            }
+            None => {
+                let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
+                self.stages.contribute(cell, &next, true, &b);
             }
         }
         match self.deals.get_mut(ev.deal_id.as_ref()) {
@@ -231,60 +301,6 @@ impl DealsCore {
             }
         }
         Outcome::Applied
-    }
-
-    /// Adds (or retracts) everything one deal state contributes.
-    fn contribute(&mut self, st: &DealState, add: bool) {
-        let b = self.bounds;
-        let kind = self.stage_kind[usize::from(st.stage)];
-        let weighted = st.amount * self.stage_prob[usize::from(st.stage)];
-        let cell = self.ledger.cell(&st.rep, st.team.as_ref(), &b);
-        let created = DealSums {
-            created_amount: st.amount,
-            created: 1,
-            ..DealSums::default()
-        };
-        let closed = st.closed_at.map(|c| {
-            let fact = match kind {
-                StageKind::Won => DealSums {
-                    bookings: st.amount,
-                    won: 1,
-                    cycle_seconds: c - st.created_at,
-                    ..DealSums::default()
-                },
-                _ => DealSums {
-                    lost: 1,
-                    ..DealSums::default()
-                },
-            };
-            (c, fact)
-        });
-        if add {
-            cell.windowed.add(st.created_at, st.seq, &created, &b);
-            if let Some((c, f)) = closed {
-                cell.windowed.add(c, st.seq, &f, &b);
-            }
-        } else {
-            cell.windowed.sub(st.created_at, st.seq, &created);
-            if let Some((c, f)) = closed {
-                cell.windowed.sub(c, st.seq, &f);
-            }
-        }
-        if kind == StageKind::Open {
-            let i = usize::from(st.stage);
-            if cell.open.len() <= i {
-                cell.open.resize(i + 1, OpenStage::default());
-            }
-            if add {
-                cell.open[i].amount += st.amount;
-                cell.open[i].deals += 1;
-                cell.weighted += weighted;
-            } else {
-                cell.open[i].amount -= st.amount;
-                cell.open[i].deals -= 1;
-                cell.weighted -= weighted;
-            }
-        }
     }
 
     /// Moves the clock forward (never back) and every window with it.
@@ -317,18 +333,43 @@ impl DealsCore {
     /// The series of every subject changed since the last call.
     pub fn drain_changes(&mut self) -> Vec<SubjectSeries> {
         let names = self.stage_names.clone();
+        let probs = self.stage_prob.clone();
         self.ledger
-            .drain(&|s: &DealSummary, b: &mut SeriesBuilder<'_>| build(&names, s, b))
+            .drain(&|s: &DealSummary, b: &mut SeriesBuilder<'_>| build(&names, &probs, s, b))
     }
 
     /// Every current series.
     pub fn snapshot(&self) -> Vec<SubjectSeries> {
         self.ledger
-            .snapshot(&|s: &DealSummary, b: &mut SeriesBuilder<'_>| build(&self.stage_names, s, b))
+            .snapshot(&|s: &DealSummary, b: &mut SeriesBuilder<'_>| {
+                build(&self.stage_names, &self.stage_prob, s, b)
+            })
     }
 }
 
-fn build(stage_names: &[Arc<str>], s: &DealSummary, b: &mut SeriesBuilder<'_>) {
+/// Converts an amount already rounded to the cent into cents.
+fn cents(amount: Decimal) -> i128 {
+    let scale = amount.scale();
+    let m = amount.mantissa();
+    if scale <= 2 {
+        m * 10i128.pow(2 - scale)
+    } else {
+        // Not produced by the decoder (it rounds to the cent); round here too to stay total.
+        let r = amount.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+        r.mantissa() * 10i128.pow(2 - r.scale())
+    }
+}
+
+fn money(cents: i128) -> Decimal {
+    Decimal::from_i128_with_scale(cents, 2)
+}
+
+fn build(
+    stage_names: &[Arc<str>],
+    stage_prob: &[Decimal],
+    s: &DealSummary,
+    b: &mut SeriesBuilder<'_>,
+) {
     let any_window = s.sums.iter().any(|x| !x.is_zero());
     let any_open = s.open.iter().any(|o| o.deals != 0);
     if !any_window && !any_open {
@@ -339,14 +380,15 @@ fn build(stage_names: &[Arc<str>], s: &DealSummary, b: &mut SeriesBuilder<'_>) {
             let x = &s.sums[w.index()];
             let won = Decimal::from(x.won);
             let lost = Decimal::from(x.lost);
-            b.push(Metric::Bookings, Some(w), None, x.bookings);
+            let bookings = money(x.bookings);
+            b.push(Metric::Bookings, Some(w), None, bookings);
             b.push(Metric::DealsWon, Some(w), None, won);
             b.push(Metric::DealsLost, Some(w), None, lost);
-            b.push(Metric::PipelineCreated, Some(w), None, x.created_amount);
+            b.push(Metric::PipelineCreated, Some(w), None, money(x.created_amount));
             if let Some(r) = ratio(won, won + lost) {
                 b.push(Metric::WinRate, Some(w), None, r);
             }
-            if let Some(r) = ratio(x.bookings, won) {
+            if let Some(r) = ratio(bookings, won) {
                 b.push(Metric::AvgDealSize, Some(w), None, r);
             }
             if let Some(r) = ratio(Decimal::from(x.cycle_seconds), won) {
@@ -355,11 +397,14 @@ fn build(stage_names: &[Arc<str>], s: &DealSummary, b: &mut SeriesBuilder<'_>) {
         }
     }
     if any_open {
+        let mut weighted = Decimal::ZERO;
         for (i, o) in s.open.iter().enumerate() {
             if o.deals != 0 {
-                b.push(Metric::OpenPipeline, None, stage_names.get(i), o.amount);
+                let amount = money(o.amount);
+                b.push(Metric::OpenPipeline, None, stage_names.get(i), amount);
+                weighted += amount * stage_prob.get(i).copied().unwrap_or_default();
             }
         }
-        b.push(Metric::WeightedPipeline, None, None, s.weighted);
+        b.push(Metric::WeightedPipeline, None, None, weighted);
     }
 }

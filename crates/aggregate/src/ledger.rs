@@ -5,8 +5,9 @@
 //! team is that team, else the rep's team on the roster, else [`UNASSIGNED`]; so a roster move
 //! re-labels cells without touching their facts.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+use crate::{FastMap as HashMap, FastSet as HashSet};
 
 use crate::calendar::Bounds;
 use crate::series::{Scope, Series, SeriesBuilder, Subject, SubjectSeries};
@@ -47,12 +48,12 @@ pub(crate) struct Ledger<C> {
 impl<C: Cell> Ledger<C> {
     pub fn new() -> Self {
         Ledger {
-            reps: HashMap::new(),
-            roster: HashMap::new(),
-            team_index: HashMap::new(),
-            names: HashSet::new(),
-            dirty_reps: HashSet::new(),
-            dirty_teams: HashSet::new(),
+            reps: HashMap::default(),
+            roster: HashMap::default(),
+            team_index: HashMap::default(),
+            names: HashSet::default(),
+            dirty_reps: HashSet::default(),
+            dirty_teams: HashSet::default(),
             dirty_org: false,
             unassigned: Arc::from(UNASSIGNED),
         }

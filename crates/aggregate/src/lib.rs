@@ -21,6 +21,11 @@ pub use ledger::UNASSIGNED;
 pub use series::{Metric, Scope, Series, Subject, SubjectSeries, RATIO_DP};
 pub use windowed::{Measure, Windowed};
 
+/// Hash maps of the hot path. The hasher is seeded per process, so an adversary cannot aim
+/// for collisions; nothing here depends on iteration order.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 /// What applying a record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {

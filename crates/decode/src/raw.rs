@@ -335,6 +335,82 @@ impl Contract {
         }
     }
 
+    /// Decodes and validates a `sales.deals` record and hands it to `f` without copying its
+    /// strings, whichever the encoding.
+    pub fn with_deal<R>(
+        &self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        format: Format,
+        now_ms: i64,
+        f: impl FnOnce(&DealEvent<'_>) -> R,
+    ) -> Result<R, DecodeError> {
+        match format {
+            Format::Json => self.decode_deal(key, payload, format, now_ms).map(|ev| f(&ev)),
+            Format::Protobuf => {
+                self.check_payload(payload)?;
+                let m = pb::Deal::decode(payload).map_err(|e| {
+                    DecodeError::new(Reason::InvalidProtobuf, format!("not a Deal message: {e}"))
+                })?;
+                let ev = self.deal(
+                    DealParts {
+                        event_id: Cow::Borrowed(&m.event_id),
+                        deal_id: Cow::Borrowed(&m.deal_id),
+                        rep_id: Cow::Borrowed(&m.rep_id),
+                        team_id: m.team_id.as_deref().map(Cow::Borrowed),
+                        stage: &m.stage,
+                        currency: &m.currency,
+                        created_at: Ts::Proto(m.created_at.as_ref()),
+                        occurred_at: Ts::Proto(m.occurred_at.as_ref()),
+                        closed_at: m.closed_at.as_ref().map(|t| Ts::Proto(Some(t))),
+                        expected_close_date: m.expected_close_date.as_deref(),
+                    },
+                    AmountRepr::Text(Cow::Borrowed(&m.amount)),
+                    now_ms,
+                )?;
+                self.key_matches(key, "deal_id", &ev.deal_id)?;
+                Ok(f(&ev))
+            }
+        }
+    }
+
+    /// Decodes and validates a `sales.activities` record and hands it to `f` without copying
+    /// its strings, whichever the encoding.
+    pub fn with_activity<R>(
+        &self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        format: Format,
+        now_ms: i64,
+        f: impl FnOnce(&ActivityEvent<'_>) -> R,
+    ) -> Result<R, DecodeError> {
+        match format {
+            Format::Json => self.decode_activity(key, payload, format, now_ms).map(|ev| f(&ev)),
+            Format::Protobuf => {
+                self.check_payload(payload)?;
+                let m = pb::Activity::decode(payload).map_err(|e| {
+                    DecodeError::new(
+                        Reason::InvalidProtobuf,
+                        format!("not an Activity message: {e}"),
+                    )
+                })?;
+                let occurred_at =
+                    self.time("occurred_at", Ts::Proto(m.occurred_at.as_ref()), now_ms)?;
+                let ev = self.activity(
+                    Cow::Borrowed(&m.event_id),
+                    Cow::Borrowed(&m.rep_id),
+                    m.team_id.as_deref().map(Cow::Borrowed),
+                    &m.kind,
+                    occurred_at,
+                    m.deal_id.as_deref().map(Cow::Borrowed),
+                    m.duration_seconds,
+                )?;
+                self.key_matches(key, "rep_id", &ev.rep_id)?;
+                Ok(f(&ev))
+            }
+        }
+    }
+
     fn deal<'a>(
         &self,
         p: DealParts<'a, '_>,

@@ -48,8 +48,7 @@ impl Processor for DealsCore {
         format: Format,
         now_ms: i64,
     ) -> Result<Outcome, DecodeError> {
-        let ev = contract.decode_deal(key, payload, format, now_ms)?;
-        Ok(self.apply(&ev))
+        contract.with_deal(key, payload, format, now_ms, |ev| self.apply(ev))
     }
     fn roster(&mut self, ev: &RosterEvent) {
         match ev {
@@ -88,8 +87,7 @@ impl Processor for ActivitiesCore {
         format: Format,
         now_ms: i64,
     ) -> Result<Outcome, DecodeError> {
-        let ev = contract.decode_activity(key, payload, format, now_ms)?;
-        Ok(self.apply(&ev))
+        contract.with_activity(key, payload, format, now_ms, |ev| self.apply(ev))
     }
     fn roster(&mut self, ev: &RosterEvent) {
         match ev {

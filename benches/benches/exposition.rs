@@ -8,12 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use salespulse_aggregate::{Calendar, DealsCore, Differ};
-use salespulse_bench::{deal_records, median_secs, Counting};
+use salespulse_bench::{deal_records, median_secs};
 use salespulse_decode::{Contract, Format};
 use salespulse_expose::{render, AppState, Board, Health};
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
 
 fn main() {
     let contract = Contract::default();

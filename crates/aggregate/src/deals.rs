@@ -136,15 +136,15 @@ struct Stages {
 
 impl Stages {
     /// Adds (or retracts) everything one deal state contributes.
-    fn contribute(&self, cell: &mut DealCell, st: &DealState, add: bool, b: &Bounds) {
-        let kind = self.kind[usize::from(st.stage)];
+    /// The windowed facts of one deal state: created, and won or lost when closed.
+    fn facts(&self, st: &DealState) -> [Option<(i64, DealSums)>; 2] {
         let created = DealSums {
             created_amount: st.amount,
             created: 1,
             ..DealSums::default()
         };
         let closed = st.closed_at.map(|c| {
-            let fact = match kind {
+            let fact = match self.kind[usize::from(st.stage)] {
                 StageKind::Won => DealSums {
                     bookings: st.amount,
                     won: 1,
@@ -158,32 +158,52 @@ impl Stages {
             };
             (c, fact)
         });
-        if add {
-            cell.windowed.add(st.created_at, st.seq, &created, b);
-            if let Some((c, f)) = closed {
-                cell.windowed.add(c, st.seq, &f, b);
-            }
-        } else {
-            cell.windowed.sub(st.created_at, st.seq, &created);
-            if let Some((c, f)) = closed {
-                cell.windowed.sub(c, st.seq, &f);
-            }
-        }
-        if kind == StageKind::Open {
-            let i = usize::from(st.stage);
-            if cell.open.len() <= i {
-                cell.open.resize(i + 1, OpenStage::default());
-            }
-            if add {
-                cell.open[i].amount += st.amount;
-                cell.open[i].deals += 1;
-            } else {
-                cell.open[i].amount -= st.amount;
-                cell.open[i].deals -= 1;
-            }
-        }
+        [Some((st.created_at, created)), closed]
     }
 
+    fn open(&self, cell: &mut DealCell, st: &DealState, add: bool) {
+        if self.kind[usize::from(st.stage)] != StageKind::Open {
+            return;
+        }
+        let i = usize::from(st.stage);
+        if cell.open.len() <= i {
+            cell.open.resize(i + 1, OpenStage::default());
+        }
+        let (amount, deals) = if add { (st.amount, 1) } else { (-st.amount, -1) };
+        cell.open[i].amount += amount;
+        cell.open[i].deals += deals;
+    }
+
+    /// Adds (or retracts) everything one deal state contributes to a cell.
+    fn contribute(&self, cell: &mut DealCell, st: &DealState, add: bool, b: &Bounds) {
+        for (ts, f) in self.facts(st).into_iter().flatten() {
+            if add {
+                cell.windowed.add(ts, st.seq, &f, b);
+            } else {
+                cell.windowed.sub(ts, st.seq, &f);
+            }
+        }
+        self.open(cell, st, add);
+    }
+
+    /// Replaces one state's contribution by another's in the same cell, touching only the
+    /// facts that differ: most updates move a deal between open stages and leave its windowed
+    /// facts as they were.
+    fn replace(&self, cell: &mut DealCell, old: &DealState, new: &DealState, b: &Bounds) {
+        let (before, after) = (self.facts(old), self.facts(new));
+        for f in before.iter().flatten() {
+            if !after.contains(&Some(*f)) {
+                cell.windowed.sub(f.0, old.seq, &f.1);
+            }
+        }
+        for f in after.iter().flatten() {
+            if !before.contains(&Some(*f)) {
+                cell.windowed.add(f.0, new.seq, &f.1, b);
+            }
+        }
+        self.open(cell, old, false);
+        self.open(cell, new, true);
+    }
 }
 
 /// Latest state of every deal and the per rep, team and org numbers derived from it.
@@ -279,8 +299,7 @@ impl DealsCore {
             // new contribution.
             Some(p) if Arc::ptr_eq(&p.rep, &next.rep) && p.team == next.team => {
                 let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
-                self.stages.contribute(cell, p, false, &b);
-                self.stages.contribute(cell, &next, true, &b);
+                self.stages.replace(cell, p, &next, &b);
             }
             Some(p) => {
                 let cell = self.ledger.cell(&p.rep, p.team.as_ref(), &b);

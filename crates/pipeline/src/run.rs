@@ -14,11 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures_util::FutureExt;
+use prometheus::{Gauge, IntCounter};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use salespulse_aggregate::{metric_of_key, subject_of_key, Differ, Metric};
+use salespulse_aggregate::{metric_of_key, subject_of_key, Differ, Metric, Outcome};
 use salespulse_decode::{Contract, DecodeError, Format};
 use salespulse_expose::{AppState, Board, Health};
 use salespulse_publish::PublishFormat;
@@ -28,6 +30,9 @@ use crate::config::Settings;
 use crate::kafka::{client_config, ensure_topics, partitions, TopicSpec};
 use crate::processor::Processor;
 use crate::Error;
+
+/// Most records handled between two looks at the clock and the shutdown signal.
+const MAX_BATCH: usize = 2048;
 
 /// How often consumer lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(5);
@@ -122,6 +127,8 @@ pub async fn run<P: Processor>(
     let mut ctx = Ctx {
         contract: &contract,
         health: &health,
+        input_counters: TopicCounters::new(&health, &input),
+        roster_counters: TopicCounters::new(&health, &t.roster),
         producer: &producer,
         deadletter: &t.deadletter,
         pending: Vec::new(),
@@ -197,6 +204,8 @@ pub async fn run<P: Processor>(
     tokio::pin!(shutdown);
     let publish_format = settings.publish.format;
     let mut lag_checked = Instant::now();
+    let mut acked_before: Vec<DeliveryFuture> = Vec::new();
+    let mut committable: HashMap<i32, i64> = HashMap::new();
     let mut max_lag: Option<i64> = None;
     loop {
         tokio::select! {
@@ -234,8 +243,13 @@ pub async fn run<P: Processor>(
                     }
                     health.published.inc_by(changes.len() as u64);
                 }
-                ctx.settle().await?;
-                commit(&consumer, &input, &next, &restore_until)?;
+                // Offsets move one tick behind: those read up to the previous tick are
+                // committed once everything produced for them is acknowledged, which by now it
+                // almost always is, so the loop rarely waits for the broker.
+                settle(&mut acked_before).await?;
+                commit(&consumer, &input, &committable, &restore_until)?;
+                acked_before = std::mem::take(&mut ctx.pending);
+                committable.clone_from(&next);
                 if lag_checked.elapsed() >= LAG_EVERY || max_lag.is_none() {
                     // A metadata round trip per partition: done every few seconds, not per tick.
                     lag_checked = Instant::now();
@@ -253,6 +267,8 @@ pub async fn run<P: Processor>(
                     max_lag = Some(worst);
                 }
                 let max_lag = max_lag.unwrap_or(i64::MAX);
+                ctx.input_counters.flush();
+                ctx.roster_counters.flush();
                 for (kind, n) in core.state_sizes() {
                     health.state.with_label_values(&[kind]).set(n as i64);
                 }
@@ -264,14 +280,26 @@ pub async fn run<P: Processor>(
                 Ok(m) => ctx.roster(&mut core, &m),
                 Err(e) => warn!(error = %e, "roster consumer error"),
             },
-            m = consumer.recv() => match m {
-                Ok(m) => {
-                    let p = m.partition();
-                    let live = restore_until.get(&p).is_none_or(|until| m.offset() >= *until);
-                    ctx.input(&mut core, &m, live).await?;
-                    next.insert(p, m.offset() + 1);
+            m = consumer.recv() => {
+                // Take what is already fetched without going back through the select: the
+                // per-record cost of the loop stays close to that of the consumer itself.
+                let mut m = Some(m);
+                let mut batch = 0;
+                while let Some(r) = m.take() {
+                    match r {
+                        Ok(m) => {
+                            let p = m.partition();
+                            let live = restore_until.get(&p).is_none_or(|until| m.offset() >= *until);
+                            ctx.input(&mut core, &m, live).await?;
+                            next.insert(p, m.offset() + 1);
+                        }
+                        Err(e) => warn!(error = %e, "input consumer error"),
+                    }
+                    batch += 1;
+                    if batch < MAX_BATCH {
+                        m = consumer.recv().now_or_never();
+                    }
                 }
-                Err(e) => warn!(error = %e, "input consumer error"),
             },
         }
     }
@@ -290,6 +318,7 @@ pub async fn run<P: Processor>(
             ctx.enqueue(rec).await?;
         }
     }
+    settle(&mut acked_before).await?;
     ctx.settle().await?;
     commit(&consumer, &input, &next, &restore_until)?;
     consumer
@@ -331,10 +360,58 @@ fn commit(
     Ok(())
 }
 
+/// The health counters of one topic, resolved once: a labelled lookup per record would cost
+/// more than decoding it.
+struct TopicCounters {
+    applied: IntCounter,
+    duplicate: IntCounter,
+    stale: IntCounter,
+    rejected: IntCounter,
+    last_event: Gauge,
+    newest_ms: i64,
+}
+
+impl TopicCounters {
+    fn new(health: &Health, topic: &str) -> TopicCounters {
+        let c = |o: &str| health.events.with_label_values(&[topic, o]);
+        TopicCounters {
+            applied: c("applied"),
+            duplicate: c("duplicate"),
+            stale: c("stale"),
+            rejected: c("rejected"),
+            last_event: health.last_event.with_label_values(&[topic]),
+            newest_ms: 0,
+        }
+    }
+
+    fn outcome(&self, o: Outcome) -> &IntCounter {
+        match o {
+            Outcome::Applied => &self.applied,
+            Outcome::Duplicate => &self.duplicate,
+            Outcome::Stale => &self.stale,
+        }
+    }
+
+    fn observe(&mut self, m: &BorrowedMessage<'_>) {
+        if let Some(ts) = m.timestamp().to_millis() {
+            self.newest_ms = self.newest_ms.max(ts);
+        }
+    }
+
+    /// Publishes the newest timestamp; called once a tick.
+    fn flush(&self) {
+        if self.newest_ms > 0 {
+            self.last_event.set(self.newest_ms as f64 / 1000.0);
+        }
+    }
+}
+
 /// What the per-record handlers share.
 struct Ctx<'a> {
     contract: &'a Contract,
     health: &'a Health,
+    input_counters: TopicCounters,
+    roster_counters: TopicCounters,
     producer: &'a FutureProducer,
     deadletter: &'a str,
     pending: Vec<DeliveryFuture>,
@@ -342,36 +419,20 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn observe(&self, m: &BorrowedMessage<'_>) {
-        if let Some(ts) = m.timestamp().to_millis() {
-            let g = self.health.last_event.with_label_values(&[m.topic()]);
-            let secs = ts as f64 / 1000.0;
-            if secs > g.get() {
-                g.set(secs);
-            }
-        }
-    }
-
     fn roster<P: Processor>(&mut self, core: &mut P, m: &BorrowedMessage<'_>) {
-        self.observe(m);
+        self.roster_counters.observe(m);
         let format = Format::from_content_type(content_type(m));
         let res = format.and_then(|f| self.contract.decode_roster(m.key(), m.payload(), f));
         match res {
             Ok(ev) => {
                 core.roster(&ev);
-                self.health
-                    .events
-                    .with_label_values(&[m.topic(), "applied"])
-                    .inc();
+                self.roster_counters.applied.inc();
             }
             Err(e) => {
-                // The roster is re-read from the start by every restart; its rejects are
-                // logged each time but only sent to the dead-letter topic by the live reader.
+                // The roster is re-read from its start by every instance at every start, so it
+                // has no single reader to dead-letter from: its rejects are counted and logged.
                 warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), reason = %e.reason, detail = %e.detail, "rejected roster record");
-                self.health
-                    .events
-                    .with_label_values(&[m.topic(), "rejected"])
-                    .inc();
+                self.roster_counters.rejected.inc();
                 self.health
                     .rejected
                     .with_label_values(&[m.topic(), e.reason.code()])
@@ -392,14 +453,9 @@ impl Ctx<'_> {
         if !live {
             return Ok(());
         }
-        self.observe(m);
+        self.input_counters.observe(m);
         match res {
-            Ok(outcome) => {
-                self.health
-                    .events
-                    .with_label_values(&[m.topic(), outcome.label()])
-                    .inc();
-            }
+            Ok(outcome) => self.input_counters.outcome(outcome).inc(),
             Err(e) => self.reject(m, &e).await?,
         }
         Ok(())
@@ -414,12 +470,8 @@ impl Ctx<'_> {
             detail = %e.detail,
             "rejected record, sent to the dead-letter topic"
         );
-        self.health
-            .events
-            .with_label_values(&[m.topic(), "rejected"])
-            .inc();
-        self.health
-            .rejected
+        self.input_counters.rejected.inc();
+        self.health.rejected
             .with_label_values(&[m.topic(), e.reason.code()])
             .inc();
         let partition = m.partition().to_string();
@@ -496,18 +548,22 @@ impl Ctx<'_> {
         }
     }
 
-    /// Waits until every queued record is acknowledged. A record the broker refused after
-    /// librdkafka's own retries stops the service, so that offsets past it are never committed.
     async fn settle(&mut self) -> Result<(), Error> {
-        for f in self.pending.drain(..) {
-            match f.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(Error::kafka("delivering a produced record", e)),
-                Err(_) => return Err(Error::Config("producer dropped a delivery".into())),
-            }
-        }
-        Ok(())
+        settle(&mut self.pending).await
     }
+}
+
+/// Waits until every queued record is acknowledged. A record the broker refused after
+/// librdkafka's own retries stops the service, so that offsets past it are never committed.
+async fn settle(pending: &mut Vec<DeliveryFuture>) -> Result<(), Error> {
+    for f in pending.drain(..) {
+        match f.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(Error::kafka("delivering a produced record", e)),
+            Err(_) => return Err(Error::Config("producer dropped a delivery".into())),
+        }
+    }
+    Ok(())
 }
 
 fn content_type<'a>(m: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {

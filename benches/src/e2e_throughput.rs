@@ -162,7 +162,10 @@ async fn main() {
     let mut first: Option<(Instant, f64)> = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     let (end, total) = loop {
-        assert!(Instant::now() < deadline, "the service did not finish within 600 s");
+        assert!(
+            Instant::now() < deadline,
+            "the service did not finish within 600 s"
+        );
         let c = committed(&watcher);
         if c > 0.0 && first.is_none() {
             first = Some((Instant::now(), c));

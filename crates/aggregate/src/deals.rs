@@ -169,7 +169,11 @@ impl Stages {
         if cell.open.len() <= i {
             cell.open.resize(i + 1, OpenStage::default());
         }
-        let (amount, deals) = if add { (st.amount, 1) } else { (-st.amount, -1) };
+        let (amount, deals) = if add {
+            (st.amount, 1)
+        } else {
+            (-st.amount, -1)
+        };
         cell.open[i].amount += amount;
         cell.open[i].deals += deals;
     }
@@ -374,7 +378,8 @@ fn cents(amount: Decimal) -> i128 {
         m * 10i128.pow(2 - scale)
     } else {
         // Not produced by the decoder (it rounds to the cent); round here too to stay total.
-        let r = amount.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+        let r =
+            amount.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
         r.mantissa() * 10i128.pow(2 - r.scale())
     }
 }
@@ -403,7 +408,12 @@ fn build(
             b.push(Metric::Bookings, Some(w), None, bookings);
             b.push(Metric::DealsWon, Some(w), None, won);
             b.push(Metric::DealsLost, Some(w), None, lost);
-            b.push(Metric::PipelineCreated, Some(w), None, money(x.created_amount));
+            b.push(
+                Metric::PipelineCreated,
+                Some(w),
+                None,
+                money(x.created_amount),
+            );
             if let Some(r) = ratio(won, won + lost) {
                 b.push(Metric::WinRate, Some(w), None, r);
             }

@@ -346,7 +346,9 @@ impl Contract {
         f: impl FnOnce(&DealEvent<'_>) -> R,
     ) -> Result<R, DecodeError> {
         match format {
-            Format::Json => self.decode_deal(key, payload, format, now_ms).map(|ev| f(&ev)),
+            Format::Json => self
+                .decode_deal(key, payload, format, now_ms)
+                .map(|ev| f(&ev)),
             Format::Protobuf => {
                 self.check_payload(payload)?;
                 let m = pb::Deal::decode(payload).map_err(|e| {
@@ -385,7 +387,9 @@ impl Contract {
         f: impl FnOnce(&ActivityEvent<'_>) -> R,
     ) -> Result<R, DecodeError> {
         match format {
-            Format::Json => self.decode_activity(key, payload, format, now_ms).map(|ev| f(&ev)),
+            Format::Json => self
+                .decode_activity(key, payload, format, now_ms)
+                .map(|ev| f(&ev)),
             Format::Protobuf => {
                 self.check_payload(payload)?;
                 let m = pb::Activity::decode(payload).map_err(|e| {

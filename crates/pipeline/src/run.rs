@@ -471,7 +471,8 @@ impl Ctx<'_> {
             "rejected record, sent to the dead-letter topic"
         );
         self.input_counters.rejected.inc();
-        self.health.rejected
+        self.health
+            .rejected
             .with_label_values(&[m.topic(), e.reason.code()])
             .inc();
         let partition = m.partition().to_string();

@@ -1,6 +1,8 @@
 //! Property tests: the incremental core against a naive recomputation of every metric from
 //! the full list of records.
 
+#![allow(clippy::needless_range_loop)] // the references index windows by number on purpose
+
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -463,7 +465,7 @@ fn amount_change_reopening_and_owner_change_move_the_numbers() {
             rep: 0,
             team: None,
             stage: 4,
-            cents: 100_00,
+            cents: 10_000,
             created: N0 - 3600,
             occurred: N0 - 60,
             closed: None,
@@ -474,7 +476,7 @@ fn amount_change_reopening_and_owner_change_move_the_numbers() {
             rep: 0,
             team: None,
             stage: 4,
-            cents: 250_00,
+            cents: 25_000,
             created: N0 - 3600,
             occurred: N0 - 50,
             closed: None,
@@ -485,7 +487,7 @@ fn amount_change_reopening_and_owner_change_move_the_numbers() {
             rep: 0,
             team: None,
             stage: 2,
-            cents: 250_00,
+            cents: 25_000,
             created: N0 - 3600,
             occurred: N0 - 40,
             closed: None,
@@ -496,7 +498,7 @@ fn amount_change_reopening_and_owner_change_move_the_numbers() {
             rep: 1,
             team: None,
             stage: 4,
-            cents: 300_00,
+            cents: 30_000,
             created: N0 - 3600,
             occurred: N0 - 30,
             closed: None,
@@ -507,7 +509,7 @@ fn amount_change_reopening_and_owner_change_move_the_numbers() {
             rep: 1,
             team: None,
             stage: 4,
-            cents: 300_00,
+            cents: 30_000,
             created: N0 - 3600,
             occurred: N0 - 30,
             closed: None,

@@ -445,3 +445,43 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// Waits (bounded) until `group` has committed every record of `topic`.
+pub fn wait_committed(group: &str, topic: &str, within: Duration) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let deadline = Instant::now() + within;
+    loop {
+        let mut tpl = TopicPartitionList::new();
+        for p in &parts {
+            tpl.add_partition(topic, *p);
+        }
+        let committed = c
+            .committed_offsets(tpl, Duration::from_secs(5))
+            .expect("committed");
+        let done = parts.iter().all(|p| {
+            let (_, high) = c
+                .fetch_watermarks(topic, *p, Duration::from_secs(5))
+                .expect("watermarks");
+            match committed.find_partition(topic, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o >= high,
+                _ => high == 0,
+            }
+        });
+        if done {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{group} did not commit all of {topic} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

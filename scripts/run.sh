@@ -21,6 +21,7 @@ cargo build --quiet --bins
 
 pids=()
 stop() {
+  trap - EXIT INT TERM
   echo
   echo "stopping"
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done

@@ -1,0 +1,13 @@
+//! Targets, pace and leaderboards, computed from the published board (`sales.metrics`) and
+//! the targets sales operations sets (`sales.targets`) — never from raw events. Pure: the
+//! service feeds records and the clock in.
+
+mod board;
+mod elapsed;
+mod period;
+mod target;
+
+pub use board::{Actual, Out, TargetsBoard, RANKED};
+pub use elapsed::Elapsed;
+pub use period::{Period, PeriodError, PeriodType};
+pub use target::{Target, TargetError, TargetMetric, TargetRules};

@@ -33,6 +33,7 @@ fn main() {
         board: board.clone(),
         health: Health::new("bench"),
         ready: Arc::new(AtomicBool::new(true)),
+        snapshot: Arc::default(),
     };
     let mut bytes = 0;
     let render_s = median_secs(5, || bytes = render(&state).len());

@@ -12,11 +12,15 @@ use prometheus::{Encoder, TextEncoder};
 
 use crate::{Board, Health};
 
+/// Families computed elsewhere and replaced whole at each tick (the targets service's).
+pub type Snapshot = std::sync::RwLock<Arc<Vec<prometheus::proto::MetricFamily>>>;
+
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub board: Arc<Board>,
     pub health: Health,
     pub ready: Arc<AtomicBool>,
+    pub snapshot: Arc<Snapshot>,
 }
 
 /// The HTTP endpoints of a service, without a socket, so tests can call them directly.
@@ -32,6 +36,12 @@ pub fn router(state: AppState) -> Router {
 pub fn render(state: &AppState) -> Vec<u8> {
     state.health.board_series.set(state.board.len() as i64);
     let mut families = state.board.gather();
+    let snapshot = state
+        .snapshot
+        .read()
+        .map(|s| Arc::clone(&s))
+        .unwrap_or_default();
+    families.extend(snapshot.iter().cloned());
     families.extend(state.health.registry.gather());
     let mut buf = Vec::with_capacity(families.len() * 1024);
     if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {

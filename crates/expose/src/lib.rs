@@ -9,7 +9,7 @@ mod http;
 pub use board::{Board, Exposed};
 pub use families::{family_name, health as health_names, help};
 pub use health::Health;
-pub use http::{render, router, AppState};
+pub use http::{render, router, AppState, Snapshot};
 
 #[cfg(test)]
 mod tests {
@@ -30,6 +30,7 @@ mod tests {
             board: Arc::new(Board::default()),
             health: Health::new("test"),
             ready: Arc::new(AtomicBool::new(ready)),
+            snapshot: Arc::default(),
         }
     }
 

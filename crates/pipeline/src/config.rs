@@ -31,6 +31,8 @@ pub struct Settings {
     pub deals: ServiceSettings,
     /// Settings of the activities service.
     pub activities: ServiceSettings,
+    /// Settings of the targets service.
+    pub targets: ServiceSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +61,7 @@ pub struct TopicSettings {
     pub activities: String,
     pub roster: String,
     pub metrics: String,
+    pub targets: String,
     pub deadletter: String,
     /// Partitions of the topics a service creates when they are missing.
     pub partitions: i32,
@@ -74,6 +77,7 @@ impl Default for TopicSettings {
             activities: "sales.activities".into(),
             roster: "sales.roster".into(),
             metrics: "sales.metrics".into(),
+            targets: "sales.targets".into(),
             deadletter: "sales.deadletter".into(),
             partitions: 3,
             replication_factor: 1,
@@ -89,6 +93,11 @@ pub struct CalendarSettings {
     pub time_zone: String,
     /// First month (1-12) of the fiscal year.
     pub fiscal_year_start_month: u32,
+    /// Measure the elapsed share of a period in business days (Monday to Friday, minus
+    /// holidays) rather than in calendar time.
+    pub business_days: bool,
+    /// Days that are not business days, as YYYY-MM-DD.
+    pub holidays: Vec<chrono::NaiveDate>,
 }
 
 impl Default for CalendarSettings {
@@ -96,6 +105,8 @@ impl Default for CalendarSettings {
         CalendarSettings {
             time_zone: "UTC".into(),
             fiscal_year_start_month: 1,
+            business_days: true,
+            holidays: Vec::new(),
         }
     }
 }
@@ -270,6 +281,16 @@ impl Settings {
         Contract::new(self.contract.clone()).map_err(|e| Error::Config(e.to_string()))
     }
 
+    /// What a target record must agree with: the contract's kinds and currencies.
+    pub fn target_rules(&self) -> Result<salespulse_targets::TargetRules, Error> {
+        let contract = self.contract()?;
+        Ok(salespulse_targets::TargetRules {
+            kinds: contract.kinds().iter().cloned().collect(),
+            reporting_currency: contract.reporting_currency.clone(),
+            rates: self.contract.rates.clone(),
+        })
+    }
+
     pub fn calendar(&self) -> Result<Calendar, Error> {
         Calendar::new(
             &self.calendar.time_zone,
@@ -303,6 +324,7 @@ impl Settings {
     pub fn service(&self, service: &str) -> &ServiceSettings {
         match service {
             "activities" => &self.activities,
+            "targets" => &self.targets,
             _ => &self.deals,
         }
     }

@@ -5,10 +5,12 @@ pub mod config;
 pub mod kafka;
 mod processor;
 mod run;
+mod targets;
 
 pub use config::{ServiceArgs, Settings};
 pub use processor::Processor;
 pub use run::run;
+pub use targets::run_targets;
 
 /// Why a service could not start or had to stop.
 #[derive(Debug, thiserror::Error)]

@@ -37,7 +37,7 @@ const MAX_BATCH: usize = 2048;
 /// How often consumer lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(5);
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
@@ -59,6 +59,7 @@ pub async fn run<P: Processor>(
         board: board.clone(),
         health: health.clone(),
         ready: ready.clone(),
+        snapshot: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind(svc.listen)
         .await
@@ -556,7 +557,7 @@ impl Ctx<'_> {
 
 /// Waits until every queued record is acknowledged. A record the broker refused after
 /// librdkafka's own retries stops the service, so that offsets past it are never committed.
-async fn settle(pending: &mut Vec<DeliveryFuture>) -> Result<(), Error> {
+pub(crate) async fn settle(pending: &mut Vec<DeliveryFuture>) -> Result<(), Error> {
     for f in pending.drain(..) {
         match f.await {
             Ok(Ok(_)) => {}
@@ -567,14 +568,14 @@ async fn settle(pending: &mut Vec<DeliveryFuture>) -> Result<(), Error> {
     Ok(())
 }
 
-fn content_type<'a>(m: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
+pub(crate) fn content_type<'a>(m: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
     m.headers()?
         .iter()
         .find(|h| h.key.eq_ignore_ascii_case("content-type"))
         .and_then(|h| h.value)
 }
 
-fn assign_from_beginning(c: &StreamConsumer, topic: &str) -> Result<Vec<i32>, Error> {
+pub(crate) fn assign_from_beginning(c: &StreamConsumer, topic: &str) -> Result<Vec<i32>, Error> {
     let parts = partitions(c, topic)?;
     let mut tpl = TopicPartitionList::new();
     for p in &parts {
@@ -586,7 +587,7 @@ fn assign_from_beginning(c: &StreamConsumer, topic: &str) -> Result<Vec<i32>, Er
     Ok(parts)
 }
 
-fn high_watermarks(
+pub(crate) fn high_watermarks(
     c: &StreamConsumer,
     topic: &str,
     parts: &[i32],
@@ -648,7 +649,7 @@ async fn read_board(settings: &Settings, metrics: &'static [Metric]) -> Result<D
     Ok(differ)
 }
 
-fn format_of(m: &BorrowedMessage<'_>, default: PublishFormat) -> PublishFormat {
+pub(crate) fn format_of(m: &BorrowedMessage<'_>, default: PublishFormat) -> PublishFormat {
     match content_type(m).map(|v| v == salespulse_decode::PROTOBUF_CONTENT_TYPE.as_bytes()) {
         Some(true) => PublishFormat::Protobuf,
         Some(false) => PublishFormat::Json,

@@ -1,0 +1,284 @@
+//! The targets service loop: `sales.metrics` and `sales.targets` in, targets, pace and
+//! leaderboards out on `/metrics`.
+//!
+//! Both inputs are compacted and small next to the raw event topics, so the service rebuilds
+//! its state by reading both from the beginning at every start; its group's committed offsets
+//! only mark which target records were already dead-lettered.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::proto::{Gauge, LabelPair, Metric as PromMetric, MetricFamily, MetricType};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use salespulse_aggregate::{Scope, Window};
+use salespulse_expose::{AppState, Board, Health};
+use salespulse_targets::{Actual, Elapsed, Out, TargetMetric, TargetsBoard};
+use tracing::{error, info, warn};
+
+use crate::config::Settings;
+use crate::kafka::{client_config, ensure_topics, partitions, TopicSpec};
+use crate::run::{format_of, now_ms, settle};
+use crate::Error;
+
+/// Help text of each family the targets service exposes.
+fn help(family: &str) -> &'static str {
+    let suffix = family.rsplit_once('_').map(|(_, s)| s).unwrap_or_default();
+    match family {
+        "sales_period_elapsed_ratio" => "Share of the period elapsed (business days unless configured otherwise).",
+        "sales_rep_rank" => "Rank of the rep (1 = top) within its team or the org, per metric and window.",
+        "sales_rep_team_share" => "The rep's share of its team's total, per metric and window.",
+        _ if family.ends_with("_attainment_ratio") => "Actual / target for the period.",
+        _ if family.ends_with("_expected_to_date") => "Target x elapsed share of the period.",
+        _ if family.ends_with("_pace_ratio") => "Actual / expected to date.",
+        _ if family.ends_with("_projected") => "Run-rate projection: actual / elapsed share.",
+        _ => match suffix {
+            "target" => "Target for the period, in the reporting currency for amounts.",
+            "gap" => "Target - actual, floored at 0.",
+            _ => "salespulse targets metric.",
+        },
+    }
+}
+
+fn families(out: Vec<Out>) -> Vec<MetricFamily> {
+    let mut by_family: std::collections::BTreeMap<String, Vec<PromMetric>> = Default::default();
+    for o in out {
+        let mut m = PromMetric::default();
+        m.set_label(
+            o.labels
+                .into_iter()
+                .map(|(n, v)| {
+                    let mut l = LabelPair::default();
+                    l.set_name(n.to_owned());
+                    l.set_value(v);
+                    l
+                })
+                .collect(),
+        );
+        let mut g = Gauge::default();
+        g.set_value(o.value);
+        m.set_gauge(g);
+        by_family.entry(o.family).or_default().push(m);
+    }
+    by_family
+        .into_iter()
+        .map(|(name, metrics)| {
+            let mut f = MetricFamily::default();
+            f.set_help(help(&name).to_owned());
+            f.set_name(name);
+            f.set_field_type(MetricType::GAUGE);
+            f.set_metric(metrics);
+            f
+        })
+        .collect()
+}
+
+/// An actual from a `sales.metrics` record, if it is one the targets use.
+fn actual(m: &BorrowedMessage<'_>, format: salespulse_publish::PublishFormat) -> Option<Actual> {
+    let r = salespulse_publish::decode(m.payload()?, format_of(m, format))?;
+    let metric = TargetMetric::from_name(&r.metric)?;
+    let scope = match r.scope.as_str() {
+        "rep" => Scope::Rep,
+        "team" => Scope::Team,
+        "org" => Scope::Org,
+        _ => return None,
+    };
+    Some(Actual {
+        scope,
+        id: r.id,
+        team: r.team,
+        metric,
+        kind: r.labels.get("kind").cloned(),
+        window: Window::from_label(&r.window)?,
+        value: r.value,
+    })
+}
+
+/// Runs the targets service until `shutdown` resolves.
+pub async fn run_targets(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let svc = settings.targets.clone();
+    let rules = settings.target_rules()?;
+    let cal = settings.calendar()?;
+    let elapsed = Elapsed::new(cal, settings.calendar.business_days, settings.calendar.holidays.clone());
+    let t = &settings.topics;
+
+    let health = Health::new("targets");
+    let ready = Arc::new(AtomicBool::new(false));
+    let app = AppState {
+        board: Arc::new(Board::default()),
+        health: health.clone(),
+        ready: ready.clone(),
+        snapshot: Arc::default(),
+    };
+    let snapshot = app.snapshot.clone();
+    let listener = tokio::net::TcpListener::bind(svc.listen)
+        .await
+        .map_err(|e| Error::Io(format!("binding {}", svc.listen), e))?;
+    info!(service = "targets", listen = %svc.listen, "serving /metrics, /healthz, /readyz");
+    let http = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, salespulse_expose::router(app)).await {
+            error!(error = %e, "HTTP server stopped");
+        }
+    });
+    if t.create {
+        ensure_topics(
+            &settings,
+            &[
+                TopicSpec { name: t.targets.clone(), partitions: 1, compacted: true },
+                TopicSpec { name: t.metrics.clone(), partitions: t.partitions, compacted: true },
+                TopicSpec { name: t.deadletter.clone(), partitions: t.partitions, compacted: false },
+            ],
+        )
+        .await?;
+    }
+    let producer: FutureProducer = client_config(&settings)
+        .create()
+        .map_err(|e| Error::kafka("creating the producer", e))?;
+    let consumer: StreamConsumer = client_config(&settings)
+        .set("group.id", &svc.group_id)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| Error::kafka("creating the consumer", e))?;
+    // Where dead-lettering stopped last time: target records below it were reported already.
+    let target_parts = partitions(&consumer, &t.targets)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in &target_parts {
+        tpl.add_partition(&t.targets, *p);
+    }
+    let reported: HashMap<i32, i64> = consumer
+        .committed_offsets(tpl, Duration::from_secs(30))
+        .map_err(|e| Error::kafka("reading committed offsets", e))?
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect();
+    // One consumer over both topics, every partition from its beginning.
+    let mut assign = TopicPartitionList::new();
+    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+    for topic in [&t.metrics, &t.targets] {
+        for p in partitions(&consumer, topic)? {
+            assign
+                .add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(|e| Error::kafka("assigning partitions", e))?;
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map_err(|e| Error::kafka("reading watermarks", e))?;
+            if high > low {
+                ends.insert((topic.clone(), p), high);
+            }
+        }
+    }
+    consumer
+        .assign(&assign)
+        .map_err(|e| Error::kafka("assigning partitions", e))?;
+
+    let mut board = TargetsBoard::default();
+    let mut pending: Vec<DeliveryFuture> = Vec::new();
+    let mut next_target: HashMap<i32, i64> = HashMap::new();
+    let metrics_counters = (
+        health.events.with_label_values(&[t.metrics.as_str(), "applied"]),
+        health.events.with_label_values(&[t.targets.as_str(), "applied"]),
+    );
+    let mut tick = tokio::time::interval(Duration::from_millis(settings.publish.interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    let format = settings.publish.format;
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                let now = now_ms().div_euclid(1000);
+                let fams = families(board.series(now, &cal, &elapsed));
+                if let Ok(mut s) = snapshot.write() {
+                    *s = Arc::new(fams);
+                }
+                settle(&mut pending).await?;
+                let mut tpl = TopicPartitionList::new();
+                for (p, o) in &next_target {
+                    if reported.get(p).is_none_or(|r| o > r) {
+                        let _ = tpl.add_partition_offset(&t.targets, *p, Offset::Offset(*o));
+                    }
+                }
+                if tpl.count() > 0 {
+                    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                        warn!(error = %e, "offset commit failed; retried on the next tick");
+                    }
+                }
+                health.state.with_label_values(&["targets"]).set(board.targets() as i64);
+                let caught_up = ends.is_empty();
+                ready.store(caught_up, Ordering::Relaxed);
+                health.ready.set(i64::from(caught_up));
+            }
+            m = consumer.recv() => {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        warn!(error = %e, "consumer error");
+                        continue;
+                    }
+                };
+                let (topic, p, offset) = (m.topic().to_owned(), m.partition(), m.offset());
+                if ends.get(&(topic.clone(), p)).is_some_and(|end| offset + 1 >= *end) {
+                    ends.remove(&(topic.clone(), p));
+                }
+                let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { continue };
+                if topic == t.metrics {
+                    board.set_actual(key, actual(&m, format));
+                    metrics_counters.0.inc();
+                    continue;
+                }
+                next_target.insert(p, offset + 1);
+                let Some(payload) = m.payload() else {
+                    board.set_target(key, None);
+                    metrics_counters.1.inc();
+                    continue;
+                };
+                match rules.parse(payload) {
+                    Ok(target) => {
+                        board.set_target(key, Some(target));
+                        metrics_counters.1.inc();
+                    }
+                    Err(e) => {
+                        // The latest record of this key is unusable: the key has no target.
+                        board.set_target(key, None);
+                        if reported.get(&p).is_some_and(|r| offset < *r) {
+                            continue;
+                        }
+                        warn!(topic = %topic, partition = p, offset, reason = e.reason, detail = %e.detail, "rejected target record, sent to the dead-letter topic");
+                        health.events.with_label_values(&[topic.as_str(), "rejected"]).inc();
+                        health.rejected.with_label_values(&[topic.as_str(), e.reason]).inc();
+                        let (ps, os) = (p.to_string(), offset.to_string());
+                        let headers = OwnedHeaders::new()
+                            .insert(Header { key: "reason", value: Some(e.reason) })
+                            .insert(Header { key: "reason.detail", value: Some(&e.detail) })
+                            .insert(Header { key: "source.topic", value: Some(topic.as_str()) })
+                            .insert(Header { key: "source.partition", value: Some(&ps) })
+                            .insert(Header { key: "source.offset", value: Some(&os) })
+                            .insert(Header { key: "service", value: Some("targets") });
+                        let rec = FutureRecord::to(&t.deadletter).key(key).payload(payload).headers(headers);
+                        match producer.send_result(rec) {
+                            Ok(f) => pending.push(f),
+                            Err((e, _)) => return Err(Error::kafka("producing a dead letter", e)),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    ready.store(false, Ordering::Relaxed);
+    settle(&mut pending).await?;
+    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    http.abort();
+    info!("stopped cleanly");
+    Ok(())
+}

@@ -5,7 +5,7 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --bins \
  && mkdir /out && cp target/release/salespulse-deals target/release/salespulse-activities \
-    target/release/salespulse-simulator /out/
+    target/release/salespulse-targets target/release/salespulse-simulator /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \

@@ -33,18 +33,22 @@ export SALESPULSE_CONFIG=$root/config/salespulse.toml
 target=${CARGO_TARGET_DIR:-$root/target}/debug
 "$target/salespulse-deals" >"$logs/deals.log" 2>&1 & pids+=($!)
 "$target/salespulse-activities" >"$logs/activities.log" 2>&1 & pids+=($!)
+"$target/salespulse-targets" >"$logs/targets.log" 2>&1 & pids+=($!)
 prom_port=${PROMETHEUS_PORT:-9090}
 if command -v prometheus >/dev/null 2>&1; then
   prometheus --config.file="$root/deploy/prometheus/prometheus.yml" \
     --storage.tsdb.path="$logs/prometheus-data" --web.listen-address="127.0.0.1:$prom_port" \
     >"$logs/prometheus.log" 2>&1 & pids+=($!)
 fi
-for port in 9101 9102; do
+for port in 9101 9102 9103; do
   for _ in $(seq 1 120); do
     curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
     sleep 0.5
   done
 done
+# Targets for the simulated org, for the current year, quarter, month and week.
+scripts/sample-targets.sh >"$logs/targets.csv"
+"$target/salespulse-targets" import "$logs/targets.csv" >>"$logs/targets.log" 2>&1
 "$target/salespulse-simulator" --bootstrap "$KAFKA_BOOTSTRAP" --seed "${SIM_SEED:-42}" \
   --backfill-days "${SIM_BACKFILL_DAYS:-2}" --rate "${SIM_RATE:-20}" \
   >"$logs/simulator.log" 2>&1 & pids+=($!)
@@ -54,6 +58,7 @@ cat <<INFO
 salespulse is running.
   deals metrics        http://127.0.0.1:9101/metrics
   activities metrics   http://127.0.0.1:9102/metrics
+  targets, pace, ranks http://127.0.0.1:9103/metrics   (targets: $logs/targets.csv)
   readiness            http://127.0.0.1:9101/readyz  http://127.0.0.1:9102/readyz
   Prometheus           http://127.0.0.1:$prom_port/graph?g0.expr=sales_org_bookings
   metric records       Kafka topic sales.metrics on $KAFKA_BOOTSTRAP
@@ -73,4 +78,7 @@ while true; do
     "$(value 9101 'sales_org_weighted_pipeline ')" \
     "$(value 9102 'sales_org_activities{kind="call",window="1h"}')" \
     "$(value 9102 'sales_org_activities{kind="email",window="1h"}')"
+  printf '          quarter attainment: org %s | pace %s\n' \
+    "$(curl -s http://127.0.0.1:9103/metrics | awk '/^sales_org_attainment_ratio\{metric="bookings",period="[0-9]+-Q/ { print $2; exit }')" \
+    "$(curl -s http://127.0.0.1:9103/metrics | awk '/^sales_org_pace_ratio\{metric="bookings",period="[0-9]+-Q/ { print $2; exit }')"
 done

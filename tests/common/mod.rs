@@ -44,6 +44,7 @@ pub struct Topics {
     pub activities: String,
     pub roster: String,
     pub metrics: String,
+    pub targets: String,
     pub deadletter: String,
     pub suffix: String,
 }
@@ -60,6 +61,7 @@ impl Topics {
             activities: format!("t.{suffix}.activities"),
             roster: format!("t.{suffix}.roster"),
             metrics: format!("t.{suffix}.metrics"),
+            targets: format!("t.{suffix}.targets"),
             deadletter: format!("t.{suffix}.deadletter"),
             suffix,
         }
@@ -86,6 +88,8 @@ pub fn bin(name: &str) -> PathBuf {
                 "salespulse-deals",
                 "-p",
                 "salespulse-activities",
+                "-p",
+                "salespulse-targets-service",
             ])
             .current_dir(root())
             .status()
@@ -96,6 +100,28 @@ pub fn bin(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| root().join("target"));
     target.join("debug").join(name)
+}
+
+static SERVICE_ENV: std::sync::Mutex<Vec<(String, String, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Sets an environment variable for every later start of service `name` in this test process.
+pub fn set_service_env(name: &str, key: &str, value: &str) {
+    if let Ok(mut m) = SERVICE_ENV.lock() {
+        m.push((name.to_owned(), key.to_owned(), value.to_owned()));
+    }
+}
+
+fn extra_env(name: &str) -> Vec<(String, String)> {
+    SERVICE_ENV
+        .lock()
+        .map(|m| {
+            m.iter()
+                .filter(|(n, _, _)| n == name)
+                .map(|(_, k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A running service process, killed on drop.
@@ -128,7 +154,9 @@ impl Service {
             .env("SALESPULSE_TOPICS__ROSTER", &topics.roster)
             .env("SALESPULSE_TOPICS__METRICS", &topics.metrics)
             .env("SALESPULSE_TOPICS__DEADLETTER", &topics.deadletter)
+            .env("SALESPULSE_TOPICS__TARGETS", &topics.targets)
             .env("SALESPULSE_LOG__FORMAT", "text")
+            .envs(extra_env(name))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

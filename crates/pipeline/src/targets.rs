@@ -30,8 +30,12 @@ use crate::Error;
 fn help(family: &str) -> &'static str {
     let suffix = family.rsplit_once('_').map(|(_, s)| s).unwrap_or_default();
     match family {
-        "sales_period_elapsed_ratio" => "Share of the period elapsed (business days unless configured otherwise).",
-        "sales_rep_rank" => "Rank of the rep (1 = top) within its team or the org, per metric and window.",
+        "sales_period_elapsed_ratio" => {
+            "Share of the period elapsed (business days unless configured otherwise)."
+        }
+        "sales_rep_rank" => {
+            "Rank of the rep (1 = top) within its team or the org, per metric and window."
+        }
         "sales_rep_team_share" => "The rep's share of its team's total, per metric and window.",
         _ if family.ends_with("_attainment_ratio") => "Actual / target for the period.",
         _ if family.ends_with("_expected_to_date") => "Target x elapsed share of the period.",
@@ -100,11 +104,18 @@ fn actual(m: &BorrowedMessage<'_>, format: salespulse_publish::PublishFormat) ->
 }
 
 /// Runs the targets service until `shutdown` resolves.
-pub async fn run_targets(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+pub async fn run_targets(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     let svc = settings.targets.clone();
     let rules = settings.target_rules()?;
     let cal = settings.calendar()?;
-    let elapsed = Elapsed::new(cal, settings.calendar.business_days, settings.calendar.holidays.clone());
+    let elapsed = Elapsed::new(
+        cal,
+        settings.calendar.business_days,
+        settings.calendar.holidays.clone(),
+    );
     let t = &settings.topics;
 
     let health = Health::new("targets");
@@ -129,9 +140,21 @@ pub async fn run_targets(settings: Settings, shutdown: impl Future<Output = ()>)
         ensure_topics(
             &settings,
             &[
-                TopicSpec { name: t.targets.clone(), partitions: 1, compacted: true },
-                TopicSpec { name: t.metrics.clone(), partitions: t.partitions, compacted: true },
-                TopicSpec { name: t.deadletter.clone(), partitions: t.partitions, compacted: false },
+                TopicSpec {
+                    name: t.targets.clone(),
+                    partitions: 1,
+                    compacted: true,
+                },
+                TopicSpec {
+                    name: t.metrics.clone(),
+                    partitions: t.partitions,
+                    compacted: true,
+                },
+                TopicSpec {
+                    name: t.deadletter.clone(),
+                    partitions: t.partitions,
+                    compacted: false,
+                },
             ],
         )
         .await?;
@@ -185,8 +208,12 @@ pub async fn run_targets(settings: Settings, shutdown: impl Future<Output = ()>)
     let mut pending: Vec<DeliveryFuture> = Vec::new();
     let mut next_target: HashMap<i32, i64> = HashMap::new();
     let metrics_counters = (
-        health.events.with_label_values(&[t.metrics.as_str(), "applied"]),
-        health.events.with_label_values(&[t.targets.as_str(), "applied"]),
+        health
+            .events
+            .with_label_values(&[t.metrics.as_str(), "applied"]),
+        health
+            .events
+            .with_label_values(&[t.targets.as_str(), "applied"]),
     );
     let mut tick = tokio::time::interval(Duration::from_millis(settings.publish.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -19,9 +19,15 @@ pub fn read(path: &Path, rules: &TargetRules) -> anyhow::Result<Vec<(Target, ser
         .from_path(path)
         .with_context(|| format!("opening {}", path.display()))?;
     let headers = reader.headers().context("reading the header row")?.clone();
-    let want = ["scope", "id", "metric", "kind", "period", "value", "currency"];
+    let want = [
+        "scope", "id", "metric", "kind", "period", "value", "currency",
+    ];
     if headers.iter().collect::<Vec<_>>() != want {
-        bail!("{}: the header row must be {}", path.display(), want.join(","));
+        bail!(
+            "{}: the header row must be {}",
+            path.display(),
+            want.join(",")
+        );
     }
     let mut rows = Vec::new();
     let mut errors = Vec::new();
@@ -37,7 +43,15 @@ pub fn read(path: &Path, rules: &TargetRules) -> anyhow::Result<Vec<(Target, ser
         let line = rec.position().map(|p| p.line()).unwrap_or_default();
         let field = |i: usize| rec.get(i).unwrap_or_default();
         let opt = |i: usize| Some(field(i)).filter(|s| !s.is_empty());
-        match rules.from_fields(field(0), field(1), field(2), opt(3), field(4), field(5), opt(6)) {
+        match rules.from_fields(
+            field(0),
+            field(1),
+            field(2),
+            opt(3),
+            field(4),
+            field(5),
+            opt(6),
+        ) {
             Ok(t) => {
                 let mut v = serde_json::json!({
                     "scope": field(0), "id": t.id, "metric": field(2), "period": field(4), "value": field(5),
@@ -65,10 +79,21 @@ pub fn read(path: &Path, rules: &TargetRules) -> anyhow::Result<Vec<(Target, ser
 }
 
 /// Produces every row, keyed by its target key, and waits for each acknowledgement.
-pub async fn write(settings: &Settings, rows: Vec<(Target, serde_json::Value)>) -> anyhow::Result<usize> {
+pub async fn write(
+    settings: &Settings,
+    rows: Vec<(Target, serde_json::Value)>,
+) -> anyhow::Result<usize> {
     let topic = &settings.topics.targets;
     if settings.topics.create {
-        ensure_topics(settings, &[TopicSpec { name: topic.clone(), partitions: 1, compacted: true }]).await?;
+        ensure_topics(
+            settings,
+            &[TopicSpec {
+                name: topic.clone(),
+                partitions: 1,
+                compacted: true,
+            }],
+        )
+        .await?;
     }
     let producer: FutureProducer = client_config(settings)
         .set("enable.idempotence", "true")
@@ -78,9 +103,18 @@ pub async fn write(settings: &Settings, rows: Vec<(Target, serde_json::Value)>) 
     for (t, v) in rows {
         let key = t.key();
         let payload = serde_json::to_vec(&v)?;
-        let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some("application/json") });
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "content-type",
+            value: Some("application/json"),
+        });
         producer
-            .send(FutureRecord::to(topic).key(&key).payload(&payload).headers(headers), Duration::from_secs(30))
+            .send(
+                FutureRecord::to(topic)
+                    .key(&key)
+                    .payload(&payload)
+                    .headers(headers),
+                Duration::from_secs(30),
+            )
             .await
             .map_err(|(e, _)| e)
             .with_context(|| format!("producing target {key}"))?;

@@ -51,7 +51,11 @@ async fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             let n = import::write(&settings, rows).await?;
-            println!("{}: {n} targets written to {}", file.display(), settings.topics.targets);
+            println!(
+                "{}: {n} targets written to {}",
+                file.display(),
+                settings.topics.targets
+            );
         }
         None => run_targets(settings, shutdown_signal())
             .await

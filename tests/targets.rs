@@ -1,0 +1,320 @@
+//! The targets service end to end on a real broker: targets imported from CSV, actuals from
+//! the deals and activities services' metrics topic, attainment, pace, gap, projection, ranks
+//! and team shares checked against values recomputed here; a target changed mid-period, a
+//! target deleted, a bad target dead-lettered, and a restart.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::{Datelike, NaiveDate, SecondsFormat, TimeZone, Utc};
+use salespulse_e2e::*;
+use serde_json::json;
+
+fn rfc(t: i64) -> String {
+    Utc.timestamp_opt(t, 0)
+        .single()
+        .expect("time")
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The current calendar quarter (UTC, fiscal year from January): label, start, end.
+fn quarter(now: i64) -> (String, i64, i64) {
+    let d = Utc
+        .timestamp_opt(now, 0)
+        .single()
+        .expect("time")
+        .date_naive();
+    let q = (d.month() - 1) / 3;
+    let start = NaiveDate::from_ymd_opt(d.year(), q * 3 + 1, 1).expect("date");
+    let end = start
+        .checked_add_months(chrono::Months::new(3))
+        .expect("date");
+    let ts = |d: NaiveDate| {
+        d.and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp()
+    };
+    (format!("{}-Q{}", d.year(), q + 1), ts(start), ts(end))
+}
+
+fn import(topics: &Topics, csv: &str) -> std::process::Output {
+    let path = std::env::temp_dir().join(format!("{}-targets.csv", topics.suffix));
+    std::fs::write(&path, csv).expect("csv written");
+    std::process::Command::new(bin("salespulse-targets"))
+        .args([
+            "--config",
+            root()
+                .join("config/salespulse.toml")
+                .to_str()
+                .unwrap_or_default(),
+        ])
+        .args(["--bootstrap", &bootstrap()])
+        .env("SALESPULSE_TOPICS__TARGETS", &topics.targets)
+        .env("SALESPULSE_LOG__FORMAT", "text")
+        .arg("import")
+        .arg(&path)
+        .output()
+        .expect("import runs")
+}
+
+fn value(m: &BTreeMap<String, f64>, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    m.get(&metric_key(family, labels)).copied()
+}
+
+fn close(a: Option<f64>, b: f64, tol: f64) -> bool {
+    a.is_some_and(|a| (a - b).abs() <= tol * b.abs().max(1.0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_pace_and_leaderboards_end_to_end() {
+    require_broker();
+    let topics = Topics::unique("targets");
+    let group = format!("g-{}", topics.suffix);
+    // Calendar time makes the elapsed share easy to recompute here.
+    set_service_env("targets", "SALESPULSE_CALENDAR__BUSINESS_DAYS", "false");
+    let (dport, aport, tport) = (free_port(), free_port(), free_port());
+    let mut deals = Service::start("deals", &topics, dport, &group);
+    let mut acts = Service::start("activities", &topics, aport, &group);
+    let mut targets = Service::start("targets", &topics, tport, &group);
+    deals.wait_ready(Duration::from_secs(60)).await;
+    acts.wait_ready(Duration::from_secs(60)).await;
+    targets.wait_ready(Duration::from_secs(60)).await;
+
+    let now = Utc::now().timestamp();
+    let (q, q_start, q_end) = quarter(now);
+    let p = producer();
+    for (r, t) in [
+        ("rep-a", "team-x"),
+        ("rep-b", "team-x"),
+        ("rep-c", "team-y"),
+    ] {
+        let v = json!({"rep_id": r, "team_id": t, "active": true});
+        produce(
+            &p,
+            &topics.roster,
+            Some(r),
+            Some(&serde_json::to_vec(&v).expect("json")),
+        )
+        .await;
+    }
+    // Won deals closed a minute ago: rep-a 300, rep-b 500 (two deals), rep-c 100.
+    let won = [
+        ("d1", "rep-a", "300"),
+        ("d2", "rep-b", "200"),
+        ("d3", "rep-b", "300"),
+        ("d4", "rep-c", "100"),
+    ];
+    for (i, (deal, rep, amount)) in won.iter().enumerate() {
+        let v = json!({"event_id": format!("e{i}"), "deal_id": deal, "rep_id": rep, "stage": "closed_won",
+            "amount": amount, "currency": "USD", "created_at": rfc(now - 3600), "occurred_at": rfc(now - 60)});
+        produce(
+            &p,
+            &topics.deals,
+            Some(deal),
+            Some(&serde_json::to_vec(&v).expect("json")),
+        )
+        .await;
+    }
+    let csv = format!(
+        "scope,id,metric,kind,period,value,currency\n\
+         rep,rep-a,bookings,,{q},1000,USD\n\
+         rep,rep-b,bookings,,{q},925.93,EUR\n\
+         team,team-x,bookings,,{q},4000,USD\n\
+         org,org,bookings,,{q},10000,USD\n\
+         rep,rep-c,deals_won,,{q},4,\n"
+    );
+    let out = import(&topics, &csv);
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = import(
+        &topics,
+        "scope,id,metric,kind,period,value,currency\nrep,rep-a,bookings,,2026-Q9,1,USD\n",
+    );
+    assert!(!bad.status.success(), "a file with a bad row is refused");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("invalid_period"),
+        "{stderr}"
+    );
+
+    // Expected values, recomputed from the records and targets above.
+    let check = |m: &BTreeMap<String, f64>, rep_b_target: f64| -> Vec<String> {
+        let t = Utc::now().timestamp();
+        let share = (t - q_start) as f64 / (q_end - q_start) as f64;
+        let mut diffs = Vec::new();
+        let mut expect = |family: &str, labels: &[(&str, &str)], want: f64, tol: f64| {
+            let got = value(m, family, labels);
+            if !close(got, want, tol) {
+                diffs.push(format!("{family}{labels:?}: got {got:?}, want {want}"));
+            }
+        };
+        let a = [
+            ("rep", "rep-a"),
+            ("team", "team-x"),
+            ("metric", "bookings"),
+            ("period", q.as_str()),
+            ("period_type", "quarter"),
+        ];
+        expect("sales_rep_target", &a, 1000.0, 1e-12);
+        expect("sales_rep_attainment_ratio", &a, 0.3, 1e-12);
+        expect("sales_rep_gap", &a, 700.0, 1e-12);
+        expect("sales_rep_expected_to_date", &a, 1000.0 * share, 1e-3);
+        expect("sales_rep_pace_ratio", &a, 300.0 / (1000.0 * share), 1e-3);
+        expect("sales_rep_projected", &a, 300.0 / share, 1e-3);
+        let b = [
+            ("rep", "rep-b"),
+            ("team", "team-x"),
+            ("metric", "bookings"),
+            ("period", q.as_str()),
+            ("period_type", "quarter"),
+        ];
+        expect("sales_rep_target", &b, rep_b_target, 1e-12);
+        expect("sales_rep_attainment_ratio", &b, 500.0 / rep_b_target, 1e-9);
+        let x = [
+            ("team", "team-x"),
+            ("metric", "bookings"),
+            ("period", q.as_str()),
+            ("period_type", "quarter"),
+        ];
+        expect("sales_team_attainment_ratio", &x, 800.0 / 4000.0, 1e-12);
+        let o = [
+            ("metric", "bookings"),
+            ("period", q.as_str()),
+            ("period_type", "quarter"),
+        ];
+        expect("sales_org_attainment_ratio", &o, 900.0 / 10000.0, 1e-12);
+        expect("sales_org_gap", &o, 9100.0, 1e-12);
+        let c = [
+            ("rep", "rep-c"),
+            ("team", "team-y"),
+            ("metric", "deals_won"),
+            ("period", q.as_str()),
+            ("period_type", "quarter"),
+        ];
+        expect("sales_rep_attainment_ratio", &c, 0.25, 1e-12);
+        expect(
+            "sales_period_elapsed_ratio",
+            &[("period", q.as_str()), ("period_type", "quarter")],
+            share,
+            1e-3,
+        );
+        fn rank<'a>(rep: &'a str, team: &'a str, among: &'a str) -> [(&'a str, &'a str); 5] {
+            [
+                ("rep", rep),
+                ("team", team),
+                ("metric", "bookings"),
+                ("window", "qtd"),
+                ("among", among),
+            ]
+        }
+        fn share_of(rep: &str) -> [(&str, &str); 4] {
+            [
+                ("rep", rep),
+                ("team", "team-x"),
+                ("metric", "bookings"),
+                ("window", "qtd"),
+            ]
+        }
+        expect("sales_rep_rank", &rank("rep-b", "team-x", "org"), 1.0, 0.0);
+        expect("sales_rep_rank", &rank("rep-a", "team-x", "org"), 2.0, 0.0);
+        expect("sales_rep_rank", &rank("rep-c", "team-y", "org"), 3.0, 0.0);
+        expect("sales_rep_rank", &rank("rep-c", "team-y", "team"), 1.0, 0.0);
+        expect("sales_rep_team_share", &share_of("rep-a"), 0.375, 1e-12);
+        expect("sales_rep_team_share", &share_of("rep-b"), 0.625, 1e-12);
+        diffs
+    };
+    // 925.93 EUR at 1.08 = 1000.00 USD.
+    converge(&targets, |m| check(m, 1000.0)).await;
+    println!("targets: attainment, pace, gap, projection, ranks and shares match");
+
+    // A target changed mid-period, another deleted, and a bad record on the topic.
+    let out = import(
+        &topics,
+        &format!("scope,id,metric,kind,period,value,currency\nrep,rep-b,bookings,,{q},2000,USD\n"),
+    );
+    assert!(out.status.success());
+    produce(
+        &p,
+        &topics.targets,
+        Some(&format!("org/org/bookings/{q}")),
+        None,
+    )
+    .await;
+    produce(&p, &topics.targets, Some("rep/rep-z/bookings/x"), Some(b"{\"scope\":\"rep\",\"id\":\"rep-z\",\"metric\":\"bookings\",\"period\":\"2026-Q9\",\"value\":1}")).await;
+    converge(&targets, |m| {
+        let mut d: Vec<String> = check(m, 2000.0)
+            .into_iter()
+            .filter(|x| !x.starts_with("sales_org_"))
+            .collect();
+        if value(
+            m,
+            "sales_org_target",
+            &[
+                ("metric", "bookings"),
+                ("period", q.as_str()),
+                ("period_type", "quarter"),
+            ],
+        )
+        .is_some()
+        {
+            d.push("the deleted org target is still exposed".into());
+        }
+        d
+    })
+    .await;
+    println!("targets: a changed target and a deleted target are followed");
+
+    // A restart rebuilds the same board from the two topics.
+    assert!(targets.terminate().success());
+    let mut targets = Service::start("targets", &topics, tport, &group);
+    targets.wait_ready(Duration::from_secs(60)).await;
+    converge(&targets, |m| {
+        check(m, 2000.0)
+            .into_iter()
+            .filter(|x| !x.starts_with("sales_org_"))
+            .collect()
+    })
+    .await;
+    let text = targets.metrics().await;
+    let complaints = promtool_check(&text);
+    assert!(
+        complaints.trim().is_empty(),
+        "promtool check metrics: {complaints}"
+    );
+    let dlq: Vec<_> = read_topic(&topics.deadletter)
+        .into_iter()
+        .filter(|r| r.headers.get("source.topic") == Some(&topics.targets))
+        .collect();
+    assert_eq!(
+        dlq.len(),
+        1,
+        "the bad target is dead-lettered once, not again after the restart"
+    );
+    assert_eq!(dlq[0].headers["reason"], "invalid_period");
+    println!(
+        "targets: restart rebuilds the same values; 1 dead letter (invalid_period); promtool clean"
+    );
+    drop(deals);
+    drop(acts);
+}
+
+async fn converge(svc: &Service, diffs: impl Fn(&BTreeMap<String, f64>) -> Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let m = parse_metrics(&svc.metrics().await);
+        let d = diffs(&m);
+        if d.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "targets differ from the reference:\n{}",
+            d.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

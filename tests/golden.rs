@@ -26,6 +26,7 @@ struct Deal {
     created: i64,
     occurred: i64,
     closed: Option<i64>,
+    expected: Option<NaiveDate>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +57,9 @@ impl Deal {
         }
         if let Some(c) = self.closed {
             v["closed_at"] = json!(rfc(c));
+        }
+        if let Some(d) = self.expected {
+            v["expected_close_date"] = json!(d.to_string());
         }
         serde_json::to_vec(&v).expect("json")
     }
@@ -149,6 +153,26 @@ fn starts(now: i64) -> [i64; 9] {
     ]
 }
 
+/// The current week, month, quarter and year (UTC, fiscal year from January) as day ranges.
+fn periods(now: i64) -> [(NaiveDate, NaiveDate); 4] {
+    let d = Utc
+        .timestamp_opt(now, 0)
+        .single()
+        .expect("time")
+        .date_naive();
+    let week = d - chrono::Duration::days(i64::from(d.weekday().num_days_from_monday()));
+    let month = NaiveDate::from_ymd_opt(d.year(), d.month(), 1).expect("date");
+    let quarter = NaiveDate::from_ymd_opt(d.year(), (d.month() - 1) / 3 * 3 + 1, 1).expect("date");
+    let year = NaiveDate::from_ymd_opt(d.year(), 1, 1).expect("date");
+    let plus = |d: NaiveDate, m: u32| d.checked_add_months(chrono::Months::new(m)).expect("date");
+    [
+        (week, week + chrono::Duration::days(7)),
+        (month, plus(month, 1)),
+        (quarter, plus(quarter, 3)),
+        (year, plus(year, 12)),
+    ]
+}
+
 fn rate(c: &str) -> Decimal {
     match c {
         "USD" => Decimal::ONE,
@@ -217,6 +241,8 @@ fn reference(
         created: [i64; 9],
         open: BTreeMap<&'static str, Decimal>,
         weighted: Decimal,
+        /// Expected in the current week, month, quarter, year: amount and weighted amount.
+        expected: [(Decimal, Decimal); 4],
     }
     let mut accs: BTreeMap<Key, Acc> = BTreeMap::new();
     for (d, closed, _) in latest.values() {
@@ -256,8 +282,17 @@ fn reference(
                 _ => None,
             };
             if let Some(p) = p {
+                let p = p.parse::<Decimal>().expect("p");
                 *a.open.entry(d.stage).or_default() += amount;
-                a.weighted += amount * p.parse::<Decimal>().expect("p");
+                a.weighted += amount * p;
+                if let Some(e) = d.expected {
+                    for (k, (lo, hi)) in periods(now).iter().enumerate() {
+                        if *lo <= e && e < *hi {
+                            a.expected[k].0 += amount;
+                            a.expected[k].1 += amount * p;
+                        }
+                    }
+                }
             }
         }
     }
@@ -299,6 +334,20 @@ fn reference(
                 put("open_pipeline", Some(("stage", s.to_string())), None, *v);
             }
             put("weighted_pipeline", None, None, a.weighted);
+            for (k, period) in ["week", "month", "quarter", "year"].iter().enumerate() {
+                put(
+                    "pipeline_expected",
+                    Some(("period_type", period.to_string())),
+                    None,
+                    a.expected[k].0,
+                );
+                put(
+                    "weighted_pipeline_expected",
+                    Some(("period_type", period.to_string())),
+                    None,
+                    a.expected[k].1,
+                );
+            }
         }
     }
     // Activities: deduplicated by event id; one-minute buckets within 25 h, hour buckets older.
@@ -463,9 +512,15 @@ async fn golden_scenario_end_to_end() {
                 created,
                 occurred,
                 closed,
+                expected: None,
             }
         };
     let h = 3600;
+    let today = Utc
+        .timestamp_opt(now, 0)
+        .single()
+        .expect("time")
+        .date_naive();
     let mut deals = vec![
         // d1: amount change, then won.
         deal(
@@ -513,17 +568,21 @@ async fn golden_scenario_end_to_end() {
             now - 30 * 60,
             Some(now - 40 * 60),
         ),
-        deal(
-            "e5",
-            "d2",
-            "rep-b",
-            "negotiation",
-            "1000",
-            "EUR",
-            now - 10 * h,
-            now - 20 * 60,
-            None,
-        ),
+        // Reopened, expected to close in more than a year: in no current period.
+        Deal {
+            expected: Some(today + chrono::Duration::days(400)),
+            ..deal(
+                "e5",
+                "d2",
+                "rep-b",
+                "negotiation",
+                "1000",
+                "EUR",
+                now - 10 * h,
+                now - 20 * 60,
+                None,
+            )
+        },
         // d3: owner change a -> c, then lost.
         deal(
             "e6",
@@ -658,17 +717,21 @@ async fn golden_scenario_end_to_end() {
             now - 60,
             None,
         ),
-        deal(
-            "e12",
-            "d6",
-            "rep-b",
-            "qualification",
-            "999.99",
-            "USD",
-            now - 600,
-            now - 600,
-            None,
-        ),
+        // Expected to close today: in the current week, month, quarter and year.
+        Deal {
+            expected: Some(today),
+            ..deal(
+                "e12",
+                "d6",
+                "rep-b",
+                "qualification",
+                "999.99",
+                "USD",
+                now - 600,
+                now - 600,
+                None,
+            )
+        },
     ];
     let phase2_acts = vec![
         act("a1", "rep-a", "call", now - 300), // duplicate

@@ -4,9 +4,11 @@
 //! new state contributes, so an amount change, a reopening, a stage change or an owner change
 //! moves the deal's numbers instead of counting it twice.
 
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use chrono::Datelike;
 use rust_decimal::Decimal;
 use salespulse_decode::{Contract, DealEvent, StageKind};
 
@@ -61,12 +63,21 @@ impl Measure for DealSums {
 pub struct OpenStage {
     pub amount: i128,
     pub deals: i64,
+    /// Amount expected to close in the current week, month, quarter and year.
+    pub expected: [i128; PERIODS],
 }
+
+/// Current periods the expected pipeline is measured for: week, month, quarter, year.
+const PERIODS: usize = 4;
+const PERIOD_NAMES: [&str; PERIODS] = ["week", "month", "quarter", "year"];
 
 #[derive(Debug)]
 pub(crate) struct DealCell {
     windowed: Windowed<DealSums>,
     open: Vec<OpenStage>,
+    /// Open deals with an expected close date: (day, deal) -> (stage, cents). Kept to
+    /// recompute `OpenStage::expected` when the periods roll over.
+    expected: BTreeMap<(i32, u64), (u8, i128)>,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +92,7 @@ impl Cell for DealCell {
         DealCell {
             windowed: Windowed::new(b),
             open: Vec::new(),
+            expected: BTreeMap::new(),
         }
     }
     fn advance(&mut self, b: &Bounds) -> bool {
@@ -99,6 +111,9 @@ impl Cell for DealCell {
         for (acc, o) in s.open.iter_mut().zip(&self.open) {
             acc.amount += o.amount;
             acc.deals += o.deals;
+            for (a, e) in acc.expected.iter_mut().zip(o.expected) {
+                *a += e;
+            }
         }
     }
 }
@@ -117,6 +132,8 @@ struct DealState {
     created_at: i64,
     occurred_at_ms: i64,
     closed_at: Option<i64>,
+    /// Expected close date, days from the common era.
+    expected: Option<i32>,
     recent: [u64; RECENT_IDS],
     recent_next: u8,
 }
@@ -128,10 +145,37 @@ fn id_hash(s: &str) -> u64 {
     h.finish()
 }
 
-/// What the configured stages mean.
+/// What the configured stages mean, and the current periods (day ranges, start inclusive)
+/// of the expected pipeline.
 #[derive(Debug)]
 struct Stages {
     kind: Vec<StageKind>,
+    periods: [(i32, i32); PERIODS],
+}
+
+/// Day ranges of the current week, month, quarter and year at `b`.
+fn current_periods(cal: &Calendar, b: &Bounds) -> [(i32, i32); PERIODS] {
+    let mut out = [(0, 0); PERIODS];
+    for (k, (w, months)) in [
+        (Window::Wtd, 0),
+        (Window::Mtd, 1),
+        (Window::Qtd, 3),
+        (Window::Ytd, 12),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let start = cal.local_date(b.lo[w.index()]);
+        let end = if months == 0 {
+            start + chrono::Duration::days(7)
+        } else {
+            start
+                .checked_add_months(chrono::Months::new(months))
+                .unwrap_or(start)
+        };
+        out[k] = (start.num_days_from_ce(), end.num_days_from_ce());
+    }
+    out
 }
 
 impl Stages {
@@ -176,6 +220,32 @@ impl Stages {
         };
         cell.open[i].amount += amount;
         cell.open[i].deals += deals;
+        if let Some(d) = st.expected {
+            for (k, (lo, hi)) in self.periods.iter().enumerate() {
+                if (*lo..*hi).contains(&d) {
+                    cell.open[i].expected[k] += amount;
+                }
+            }
+            if add {
+                cell.expected.insert((d, st.seq), (st.stage, st.amount));
+            } else {
+                cell.expected.remove(&(d, st.seq));
+            }
+        }
+    }
+
+    /// Recomputes a cell's expected pipeline for new current periods.
+    fn reperiod(&self, cell: &mut DealCell) {
+        for o in cell.open.iter_mut() {
+            o.expected = [0; PERIODS];
+        }
+        for (&(d, _), &(stage, amount)) in &cell.expected {
+            for (k, (lo, hi)) in self.periods.iter().enumerate() {
+                if (*lo..*hi).contains(&d) {
+                    cell.open[usize::from(stage)].expected[k] += amount;
+                }
+            }
+        }
     }
 
     /// Adds (or retracts) everything one deal state contributes to a cell.
@@ -216,6 +286,7 @@ pub struct DealsCore {
     stages: Stages,
     stage_prob: Vec<Decimal>,
     stage_names: Vec<Arc<str>>,
+    period_names: Vec<Arc<str>>,
     cal: Calendar,
     bounds: Bounds,
     ledger: Ledger<DealCell>,
@@ -229,9 +300,11 @@ impl DealsCore {
         DealsCore {
             stages: Stages {
                 kind: stages.iter().map(|s| s.kind).collect(),
+                periods: current_periods(&cal, &cal.bounds(now_ms.div_euclid(1000))),
             },
             stage_prob: stages.iter().map(|s| s.probability).collect(),
             stage_names: stages.iter().map(|s| Arc::from(s.name.as_str())).collect(),
+            period_names: PERIOD_NAMES.iter().map(|p| Arc::from(*p)).collect(),
             cal,
             bounds: cal.bounds(now_ms.div_euclid(1000)),
             ledger: Ledger::new(),
@@ -294,6 +367,7 @@ impl DealsCore {
             created_at: ev.created_at.div_euclid(1000),
             occurred_at_ms: ev.occurred_at,
             closed_at,
+            expected: ev.expected_close_date.map(|d| d.num_days_from_ce()),
             recent,
             recent_next,
         };
@@ -335,6 +409,12 @@ impl DealsCore {
         let hour = self.bounds.now.div_euclid(3_600);
         self.bounds = self.cal.bounds(now);
         self.ledger.advance(&self.bounds);
+        let periods = current_periods(&self.cal, &self.bounds);
+        if periods != self.stages.periods {
+            self.stages.periods = periods;
+            let stages = &self.stages;
+            self.ledger.touch_all(|cell| stages.reperiod(cell));
+        }
         if now.div_euclid(3_600) != hour {
             self.ledger.gc_names();
         }
@@ -357,15 +437,24 @@ impl DealsCore {
     pub fn drain_changes(&mut self) -> Vec<SubjectSeries> {
         let names = self.stage_names.clone();
         let probs = self.stage_prob.clone();
+        let periods = self.period_names.clone();
         self.ledger
-            .drain(&|s: &DealSummary, b: &mut SeriesBuilder<'_>| build(&names, &probs, s, b))
+            .drain(&|s: &DealSummary, b: &mut SeriesBuilder<'_>| {
+                build(&names, &probs, &periods, s, b)
+            })
     }
 
     /// Every current series.
     pub fn snapshot(&self) -> Vec<SubjectSeries> {
         self.ledger
             .snapshot(&|s: &DealSummary, b: &mut SeriesBuilder<'_>| {
-                build(&self.stage_names, &self.stage_prob, s, b)
+                build(
+                    &self.stage_names,
+                    &self.stage_prob,
+                    &self.period_names,
+                    s,
+                    b,
+                )
             })
     }
 }
@@ -391,6 +480,7 @@ fn money(cents: i128) -> Decimal {
 fn build(
     stage_names: &[Arc<str>],
     stage_prob: &[Decimal],
+    period_names: &[Arc<str>],
     s: &DealSummary,
     b: &mut SeriesBuilder<'_>,
 ) {
@@ -435,5 +525,16 @@ fn build(
             }
         }
         b.push(Metric::WeightedPipeline, None, None, weighted);
+        for (k, name) in period_names.iter().enumerate() {
+            let mut amount = Decimal::ZERO;
+            let mut weighted = Decimal::ZERO;
+            for (i, o) in s.open.iter().enumerate() {
+                let a = money(o.expected[k]);
+                amount += a;
+                weighted += a * stage_prob.get(i).copied().unwrap_or_default();
+            }
+            b.push(Metric::PipelineExpected, None, Some(name), amount);
+            b.push(Metric::WeightedPipelineExpected, None, Some(name), weighted);
+        }
     }
 }

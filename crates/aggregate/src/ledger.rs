@@ -207,6 +207,19 @@ impl<C: Cell> Ledger<C> {
         }
     }
 
+    /// Applies `f` to every cell and marks every subject as changed (used when the current
+    /// periods roll over, about once a day).
+    pub fn touch_all(&mut self, mut f: impl FnMut(&mut C)) {
+        for (rep, entry) in self.reps.iter_mut() {
+            for (_, cell) in entry.cells.iter_mut() {
+                f(cell);
+            }
+            self.dirty_reps.insert(rep.clone());
+            self.dirty_teams.extend(entry.teams.iter().cloned());
+        }
+        self.dirty_org = true;
+    }
+
     pub fn cells(&self) -> usize {
         self.reps.values().map(|e| e.cells.len()).sum()
     }

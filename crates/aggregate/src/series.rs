@@ -39,10 +39,12 @@ pub enum Metric {
     Activities,
     OpenPipeline,
     WeightedPipeline,
+    PipelineExpected,
+    WeightedPipelineExpected,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 10] = [
+    pub const ALL: [Metric; 12] = [
         Metric::Bookings,
         Metric::DealsWon,
         Metric::DealsLost,
@@ -53,10 +55,12 @@ impl Metric {
         Metric::Activities,
         Metric::OpenPipeline,
         Metric::WeightedPipeline,
+        Metric::PipelineExpected,
+        Metric::WeightedPipelineExpected,
     ];
 
     /// The metrics computed from deals (the rest come from activities).
-    pub const DEALS: [Metric; 9] = [
+    pub const DEALS: [Metric; 11] = [
         Metric::Bookings,
         Metric::DealsWon,
         Metric::DealsLost,
@@ -66,6 +70,8 @@ impl Metric {
         Metric::PipelineCreated,
         Metric::OpenPipeline,
         Metric::WeightedPipeline,
+        Metric::PipelineExpected,
+        Metric::WeightedPipelineExpected,
     ];
 
     pub const ACTIVITIES: [Metric; 1] = [Metric::Activities];
@@ -82,6 +88,8 @@ impl Metric {
             Metric::Activities => "activities",
             Metric::OpenPipeline => "open_pipeline",
             Metric::WeightedPipeline => "weighted_pipeline",
+            Metric::PipelineExpected => "pipeline_expected",
+            Metric::WeightedPipelineExpected => "weighted_pipeline_expected",
         }
     }
 
@@ -94,13 +102,20 @@ impl Metric {
         match self {
             Metric::Activities => Some("kind"),
             Metric::OpenPipeline => Some("stage"),
+            Metric::PipelineExpected | Metric::WeightedPipelineExpected => Some("period_type"),
             _ => None,
         }
     }
 
     /// Whether the metric has a `window` label (the others are current state).
     pub fn windowed(self) -> bool {
-        !matches!(self, Metric::OpenPipeline | Metric::WeightedPipeline)
+        !matches!(
+            self,
+            Metric::OpenPipeline
+                | Metric::WeightedPipeline
+                | Metric::PipelineExpected
+                | Metric::WeightedPipelineExpected
+        )
     }
 }
 

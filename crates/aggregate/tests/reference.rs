@@ -276,6 +276,11 @@ impl Reference {
                     put("open_pipeline", stage_names[usize::from(*s)], "", *a);
                 }
                 put("weighted_pipeline", "", "", acc.weighted);
+                // No scenario here sets an expected close date.
+                for period in ["week", "month", "quarter", "year"] {
+                    put("pipeline_expected", period, "", Decimal::ZERO);
+                    put("weighted_pipeline_expected", period, "", Decimal::ZERO);
+                }
             }
         }
         out

@@ -29,6 +29,12 @@ pub fn help(scope: Scope, metric: Metric) -> String {
         Metric::Activities => "Activities in the window, by kind",
         Metric::OpenPipeline => "Amount of open deals now, by stage, in the reporting currency",
         Metric::WeightedPipeline => "Sum of amount x stage probability over open deals now",
+        Metric::PipelineExpected => {
+            "Amount of open deals whose expected close date falls in the current week, month, quarter or year"
+        }
+        Metric::WeightedPipelineExpected => {
+            "Weighted amount of open deals whose expected close date falls in the current week, month, quarter or year"
+        }
     };
     format!("{what}, {who}.")
 }

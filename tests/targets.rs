@@ -116,6 +116,17 @@ async fn targets_pace_and_leaderboards_end_to_end() {
         )
         .await;
     }
+    // An open deal expected to close today: weighted 0.8 x 200 = 160 in every current period.
+    let open = json!({"event_id": "e9", "deal_id": "d9", "rep_id": "rep-a", "stage": "negotiation",
+        "amount": "200", "currency": "USD", "created_at": rfc(now - 600), "occurred_at": rfc(now - 60),
+        "expected_close_date": Utc.timestamp_opt(now, 0).single().expect("time").date_naive().to_string()});
+    produce(
+        &p,
+        &topics.deals,
+        Some("d9"),
+        Some(&serde_json::to_vec(&open).expect("json")),
+    )
+    .await;
     let csv = format!(
         "scope,id,metric,kind,period,value,currency\n\
          rep,rep-a,bookings,,{q},1000,USD\n\
@@ -165,6 +176,8 @@ async fn targets_pace_and_leaderboards_end_to_end() {
         expect("sales_rep_expected_to_date", &a, 1000.0 * share, 1e-3);
         expect("sales_rep_pace_ratio", &a, 300.0 / (1000.0 * share), 1e-3);
         expect("sales_rep_projected", &a, 300.0 / share, 1e-3);
+        expect("sales_rep_forecast", &a, 300.0 + 160.0, 1e-12);
+        expect("sales_rep_pipeline_coverage", &a, 200.0 / 700.0, 1e-12);
         let b = [
             ("rep", "rep-b"),
             ("team", "team-x"),
@@ -181,6 +194,8 @@ async fn targets_pace_and_leaderboards_end_to_end() {
             ("period_type", "quarter"),
         ];
         expect("sales_team_attainment_ratio", &x, 800.0 / 4000.0, 1e-12);
+        expect("sales_team_forecast", &x, 800.0 + 160.0, 1e-12);
+        expect("sales_team_pipeline_coverage", &x, 200.0 / 3200.0, 1e-12);
         let o = [
             ("metric", "bookings"),
             ("period", q.as_str()),
@@ -188,6 +203,7 @@ async fn targets_pace_and_leaderboards_end_to_end() {
         ];
         expect("sales_org_attainment_ratio", &o, 900.0 / 10000.0, 1e-12);
         expect("sales_org_gap", &o, 9100.0, 1e-12);
+        expect("sales_org_forecast", &o, 900.0 + 160.0, 1e-12);
         let c = [
             ("rep", "rep-c"),
             ("team", "team-y"),

@@ -18,7 +18,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use salespulse_aggregate::{Scope, Window};
 use salespulse_expose::{AppState, Board, Health};
-use salespulse_targets::{Actual, Elapsed, Out, TargetMetric, TargetsBoard};
+use salespulse_targets::{Actual, Elapsed, Expected, Out, PeriodType, TargetMetric, TargetsBoard};
 use tracing::{error, info, warn};
 
 use crate::config::Settings;
@@ -41,6 +41,12 @@ fn help(family: &str) -> &'static str {
         _ if family.ends_with("_expected_to_date") => "Target x elapsed share of the period.",
         _ if family.ends_with("_pace_ratio") => "Actual / expected to date.",
         _ if family.ends_with("_projected") => "Run-rate projection: actual / elapsed share.",
+        _ if family.ends_with("_forecast") => {
+            "Actual + weighted open pipeline expected to close in the period (bookings)."
+        }
+        _ if family.ends_with("_pipeline_coverage") => {
+            "Open pipeline expected to close in the period / remaining gap (bookings)."
+        }
         _ => match suffix {
             "target" => "Target for the period, in the reporting currency for amounts.",
             "gap" => "Target - actual, floored at 0.",
@@ -82,17 +88,39 @@ fn families(out: Vec<Out>) -> Vec<MetricFamily> {
         .collect()
 }
 
-/// An actual from a `sales.metrics` record, if it is one the targets use.
-fn actual(m: &BorrowedMessage<'_>, format: salespulse_publish::PublishFormat) -> Option<Actual> {
+/// What a `sales.metrics` record means to the targets, if anything.
+enum Input {
+    Actual(Actual),
+    Expected(Expected),
+}
+
+fn input(m: &BorrowedMessage<'_>, format: salespulse_publish::PublishFormat) -> Option<Input> {
     let r = salespulse_publish::decode(m.payload()?, format_of(m, format))?;
-    let metric = TargetMetric::from_name(&r.metric)?;
     let scope = match r.scope.as_str() {
         "rep" => Scope::Rep,
         "team" => Scope::Team,
         "org" => Scope::Org,
         _ => return None,
     };
-    Some(Actual {
+    let weighted = match r.metric.as_str() {
+        "pipeline_expected" => Some(false),
+        "weighted_pipeline_expected" => Some(true),
+        _ => None,
+    };
+    if let Some(weighted) = weighted {
+        let period_type = PeriodType::ALL
+            .into_iter()
+            .find(|p| r.labels.get("period_type").map(String::as_str) == Some(p.label()))?;
+        return Some(Input::Expected(Expected {
+            scope,
+            id: r.id,
+            period_type,
+            weighted,
+            value: r.value,
+        }));
+    }
+    let metric = TargetMetric::from_name(&r.metric)?;
+    Some(Input::Actual(Actual {
         scope,
         id: r.id,
         team: r.team,
@@ -100,7 +128,7 @@ fn actual(m: &BorrowedMessage<'_>, format: salespulse_publish::PublishFormat) ->
         kind: r.labels.get("kind").cloned(),
         window: Window::from_label(&r.window)?,
         value: r.value,
-    })
+    }))
 }
 
 /// Runs the targets service until `shutdown` resolves.
@@ -260,7 +288,15 @@ pub async fn run_targets(
                 }
                 let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { continue };
                 if topic == t.metrics {
-                    board.set_actual(key, actual(&m, format));
+                    // A key keeps its metric, so a tombstone clears whichever map holds it.
+                    match input(&m, format) {
+                        Some(Input::Actual(a)) => board.set_actual(key, Some(a)),
+                        Some(Input::Expected(e)) => board.set_expected(key, Some(e)),
+                        None => {
+                            board.set_actual(key, None);
+                            board.set_expected(key, None);
+                        }
+                    }
                     metrics_counters.0.inc();
                     continue;
                 }

@@ -47,11 +47,26 @@ pub const RANKED: [TargetMetric; 3] = [
     TargetMetric::Activities,
 ];
 
+/// Open pipeline expected to close in the current period of one type, as published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub scope: Scope,
+    pub id: String,
+    pub period_type: PeriodType,
+    /// Weighted by stage probability, or not.
+    pub weighted: bool,
+    pub value: Decimal,
+}
+
+type ExpectedIdx = (Scope, String, PeriodType, bool);
+
 #[derive(Debug, Default)]
 pub struct TargetsBoard {
     targets: HashMap<String, Target>,
     actuals: HashMap<String, (Idx, String, Decimal)>,
     index: HashMap<Idx, Decimal>,
+    expected_by_key: HashMap<String, (ExpectedIdx, Decimal)>,
+    expected: HashMap<ExpectedIdx, Decimal>,
 }
 
 fn f(d: Decimal) -> f64 {
@@ -113,6 +128,30 @@ impl TargetsBoard {
                 kind: kind.map(str::to_owned),
                 window,
             })
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Applies one expected-pipeline record of `sales.metrics`; `None` is a tombstone.
+    pub fn set_expected(&mut self, key: &str, e: Option<Expected>) {
+        if let Some((idx, v)) = self.expected_by_key.remove(key) {
+            if let Some(sum) = self.expected.get_mut(&idx) {
+                *sum -= v;
+                if sum.is_zero() {
+                    self.expected.remove(&idx);
+                }
+            }
+        }
+        if let Some(e) = e {
+            let idx = (e.scope, e.id, e.period_type, e.weighted);
+            *self.expected.entry(idx.clone()).or_default() += e.value;
+            self.expected_by_key.insert(key.to_owned(), (idx, e.value));
+        }
+    }
+
+    fn expected_sum(&self, scope: Scope, id: &str, p: PeriodType, weighted: bool) -> Decimal {
+        self.expected
+            .get(&(scope, id.to_owned(), p, weighted))
             .copied()
             .unwrap_or_default()
     }
@@ -195,6 +234,17 @@ impl TargetsBoard {
             push("gap", (target - actual).max(0.0));
             if share > 0.0 {
                 push("projected", actual / share);
+            }
+            // Forecast and coverage weigh money in the pipeline: bookings targets only.
+            if t.metric == TargetMetric::Bookings {
+                let kind = t.period.kind;
+                let weighted = f(self.expected_sum(t.scope, &t.id, kind, true));
+                let open = f(self.expected_sum(t.scope, &t.id, kind, false));
+                push("forecast", actual + weighted);
+                let gap = target - actual;
+                if gap > 0.0 {
+                    push("pipeline_coverage", open / gap);
+                }
             }
         }
         for (p, share) in &periods {

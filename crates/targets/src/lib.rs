@@ -7,7 +7,7 @@ mod elapsed;
 mod period;
 mod target;
 
-pub use board::{Actual, Out, TargetsBoard, RANKED};
+pub use board::{Actual, Expected, Out, TargetsBoard, RANKED};
 pub use elapsed::Elapsed;
 pub use period::{Period, PeriodError, PeriodType};
 pub use target::{Target, TargetError, TargetMetric, TargetRules};

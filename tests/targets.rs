@@ -73,6 +73,8 @@ async fn targets_pace_and_leaderboards_end_to_end() {
     let group = format!("g-{}", topics.suffix);
     // Calendar time makes the elapsed share easy to recompute here.
     set_service_env("targets", "SALESPULSE_CALENDAR__BUSINESS_DAYS", "false");
+    set_service_env("targets", "SALESPULSE_ALERTS__HOLD_SECONDS", "0");
+    set_service_env("targets", "SALESPULSE_ALERTS__MIN_ELAPSED", "0");
     let (dport, aport, tport) = (free_port(), free_port(), free_port());
     let mut deals = Service::start("deals", &topics, dport, &group);
     let mut acts = Service::start("activities", &topics, aport, &group);
@@ -127,13 +129,18 @@ async fn targets_pace_and_leaderboards_end_to_end() {
         Some(&serde_json::to_vec(&open).expect("json")),
     )
     .await;
+    // rep-c's bookings target puts its pace at 0.4, well under the 0.8 threshold, whatever
+    // the day of the quarter; its attainment (0.4 x elapsed share) stays under 50 %.
+    let share0 = (now - q_start) as f64 / (q_end - q_start) as f64;
+    let c_target = format!("{:.2}", 100.0 / (0.4 * share0));
     let csv = format!(
         "scope,id,metric,kind,period,value,currency\n\
          rep,rep-a,bookings,,{q},1000,USD\n\
          rep,rep-b,bookings,,{q},925.93,EUR\n\
          team,team-x,bookings,,{q},4000,USD\n\
          org,org,bookings,,{q},10000,USD\n\
-         rep,rep-c,deals_won,,{q},4,\n"
+         rep,rep-c,deals_won,,{q},4,\n\
+         rep,rep-c,bookings,,{q},{c_target},USD\n"
     );
     let out = import(&topics, &csv);
     assert!(
@@ -301,6 +308,96 @@ async fn targets_pace_and_leaderboards_end_to_end() {
         complaints.trim().is_empty(),
         "promtool check metrics: {complaints}"
     );
+    // Alerts and celebrations, exactly once per transition across the restart.
+    let c_alert = format!("pace/rep/rep-c/bookings/{q}");
+    wait_for(&topics.alerts, |recs| {
+        recs.iter()
+            .any(|(k, v)| k == &c_alert && v["state"] == "firing")
+    })
+    .await;
+    // rep-c's target drops: its pace jumps above threshold + margin, and its attainment passes
+    // every milestone.
+    let out = import(
+        &topics,
+        &format!("scope,id,metric,kind,period,value,currency\nrep,rep-c,bookings,,{q},10,USD\n"),
+    );
+    assert!(out.status.success());
+    wait_for(&topics.alerts, |recs| {
+        recs.iter()
+            .any(|(k, v)| k == &c_alert && v["state"] == "resolved")
+    })
+    .await;
+    // rep-a overtakes rep-b at the top of team-x: a new leader, and rep-a's milestones.
+    let big = json!({"event_id": "e10", "deal_id": "d10", "rep_id": "rep-a", "stage": "closed_won",
+        "amount": "1000", "currency": "USD", "created_at": rfc(now - 3600), "occurred_at": rfc(now - 30)});
+    produce(
+        &p,
+        &topics.deals,
+        Some("d10"),
+        Some(&serde_json::to_vec(&big).expect("json")),
+    )
+    .await;
+    let leader = format!("new_leader/team-x/bookings/{q}/rep-a");
+    wait_for(&topics.celebrations, |recs| {
+        recs.iter().any(|(k, _)| k == &leader)
+    })
+    .await;
+    assert!(targets.terminate().success());
+    let mut targets = Service::start("targets", &topics, tport, &group);
+    targets.wait_ready(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let alerts = read_json(&topics.alerts);
+    let c: Vec<&str> = alerts
+        .iter()
+        .filter(|(k, _)| k == &c_alert)
+        .map(|(_, v)| v["state"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        c,
+        ["firing", "resolved"],
+        "rep-c's alert fired once and resolved once"
+    );
+    for (k, v) in &alerts {
+        let n = alerts
+            .iter()
+            .filter(|(k2, v2)| k2 == k && v2["state"] == v["state"])
+            .count();
+        assert!(
+            n <= 1 || v["state"] == "resolved",
+            "{k} {} twice",
+            v["state"]
+        );
+    }
+    let celebrations: Vec<String> = read_json(&topics.celebrations)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let mut want: Vec<String> = ["50", "75", "100", "150"]
+        .iter()
+        .map(|m| format!("milestone/rep/rep-c/bookings/{q}/{m}"))
+        .chain(
+            ["50", "75", "100"]
+                .iter()
+                .map(|m| format!("milestone/rep/rep-a/bookings/{q}/{m}")),
+        )
+        .chain([
+            format!("milestone/rep/rep-b/bookings/{q}/50"),
+            leader.clone(),
+        ])
+        .collect();
+    want.sort();
+    let mut got = celebrations.clone();
+    got.sort();
+    assert_eq!(
+        got, want,
+        "every celebration exactly once, none repeated by the restart"
+    );
+    println!(
+        "targets: {} alert records, {} celebrations, no duplicates after a restart",
+        alerts.len(),
+        celebrations.len()
+    );
+
     let dlq: Vec<_> = read_topic(&topics.deadletter)
         .into_iter()
         .filter(|r| r.headers.get("source.topic") == Some(&topics.targets))
@@ -316,6 +413,35 @@ async fn targets_pace_and_leaderboards_end_to_end() {
     );
     drop(deals);
     drop(acts);
+}
+
+/// Every record of a topic as (key, JSON value), in order.
+fn read_json(topic: &str) -> Vec<(String, serde_json::Value)> {
+    read_topic(topic)
+        .into_iter()
+        .map(|r| {
+            let key = String::from_utf8(r.key.unwrap_or_default()).expect("utf-8 key");
+            let value = r
+                .value
+                .map(|v| serde_json::from_slice(&v).expect("JSON value"))
+                .unwrap_or_default();
+            (key, value)
+        })
+        .collect()
+}
+
+async fn wait_for(topic: &str, done: impl Fn(&[(String, serde_json::Value)]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if done(&read_json(topic)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: expected record did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn converge(svc: &Service, diffs: impl Fn(&BTreeMap<String, f64>) -> Vec<String>) {

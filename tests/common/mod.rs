@@ -45,6 +45,8 @@ pub struct Topics {
     pub roster: String,
     pub metrics: String,
     pub targets: String,
+    pub alerts: String,
+    pub celebrations: String,
     pub deadletter: String,
     pub suffix: String,
 }
@@ -62,6 +64,8 @@ impl Topics {
             roster: format!("t.{suffix}.roster"),
             metrics: format!("t.{suffix}.metrics"),
             targets: format!("t.{suffix}.targets"),
+            alerts: format!("t.{suffix}.alerts"),
+            celebrations: format!("t.{suffix}.celebrations"),
             deadletter: format!("t.{suffix}.deadletter"),
             suffix,
         }
@@ -155,6 +159,8 @@ impl Service {
             .env("SALESPULSE_TOPICS__METRICS", &topics.metrics)
             .env("SALESPULSE_TOPICS__DEADLETTER", &topics.deadletter)
             .env("SALESPULSE_TOPICS__TARGETS", &topics.targets)
+            .env("SALESPULSE_TOPICS__ALERTS", &topics.alerts)
+            .env("SALESPULSE_TOPICS__CELEBRATIONS", &topics.celebrations)
             .env("SALESPULSE_LOG__FORMAT", "text")
             .envs(extra_env(name))
             .stdout(Stdio::null())

@@ -33,6 +33,8 @@ pub struct Settings {
     pub activities: ServiceSettings,
     /// Settings of the targets service.
     pub targets: ServiceSettings,
+    /// When the targets service raises drift alerts and celebrations.
+    pub alerts: salespulse_targets::EventRules,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +64,8 @@ pub struct TopicSettings {
     pub roster: String,
     pub metrics: String,
     pub targets: String,
+    pub alerts: String,
+    pub celebrations: String,
     pub deadletter: String,
     /// Partitions of the topics a service creates when they are missing.
     pub partitions: i32,
@@ -78,6 +82,8 @@ impl Default for TopicSettings {
             roster: "sales.roster".into(),
             metrics: "sales.metrics".into(),
             targets: "sales.targets".into(),
+            alerts: "sales.alerts".into(),
+            celebrations: "sales.celebrations".into(),
             deadletter: "sales.deadletter".into(),
             partitions: 3,
             replication_factor: 1,

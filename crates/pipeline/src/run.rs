@@ -604,21 +604,22 @@ pub(crate) fn high_watermarks(
     Ok(out)
 }
 
-/// Reads the compacted metrics topic to the end and keeps this service's latest values.
-async fn read_board(settings: &Settings, metrics: &'static [Metric]) -> Result<Differ, Error> {
-    let topic = settings.topics.metrics.clone();
+/// Reads a topic from its beginning to its current end, handing each record's key and value
+/// (`None` for a tombstone) to `f`.
+pub(crate) async fn read_to_end(
+    settings: &Settings,
+    topic: &str,
+    mut f: impl FnMut(&str, Option<&[u8]>),
+) -> Result<(), Error> {
     let c: StreamConsumer = client_config(settings)
-        .set("group.id", "salespulse-board-reader")
+        .set("group.id", "salespulse-topic-reader")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
-        .map_err(|e| Error::kafka("creating the board reader", e))?;
-    let parts = assign_from_beginning(&c, &topic)?;
-    let end = high_watermarks(&c, &topic, &parts)?;
-    let format = settings.publish.format;
-    let mut latest: HashMap<String, Option<rust_decimal::Decimal>> = HashMap::new();
+        .map_err(|e| Error::kafka("creating a topic reader", e))?;
+    let parts = assign_from_beginning(&c, topic)?;
+    let end = high_watermarks(&c, topic, &parts)?;
     let mut pos: HashMap<i32, i64> = HashMap::new();
-    let names: Vec<&str> = metrics.iter().map(|m| m.name()).collect();
     while end
         .iter()
         .any(|(p, e)| pos.get(p).copied().unwrap_or(0) < *e)
@@ -626,20 +627,32 @@ async fn read_board(settings: &Settings, metrics: &'static [Metric]) -> Result<D
         let m = tokio::time::timeout(Duration::from_secs(30), c.recv())
             .await
             .map_err(|_| Error::Config(format!("reading {topic} timed out")))?
-            .map_err(|e| Error::kafka("reading the metrics topic", e))?;
+            .map_err(|e| Error::kafka("reading a topic", e))?;
         pos.insert(m.partition(), m.offset() + 1);
-        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-            continue;
-        };
-        if !metric_of_key(key).is_some_and(|n| names.contains(&n)) {
-            continue;
+        if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+            f(key, m.payload());
         }
-        let value = m
-            .payload()
-            .and_then(|p| salespulse_publish::decode(p, format_of(&m, format)))
-            .map(|r| r.value);
-        latest.insert(key.to_owned(), value);
     }
+    Ok(())
+}
+
+/// Reads the compacted metrics topic to the end and keeps this service's latest values.
+async fn read_board(settings: &Settings, metrics: &'static [Metric]) -> Result<Differ, Error> {
+    let format = settings.publish.format;
+    let names: Vec<&str> = metrics.iter().map(|m| m.name()).collect();
+    let mut latest: HashMap<String, Option<rust_decimal::Decimal>> = HashMap::new();
+    read_to_end(settings, &settings.topics.metrics, |key, payload| {
+        if !metric_of_key(key).is_some_and(|n| names.contains(&n)) {
+            return;
+        }
+        // Records written as protobuf say so in their header; the rest follow the setting.
+        let value = payload.and_then(|p| {
+            salespulse_publish::decode(p, format)
+                .or_else(|| salespulse_publish::decode(p, other_format(format)))
+        });
+        latest.insert(key.to_owned(), value.map(|r| r.value));
+    })
+    .await?;
     let mut differ = Differ::default();
     for (k, v) in latest {
         if let (Some(subject), Some(v)) = (subject_of_key(&k), v) {
@@ -647,6 +660,13 @@ async fn read_board(settings: &Settings, metrics: &'static [Metric]) -> Result<D
         }
     }
     Ok(differ)
+}
+
+fn other_format(f: PublishFormat) -> PublishFormat {
+    match f {
+        PublishFormat::Json => PublishFormat::Protobuf,
+        PublishFormat::Protobuf => PublishFormat::Json,
+    }
 }
 
 pub(crate) fn format_of(m: &BorrowedMessage<'_>, default: PublishFormat) -> PublishFormat {

@@ -18,12 +18,14 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use salespulse_aggregate::{Scope, Window};
 use salespulse_expose::{AppState, Board, Health};
-use salespulse_targets::{Actual, Elapsed, Expected, Out, PeriodType, TargetMetric, TargetsBoard};
+use salespulse_targets::{
+    Actual, Elapsed, EventTopic, Expected, Notifier, Out, PeriodType, TargetMetric, TargetsBoard,
+};
 use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::kafka::{client_config, ensure_topics, partitions, TopicSpec};
-use crate::run::{format_of, now_ms, settle};
+use crate::run::{format_of, now_ms, read_to_end, settle};
 use crate::Error;
 
 /// Help text of each family the targets service exposes.
@@ -174,6 +176,16 @@ pub async fn run_targets(
                     compacted: true,
                 },
                 TopicSpec {
+                    name: t.alerts.clone(),
+                    partitions: 1,
+                    compacted: true,
+                },
+                TopicSpec {
+                    name: t.celebrations.clone(),
+                    partitions: 1,
+                    compacted: true,
+                },
+                TopicSpec {
                     name: t.metrics.clone(),
                     partitions: t.partitions,
                     compacted: true,
@@ -188,8 +200,36 @@ pub async fn run_targets(
         .await?;
     }
     let producer: FutureProducer = client_config(&settings)
+        .set("enable.idempotence", "true")
         .create()
         .map_err(|e| Error::kafka("creating the producer", e))?;
+    // What was already announced: events are new only against what their topics hold.
+    let mut notifier = Notifier::new(settings.alerts.clone());
+    read_to_end(&settings, &t.alerts, |key, value| {
+        let v = value.and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok());
+        notifier.restore_alert(key, v.as_ref());
+    })
+    .await?;
+    read_to_end(&settings, &t.celebrations, |key, _| {
+        notifier.restore_celebration(key)
+    })
+    .await?;
+    info!(
+        firing = notifier.firing(),
+        "restored alert states and sent celebrations"
+    );
+    let alert_counter = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "sales_announcements_total",
+            "Alert and celebration records produced, by topic and kind.",
+        ),
+        &["topic", "kind"],
+    )
+    .map_err(|e| Error::Config(e.to_string()))?;
+    health
+        .registry
+        .register(Box::new(alert_counter.clone()))
+        .map_err(|e| Error::Config(e.to_string()))?;
     let consumer: StreamConsumer = client_config(&settings)
         .set("group.id", &svc.group_id)
         .set("enable.auto.commit", "false")
@@ -253,11 +293,33 @@ pub async fn run_targets(
             _ = &mut shutdown => break,
             _ = tick.tick() => {
                 let now = now_ms().div_euclid(1000);
-                let fams = families(board.series(now, &cal, &elapsed));
+                let outs = board.series(now, &cal, &elapsed);
+                // Settle first: an event is decided only against what earlier ones delivered.
+                settle(&mut pending).await?;
+                // Until both inputs are read to their end the board is partial; alerts and
+                // celebrations decided on it would be wrong.
+                if ends.is_empty() {
+                    for ev in notifier.evaluate(&outs, now) {
+                        let (topic, kind) = match ev.topic {
+                            EventTopic::Alerts => (&t.alerts, ev.value["state"].as_str().unwrap_or_default().to_owned()),
+                            EventTopic::Celebrations => (&t.celebrations, ev.value["celebration"].as_str().unwrap_or_default().to_owned()),
+                        };
+                        info!(topic = %topic, key = %ev.key, "announcing");
+                        alert_counter.with_label_values(&[topic.as_str(), kind.as_str()]).inc();
+                        let payload = serde_json::to_vec(&ev.value).unwrap_or_default();
+                        let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some("application/json") });
+                        let rec = FutureRecord::to(topic).key(&ev.key).payload(&payload).headers(headers);
+                        match producer.send_result(rec) {
+                            Ok(f) => pending.push(f),
+                            Err((e, _)) => return Err(Error::kafka("producing an event", e)),
+                        }
+                    }
+                    settle(&mut pending).await?;
+                }
+                let fams = families(outs);
                 if let Ok(mut s) = snapshot.write() {
                     *s = Arc::new(fams);
                 }
-                settle(&mut pending).await?;
                 let mut tpl = TopicPartitionList::new();
                 for (p, o) in &next_target {
                     if reported.get(p).is_none_or(|r| o > r) {

@@ -4,10 +4,12 @@
 
 mod board;
 mod elapsed;
+mod events;
 mod period;
 mod target;
 
 pub use board::{Actual, Expected, Out, TargetsBoard, RANKED};
 pub use elapsed::Elapsed;
+pub use events::{Event, EventRules, EventTopic, Notifier};
 pub use period::{Period, PeriodError, PeriodType};
 pub use target::{Target, TargetError, TargetMetric, TargetRules};

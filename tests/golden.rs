@@ -475,6 +475,7 @@ async fn golden_scenario_end_to_end() {
     require_broker();
     let topics = Topics::unique("golden");
     let group = format!("g-{}", topics.suffix);
+    set_service_env("deals", "SALESPULSE_ALERTS__BIG_DEAL_AMOUNT", "1000");
     let (dport, aport) = (free_port(), free_port());
     let mut deals_svc = Service::start("deals", &topics, dport, &group);
     let mut acts_svc = Service::start("activities", &topics, aport, &group);
@@ -854,6 +855,19 @@ async fn golden_scenario_end_to_end() {
         assert!(original, "dead letter keeps the original bytes");
     }
     println!("dead letters: {} records, reasons {:?}", dlq.len(), reasons);
+
+    // Deals won for at least 1000 USD are celebrated once each, across the crash and restart:
+    // d1 (1500.50 USD), d2 (1000 EUR = 1080 USD, later reopened) and d5 (4200 USD, late).
+    let mut wins: Vec<String> = read_topic(&topics.celebrations)
+        .into_iter()
+        .map(|r| String::from_utf8(r.key.expect("keyed")).expect("utf-8 key"))
+        .collect();
+    wins.sort();
+    assert_eq!(
+        wins,
+        ["big_win/d1", "big_win/d2", "big_win/d5"],
+        "big wins exactly once"
+    );
 
     // The exposition is valid.
     for (name, text) in [

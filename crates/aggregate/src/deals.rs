@@ -292,6 +292,20 @@ pub struct DealsCore {
     ledger: Ledger<DealCell>,
     deals: crate::FastMap<Box<str>, DealState>,
     next_seq: u64,
+    /// Smallest won amount (cents) worth a celebration; `None` records none.
+    big_win: Option<i128>,
+    wins: Vec<Win>,
+}
+
+/// A deal that just became won with a large amount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Win {
+    pub deal_id: String,
+    pub rep: Arc<str>,
+    pub team: Arc<str>,
+    pub amount: Decimal,
+    /// Unix seconds.
+    pub closed_at: i64,
 }
 
 impl DealsCore {
@@ -310,6 +324,8 @@ impl DealsCore {
             ledger: Ledger::new(),
             deals: crate::FastMap::default(),
             next_seq: 0,
+            big_win: None,
+            wins: Vec::new(),
         }
     }
 
@@ -391,6 +407,20 @@ impl DealsCore {
                 self.stages.contribute(cell, &next, true, &b);
             }
         }
+        if let Some(min) = self.big_win {
+            let was_won = previous
+                .as_ref()
+                .is_some_and(|p| self.stages.kind[usize::from(p.stage)] == StageKind::Won);
+            if kind == StageKind::Won && !was_won && next.amount >= min {
+                self.wins.push(Win {
+                    deal_id: ev.deal_id.to_string(),
+                    rep: next.rep.clone(),
+                    team: self.ledger.effective(&next.rep, next.team.as_ref()),
+                    amount: money(next.amount),
+                    closed_at: next.closed_at.unwrap_or_default(),
+                });
+            }
+        }
         match self.deals.get_mut(ev.deal_id.as_ref()) {
             Some(st) => *st = next,
             None => {
@@ -398,6 +428,17 @@ impl DealsCore {
             }
         }
         Outcome::Applied
+    }
+
+    /// Records every deal that becomes won with at least `min` (reporting currency) from now
+    /// on, for [`DealsCore::take_wins`].
+    pub fn track_big_wins(&mut self, min: Decimal) {
+        self.big_win = Some(cents(min));
+    }
+
+    /// The big wins recorded since the last call.
+    pub fn take_wins(&mut self) -> Vec<Win> {
+        std::mem::take(&mut self.wins)
     }
 
     /// Moves the clock forward (never back) and every window with it.

@@ -74,7 +74,7 @@ impl<C: Cell> Ledger<C> {
         self.names.retain(|a| Arc::strong_count(a) > 1);
     }
 
-    fn effective(&self, rep: &str, team: Option<&Arc<str>>) -> Arc<str> {
+    pub fn effective(&self, rep: &str, team: Option<&Arc<str>>) -> Arc<str> {
         team.or_else(|| self.roster.get(rep))
             .unwrap_or(&self.unassigned)
             .clone()

@@ -15,7 +15,7 @@ mod windowed;
 
 pub use activities::{bucket_of, ActivitiesCore, Counts, MINUTE_BUCKETS_SECONDS};
 pub use calendar::{Bounds, Calendar, CalendarError, Window, WINDOWS};
-pub use deals::{DealSums, DealsCore};
+pub use deals::{DealSums, DealsCore, Win};
 pub use diff::{metric_of_key, series_key, subject_of_key, Change, Differ};
 pub use ledger::UNASSIGNED;
 pub use series::{Metric, Scope, Series, Subject, SubjectSeries, RATIO_DP};

@@ -2,6 +2,7 @@
 
 use salespulse_aggregate::{ActivitiesCore, Calendar, DealsCore, Metric, Outcome, SubjectSeries};
 use salespulse_decode::{Contract, DecodeError, Format, RosterEvent};
+use salespulse_targets::EventRules;
 
 use crate::config::TopicSettings;
 
@@ -28,6 +29,14 @@ pub trait Processor: Send + 'static {
     fn drain_changes(&mut self) -> Vec<SubjectSeries>;
     /// Sizes of the in-memory state, by kind.
     fn state_sizes(&self) -> Vec<(&'static str, usize)>;
+
+    /// Whether this service announces celebrations (to `sales.celebrations`).
+    const CELEBRATES: bool = false;
+    fn enable_celebrations(&mut self, _rules: &EventRules) {}
+    /// Celebrations (key, value) decided since the last call.
+    fn take_celebrations(&mut self) -> Vec<(String, serde_json::Value)> {
+        Vec::new()
+    }
 }
 
 impl Processor for DealsCore {
@@ -66,6 +75,28 @@ impl Processor for DealsCore {
     }
     fn state_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![("deals", self.deals()), ("cells", self.cells())]
+    }
+
+    const CELEBRATES: bool = true;
+    fn enable_celebrations(&mut self, rules: &EventRules) {
+        self.track_big_wins(rules.big_deal_amount);
+    }
+    fn take_celebrations(&mut self) -> Vec<(String, serde_json::Value)> {
+        self.take_wins()
+            .into_iter()
+            .map(|w| {
+                let closed = chrono::DateTime::from_timestamp(w.closed_at, 0)
+                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                (
+                    format!("big_win/{}", w.deal_id),
+                    serde_json::json!({
+                        "celebration": "big_win", "deal_id": w.deal_id, "rep": &*w.rep,
+                        "team": &*w.team, "amount": w.amount, "closed_at": closed,
+                    }),
+                )
+            })
+            .collect()
     }
 }
 

@@ -107,6 +107,26 @@ pub async fn run<P: Processor>(
     // What /metrics shows starts empty; what the topic holds starts from the topic.
     let mut shown = Differ::default();
     let mut core = P::new(&contract, cal, now_ms());
+    // Celebrations already on their topic are never announced again.
+    let mut celebrated: std::collections::HashSet<String> = Default::default();
+    if P::CELEBRATES {
+        core.enable_celebrations(&settings.alerts);
+        if t.create {
+            ensure_topics(
+                &settings,
+                &[TopicSpec {
+                    name: t.celebrations.clone(),
+                    partitions: 1,
+                    compacted: true,
+                }],
+            )
+            .await?;
+        }
+        read_to_end(&settings, &t.celebrations, |key, _| {
+            celebrated.insert(key.to_owned());
+        })
+        .await?;
+    }
 
     let producer: FutureProducer = client_config(&settings)
         .set("linger.ms", "5")
@@ -223,7 +243,16 @@ pub async fn run<P: Processor>(
                     }
                 }
                 core.tick(now_ms());
+                // Replayed records decided their celebrations in an earlier run.
+                let wins = core.take_celebrations();
                 if !restoring {
+                    for (key, value) in wins {
+                        if celebrated.insert(key.clone()) {
+                            info!(key = %key, "announcing");
+                            let payload = serde_json::to_vec(&value).unwrap_or_default();
+                            ctx.enqueue(FutureRecord::to(&t.celebrations).key(key.as_bytes()).payload(payload.as_slice())).await?;
+                        }
+                    }
                     let subjects = core.drain_changes();
                     board.apply(&shown.diff(subjects.clone()));
                     let changes = differ.diff(subjects);

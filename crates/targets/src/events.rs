@@ -25,6 +25,9 @@ pub struct EventRules {
     pub min_elapsed: f64,
     /// Attainment milestones, in percent.
     pub milestones: Vec<u32>,
+    /// A deal won for at least this amount (reporting currency) is celebrated by the deals
+    /// service.
+    pub big_deal_amount: rust_decimal::Decimal,
 }
 
 impl Default for EventRules {
@@ -35,6 +38,7 @@ impl Default for EventRules {
             hold_seconds: 1800,
             min_elapsed: 0.2,
             milestones: vec![50, 75, 100, 150],
+            big_deal_amount: rust_decimal::Decimal::from(50_000),
         }
     }
 }

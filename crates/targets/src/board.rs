@@ -437,6 +437,57 @@ mod tests {
     }
 
     #[test]
+    fn at_a_quarter_boundary_the_new_quarter_takes_over() {
+        let cal = Calendar::utc();
+        let e = Elapsed::new(cal, false, []);
+        let mut b = TargetsBoard::default();
+        for (period, value) in [("2026-Q4", "1000"), ("2027-Q1", "2000")] {
+            let t = rules()
+                .from_fields("team", "x", "bookings", None, period, value, None)
+                .expect("valid");
+            b.set_target(&t.key(), Some(t));
+        }
+        let team_actual = |v: i64| Actual {
+            scope: Scope::Team,
+            id: "x".into(),
+            team: "x".into(),
+            metric: TargetMetric::Bookings,
+            kind: None,
+            window: Window::Qtd,
+            value: Decimal::from(v),
+        };
+        b.set_actual("k", Some(team_actual(500)));
+        let last = ts("2026-12-31T23:59:59Z");
+        let out = b.series(last, &cal, &e);
+        let q4 = [("team", "x"), ("period", "2026-Q4")];
+        let q1 = [("team", "x"), ("period", "2027-Q1")];
+        assert_eq!(
+            get(&out, "sales_team_attainment_ratio", &q4).map(|o| o.value),
+            Some(0.5)
+        );
+        assert!(get(&out, "sales_team_attainment_ratio", &q1).is_none());
+        // The deals service's qtd window restarts at the boundary; the next record says 0.
+        b.set_actual("k", Some(team_actual(0)));
+        let first = ts("2027-01-01T00:00:00Z");
+        let out = b.series(first, &cal, &e);
+        assert!(get(&out, "sales_team_attainment_ratio", &q4).is_none());
+        assert_eq!(
+            get(&out, "sales_team_target", &q4).map(|o| o.value),
+            Some(1000.0)
+        );
+        assert_eq!(
+            get(&out, "sales_team_attainment_ratio", &q1).map(|o| o.value),
+            Some(0.0)
+        );
+        assert_eq!(
+            get(&out, "sales_team_gap", &q1).map(|o| o.value),
+            Some(2000.0)
+        );
+        let elapsed = get(&out, "sales_period_elapsed_ratio", &[("period", "2027-Q1")]);
+        assert_eq!(elapsed.map(|o| o.value), Some(0.0));
+    }
+
+    #[test]
     fn ranks_share_ties_and_team_share_sums_to_one() {
         let cal = Calendar::utc();
         let mut b = TargetsBoard::default();

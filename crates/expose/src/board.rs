@@ -2,8 +2,9 @@
 //! loop (which writes only the series that changed) and `/metrics` (which reads them all).
 //! A sharded map keeps a scrape from ever holding a lock the ingest loop needs for long.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use dashmap::DashMap;
 use prometheus::proto::{Gauge, LabelPair, Metric as PromMetric, MetricFamily, MetricType};
@@ -27,6 +28,9 @@ pub struct Exposed {
     pub windows: HashSet<Window>,
     /// Metric names (without scope) to expose; empty means all.
     pub metrics: HashSet<Metric>,
+    /// Most series one family may hold on `/metrics` (0: no limit). New series beyond it are
+    /// refused and counted, so that a flood of ids cannot exhaust memory or Prometheus.
+    pub max_series_per_family: usize,
 }
 
 impl Exposed {
@@ -43,6 +47,10 @@ impl Exposed {
 pub struct Board {
     series: DashMap<String, Entry>,
     exposed: Exposed,
+    /// Series per family; written by the single loop that applies changes.
+    counts: Mutex<HashMap<(Scope, Metric), usize>>,
+    /// Series refused by the cap, per family name.
+    refused: DashMap<String, u64>,
 }
 
 impl Board {
@@ -50,7 +58,17 @@ impl Board {
         Board {
             series: DashMap::new(),
             exposed,
+            counts: Mutex::default(),
+            refused: DashMap::new(),
         }
+    }
+
+    /// Series refused by the per-family cap since start, by family.
+    pub fn refused(&self) -> Vec<(String, u64)> {
+        self.refused
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -62,12 +80,32 @@ impl Board {
     }
 
     pub fn apply(&self, changes: &[Change]) {
+        let Ok(mut counts) = self.counts.lock() else {
+            return;
+        };
+        let cap = self.exposed.max_series_per_family;
         for c in changes {
             match &c.series {
                 None => {
-                    self.series.remove(&c.key);
+                    if let Some((_, e)) = self.series.remove(&c.key) {
+                        if let Some(n) = counts.get_mut(&(e.scope, e.metric)) {
+                            *n = n.saturating_sub(1);
+                        }
+                    }
                 }
                 Some(s) if self.exposed.admits(s.metric, s.window) => {
+                    let is_new = !self.series.contains_key(&c.key);
+                    let n = counts.entry((s.scope, s.metric)).or_default();
+                    if is_new && cap > 0 && *n >= cap {
+                        *self
+                            .refused
+                            .entry(family_name(s.scope, s.metric))
+                            .or_default() += 1;
+                        continue;
+                    }
+                    if is_new {
+                        *n += 1;
+                    }
                     let mut labels: Vec<(&'static str, Arc<str>)> = Vec::with_capacity(4);
                     if let Some(r) = &s.rep {
                         labels.push(("rep", r.clone()));

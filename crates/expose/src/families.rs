@@ -49,4 +49,5 @@ pub mod health {
     pub const STATE_ENTRIES: &str = "sales_state_entries";
     pub const READY: &str = "sales_ready";
     pub const SCRAPE_SERIES: &str = "sales_board_series";
+    pub const SERIES_REFUSED_TOTAL: &str = "sales_series_refused_total";
 }

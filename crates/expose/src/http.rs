@@ -43,12 +43,45 @@ pub fn render(state: &AppState) -> Vec<u8> {
         .unwrap_or_default();
     families.extend(snapshot.iter().cloned());
     families.extend(state.health.registry.gather());
+    // The encoder refuses empty families: the counter appears with its first refusal.
+    families.extend(refused_family(&state.board));
     let mut buf = Vec::with_capacity(families.len() * 1024);
     if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
         buf.clear();
         buf.extend_from_slice(format!("# encoding failed: {e}\n").as_bytes());
     }
     buf
+}
+
+/// `sales_series_refused_total{family}`: new series the per-family cap kept off `/metrics`.
+fn refused_family(board: &Board) -> Option<prometheus::proto::MetricFamily> {
+    use prometheus::proto::{Counter, LabelPair, Metric, MetricFamily, MetricType};
+    let mut f = MetricFamily::default();
+    f.set_name(crate::families::health::SERIES_REFUSED_TOTAL.to_owned());
+    f.set_help("New series refused by expose.max_series_per_family, by family.".to_owned());
+    f.set_field_type(MetricType::COUNTER);
+    let mut refused = board.refused();
+    if refused.is_empty() {
+        return None;
+    }
+    refused.sort();
+    f.set_metric(
+        refused
+            .into_iter()
+            .map(|(family, n)| {
+                let mut l = LabelPair::default();
+                l.set_name("family".to_owned());
+                l.set_value(family);
+                let mut c = Counter::default();
+                c.set_value(n as f64);
+                let mut m = Metric::default();
+                m.set_label(vec![l]);
+                m.set_counter(c);
+                m
+            })
+            .collect(),
+    );
+    Some(f)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

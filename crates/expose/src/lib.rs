@@ -69,6 +69,42 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_series_cap_refuses_new_series_and_counts_them() {
+        let board = Board::new(Exposed {
+            max_series_per_family: 2,
+            ..Exposed::default()
+        });
+        let series = |rep: &str, v: i64| {
+            let s = Series {
+                scope: Scope::Rep,
+                metric: Metric::Bookings,
+                rep: Some(Arc::from(rep)),
+                team: Some(Arc::from("t")),
+                window: Some(Window::Today),
+                extra: None,
+                value: Decimal::from(v),
+            };
+            Change {
+                key: series_key(&s),
+                series: Some(s),
+            }
+        };
+        board.apply(&[series("a", 1), series("b", 1), series("c", 1)]);
+        assert_eq!(board.len(), 2);
+        assert_eq!(board.refused(), [("sales_rep_bookings".to_owned(), 1)]);
+        // Updating a held series is not refused; a removal frees a slot.
+        board.apply(&[series("a", 2)]);
+        assert_eq!(board.value(&series("a", 0).key), Some(2.0));
+        let gone = Change {
+            key: series("b", 0).key,
+            series: None,
+        };
+        board.apply(&[gone, series("c", 1)]);
+        assert_eq!(board.len(), 2);
+        assert!(board.value(&series("c", 0).key).is_some());
+    }
+
     #[tokio::test]
     async fn readyz_follows_the_flag() {
         let res = router(state(false))

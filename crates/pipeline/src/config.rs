@@ -135,13 +135,26 @@ impl Default for PublishSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExposeSettings {
     /// Windows shown on `/metrics` (empty: all).
     pub windows: Vec<String>,
     /// Metrics shown on `/metrics`, without scope, e.g. `bookings` (empty: all).
     pub metrics: Vec<String>,
+    /// Most series one family may show on `/metrics`; further new series are refused and
+    /// counted in `sales_series_refused_total` (0: no limit).
+    pub max_series_per_family: usize,
+}
+
+impl Default for ExposeSettings {
+    fn default() -> Self {
+        ExposeSettings {
+            windows: Vec::new(),
+            metrics: Vec::new(),
+            max_series_per_family: 250_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -324,7 +337,11 @@ impl Settings {
                     .ok_or_else(|| Error::Config(format!("expose.metrics: unknown metric {m:?}")))
             })
             .collect::<Result<HashSet<_>, _>>()?;
-        Ok(Exposed { windows, metrics })
+        Ok(Exposed {
+            windows,
+            metrics,
+            max_series_per_family: self.expose.max_series_per_family,
+        })
     }
 
     pub fn service(&self, service: &str) -> &ServiceSettings {

@@ -519,3 +519,44 @@ pub fn wait_committed(group: &str, topic: &str, within: Duration) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A record to produce: key, value (`None`: a tombstone), content type.
+pub type RawRecord<'a> = (Option<Vec<u8>>, Option<Vec<u8>>, &'a str);
+
+/// Produces many records quickly (batched), then waits for all to be acknowledged.
+pub fn produce_many(topic: &str, records: &[RawRecord<'_>]) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("linger.ms", "20")
+        .set("message.max.bytes", "2000000")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .expect("producer");
+    for (k, v, ct) in records {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "content-type",
+            value: Some(*ct),
+        });
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(headers);
+        if let Some(k) = k {
+            rec = rec.key(k.as_slice());
+        }
+        if let Some(v) = v {
+            rec = rec.payload(v.as_slice());
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    assert!(Instant::now() < deadline, "producer queue stayed full");
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120))
+        .expect("all records acknowledged");
+}

@@ -231,10 +231,18 @@ impl Contract {
                     Decimal::from_str(s)
                 };
                 parsed.map_err(|e| {
-                    DecodeError::new(
-                        Reason::InvalidAmount,
-                        format!("amount {s:?} is not a decimal: {e}"),
-                    )
+                    // A number too large for a decimal is out of range, not malformed.
+                    if s.parse::<f64>().is_ok_and(f64::is_finite) {
+                        DecodeError::new(
+                            Reason::AmountOutOfRange,
+                            format!("amount {s:?} is out of range"),
+                        )
+                    } else {
+                        DecodeError::new(
+                            Reason::InvalidAmount,
+                            format!("amount {s:?} is not a decimal: {e}"),
+                        )
+                    }
                 })?
             }
             AmountRepr::Float(f) if !f.is_finite() => {

@@ -102,7 +102,7 @@ fn every_contract_violation_has_its_reason() {
     );
     assert_eq!(
         reject(with("amount", json!("99999999999999999999999999999999"))),
-        Reason::InvalidAmount
+        Reason::AmountOutOfRange
     );
     assert_eq!(
         reject(with("amount", json!("1e13"))),

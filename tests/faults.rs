@@ -1,0 +1,228 @@
+//! Crashes during a stream: the deals and activities services are killed with SIGKILL at
+//! random moments, at least ten times, while the simulator streams 200,000 records, and
+//! restarted each time. At the end their numbers must equal those of a clean run over the same
+//! input, the metrics topic must rebuild the same board, and no output record may repeat.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use salespulse_e2e::*;
+
+const RECORDS: u64 = 200_000;
+const KILLS: usize = 10;
+
+fn business(text: &str) -> BTreeMap<String, f64> {
+    parse_metrics(text)
+        .into_iter()
+        .filter(|(k, _)| {
+            k.starts_with("sales_rep_")
+                || k.starts_with("sales_team_")
+                || k.starts_with("sales_org_")
+        })
+        .collect()
+}
+
+/// Latest value per key of a metrics topic, and how many records repeated the previous value
+/// of their key.
+fn board_of(topic: &str) -> (BTreeMap<String, String>, usize, usize) {
+    let mut latest: BTreeMap<String, String> = BTreeMap::new();
+    let mut last: HashMap<String, Option<String>> = HashMap::new();
+    let mut repeats = 0;
+    let mut n = 0;
+    for r in read_topic(topic) {
+        n += 1;
+        let key = String::from_utf8(r.key.unwrap_or_default()).expect("utf-8 key");
+        let value = r.value.map(|v| {
+            let j: serde_json::Value = serde_json::from_slice(&v).expect("json");
+            j["value"].as_str().unwrap_or_default().to_owned()
+        });
+        if last.get(&key) == Some(&value) {
+            repeats += 1;
+        }
+        last.insert(key.clone(), value.clone());
+        match value {
+            Some(v) => {
+                latest.insert(key, v);
+            }
+            None => {
+                latest.remove(&key);
+            }
+        }
+    }
+    (latest, repeats, n)
+}
+
+fn committed_all(group: &str, topics: &Topics) {
+    for t in [&topics.deals, &topics.activities] {
+        wait_committed(group, t, Duration::from_secs(120));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_stream_changes_no_number() {
+    require_broker();
+    let topics = Topics::unique("faults");
+    let group = format!("g-{}", topics.suffix);
+    let (dport, aport) = (free_port(), free_port());
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "salespulse-simulator"])
+        .current_dir(root())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the simulator");
+    let mut deals = Service::start("deals", &topics, dport, &group);
+    let mut acts = Service::start("activities", &topics, aport, &group);
+    deals.wait_ready(Duration::from_secs(60)).await;
+    acts.wait_ready(Duration::from_secs(60)).await;
+
+    // A stream of RECORDS records over about half a minute.
+    let mut sim = Command::new(bin("salespulse-simulator"))
+        .args(["--bootstrap", &bootstrap(), "--seed", "7", "--rate", "8000"])
+        .args(["--records", &RECORDS.to_string(), "--backfill-days", "0"])
+        .args([
+            "--deals-topic",
+            &topics.deals,
+            "--activities-topic",
+            &topics.activities,
+        ])
+        .args(["--roster-topic", &topics.roster])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("simulator starts");
+    let started = Instant::now();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while kills < KILLS {
+        assert!(Instant::now() < deadline, "only {kills} kills in time");
+        tokio::time::sleep(Duration::from_millis(800 + rand() % 1700)).await;
+        // Alternate which service dies, sometimes both at once.
+        match rand() % 3 {
+            0 => {
+                deals.kill();
+                deals = Service::start("deals", &topics, dport, &group);
+            }
+            1 => {
+                acts.kill();
+                acts = Service::start("activities", &topics, aport, &group);
+            }
+            _ => {
+                deals.kill();
+                acts.kill();
+                deals = Service::start("deals", &topics, dport, &group);
+                acts = Service::start("activities", &topics, aport, &group);
+            }
+        }
+        kills += 1;
+    }
+    let stream_done = sim.wait().expect("simulator ends");
+    assert!(stream_done.success(), "simulator failed");
+    let stream_secs = started.elapsed().as_secs_f64();
+    deals.wait_ready(Duration::from_secs(120)).await;
+    acts.wait_ready(Duration::from_secs(120)).await;
+    committed_all(&group, &topics);
+
+    // A clean run over the same input, into its own metrics topic.
+    let clean_topics = Topics {
+        metrics: format!("{}.clean", topics.metrics),
+        celebrations: format!("{}.clean", topics.celebrations),
+        deadletter: format!("{}.clean", topics.deadletter),
+        ..topics.clone()
+    };
+    let clean_group = format!("{group}-clean");
+    let (cdport, caport) = (free_port(), free_port());
+    let mut clean_deals = Service::start("deals", &clean_topics, cdport, &clean_group);
+    let mut clean_acts = Service::start("activities", &clean_topics, caport, &clean_group);
+    clean_deals.wait_ready(Duration::from_secs(120)).await;
+    clean_acts.wait_ready(Duration::from_secs(120)).await;
+    committed_all(&clean_group, &clean_topics);
+
+    // Both boards, compared at (nearly) the same instant; windows slide, so retry a little.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (series, diffs) = loop {
+        let mut crashed = business(&deals.metrics().await);
+        crashed.extend(business(&acts.metrics().await));
+        let mut clean = business(&clean_deals.metrics().await);
+        clean.extend(business(&clean_acts.metrics().await));
+        let diffs: Vec<String> = crashed
+            .iter()
+            .filter(|(k, v)| clean.get(*k) != Some(v))
+            .map(|(k, v)| format!("{k}: crashed {v}, clean {:?}", clean.get(k)))
+            .chain(
+                clean
+                    .keys()
+                    .filter(|k| !crashed.contains_key(*k))
+                    .map(|k| format!("{k}: only in the clean run")),
+            )
+            .collect();
+        if diffs.is_empty() || Instant::now() > deadline {
+            break (crashed.len(), diffs);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(
+        diffs.is_empty(),
+        "{} differences after {kills} kills:\n{}",
+        diffs.len(),
+        diffs
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // The metrics topics rebuild the same board, and the crashed run repeated no value.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (repeats, published) = loop {
+        let (crashed, repeats, n) = board_of(&topics.metrics);
+        let (clean, _, _) = board_of(&clean_topics.metrics);
+        if crashed == clean {
+            break (repeats, n);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the metrics topics differ: {} vs {} keys",
+            crashed.len(),
+            clean.len()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert_eq!(
+        repeats, 0,
+        "records on the metrics topic that repeat their key's previous value"
+    );
+    let wins: Vec<String> = read_topic(&topics.celebrations)
+        .into_iter()
+        .map(|r| String::from_utf8(r.key.unwrap_or_default()).expect("key"))
+        .collect();
+    let unique: HashSet<&String> = wins.iter().collect();
+    assert_eq!(
+        unique.len(),
+        wins.len(),
+        "a celebration was announced twice"
+    );
+    let clean_wins: HashSet<String> = read_topic(&clean_topics.celebrations)
+        .into_iter()
+        .map(|r| String::from_utf8(r.key.unwrap_or_default()).expect("key"))
+        .collect();
+    assert_eq!(
+        unique.into_iter().cloned().collect::<HashSet<_>>(),
+        clean_wins,
+        "the same celebrations"
+    );
+    println!(
+        "faults: 1 stream of {RECORDS} records over {stream_secs:.0} s, {kills} SIGKILLs and restarts; \
+         {series} series equal to a clean run, {published} metric records with 0 repeats, \
+         {} celebrations once each; differences: 0",
+        wins.len()
+    );
+}

@@ -373,9 +373,29 @@ async fn hostile_input_is_rejected_or_handled_and_nothing_breaks() {
     }
     println!("hostile: {} dead letters by reason {reasons:?}", dlq.len());
 
-    // /metrics stays valid, label values are escaped, and the cap holds.
-    let dtext = deals.metrics().await;
-    let atext = acts.metrics().await;
+    // /metrics stays valid, label values are escaped, and the cap holds. Counted records
+    // reach /metrics with the next emission, so wait for it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (dtext, atext, am) = loop {
+        let dtext = deals.metrics().await;
+        let atext = acts.metrics().await;
+        let am = parse_metrics(&atext);
+        let emitted = am
+            .get(&metric_key(
+                "sales_org_activities",
+                &[("kind", "email"), ("window", "1h")],
+            ))
+            .is_some_and(|v| *v == DISTINCT_REPS as f64)
+            && dtext.contains("rep=\"rep{brace}\"");
+        let refused = am.contains_key(&metric_key(
+            "sales_series_refused_total",
+            &[("family", "sales_rep_activities")],
+        ));
+        if (emitted && refused) || Instant::now() > deadline {
+            break (dtext, atext, am);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     for (name, text) in [("deals", &dtext), ("activities", &atext)] {
         let complaints = promtool_check(text);
         assert!(

@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
-# Runs a single-node Apache Kafka 4.x broker (KRaft) on 127.0.0.1 from the official jars.
+# Runs a single-node Apache Kafka 4.x broker (KRaft) on 127.0.0.1 from the official jars, with
+# a PLAINTEXT listener and a SASL_PLAINTEXT listener (mechanism PLAIN, authentication only: no
+# authorizer) that knows one user, `salespulse`. Inter-broker and controller traffic is PLAINTEXT.
 #
 #   scripts/kafka.sh fetch   download the broker's jars into the cache (Maven Central)
-#   scripts/kafka.sh start   fetch if needed, format the data dir once, start, wait until it answers
+#   scripts/kafka.sh start   fetch if needed, format the data dir once, start, wait until both
+#                            listeners answer
 #   scripts/kafka.sh stop    stop the broker started here and wait for it to exit
-#   scripts/kafka.sh status  exit 0 when the broker answers
+#   scripts/kafka.sh status  exit 0 when the broker answers (PLAINTEXT port)
 #   scripts/kafka.sh reset   stop and delete the data dir
 #
-# Environment: KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093), SALESPULSE_CACHE (.cache),
-# KAFKA_HEAP (512m). Starting is idempotent: a broker that already answers is left alone.
+# Environment: KAFKA_PORT (19092, PLAINTEXT), KAFKA_CONTROLLER_PORT (19093), KAFKA_SASL_PORT
+# (19094, SASL_PLAINTEXT), KAFKA_SASL_PASSWORD (salespulse-secret, password of the user
+# `salespulse`), SALESPULSE_CACHE (.cache), KAFKA_HEAP (512m). Each PLAINTEXT port has its own
+# run dir (.cache/kafka/run-$KAFKA_PORT). Starting is idempotent: a broker that already answers
+# is left alone. Clients of the SASL listener set security.protocol=SASL_PLAINTEXT,
+# sasl.mechanisms=PLAIN, sasl.username=salespulse, sasl.password=$KAFKA_SASL_PASSWORD.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SALESPULSE_CACHE:-$root/.cache}
 port=${KAFKA_PORT:-19092}
 cport=${KAFKA_CONTROLLER_PORT:-19093}
+sport=${KAFKA_SASL_PORT:-19094}
+sasl_user=salespulse
+sasl_password=${KAFKA_SASL_PASSWORD:-salespulse-secret}
 libs=$cache/kafka/libs
 run=$cache/kafka/run-$port
 data=$run/data
@@ -24,7 +34,31 @@ props=$run/server.properties
 
 answers() {
   # A broker answers when its port accepts a connection; the services then wait for metadata.
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
+  (exec 3<>"/dev/tcp/127.0.0.1/${1:-$port}") 2>/dev/null
+}
+
+check_ports() {
+  local p
+  for p in "$port" "$cport" "$sport"; do
+    case $p in '' | *[!0-9]*) echo "kafka: port '$p' is not a number" >&2; exit 2 ;; esac
+  done
+  if [ "$port" = "$cport" ] || [ "$port" = "$sport" ] || [ "$cport" = "$sport" ]; then
+    echo "kafka: KAFKA_PORT, KAFKA_CONTROLLER_PORT and KAFKA_SASL_PORT must differ" >&2
+    exit 2
+  fi
+}
+
+check_password() {
+  # The password goes inside a quoted JAAS option of a properties file (read as ISO-8859-1):
+  # refuse what would need escaping there rather than write a configuration that means
+  # something else. The password itself is never printed.
+  local odd
+  odd=$(printf '%s' "$sasl_password" | LC_ALL=C tr -d ' !#-[]-~' | wc -c)
+  if [ "$odd" -ne 0 ]; then
+    echo "kafka: KAFKA_SASL_PASSWORD may hold printable ASCII characters other than" \
+      "double quotes and backslashes only" >&2
+    exit 2
+  fi
 }
 
 fetch() {
@@ -38,15 +72,20 @@ fetch() {
 
 write_props() {
   mkdir -p "$data"
+  # The file holds the SASL password: readable by its owner only.
+  (umask 077 && : >"$props")
+  chmod 600 "$props"
   cat >"$props" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_PLAINTEXT://127.0.0.1:$sport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sport
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$sasl_user="$sasl_password";
 log.dirs=$data
 num.partitions=3
 offsets.topic.replication.factor=1
@@ -67,19 +106,38 @@ java_cmd() {
 }
 
 start() {
-  if answers; then echo "kafka: already running on 127.0.0.1:$port"; return 0; fi
+  check_ports
+  if answers; then
+    echo "kafka: already running on 127.0.0.1:$port"
+    # A broker started before the SASL listener existed, or one still starting elsewhere.
+    for _ in $(seq 1 10); do
+      if answers "$sport"; then return 0; fi
+      sleep 0.5
+    done
+    echo "kafka: warning: nothing answers on the SASL port 127.0.0.1:$sport; restart this" \
+      "broker (scripts/kafka.sh stop && scripts/kafka.sh start) to get the SASL listener" >&2
+    return 0
+  fi
+  if answers "$sport" || answers "$cport"; then
+    echo "kafka: 127.0.0.1:$sport or 127.0.0.1:$cport is already in use by something else" >&2
+    exit 1
+  fi
+  check_password
   fetch
   write_props
   if [ ! -f "$data/meta.properties" ]; then
     java_cmd kafka.tools.StorageTool format -t "$(java_cmd kafka.tools.StorageTool random-uuid 2>/dev/null)" \
       -c "$props" >"$run/format.log" 2>&1 || { cat "$run/format.log"; exit 1; }
   fi
-  echo "kafka: starting on 127.0.0.1:$port (log: $log)"
+  echo "kafka: starting on 127.0.0.1:$port, SASL_PLAINTEXT on 127.0.0.1:$sport (log: $log)"
   nohup java -Xms256m -Xmx${KAFKA_HEAP:-512m} -XX:+UseG1GC -cp "$libs/*" kafka.Kafka "$props" \
     >"$log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 120); do
-    if answers; then echo "kafka: ready on 127.0.0.1:$port"; return 0; fi
+    if answers && answers "$sport"; then
+      echo "kafka: ready on 127.0.0.1:$port (PLAINTEXT) and 127.0.0.1:$sport (SASL_PLAINTEXT)"
+      return 0
+    fi
     if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
       echo "kafka: broker exited during start-up; last lines of $log:" >&2
       tail -n 30 "$log" >&2
@@ -87,7 +145,7 @@ start() {
     fi
     sleep 0.5
   done
-  echo "kafka: broker did not answer within 60 s; see $log" >&2
+  echo "kafka: broker did not answer on both ports within 60 s; see $log" >&2
   exit 1
 }
 
@@ -109,5 +167,5 @@ case "${1:-}" in
   stop) stop ;;
   status) answers ;;
   reset) stop; rm -rf "$run" ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  *) sed -n '2,18p' "$0"; exit 2 ;;
 esac

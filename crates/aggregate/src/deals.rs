@@ -294,6 +294,7 @@ pub struct DealsCore {
     next_seq: u64,
     /// Smallest won amount (cents) worth a celebration; `None` records none.
     big_win: Option<i128>,
+    announcing: bool,
     wins: Vec<Win>,
 }
 
@@ -325,6 +326,7 @@ impl DealsCore {
             deals: crate::FastMap::default(),
             next_seq: 0,
             big_win: None,
+            announcing: true,
             wins: Vec::new(),
         }
     }
@@ -407,7 +409,7 @@ impl DealsCore {
                 self.stages.contribute(cell, &next, true, &b);
             }
         }
-        if let Some(min) = self.big_win {
+        if let Some(min) = self.big_win.filter(|_| self.announcing) {
             let was_won = previous
                 .as_ref()
                 .is_some_and(|p| self.stages.kind[usize::from(p.stage)] == StageKind::Won);
@@ -434,6 +436,12 @@ impl DealsCore {
     /// on, for [`DealsCore::take_wins`].
     pub fn track_big_wins(&mut self, min: Decimal) {
         self.big_win = Some(cents(min));
+    }
+
+    /// Whether records applied from now on may record wins: off while replaying records whose
+    /// wins an earlier run already announced.
+    pub fn set_announcing(&mut self, on: bool) {
+        self.announcing = on;
     }
 
     /// The big wins recorded since the last call.

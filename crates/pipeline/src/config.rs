@@ -37,7 +37,7 @@ pub struct Settings {
     pub alerts: salespulse_targets::EventRules,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaSettings {
     /// `bootstrap.servers`; the `KAFKA_BOOTSTRAP` variable or `--bootstrap` override it.
@@ -45,6 +45,36 @@ pub struct KafkaSettings {
     /// Any librdkafka property, passed through to every client (e.g. `security.protocol`,
     /// `sasl.mechanisms`, `ssl.ca.location`).
     pub properties: BTreeMap<String, String>,
+}
+
+/// Whether a librdkafka property holds a secret that must never be printed or logged.
+pub fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret") || k.ends_with(".key.pem") || k.contains("jaas")
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    // Written by hand so that `--print-config` and logs never show a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let props: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret(k) {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap", &self.bootstrap)
+            .field("properties", &props)
+            .finish()
+    }
 }
 
 impl Default for KafkaSettings {
@@ -266,6 +296,11 @@ impl Settings {
             fig = fig.merge(Serialized::default(&format!("{service}.group_id"), g));
         }
         let mut s: Settings = fig.extract().map_err(|e| Error::Config(e.to_string()))?;
+        // Secrets are better kept out of files and command lines (visible to other local users
+        // in the process list): the SASL password may come from its own variable.
+        if let Ok(pw) = std::env::var("SALESPULSE_SASL_PASSWORD") {
+            s.kafka.properties.insert("sasl.password".into(), pw);
+        }
         for p in &args.property {
             let (k, v) = p.split_once('=').ok_or_else(|| {
                 Error::Config(format!(

@@ -71,6 +71,63 @@ pub async fn ensure_topics(s: &Settings, topics: &[TopicSpec]) -> Result<(), Err
     Ok(())
 }
 
+/// Waits until the cluster answers a metadata request, retrying with back-off (1 s doubling to
+/// 30 s) and logging each failure. Returns false if `stop` resolves first.
+pub async fn wait_for_cluster<F: std::future::Future<Output = ()> + Unpin>(
+    s: &Settings,
+    stop: &mut F,
+) -> Result<bool, Error> {
+    let probe: rdkafka::consumer::BaseConsumer = client_config(s)
+        .create()
+        .map_err(|e| Error::kafka("creating a metadata client", e))?;
+    let probe = std::sync::Arc::new(probe);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let p = probe.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            p.fetch_metadata(None, Duration::from_secs(2)).map(|_| ())
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => return Ok(true),
+            Ok(Err(e)) => {
+                // librdkafka reports why (refused, authentication failed, ...) on the client's
+                // own queue, not in the metadata error: drain it for the log line.
+                let mut cause = None;
+                for _ in 0..16 {
+                    match probe.poll(Duration::ZERO) {
+                        Some(Err(err)) => cause = Some(err.to_string()),
+                        Some(Ok(_)) => {}
+                        None => break,
+                    }
+                }
+                let cause = cause.unwrap_or_else(|| e.to_string());
+                if cause.contains("uthentication") {
+                    tracing::error!(
+                        bootstrap = %s.kafka.bootstrap,
+                        cause = %cause,
+                        retry_in_s = backoff.as_secs(),
+                        "Kafka authentication failed: check sasl.username and sasl.password; not ready, retrying"
+                    );
+                } else {
+                    tracing::warn!(
+                        bootstrap = %s.kafka.bootstrap,
+                        cause = %cause,
+                        retry_in_s = backoff.as_secs(),
+                        "Kafka unavailable; not ready, retrying"
+                    );
+                }
+            }
+            Err(e) => return Err(Error::Config(format!("metadata probe failed: {e}"))),
+        }
+        tokio::select! {
+            _ = &mut *stop => return Ok(false),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// Partition ids of a topic, waiting (bounded) for the broker to know it.
 pub fn partitions(consumer: &impl Consumer, topic: &str) -> Result<Vec<i32>, Error> {
     let mut last = None;

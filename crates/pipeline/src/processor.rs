@@ -33,6 +33,8 @@ pub trait Processor: Send + 'static {
     /// Whether this service announces celebrations (to `sales.celebrations`).
     const CELEBRATES: bool = false;
     fn enable_celebrations(&mut self, _rules: &EventRules) {}
+    /// Whether the next records are live (their celebrations are announced) or replayed.
+    fn set_live(&mut self, _live: bool) {}
     /// Celebrations (key, value) decided since the last call.
     fn take_celebrations(&mut self) -> Vec<(String, serde_json::Value)> {
         Vec::new()
@@ -80,6 +82,9 @@ impl Processor for DealsCore {
     const CELEBRATES: bool = true;
     fn enable_celebrations(&mut self, rules: &EventRules) {
         self.track_big_wins(rules.big_deal_amount);
+    }
+    fn set_live(&mut self, live: bool) {
+        self.set_announcing(live);
     }
     fn take_celebrations(&mut self) -> Vec<(String, serde_json::Value)> {
         self.take_wins()

@@ -71,6 +71,12 @@ pub async fn run<P: Processor>(
         }
     });
 
+    // Serve /healthz (alive) and /readyz (not ready) while the cluster is unreachable.
+    tokio::pin!(shutdown);
+    if !crate::kafka::wait_for_cluster(&settings, &mut shutdown).await? {
+        http.abort();
+        return Ok(());
+    }
     if t.create {
         ensure_topics(
             &settings,
@@ -222,7 +228,6 @@ pub async fn run<P: Processor>(
     let interval = Duration::from_millis(settings.publish.interval_ms);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
     let publish_format = settings.publish.format;
     let mut lag_checked = Instant::now();
     let mut acked_before: Vec<DeliveryFuture> = Vec::new();
@@ -243,16 +248,15 @@ pub async fn run<P: Processor>(
                     }
                 }
                 core.tick(now_ms());
-                // Replayed records decided their celebrations in an earlier run.
-                let wins = core.take_celebrations();
-                if !restoring {
-                    for (key, value) in wins {
-                        if celebrated.insert(key.clone()) {
-                            info!(key = %key, "announcing");
-                            let payload = serde_json::to_vec(&value).unwrap_or_default();
-                            ctx.enqueue(FutureRecord::to(&t.celebrations).key(key.as_bytes()).payload(payload.as_slice())).await?;
-                        }
+                // Only live records leave celebrations (see Ctx::input).
+                for (key, value) in core.take_celebrations() {
+                    if celebrated.insert(key.clone()) {
+                        info!(key = %key, "announcing");
+                        let payload = serde_json::to_vec(&value).unwrap_or_default();
+                        ctx.enqueue(FutureRecord::to(&t.celebrations).key(key.as_bytes()).payload(payload.as_slice())).await?;
                     }
+                }
+                if !restoring {
                     let subjects = core.drain_changes();
                     board.apply(&shown.diff(subjects.clone()));
                     let changes = differ.diff(subjects);
@@ -478,6 +482,8 @@ impl Ctx<'_> {
         live: bool,
     ) -> Result<(), Error> {
         let payload = m.payload().unwrap_or_default();
+        // A replayed record announced its celebrations in the run that processed it live.
+        core.set_live(live);
         let res = Format::from_content_type(content_type(m))
             .and_then(|f| core.handle(self.contract, m.key(), payload, f, now_ms()));
         if !live {

@@ -166,6 +166,12 @@ pub async fn run_targets(
             error!(error = %e, "HTTP server stopped");
         }
     });
+    // Serve /healthz (alive) and /readyz (not ready) while the cluster is unreachable.
+    tokio::pin!(shutdown);
+    if !crate::kafka::wait_for_cluster(&settings, &mut shutdown).await? {
+        http.abort();
+        return Ok(());
+    }
     if t.create {
         ensure_topics(
             &settings,
@@ -285,7 +291,6 @@ pub async fn run_targets(
     );
     let mut tick = tokio::time::interval(Duration::from_millis(settings.publish.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
     let format = settings.publish.format;
     loop {
         tokio::select! {

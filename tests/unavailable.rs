@@ -1,0 +1,134 @@
+//! Kafka unreachable at start, then stopped and restarted under a running service: the service
+//! stays alive and not ready while the cluster is away, says why, and loses nothing.
+//!
+//! Uses a broker of its own (scripts/kafka.sh on other ports), so that stopping it disturbs no
+//! other test.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, TimeZone, Utc};
+use salespulse_e2e::*;
+use serde_json::json;
+
+const PORT: u16 = 29292;
+
+fn kafka(cmd: &str) {
+    let status = Command::new(root().join("scripts/kafka.sh"))
+        .arg(cmd)
+        .env("KAFKA_PORT", PORT.to_string())
+        .env("KAFKA_CONTROLLER_PORT", (PORT + 1).to_string())
+        .env("KAFKA_SASL_PORT", (PORT + 2).to_string())
+        .status()
+        .expect("scripts/kafka.sh runs");
+    assert!(status.success(), "scripts/kafka.sh {cmd} failed");
+}
+
+/// Stops the test's own broker and removes its data, also when the test fails.
+struct OwnBroker;
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        kafka("reset");
+    }
+}
+
+fn rfc(t: i64) -> String {
+    Utc.timestamp_opt(t, 0)
+        .single()
+        .expect("time")
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+async fn status(url: &str) -> Option<u16> {
+    reqwest::get(url).await.ok().map(|r| r.status().as_u16())
+}
+
+async fn bookings_today(svc: &Service) -> Option<f64> {
+    parse_metrics(&svc.metrics().await)
+        .get(&metric_key("sales_org_bookings", &[("window", "today")]))
+        .copied()
+}
+
+async fn wait_bookings(svc: &Service, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while bookings_today(svc).await != Some(want) {
+        assert!(
+            Instant::now() < deadline,
+            "bookings never reached {want}: {:?}",
+            bookings_today(svc).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_away_at_start_and_restarted_under_load() {
+    kafka("reset");
+    let _own = OwnBroker;
+    let bootstrap = format!("127.0.0.1:{PORT}");
+    std::env::set_var("KAFKA_BOOTSTRAP", &bootstrap);
+    let topics = Topics::unique("unavailable");
+    let port = free_port();
+    let mut deals = Service::start("deals", &topics, port, "g-unavailable");
+
+    // No broker yet: alive, not ready, and saying why.
+    let log_path = std::env::temp_dir().join(format!("{}-deals.log", topics.suffix));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains("Kafka unavailable")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the log never says why the service is not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        deals.child.try_wait().expect("status").is_none(),
+        "the service stays up"
+    );
+    assert_eq!(status(&deals.url("/healthz")).await, Some(200));
+    assert_eq!(status(&deals.url("/readyz")).await, Some(503));
+
+    // The broker arrives: the service connects by itself.
+    kafka("start");
+    deals.wait_ready(Duration::from_secs(120)).await;
+    let p = producer();
+    let now = Utc::now().timestamp();
+    let deal = |id: &str, amount: &str| {
+        json!({"event_id": format!("e-{id}"), "deal_id": id, "rep_id": "rep-a", "stage": "closed_won",
+            "amount": amount, "currency": "USD", "created_at": rfc(now - 600), "occurred_at": rfc(now - 60)})
+        .to_string()
+    };
+    produce(
+        &p,
+        &topics.deals,
+        Some("d1"),
+        Some(deal("d1", "100").as_bytes()),
+    )
+    .await;
+    wait_bookings(&deals, 100.0).await;
+
+    // The broker stops and comes back; records produced after it returns are not lost, and
+    // nothing is counted twice.
+    kafka("stop");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        deals.child.try_wait().expect("status").is_none(),
+        "the service survives the broker"
+    );
+    kafka("start");
+    let p = producer();
+    produce(
+        &p,
+        &topics.deals,
+        Some("d2"),
+        Some(deal("d2", "250").as_bytes()),
+    )
+    .await;
+    wait_bookings(&deals, 350.0).await;
+    deals.wait_ready(Duration::from_secs(60)).await;
+    println!("unavailable: broker away at start (alive, not ready), then stopped and restarted: 350 booked, nothing lost or doubled");
+}

@@ -70,7 +70,7 @@ INFO
 value() { curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" 'index($0, s) == 1 { print $2; exit }'; }
 while true; do
   sleep 5
-  printf '%s  org today: bookings %s  won %s  created %s | open pipeline %s | calls 1h %s  emails 1h %s\n' \
+  printf '%s  org today: bookings %s  won %s  created %s | weighted pipeline %s | calls 1h %s  emails 1h %s\n' \
     "$(date +%H:%M:%S)" \
     "$(value 9101 'sales_org_bookings{window="today"}')" \
     "$(value 9101 'sales_org_deals_won{window="today"}')" \

@@ -317,29 +317,9 @@ impl Contract {
                 self.key_matches(key, "deal_id", &ev.deal_id)?;
                 Ok(ev)
             }
-            Format::Protobuf => {
-                let m = pb::Deal::decode(payload).map_err(|e| {
-                    DecodeError::new(Reason::InvalidProtobuf, format!("not a Deal message: {e}"))
-                })?;
-                let ev = self.deal(
-                    DealParts {
-                        event_id: Cow::Borrowed(&m.event_id),
-                        deal_id: Cow::Borrowed(&m.deal_id),
-                        rep_id: Cow::Borrowed(&m.rep_id),
-                        team_id: m.team_id.as_deref().map(Cow::Borrowed),
-                        stage: &m.stage,
-                        currency: &m.currency,
-                        created_at: Ts::Proto(m.created_at.as_ref()),
-                        occurred_at: Ts::Proto(m.occurred_at.as_ref()),
-                        closed_at: m.closed_at.as_ref().map(|t| Ts::Proto(Some(t))),
-                        expected_close_date: m.expected_close_date.as_deref(),
-                    },
-                    AmountRepr::Text(Cow::Borrowed(&m.amount)),
-                    now_ms,
-                )?;
-                self.key_matches(key, "deal_id", &ev.deal_id)?;
-                Ok(into_owned_deal(ev))
-            }
+            Format::Protobuf => self.with_deal(key, payload, format, now_ms, |ev| {
+                into_owned_deal(ev.clone())
+            }),
         }
     }
 
@@ -497,24 +477,9 @@ impl Contract {
                 )?
             }
             Format::Protobuf => {
-                let m = pb::Activity::decode(payload).map_err(|e| {
-                    DecodeError::new(
-                        Reason::InvalidProtobuf,
-                        format!("not an Activity message: {e}"),
-                    )
-                })?;
-                let occurred_at =
-                    self.time("occurred_at", Ts::Proto(m.occurred_at.as_ref()), now_ms)?;
-                let ev = self.activity(
-                    Cow::Borrowed(&m.event_id),
-                    Cow::Borrowed(&m.rep_id),
-                    m.team_id.as_deref().map(Cow::Borrowed),
-                    &m.kind,
-                    occurred_at,
-                    m.deal_id.as_deref().map(Cow::Borrowed),
-                    m.duration_seconds,
-                )?;
-                into_owned_activity(ev)
+                return self.with_activity(key, payload, format, now_ms, |ev| {
+                    into_owned_activity(ev.clone())
+                });
             }
         };
         self.key_matches(key, "rep_id", &ev.rep_id)?;

@@ -61,15 +61,7 @@ pub async fn run<P: Processor>(
         ready: ready.clone(),
         snapshot: Arc::default(),
     };
-    let listener = tokio::net::TcpListener::bind(svc.listen)
-        .await
-        .map_err(|e| Error::Io(format!("binding {}", svc.listen), e))?;
-    info!(service = P::SERVICE, listen = %svc.listen, "serving /metrics, /healthz, /readyz");
-    let http = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, salespulse_expose::router(app)).await {
-            error!(error = %e, "HTTP server stopped");
-        }
-    });
+    let http = serve_http(svc.listen, app, P::SERVICE).await?;
 
     // Serve /healthz (alive) and /readyz (not ready) while the cluster is unreachable.
     tokio::pin!(shutdown);
@@ -367,6 +359,23 @@ pub async fn run<P: Processor>(
     http.abort();
     info!("stopped cleanly");
     Ok(())
+}
+
+/// Binds the HTTP endpoints and serves them in the background.
+pub(crate) async fn serve_http(
+    listen: std::net::SocketAddr,
+    app: AppState,
+    service: &str,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::Io(format!("binding {listen}"), e))?;
+    info!(service, listen = %listen, "serving /metrics, /healthz, /readyz");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, salespulse_expose::router(app)).await {
+            error!(error = %e, "HTTP server stopped");
+        }
+    }))
 }
 
 /// Commits the next offset of every partition that is past its restore point.

@@ -21,7 +21,7 @@ use salespulse_expose::{AppState, Board, Health};
 use salespulse_targets::{
     Actual, Elapsed, EventTopic, Expected, Notifier, Out, PeriodType, TargetMetric, TargetsBoard,
 };
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::kafka::{client_config, ensure_topics, partitions, TopicSpec};
@@ -157,15 +157,7 @@ pub async fn run_targets(
         snapshot: Arc::default(),
     };
     let snapshot = app.snapshot.clone();
-    let listener = tokio::net::TcpListener::bind(svc.listen)
-        .await
-        .map_err(|e| Error::Io(format!("binding {}", svc.listen), e))?;
-    info!(service = "targets", listen = %svc.listen, "serving /metrics, /healthz, /readyz");
-    let http = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, salespulse_expose::router(app)).await {
-            error!(error = %e, "HTTP server stopped");
-        }
-    });
+    let http = crate::run::serve_http(svc.listen, app, "targets").await?;
     // Serve /healthz (alive) and /readyz (not ready) while the cluster is unreachable.
     tokio::pin!(shutdown);
     if !crate::kafka::wait_for_cluster(&settings, &mut shutdown).await? {

@@ -8,9 +8,12 @@ fuzz_target!(|data: &[u8]| {
     let rules = TargetRules {
         kinds: ["call".to_owned()].into_iter().collect(),
         reporting_currency: "USD".into(),
-        rates: [("USD".to_owned(), 1.into()), ("EUR".to_owned(), "1.08".parse().unwrap_or_default())]
-            .into_iter()
-            .collect(),
+        rates: [
+            ("USD".to_owned(), 1.into()),
+            ("EUR".to_owned(), "1.08".parse().unwrap_or_default()),
+        ]
+        .into_iter()
+        .collect(),
     };
     if let Ok(t) = rules.parse(data) {
         assert!(!t.value.is_sign_negative() || t.value.is_zero());

@@ -170,6 +170,64 @@ impl ActivitiesCore {
         self.ledger.cells()
     }
 
+    pub(crate) fn kinds(&self) -> &[Arc<str>] {
+        &self.kinds
+    }
+
+    pub(crate) fn seen_ids(&self) -> Vec<(u64, i64)> {
+        self.seen.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    pub(crate) fn set_seen(&mut self, ids: Vec<(u64, i64)>) {
+        self.seen.extend(ids);
+    }
+
+    /// Buckets of every cell: (rep, own team, minute buckets, hour buckets).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn saved_cells(
+        &self,
+    ) -> Vec<(
+        Arc<str>,
+        Option<Arc<str>>,
+        Vec<(i64, Counts)>,
+        Vec<(i64, Counts)>,
+    )> {
+        let mut out = Vec::new();
+        self.ledger.for_each_cell(|rep, team, cell| {
+            let facts = |w: &Windowed<Counts>| w.facts().map(|(t, _, c)| (t, *c)).collect();
+            out.push((
+                rep.clone(),
+                team.cloned(),
+                facts(&cell.minutes),
+                facts(&cell.hours),
+            ));
+        });
+        out
+    }
+
+    /// Adds restored buckets to a (rep, team) cell, at the current clock.
+    pub(crate) fn insert_cell(
+        &mut self,
+        rep: &str,
+        team: Option<&str>,
+        minutes: &[(i64, Counts)],
+        hours: &[(i64, Counts)],
+    ) {
+        let b = self.bounds;
+        let rep = self.ledger.intern(rep);
+        let team = team.map(|t| self.ledger.intern(t));
+        let cell = self.ledger.cell(&rep, team.as_ref(), &b);
+        for (t, c) in minutes {
+            cell.minutes.add(*t, 0, c, &b);
+        }
+        for (t, c) in hours {
+            cell.hours.add(*t, 0, c, &b);
+        }
+        if cell.is_empty() {
+            self.ledger.release(&rep, team.as_ref());
+        }
+    }
+
     pub fn roster_upsert(&mut self, rep: &str, team: &str) {
         self.ledger.roster_upsert(rep, team);
     }

@@ -119,23 +119,23 @@ impl Cell for DealCell {
 }
 
 /// How many recent event ids each deal remembers to recognise a repeated record.
-const RECENT_IDS: usize = 8;
+pub(crate) const RECENT_IDS: usize = 8;
 
 #[derive(Debug, Clone)]
-struct DealState {
-    seq: u64,
-    rep: Arc<str>,
-    team: Option<Arc<str>>,
-    stage: u8,
+pub(crate) struct DealState {
+    pub seq: u64,
+    pub rep: Arc<str>,
+    pub team: Option<Arc<str>>,
+    pub stage: u8,
     /// Cents of the reporting currency.
-    amount: i128,
-    created_at: i64,
-    occurred_at_ms: i64,
-    closed_at: Option<i64>,
+    pub amount: i128,
+    pub created_at: i64,
+    pub occurred_at_ms: i64,
+    pub closed_at: Option<i64>,
     /// Expected close date, days from the common era.
-    expected: Option<i32>,
-    recent: [u64; RECENT_IDS],
-    recent_next: u8,
+    pub expected: Option<i32>,
+    pub recent: [u64; RECENT_IDS],
+    pub recent_next: u8,
 }
 
 fn id_hash(s: &str) -> u64 {
@@ -472,6 +472,31 @@ impl DealsCore {
     /// Number of (rep, team) cells held.
     pub fn cells(&self) -> usize {
         self.ledger.cells()
+    }
+
+    pub(crate) fn stage_names(&self) -> &[Arc<str>] {
+        &self.stage_names
+    }
+
+    pub(crate) fn saved_deals(&self) -> (u64, impl Iterator<Item = (&str, &DealState)>) {
+        (self.next_seq, self.deals.iter().map(|(k, v)| (&**k, v)))
+    }
+
+    pub(crate) fn intern(&mut self, s: &str) -> Arc<str> {
+        self.ledger.intern(s)
+    }
+
+    /// Adds a restored deal state and its contribution, as if its record had just been
+    /// applied to a core that had never seen the deal.
+    pub(crate) fn insert_state(&mut self, id: Box<str>, st: DealState) {
+        let b = self.bounds;
+        let cell = self.ledger.cell(&st.rep, st.team.as_ref(), &b);
+        self.stages.contribute(cell, &st, true, &b);
+        self.deals.insert(id, st);
+    }
+
+    pub(crate) fn set_next_seq(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq);
     }
 
     pub fn roster_upsert(&mut self, rep: &str, team: &str) {

@@ -224,6 +224,15 @@ impl<C: Cell> Ledger<C> {
         self.reps.values().map(|e| e.cells.len()).sum()
     }
 
+    /// Visits every cell with its rep and the team its records named (if any).
+    pub fn for_each_cell(&self, mut f: impl FnMut(&Arc<str>, Option<&Arc<str>>, &C)) {
+        for (rep, entry) in &self.reps {
+            for (team, cell) in &entry.cells {
+                f(rep, team.as_ref(), cell);
+            }
+        }
+    }
+
     fn summaries_of_rep(&self, rep: &str) -> Vec<(Arc<str>, C::Summary)> {
         let mut out: Vec<(Arc<str>, C::Summary)> = Vec::new();
         if !self.roster.contains_key(rep) {

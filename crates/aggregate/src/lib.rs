@@ -11,6 +11,7 @@ mod deals;
 mod diff;
 mod ledger;
 mod series;
+mod state;
 mod windowed;
 
 pub use activities::{bucket_of, ActivitiesCore, Counts, MINUTE_BUCKETS_SECONDS};
@@ -19,6 +20,7 @@ pub use deals::{DealSums, DealsCore, Win};
 pub use diff::{metric_of_key, series_key, subject_of_key, Change, Differ};
 pub use ledger::UNASSIGNED;
 pub use series::{Metric, Scope, Series, Subject, SubjectSeries, RATIO_DP};
+pub use state::StateError;
 pub use windowed::{Measure, Windowed};
 
 /// Hash maps of the hot path. The hasher is seeded per process, so an adversary cannot aim

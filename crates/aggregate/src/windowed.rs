@@ -46,6 +46,11 @@ impl<V: Measure> Windowed<V> {
         self.facts.len()
     }
 
+    /// Every fact kept, in time order: (second, id, value).
+    pub fn facts(&self) -> impl Iterator<Item = (i64, u64, &V)> {
+        self.facts.iter().map(|(&(t, id), v)| (t, id, v))
+    }
+
     /// Adds a fact. Returns false when it is older than every window and so not kept.
     pub fn add(&mut self, ts: i64, id: u64, v: &V, b: &Bounds) -> bool {
         if ts < b.horizon {

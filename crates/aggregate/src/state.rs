@@ -1,0 +1,222 @@
+//! The state of a core as bytes, so that a restart can restore it instead of replaying all
+//! input history.
+//!
+//! What is saved is the source of truth, not what is derived from it: the latest state of
+//! every deal (and its remembered event ids), or the activity buckets and remembered ids.
+//! Restoring re-derives the cells from it at the current clock, so a snapshot taken before a
+//! window moved restores to the same numbers as an uninterrupted run.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::activities::{ActivitiesCore, Counts};
+use crate::deals::{DealState, DealsCore};
+
+/// Layout version of the encoded state; a snapshot of another version is not restored.
+const VERSION: u32 = 1;
+
+/// Why saved state cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("the saved state does not decode: {0}")]
+    Decode(String),
+    #[error("the saved state has layout version {found}, this build reads {VERSION}")]
+    Version { found: u32 },
+    #[error("state can only be restored into an empty core")]
+    NotEmpty,
+    #[error(
+        "the saved state was taken with other {what} ({saved}); this configuration has {current}"
+    )]
+    Config {
+        what: &'static str,
+        saved: String,
+        current: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedDeals {
+    version: u32,
+    stages: Vec<String>,
+    next_seq: u64,
+    deals: Vec<SavedDeal>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedDeal {
+    id: String,
+    seq: u64,
+    rep: String,
+    team: Option<String>,
+    stage: u8,
+    amount: i128,
+    created_at: i64,
+    occurred_at_ms: i64,
+    closed_at: Option<i64>,
+    expected: Option<i32>,
+    recent: Vec<u64>,
+    recent_next: u8,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedActivities {
+    version: u32,
+    kinds: Vec<String>,
+    seen: Vec<(u64, i64)>,
+    cells: Vec<SavedCell>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedCell {
+    rep: String,
+    team: Option<String>,
+    minutes: Vec<(i64, Vec<u32>)>,
+    hours: Vec<(i64, Vec<u32>)>,
+}
+
+fn check(what: &'static str, saved: &[String], current: &[Arc<str>]) -> Result<(), StateError> {
+    if saved
+        .iter()
+        .map(String::as_str)
+        .eq(current.iter().map(|s| &**s))
+    {
+        return Ok(());
+    }
+    Err(StateError::Config {
+        what,
+        saved: saved.join(","),
+        current: current.iter().map(|s| &**s).collect::<Vec<_>>().join(","),
+    })
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StateError> {
+    // The version leads every layout, so it is read before anything else is trusted.
+    let (found, _) =
+        postcard::take_from_bytes::<u32>(bytes).map_err(|e| StateError::Decode(e.to_string()))?;
+    if found != VERSION {
+        return Err(StateError::Version { found });
+    }
+    postcard::from_bytes(bytes).map_err(|e| StateError::Decode(e.to_string()))
+}
+
+fn counts(v: &[u32]) -> Counts {
+    let mut c = Counts::default();
+    for (a, b) in c.0.iter_mut().zip(v) {
+        *a = *b;
+    }
+    c
+}
+
+impl DealsCore {
+    /// Every deal's latest state, encoded.
+    pub fn save(&self) -> Vec<u8> {
+        let (next_seq, deals) = self.saved_deals();
+        let saved = SavedDeals {
+            version: VERSION,
+            stages: self.stage_names().iter().map(|s| s.to_string()).collect(),
+            next_seq,
+            deals: deals
+                .map(|(id, st)| SavedDeal {
+                    id: id.to_owned(),
+                    seq: st.seq,
+                    rep: st.rep.to_string(),
+                    team: st.team.as_deref().map(str::to_owned),
+                    stage: st.stage,
+                    amount: st.amount,
+                    created_at: st.created_at,
+                    occurred_at_ms: st.occurred_at_ms,
+                    closed_at: st.closed_at,
+                    expected: st.expected,
+                    recent: st.recent.to_vec(),
+                    recent_next: st.recent_next,
+                })
+                .collect(),
+        };
+        postcard::to_stdvec(&saved).unwrap_or_default()
+    }
+
+    /// Loads saved state (taken under the same stage list) into a core that holds no deals;
+    /// the roster may already be loaded.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let saved: SavedDeals = decode(bytes)?;
+        check("deal stages", &saved.stages, self.stage_names())?;
+        if self.deals() != 0 {
+            return Err(StateError::NotEmpty);
+        }
+        for d in saved.deals {
+            let mut recent = [0; crate::deals::RECENT_IDS];
+            for (r, s) in recent.iter_mut().zip(&d.recent) {
+                *r = *s;
+            }
+            let rep = self.intern(&d.rep);
+            let team = d.team.as_deref().map(|t| self.intern(t));
+            let st = DealState {
+                seq: d.seq,
+                rep,
+                team,
+                stage: d.stage,
+                amount: d.amount,
+                created_at: d.created_at,
+                occurred_at_ms: d.occurred_at_ms,
+                closed_at: d.closed_at,
+                expected: d.expected,
+                recent,
+                recent_next: d.recent_next % crate::deals::RECENT_IDS as u8,
+            };
+            if usize::from(st.stage) >= saved.stages.len() {
+                return Err(StateError::Decode(format!(
+                    "deal {} has no stage {}",
+                    d.id, st.stage
+                )));
+            }
+            self.insert_state(d.id.into_boxed_str(), st);
+        }
+        self.set_next_seq(saved.next_seq);
+        Ok(())
+    }
+}
+
+impl ActivitiesCore {
+    /// Every activity bucket and remembered event id, encoded.
+    pub fn save(&self) -> Vec<u8> {
+        let kinds = self.kinds().len();
+        let pack = |v: &[(i64, Counts)]| -> Vec<(i64, Vec<u32>)> {
+            v.iter().map(|(t, c)| (*t, c.0[..kinds].to_vec())).collect()
+        };
+        let saved = SavedActivities {
+            version: VERSION,
+            kinds: self.kinds().iter().map(|s| s.to_string()).collect(),
+            seen: self.seen_ids(),
+            cells: self
+                .saved_cells()
+                .into_iter()
+                .map(|(rep, team, minutes, hours)| SavedCell {
+                    rep: rep.to_string(),
+                    team: team.as_deref().map(str::to_owned),
+                    minutes: pack(&minutes),
+                    hours: pack(&hours),
+                })
+                .collect(),
+        };
+        postcard::to_stdvec(&saved).unwrap_or_default()
+    }
+
+    /// Loads saved state (taken under the same kind list) into a core that holds no
+    /// activities; the roster may already be loaded.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let saved: SavedActivities = decode(bytes)?;
+        check("activity kinds", &saved.kinds, self.kinds())?;
+        if self.cells() != 0 || self.remembered_ids() != 0 {
+            return Err(StateError::NotEmpty);
+        }
+        self.set_seen(saved.seen);
+        for c in saved.cells {
+            let minutes: Vec<(i64, Counts)> =
+                c.minutes.iter().map(|(t, v)| (*t, counts(v))).collect();
+            let hours: Vec<(i64, Counts)> = c.hours.iter().map(|(t, v)| (*t, counts(v))).collect();
+            self.insert_cell(&c.rep, c.team.as_deref(), &minutes, &hours);
+        }
+        Ok(())
+    }
+}

@@ -65,6 +65,13 @@ async fn sigkill_during_a_stream_changes_no_number() {
     let topics = Topics::unique("faults");
     let group = format!("g-{}", topics.suffix);
     let (dport, aport) = (free_port(), free_port());
+    // Snapshots every second, so that kills land before, between and during them.
+    set_service_env("deals", "SALESPULSE_DEALS__SNAPSHOT_INTERVAL_SECONDS", "1");
+    set_service_env(
+        "activities",
+        "SALESPULSE_ACTIVITIES__SNAPSHOT_INTERVAL_SECONDS",
+        "1",
+    );
     let status = Command::new(env!("CARGO"))
         .args(["build", "-q", "-p", "salespulse-simulator"])
         .current_dir(root())
@@ -135,9 +142,12 @@ async fn sigkill_during_a_stream_changes_no_number() {
         metrics: format!("{}.clean", topics.metrics),
         celebrations: format!("{}.clean", topics.celebrations),
         deadletter: format!("{}.clean", topics.deadletter),
+        snapshots: format!("{}.clean", topics.snapshots),
         ..topics.clone()
     };
     let clean_group = format!("{group}-clean");
+    clear_service_env("deals");
+    clear_service_env("activities");
     let (cdport, caport) = (free_port(), free_port());
     let mut clean_deals = Service::start("deals", &clean_topics, cdport, &clean_group);
     let mut clean_acts = Service::start("activities", &clean_topics, caport, &clean_group);

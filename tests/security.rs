@@ -76,6 +76,7 @@ fn deals_command(topics: &Topics, port: u16, group: &str, secret: &str) -> Comma
     .env("SALESPULSE_TOPICS__ROSTER", &topics.roster)
     .env("SALESPULSE_TOPICS__METRICS", &topics.metrics)
     .env("SALESPULSE_TOPICS__DEADLETTER", &topics.deadletter)
+    .env("SALESPULSE_TOPICS__SNAPSHOTS", &topics.snapshots)
     .env("SALESPULSE_TOPICS__TARGETS", &topics.targets)
     .env("SALESPULSE_TOPICS__ALERTS", &topics.alerts)
     .env("SALESPULSE_TOPICS__CELEBRATIONS", &topics.celebrations)

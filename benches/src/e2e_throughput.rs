@@ -128,6 +128,10 @@ async fn main() {
             "SALESPULSE_TOPICS__DEADLETTER",
             format!("bench.{suffix}.deadletter"),
         )
+        .env(
+            "SALESPULSE_TOPICS__SNAPSHOTS",
+            format!("bench.{suffix}.snapshots"),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -48,6 +48,7 @@ pub struct Topics {
     pub alerts: String,
     pub celebrations: String,
     pub deadletter: String,
+    pub snapshots: String,
     pub suffix: String,
 }
 
@@ -67,6 +68,7 @@ impl Topics {
             alerts: format!("t.{suffix}.alerts"),
             celebrations: format!("t.{suffix}.celebrations"),
             deadletter: format!("t.{suffix}.deadletter"),
+            snapshots: format!("t.{suffix}.snapshots"),
             suffix,
         }
     }
@@ -116,6 +118,13 @@ pub fn set_service_env(name: &str, key: &str, value: &str) {
     }
 }
 
+/// Forgets the variables set for later starts of service `name`.
+pub fn clear_service_env(name: &str) {
+    if let Ok(mut m) = SERVICE_ENV.lock() {
+        m.retain(|(n, _, _)| n != name);
+    }
+}
+
 fn extra_env(name: &str) -> Vec<(String, String)> {
     SERVICE_ENV
         .lock()
@@ -158,6 +167,7 @@ impl Service {
             .env("SALESPULSE_TOPICS__ROSTER", &topics.roster)
             .env("SALESPULSE_TOPICS__METRICS", &topics.metrics)
             .env("SALESPULSE_TOPICS__DEADLETTER", &topics.deadletter)
+            .env("SALESPULSE_TOPICS__SNAPSHOTS", &topics.snapshots)
             .env("SALESPULSE_TOPICS__TARGETS", &topics.targets)
             .env("SALESPULSE_TOPICS__ALERTS", &topics.alerts)
             .env("SALESPULSE_TOPICS__CELEBRATIONS", &topics.celebrations)

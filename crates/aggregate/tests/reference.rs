@@ -353,15 +353,16 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
             let (saved_deals, saved_acts) = (deals.save(), acts.save());
             deals = DealsCore::new(&contract, Calendar::utc(), r.now * 1000);
             acts = ActivitiesCore::new(&contract, Calendar::utc(), r.now * 1000);
-            for (rp, t) in &r.roster {
-                deals.roster_upsert(&rep(*rp), &team(*t));
-                acts.roster_upsert(&rep(*rp), &team(*t));
-            }
+            // As a service does: the snapshot first, then the whole roster.
             deals
                 .restore(&saved_deals)
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             acts.restore(&saved_acts)
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            for (rp, t) in &r.roster {
+                deals.roster_upsert(&rep(*rp), &team(*t));
+                acts.roster_upsert(&rep(*rp), &team(*t));
+            }
         }
         match step {
             Step::Deal(d) => {

@@ -50,4 +50,8 @@ pub mod health {
     pub const READY: &str = "sales_ready";
     pub const SCRAPE_SERIES: &str = "sales_board_series";
     pub const SERIES_REFUSED_TOTAL: &str = "sales_series_refused_total";
+    pub const SNAPSHOT_BYTES: &str = "sales_snapshot_bytes";
+    pub const SNAPSHOT_TIMESTAMP: &str = "sales_snapshot_timestamp_seconds";
+    pub const RESTORE_SECONDS: &str = "sales_restore_seconds";
+    pub const RESTORE_REPLAYED: &str = "sales_restore_replayed_records";
 }

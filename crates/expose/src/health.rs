@@ -1,6 +1,8 @@
 //! The pipeline's own metrics: what came in, what was rejected, how far behind it is.
 
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::families::health as names;
 
@@ -20,6 +22,12 @@ pub struct Health {
     pub state: IntGaugeVec,
     pub ready: IntGauge,
     pub board_series: IntGauge,
+    /// Size and time of the newest state snapshot, written or loaded at start-up.
+    pub snapshot_bytes: IntGauge,
+    pub snapshot_timestamp: Gauge,
+    /// How long the start-up restore took, and how many input records it replayed.
+    pub restore_seconds: Gauge,
+    pub restore_replayed: IntGauge,
 }
 
 impl Health {
@@ -81,6 +89,26 @@ impl Health {
             "Business series currently exposed on /metrics.",
         )
         .expect("valid metric");
+        let snapshot_bytes = IntGauge::new(
+            names::SNAPSHOT_BYTES,
+            "Size of the newest state snapshot, written or loaded at start-up.",
+        )
+        .expect("valid metric");
+        let snapshot_timestamp = Gauge::new(
+            names::SNAPSHOT_TIMESTAMP,
+            "When (Unix seconds) the newest state snapshot was taken.",
+        )
+        .expect("valid metric");
+        let restore_seconds = Gauge::new(
+            names::RESTORE_SECONDS,
+            "Seconds the start-up restore took (snapshot load and replay to the committed offsets).",
+        )
+        .expect("valid metric");
+        let restore_replayed = IntGauge::new(
+            names::RESTORE_REPLAYED,
+            "Input records replayed at start-up to rebuild the state past the snapshot.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rejected.clone()),
@@ -90,6 +118,10 @@ impl Health {
             Box::new(state.clone()),
             Box::new(ready.clone()),
             Box::new(board_series.clone()),
+            Box::new(snapshot_bytes.clone()),
+            Box::new(snapshot_timestamp.clone()),
+            Box::new(restore_seconds.clone()),
+            Box::new(restore_replayed.clone()),
         ] {
             registry
                 .register(c)
@@ -105,6 +137,10 @@ impl Health {
             state,
             ready,
             board_series,
+            snapshot_bytes,
+            snapshot_timestamp,
+            restore_seconds,
+            restore_replayed,
         }
     }
 }

@@ -97,6 +97,8 @@ pub struct TopicSettings {
     pub alerts: String,
     pub celebrations: String,
     pub deadletter: String,
+    /// Compacted topic of the services' state snapshots.
+    pub snapshots: String,
     /// Partitions of the topics a service creates when they are missing.
     pub partitions: i32,
     pub replication_factor: i32,
@@ -115,6 +117,7 @@ impl Default for TopicSettings {
             alerts: "sales.alerts".into(),
             celebrations: "sales.celebrations".into(),
             deadletter: "sales.deadletter".into(),
+            snapshots: "salespulse.snapshots".into(),
             partitions: 3,
             replication_factor: 1,
             create: true,
@@ -212,6 +215,15 @@ pub struct ServiceSettings {
     /// `/readyz` is true once restored and no partition lags by more than this.
     #[serde(default = "default_ready_max_lag")]
     pub ready_max_lag: i64,
+    /// Seconds between two snapshots of the state (one is also taken at shutdown); a start
+    /// restores the newest one and replays only the input after it. 0: no snapshots, a start
+    /// replays all retained input.
+    #[serde(default = "default_snapshot_interval")]
+    pub snapshot_interval_seconds: u64,
+}
+
+fn default_snapshot_interval() -> u64 {
+    60
 }
 
 fn default_ready_max_lag() -> i64 {
@@ -224,6 +236,7 @@ impl Default for ServiceSettings {
             listen: ([127, 0, 0, 1], 9101).into(),
             group_id: "salespulse".into(),
             ready_max_lag: default_ready_max_lag(),
+            snapshot_interval_seconds: default_snapshot_interval(),
         }
     }
 }

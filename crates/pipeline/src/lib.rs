@@ -5,6 +5,7 @@ pub mod config;
 pub mod kafka;
 mod processor;
 mod run;
+mod snapshot;
 mod targets;
 
 pub use config::{ServiceArgs, Settings};

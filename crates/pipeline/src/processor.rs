@@ -1,6 +1,8 @@
 //! What differs between the services: which topic they read and which core they feed.
 
-use salespulse_aggregate::{ActivitiesCore, Calendar, DealsCore, Metric, Outcome, SubjectSeries};
+use salespulse_aggregate::{
+    ActivitiesCore, Calendar, DealsCore, Metric, Outcome, StateError, SubjectSeries,
+};
 use salespulse_decode::{Contract, DecodeError, Format, RosterEvent};
 use salespulse_targets::EventRules;
 
@@ -29,6 +31,10 @@ pub trait Processor: Send + 'static {
     fn drain_changes(&mut self) -> Vec<SubjectSeries>;
     /// Sizes of the in-memory state, by kind.
     fn state_sizes(&self) -> Vec<(&'static str, usize)>;
+    /// The state, encoded for a snapshot.
+    fn save(&self) -> Vec<u8>;
+    /// Loads a snapshot into a core that has applied nothing yet.
+    fn restore(&mut self, state: &[u8]) -> Result<(), StateError>;
 
     /// Whether this service announces celebrations (to `sales.celebrations`).
     const CELEBRATES: bool = false;
@@ -77,6 +83,12 @@ impl Processor for DealsCore {
     }
     fn state_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![("deals", self.deals()), ("cells", self.cells())]
+    }
+    fn save(&self) -> Vec<u8> {
+        DealsCore::save(self)
+    }
+    fn restore(&mut self, state: &[u8]) -> Result<(), StateError> {
+        DealsCore::restore(self, state)
     }
 
     const CELEBRATES: bool = true;
@@ -144,5 +156,11 @@ impl Processor for ActivitiesCore {
             ("cells", self.cells()),
             ("event_ids", self.remembered_ids()),
         ]
+    }
+    fn save(&self) -> Vec<u8> {
+        ActivitiesCore::save(self)
+    }
+    fn restore(&mut self, state: &[u8]) -> Result<(), StateError> {
+        ActivitiesCore::restore(self, state)
     }
 }

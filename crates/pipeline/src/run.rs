@@ -2,12 +2,13 @@
 //!
 //! Delivery: the consumed offsets are committed only after every dead-letter and metric
 //! record produced for them is acknowledged by the broker, so nothing is lost (at least once
-//! for side outputs). State is rebuilt at start-up by replaying the input topic up to the
-//! committed offsets without side effects, so the numbers after a restart are exactly those
-//! of an uninterrupted run; the last published board is read back from `sales.metrics` so
-//! that series that vanished meanwhile get their tombstones.
+//! for side outputs). State is rebuilt at start-up from the newest snapshot (see
+//! [`crate::snapshot`]) and by replaying the input after it up to the committed offsets
+//! without side effects, so the numbers after a restart are exactly those of an uninterrupted
+//! run; the last published board is read back from `sales.metrics` so that series that
+//! vanished meanwhile get their tombstones.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -93,6 +94,11 @@ pub async fn run<P: Processor>(
                     partitions: t.partitions,
                     compacted: false,
                 },
+                TopicSpec {
+                    name: t.snapshots.clone(),
+                    partitions: 1,
+                    compacted: true,
+                },
             ],
         )
         .await?;
@@ -104,11 +110,39 @@ pub async fn run<P: Processor>(
 
     // What /metrics shows starts empty; what the topic holds starts from the topic.
     let mut shown = Differ::default();
-    let mut core = P::new(&contract, cal, now_ms());
+    let new_core = || {
+        let mut core = P::new(&contract, cal, now_ms());
+        if P::CELEBRATES {
+            core.enable_celebrations(&settings.alerts);
+        }
+        core
+    };
+    let mut core = new_core();
+    let snapshots = svc.snapshot_interval_seconds > 0;
+    // A snapshot's positions are those of one group in one service's input.
+    let snapshot_owner = format!("{}/{}", svc.group_id, P::SERVICE);
+    let mut last_snapshot = None;
+    if snapshots {
+        if let Some(saved) = crate::snapshot::load(&settings, &snapshot_owner).await? {
+            match core.restore(&saved.state) {
+                Ok(()) => {
+                    info!(bytes = saved.state.len(), generation = saved.manifest.generation, positions = ?saved.manifest.positions, "state loaded from snapshot");
+                    health.snapshot_bytes.set(saved.state.len() as i64);
+                    health
+                        .snapshot_timestamp
+                        .set(saved.manifest.taken_at_ms as f64 / 1000.0);
+                    last_snapshot = Some(saved.manifest);
+                }
+                Err(e) => {
+                    warn!(error = %e, "snapshot not usable; replaying all input instead");
+                    core = new_core();
+                }
+            }
+        }
+    }
     // Celebrations already on their topic are never announced again.
     let mut celebrated: std::collections::HashSet<String> = Default::default();
     if P::CELEBRATES {
-        core.enable_celebrations(&settings.alerts);
         if t.create {
             ensure_topics(
                 &settings,
@@ -187,10 +221,11 @@ pub async fn run<P: Processor>(
     let committed = consumer
         .committed_offsets(tpl, Duration::from_secs(30))
         .map_err(|e| Error::kafka("reading committed offsets", e))?;
-    // Replay every partition from its start: records below the committed offset rebuild the
-    // state silently; the rest are processed live.
+    // Replay every partition from the snapshot's position (else from its start): records
+    // below the committed offset rebuild the state silently; the rest are processed live.
     let mut restore_until: HashMap<i32, i64> = HashMap::new();
     let mut next: HashMap<i32, i64> = HashMap::new();
+    let mut assign = TopicPartitionList::new();
     for p in &parts {
         let (low, _) = consumer
             .fetch_watermarks(&input, *p, Duration::from_secs(10))
@@ -199,23 +234,36 @@ pub async fn run<P: Processor>(
             Some(Offset::Offset(o)) => o,
             _ => 0,
         };
-        next.insert(*p, low);
-        if c > low {
+        let saved = last_snapshot
+            .as_ref()
+            .and_then(|m| m.positions.get(p).copied());
+        if saved.is_some_and(|s| s < low) {
+            warn!(partition = p, snapshot = ?saved, low, "input older than the snapshot was deleted by retention");
+        }
+        let from = saved.unwrap_or(low).max(low);
+        next.insert(*p, from);
+        if c > from {
             restore_until.insert(*p, c);
         }
-    }
-    let mut assign = TopicPartitionList::new();
-    for p in &parts {
         assign
-            .add_partition_offset(&input, *p, Offset::Beginning)
+            .add_partition_offset(&input, *p, Offset::Offset(from))
             .map_err(|e| Error::kafka("assigning partitions", e))?;
     }
     consumer
         .assign(&assign)
         .map_err(|e| Error::kafka("assigning partitions", e))?;
-    let restore_total: i64 = restore_until.values().sum();
+    let restore_total: i64 = restore_until
+        .iter()
+        .map(|(p, until)| until - next.get(p).copied().unwrap_or(0))
+        .sum();
     let mut restoring = !restore_until.is_empty();
+    health.restore_replayed.set(restore_total);
+    if !restoring {
+        health.restore_seconds.set(started.elapsed().as_secs_f64());
+    }
     info!(topic = %input, partitions = parts.len(), restore_records = restore_total, "consuming");
+    let snapshot_every = Duration::from_secs(svc.snapshot_interval_seconds);
+    let mut snapshot_at = Instant::now();
 
     let interval = Duration::from_millis(settings.publish.interval_ms);
     let mut tick = tokio::time::interval(interval);
@@ -236,7 +284,9 @@ pub async fn run<P: Processor>(
                 if restoring {
                     restoring = restore_until.iter().any(|(p, until)| next.get(p).copied().unwrap_or(0) < *until);
                     if !restoring {
-                        info!(records = restore_total, seconds = started.elapsed().as_secs_f64(), "state restored");
+                        let seconds = started.elapsed().as_secs_f64();
+                        health.restore_seconds.set(seconds);
+                        info!(records = restore_total, seconds, "state restored");
                     }
                 }
                 core.tick(now_ms());
@@ -274,6 +324,13 @@ pub async fn run<P: Processor>(
                 // almost always is, so the loop rarely waits for the broker.
                 settle(&mut acked_before).await?;
                 commit(&consumer, &input, &committable, &restore_until)?;
+                if snapshots && !restoring && snapshot_at.elapsed() >= snapshot_every {
+                    // Everything produced for the records read so far must be durable before a
+                    // snapshot says they are done.
+                    ctx.settle().await?;
+                    last_snapshot = Some(take_snapshot(&producer, &settings, &snapshot_owner, &core, &next, last_snapshot.as_ref(), &health).await?);
+                    snapshot_at = Instant::now();
+                }
                 acked_before = std::mem::take(&mut ctx.pending);
                 committable.clone_from(&next);
                 if lag_checked.elapsed() >= LAG_EVERY || max_lag.is_none() {
@@ -347,6 +404,18 @@ pub async fn run<P: Processor>(
     settle(&mut acked_before).await?;
     ctx.settle().await?;
     commit(&consumer, &input, &next, &restore_until)?;
+    if snapshots && !restoring {
+        take_snapshot(
+            &producer,
+            &settings,
+            &snapshot_owner,
+            &core,
+            &next,
+            last_snapshot.as_ref(),
+            &health,
+        )
+        .await?;
+    }
     consumer
         .commit_consumer_state(CommitMode::Sync)
         .or_else(|e| match e {
@@ -359,6 +428,32 @@ pub async fn run<P: Processor>(
     http.abort();
     info!("stopped cleanly");
     Ok(())
+}
+
+/// Saves the core's state as of the input positions `next`; every output produced for the
+/// records before them must already be acknowledged.
+async fn take_snapshot<P: Processor>(
+    producer: &FutureProducer,
+    settings: &Settings,
+    owner: &str,
+    core: &P,
+    next: &HashMap<i32, i64>,
+    previous: Option<&crate::snapshot::Manifest>,
+    health: &Health,
+) -> Result<crate::snapshot::Manifest, Error> {
+    let took = Instant::now();
+    let state = core.save();
+    let positions: BTreeMap<i32, i64> = next.iter().map(|(p, o)| (*p, *o)).collect();
+    let m = crate::snapshot::save(producer, settings, owner, &state, positions, previous).await?;
+    health.snapshot_bytes.set(state.len() as i64);
+    health.snapshot_timestamp.set(m.taken_at_ms as f64 / 1000.0);
+    info!(
+        bytes = state.len(),
+        generation = m.generation,
+        seconds = took.elapsed().as_secs_f64(),
+        "snapshot written"
+    );
+    Ok(m)
 }
 
 /// Binds the HTTP endpoints and serves them in the background.

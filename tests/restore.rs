@@ -1,0 +1,154 @@
+//! Fast restart: a service restores its state from the snapshot topic and replays only the
+//! input after it. A start from the snapshot and a start that replays all history (snapshots
+//! off) must show the same numbers; the first replays nothing, the second every record.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use salespulse_e2e::*;
+
+const RECORDS: u64 = 60_000;
+
+fn business(text: &str) -> BTreeMap<String, f64> {
+    parse_metrics(text)
+        .into_iter()
+        .filter(|(k, _)| {
+            k.starts_with("sales_rep_")
+                || k.starts_with("sales_team_")
+                || k.starts_with("sales_org_")
+        })
+        .collect()
+}
+
+fn gauge(text: &str, family: &str) -> f64 {
+    parse_metrics(text)
+        .into_iter()
+        .find(|(k, _)| k.split('{').next() == Some(family))
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("{family} missing from /metrics"))
+}
+
+async fn start_timed(name: &str, topics: &Topics, group: &str) -> (Service, f64) {
+    let t = Instant::now();
+    let mut s = Service::start(name, topics, free_port(), group);
+    s.wait_ready(Duration::from_secs(180)).await;
+    (s, t.elapsed().as_secs_f64())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_from_the_snapshot_equals_a_full_replay() {
+    require_broker();
+    let topics = Topics::unique("restore");
+    let group = format!("g-{}", topics.suffix);
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "salespulse-simulator"])
+        .current_dir(root())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the simulator");
+    // Thirty days of history, as fast as possible.
+    let sim = Command::new(bin("salespulse-simulator"))
+        .args(["--bootstrap", &bootstrap(), "--seed", "11", "--rate", "0"])
+        .args(["--records", &RECORDS.to_string(), "--backfill-days", "30"])
+        .args(["--backfill-rate", "400", "--reps", "60", "--teams", "5"])
+        .args([
+            "--deals-topic",
+            &topics.deals,
+            "--activities-topic",
+            &topics.activities,
+        ])
+        .args(["--roster-topic", &topics.roster])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("simulator runs");
+    assert!(sim.success(), "simulator failed");
+
+    // First run: processes the history live, then writes a snapshot at SIGTERM.
+    for name in ["deals", "activities"] {
+        let (mut s, _) = start_timed(name, &topics, &group).await;
+        let t = if name == "deals" {
+            &topics.deals
+        } else {
+            &topics.activities
+        };
+        wait_committed(&group, t, Duration::from_secs(120));
+        assert!(s.terminate().success(), "{name} stopped cleanly");
+    }
+
+    let mut lines = Vec::new();
+    for name in ["deals", "activities"] {
+        // Snapshots off: the whole input is replayed.
+        set_service_env(name, "SALESPULSE_DEALS__SNAPSHOT_INTERVAL_SECONDS", "0");
+        set_service_env(
+            name,
+            "SALESPULSE_ACTIVITIES__SNAPSHOT_INTERVAL_SECONDS",
+            "0",
+        );
+        let (replayed, replay_secs) = start_timed(name, &topics, &group).await;
+        clear_service_env(name);
+        let (restored, snap_secs) = start_timed(name, &topics, &group).await;
+
+        let r_text = replayed.metrics().await;
+        let s_text = restored.metrics().await;
+        let replayed_records = gauge(&r_text, "sales_restore_replayed_records");
+        let snap_replayed = gauge(&s_text, "sales_restore_replayed_records");
+        assert!(
+            replayed_records > 0.0,
+            "{name}: the full replay replayed nothing"
+        );
+        assert_eq!(
+            snap_replayed, 0.0,
+            "{name}: the snapshot start replayed input"
+        );
+        let log = std::fs::read_to_string(
+            std::env::temp_dir().join(format!("{}-{name}.log", topics.suffix)),
+        )
+        .unwrap_or_default();
+        assert!(
+            log.contains("state loaded from snapshot"),
+            "{name}: no snapshot was loaded"
+        );
+
+        // Windows slide with the clock: compare both at nearly the same instant.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (series, diffs) = loop {
+            let a = business(&replayed.metrics().await);
+            let b = business(&restored.metrics().await);
+            let diffs: Vec<String> = a
+                .iter()
+                .filter(|(k, v)| b.get(*k) != Some(v))
+                .map(|(k, v)| format!("{k}: replay {v}, snapshot {:?}", b.get(k)))
+                .chain(
+                    b.keys()
+                        .filter(|k| !a.contains_key(*k))
+                        .map(|k| format!("{k}: only after the snapshot")),
+                )
+                .collect();
+            if diffs.is_empty() || Instant::now() > deadline {
+                break (a.len(), diffs);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        assert!(series > 100, "{name}: only {series} series");
+        assert!(
+            diffs.is_empty(),
+            "{name}: {} differences:\n{}",
+            diffs.len(),
+            diffs
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        lines.push(format!(
+            "{name}: full replay of {replayed_records} records ready in {replay_secs:.1} s, \
+             from the snapshot ({} bytes, 0 records replayed) in {snap_secs:.1} s; \
+             {series} series equal, differences: 0",
+            gauge(&s_text, "sales_snapshot_bytes").max(0.0)
+        ));
+    }
+    println!("restore: {}", lines.join("; "));
+}

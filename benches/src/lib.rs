@@ -7,6 +7,8 @@ use std::time::Instant;
 use prost::Message;
 use salespulse_decode::pb;
 
+pub mod broker;
+
 /// Counts live heap bytes, to report memory per rep.
 #[derive(Debug)]
 pub struct Counting;

@@ -1,0 +1,134 @@
+//! What the end-to-end benchmarks share: a topic filled with records, a release service
+//! process on its own topics, and the progress of its consumer group.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub const PARTITIONS: i32 = 3;
+
+pub fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+/// Creates `topic` with [`PARTITIONS`] partitions.
+pub async fn create_topic(topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
+    admin
+        .create_topics(
+            &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("topic created");
+}
+
+/// Produces every (key, value) to `topic` and waits until all are acknowledged.
+pub fn produce_all(topic: &str, recs: &[(Vec<u8>, Vec<u8>)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    for (k, v) in recs {
+        let mut rec = BaseRecord::to(topic)
+            .key(k.as_slice())
+            .payload(v.as_slice());
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flushed");
+}
+
+/// Starts the release deals service on `deals_topic`, with its other topics named after
+/// `suffix`, in consumer group `group`, plus extra environment.
+pub fn start_deals(
+    suffix: &str,
+    deals_topic: &str,
+    port: u16,
+    group: &str,
+    env: &[(&str, &str)],
+) -> Child {
+    let bin = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into())
+        + "/release/salespulse-deals";
+    let mut cmd = Command::new(&bin);
+    cmd.args([
+        "--config",
+        "config/salespulse.toml",
+        "--bootstrap",
+        &bootstrap(),
+    ])
+    .args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--group-id",
+        group,
+    ])
+    .env("SALESPULSE_TOPICS__DEALS", deals_topic);
+    for t in ["roster", "metrics", "deadletter", "snapshots"] {
+        cmd.env(
+            format!("SALESPULSE_TOPICS__{}", t.to_uppercase()),
+            format!("bench.{suffix}.{t}"),
+        );
+    }
+    cmd.envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin}: {e} (build with cargo build --release --bins)"))
+}
+
+/// Sum of the offsets `group` has committed on `topic`.
+pub fn committed(c: &BaseConsumer, group_topic: &str) -> i64 {
+    let mut parts = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        parts.add_partition(group_topic, p);
+    }
+    c.committed_offsets(parts, Duration::from_secs(5))
+        .map(|t| {
+            t.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// A consumer that only reads `group`'s committed offsets.
+pub fn group_watcher(group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .create()
+        .expect("watcher")
+}
+
+/// SIGTERM, then wait for the exit.
+pub fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}

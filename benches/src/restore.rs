@@ -1,0 +1,109 @@
+//! Start-up cost of the deals service over the same history: restoring the newest snapshot
+//! against replaying all input (snapshots off), each measured from process start to
+//! `/readyz`, alternating, three times each; medians and their ratio.
+//!
+//! Needs a broker (`scripts/kafka.sh start`) and release binaries:
+//! `cargo build --release --bins && cargo run --release -p salespulse-bench --bin restore -- [records]`
+
+use std::time::{Duration, Instant};
+
+use salespulse_bench::broker::{
+    committed, create_topic, group_watcher, produce_all, start_deals, terminate,
+};
+use salespulse_bench::deal_records;
+
+const ROUNDS: usize = 3;
+
+async fn ready_after(port: u16, started: Instant) -> f64 {
+    let deadline = started + Duration::from_secs(900);
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    loop {
+        assert!(Instant::now() < deadline, "not ready within 900 s");
+        if reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return started.elapsed().as_secs_f64();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn gauge(port: u16, family: &str) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    text.lines()
+        .find(|l| l.starts_with(family))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let suffix = format!("{}-{}", std::process::id(), chrono::Utc::now().timestamp());
+    let topic = format!("bench.{suffix}.deals");
+    let group = format!("bench-restore-{suffix}");
+    let port = 19_500 + (std::process::id() % 400) as u16;
+    create_topic(&topic).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let deals = (n / 5) as u64;
+    let recs = deal_records(n, deals, 1_000, 30 * 86_400_000, now, false, 11);
+    produce_all(&topic, &recs);
+    drop(recs);
+    println!("history: {n} JSON deal records, {deals} deals, 1,000 reps, 30 days");
+
+    // The first run processes everything, then leaves a snapshot at SIGTERM.
+    let mut child = start_deals(&suffix, &topic, port, &group, &[]);
+    let watcher = group_watcher(&group);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while committed(&watcher, &topic) < n as i64 {
+        assert!(Instant::now() < deadline, "first run not done within 900 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    terminate(&mut child);
+
+    let mut replay = Vec::new();
+    let mut snapshot = Vec::new();
+    let mut bytes = 0.0;
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        let mut child = start_deals(
+            &suffix,
+            &topic,
+            port,
+            &group,
+            &[("SALESPULSE_DEALS__SNAPSHOT_INTERVAL_SECONDS", "0")],
+        );
+        replay.push(ready_after(port, t).await);
+        let replayed = gauge(port, "sales_restore_replayed_records").await;
+        assert!(replayed >= n as f64, "replayed only {replayed} records");
+        terminate(&mut child);
+
+        let t = Instant::now();
+        let mut child = start_deals(&suffix, &topic, port, &group, &[]);
+        snapshot.push(ready_after(port, t).await);
+        assert_eq!(gauge(port, "sales_restore_replayed_records").await, 0.0);
+        bytes = gauge(port, "sales_snapshot_bytes").await;
+        terminate(&mut child);
+    }
+    let (r, s) = (median(replay), median(snapshot));
+    println!(
+        "start to ready, median of {ROUNDS}: full replay {r:.2} s, from the snapshot ({:.1} MiB) {s:.2} s; ratio {:.1}x",
+        bytes / 1_048_576.0,
+        r / s
+    );
+}

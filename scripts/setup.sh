@@ -10,6 +10,10 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # librdkafka 2.12 includes curl.h even when built without curl support.
 [ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ] || need_apt+=(libcurl4-openssl-dev)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+# OpenSSL: librdkafka's SSL support links it; scripts/kafka.sh makes the local CA with it.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+[ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} from Debian's packages"
   export DEBIAN_FRONTEND=noninteractive

@@ -2,6 +2,9 @@
 //! authenticates and serves correct bookings; a wrong password is refused loudly and never
 //! becomes ready; the password shows up in no log, on no endpoint and not in
 //! `--print-config`; the HTTP endpoint listens on the configured address only.
+//! The broker's SSL listener: the deals service verifies the broker against the local CA and
+//! serves correct bookings over TLS; without that CA it refuses the broker and never becomes
+//! ready.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -31,6 +34,41 @@ fn sasl_bootstrap() -> String {
     format!("127.0.0.1:{}", sasl_port())
 }
 
+fn ssl_bootstrap() -> String {
+    let port = std::env::var("KAFKA_SSL_PORT").unwrap_or_else(|_| "19095".into());
+    format!("127.0.0.1:{port}")
+}
+
+/// The CA that signed the local broker's certificate (made by scripts/kafka.sh).
+fn ssl_ca() -> PathBuf {
+    let port = std::env::var("KAFKA_PORT").unwrap_or_else(|_| "19092".into());
+    let cache = std::env::var("SALESPULSE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join(".cache"));
+    cache.join(format!("kafka/run-{port}/tls/ca.pem"))
+}
+
+fn require_ssl() {
+    let addr: SocketAddr = ssl_bootstrap().parse().expect("SSL address");
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() || !ssl_ca().exists() {
+        panic!(
+            "no SSL listener at {addr} or no CA at {}: the broker must be started by the \
+             current scripts/kafka.sh (restart an older broker)",
+            ssl_ca().display()
+        );
+    }
+}
+
+/// Client properties of the SASL listener.
+fn sasl_props(secret: &str) -> Vec<String> {
+    vec![
+        "security.protocol=SASL_PLAINTEXT".into(),
+        "sasl.mechanisms=PLAIN".into(),
+        format!("sasl.username={USER}"),
+        format!("sasl.password={secret}"),
+    ]
+}
+
 fn password() -> String {
     std::env::var("KAFKA_SASL_PASSWORD").unwrap_or_else(|_| "salespulse-secret".into())
 }
@@ -53,8 +91,15 @@ fn rfc(t: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// The command line of a deals service talking SASL/PLAIN to the broker.
-fn deals_command(topics: &Topics, port: u16, group: &str, secret: &str) -> Command {
+/// The command line of a deals service talking to the broker at `bootstrap` with the client
+/// properties `props` (passed as `-X`).
+fn deals_command(
+    topics: &Topics,
+    port: u16,
+    group: &str,
+    bootstrap: &str,
+    props: &[String],
+) -> Command {
     let mut cmd = Command::new(bin("salespulse-deals"));
     cmd.args([
         "--config",
@@ -63,11 +108,8 @@ fn deals_command(topics: &Topics, port: u16, group: &str, secret: &str) -> Comma
             .to_str()
             .unwrap_or_default(),
     ])
-    .args(["--bootstrap", &sasl_bootstrap()])
-    .args(["-X", "security.protocol=SASL_PLAINTEXT"])
-    .args(["-X", "sasl.mechanisms=PLAIN"])
-    .args(["-X", &format!("sasl.username={USER}")])
-    .args(["-X", &format!("sasl.password={secret}")])
+    .args(["--bootstrap", bootstrap])
+    .args(props.iter().flat_map(|p| ["-X", p.as_str()]))
     .args(["--listen", &format!("127.0.0.1:{port}")])
     .args(["--group-id", group])
     .env_remove("KAFKA_BOOTSTRAP")
@@ -95,11 +137,17 @@ struct Deals {
 }
 
 impl Deals {
-    fn start(label: &'static str, topics: &Topics, group: &str, secret: &str) -> Deals {
+    fn start(
+        label: &'static str,
+        topics: &Topics,
+        group: &str,
+        bootstrap: &str,
+        props: &[String],
+    ) -> Deals {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("{}-deals-{label}.log", topics.suffix));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = deals_command(topics, port, group, secret)
+        let child = deals_command(topics, port, group, bootstrap, props)
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -239,7 +287,13 @@ async fn sasl_plain_authenticates_and_refuses_a_wrong_password() {
     let http = http_client();
 
     // The right password: ready over SASL, correct numbers.
-    let mut good = Deals::start("sasl", &topics, &format!("g-{}", topics.suffix), &secret);
+    let mut good = Deals::start(
+        "sasl",
+        &topics,
+        &format!("g-{}", topics.suffix),
+        &sasl_bootstrap(),
+        &sasl_props(&secret),
+    );
     good.wait_ready(&http, Duration::from_secs(90)).await;
 
     let p = producer();
@@ -340,7 +394,13 @@ async fn sasl_plain_authenticates_and_refuses_a_wrong_password() {
     );
 
     // A wrong password: refused, loudly, never ready, and not written anywhere.
-    let mut bad = Deals::start("wrong", &topics, &format!("w-{}", topics.suffix), &wrong);
+    let mut bad = Deals::start(
+        "wrong",
+        &topics,
+        &format!("w-{}", topics.suffix),
+        &sasl_bootstrap(),
+        &sasl_props(&wrong),
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut bad_exit = None;
     let mut bad_bodies = String::new();
@@ -521,7 +581,13 @@ fn broker_authenticates_plain_users() {
 fn print_config_does_not_reveal_the_sasl_password() {
     let secret = password();
     let topics = Topics::unique("security-print");
-    let out = deals_command(&topics, free_port(), "print-config", &secret)
+    let out = deals_command(
+        &topics,
+        free_port(),
+        "print-config",
+        &sasl_bootstrap(),
+        &sasl_props(&secret),
+    )
         .arg("--print-config")
         .stdin(Stdio::null())
         .output()
@@ -546,5 +612,129 @@ fn print_config_does_not_reveal_the_sasl_password() {
     assert!(
         shown.is_empty(),
         "--print-config prints the SASL password (-X sasl.password) in clear: {shown:?}"
+    );
+}
+
+/// Produces one won deal of 100 for a rostered rep, over the PLAINTEXT listener.
+async fn one_won_deal(topics: &Topics) {
+    let p = producer();
+    let now = Utc::now().timestamp();
+    let rep = format!("rep-{}", topics.suffix);
+    let roster = json!({"rep_id": rep, "team_id": "team-tls", "active": true});
+    produce(
+        &p,
+        &topics.roster,
+        Some(&rep),
+        Some(&serde_json::to_vec(&roster).expect("json")),
+    )
+    .await;
+    let deal_id = format!("deal-{}", topics.suffix);
+    let deal = json!({
+        "event_id": format!("ev-{}", topics.suffix), "deal_id": deal_id,
+        "rep_id": rep, "stage": "closed_won", "amount": "100", "currency": "USD",
+        "created_at": rfc(now - 120), "occurred_at": rfc(now - 60),
+    });
+    produce(
+        &p,
+        &topics.deals,
+        Some(&deal_id),
+        Some(&serde_json::to_vec(&deal).expect("json")),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_verifies_the_broker_and_carries_the_numbers() {
+    require_broker();
+    require_ssl();
+    let topics = Topics::unique("security-ssl");
+    let http = http_client();
+    let ca = ssl_ca();
+    let trusted = vec![
+        "security.protocol=SSL".to_owned(),
+        format!("ssl.ca.location={}", ca.display()),
+    ];
+    let mut good = Deals::start(
+        "ssl",
+        &topics,
+        &format!("g-{}", topics.suffix),
+        &ssl_bootstrap(),
+        &trusted,
+    );
+    good.wait_ready(&http, Duration::from_secs(90)).await;
+    one_won_deal(&topics).await;
+    let key = metric_key("sales_org_bookings", &[("window", "today")]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = get(&http, &good.url("/metrics"))
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        if parse_metrics(&body).get(&key).copied() == Some(100.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bookings of 100 not shown within 60 s over SSL; log:\n{}",
+            tail(&good.log_text(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let stopped = good.terminate();
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "the SSL service did not stop cleanly"
+    );
+
+    // A CA that did not sign the broker: the broker is refused, the service never ready.
+    let dir = std::env::temp_dir().join(format!("{}-otherca", topics.suffix));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let other = dir.join("ca.pem");
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=not the broker's CA", "-keyout"])
+        .arg(dir.join("ca.key"))
+        .arg("-out")
+        .arg(&other)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(made.success(), "making another CA");
+    let untrusted = vec![
+        "security.protocol=SSL".to_owned(),
+        format!("ssl.ca.location={}", other.display()),
+    ];
+    let mut bad = Deals::start(
+        "ssl-untrusted",
+        &topics,
+        &format!("u-{}", topics.suffix),
+        &ssl_bootstrap(),
+        &untrusted,
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline && bad.exited().is_none() {
+        if let Some((status, _)) = get(&http, &bad.url("/readyz")).await {
+            assert_ne!(status, 200, "ready with a broker its CA did not sign");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let log = bad.log_text();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().contains("certificate verify failed"))
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "no certificate verification error in the log ({}):\n{}",
+        bad.log.display(),
+        tail(&log, 30)
+    );
+    bad.kill();
+    println!(
+        "security: SSL on {} verified against the local CA, bookings 100 on /metrics; \
+         another CA refused ({} certificate errors), never ready",
+        ssl_bootstrap(),
+        refused.len()
     );
 }

@@ -19,6 +19,7 @@ fn kafka(cmd: &str) {
         .env("KAFKA_PORT", PORT.to_string())
         .env("KAFKA_CONTROLLER_PORT", (PORT + 1).to_string())
         .env("KAFKA_SASL_PORT", (PORT + 2).to_string())
+        .env("KAFKA_SSL_PORT", (PORT + 3).to_string())
         .status()
         .expect("scripts/kafka.sh runs");
     assert!(status.success(), "scripts/kafka.sh {cmd} failed");

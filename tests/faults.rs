@@ -3,7 +3,7 @@
 //! restarted each time. At the end their numbers must equal those of a clean run over the same
 //! input, the metrics topic must rebuild the same board, and no output record may repeat.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,47 +11,6 @@ use salespulse_e2e::*;
 
 const RECORDS: u64 = 200_000;
 const KILLS: usize = 10;
-
-fn business(text: &str) -> BTreeMap<String, f64> {
-    parse_metrics(text)
-        .into_iter()
-        .filter(|(k, _)| {
-            k.starts_with("sales_rep_")
-                || k.starts_with("sales_team_")
-                || k.starts_with("sales_org_")
-        })
-        .collect()
-}
-
-/// Latest value per key of a metrics topic, and how many records repeated the previous value
-/// of their key.
-fn board_of(topic: &str) -> (BTreeMap<String, String>, usize, usize) {
-    let mut latest: BTreeMap<String, String> = BTreeMap::new();
-    let mut last: HashMap<String, Option<String>> = HashMap::new();
-    let mut repeats = 0;
-    let mut n = 0;
-    for r in read_topic(topic) {
-        n += 1;
-        let key = String::from_utf8(r.key.unwrap_or_default()).expect("utf-8 key");
-        let value = r.value.map(|v| {
-            let j: serde_json::Value = serde_json::from_slice(&v).expect("json");
-            j["value"].as_str().unwrap_or_default().to_owned()
-        });
-        if last.get(&key) == Some(&value) {
-            repeats += 1;
-        }
-        last.insert(key.clone(), value.clone());
-        match value {
-            Some(v) => {
-                latest.insert(key, v);
-            }
-            None => {
-                latest.remove(&key);
-            }
-        }
-    }
-    (latest, repeats, n)
-}
 
 fn committed_all(group: &str, topics: &Topics) {
     for t in [&topics.deals, &topics.activities] {

@@ -10,17 +10,6 @@ use salespulse_e2e::*;
 
 const RECORDS: u64 = 60_000;
 
-fn business(text: &str) -> BTreeMap<String, f64> {
-    parse_metrics(text)
-        .into_iter()
-        .filter(|(k, _)| {
-            k.starts_with("sales_rep_")
-                || k.starts_with("sales_team_")
-                || k.starts_with("sales_org_")
-        })
-        .collect()
-}
-
 fn gauge(text: &str, family: &str) -> f64 {
     parse_metrics(text)
         .into_iter()

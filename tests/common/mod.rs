@@ -1,7 +1,7 @@
 //! Shared helpers of the end-to-end tests: a real broker, the real service binaries, a real
 //! Prometheus, and unique topic names per test.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -569,4 +569,46 @@ pub fn produce_many(topic: &str, records: &[RawRecord<'_>]) {
     }
     p.flush(Duration::from_secs(120))
         .expect("all records acknowledged");
+}
+
+/// The business series (rep, team, org) of a `/metrics` text.
+pub fn business(text: &str) -> BTreeMap<String, f64> {
+    parse_metrics(text)
+        .into_iter()
+        .filter(|(k, _)| {
+            k.starts_with("sales_rep_")
+                || k.starts_with("sales_team_")
+                || k.starts_with("sales_org_")
+        })
+        .collect()
+}
+
+/// Latest value per key of a metrics topic, and how many records repeated the previous value
+/// of their key.
+pub fn board_of(topic: &str) -> (BTreeMap<String, String>, usize, usize) {
+    let mut latest: BTreeMap<String, String> = BTreeMap::new();
+    let mut last: HashMap<String, Option<String>> = HashMap::new();
+    let mut repeats = 0;
+    let mut n = 0;
+    for r in read_topic(topic) {
+        n += 1;
+        let key = String::from_utf8(r.key.unwrap_or_default()).expect("utf-8 key");
+        let value = r.value.map(|v| {
+            let j: serde_json::Value = serde_json::from_slice(&v).expect("json");
+            j["value"].as_str().unwrap_or_default().to_owned()
+        });
+        if last.get(&key) == Some(&value) {
+            repeats += 1;
+        }
+        last.insert(key.clone(), value.clone());
+        match value {
+            Some(v) => {
+                latest.insert(key, v);
+            }
+            None => {
+                latest.remove(&key);
+            }
+        }
+    }
+    (latest, repeats, n)
 }

@@ -31,6 +31,11 @@ impl Differ {
             .insert(key, value);
     }
 
+    /// Every subject with at least one series remembered.
+    pub fn subjects(&self) -> impl Iterator<Item = &Subject> {
+        self.by_subject.keys()
+    }
+
     pub fn series(&self) -> usize {
         self.by_subject.values().map(HashMap::len).sum()
     }

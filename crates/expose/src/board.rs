@@ -71,6 +71,14 @@ impl Board {
             .collect()
     }
 
+    /// Removes every series (the instance no longer owns them).
+    pub fn clear(&self) {
+        if let Ok(mut counts) = self.counts.lock() {
+            self.series.clear();
+            counts.clear();
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.series.len()
     }

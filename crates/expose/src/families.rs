@@ -54,4 +54,6 @@ pub mod health {
     pub const SNAPSHOT_TIMESTAMP: &str = "sales_snapshot_timestamp_seconds";
     pub const RESTORE_SECONDS: &str = "sales_restore_seconds";
     pub const RESTORE_REPLAYED: &str = "sales_restore_replayed_records";
+    pub const OWNED_SLOTS: &str = "sales_owned_slots";
+    pub const LEADER: &str = "sales_leader";
 }

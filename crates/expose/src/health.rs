@@ -28,6 +28,9 @@ pub struct Health {
     /// How long the start-up restore took, and how many input records it replayed.
     pub restore_seconds: Gauge,
     pub restore_replayed: IntGauge,
+    /// Slots (shares of the series) this instance exports, and whether it holds the leader slot.
+    pub owned_slots: IntGauge,
+    pub leader: IntGauge,
 }
 
 impl Health {
@@ -109,6 +112,16 @@ impl Health {
             "Input records replayed at start-up to rebuild the state past the snapshot.",
         )
         .expect("valid metric");
+        let owned_slots = IntGauge::new(
+            names::OWNED_SLOTS,
+            "Slots of the service's group assigned to this instance: it exports the series that hash to them.",
+        )
+        .expect("valid metric");
+        let leader = IntGauge::new(
+            names::LEADER,
+            "1 when this instance holds slot 0: org series, dead letters, celebrations, offsets, snapshots.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rejected.clone()),
@@ -122,6 +135,8 @@ impl Health {
             Box::new(snapshot_timestamp.clone()),
             Box::new(restore_seconds.clone()),
             Box::new(restore_replayed.clone()),
+            Box::new(owned_slots.clone()),
+            Box::new(leader.clone()),
         ] {
             registry
                 .register(c)
@@ -141,6 +156,8 @@ impl Health {
             snapshot_timestamp,
             restore_seconds,
             restore_replayed,
+            owned_slots,
+            leader,
         }
     }
 }

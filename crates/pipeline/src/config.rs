@@ -99,6 +99,11 @@ pub struct TopicSettings {
     pub deadletter: String,
     /// Compacted topic of the services' state snapshots.
     pub snapshots: String,
+    /// Topic whose partitions ("slots") divide the series among the instances of a service.
+    pub slots: String,
+    /// Partitions of the slots topic when a service creates it: the most instances of one
+    /// service that can share the work.
+    pub slot_count: i32,
     /// Partitions of the topics a service creates when they are missing.
     pub partitions: i32,
     pub replication_factor: i32,
@@ -118,6 +123,8 @@ impl Default for TopicSettings {
             celebrations: "sales.celebrations".into(),
             deadletter: "sales.deadletter".into(),
             snapshots: "salespulse.snapshots".into(),
+            slots: "salespulse.slots".into(),
+            slot_count: 12,
             partitions: 3,
             replication_factor: 1,
             create: true,

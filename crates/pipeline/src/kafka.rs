@@ -129,7 +129,10 @@ pub async fn wait_for_cluster<F: std::future::Future<Output = ()> + Unpin>(
 }
 
 /// Partition ids of a topic, waiting (bounded) for the broker to know it.
-pub fn partitions(consumer: &impl Consumer, topic: &str) -> Result<Vec<i32>, Error> {
+pub fn partitions<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+) -> Result<Vec<i32>, Error> {
     let mut last = None;
     for _ in 0..30 {
         match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {

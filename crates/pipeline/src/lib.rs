@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod kafka;
+mod ownership;
 mod processor;
 mod run;
 mod snapshot;

@@ -26,9 +26,19 @@ pub trait Processor: Send + 'static {
         format: Format,
         now_ms: i64,
     ) -> Result<Outcome, DecodeError>;
+    /// Decodes one input record without applying it: whether it would be rejected, and why.
+    fn check(
+        contract: &Contract,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        format: Format,
+        now_ms: i64,
+    ) -> Result<(), DecodeError>;
     fn roster(&mut self, ev: &RosterEvent);
     fn tick(&mut self, now_ms: i64);
     fn drain_changes(&mut self) -> Vec<SubjectSeries>;
+    /// Every current series.
+    fn snapshot(&self) -> Vec<SubjectSeries>;
     /// Sizes of the in-memory state, by kind.
     fn state_sizes(&self) -> Vec<(&'static str, usize)>;
     /// The state, encoded for a snapshot.
@@ -67,6 +77,15 @@ impl Processor for DealsCore {
     ) -> Result<Outcome, DecodeError> {
         contract.with_deal(key, payload, format, now_ms, |ev| self.apply(ev))
     }
+    fn check(
+        contract: &Contract,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        format: Format,
+        now_ms: i64,
+    ) -> Result<(), DecodeError> {
+        contract.with_deal(key, payload, format, now_ms, |_| ())
+    }
     fn roster(&mut self, ev: &RosterEvent) {
         match ev {
             RosterEvent::Upsert {
@@ -80,6 +99,9 @@ impl Processor for DealsCore {
     }
     fn drain_changes(&mut self) -> Vec<SubjectSeries> {
         DealsCore::drain_changes(self)
+    }
+    fn snapshot(&self) -> Vec<SubjectSeries> {
+        DealsCore::snapshot(self)
     }
     fn state_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![("deals", self.deals()), ("cells", self.cells())]
@@ -137,6 +159,15 @@ impl Processor for ActivitiesCore {
     ) -> Result<Outcome, DecodeError> {
         contract.with_activity(key, payload, format, now_ms, |ev| self.apply(ev))
     }
+    fn check(
+        contract: &Contract,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        format: Format,
+        now_ms: i64,
+    ) -> Result<(), DecodeError> {
+        contract.with_activity(key, payload, format, now_ms, |_| ())
+    }
     fn roster(&mut self, ev: &RosterEvent) {
         match ev {
             RosterEvent::Upsert {
@@ -150,6 +181,9 @@ impl Processor for ActivitiesCore {
     }
     fn drain_changes(&mut self) -> Vec<SubjectSeries> {
         ActivitiesCore::drain_changes(self)
+    }
+    fn snapshot(&self) -> Vec<SubjectSeries> {
+        ActivitiesCore::snapshot(self)
     }
     fn state_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![

@@ -8,7 +8,7 @@
 //! run; the last published board is read back from `sales.metrics` so that series that
 //! vanished meanwhile get their tombstones.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,7 +21,9 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use salespulse_aggregate::{metric_of_key, subject_of_key, Differ, Metric, Outcome};
+use salespulse_aggregate::{
+    metric_of_key, subject_of_key, Change, Differ, Metric, Outcome, Subject, SubjectSeries,
+};
 use salespulse_decode::{Contract, DecodeError, Format};
 use salespulse_expose::{AppState, Board, Health};
 use salespulse_publish::PublishFormat;
@@ -29,11 +31,17 @@ use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::kafka::{client_config, ensure_topics, partitions, TopicSpec};
+use crate::ownership::{slot_of, Handover, Ownership, SlotsContext, LEADER_SLOT};
 use crate::processor::Processor;
 use crate::Error;
 
 /// Most records handled between two looks at the clock and the shutdown signal.
 const MAX_BATCH: usize = 2048;
+
+/// How many celebrations, and for how long, an instance that does not lead keeps in case the
+/// leader fails before announcing them.
+const MAX_PENDING_WINS: usize = 10_000;
+const PENDING_WINS_FOR: Duration = Duration::from_secs(3_600);
 
 /// How often consumer lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(5);
@@ -99,17 +107,21 @@ pub async fn run<P: Processor>(
                     partitions: 1,
                     compacted: true,
                 },
+                TopicSpec {
+                    name: t.slots.clone(),
+                    partitions: t.slot_count,
+                    compacted: false,
+                },
             ],
         )
         .await?;
     }
 
     let started = Instant::now();
-    let mut differ = read_board(&settings, P::METRICS).await?;
-    info!(series = differ.series(), "read back the published board");
-
-    // What /metrics shows starts empty; what the topic holds starts from the topic.
+    // What this instance exported: on /metrics, and on the metrics topic (read back from the
+    // topic whenever its slots change).
     let mut shown = Differ::default();
+    let mut differ = Differ::default();
     let new_core = || {
         let mut core = P::new(&contract, cal, now_ms());
         if P::CELEBRATES {
@@ -140,23 +152,21 @@ pub async fn run<P: Processor>(
             }
         }
     }
-    // Celebrations already on their topic are never announced again.
+    // Celebrations already on their topic are never announced again (read when this instance
+    // takes the leader slot); those decided while another instance leads wait in `pending_wins`
+    // until they are seen there.
     let mut celebrated: std::collections::HashSet<String> = Default::default();
-    if P::CELEBRATES {
-        if t.create {
-            ensure_topics(
-                &settings,
-                &[TopicSpec {
-                    name: t.celebrations.clone(),
-                    partitions: 1,
-                    compacted: true,
-                }],
-            )
-            .await?;
-        }
-        read_to_end(&settings, &t.celebrations, |key, _| {
-            celebrated.insert(key.to_owned());
-        })
+    let mut pending_wins: std::collections::VecDeque<(Instant, String, serde_json::Value)> =
+        Default::default();
+    if P::CELEBRATES && t.create {
+        ensure_topics(
+            &settings,
+            &[TopicSpec {
+                name: t.celebrations.clone(),
+                partitions: 1,
+                compacted: true,
+            }],
+        )
         .await?;
     }
 
@@ -165,6 +175,40 @@ pub async fn run<P: Processor>(
         .set("compression.type", "lz4")
         .create()
         .map_err(|e| Error::kafka("creating the producer", e))?;
+
+    let ownership = Ownership::default();
+    let handover = Handover::default();
+    let slots_consumer: BaseConsumer<SlotsContext> = {
+        let mut c = client_config(&settings);
+        c.set("group.id", format!("{}-{}-slots", svc.group_id, P::SERVICE))
+            // Eager: every member gives up its slots before any is handed out again.
+            .set("partition.assignment.strategy", "roundrobin")
+            .set("enable.auto.commit", "false");
+        if c.get("session.timeout.ms").is_none() {
+            // A killed instance's slots move on after this long.
+            c.set("session.timeout.ms", "10000");
+        }
+        c.create_with_context(SlotsContext {
+            ownership: ownership.clone(),
+            board: board.clone(),
+            producer: producer.clone(),
+            committer: client_config(&settings)
+                .set("group.id", &svc.group_id)
+                .set("enable.auto.commit", "false")
+                .create()
+                .map_err(|e| Error::kafka("creating the offset committer", e))?,
+            input: input.clone(),
+            handover: handover.clone(),
+        })
+        .map_err(|e| Error::kafka("creating the slots consumer", e))?
+    };
+    let slot_count = i32::try_from(partitions(&slots_consumer, &t.slots)?.len()).unwrap_or(1);
+    slots_consumer
+        .subscribe(&[&t.slots])
+        .map_err(|e| Error::kafka("joining the slots group", e))?;
+    let owns = |slots: &BTreeSet<i32>, s: &Subject| slots.contains(&slot_of(s, slot_count));
+    let mut seen_generation = 0;
+    let mut leader = false;
 
     // The roster is small and read whole by every instance, from the beginning, never
     // committed: a global table.
@@ -252,6 +296,8 @@ pub async fn run<P: Processor>(
     consumer
         .assign(&assign)
         .map_err(|e| Error::kafka("assigning partitions", e))?;
+    // Records below these offsets had their dead letters and celebrations produced already.
+    let mut quiet_until = restore_until.clone();
     let restore_total: i64 = restore_until
         .iter()
         .map(|(p, until)| until - next.get(p).copied().unwrap_or(0))
@@ -290,41 +336,76 @@ pub async fn run<P: Processor>(
                     }
                 }
                 core.tick(now_ms());
-                // Only live records leave celebrations (see Ctx::input).
+                // Only live records leave celebrations (see Ctx::input). The leader announces
+                // them before it may give up its slots below.
                 for (key, value) in core.take_celebrations() {
-                    if celebrated.insert(key.clone()) {
-                        info!(key = %key, "announcing");
-                        let payload = serde_json::to_vec(&value).unwrap_or_default();
-                        ctx.enqueue(FutureRecord::to(&t.celebrations).key(key.as_bytes()).payload(payload.as_slice())).await?;
+                    pending_wins.push_back((Instant::now(), key, value));
+                }
+                if leader {
+                    for (_, key, value) in std::mem::take(&mut pending_wins) {
+                        if celebrated.insert(key.clone()) {
+                            info!(key = %key, "announcing");
+                            let payload = serde_json::to_vec(&value).unwrap_or_default();
+                            ctx.enqueue(FutureRecord::to(&t.celebrations).key(key.as_bytes()).payload(payload.as_slice())).await?;
+                        }
+                    }
+                }
+                // Group membership: the rebalance callbacks run inside this poll. A leader that
+                // gives up its slots there commits what it has processed, outputs flushed.
+                handover.set(leader.then(|| next.iter().filter(|(p, o)| quiet_until.get(p).is_none_or(|q| *o >= q)).map(|(p, o)| (*p, *o)).collect()));
+                tokio::task::block_in_place(|| while slots_consumer.poll(Duration::ZERO).is_some() {});
+                handover.set(None);
+                let (slots, generation) = ownership.current();
+                if !restoring && generation != seen_generation {
+                    seen_generation = generation;
+                    let was_leader = leader;
+                    leader = slots.contains(&LEADER_SLOT);
+                    health.owned_slots.set(slots.len() as i64);
+                    health.leader.set(i64::from(leader));
+                    // Start over from what the topic holds for the subjects now owned.
+                    shown = Differ::default();
+                    board.clear();
+                    differ = read_board(&settings, P::METRICS).await?;
+                    let mut full: Vec<SubjectSeries> = core.snapshot().into_iter().filter(|s| owns(&slots, &s.subject)).collect();
+                    let present: BTreeSet<Subject> = full.iter().map(|s| s.subject.clone()).collect();
+                    let gone: Vec<Subject> = differ.subjects().filter(|s| owns(&slots, s) && !present.contains(*s)).cloned().collect();
+                    full.extend(gone.into_iter().map(|subject| SubjectSeries { subject, series: Vec::new() }));
+                    board.apply(&shown.diff(full.clone()));
+                    let changes = differ.diff(full);
+                    publish(&mut ctx, &t.metrics, &changes, publish_format).await?;
+                    info!(slots = ?slots, leader, series = board.len(), published = changes.len(), "took over the series of the assigned slots");
+                    if leader && !was_leader {
+                        celebrated.clear();
+                        if P::CELEBRATES {
+                            read_to_end(&settings, &t.celebrations, |key, _| {
+                                celebrated.insert(key.to_owned());
+                            })
+                            .await?;
+                        }
+                        let caught = catch_up_dead_letters::<P>(&settings, &consumer, &input, &mut next, &mut quiet_until, &mut ctx).await?;
+                        info!(dead_letters = caught, "leading: org series, dead letters, celebrations, offsets and snapshots");
+                    }
+                }
+                if !leader {
+                    // The leader announces them; kept a while in case it fails before it does.
+                    while pending_wins.len() > MAX_PENDING_WINS || pending_wins.front().is_some_and(|w| w.0.elapsed() > PENDING_WINS_FOR) {
+                        pending_wins.pop_front();
                     }
                 }
                 if !restoring {
-                    let subjects = core.drain_changes();
+                    let subjects: Vec<SubjectSeries> = core.drain_changes().into_iter().filter(|s| owns(&slots, &s.subject)).collect();
                     board.apply(&shown.diff(subjects.clone()));
                     let changes = differ.diff(subjects);
-                    let as_of = Utc::now();
-                    for c in &changes {
-                        let value = salespulse_publish::encode(c, publish_format, as_of);
-                        let rec = FutureRecord::to(&t.metrics)
-                            .key(c.key.as_bytes())
-                            .headers(OwnedHeaders::new().insert(Header {
-                                key: "content-type",
-                                value: Some(publish_format.content_type()),
-                            }));
-                        let rec = match &value {
-                            Some(v) => rec.payload(v.as_slice()),
-                            None => rec,
-                        };
-                        ctx.enqueue(rec).await?;
-                    }
-                    health.published.inc_by(changes.len() as u64);
+                    publish(&mut ctx, &t.metrics, &changes, publish_format).await?;
                 }
                 // Offsets move one tick behind: those read up to the previous tick are
                 // committed once everything produced for them is acknowledged, which by now it
                 // almost always is, so the loop rarely waits for the broker.
                 settle(&mut acked_before).await?;
-                commit(&consumer, &input, &committable, &restore_until)?;
-                if snapshots && !restoring && snapshot_at.elapsed() >= snapshot_every {
+                if leader {
+                    commit(&consumer, &input, &committable, &quiet_until)?;
+                }
+                if leader && snapshots && !restoring && snapshot_at.elapsed() >= snapshot_every {
                     // Everything produced for the records read so far must be durable before a
                     // snapshot says they are done.
                     ctx.settle().await?;
@@ -355,7 +436,7 @@ pub async fn run<P: Processor>(
                 for (kind, n) in core.state_sizes() {
                     health.state.with_label_values(&[kind]).set(n as i64);
                 }
-                let is_ready = !restoring && max_lag <= svc.ready_max_lag;
+                let is_ready = !restoring && max_lag <= svc.ready_max_lag && ownership.assigned();
                 ready.store(is_ready, Ordering::Relaxed);
                 health.ready.set(i64::from(is_ready));
             }
@@ -372,8 +453,8 @@ pub async fn run<P: Processor>(
                     match r {
                         Ok(m) => {
                             let p = m.partition();
-                            let live = restore_until.get(&p).is_none_or(|until| m.offset() >= *until);
-                            ctx.input(&mut core, &m, live).await?;
+                            let live = quiet_until.get(&p).is_none_or(|until| m.offset() >= *until);
+                            ctx.input(&mut core, &m, live, leader).await?;
                             next.insert(p, m.offset() + 1);
                         }
                         Err(e) => warn!(error = %e, "input consumer error"),
@@ -389,22 +470,21 @@ pub async fn run<P: Processor>(
     ready.store(false, Ordering::Relaxed);
     core.tick(now_ms());
     if !restoring {
-        let changes = differ.diff(core.drain_changes());
-        let as_of = Utc::now();
-        for c in &changes {
-            let value = salespulse_publish::encode(c, publish_format, as_of);
-            let rec = FutureRecord::to(&t.metrics).key(c.key.as_bytes());
-            let rec = match &value {
-                Some(v) => rec.payload(v.as_slice()),
-                None => rec,
-            };
-            ctx.enqueue(rec).await?;
-        }
+        let (slots, _) = ownership.current();
+        let subjects: Vec<SubjectSeries> = core
+            .drain_changes()
+            .into_iter()
+            .filter(|s| owns(&slots, &s.subject))
+            .collect();
+        let changes = differ.diff(subjects);
+        publish(&mut ctx, &t.metrics, &changes, publish_format).await?;
     }
     settle(&mut acked_before).await?;
     ctx.settle().await?;
-    commit(&consumer, &input, &next, &restore_until)?;
-    if snapshots && !restoring {
+    if leader {
+        commit(&consumer, &input, &next, &quiet_until)?;
+    }
+    if leader && snapshots && !restoring {
         take_snapshot(
             &producer,
             &settings,
@@ -425,9 +505,116 @@ pub async fn run<P: Processor>(
             e => Err(e),
         })
         .map_err(|e| Error::kafka("committing offsets at shutdown", e))?;
+    // Leaving the group hands the slots over at once (the callbacks clear the board first).
+    drop(slots_consumer);
     http.abort();
     info!("stopped cleanly");
     Ok(())
+}
+
+/// Produces changed series to the metrics topic.
+async fn publish(
+    ctx: &mut Ctx<'_>,
+    topic: &str,
+    changes: &[Change],
+    format: PublishFormat,
+) -> Result<(), Error> {
+    let as_of = Utc::now();
+    for c in changes {
+        let value = salespulse_publish::encode(c, format, as_of);
+        let rec =
+            FutureRecord::to(topic)
+                .key(c.key.as_bytes())
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "content-type",
+                    value: Some(format.content_type()),
+                }));
+        let rec = match &value {
+            Some(v) => rec.payload(v.as_slice()),
+            None => rec,
+        };
+        ctx.enqueue(rec).await?;
+    }
+    ctx.health.published.inc_by(changes.len() as u64);
+    Ok(())
+}
+
+/// On taking the leader slot: dead-letters the rejects among the records between the group's
+/// committed offsets (up to which the previous leader's dead letters are durable) and this
+/// instance's position, which it processed without that duty. Where this instance is behind
+/// the committed offsets instead, it stays quiet until it reaches them. Returns the number of
+/// dead letters produced.
+async fn catch_up_dead_letters<P: Processor>(
+    settings: &Settings,
+    consumer: &StreamConsumer,
+    input: &str,
+    next: &mut HashMap<i32, i64>,
+    quiet_until: &mut HashMap<i32, i64>,
+    ctx: &mut Ctx<'_>,
+) -> Result<u64, Error> {
+    let mut tpl = TopicPartitionList::new();
+    for p in next.keys() {
+        tpl.add_partition(input, *p);
+    }
+    let committed =
+        tokio::task::block_in_place(|| consumer.committed_offsets(tpl, Duration::from_secs(30)))
+            .map_err(|e| Error::kafka("reading committed offsets", e))?;
+    let mut ranges = Vec::new();
+    for (p, at) in next.iter() {
+        let Some(Offset::Offset(c)) = committed.find_partition(input, *p).map(|e| e.offset())
+        else {
+            continue;
+        };
+        if *at < c {
+            quiet_until.insert(*p, c);
+        } else if *at > c {
+            ranges.push((*p, c, *at));
+        }
+    }
+    if ranges.is_empty() {
+        return Ok(0);
+    }
+    let reader: StreamConsumer = client_config(settings)
+        .set("group.id", "salespulse-dead-letter-catch-up")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| Error::kafka("creating the catch-up reader", e))?;
+    let mut assign = TopicPartitionList::new();
+    for (p, from, _) in &ranges {
+        assign
+            .add_partition_offset(input, *p, Offset::Offset(*from))
+            .map_err(|e| Error::kafka("assigning partitions", e))?;
+    }
+    reader
+        .assign(&assign)
+        .map_err(|e| Error::kafka("assigning partitions", e))?;
+    let until: HashMap<i32, i64> = ranges.iter().map(|(p, _, to)| (*p, *to)).collect();
+    let mut done: HashMap<i32, i64> = ranges.iter().map(|(p, from, _)| (*p, *from)).collect();
+    let mut produced = 0;
+    while until
+        .iter()
+        .any(|(p, to)| done.get(p).copied().unwrap_or(0) < *to)
+    {
+        let m = tokio::time::timeout(Duration::from_secs(30), reader.recv())
+            .await
+            .map_err(|_| Error::Config(format!("reading {input} to catch up timed out")))?
+            .map_err(|e| Error::kafka("reading input to catch up", e))?;
+        done.insert(m.partition(), m.offset() + 1);
+        if until.get(&m.partition()).is_none_or(|to| m.offset() >= *to) {
+            continue;
+        }
+        // Judged at the time the record arrived, as it was when first processed.
+        let at = m.timestamp().to_millis().unwrap_or_else(now_ms);
+        let payload = m.payload().unwrap_or_default();
+        let res = Format::from_content_type(content_type(&m))
+            .and_then(|f| P::check(ctx.contract, m.key(), payload, f, at));
+        if let Err(e) = res {
+            ctx.reject(&m, &e).await?;
+            produced += 1;
+        }
+    }
+    Ok(produced)
 }
 
 /// Saves the core's state as of the input positions `next`; every output produced for the
@@ -579,18 +766,21 @@ impl Ctx<'_> {
         }
     }
 
+    /// Applies one input record. `live`: its celebrations are still to be decided (it was not
+    /// processed before a restart); `leading`: this instance also counts it and dead-letters it.
     async fn input<P: Processor>(
         &mut self,
         core: &mut P,
         m: &BorrowedMessage<'_>,
         live: bool,
+        leading: bool,
     ) -> Result<(), Error> {
         let payload = m.payload().unwrap_or_default();
         // A replayed record announced its celebrations in the run that processed it live.
         core.set_live(live);
         let res = Format::from_content_type(content_type(m))
             .and_then(|f| core.handle(self.contract, m.key(), payload, f, now_ms()));
-        if !live {
+        if !live || !leading {
             return Ok(());
         }
         self.input_counters.observe(m);

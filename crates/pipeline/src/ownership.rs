@@ -1,0 +1,177 @@
+//! Who exports which series when several instances of a service run in one group.
+//!
+//! Every instance reads all of its input and holds the whole state, so any instance can
+//! compute any number; what is divided is who exports it. The owners are decided by Kafka's
+//! group protocol over the partitions ("slots") of a small topic: each subject (a rep, a team)
+//! hashes to a slot, and the instance assigned that slot puts the subject's series on
+//! `/metrics` and on `sales.metrics`. Slot 0 also carries the duties that must happen once per
+//! deployment: the org's series, dead letters, celebrations, the input offsets and the
+//! snapshots. A single instance is assigned every slot.
+//!
+//! Hand-over is exact because the assignment protocol is eager: every member gives up all its
+//! slots (and stops exporting them, and flushes what it produced) before any member is given
+//! new ones.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use salespulse_aggregate::Subject;
+use salespulse_expose::Board;
+use tracing::{info, warn};
+
+/// The slot of the deployment-wide duties.
+pub(crate) const LEADER_SLOT: i32 = 0;
+
+/// The slot a subject belongs to, the same in every process and release: FNV-1a of its
+/// scope and id.
+pub(crate) fn slot_of(subject: &Subject, slots: i32) -> i32 {
+    let (scope, id): (&[u8], &[u8]) = match subject {
+        Subject::Org => return LEADER_SLOT,
+        Subject::Rep(r) => (b"rep/", r.as_bytes()),
+        Subject::Team(t) => (b"team/", t.as_bytes()),
+    };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in scope.iter().chain(id) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // `slots` is at least 1 (checked with the configuration).
+    (h % slots.max(1) as u64) as i32
+}
+
+#[derive(Debug, Default)]
+struct State {
+    slots: BTreeSet<i32>,
+    /// Bumped at every change of `slots`.
+    generation: u64,
+    assigned: bool,
+}
+
+/// The slots this instance holds, shared between the rebalance callbacks and the loop.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ownership(Arc<Mutex<State>>);
+
+impl Ownership {
+    /// Owned slots and their generation.
+    pub fn current(&self) -> (BTreeSet<i32>, u64) {
+        self.0
+            .lock()
+            .map(|s| (s.slots.clone(), s.generation))
+            .unwrap_or_default()
+    }
+
+    /// Whether the group has assigned this instance its slots at least once.
+    pub fn assigned(&self) -> bool {
+        self.0.lock().map(|s| s.assigned).unwrap_or(false)
+    }
+
+    fn set(&self, slots: BTreeSet<i32>, assigned: bool) {
+        if let Ok(mut s) = self.0.lock() {
+            s.slots = slots;
+            s.generation += 1;
+            s.assigned |= assigned;
+        }
+    }
+}
+
+/// Input offsets whose outputs are all produced, for the leader to commit when it gives up
+/// its slots: the next leader's duties start exactly there.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Handover(Arc<Mutex<Option<Vec<(i32, i64)>>>>);
+
+impl Handover {
+    pub fn set(&self, offsets: Option<Vec<(i32, i64)>>) {
+        if let Ok(mut h) = self.0.lock() {
+            *h = offsets;
+        }
+    }
+
+    fn take(&self) -> Option<Vec<(i32, i64)>> {
+        self.0.lock().ok().and_then(|mut h| h.take())
+    }
+}
+
+/// The group member's callbacks: stop exporting before giving slots up, take new ones after.
+pub(crate) struct SlotsContext {
+    pub ownership: Ownership,
+    pub board: Arc<Board>,
+    pub producer: FutureProducer,
+    /// Commits the input offsets of [`Handover`] for the service's group.
+    pub committer: BaseConsumer,
+    pub input: String,
+    pub handover: Handover,
+}
+
+impl std::fmt::Debug for SlotsContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotsContext")
+            .field("ownership", &self.ownership)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientContext for SlotsContext {}
+
+impl ConsumerContext for SlotsContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            // Nothing this instance exported may outlive its slots: the next owner starts from
+            // what is on the topic once this returns.
+            self.ownership.set(BTreeSet::new(), false);
+            self.board.clear();
+            if let Err(e) = self.producer.flush(Duration::from_secs(30)) {
+                // Nothing is committed past outputs that may be lost: the next leader redoes them.
+                warn!(error = %e, "flushing before giving up slots failed");
+                return;
+            }
+            if let Some(offsets) = self.handover.take() {
+                let mut tpl = TopicPartitionList::new();
+                for (p, o) in offsets {
+                    let _ = tpl.add_partition_offset(&self.input, p, Offset::Offset(o));
+                }
+                if let Err(e) = self.committer.commit(&tpl, CommitMode::Sync) {
+                    warn!(error = %e, "committing before giving up the leader slot failed");
+                }
+            }
+            info!("gave up every slot");
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let slots: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            info!(slots = ?slots, "assigned slots");
+            self.ownership.set(slots, true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_stable_and_spread() {
+        let n = 12;
+        assert_eq!(slot_of(&Subject::Org, n), LEADER_SLOT);
+        let a = slot_of(&Subject::Rep("rep-001".into()), n);
+        assert_eq!(a, slot_of(&Subject::Rep("rep-001".into()), n));
+        // Fixed values: a change of the hash would move every subject at an upgrade.
+        assert_eq!(
+            slot_of(&Subject::Team("team-emea".into()), 1_000_003),
+            207_716
+        );
+        let mut used = BTreeSet::new();
+        for i in 0..200 {
+            used.insert(slot_of(&Subject::Rep(format!("rep-{i:03}").into()), n));
+            used.insert(slot_of(&Subject::Team(format!("team-{i}").into()), n));
+        }
+        assert_eq!(used.len(), 12, "200 reps and teams use every slot");
+        assert!(used.iter().all(|s| (0..n).contains(s)));
+    }
+}

@@ -1,0 +1,315 @@
+//! Scale-out: the deals and activities services go from one instance to three and back to one
+//! while records flow. With three, every business series is on exactly one instance's
+//! `/metrics`, the union equals a clean single instance reading the same input, and Prometheus
+//! `sum` over the instances gives the org totals; back at one, the survivor shows everything.
+//! The metrics topic rebuilds the clean board, and no celebration is announced twice.
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use salespulse_e2e::*;
+
+const RECORDS: u64 = 50_000;
+const SERVICES: [&str; 2] = ["deals", "activities"];
+
+fn stream(topics: &Topics, seed: u64) -> Child {
+    Command::new(bin("salespulse-simulator"))
+        .args(["--bootstrap", &bootstrap(), "--seed", &seed.to_string()])
+        .args(["--rate", "5000", "--records", &RECORDS.to_string()])
+        .args(["--backfill-days", "0", "--reps", "40", "--teams", "6"])
+        .args([
+            "--deals-topic",
+            &topics.deals,
+            "--activities-topic",
+            &topics.activities,
+        ])
+        .args(["--roster-topic", &topics.roster])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("simulator starts")
+}
+
+fn gauge(text: &str, family: &str) -> f64 {
+    parse_metrics(text)
+        .into_iter()
+        .find(|(k, _)| k.split('{').next() == Some(family))
+        .map_or(f64::NAN, |(_, v)| v)
+}
+
+/// Waits (bounded) until the instances of one service hold every slot between them, each at
+/// least one, and exactly one of them leads.
+async fn wait_spread(instances: &[&Service], within: Duration) -> Vec<f64> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut slots = Vec::new();
+        let mut leaders = 0.0;
+        for s in instances {
+            let text = s.metrics().await;
+            slots.push(gauge(&text, "sales_owned_slots"));
+            leaders += gauge(&text, "sales_leader");
+        }
+        if slots.iter().all(|n| *n > 0.0) && slots.iter().sum::<f64>() == 12.0 && leaders == 1.0 {
+            return slots;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slots not spread within {within:?}: {slots:?}, {leaders} leaders"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Differences between the union of the instances' boards and the clean board; panics if a
+/// series is on two instances.
+async fn union_differs(instances: &[&Service], clean: &Service) -> (usize, Vec<String>) {
+    let mut union: BTreeMap<String, f64> = BTreeMap::new();
+    for s in instances {
+        for (k, v) in business(&s.metrics().await) {
+            assert!(
+                union.insert(k.clone(), v).is_none(),
+                "{k} is exported by two instances of {}",
+                s.name
+            );
+        }
+    }
+    let want = business(&clean.metrics().await);
+    let diffs = union
+        .iter()
+        .filter(|(k, v)| want.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k}: instances {v}, clean {:?}", want.get(k)))
+        .chain(
+            want.keys()
+                .filter(|k| !union.contains_key(*k))
+                .map(|k| format!("{k}: only in the clean run")),
+        )
+        .collect();
+    (union.len(), diffs)
+}
+
+async fn wait_equal(instances: &[&Service], clean: &Service, what: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (n, diffs) = union_differs(instances, clean).await;
+        if diffs.is_empty() {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} differences from the clean run:\n{}",
+            diffs.len(),
+            diffs
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until Prometheus' `sum` over the instances of `team_family` and of `org_family`
+/// both equal the clean run's org value.
+async fn wait_prom_sum(
+    prom: &Prometheus,
+    clean: &Service,
+    team_q: &str,
+    org_q: &str,
+    org_key: &str,
+) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let want = parse_metrics(&clean.metrics().await)
+            .get(org_key)
+            .copied()
+            .unwrap_or(f64::NAN);
+        let teams = prom.query(&format!("sum({team_q})")).await;
+        let org = prom.query(&format!("sum({org_q})")).await;
+        let got = (teams.first().map(|x| x.1), org.first().map(|x| x.1));
+        if got == (Some(want), Some(want)) && want > 0.0 {
+            return want;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus sum({team_q}) and sum({org_q}) are {got:?}, the clean org value {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_to_three_to_one_instances_during_a_stream() {
+    require_broker();
+    let topics = Topics::unique("scale");
+    let group = format!("g-{}", topics.suffix);
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "salespulse-simulator"])
+        .current_dir(root())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the simulator");
+
+    // The reference: one instance per service reading the same input into topics of its own.
+    let clean_topics = Topics {
+        metrics: format!("{}.clean", topics.metrics),
+        celebrations: format!("{}.clean", topics.celebrations),
+        deadletter: format!("{}.clean", topics.deadletter),
+        snapshots: format!("{}.clean", topics.snapshots),
+        ..topics.clone()
+    };
+    let clean_group = format!("{group}-clean");
+    let mut clean = Vec::new();
+    for name in SERVICES {
+        let mut s = Service::start(name, &clean_topics, free_port(), &clean_group);
+        s.wait_ready(Duration::from_secs(60)).await;
+        clean.push(s);
+    }
+
+    // Three ports per service, scraped by one Prometheus from the start.
+    let ports: Vec<[u16; 3]> = SERVICES
+        .iter()
+        .map(|_| [free_port(), free_port(), free_port()])
+        .collect();
+    let all: Vec<u16> = ports.iter().flatten().copied().collect();
+    let prom = Prometheus::start(&all, &topics.suffix);
+    let mut first = Vec::new();
+    for (i, name) in SERVICES.iter().enumerate() {
+        let mut s = Service::start(name, &topics, ports[i][0], &group);
+        s.wait_ready(Duration::from_secs(60)).await;
+        first.push(s);
+    }
+
+    // 1 → 3 while the first stream flows.
+    let mut sim = stream(&topics, 7);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut more: Vec<Vec<Service>> = Vec::new();
+    for (i, name) in SERVICES.iter().enumerate() {
+        more.push(
+            (1..3)
+                .map(|k| Service::start(name, &topics, ports[i][k], &group))
+                .collect(),
+        );
+    }
+    assert!(sim.wait().expect("simulator ends").success(), "simulator");
+    let mut three_phase = Vec::new();
+    for (i, name) in SERVICES.iter().enumerate() {
+        for s in more[i].iter_mut() {
+            s.wait_ready(Duration::from_secs(120)).await;
+        }
+        let instances = [&first[i], &more[i][0], &more[i][1]];
+        let slots = wait_spread(&instances, Duration::from_secs(60)).await;
+        let series = wait_equal(&instances, &clean[i], &format!("{name} with 3")).await;
+        three_phase.push(format!("{name}: slots {slots:?}, {series} series"));
+    }
+    // Nothing exported twice, and the sums over instances are the org totals.
+    let twice = prom
+        .query(r#"count by (__name__, rep, team, window, kind, stage, period_type) ({__name__=~"sales_(rep|team|org)_.+"}) > 1"#)
+        .await;
+    assert!(
+        twice.is_empty(),
+        "series exported by two instances: {twice:?}"
+    );
+    let bookings = wait_prom_sum(
+        &prom,
+        &clean[0],
+        r#"sales_team_deals_won{window="30d"}"#,
+        r#"sales_org_deals_won{window="30d"}"#,
+        &metric_key("sales_org_deals_won", &[("window", "30d")]),
+    )
+    .await;
+    let calls = wait_prom_sum(
+        &prom,
+        &clean[1],
+        r#"sales_team_activities{window="30d",kind="call"}"#,
+        r#"sales_org_activities{window="30d",kind="call"}"#,
+        &metric_key(
+            "sales_org_activities",
+            &[("kind", "call"), ("window", "30d")],
+        ),
+    )
+    .await;
+
+    // 3 → 1 while the second stream flows.
+    let mut sim = stream(&topics, 8);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for group in more.iter_mut() {
+        for s in group.iter_mut() {
+            assert!(s.terminate().success(), "{} stopped cleanly", s.name);
+        }
+    }
+    assert!(sim.wait().expect("simulator ends").success(), "simulator");
+    let mut one_phase = Vec::new();
+    for (i, name) in SERVICES.iter().enumerate() {
+        first[i].wait_ready(Duration::from_secs(120)).await;
+        let series = wait_equal(&[&first[i]], &clean[i], &format!("{name} back at 1")).await;
+        let text = first[i].metrics().await;
+        assert_eq!(
+            gauge(&text, "sales_owned_slots"),
+            12.0,
+            "{name} holds every slot"
+        );
+        assert_eq!(gauge(&text, "sales_leader"), 1.0, "{name} leads");
+        one_phase.push(format!("{name}: {series} series"));
+    }
+    let bookings_after = wait_prom_sum(
+        &prom,
+        &clean[0],
+        r#"sales_team_deals_won{window="30d"}"#,
+        r#"sales_org_deals_won{window="30d"}"#,
+        &metric_key("sales_org_deals_won", &[("window", "30d")]),
+    )
+    .await;
+
+    // The metrics topic rebuilds the clean board; celebrations once each.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (keys, repeats) = loop {
+        let (scaled, repeats, _) = board_of(&topics.metrics);
+        let (want, _, _) = board_of(&clean_topics.metrics);
+        if scaled == want {
+            break (scaled.len(), repeats);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the metrics topics differ: {} vs {} keys",
+            scaled.len(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let wins: Vec<Vec<u8>> = read_topic(&topics.celebrations)
+        .into_iter()
+        .filter_map(|r| r.key)
+        .collect();
+    let unique: HashSet<&Vec<u8>> = wins.iter().collect();
+    assert_eq!(
+        unique.len(),
+        wins.len(),
+        "a celebration was announced twice"
+    );
+    let clean_wins: HashSet<Vec<u8>> = read_topic(&clean_topics.celebrations)
+        .into_iter()
+        .filter_map(|r| r.key)
+        .collect();
+    assert_eq!(
+        unique.into_iter().cloned().collect::<HashSet<_>>(),
+        clean_wins,
+        "the same celebrations as the clean run"
+    );
+    let dead = read_topic(&topics.deadletter).len();
+    let clean_dead = read_topic(&clean_topics.deadletter).len();
+    assert!(
+        dead >= clean_dead,
+        "{dead} dead letters, the clean run has {clean_dead}: some were lost"
+    );
+    println!(
+        "scale: 2 streams of {RECORDS} records; 1 → 3 instances ({}); Prometheus sum over instances = org: \
+         deals won 30d {bookings}, calls 30d {calls}; 3 → 1 ({}), deals won 30d {bookings_after}; \
+         metrics topic {keys} keys equal to the clean run ({repeats} repeated values), \
+         {} celebrations once each, {dead} dead letters (clean run {clean_dead}); differences: 0",
+        three_phase.join("; "),
+        one_phase.join("; "),
+        wins.len()
+    );
+}

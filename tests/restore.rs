@@ -2,7 +2,6 @@
 //! input after it. A start from the snapshot and a start that replays all history (snapshots
 //! off) must show the same numbers; the first replays nothing, the second every record.
 
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

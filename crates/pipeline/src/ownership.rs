@@ -82,16 +82,19 @@ impl Ownership {
 /// Input offsets whose outputs are all produced, for the leader to commit when it gives up
 /// its slots: the next leader's duties start exactly there.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Handover(Arc<Mutex<Option<Vec<(i32, i64)>>>>);
+pub(crate) struct Handover(Arc<Mutex<Option<Offsets>>>);
+
+/// (partition, next offset) pairs.
+type Offsets = Vec<(i32, i64)>;
 
 impl Handover {
-    pub fn set(&self, offsets: Option<Vec<(i32, i64)>>) {
+    pub fn set(&self, offsets: Option<Offsets>) {
         if let Ok(mut h) = self.0.lock() {
             *h = offsets;
         }
     }
 
-    fn take(&self) -> Option<Vec<(i32, i64)>> {
+    fn take(&self) -> Option<Offsets> {
         self.0.lock().ok().and_then(|mut h| h.take())
     }
 }

@@ -530,6 +530,31 @@ pub fn wait_committed(group: &str, topic: &str, within: Duration) {
     }
 }
 
+/// Commits for group `to` the offsets group `from` has committed on `topic`.
+pub fn copy_committed(from: &str, to: &str, topic: &str) {
+    let client = |group: &str| -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer")
+    };
+    let (src, dst) = (client(from), client(to));
+    let md = src
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition(topic, p.id());
+    }
+    let committed = src
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    dst.commit(&committed, rdkafka::consumer::CommitMode::Sync)
+        .expect("commit for the other group");
+}
+
 /// A record to produce: key, value (`None`: a tombstone), content type.
 pub type RawRecord<'a> = (Option<Vec<u8>>, Option<Vec<u8>>, &'a str);
 

@@ -153,3 +153,22 @@ pub fn partitions<C: rdkafka::consumer::ConsumerContext>(
         last.unwrap_or_default()
     )))
 }
+
+/// Low and high watermarks of a partition. A topic created a moment ago may have no leader
+/// yet, so errors are retried for up to 15 s before they count.
+pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), Error> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+            Ok(w) => return Ok(w),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(Error::kafka("reading watermarks", e))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}

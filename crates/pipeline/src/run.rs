@@ -30,7 +30,7 @@ use salespulse_publish::PublishFormat;
 use tracing::{error, info, warn};
 
 use crate::config::Settings;
-use crate::kafka::{client_config, ensure_topics, partitions, TopicSpec};
+use crate::kafka::{client_config, ensure_topics, partitions, watermarks, TopicSpec};
 use crate::ownership::{slot_of, Handover, Ownership, SlotsContext, LEADER_SLOT};
 use crate::processor::Processor;
 use crate::Error;
@@ -271,9 +271,7 @@ pub async fn run<P: Processor>(
     let mut next: HashMap<i32, i64> = HashMap::new();
     let mut assign = TopicPartitionList::new();
     for p in &parts {
-        let (low, _) = consumer
-            .fetch_watermarks(&input, *p, Duration::from_secs(10))
-            .map_err(|e| Error::kafka("reading watermarks", e))?;
+        let (low, _) = watermarks(&consumer, &input, *p)?;
         let c = match committed.find_partition(&input, *p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o,
             _ => 0,
@@ -923,9 +921,7 @@ pub(crate) fn high_watermarks(
 ) -> Result<HashMap<i32, i64>, Error> {
     let mut out = HashMap::new();
     for p in parts {
-        let (low, high) = c
-            .fetch_watermarks(topic, *p, Duration::from_secs(10))
-            .map_err(|e| Error::kafka("reading watermarks", e))?;
+        let (low, high) = watermarks(c, topic, *p)?;
         if high > low {
             out.insert(*p, high);
         }

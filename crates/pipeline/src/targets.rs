@@ -258,9 +258,7 @@ pub async fn run_targets(
             assign
                 .add_partition_offset(topic, p, Offset::Beginning)
                 .map_err(|e| Error::kafka("assigning partitions", e))?;
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .map_err(|e| Error::kafka("reading watermarks", e))?;
+            let (low, high) = crate::kafka::watermarks(&consumer, topic, p)?;
             if high > low {
                 ends.insert((topic.clone(), p), high);
             }

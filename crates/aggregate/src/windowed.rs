@@ -16,12 +16,21 @@ pub trait Measure: Copy + Default + PartialEq {
 }
 
 /// Facts keyed by `(second, id)`; facts with equal keys are merged.
+///
+/// Most ticks move no fact in or out of any window; two lower bounds let `advance` see that
+/// without searching the facts, so a tick costs a few comparisons per cell.
 #[derive(Debug, Clone)]
 pub struct Windowed<V> {
     facts: BTreeMap<(i64, u64), V>,
     sums: [V; WINDOWS],
     lo: [i64; WINDOWS],
     hi: i64,
+    /// No fact counted in window `w` is older than `first_in[w]` (`i64::MAX`: none is).
+    first_in: [i64; WINDOWS],
+    /// No fact later than `hi` is earlier than `next_future` (`i64::MAX`: none is).
+    next_future: i64,
+    /// No fact is older than this.
+    oldest: i64,
 }
 
 impl<V: Measure> Windowed<V> {
@@ -31,6 +40,9 @@ impl<V: Measure> Windowed<V> {
             sums: [V::default(); WINDOWS],
             lo: b.lo,
             hi: b.now,
+            first_in: [i64::MAX; WINDOWS],
+            next_future: i64::MAX,
+            oldest: i64::MAX,
         }
     }
 
@@ -57,12 +69,16 @@ impl<V: Measure> Windowed<V> {
             return false;
         }
         self.facts.entry((ts, id)).or_default().add(v);
+        self.oldest = self.oldest.min(ts);
         if ts <= self.hi {
-            for (lo, sum) in self.lo.iter().zip(self.sums.iter_mut()) {
-                if *lo <= ts {
-                    sum.add(v);
+            for w in 0..WINDOWS {
+                if self.lo[w] <= ts {
+                    self.sums[w].add(v);
+                    self.first_in[w] = self.first_in[w].min(ts);
                 }
             }
+        } else {
+            self.next_future = self.next_future.min(ts);
         }
         true
     }
@@ -92,44 +108,76 @@ impl<V: Measure> Windowed<V> {
         if self.facts.is_empty() {
             self.lo = b.lo;
             self.hi = self.hi.max(b.now);
+            if self.oldest == i64::MAX {
+                // Emptied and reset before: every sum is zero.
+                return false;
+            }
+            self.first_in = [i64::MAX; WINDOWS];
+            self.next_future = i64::MAX;
+            self.oldest = i64::MAX;
             return self.reset_sums();
         }
         if b.now > self.hi {
-            for (&(ts, _), v) in self.facts.range((self.hi + 1, 0)..=(b.now, u64::MAX)) {
-                for (lo, sum) in self.lo.iter().zip(self.sums.iter_mut()) {
-                    if *lo <= ts {
-                        sum.add(v);
-                        changed = true;
+            if self.next_future <= b.now {
+                for (&(ts, _), v) in self.facts.range((self.hi + 1, 0)..=(b.now, u64::MAX)) {
+                    for w in 0..WINDOWS {
+                        if self.lo[w] <= ts {
+                            self.sums[w].add(v);
+                            self.first_in[w] = self.first_in[w].min(ts);
+                            changed = true;
+                        }
                     }
                 }
+                self.next_future = self
+                    .facts
+                    .range((b.now + 1, 0)..)
+                    .next()
+                    .map_or(i64::MAX, |(k, _)| k.0);
             }
             self.hi = b.now;
         }
         for w in 0..WINDOWS {
             let new_lo = b.lo[w];
             if new_lo > self.lo[w] {
-                for (&(ts, _), v) in self.facts.range((self.lo[w], 0)..(new_lo, 0)) {
-                    if ts <= self.hi {
-                        self.sums[w].sub(v);
-                        changed = true;
+                if self.first_in[w] < new_lo {
+                    for (&(ts, _), v) in self.facts.range((self.lo[w], 0)..(new_lo, 0)) {
+                        if ts <= self.hi {
+                            self.sums[w].sub(v);
+                            changed = true;
+                        }
                     }
+                    self.first_in[w] = self
+                        .facts
+                        .range((new_lo, 0)..=(self.hi, u64::MAX))
+                        .next()
+                        .map_or(i64::MAX, |(k, _)| k.0);
                 }
                 self.lo[w] = new_lo;
             }
         }
-        while let Some(first) = self.facts.first_entry() {
-            if first.key().0 >= b.horizon {
-                break;
+        if self.oldest < b.horizon {
+            while let Some(first) = self.facts.first_entry() {
+                if first.key().0 >= b.horizon {
+                    break;
+                }
+                first.remove();
             }
-            first.remove();
+            self.oldest = self.first_ts();
         }
         changed
+    }
+
+    fn first_ts(&self) -> i64 {
+        self.facts.first_key_value().map_or(i64::MAX, |(k, _)| k.0)
     }
 
     /// Removes and returns the facts older than `before`, without touching window sums; the
     /// caller re-adds them elsewhere (used to fold minute buckets into hour buckets).
     pub fn take_older_than(&mut self, before: i64) -> Vec<(i64, u64, V)> {
         let mut out = Vec::new();
+        if self.oldest >= before {
+            return out;
+        }
         while let Some(first) = self.facts.first_entry() {
             if first.key().0 >= before {
                 break;
@@ -137,6 +185,7 @@ impl<V: Measure> Windowed<V> {
             let ((ts, id), v) = first.remove_entry();
             out.push((ts, id, v));
         }
+        self.oldest = self.first_ts();
         for (ts, _, v) in &out {
             if *ts <= self.hi {
                 for (lo, sum) in self.lo.iter().zip(self.sums.iter_mut()) {

@@ -25,4 +25,9 @@ trap cleanup EXIT
 # The end-to-end tests start the service binaries; build them first so that test time is
 # spent testing.
 cargo build --workspace --bins
-cargo test --workspace "$@"
+# The end-to-end tests print what they did and found (records, kills, differences): show that
+# for passing tests too, unless the caller passes test-binary arguments of its own.
+case " $* " in
+  *" -- "*) cargo test --workspace "$@" ;;
+  *) cargo test --workspace "$@" -- --show-output ;;
+esac

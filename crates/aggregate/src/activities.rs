@@ -76,6 +76,11 @@ impl Cell for ActivityCell {
     fn is_empty(&self) -> bool {
         self.minutes.is_empty() && self.hours.is_empty()
     }
+    fn add_summary(into: &mut [Counts; WINDOWS], from: &[Counts; WINDOWS]) {
+        for (a, b) in into.iter_mut().zip(from) {
+            a.add(b);
+        }
+    }
     fn merge_into(&self, s: &mut [Counts; WINDOWS]) {
         for ((acc, m), h) in s.iter_mut().zip(self.minutes.sums()).zip(self.hours.sums()) {
             acc.add(m);

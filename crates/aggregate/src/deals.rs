@@ -80,7 +80,7 @@ pub(crate) struct DealCell {
     expected: BTreeMap<(i32, u64), (u8, i128)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct DealSummary {
     sums: [DealSums; WINDOWS],
     open: Vec<OpenStage>,
@@ -100,6 +100,21 @@ impl Cell for DealCell {
     }
     fn is_empty(&self) -> bool {
         self.windowed.is_empty() && self.open.iter().all(|o| o.deals == 0)
+    }
+    fn add_summary(into: &mut DealSummary, from: &DealSummary) {
+        for (acc, v) in into.sums.iter_mut().zip(&from.sums) {
+            acc.add(v);
+        }
+        if into.open.len() < from.open.len() {
+            into.open.resize(from.open.len(), OpenStage::default());
+        }
+        for (acc, o) in into.open.iter_mut().zip(&from.open) {
+            acc.amount += o.amount;
+            acc.deals += o.deals;
+            for (a, e) in acc.expected.iter_mut().zip(o.expected) {
+                *a += e;
+            }
+        }
     }
     fn merge_into(&self, s: &mut DealSummary) {
         for (acc, v) in s.sums.iter_mut().zip(self.windowed.sums()) {

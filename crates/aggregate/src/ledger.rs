@@ -17,13 +17,15 @@ pub const UNASSIGNED: &str = "unassigned";
 
 /// Aggregated facts of one (rep, team).
 pub(crate) trait Cell {
-    type Summary: Default;
+    type Summary: Default + Clone + std::fmt::Debug;
     fn new(b: &Bounds) -> Self;
     /// Moves the cell's windows to `b`; returns whether any value changed.
     fn advance(&mut self, b: &Bounds) -> bool;
     /// True when the cell holds nothing that any series could show.
     fn is_empty(&self) -> bool;
     fn merge_into(&self, summary: &mut Self::Summary);
+    /// Adds one summary to another (a team's to the org's).
+    fn add_summary(into: &mut Self::Summary, from: &Self::Summary);
 }
 
 #[derive(Debug)]
@@ -34,7 +36,7 @@ struct RepEntry<C> {
 }
 
 #[derive(Debug)]
-pub(crate) struct Ledger<C> {
+pub(crate) struct Ledger<C: Cell> {
     reps: HashMap<Arc<str>, RepEntry<C>>,
     roster: HashMap<Arc<str>, Arc<str>>,
     team_index: HashMap<Arc<str>, HashSet<Arc<str>>>,
@@ -43,6 +45,9 @@ pub(crate) struct Ledger<C> {
     dirty_teams: HashSet<Arc<str>>,
     dirty_org: bool,
     unassigned: Arc<str>,
+    /// Every team's summary as of the last drain: the org's is their sum, so a drain costs
+    /// the cells of the teams that changed, not all cells.
+    team_sums: HashMap<Arc<str>, C::Summary>,
 }
 
 impl<C: Cell> Ledger<C> {
@@ -56,6 +61,7 @@ impl<C: Cell> Ledger<C> {
             dirty_teams: HashSet::default(),
             dirty_org: false,
             unassigned: Arc::from(UNASSIGNED),
+            team_sums: HashMap::default(),
         }
     }
 
@@ -342,13 +348,63 @@ impl<C: Cell> Ledger<C> {
     where
         F: Fn(&C::Summary, &mut SeriesBuilder<'_>),
     {
-        let mut subjects: Vec<Subject> = self.dirty_reps.drain().map(Subject::Rep).collect();
-        subjects.extend(self.dirty_teams.drain().map(Subject::Team));
-        if std::mem::take(&mut self.dirty_org) {
-            subjects.push(Subject::Org);
+        let mut out: Vec<SubjectSeries> = Vec::new();
+        let mut reps: Vec<Arc<str>> = self.dirty_reps.drain().collect();
+        reps.sort();
+        for rep in reps {
+            out.push(self.series_of(&Subject::Rep(rep), build));
         }
-        subjects.sort();
-        subjects.iter().map(|s| self.series_of(s, build)).collect()
+        // Every change to a team's numbers marks it dirty, so after this loop `team_sums`
+        // holds every team's current summary.
+        let mut teams: Vec<Arc<str>> = self.dirty_teams.drain().collect();
+        teams.sort();
+        for team in teams {
+            let mut series = Vec::new();
+            match self.summary_of_team(&team) {
+                Some(s) => {
+                    build(
+                        &s,
+                        &mut SeriesBuilder {
+                            scope: Scope::Team,
+                            rep: None,
+                            team: Some(&team),
+                            out: &mut series,
+                        },
+                    );
+                    self.team_sums.insert(team.clone(), s);
+                }
+                None => {
+                    self.team_sums.remove(&team);
+                }
+            }
+            out.push(SubjectSeries {
+                subject: Subject::Team(team),
+                series,
+            });
+        }
+        if std::mem::take(&mut self.dirty_org) {
+            let mut series = Vec::new();
+            if !self.reps.is_empty() {
+                let mut s = C::Summary::default();
+                for t in self.team_sums.values() {
+                    C::add_summary(&mut s, t);
+                }
+                build(
+                    &s,
+                    &mut SeriesBuilder {
+                        scope: Scope::Org,
+                        rep: None,
+                        team: None,
+                        out: &mut series,
+                    },
+                );
+            }
+            out.push(SubjectSeries {
+                subject: Subject::Org,
+                series,
+            });
+        }
+        out
     }
 
     /// Series of every subject that has any.

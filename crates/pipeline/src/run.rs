@@ -30,7 +30,9 @@ use salespulse_publish::PublishFormat;
 use tracing::{error, info, warn};
 
 use crate::config::Settings;
-use crate::kafka::{client_config, ensure_topics, partitions, watermarks, TopicSpec};
+use crate::kafka::{
+    client_config, committed_offsets, ensure_topics, partitions, watermarks, TopicSpec,
+};
 use crate::ownership::{slot_of, Handover, Ownership, SlotsContext, LEADER_SLOT};
 use crate::processor::Processor;
 use crate::Error;
@@ -262,9 +264,7 @@ pub async fn run<P: Processor>(
     for p in &parts {
         tpl.add_partition(&input, *p);
     }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(30))
-        .map_err(|e| Error::kafka("reading committed offsets", e))?;
+    let committed = tokio::task::block_in_place(|| committed_offsets(&consumer, &tpl))?;
     // Replay every partition from the snapshot's position (else from its start): records
     // below the committed offset rebuild the state silently; the rest are processed live.
     let mut restore_until: HashMap<i32, i64> = HashMap::new();
@@ -554,9 +554,7 @@ async fn catch_up_dead_letters<P: Processor>(
     for p in next.keys() {
         tpl.add_partition(input, *p);
     }
-    let committed =
-        tokio::task::block_in_place(|| consumer.committed_offsets(tpl, Duration::from_secs(30)))
-            .map_err(|e| Error::kafka("reading committed offsets", e))?;
+    let committed = tokio::task::block_in_place(|| committed_offsets(consumer, &tpl))?;
     let mut ranges = Vec::new();
     for (p, at) in next.iter() {
         let Some(Offset::Offset(c)) = committed.find_partition(input, *p).map(|e| e.offset())

@@ -240,9 +240,7 @@ pub async fn run_targets(
     for p in &target_parts {
         tpl.add_partition(&t.targets, *p);
     }
-    let reported: HashMap<i32, i64> = consumer
-        .committed_offsets(tpl, Duration::from_secs(30))
-        .map_err(|e| Error::kafka("reading committed offsets", e))?
+    let reported: HashMap<i32, i64> = crate::kafka::committed_offsets(&consumer, &tpl)?
         .elements()
         .iter()
         .filter_map(|e| match e.offset() {

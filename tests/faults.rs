@@ -97,13 +97,7 @@ async fn sigkill_during_a_stream_changes_no_number() {
     committed_all(&group, &topics);
 
     // A clean run over the same input, into its own metrics topic.
-    let clean_topics = Topics {
-        metrics: format!("{}.clean", topics.metrics),
-        celebrations: format!("{}.clean", topics.celebrations),
-        deadletter: format!("{}.clean", topics.deadletter),
-        snapshots: format!("{}.clean", topics.snapshots),
-        ..topics.clone()
-    };
+    let clean_topics = topics.clean();
     let clean_group = format!("{group}-clean");
     clear_service_env("deals");
     clear_service_env("activities");
@@ -114,40 +108,12 @@ async fn sigkill_during_a_stream_changes_no_number() {
     clean_acts.wait_ready(Duration::from_secs(120)).await;
     committed_all(&clean_group, &clean_topics);
 
-    // Both boards, compared at (nearly) the same instant; windows slide, so retry a little.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (series, diffs) = loop {
-        let mut crashed = business(&deals.metrics().await);
-        crashed.extend(business(&acts.metrics().await));
-        let mut clean = business(&clean_deals.metrics().await);
-        clean.extend(business(&clean_acts.metrics().await));
-        let diffs: Vec<String> = crashed
-            .iter()
-            .filter(|(k, v)| clean.get(*k) != Some(v))
-            .map(|(k, v)| format!("{k}: crashed {v}, clean {:?}", clean.get(k)))
-            .chain(
-                clean
-                    .keys()
-                    .filter(|k| !crashed.contains_key(*k))
-                    .map(|k| format!("{k}: only in the clean run")),
-            )
-            .collect();
-        if diffs.is_empty() || Instant::now() > deadline {
-            break (crashed.len(), diffs);
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
-    assert!(
-        diffs.is_empty(),
-        "{} differences after {kills} kills:\n{}",
-        diffs.len(),
-        diffs
-            .iter()
-            .take(20)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    let series = assert_same_boards(
+        &[&deals, &acts],
+        &[&clean_deals, &clean_acts],
+        &format!("after {kills} kills"),
+    )
+    .await;
 
     // The metrics topics rebuild the same board, and the crashed run repeated no value.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -107,38 +107,8 @@ async fn a_start_from_the_snapshot_equals_a_full_replay() {
             "{name}: no snapshot was loaded"
         );
 
-        // Windows slide with the clock: compare both at nearly the same instant.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let (series, diffs) = loop {
-            let a = business(&replayed.metrics().await);
-            let b = business(&restored.metrics().await);
-            let diffs: Vec<String> = a
-                .iter()
-                .filter(|(k, v)| b.get(*k) != Some(v))
-                .map(|(k, v)| format!("{k}: replay {v}, snapshot {:?}", b.get(k)))
-                .chain(
-                    b.keys()
-                        .filter(|k| !a.contains_key(*k))
-                        .map(|k| format!("{k}: only after the snapshot")),
-                )
-                .collect();
-            if diffs.is_empty() || Instant::now() > deadline {
-                break (a.len(), diffs);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
+        let series = assert_same_boards(&[&restored], &[&replayed], name).await;
         assert!(series > 100, "{name}: only {series} series");
-        assert!(
-            diffs.is_empty(),
-            "{name}: {} differences:\n{}",
-            diffs.len(),
-            diffs
-                .iter()
-                .take(20)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
         lines.push(format!(
             "{name}: full replay of {replayed_records} records ready in {replay_secs:.1} s, \
              from the snapshot ({} bytes, 0 records replayed) in {snap_secs:.1} s; \

@@ -74,17 +74,7 @@ async fn union_differs(instances: &[&Service], clean: &Service) -> (usize, Vec<S
             );
         }
     }
-    let want = business(&clean.metrics().await);
-    let diffs = union
-        .iter()
-        .filter(|(k, v)| want.get(*k) != Some(v))
-        .map(|(k, v)| format!("{k}: instances {v}, clean {:?}", want.get(k)))
-        .chain(
-            want.keys()
-                .filter(|k| !union.contains_key(*k))
-                .map(|k| format!("{k}: only in the clean run")),
-        )
-        .collect();
+    let diffs = board_diffs(&union, &business(&clean.metrics().await));
     (union.len(), diffs)
 }
 
@@ -152,13 +142,7 @@ async fn one_to_three_to_one_instances_during_a_stream() {
     assert!(status.success(), "building the simulator");
 
     // The reference: one instance per service reading the same input into topics of its own.
-    let clean_topics = Topics {
-        metrics: format!("{}.clean", topics.metrics),
-        celebrations: format!("{}.clean", topics.celebrations),
-        deadletter: format!("{}.clean", topics.deadletter),
-        snapshots: format!("{}.clean", topics.snapshots),
-        ..topics.clone()
-    };
+    let clean_topics = topics.clean();
     let clean_group = format!("{group}-clean");
     let mut clean = Vec::new();
     for name in SERVICES {

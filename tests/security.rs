@@ -113,15 +113,7 @@ fn deals_command(
     .args(["--listen", &format!("127.0.0.1:{port}")])
     .args(["--group-id", group])
     .env_remove("KAFKA_BOOTSTRAP")
-    .env("SALESPULSE_TOPICS__DEALS", &topics.deals)
-    .env("SALESPULSE_TOPICS__ACTIVITIES", &topics.activities)
-    .env("SALESPULSE_TOPICS__ROSTER", &topics.roster)
-    .env("SALESPULSE_TOPICS__METRICS", &topics.metrics)
-    .env("SALESPULSE_TOPICS__DEADLETTER", &topics.deadletter)
-    .env("SALESPULSE_TOPICS__SNAPSHOTS", &topics.snapshots)
-    .env("SALESPULSE_TOPICS__TARGETS", &topics.targets)
-    .env("SALESPULSE_TOPICS__ALERTS", &topics.alerts)
-    .env("SALESPULSE_TOPICS__CELEBRATIONS", &topics.celebrations)
+    .envs(topics.env())
     .env("SALESPULSE_LOG__FORMAT", "text")
     .env("NO_COLOR", "1");
     cmd

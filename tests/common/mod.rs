@@ -53,6 +53,32 @@ pub struct Topics {
 }
 
 impl Topics {
+    /// The environment that points a service at these topics.
+    pub fn env(&self) -> [(&'static str, &str); 9] {
+        [
+            ("SALESPULSE_TOPICS__DEALS", &self.deals),
+            ("SALESPULSE_TOPICS__ACTIVITIES", &self.activities),
+            ("SALESPULSE_TOPICS__ROSTER", &self.roster),
+            ("SALESPULSE_TOPICS__METRICS", &self.metrics),
+            ("SALESPULSE_TOPICS__DEADLETTER", &self.deadletter),
+            ("SALESPULSE_TOPICS__SNAPSHOTS", &self.snapshots),
+            ("SALESPULSE_TOPICS__TARGETS", &self.targets),
+            ("SALESPULSE_TOPICS__ALERTS", &self.alerts),
+            ("SALESPULSE_TOPICS__CELEBRATIONS", &self.celebrations),
+        ]
+    }
+
+    /// The same input topics, with outputs of their own: for a clean reference run.
+    pub fn clean(&self) -> Topics {
+        Topics {
+            metrics: format!("{}.clean", self.metrics),
+            celebrations: format!("{}.clean", self.celebrations),
+            deadletter: format!("{}.clean", self.deadletter),
+            snapshots: format!("{}.clean", self.snapshots),
+            ..self.clone()
+        }
+    }
+
     pub fn unique(name: &str) -> Topics {
         let suffix = format!(
             "{name}-{}-{}",
@@ -162,15 +188,7 @@ impl Service {
             .args(["--bootstrap", &bootstrap()])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--group-id", group])
-            .env("SALESPULSE_TOPICS__DEALS", &topics.deals)
-            .env("SALESPULSE_TOPICS__ACTIVITIES", &topics.activities)
-            .env("SALESPULSE_TOPICS__ROSTER", &topics.roster)
-            .env("SALESPULSE_TOPICS__METRICS", &topics.metrics)
-            .env("SALESPULSE_TOPICS__DEADLETTER", &topics.deadletter)
-            .env("SALESPULSE_TOPICS__SNAPSHOTS", &topics.snapshots)
-            .env("SALESPULSE_TOPICS__TARGETS", &topics.targets)
-            .env("SALESPULSE_TOPICS__ALERTS", &topics.alerts)
-            .env("SALESPULSE_TOPICS__CELEBRATIONS", &topics.celebrations)
+            .envs(topics.env())
             .env("SALESPULSE_LOG__FORMAT", "text")
             .envs(extra_env(name))
             .stdout(Stdio::null())
@@ -636,4 +654,52 @@ pub fn board_of(topic: &str) -> (BTreeMap<String, String>, usize, usize) {
         }
     }
     (latest, repeats, n)
+}
+
+/// The business series that differ between two boards, one line each.
+pub fn board_diffs(got: &BTreeMap<String, f64>, want: &BTreeMap<String, f64>) -> Vec<String> {
+    got.iter()
+        .filter(|(k, v)| want.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k}: {v}, expected {:?}", want.get(k)))
+        .chain(
+            want.keys()
+                .filter(|k| !got.contains_key(*k))
+                .map(|k| format!("{k}: missing")),
+        )
+        .collect()
+}
+
+/// The business series of several services together.
+pub async fn business_of(services: &[&Service]) -> BTreeMap<String, f64> {
+    let mut all = BTreeMap::new();
+    for s in services {
+        all.extend(business(&s.metrics().await));
+    }
+    all
+}
+
+/// Waits (bounded) until the services `got` show the business series of the services `want`.
+/// Windows slide with the clock, so both are read at nearly the same instant, again until they
+/// agree. Panics with the differences left; returns the number of series.
+pub async fn assert_same_boards(got: &[&Service], want: &[&Service], what: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (a, b) = (business_of(got).await, business_of(want).await);
+        let diffs = board_diffs(&a, &b);
+        if diffs.is_empty() {
+            return a.len();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} differences:\n{}",
+            diffs.len(),
+            diffs
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -4,7 +4,6 @@
 //! input, the metrics topic must rebuild the same board, and no output record may repeat.
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use salespulse_e2e::*;
@@ -31,30 +30,15 @@ async fn sigkill_during_a_stream_changes_no_number() {
         "SALESPULSE_ACTIVITIES__SNAPSHOT_INTERVAL_SECONDS",
         "1",
     );
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "salespulse-simulator"])
-        .current_dir(root())
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the simulator");
     let mut deals = Service::start("deals", &topics, dport, &group);
     let mut acts = Service::start("activities", &topics, aport, &group);
     deals.wait_ready(Duration::from_secs(60)).await;
     acts.wait_ready(Duration::from_secs(60)).await;
 
     // A stream of RECORDS records over about half a minute.
-    let mut sim = Command::new(bin("salespulse-simulator"))
-        .args(["--bootstrap", &bootstrap(), "--seed", "7", "--rate", "8000"])
+    let mut sim = simulator(&topics)
+        .args(["--seed", "7", "--rate", "8000"])
         .args(["--records", &RECORDS.to_string(), "--backfill-days", "0"])
-        .args([
-            "--deals-topic",
-            &topics.deals,
-            "--activities-topic",
-            &topics.activities,
-        ])
-        .args(["--roster-topic", &topics.roster])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("simulator starts");
     let started = Instant::now();

@@ -2,7 +2,6 @@
 //! input after it. A start from the snapshot and a start that replays all history (snapshots
 //! off) must show the same numbers; the first replays nothing, the second every record.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use salespulse_e2e::*;
@@ -29,26 +28,11 @@ async fn a_start_from_the_snapshot_equals_a_full_replay() {
     require_broker();
     let topics = Topics::unique("restore");
     let group = format!("g-{}", topics.suffix);
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "salespulse-simulator"])
-        .current_dir(root())
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the simulator");
     // Thirty days of history, as fast as possible.
-    let sim = Command::new(bin("salespulse-simulator"))
-        .args(["--bootstrap", &bootstrap(), "--seed", "11", "--rate", "0"])
+    let sim = simulator(&topics)
+        .args(["--seed", "11", "--rate", "0"])
         .args(["--records", &RECORDS.to_string(), "--backfill-days", "30"])
         .args(["--backfill-rate", "400", "--reps", "60", "--teams", "5"])
-        .args([
-            "--deals-topic",
-            &topics.deals,
-            "--activities-topic",
-            &topics.activities,
-        ])
-        .args(["--roster-topic", &topics.roster])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .status()
         .expect("simulator runs");
     assert!(sim.success(), "simulator failed");

@@ -5,7 +5,7 @@
 //! The metrics topic rebuilds the clean board, and no celebration is announced twice.
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use salespulse_e2e::*;
@@ -14,19 +14,10 @@ const RECORDS: u64 = 50_000;
 const SERVICES: [&str; 2] = ["deals", "activities"];
 
 fn stream(topics: &Topics, seed: u64) -> Child {
-    Command::new(bin("salespulse-simulator"))
-        .args(["--bootstrap", &bootstrap(), "--seed", &seed.to_string()])
+    simulator(topics)
+        .args(["--seed", &seed.to_string()])
         .args(["--rate", "5000", "--records", &RECORDS.to_string()])
         .args(["--backfill-days", "0", "--reps", "40", "--teams", "6"])
-        .args([
-            "--deals-topic",
-            &topics.deals,
-            "--activities-topic",
-            &topics.activities,
-        ])
-        .args(["--roster-topic", &topics.roster])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("simulator starts")
 }
@@ -134,12 +125,6 @@ async fn one_to_three_to_one_instances_during_a_stream() {
     require_broker();
     let topics = Topics::unique("scale");
     let group = format!("g-{}", topics.suffix);
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "salespulse-simulator"])
-        .current_dir(root())
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the simulator");
 
     // The reference: one instance per service reading the same input into topics of its own.
     let clean_topics = topics.clean();

@@ -5,7 +5,7 @@
 //! Uses a broker of its own (scripts/kafka.sh on other ports), so that stopping it disturbs no
 //! other test.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, TimeZone, Utc};
@@ -135,23 +135,9 @@ async fn broker_away_at_start_and_restarted_under_load() {
     deals.wait_ready(Duration::from_secs(60)).await;
 
     // A stream, and the broker stopped and restarted in the middle of it.
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "salespulse-simulator"])
-        .current_dir(root())
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the simulator");
-    let mut sim = Command::new(bin("salespulse-simulator"))
-        .args(["--bootstrap", &bootstrap, "--seed", "5", "--rate", "3000"])
+    let mut sim = simulator(&topics)
+        .args(["--seed", "5", "--rate", "3000"])
         .args(["--records", &STREAM.to_string(), "--backfill-days", "0"])
-        .args(["--deals-topic", &topics.deals])
-        .args([
-            "--activities-topic",
-            &format!("{}.unused", topics.activities),
-        ])
-        .args(["--roster-topic", &topics.roster])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("simulator starts");
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -122,6 +122,8 @@ pub fn bin(name: &str) -> PathBuf {
                 "salespulse-activities",
                 "-p",
                 "salespulse-targets-service",
+                "-p",
+                "salespulse-simulator",
             ])
             .current_dir(root())
             .status()
@@ -142,6 +144,19 @@ pub fn set_service_env(name: &str, key: &str, value: &str) {
     if let Ok(mut m) = SERVICE_ENV.lock() {
         m.push((name.to_owned(), key.to_owned(), value.to_owned()));
     }
+}
+
+/// The simulator writing to the broker of `bootstrap()` and to `topics`, output discarded; the
+/// caller adds the seed, rate and size.
+pub fn simulator(topics: &Topics) -> Command {
+    let mut cmd = Command::new(bin("salespulse-simulator"));
+    cmd.args(["--bootstrap", &bootstrap()])
+        .args(["--deals-topic", &topics.deals])
+        .args(["--activities-topic", &topics.activities])
+        .args(["--roster-topic", &topics.roster])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
 }
 
 /// Forgets the variables set for later starts of service `name`.

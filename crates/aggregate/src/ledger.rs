@@ -311,10 +311,30 @@ impl<C: Cell> Ledger<C> {
                 }
             }
             Subject::Team(team) => {
-                series = group_series(self.summary_of_team(team).as_ref(), Some(team), build);
+                if let Some(s) = self.summary_of_team(team) {
+                    build(
+                        &s,
+                        &mut SeriesBuilder {
+                            scope: Scope::Team,
+                            rep: None,
+                            team: Some(team),
+                            out: &mut series,
+                        },
+                    );
+                }
             }
             Subject::Org => {
-                series = group_series(self.summary_of_org().as_ref(), None, build);
+                if let Some(s) = self.summary_of_org() {
+                    build(
+                        &s,
+                        &mut SeriesBuilder {
+                            scope: Scope::Org,
+                            rep: None,
+                            team: None,
+                            out: &mut series,
+                        },
+                    );
+                }
             }
         }
         SubjectSeries {
@@ -339,10 +359,18 @@ impl<C: Cell> Ledger<C> {
         let mut teams: Vec<Arc<str>> = self.dirty_teams.drain().collect();
         teams.sort();
         for team in teams {
-            let summary = self.summary_of_team(&team);
-            let series = group_series(summary.as_ref(), Some(&team), build);
-            match summary {
+            let mut series = Vec::new();
+            match self.summary_of_team(&team) {
                 Some(s) => {
+                    build(
+                        &s,
+                        &mut SeriesBuilder {
+                            scope: Scope::Team,
+                            rep: None,
+                            team: Some(&team),
+                            out: &mut series,
+                        },
+                    );
                     self.team_sums.insert(team.clone(), s);
                 }
                 None => {
@@ -355,16 +383,25 @@ impl<C: Cell> Ledger<C> {
             });
         }
         if std::mem::take(&mut self.dirty_org) {
-            let summary = (!self.reps.is_empty()).then(|| {
+            let mut series = Vec::new();
+            if !self.reps.is_empty() {
                 let mut s = C::Summary::default();
                 for t in self.team_sums.values() {
                     C::add_summary(&mut s, t);
                 }
-                s
-            });
+                build(
+                    &s,
+                    &mut SeriesBuilder {
+                        scope: Scope::Org,
+                        rep: None,
+                        team: None,
+                        out: &mut series,
+                    },
+                );
+            }
             out.push(SubjectSeries {
                 subject: Subject::Org,
-                series: group_series(summary.as_ref(), None, build),
+                series,
             });
         }
         out
@@ -385,28 +422,4 @@ impl<C: Cell> Ledger<C> {
             .filter(|s| !s.series.is_empty())
             .collect()
     }
-}
-
-/// The series of a team (`team` given) or of the org, from its summary (none without one).
-fn group_series<S, F>(summary: Option<&S>, team: Option<&Arc<str>>, build: &F) -> Vec<Series>
-where
-    F: Fn(&S, &mut SeriesBuilder<'_>),
-{
-    let mut series = Vec::new();
-    if let Some(s) = summary {
-        build(
-            s,
-            &mut SeriesBuilder {
-                scope: if team.is_some() {
-                    Scope::Team
-                } else {
-                    Scope::Org
-                },
-                rep: None,
-                team,
-                out: &mut series,
-            },
-        );
-    }
-    series
 }

@@ -25,9 +25,13 @@ trap cleanup EXIT
 # The end-to-end tests start the service binaries; build them first so that test time is
 # spent testing.
 cargo build --workspace --bins
+# A failing test's message (with the log lines it quotes) stays readable at the end of the
+# output without a backtrace; SALESPULSE_BACKTRACE=1 brings them back. Every test binary runs
+# even after one fails, so that one run reports every failure.
+export RUST_BACKTRACE="${SALESPULSE_BACKTRACE:-0}"
 # The end-to-end tests print what they did and found (records, kills, differences): show that
 # for passing tests too, unless the caller passes test-binary arguments of its own.
 case " $* " in
-  *" -- "*) cargo test --workspace "$@" ;;
-  *) cargo test --workspace "$@" -- --show-output ;;
+  *" -- "*) cargo test --workspace --no-fail-fast "$@" ;;
+  *) cargo test --workspace --no-fail-fast "$@" -- --show-output ;;
 esac

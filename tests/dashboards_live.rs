@@ -187,12 +187,6 @@ fn run_bounded(cmd: &mut Command, log: &Path, within: Duration) -> std::process:
     }
 }
 
-fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
 async fn prometheus_ready(port: u16, within: Duration) {
     let deadline = Instant::now() + within;
     let url = format!("http://127.0.0.1:{port}/-/ready");
@@ -253,11 +247,10 @@ async fn failures(
     out
 }
 
-fn check_alive(services: &mut [&mut Service], topics: &Topics) {
+fn check_alive(services: &mut [&mut Service]) {
     for s in services.iter_mut() {
         if let Ok(Some(status)) = s.child.try_wait() {
-            let log = std::env::temp_dir().join(format!("{}-{}.log", topics.suffix, s.name));
-            panic!("{} exited with {status}:\n{}", s.name, log_tail(&log));
+            panic!("{} exited with {status}:\n{}", s.name, log_tail(&s.log));
         }
     }
 }
@@ -399,7 +392,7 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
         .partition(|q| !q.expr.contains("$rep") && !q.expr.contains("${rep}"));
     let deadline = Instant::now() + SETTLE;
     let (rep, failed, skipped) = loop {
-        check_alive(&mut [&mut deals, &mut acts, &mut targets], &topics);
+        check_alive(&mut [&mut deals, &mut acts, &mut targets]);
         let mut failed = failures(&client, prometheus.port, &shared, "").await;
         let mut rep = String::new();
         let mut skipped = Vec::new();

@@ -73,8 +73,7 @@ async fn sigkill_during_a_stream_changes_no_number() {
         }
         kills += 1;
     }
-    let stream_done = sim.wait().expect("simulator ends");
-    assert!(stream_done.success(), "simulator failed");
+    simulator_done(&mut sim, &topics);
     let stream_secs = started.elapsed().as_secs_f64();
     deals.wait_ready(Duration::from_secs(120)).await;
     acts.wait_ready(Duration::from_secs(120)).await;

@@ -29,13 +29,13 @@ async fn a_start_from_the_snapshot_equals_a_full_replay() {
     let topics = Topics::unique("restore");
     let group = format!("g-{}", topics.suffix);
     // Thirty days of history, as fast as possible.
-    let sim = simulator(&topics)
+    let mut sim = simulator(&topics)
         .args(["--seed", "11", "--rate", "0"])
         .args(["--records", &RECORDS.to_string(), "--backfill-days", "30"])
         .args(["--backfill-rate", "400", "--reps", "60", "--teams", "5"])
-        .status()
-        .expect("simulator runs");
-    assert!(sim.success(), "simulator failed");
+        .spawn()
+        .expect("simulator starts");
+    simulator_done(&mut sim, &topics);
 
     // First run: processes the history live, then writes a snapshot at SIGTERM.
     for name in ["deals", "activities"] {
@@ -82,10 +82,7 @@ async fn a_start_from_the_snapshot_equals_a_full_replay() {
             snap_replayed, 0.0,
             "{name}: the snapshot start replayed input"
         );
-        let log = std::fs::read_to_string(
-            std::env::temp_dir().join(format!("{}-{name}.log", topics.suffix)),
-        )
-        .unwrap_or_default();
+        let log = std::fs::read_to_string(&restored.log).unwrap_or_default();
         assert!(
             log.contains("state loaded from snapshot"),
             "{name}: no snapshot was loaded"

@@ -161,7 +161,7 @@ async fn one_to_three_to_one_instances_during_a_stream() {
                 .collect(),
         );
     }
-    assert!(sim.wait().expect("simulator ends").success(), "simulator");
+    simulator_done(&mut sim, &topics);
     let mut three_phase = Vec::new();
     for (i, name) in SERVICES.iter().enumerate() {
         for s in more[i].iter_mut() {
@@ -208,7 +208,7 @@ async fn one_to_three_to_one_instances_during_a_stream() {
             assert!(s.terminate().success(), "{} stopped cleanly", s.name);
         }
     }
-    assert!(sim.wait().expect("simulator ends").success(), "simulator");
+    simulator_done(&mut sim, &topics);
     let mut one_phase = Vec::new();
     for (i, name) in SERVICES.iter().enumerate() {
         first[i].wait_ready(Duration::from_secs(120)).await;

@@ -76,7 +76,7 @@ async fn broker_away_at_start_and_restarted_under_load() {
     let mut deals = Service::start("deals", &topics, port, "g-unavailable");
 
     // No broker yet: alive, not ready, and saying why.
-    let log_path = std::env::temp_dir().join(format!("{}-deals.log", topics.suffix));
+    let log_path = deals.log.clone();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !std::fs::read_to_string(&log_path)
         .unwrap_or_default()
@@ -148,7 +148,7 @@ async fn broker_away_at_start_and_restarted_under_load() {
         "the service survives the broker going away mid-stream"
     );
     kafka("start");
-    assert!(sim.wait().expect("simulator ends").success(), "simulator");
+    simulator_done(&mut sim, &topics);
     deals.wait_ready(Duration::from_secs(120)).await;
     wait_committed("g-unavailable", &topics.deals, Duration::from_secs(120));
 

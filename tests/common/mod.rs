@@ -100,10 +100,25 @@ impl Topics {
     }
 }
 
+/// A port free on 127.0.0.1 for a service or Prometheus to listen on.
+///
+/// Taken below the kernel's ephemeral range (32768 and up): a port the kernel picked for us
+/// is also one it may hand to an outgoing Kafka connection before the service binds it.
+/// Never the same port twice in one test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
+    const LOW: u32 = 20_000;
+    const HIGH: u32 = 32_700;
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    let start = seed % (HIGH - LOW);
+    (0..HIGH - LOW)
+        .map(|i| (LOW + (start + i * 7919) % (HIGH - LOW)) as u16)
+        .find(|p| !given.contains(p) && TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .inspect(|p| given.push(*p))
         .expect("a free port")
 }
 
@@ -155,8 +170,38 @@ pub fn simulator(topics: &Topics) -> Command {
         .args(["--activities-topic", &topics.activities])
         .args(["--roster-topic", &topics.roster])
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(service_log(&format!("{}-simulator", topics.suffix), 0));
     cmd
+}
+
+/// Waits for a simulator started from [`simulator`] and fails, with its log, unless it
+/// succeeded.
+pub fn simulator_done(sim: &mut Child, topics: &Topics) {
+    let status = sim.wait().expect("simulator ends");
+    assert!(
+        status.success(),
+        "the simulator exited with {status}:\n{}",
+        log_tail(&std::env::temp_dir().join(format!("{}-simulator.log", topics.suffix)))
+    );
+}
+
+/// The last 20 lines of a log file.
+pub fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// The log file `<temp>/<stem>.log`, opened for appending after a line naming the start.
+fn service_log(stem: &str, port: u16) -> std::fs::File {
+    let path = std::env::temp_dir().join(format!("{stem}.log"));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("log file {}: {e}", path.display()));
+    let _ = writeln!(f, "=== start (port {port}) ===");
+    f
 }
 
 /// Forgets the variables set for later starts of service `name`.
@@ -184,14 +229,15 @@ pub struct Service {
     pub child: Child,
     pub port: u16,
     pub name: String,
+    /// Where its standard error goes (appended).
+    pub log: PathBuf,
 }
 
 impl Service {
     pub fn start(name: &str, topics: &Topics, port: u16, group: &str) -> Service {
-        let log = std::fs::File::create(
-            std::env::temp_dir().join(format!("{}-{name}.log", topics.suffix)),
-        )
-        .expect("log file");
+        // One log per instance, appended to across restarts.
+        let stem = format!("{}-{name}-{port}", topics.suffix);
+        let log = service_log(&stem, port);
         let child = Command::new(bin(&format!("salespulse-{name}")))
             .args([
                 "--config",
@@ -214,6 +260,7 @@ impl Service {
             child,
             port,
             name: name.to_owned(),
+            log: std::env::temp_dir().join(format!("{stem}.log")),
         }
     }
 
@@ -226,7 +273,11 @@ impl Service {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited early with {status}", self.name);
+                panic!(
+                    "{} exited early with {status}:\n{}",
+                    self.name,
+                    log_tail(&self.log)
+                );
             }
             if let Ok(r) = reqwest::get(self.url("/readyz")).await {
                 if r.status().is_success() {
@@ -235,7 +286,11 @@ impl Service {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("{} not ready within {within:?}", self.name);
+        panic!(
+            "{} not ready within {within:?}:\n{}",
+            self.name,
+            log_tail(&self.log)
+        );
     }
 
     pub async fn metrics(&self) -> String {

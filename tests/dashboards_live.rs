@@ -429,12 +429,25 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
     let total = shared.len() + per_rep.len();
-    assert!(
-        failed.is_empty(),
-        "{} of {total} dashboard queries failed or returned no series after {SETTLE:?} ($team={TEAM}, $rep={rep:?}):\n{}",
-        failed.len(),
-        failed.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("\n")
-    );
+    if !failed.is_empty() {
+        // What the boards stand on, to tell a missing input from a missing computation.
+        let mut context = Vec::new();
+        for q in [
+            "count by (team, metric, period_type) (sales_rep_target)",
+            "count by (team) (sales_rep_bookings{window=\"qtd\"})",
+            "count by (team) (sales_rep_rank{among=\"team\"})",
+        ] {
+            let got = instant(&client, prometheus.port, q).await;
+            context.push(format!("{q}: {got:?}"));
+        }
+        panic!(
+            "{} of {total} dashboard queries failed or returned no series after {SETTLE:?} ($team={TEAM}, $rep={rep:?}):\n{}\n\ncontext:\n{}\n\ntargets service log:\n{}",
+            failed.len(),
+            failed.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("\n"),
+            context.join("\n"),
+            log_tail(&targets.log)
+        );
+    }
     for s in &skipped {
         println!("$rep: skipped {s}");
     }

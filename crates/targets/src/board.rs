@@ -156,12 +156,32 @@ impl TargetsBoard {
             .unwrap_or_default()
     }
 
-    /// Team of each rep, from the rep-scope actuals.
+    /// Team of each rep, from the rep-scope actuals: the team most of its series carry.
+    ///
+    /// A rep's series can sit under several teams (a deal or activity may name its own team,
+    /// and those stay where they were when the roster moves the rep); the roster team carries
+    /// most of them. Ties go to the first team by name, so the choice is the same every tick
+    /// and in every process.
     fn rep_teams(&self) -> HashMap<&str, &str> {
-        self.actuals
-            .values()
-            .filter(|(i, _, _)| i.scope == Scope::Rep)
-            .map(|(i, team, _)| (i.id.as_str(), team.as_str()))
+        let mut votes: HashMap<&str, BTreeMap<&str, usize>> = HashMap::new();
+        for (i, team, _) in self.actuals.values() {
+            if i.scope == Scope::Rep {
+                *votes
+                    .entry(i.id.as_str())
+                    .or_default()
+                    .entry(team.as_str())
+                    .or_default() += 1;
+            }
+        }
+        votes
+            .into_iter()
+            .filter_map(|(rep, teams)| {
+                let most = teams.values().copied().max()?;
+                teams
+                    .into_iter()
+                    .find(|(_, n)| *n == most)
+                    .map(|(team, _)| (rep, team))
+            })
             .collect()
     }
 
@@ -541,6 +561,43 @@ mod tests {
             &Elapsed::new(cal, true, []),
         );
         assert!(get(&out, "sales_rep_rank", &[("rep", "d")]).is_none());
+    }
+
+    #[test]
+    fn a_rep_with_series_under_two_teams_is_shown_under_the_team_most_carry() {
+        let cal = Calendar::utc();
+        let now = ts("2026-11-15T12:00:00Z");
+        // Two series under the roster team y, one left under x by a deal that named x.
+        let mut b = TargetsBoard::default();
+        b.set_actual(
+            "1",
+            Some(actual("a", "x", TargetMetric::Bookings, Window::Qtd, 300)),
+        );
+        b.set_actual(
+            "2",
+            Some(actual("a", "y", TargetMetric::Bookings, Window::Qtd, 100)),
+        );
+        b.set_actual(
+            "3",
+            Some(actual("a", "y", TargetMetric::DealsWon, Window::Qtd, 1)),
+        );
+        let t = rules()
+            .from_fields("rep", "a", "bookings", None, "2026-Q4", "1000", None)
+            .expect("valid");
+        b.set_target("t", Some(t));
+        let elapsed = Elapsed::new(cal, false, []);
+        for _ in 0..5 {
+            let out = b.series(now, &cal, &elapsed);
+            let o = get(&out, "sales_rep_attainment_ratio", &[("rep", "a")]).expect("series");
+            assert!(o.labels.contains(&("team", "y".into())), "{:?}", o.labels);
+            // Attainment counts the rep's bookings under every team.
+            assert!((o.value - 0.4).abs() < 1e-12);
+        }
+        // A tie goes to the first team by name.
+        b.set_actual("3", None);
+        let out = b.series(now, &cal, &elapsed);
+        let o = get(&out, "sales_rep_attainment_ratio", &[("rep", "a")]).expect("series");
+        assert!(o.labels.contains(&("team", "x".into())), "{:?}", o.labels);
     }
 
     #[test]

@@ -349,19 +349,7 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
     assert!(status.success(), "sample-targets.sh failed");
     let import_log = tmp.join(format!("{}-import.log", topics.suffix));
     let status = run_bounded(
-        Command::new(bin("salespulse-targets"))
-            .args([
-                "--config",
-                root()
-                    .join("config/salespulse.toml")
-                    .to_str()
-                    .unwrap_or_default(),
-            ])
-            .args(["--bootstrap", &bootstrap()])
-            .env("SALESPULSE_TOPICS__TARGETS", &topics.targets)
-            .env("SALESPULSE_LOG__FORMAT", "text")
-            .arg("import")
-            .arg(&csv),
+        &mut targets_import(&topics, &csv),
         &import_log,
         Duration::from_secs(60),
     );

@@ -192,24 +192,7 @@ async fn windows_and_periods_follow_the_time_zone_and_fiscal_year() {
     );
     let path = std::env::temp_dir().join(format!("{}-targets.csv", topics.suffix));
     std::fs::write(&path, csv).expect("csv written");
-    let out = std::process::Command::new(bin("salespulse-targets"))
-        .args([
-            "--config",
-            root()
-                .join("config/salespulse.toml")
-                .to_str()
-                .unwrap_or_default(),
-        ])
-        .args(["--bootstrap", &bootstrap()])
-        .env("SALESPULSE_TOPICS__TARGETS", &topics.targets)
-        .env("SALESPULSE_CALENDAR__TIME_ZONE", tz.name())
-        .env(
-            "SALESPULSE_CALENDAR__FISCAL_YEAR_START_MONTH",
-            cal.fiscal_start.to_string(),
-        )
-        .env("SALESPULSE_LOG__FORMAT", "text")
-        .arg("import")
-        .arg(&path)
+    let out = targets_import(&topics, &path)
         .output()
         .expect("import runs");
     assert!(

@@ -41,21 +41,7 @@ fn quarter(now: i64) -> (String, i64, i64) {
 fn import(topics: &Topics, csv: &str) -> std::process::Output {
     let path = std::env::temp_dir().join(format!("{}-targets.csv", topics.suffix));
     std::fs::write(&path, csv).expect("csv written");
-    std::process::Command::new(bin("salespulse-targets"))
-        .args([
-            "--config",
-            root()
-                .join("config/salespulse.toml")
-                .to_str()
-                .unwrap_or_default(),
-        ])
-        .args(["--bootstrap", &bootstrap()])
-        .env("SALESPULSE_TOPICS__TARGETS", &topics.targets)
-        .env("SALESPULSE_LOG__FORMAT", "text")
-        .arg("import")
-        .arg(&path)
-        .output()
-        .expect("import runs")
+    targets_import(topics, &path).output().expect("import runs")
 }
 
 fn value(m: &BTreeMap<String, f64>, family: &str, labels: &[(&str, &str)]) -> Option<f64> {

@@ -174,6 +174,26 @@ pub fn simulator(topics: &Topics) -> Command {
     cmd
 }
 
+/// `salespulse-targets import <csv>` onto the test's targets topic, with the settings given
+/// to the targets service by [`set_service_env`].
+pub fn targets_import(topics: &Topics, csv: &Path) -> Command {
+    let mut cmd = Command::new(bin("salespulse-targets"));
+    cmd.args([
+        "--config",
+        root()
+            .join("config/salespulse.toml")
+            .to_str()
+            .unwrap_or_default(),
+    ])
+    .args(["--bootstrap", &bootstrap()])
+    .env("SALESPULSE_TOPICS__TARGETS", &topics.targets)
+    .env("SALESPULSE_LOG__FORMAT", "text")
+    .envs(extra_env("targets"))
+    .arg("import")
+    .arg(csv);
+    cmd
+}
+
 /// Waits for a simulator started from [`simulator`] and fails, with its log, unless it
 /// succeeded.
 pub fn simulator_done(sim: &mut Child, topics: &Topics) {

@@ -1,15 +1,47 @@
-//! Crashes during a stream: the deals and activities services are killed with SIGKILL at
-//! random moments, at least ten times, while the simulator streams 200,000 records, and
+//! Crashes during a stream: the deals, activities and targets services are killed with SIGKILL
+//! at random moments, at least ten times, while the simulator streams 200,000 records, and
 //! restarted each time. At the end their numbers must equal those of a clean run over the same
-//! input, the metrics topic must rebuild the same board, and no output record may repeat.
+//! input, the metrics topic must rebuild the same board, and no output record may repeat: no
+//! celebration twice, no alert announcing the state it is already in.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use salespulse_e2e::*;
 
 const RECORDS: u64 = 200_000;
-const KILLS: usize = 10;
+const KILLS: usize = 12;
+
+/// The targets service's series that depend on the inputs only, not on the instant they are
+/// computed at (expected-to-date, pace and projection move with the clock).
+fn settled_targets(text: &str) -> BTreeMap<String, f64> {
+    business(text)
+        .into_iter()
+        .filter(|(k, _)| {
+            let family = k.split('{').next().unwrap_or_default();
+            !["_expected_to_date", "_pace_ratio", "_projected"]
+                .iter()
+                .any(|s| family.ends_with(s))
+        })
+        .collect()
+}
+
+/// Imports the sample targets of the simulated org onto `topics.targets`.
+fn import_sample_targets(topics: &Topics) {
+    let csv = std::env::temp_dir().join(format!("{}-targets.csv", topics.suffix));
+    let out = std::process::Command::new("bash")
+        .arg(root().join("scripts/sample-targets.sh"))
+        .output()
+        .expect("sample-targets.sh runs");
+    assert!(out.status.success(), "sample-targets.sh failed");
+    std::fs::write(&csv, &out.stdout).expect("csv written");
+    let out = targets_import(topics, &csv).output().expect("import runs");
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 fn committed_all(group: &str, topics: &Topics) {
     for t in [&topics.deals, &topics.activities] {
@@ -22,7 +54,10 @@ async fn sigkill_during_a_stream_changes_no_number() {
     require_broker();
     let topics = Topics::unique("faults");
     let group = format!("g-{}", topics.suffix);
-    let (dport, aport) = (free_port(), free_port());
+    let (dport, aport, tport) = (free_port(), free_port(), free_port());
+    // Alerts without delay, so that they fire and resolve while the kills land.
+    set_service_env("targets", "SALESPULSE_ALERTS__HOLD_SECONDS", "0");
+    set_service_env("targets", "SALESPULSE_ALERTS__MIN_ELAPSED", "0");
     // Snapshots every second, so that kills land before, between and during them.
     set_service_env("deals", "SALESPULSE_DEALS__SNAPSHOT_INTERVAL_SECONDS", "1");
     set_service_env(
@@ -32,8 +67,11 @@ async fn sigkill_during_a_stream_changes_no_number() {
     );
     let mut deals = Service::start("deals", &topics, dport, &group);
     let mut acts = Service::start("activities", &topics, aport, &group);
+    let mut targets = Service::start("targets", &topics, tport, &group);
     deals.wait_ready(Duration::from_secs(60)).await;
     acts.wait_ready(Duration::from_secs(60)).await;
+    targets.wait_ready(Duration::from_secs(60)).await;
+    import_sample_targets(&topics);
 
     // A stream of RECORDS records over about half a minute.
     let mut sim = simulator(&topics)
@@ -50,25 +88,36 @@ async fn sigkill_during_a_stream_changes_no_number() {
         seed
     };
     let mut kills = 0;
+    // Kills of the deals, activities and targets services.
+    let mut killed = [0usize; 3];
     let deadline = Instant::now() + Duration::from_secs(180);
     while kills < KILLS {
         assert!(Instant::now() < deadline, "only {kills} kills in time");
         tokio::time::sleep(Duration::from_millis(800 + rand() % 1700)).await;
-        // Alternate which service dies, sometimes both at once.
-        match rand() % 3 {
+        // Alternate which service dies, sometimes two at once.
+        match rand() % 4 {
             0 => {
                 deals.kill();
                 deals = Service::start("deals", &topics, dport, &group);
+                killed[0] += 1;
             }
             1 => {
                 acts.kill();
                 acts = Service::start("activities", &topics, aport, &group);
+                killed[1] += 1;
+            }
+            2 => {
+                targets.kill();
+                targets = Service::start("targets", &topics, tport, &group);
+                killed[2] += 1;
             }
             _ => {
                 deals.kill();
                 acts.kill();
                 deals = Service::start("deals", &topics, dport, &group);
                 acts = Service::start("activities", &topics, aport, &group);
+                killed[0] += 1;
+                killed[1] += 1;
             }
         }
         kills += 1;
@@ -77,6 +126,7 @@ async fn sigkill_during_a_stream_changes_no_number() {
     let stream_secs = started.elapsed().as_secs_f64();
     deals.wait_ready(Duration::from_secs(120)).await;
     acts.wait_ready(Duration::from_secs(120)).await;
+    targets.wait_ready(Duration::from_secs(120)).await;
     committed_all(&group, &topics);
 
     // A clean run over the same input, into its own metrics topic.
@@ -84,11 +134,13 @@ async fn sigkill_during_a_stream_changes_no_number() {
     let clean_group = format!("{group}-clean");
     clear_service_env("deals");
     clear_service_env("activities");
-    let (cdport, caport) = (free_port(), free_port());
+    let (cdport, caport, ctport) = (free_port(), free_port(), free_port());
     let mut clean_deals = Service::start("deals", &clean_topics, cdport, &clean_group);
     let mut clean_acts = Service::start("activities", &clean_topics, caport, &clean_group);
+    let mut clean_targets = Service::start("targets", &clean_topics, ctport, &clean_group);
     clean_deals.wait_ready(Duration::from_secs(120)).await;
     clean_acts.wait_ready(Duration::from_secs(120)).await;
+    clean_targets.wait_ready(Duration::from_secs(120)).await;
     committed_all(&clean_group, &clean_topics);
 
     let series = assert_same_boards(
@@ -118,29 +170,81 @@ async fn sigkill_during_a_stream_changes_no_number() {
         repeats, 0,
         "records on the metrics topic that repeat their key's previous value"
     );
-    let wins: Vec<String> = read_topic(&topics.celebrations)
-        .into_iter()
-        .map(|r| String::from_utf8(r.key.unwrap_or_default()).expect("key"))
-        .collect();
+    // The targets service: the same board as a clean one reading the same two topics.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let target_series =
+        loop {
+            let got = settled_targets(&targets.metrics().await);
+            let diffs = board_diffs(&got, &settled_targets(&clean_targets.metrics().await));
+            if diffs.is_empty() && !got.is_empty() {
+                break got.len();
+            }
+            assert!(
+            Instant::now() < deadline,
+            "the targets service differs from a clean run after the kills ({} differences):\n{}",
+            diffs.len(),
+            diffs.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+        );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+
+    // Every celebration once; the deals service's big wins exactly those of the clean run (the
+    // targets service's milestones and new leaders depend on the order the numbers moved in).
+    let keys = |topic: &str| -> Vec<String> {
+        read_topic(topic)
+            .into_iter()
+            .map(|r| String::from_utf8(r.key.unwrap_or_default()).expect("key"))
+            .collect()
+    };
+    let wins = keys(&topics.celebrations);
     let unique: HashSet<&String> = wins.iter().collect();
     assert_eq!(
         unique.len(),
         wins.len(),
         "a celebration was announced twice"
     );
-    let clean_wins: HashSet<String> = read_topic(&clean_topics.celebrations)
-        .into_iter()
-        .map(|r| String::from_utf8(r.key.unwrap_or_default()).expect("key"))
-        .collect();
+    let big = |keys: &[String]| -> HashSet<String> {
+        keys.iter()
+            .filter(|k| k.starts_with("big_win/"))
+            .cloned()
+            .collect()
+    };
+    let big_wins = big(&wins);
     assert_eq!(
-        unique.into_iter().cloned().collect::<HashSet<_>>(),
-        clean_wins,
-        "the same celebrations"
+        big_wins,
+        big(&keys(&clean_topics.celebrations)),
+        "the same big wins"
+    );
+    // Every alert alternates: fired, resolved, fired... never the state it is already in.
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    let alerts = read_topic(&topics.alerts);
+    for r in &alerts {
+        let key = String::from_utf8(r.key.clone().unwrap_or_default()).expect("key");
+        let v: serde_json::Value =
+            serde_json::from_slice(r.value.as_deref().unwrap_or_default()).expect("alert JSON");
+        let state = v["state"].as_str().unwrap_or_default().to_owned();
+        let before = last.insert(key.clone(), state.clone());
+        let expected = match before.as_deref() {
+            None | Some("resolved") => "firing",
+            _ => "resolved",
+        };
+        assert_eq!(state, expected, "alert {key} after {before:?}");
+    }
+    assert!(
+        !alerts.is_empty() && wins.len() > big_wins.len(),
+        "the targets service announced nothing during the kills"
     );
     println!(
-        "faults: 1 stream of {RECORDS} records over {stream_secs:.0} s, {kills} SIGKILLs and restarts; \
-         {series} series equal to a clean run, {published} metric records with 0 repeats, \
-         {} celebrations once each; differences: 0",
-        wins.len()
+        "faults: 1 stream of {RECORDS} records over {stream_secs:.0} s, {kills} rounds of SIGKILLs and \
+         restarts (deals {}, activities {}, targets {}); {series} series equal to a clean run, \
+         {published} metric records with 0 repeats; targets service: {target_series} series equal \
+         to a clean run, {} alert records (every one a change of state); {} celebrations once \
+         each ({} big wins, as in the clean run); differences: 0",
+        killed[0],
+        killed[1],
+        killed[2],
+        alerts.len(),
+        wins.len(),
+        big_wins.len()
     );
 }

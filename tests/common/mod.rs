@@ -73,6 +73,7 @@ impl Topics {
         Topics {
             metrics: format!("{}.clean", self.metrics),
             celebrations: format!("{}.clean", self.celebrations),
+            alerts: format!("{}.clean", self.alerts),
             deadletter: format!("{}.clean", self.deadletter),
             snapshots: format!("{}.clean", self.snapshots),
             ..self.clone()

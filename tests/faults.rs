@@ -122,6 +122,10 @@ async fn sigkill_during_a_stream_changes_no_number() {
         }
         kills += 1;
     }
+    assert!(
+        killed.iter().all(|n| *n > 0),
+        "every service is killed at least once: {killed:?}"
+    );
     simulator_done(&mut sim, &topics);
     let stream_secs = started.elapsed().as_secs_f64();
     deals.wait_ready(Duration::from_secs(120)).await;

@@ -100,22 +100,15 @@ fn deals_command(
     bootstrap: &str,
     props: &[String],
 ) -> Command {
-    let mut cmd = Command::new(bin("salespulse-deals"));
-    cmd.args([
-        "--config",
-        root()
-            .join("config/salespulse.toml")
-            .to_str()
-            .unwrap_or_default(),
-    ])
-    .args(["--bootstrap", bootstrap])
-    .args(props.iter().flat_map(|p| ["-X", p.as_str()]))
-    .args(["--listen", &format!("127.0.0.1:{port}")])
-    .args(["--group-id", group])
-    .env_remove("KAFKA_BOOTSTRAP")
-    .envs(topics.env())
-    .env("SALESPULSE_LOG__FORMAT", "text")
-    .env("NO_COLOR", "1");
+    let mut cmd = with_config("salespulse-deals");
+    cmd.args(["--bootstrap", bootstrap])
+        .args(props.iter().flat_map(|p| ["-X", p.as_str()]))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--group-id", group])
+        .env_remove("KAFKA_BOOTSTRAP")
+        .envs(topics.env())
+        .env("SALESPULSE_LOG__FORMAT", "text")
+        .env("NO_COLOR", "1");
     cmd
 }
 

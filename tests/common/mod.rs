@@ -175,23 +175,24 @@ pub fn simulator(topics: &Topics) -> Command {
     cmd
 }
 
+/// A project binary started with the project's configuration file.
+pub fn with_config(binary: &str) -> Command {
+    let mut cmd = Command::new(bin(binary));
+    cmd.arg("--config")
+        .arg(root().join("config/salespulse.toml"));
+    cmd
+}
+
 /// `salespulse-targets import <csv>` onto the test's targets topic, with the settings given
 /// to the targets service by [`set_service_env`].
 pub fn targets_import(topics: &Topics, csv: &Path) -> Command {
-    let mut cmd = Command::new(bin("salespulse-targets"));
-    cmd.args([
-        "--config",
-        root()
-            .join("config/salespulse.toml")
-            .to_str()
-            .unwrap_or_default(),
-    ])
-    .args(["--bootstrap", &bootstrap()])
-    .env("SALESPULSE_TOPICS__TARGETS", &topics.targets)
-    .env("SALESPULSE_LOG__FORMAT", "text")
-    .envs(extra_env("targets"))
-    .arg("import")
-    .arg(csv);
+    let mut cmd = with_config("salespulse-targets");
+    cmd.args(["--bootstrap", &bootstrap()])
+        .env("SALESPULSE_TOPICS__TARGETS", &topics.targets)
+        .env("SALESPULSE_LOG__FORMAT", "text")
+        .envs(extra_env("targets"))
+        .arg("import")
+        .arg(csv);
     cmd
 }
 
@@ -259,14 +260,7 @@ impl Service {
         // One log per instance, appended to across restarts.
         let stem = format!("{}-{name}-{port}", topics.suffix);
         let log = service_log(&stem, port);
-        let child = Command::new(bin(&format!("salespulse-{name}")))
-            .args([
-                "--config",
-                root()
-                    .join("config/salespulse.toml")
-                    .to_str()
-                    .unwrap_or_default(),
-            ])
+        let child = with_config(&format!("salespulse-{name}"))
             .args(["--bootstrap", &bootstrap()])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--group-id", group])

@@ -78,7 +78,8 @@ while true; do
     "$(value 9101 'sales_org_weighted_pipeline ')" \
     "$(value 9102 'sales_org_activities{kind="call",window="1h"}')" \
     "$(value 9102 'sales_org_activities{kind="email",window="1h"}')"
-  printf '          quarter attainment: org %s | pace %s\n' \
-    "$(curl -s http://127.0.0.1:9103/metrics | awk '/^sales_org_attainment_ratio\{metric="bookings",period="[0-9]+-Q/ { print $2; exit }')" \
-    "$(curl -s http://127.0.0.1:9103/metrics | awk '/^sales_org_pace_ratio\{metric="bookings",period="[0-9]+-Q/ { print $2; exit }')"
+  # Ratios as percentages, as a sales floor reads them.
+  printf '          quarter bookings: org attainment %s | pace %s\n' \
+    "$(curl -s http://127.0.0.1:9103/metrics | awk '/^sales_org_attainment_ratio\{metric="bookings",period="[0-9]+-Q/ { printf "%.1f %%", $2 * 100; exit }')" \
+    "$(curl -s http://127.0.0.1:9103/metrics | awk '/^sales_org_pace_ratio\{metric="bookings",period="[0-9]+-Q/ { printf "%.1f %%", $2 * 100; exit }')"
 done

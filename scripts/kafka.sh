@@ -160,7 +160,9 @@ start() {
       -c "$props" >"$run/format.log" 2>&1 || { cat "$run/format.log"; exit 1; }
   fi
   echo "kafka: starting on 127.0.0.1:$port, SASL_PLAINTEXT on :$sport, SSL on :$tport (log: $log)"
-  nohup java -Xms256m -Xmx${KAFKA_HEAP:-512m} -XX:+UseG1GC -cp "$libs/*" kafka.Kafka "$props" \
+  # A session of its own: a Ctrl-C or a signal meant for the caller's process group does not
+  # reach the broker; `stop` shuts it down in order.
+  setsid nohup java -Xms256m -Xmx${KAFKA_HEAP:-512m} -XX:+UseG1GC -cp "$libs/*" kafka.Kafka "$props" \
     >"$log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 120); do

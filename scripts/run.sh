@@ -11,8 +11,12 @@ logs=$root/.cache/run
 mkdir -p "$logs"
 
 scripts/setup.sh
+started_kafka=0
 if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
-  scripts/kafka.sh start
+  if ! scripts/kafka.sh status >/dev/null 2>&1; then
+    scripts/kafka.sh start
+    started_kafka=1
+  fi
   export KAFKA_BOOTSTRAP=127.0.0.1:${KAFKA_PORT:-19092}
 fi
 
@@ -26,6 +30,8 @@ stop() {
   echo "stopping"
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # A broker that was already running stays; the one started here stops with the rest.
+  if [ "$started_kafka" = 1 ]; then scripts/kafka.sh stop || true; fi
 }
 trap stop EXIT INT TERM
 

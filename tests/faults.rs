@@ -234,9 +234,10 @@ async fn sigkill_during_a_stream_changes_no_number() {
         };
         assert_eq!(state, expected, "alert {key} after {before:?}");
     }
+    // Milestones are crossed whatever the date; alerts need some of a period to have elapsed.
     assert!(
-        !alerts.is_empty() && wins.len() > big_wins.len(),
-        "the targets service announced nothing during the kills"
+        wins.len() > big_wins.len(),
+        "the targets service announced no milestone during the kills"
     );
     println!(
         "faults: 1 stream of {RECORDS} records over {stream_secs:.0} s, {kills} rounds of SIGKILLs and \

@@ -68,11 +68,19 @@ salespulse is running.
   readiness            http://127.0.0.1:9101/readyz  http://127.0.0.1:9102/readyz
   Prometheus           http://127.0.0.1:$prom_port/graph?g0.expr=sales_org_bookings
   metric records       Kafka topic sales.metrics on $KAFKA_BOOTSTRAP
+  alerts, celebrations Kafka topics sales.alerts and sales.celebrations
+  leaderboard          $target/salespulse-board   (in another terminal)
   logs                 $logs
 Ctrl-C stops everything.
 
 INFO
 
+# Announcements (alerts, celebrations) as the services log them: how many, and the latest.
+announced() {
+  grep -h '"message":"announcing"' "$logs/deals.log" "$logs/targets.log" 2>/dev/null \
+    | grep "\"topic\":\"$1\"" \
+    | awk '{ n++; last = $0 } END { sub(/.*"key":"/, "", last); sub(/".*/, "", last); printf "%d (latest %s)", n, (n ? last : "none") }'
+}
 value() { curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" 'index($0, s) == 1 { print $2; exit }'; }
 while true; do
   sleep 5
@@ -88,4 +96,5 @@ while true; do
   printf '          quarter bookings: org attainment %s | pace %s\n' \
     "$(curl -s http://127.0.0.1:9103/metrics | awk '/^sales_org_attainment_ratio\{metric="bookings",period="[0-9]+-Q/ { printf "%.1f %%", $2 * 100; exit }')" \
     "$(curl -s http://127.0.0.1:9103/metrics | awk '/^sales_org_pace_ratio\{metric="bookings",period="[0-9]+-Q/ { printf "%.1f %%", $2 * 100; exit }')"
+  printf '          celebrations %s | alerts %s\n' "$(announced sales.celebrations)" "$(announced sales.alerts)"
 done

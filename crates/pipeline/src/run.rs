@@ -342,7 +342,7 @@ pub async fn run<P: Processor>(
                 if leader {
                     for (_, key, value) in std::mem::take(&mut pending_wins) {
                         if celebrated.insert(key.clone()) {
-                            info!(key = %key, "announcing");
+                            info!(topic = %t.celebrations, key = %key, "announcing");
                             let payload = serde_json::to_vec(&value).unwrap_or_default();
                             ctx.enqueue(FutureRecord::to(&t.celebrations).key(key.as_bytes()).payload(payload.as_slice())).await?;
                         }

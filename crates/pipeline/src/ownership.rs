@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -50,6 +50,9 @@ struct State {
     /// Bumped at every change of `slots`.
     generation: u64,
     assigned: bool,
+    /// Since when an assignment is due: from joining the group or from a revocation until the
+    /// next assignment (which may be empty).
+    awaiting_since: Option<Instant>,
 }
 
 /// The slots this instance holds, shared between the rebalance callbacks and the loop.
@@ -70,11 +73,35 @@ impl Ownership {
         self.0.lock().map(|s| s.assigned).unwrap_or(false)
     }
 
-    fn set(&self, slots: BTreeSet<i32>, assigned: bool) {
+    /// How long an assignment has been due, if one is.
+    pub fn awaited(&self) -> Option<Duration> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|s| s.awaiting_since.map(|t| t.elapsed()))
+    }
+
+    /// A member has just joined the group: an assignment is due from now.
+    pub fn awaiting(&self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.awaiting_since = Some(Instant::now());
+        }
+    }
+
+    fn revoke(&self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.slots = BTreeSet::new();
+            s.generation += 1;
+            s.awaiting_since = Some(Instant::now());
+        }
+    }
+
+    fn assign(&self, slots: BTreeSet<i32>) {
         if let Ok(mut s) = self.0.lock() {
             s.slots = slots;
             s.generation += 1;
-            s.assigned |= assigned;
+            s.assigned = true;
+            s.awaiting_since = None;
         }
     }
 }
@@ -125,7 +152,7 @@ impl ConsumerContext for SlotsContext {
         if let Rebalance::Revoke(_) = rebalance {
             // Nothing this instance exported may outlive its slots: the next owner starts from
             // what is on the topic once this returns.
-            self.ownership.set(BTreeSet::new(), false);
+            self.ownership.revoke();
             self.board.clear();
             if let Err(e) = self.producer.flush(Duration::from_secs(30)) {
                 // Nothing is committed past outputs that may be lost: the next leader redoes them.
@@ -149,7 +176,7 @@ impl ConsumerContext for SlotsContext {
         if let Rebalance::Assign(tpl) = rebalance {
             let slots: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             info!(slots = ?slots, "assigned slots");
-            self.ownership.set(slots, true);
+            self.ownership.assign(slots);
         }
     }
 }
@@ -157,6 +184,25 @@ impl ConsumerContext for SlotsContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_assignment_is_due_from_joining_or_revocation_until_it_comes() {
+        let o = Ownership::default();
+        assert!(o.awaited().is_none());
+        o.awaiting();
+        assert!(o.awaited().is_some());
+        assert!(!o.assigned());
+        o.assign(BTreeSet::from([0, 1]));
+        assert!(o.awaited().is_none());
+        assert!(o.assigned());
+        o.revoke();
+        assert!(o.awaited().is_some());
+        assert!(o.current().0.is_empty());
+        // An empty assignment is an assignment: nothing is due any more.
+        o.assign(BTreeSet::new());
+        assert!(o.awaited().is_none());
+        assert_eq!(o.current().1, 3, "every change bumps the generation");
+    }
 
     #[test]
     fn slots_are_stable_and_spread() {

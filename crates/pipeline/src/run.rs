@@ -47,6 +47,10 @@ const PENDING_WINS_FOR: Duration = Duration::from_secs(3_600);
 
 /// How often consumer lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(5);
+/// How long an instance waits for its slots after a revocation (or its start) before it joins
+/// the group again as a new member: well past a rebalance among live members (seconds) and a
+/// dead member's session timeout (10 s).
+const SLOTS_REJOIN_AFTER: Duration = Duration::from_secs(60);
 
 pub(crate) fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
@@ -180,7 +184,8 @@ pub async fn run<P: Processor>(
 
     let ownership = Ownership::default();
     let handover = Handover::default();
-    let slots_consumer: BaseConsumer<SlotsContext> = {
+    // Joins the slots group with a fresh member; called again when an assignment never comes.
+    let join_slots = || -> Result<BaseConsumer<SlotsContext>, Error> {
         let mut c = client_config(&settings);
         c.set("group.id", format!("{}-{}-slots", svc.group_id, P::SERVICE))
             // Eager: every member gives up its slots before any is handed out again.
@@ -190,24 +195,28 @@ pub async fn run<P: Processor>(
             // A killed instance's slots move on after this long.
             c.set("session.timeout.ms", "10000");
         }
-        c.create_with_context(SlotsContext {
-            ownership: ownership.clone(),
-            board: board.clone(),
-            producer: producer.clone(),
-            committer: client_config(&settings)
-                .set("group.id", &svc.group_id)
-                .set("enable.auto.commit", "false")
-                .create()
-                .map_err(|e| Error::kafka("creating the offset committer", e))?,
-            input: input.clone(),
-            handover: handover.clone(),
-        })
-        .map_err(|e| Error::kafka("creating the slots consumer", e))?
+        let consumer: BaseConsumer<SlotsContext> = c
+            .create_with_context(SlotsContext {
+                ownership: ownership.clone(),
+                board: board.clone(),
+                producer: producer.clone(),
+                committer: client_config(&settings)
+                    .set("group.id", &svc.group_id)
+                    .set("enable.auto.commit", "false")
+                    .create()
+                    .map_err(|e| Error::kafka("creating the offset committer", e))?,
+                input: input.clone(),
+                handover: handover.clone(),
+            })
+            .map_err(|e| Error::kafka("creating the slots consumer", e))?;
+        consumer
+            .subscribe(&[&t.slots])
+            .map_err(|e| Error::kafka("joining the slots group", e))?;
+        ownership.awaiting();
+        Ok(consumer)
     };
+    let mut slots_consumer = join_slots()?;
     let slot_count = i32::try_from(partitions(&slots_consumer, &t.slots)?.len()).unwrap_or(1);
-    slots_consumer
-        .subscribe(&[&t.slots])
-        .map_err(|e| Error::kafka("joining the slots group", e))?;
     let owns = |slots: &BTreeSet<i32>, s: &Subject| slots.contains(&slot_of(s, slot_count));
     let mut seen_generation = 0;
     let mut leader = false;
@@ -353,6 +362,13 @@ pub async fn run<P: Processor>(
                 handover.set(leader.then(|| next.iter().filter(|(p, o)| quiet_until.get(p).is_none_or(|q| *o >= q)).map(|(p, o)| (*p, *o)).collect()));
                 tokio::task::block_in_place(|| while slots_consumer.poll(Duration::ZERO).is_some() {});
                 handover.set(None);
+                if let Some(waited) = ownership.awaited().filter(|w| *w >= SLOTS_REJOIN_AFTER) {
+                    // Revoked (or new) and never assigned since: seen after a broker restart, when
+                    // the group forgets the member. A fresh member gets an assignment.
+                    warn!(waited_s = waited.as_secs(), "no slot assignment since the last revocation; joining the slots group again");
+                    drop(slots_consumer);
+                    slots_consumer = join_slots()?;
+                }
                 let (slots, generation) = ownership.current();
                 if !restoring && generation != seen_generation {
                     seen_generation = generation;

@@ -776,15 +776,54 @@ pub async fn assert_same_boards(got: &[&Service], want: &[&Service], what: &str)
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: {} differences:\n{}",
+            "{what}: {} differences ({} series against {}):\n{}\nreps whose teams differ (got / want): {:?}",
             diffs.len(),
+            a.len(),
+            b.len(),
             diffs
                 .iter()
                 .take(20)
                 .cloned()
                 .collect::<Vec<_>>()
-                .join("\n")
+                .join("\n"),
+            teams_differ(&a, &b)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Reps whose series sit under other teams in one board than in the other.
+fn teams_differ(
+    a: &BTreeMap<String, f64>,
+    b: &BTreeMap<String, f64>,
+) -> Vec<(String, Vec<String>, Vec<String>)> {
+    fn teams(
+        board: &BTreeMap<String, f64>,
+    ) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+        let label = |k: &str, name: &str| {
+            let start = k.find(&format!("{name}=\""))? + name.len() + 2;
+            k[start..].split('"').next().map(str::to_owned)
+        };
+        let mut out: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for k in board.keys() {
+            if let (Some(rep), Some(team)) = (label(k, "rep"), label(k, "team")) {
+                out.entry(rep).or_default().insert(team);
+            }
+        }
+        out
+    }
+    let (ta, tb) = (teams(a), teams(b));
+    let reps: std::collections::BTreeSet<&String> = ta.keys().chain(tb.keys()).collect();
+    reps.into_iter()
+        .filter(|r| ta.get(*r) != tb.get(*r))
+        .take(10)
+        .map(|r| {
+            let list = |t: &BTreeMap<String, std::collections::BTreeSet<String>>| {
+                t.get(r)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default()
+            };
+            (r.clone(), list(&ta), list(&tb))
+        })
+        .collect()
 }

@@ -371,34 +371,59 @@ pub async fn run<P: Processor>(
                 }
                 let (slots, generation) = ownership.current();
                 if !restoring && generation != seen_generation {
-                    seen_generation = generation;
                     let was_leader = leader;
-                    leader = slots.contains(&LEADER_SLOT);
-                    health.owned_slots.set(slots.len() as i64);
-                    health.leader.set(i64::from(leader));
-                    // Start over from what the topic holds for the subjects now owned.
+                    // Not leading (no commits, snapshots or announcements) until the take-over
+                    // is complete; a take-over that fails (the broker away) is retried at the
+                    // next tick, from the start.
+                    leader = false;
                     shown = Differ::default();
                     board.clear();
-                    differ = read_board(&settings, P::METRICS).await?;
-                    let mut full: Vec<SubjectSeries> = core.snapshot().into_iter().filter(|s| owns(&slots, &s.subject)).collect();
-                    let present: BTreeSet<Subject> = full.iter().map(|s| s.subject.clone()).collect();
-                    let gone: Vec<Subject> = differ.subjects().filter(|s| owns(&slots, s) && !present.contains(*s)).cloned().collect();
-                    full.extend(gone.into_iter().map(|subject| SubjectSeries { subject, series: Vec::new() }));
-                    board.apply(&shown.diff(full.clone()));
-                    let changes = differ.diff(full);
-                    publish(&mut ctx, &t.metrics, &changes, publish_format).await?;
-                    info!(slots = ?slots, leader, series = board.len(), published = changes.len(), "took over the series of the assigned slots");
-                    if leader && !was_leader {
-                        celebrated.clear();
-                        if P::CELEBRATES {
-                            read_to_end(&settings, &t.celebrations, |key, _| {
-                                celebrated.insert(key.to_owned());
-                            })
-                            .await?;
+                    let taken = async {
+                        if slots.is_empty() {
+                            differ = Differ::default();
+                            return Ok::<bool, Error>(false);
                         }
-                        let caught = catch_up_dead_letters::<P>(&settings, &consumer, &input, &mut next, &mut quiet_until, &mut ctx).await?;
-                        info!(dead_letters = caught, "leading: org series, dead letters, celebrations, offsets and snapshots");
+                        let leads = slots.contains(&LEADER_SLOT);
+                        // Start over from what the topic holds for the subjects now owned.
+                        differ = read_board(&settings, P::METRICS).await?;
+                        let mut full: Vec<SubjectSeries> = core.snapshot().into_iter().filter(|s| owns(&slots, &s.subject)).collect();
+                        let present: BTreeSet<Subject> = full.iter().map(|s| s.subject.clone()).collect();
+                        let gone: Vec<Subject> = differ.subjects().filter(|s| owns(&slots, s) && !present.contains(*s)).cloned().collect();
+                        full.extend(gone.into_iter().map(|subject| SubjectSeries { subject, series: Vec::new() }));
+                        board.apply(&shown.diff(full.clone()));
+                        let changes = differ.diff(full);
+                        publish(&mut ctx, &t.metrics, &changes, publish_format).await?;
+                        info!(slots = ?slots, leader = leads, series = board.len(), published = changes.len(), "took over the series of the assigned slots");
+                        if leads && !was_leader {
+                            celebrated.clear();
+                            if P::CELEBRATES {
+                                read_to_end(&settings, &t.celebrations, |key, _| {
+                                    celebrated.insert(key.to_owned());
+                                })
+                                .await?;
+                            }
+                            let caught = catch_up_dead_letters::<P>(&settings, &consumer, &input, &mut next, &mut quiet_until, &mut ctx).await?;
+                            info!(dead_letters = caught, "leading: org series, dead letters, celebrations, offsets and snapshots");
+                        }
+                        Ok(leads)
                     }
+                    .await;
+                    match taken {
+                        Ok(leads) => {
+                            leader = leads;
+                            seen_generation = generation;
+                            if slots.is_empty() {
+                                info!("holding no slot");
+                            }
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "taking over the assigned slots failed; retrying at the next tick");
+                            shown = Differ::default();
+                            board.clear();
+                        }
+                    }
+                    health.owned_slots.set(if seen_generation == generation { slots.len() as i64 } else { 0 });
+                    health.leader.set(i64::from(leader));
                 }
                 if !leader {
                     // The leader announces them; kept a while in case it fails before it does.
@@ -406,7 +431,9 @@ pub async fn run<P: Processor>(
                         pending_wins.pop_front();
                     }
                 }
-                if !restoring {
+                // Changes go out only once the owned slots are taken over (which starts from the
+                // whole state, so nothing drained meanwhile is missed).
+                if !restoring && seen_generation == generation {
                     let subjects: Vec<SubjectSeries> = core.drain_changes().into_iter().filter(|s| owns(&slots, &s.subject)).collect();
                     board.apply(&shown.diff(subjects.clone()));
                     let changes = differ.diff(subjects);
@@ -483,8 +510,8 @@ pub async fn run<P: Processor>(
     }
     ready.store(false, Ordering::Relaxed);
     core.tick(now_ms());
-    if !restoring {
-        let (slots, _) = ownership.current();
+    let (slots, generation) = ownership.current();
+    if !restoring && seen_generation == generation {
         let subjects: Vec<SubjectSeries> = core
             .drain_changes()
             .into_iter()

@@ -227,6 +227,9 @@ pub async fn run<P: Processor>(
         .set("group.id", format!("{}-roster", svc.group_id))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
+        // Should its position ever be out of range, the table is read again from its start
+        // (upserts are idempotent) rather than from its end.
+        .set("auto.offset.reset", "earliest")
         .create()
         .map_err(|e| Error::kafka("creating the roster consumer", e))?;
     let roster_parts = assign_from_beginning(&roster, &t.roster)?;
@@ -981,6 +984,7 @@ pub(crate) async fn read_to_end(
         .set("group.id", "salespulse-topic-reader")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
         .create()
         .map_err(|e| Error::kafka("creating a topic reader", e))?;
     let parts = assign_from_beginning(&c, topic)?;

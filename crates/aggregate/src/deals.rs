@@ -86,6 +86,25 @@ pub(crate) struct DealSummary {
     open: Vec<OpenStage>,
 }
 
+impl DealSummary {
+    /// Adds windowed sums and open pipeline (a cell's, or another summary's) to this one.
+    fn add(&mut self, sums: &[DealSums; WINDOWS], open: &[OpenStage]) {
+        for (acc, v) in self.sums.iter_mut().zip(sums) {
+            acc.add(v);
+        }
+        if self.open.len() < open.len() {
+            self.open.resize(open.len(), OpenStage::default());
+        }
+        for (acc, o) in self.open.iter_mut().zip(open) {
+            acc.amount += o.amount;
+            acc.deals += o.deals;
+            for (a, e) in acc.expected.iter_mut().zip(o.expected) {
+                *a += e;
+            }
+        }
+    }
+}
+
 impl Cell for DealCell {
     type Summary = DealSummary;
     fn new(b: &Bounds) -> Self {
@@ -102,34 +121,10 @@ impl Cell for DealCell {
         self.windowed.is_empty() && self.open.iter().all(|o| o.deals == 0)
     }
     fn add_summary(into: &mut DealSummary, from: &DealSummary) {
-        for (acc, v) in into.sums.iter_mut().zip(&from.sums) {
-            acc.add(v);
-        }
-        if into.open.len() < from.open.len() {
-            into.open.resize(from.open.len(), OpenStage::default());
-        }
-        for (acc, o) in into.open.iter_mut().zip(&from.open) {
-            acc.amount += o.amount;
-            acc.deals += o.deals;
-            for (a, e) in acc.expected.iter_mut().zip(o.expected) {
-                *a += e;
-            }
-        }
+        into.add(&from.sums, &from.open);
     }
     fn merge_into(&self, s: &mut DealSummary) {
-        for (acc, v) in s.sums.iter_mut().zip(self.windowed.sums()) {
-            acc.add(v);
-        }
-        if s.open.len() < self.open.len() {
-            s.open.resize(self.open.len(), OpenStage::default());
-        }
-        for (acc, o) in s.open.iter_mut().zip(&self.open) {
-            acc.amount += o.amount;
-            acc.deals += o.deals;
-            for (a, e) in acc.expected.iter_mut().zip(o.expected) {
-                *a += e;
-            }
-        }
+        s.add(self.windowed.sums(), &self.open);
     }
 }
 

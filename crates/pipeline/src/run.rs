@@ -176,9 +176,19 @@ pub async fn run<P: Processor>(
         .await?;
     }
 
-    let producer: FutureProducer = client_config(&settings)
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
+    // Idempotence keeps each partition in the order produced when a batch is retried (a
+    // broker restart): the last record of a metric's key on the compacted topic is its value.
+    let mut producer_config = client_config(&settings);
+    for (k, v) in [
+        ("enable.idempotence", "true"),
+        ("linger.ms", "5"),
+        ("compression.type", "lz4"),
+    ] {
+        if producer_config.get(k).is_none() {
+            producer_config.set(k, v);
+        }
+    }
+    let producer: FutureProducer = producer_config
         .create()
         .map_err(|e| Error::kafka("creating the producer", e))?;
 

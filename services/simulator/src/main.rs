@@ -126,7 +126,8 @@ struct Args {
     bootstrap: String,
 
     /// librdkafka producer property, repeatable (e.g. -X security.protocol=SASL_SSL
-    /// -X sasl.mechanism=PLAIN). Overrides the defaults linger.ms=5 and compression.type=lz4.
+    /// -X sasl.mechanism=PLAIN). Overrides the defaults enable.idempotence=true, linger.ms=5 and
+    /// compression.type=lz4.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = property)]
     property: Vec<(String, String)>,
 

@@ -26,9 +26,14 @@ pub enum ProduceError {
 }
 
 /// Producer settings: the simulator's defaults, then the caller's `-X` properties on top.
+///
+/// Idempotence keeps each partition in the order produced even when a batch is retried (a
+/// broker restart, a partition without a leader yet): a rep's roster changes and a deal's
+/// states must arrive in the order they happened.
 pub fn client_config(bootstrap: &str, properties: &[(String, String)]) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("compression.type", "lz4");
     for (k, v) in properties {

@@ -32,6 +32,22 @@ export RUST_BACKTRACE="${SALESPULSE_BACKTRACE:-0}"
 # The end-to-end tests print what they did and found (records, kills, differences): show that
 # for passing tests too, unless the caller passes test-binary arguments of its own.
 case " $* " in
-  *" -- "*) cargo test --workspace --no-fail-fast "$@" ;;
-  *) cargo test --workspace --no-fail-fast "$@" -- --show-output ;;
+  *" -- "*) args=("$@") ;;
+  *) args=("$@" -- --show-output) ;;
 esac
+# The passing tests' reports are long; each failure is repeated at the very end, its first
+# lines (the panic message and what the test quotes), so that the tail of the output alone
+# says what failed and why.
+log=$(mktemp "${TMPDIR:-/tmp}/salespulse-test.XXXXXX")
+status=0
+cargo test --workspace --no-fail-fast "${args[@]}" 2>&1 | tee "$log" || status=$?
+if [ "$status" != 0 ]; then
+  echo
+  echo "==== failed tests, their first lines (the whole output is in $log) ===="
+  awk '/^failures:$/ { on = 1; next }
+       /^test result: / { on = 0 }
+       on && /^---- .* stdout ----$/ { n = 0; print; next }
+       on && n < 40 && !/^failures:$/ { n++; print }' "$log"
+  echo "==== end of failed tests ===="
+fi
+exit "$status"

@@ -268,21 +268,6 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
     let group = format!("g-{}", topics.suffix);
     let tmp = std::env::temp_dir();
 
-    // The services' binaries, then the simulator's.
-    let _ = bin("salespulse-deals");
-    let build_log = tmp.join(format!("{}-build.log", topics.suffix));
-    let status = run_bounded(
-        Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "salespulse-simulator"])
-            .current_dir(root()),
-        &build_log,
-        Duration::from_secs(900),
-    );
-    assert!(
-        status.success(),
-        "building the simulator failed:\n{}",
-        log_tail(&build_log)
-    );
     let simulator = bin("salespulse-simulator");
 
     let (dport, aport, tport) = (free_port(), free_port(), free_port());

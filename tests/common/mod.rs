@@ -125,22 +125,15 @@ pub fn free_port() -> u16 {
 
 static BUILD: Once = Once::new();
 
-/// Path of a service binary, built once per test process.
+/// Path of a project binary, built once per test process.
+///
+/// The build is the one `scripts/test.sh` runs before the tests (every binary of the
+/// workspace, features resolved for the whole workspace), so there it finds nothing to do; a
+/// build of single packages would resolve features differently and rebuild.
 pub fn bin(name: &str) -> PathBuf {
     BUILD.call_once(|| {
         let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "salespulse-deals",
-                "-p",
-                "salespulse-activities",
-                "-p",
-                "salespulse-targets-service",
-                "-p",
-                "salespulse-simulator",
-            ])
+            .args(["build", "-q", "--workspace", "--bins"])
             .current_dir(root())
             .status()
             .expect("cargo runs");

@@ -396,6 +396,18 @@ fn reference(
             });
         }
     }
+    // Every rep on the roster belongs to its roster team.
+    for (rep, team) in roster {
+        out.push(Expected {
+            scope: "rep",
+            id: rep.clone(),
+            team: team.clone(),
+            metric: "member",
+            extra: None,
+            window: None,
+            value: Decimal::ONE,
+        });
+    }
     out
 }
 

@@ -397,6 +397,93 @@ async fn targets_pace_and_leaderboards_end_to_end() {
     println!(
         "targets: restart rebuilds the same values; 1 dead letter (invalid_period); promtool clean"
     );
+
+    // rep-c moves to team-x. An open deal and two calls that named team-y stay there, so most
+    // of rep-c's series are left under team-y (36 against 27); its targets and ranks follow the
+    // roster all the same.
+    let open_y = json!({"event_id": "e20", "deal_id": "d20", "rep_id": "rep-c", "team_id": "team-y",
+        "stage": "proposal", "amount": "50", "currency": "USD", "created_at": rfc(now - 600),
+        "occurred_at": rfc(now - 60)});
+    produce(
+        &p,
+        &topics.deals,
+        Some("d20"),
+        Some(&serde_json::to_vec(&open_y).expect("json")),
+    )
+    .await;
+    for i in 0..2 {
+        let call = json!({"event_id": format!("c{i}"), "rep_id": "rep-c", "team_id": "team-y",
+            "kind": "call", "occurred_at": rfc(now - 120 + i)});
+        produce(
+            &p,
+            &topics.activities,
+            Some("rep-c"),
+            Some(&serde_json::to_vec(&call).expect("json")),
+        )
+        .await;
+    }
+    let moved = json!({"rep_id": "rep-c", "team_id": "team-x", "active": true});
+    produce(
+        &p,
+        &topics.roster,
+        Some("rep-c"),
+        Some(&serde_json::to_vec(&moved).expect("json")),
+    )
+    .await;
+    converge(&deals, |m| {
+        let mut d = Vec::new();
+        for (family, team, want) in [
+            ("sales_rep_member", "team-x", Some(1.0)),
+            ("sales_rep_member", "team-y", None),
+        ] {
+            let got = value(m, family, &[("rep", "rep-c"), ("team", team)]);
+            if got != want {
+                d.push(format!("{family} rep-c {team}: got {got:?}, want {want:?}"));
+            }
+        }
+        let qtd = |family: &str, team: &str| {
+            value(
+                m,
+                family,
+                &[("rep", "rep-c"), ("team", team), ("window", "qtd")],
+            )
+        };
+        if qtd("sales_rep_bookings", "team-x") != Some(100.0) {
+            d.push("rep-c's won deal follows it to team-x".into());
+        }
+        if qtd("sales_rep_pipeline_created", "team-y") != Some(50.0) {
+            d.push("the deal that named team-y stays there".into());
+        }
+        d
+    })
+    .await;
+    let rep_c_target = [
+        ("rep", "rep-c"),
+        ("team", "team-x"),
+        ("metric", "bookings"),
+        ("period", q.as_str()),
+        ("period_type", "quarter"),
+    ];
+    let rep_c_rank = [
+        ("rep", "rep-c"),
+        ("team", "team-x"),
+        ("metric", "bookings"),
+        ("window", "qtd"),
+        ("among", "team"),
+    ];
+    converge(&targets, |m| {
+        let mut d = Vec::new();
+        if value(m, "sales_rep_target", &rep_c_target) != Some(10.0) {
+            d.push(format!("no sales_rep_target{rep_c_target:?} = 10"));
+        }
+        // 100 against rep-a's 1300 and rep-b's 500 in team-x.
+        if value(m, "sales_rep_rank", &rep_c_rank) != Some(3.0) {
+            d.push(format!("no sales_rep_rank{rep_c_rank:?} = 3"));
+        }
+        d
+    })
+    .await;
+    println!("targets: a rep moved by the roster is ranked and targeted under its new team");
     drop(deals);
     drop(acts);
 }

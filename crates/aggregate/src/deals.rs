@@ -332,7 +332,7 @@ impl DealsCore {
             period_names: PERIOD_NAMES.iter().map(|p| Arc::from(*p)).collect(),
             cal,
             bounds: cal.bounds(now_ms.div_euclid(1000)),
-            ledger: Ledger::new(),
+            ledger: Ledger::new().with_members(),
             deals: crate::FastMap::default(),
             next_seq: 0,
             big_win: None,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::{FastMap as HashMap, FastSet as HashSet};
 
 use crate::calendar::Bounds;
-use crate::series::{Scope, Series, SeriesBuilder, Subject, SubjectSeries};
+use crate::series::{Metric, Scope, Series, SeriesBuilder, Subject, SubjectSeries};
 
 /// Team of a record that names none and whose rep is not on the roster.
 pub const UNASSIGNED: &str = "unassigned";
@@ -48,6 +48,8 @@ pub(crate) struct Ledger<C: Cell> {
     /// Every team's summary as of the last drain: the org's is their sum, so a drain costs
     /// the cells of the teams that changed, not all cells.
     team_sums: HashMap<Arc<str>, C::Summary>,
+    /// Whether each rep on the roster has a [`Metric::Member`] series.
+    members: bool,
 }
 
 impl<C: Cell> Ledger<C> {
@@ -62,7 +64,15 @@ impl<C: Cell> Ledger<C> {
             dirty_org: false,
             unassigned: Arc::from(UNASSIGNED),
             team_sums: HashMap::default(),
+            members: false,
         }
+    }
+
+    /// Gives every rep on the roster a [`Metric::Member`] series under its roster team. One
+    /// service per deployment does, so that each series has one owner.
+    pub fn with_members(mut self) -> Self {
+        self.members = true;
+        self
     }
 
     /// A shared copy of an id, so that deals and cells do not each own one.
@@ -308,6 +318,17 @@ impl<C: Cell> Ledger<C> {
                             out: &mut series,
                         },
                     );
+                }
+                if let Some(team) = self.roster.get(rep).filter(|_| self.members) {
+                    series.push(Series {
+                        scope: Scope::Rep,
+                        metric: Metric::Member,
+                        rep: Some(rep.clone()),
+                        team: Some(team.clone()),
+                        window: None,
+                        extra: None,
+                        value: rust_decimal::Decimal::ONE,
+                    });
                 }
             }
             Subject::Team(team) => {

@@ -41,10 +41,14 @@ pub enum Metric {
     WeightedPipeline,
     PipelineExpected,
     WeightedPipelineExpected,
+    /// 1 under the team the roster puts a rep in now (rep scope only). A rep's other series
+    /// can also sit under teams it left (records that named their own team stay there); this
+    /// one says where the rep belongs.
+    Member,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 13] = [
         Metric::Bookings,
         Metric::DealsWon,
         Metric::DealsLost,
@@ -57,10 +61,12 @@ impl Metric {
         Metric::WeightedPipeline,
         Metric::PipelineExpected,
         Metric::WeightedPipelineExpected,
+        Metric::Member,
     ];
 
-    /// The metrics computed from deals (the rest come from activities).
-    pub const DEALS: [Metric; 11] = [
+    /// The metrics of the deals service (activities come from the activities service). The
+    /// deals service also publishes the roster membership of reps: one owner per series.
+    pub const DEALS: [Metric; 12] = [
         Metric::Bookings,
         Metric::DealsWon,
         Metric::DealsLost,
@@ -72,6 +78,7 @@ impl Metric {
         Metric::WeightedPipeline,
         Metric::PipelineExpected,
         Metric::WeightedPipelineExpected,
+        Metric::Member,
     ];
 
     pub const ACTIVITIES: [Metric; 1] = [Metric::Activities];
@@ -90,6 +97,7 @@ impl Metric {
             Metric::WeightedPipeline => "weighted_pipeline",
             Metric::PipelineExpected => "pipeline_expected",
             Metric::WeightedPipelineExpected => "weighted_pipeline_expected",
+            Metric::Member => "member",
         }
     }
 
@@ -115,6 +123,7 @@ impl Metric {
                 | Metric::WeightedPipeline
                 | Metric::PipelineExpected
                 | Metric::WeightedPipelineExpected
+                | Metric::Member
         )
     }
 }

@@ -283,6 +283,13 @@ impl Reference {
                 }
             }
         }
+        // Every rep on the roster belongs to its roster team, with or without deals.
+        for (r, t) in &self.roster {
+            out.insert(
+                format!("rep|{}|{}|member||", rep(*r), team(*t)),
+                Decimal::ONE,
+            );
+        }
         out
     }
 

@@ -35,6 +35,7 @@ pub fn help(scope: Scope, metric: Metric) -> String {
         Metric::WeightedPipelineExpected => {
             "Weighted amount of open deals whose expected close date falls in the current week, month, quarter or year"
         }
+        Metric::Member => "1 under the team the roster puts the rep in now",
     };
     format!("{what}, {who}.")
 }

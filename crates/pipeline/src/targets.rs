@@ -94,6 +94,8 @@ fn families(out: Vec<Out>) -> Vec<MetricFamily> {
 enum Input {
     Actual(Actual),
     Expected(Expected),
+    /// A rep and the team the roster puts it in.
+    Member(String, String),
 }
 
 fn input(m: &BorrowedMessage<'_>, format: salespulse_publish::PublishFormat) -> Option<Input> {
@@ -104,6 +106,9 @@ fn input(m: &BorrowedMessage<'_>, format: salespulse_publish::PublishFormat) -> 
         "org" => Scope::Org,
         _ => return None,
     };
+    if scope == Scope::Rep && r.metric == salespulse_aggregate::Metric::Member.name() {
+        return Some(Input::Member(r.id, r.team));
+    }
     let weighted = match r.metric.as_str() {
         "pipeline_expected" => Some(false),
         "weighted_pipeline_expected" => Some(true),
@@ -347,9 +352,11 @@ pub async fn run_targets(
                     match input(&m, format) {
                         Some(Input::Actual(a)) => board.set_actual(key, Some(a)),
                         Some(Input::Expected(e)) => board.set_expected(key, Some(e)),
+                        Some(Input::Member(rep, team)) => board.set_member(key, Some((rep, team))),
                         None => {
                             board.set_actual(key, None);
                             board.set_expected(key, None);
+                            board.set_member(key, None);
                         }
                     }
                     metrics_counters.0.inc();

@@ -67,6 +67,9 @@ pub struct TargetsBoard {
     index: HashMap<Idx, Decimal>,
     expected_by_key: HashMap<String, (ExpectedIdx, Decimal)>,
     expected: HashMap<ExpectedIdx, Decimal>,
+    /// Roster membership records by key: the rep, its team, and when the record came.
+    members: HashMap<String, (String, String, u64)>,
+    arrivals: u64,
 }
 
 fn f(d: Decimal) -> f64 {
@@ -149,6 +152,20 @@ impl TargetsBoard {
         }
     }
 
+    /// Applies one membership record of `sales.metrics` (`rep`, `team`); `None` is a tombstone.
+    pub fn set_member(&mut self, key: &str, m: Option<(String, String)>) {
+        match m {
+            Some((rep, team)) => {
+                self.arrivals += 1;
+                self.members
+                    .insert(key.to_owned(), (rep, team, self.arrivals));
+            }
+            None => {
+                self.members.remove(key);
+            }
+        }
+    }
+
     fn expected_sum(&self, scope: Scope, id: &str, p: PeriodType, weighted: bool) -> Decimal {
         self.expected
             .get(&(scope, id.to_owned(), p, weighted))
@@ -156,13 +173,28 @@ impl TargetsBoard {
             .unwrap_or_default()
     }
 
-    /// Team of each rep, from the rep-scope actuals: the team most of its series carry.
+    /// Team of each rep: the roster's, from the membership records; for a rep without one
+    /// (an activities-only deployment), the team most of its rep-scope actuals carry.
     ///
     /// A rep's series can sit under several teams (a deal or activity may name its own team,
-    /// and those stay where they were when the roster moves the rep); the roster team carries
-    /// most of them. Ties go to the first team by name, so the choice is the same every tick
-    /// and in every process.
+    /// and those stay where they were when the roster moves the rep), so the actuals alone
+    /// can keep a rep under a team it left. Ties go to the first team by name, so the choice
+    /// is the same every tick and in every process. While a move is being published a rep can
+    /// briefly have two membership records; the latest one counts.
     fn rep_teams(&self) -> HashMap<&str, &str> {
+        let mut teams = self.majority_teams();
+        let mut latest: HashMap<&str, (&str, u64)> = HashMap::new();
+        for (rep, team, seq) in self.members.values() {
+            let e = latest.entry(rep.as_str()).or_insert((team.as_str(), *seq));
+            if *seq > e.1 {
+                *e = (team.as_str(), *seq);
+            }
+        }
+        teams.extend(latest.into_iter().map(|(rep, (team, _))| (rep, team)));
+        teams
+    }
+
+    fn majority_teams(&self) -> HashMap<&str, &str> {
         let mut votes: HashMap<&str, BTreeMap<&str, usize>> = HashMap::new();
         for (i, team, _) in self.actuals.values() {
             if i.scope == Scope::Rep {
@@ -598,6 +630,48 @@ mod tests {
         let out = b.series(now, &cal, &elapsed);
         let o = get(&out, "sales_rep_attainment_ratio", &[("rep", "a")]).expect("series");
         assert!(o.labels.contains(&("team", "x".into())), "{:?}", o.labels);
+    }
+
+    #[test]
+    fn a_rep_is_shown_under_its_roster_team_once_membership_is_published() {
+        let cal = Calendar::utc();
+        let now = ts("2026-11-15T12:00:00Z");
+        let elapsed = Elapsed::new(cal, false, []);
+        // Most of the rep's series are still under x, the team it left for z.
+        let mut b = TargetsBoard::default();
+        for (key, metric) in [("1", TargetMetric::Bookings), ("2", TargetMetric::DealsWon)] {
+            b.set_actual(key, Some(actual("a", "x", metric, Window::Qtd, 2)));
+        }
+        b.set_actual(
+            "3",
+            Some(actual("a", "z", TargetMetric::Bookings, Window::Qtd, 1)),
+        );
+        let t = rules()
+            .from_fields("rep", "a", "bookings", None, "2026-Q4", "10", None)
+            .expect("valid");
+        b.set_target("t", Some(t));
+        let team_of = |b: &TargetsBoard| {
+            let out = b.series(now, &cal, &elapsed);
+            let o = get(&out, "sales_rep_attainment_ratio", &[("rep", "a")]).expect("series");
+            (
+                o.labels
+                    .iter()
+                    .find(|(n, _)| *n == "team")
+                    .map(|(_, v)| v.clone()),
+                o.value,
+            )
+        };
+        assert_eq!(team_of(&b), (Some("x".into()), 0.3));
+        b.set_member("m-z", Some(("a".into(), "z".into())));
+        assert_eq!(team_of(&b), (Some("z".into()), 0.3));
+        // During the next move both records exist for a moment: the newer one counts.
+        b.set_member("m-y", Some(("a".into(), "y".into())));
+        assert_eq!(team_of(&b).0.as_deref(), Some("y"));
+        b.set_member("m-z", None);
+        assert_eq!(team_of(&b).0.as_deref(), Some("y"));
+        // Without membership the actuals decide again.
+        b.set_member("m-y", None);
+        assert_eq!(team_of(&b).0.as_deref(), Some("x"));
     }
 
     #[test]

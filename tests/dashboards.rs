@@ -80,6 +80,7 @@ fn family_labels(name: &str) -> Option<Vec<&'static str>> {
                 "activities" => labels.extend(["kind", "window"]),
                 "open_pipeline" => labels.push("stage"),
                 "weighted_pipeline" => {}
+                "member" if scope == "rep" => {}
                 m if TARGETS.contains(&m) => {
                     labels.extend(["metric", "kind", "period", "period_type"]);
                 }

@@ -202,17 +202,17 @@ async fn prometheus_ready(port: u16, within: Duration) {
     panic!("Prometheus not ready on :{port} within {within:?}");
 }
 
-/// The reps of the team as the board's `$rep` variable lists them, most bookings this
-/// quarter first.
+/// The reps of the team as the board's `$rep` variable lists them (the team's members on the
+/// roster), most bookings this quarter first.
 async fn candidate_reps(client: &reqwest::Client, port: u16) -> Vec<String> {
     let mut reps: Vec<(String, f64)> = Vec::new();
-    let q = format!("max by (rep) (sales_rep_bookings{{team=\"{TEAM}\"}})");
+    let q = format!("max by (rep) (sales_rep_member{{team=\"{TEAM}\"}})");
     for (labels, _) in instant(client, port, &q).await.unwrap_or_default() {
         if let Some(r) = labels.get("rep") {
             reps.push((r.clone(), f64::NEG_INFINITY));
         }
     }
-    let q = format!("max by (rep) (sales_rep_bookings{{team=\"{TEAM}\",window=\"qtd\"}})");
+    let q = format!("sum by (rep) (sales_rep_bookings{{window=\"qtd\"}})");
     for (labels, v) in instant(client, port, &q).await.unwrap_or_default() {
         if let Some(entry) = reps.iter_mut().find(|(r, _)| Some(r) == labels.get("rep")) {
             entry.1 = v;
@@ -374,7 +374,7 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
             if candidates.is_empty() {
                 failed.push((
                     "variable rep".into(),
-                    format!("no rep of {TEAM} in sales_rep_bookings"),
+                    format!("no rep of {TEAM} in sales_rep_member"),
                 ));
             }
             let mut fewest: Option<(String, Vec<(String, String)>)> = None;

@@ -52,7 +52,7 @@ pub struct Board {
 }
 
 /// Per-key sum of a family; the key's other label (team of a rep) is taken from its largest
-/// series, so a rep whose series is briefly split across two teams still shows once.
+/// series, so a rep whose series are split across two teams still shows once.
 #[derive(Debug, Default)]
 struct Sum {
     value: f64,
@@ -156,6 +156,8 @@ pub fn build(
         "rep",
         "team",
     );
+    // The roster's team; a rep's series can also sit under a team it has left.
+    let members = sums(deals, "sales_rep_member", &[], "rep", "team");
     let won = values(deals, "sales_rep_deals_won", &[("window", window)], "rep");
     let rank_with = [
         ("metric", "bookings"),
@@ -172,8 +174,9 @@ pub fn build(
         reps.entry(rep).or_insert_with(|| RepRow {
             rank: ranks.get(rep).map(|r| r.value.max(0.0).round() as u64),
             rep: (*rep).to_owned(),
-            team: bookings
+            team: members
                 .get(rep)
+                .or_else(|| bookings.get(rep))
                 .or_else(|| ranks.get(rep))
                 .map(|s| s.other.clone())
                 .unwrap_or_default(),
@@ -736,6 +739,29 @@ sales_team_target{team="team-nord",metric="bookings",period="2026-Q4",period_typ
         assert_eq!(pace_color(0.8), None);
         assert_eq!(pace_color(0.7999), Some(RED));
         assert_eq!(pace_color(1.0), Some(GREEN));
+    }
+
+    #[test]
+    fn a_rep_shows_under_its_roster_team_with_all_its_bookings() {
+        // Most of rep-009's bookings are still under the team it left.
+        let d = parse(
+            r#"
+sales_rep_bookings{rep="rep-009",team="team-emea",window="qtd"} 900
+sales_rep_bookings{rep="rep-009",team="team-apac",window="qtd"} 100
+sales_rep_member{rep="rep-009",team="team-apac"} 1
+"#,
+        );
+        let b = build(Some(&d), None, "qtd", 15);
+        assert_eq!(b.reps[0].team, "team-apac");
+        assert_eq!(b.reps[0].bookings, Some(1000.0));
+        // Without membership the largest series decides.
+        let d = parse(
+            r#"
+sales_rep_bookings{rep="rep-009",team="team-emea",window="qtd"} 900
+sales_rep_bookings{rep="rep-009",team="team-apac",window="qtd"} 100
+"#,
+        );
+        assert_eq!(build(Some(&d), None, "qtd", 15).reps[0].team, "team-emea");
     }
 
     #[test]

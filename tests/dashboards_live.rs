@@ -212,8 +212,8 @@ async fn candidate_reps(client: &reqwest::Client, port: u16) -> Vec<String> {
             reps.push((r.clone(), f64::NEG_INFINITY));
         }
     }
-    let q = format!("sum by (rep) (sales_rep_bookings{{window=\"qtd\"}})");
-    for (labels, v) in instant(client, port, &q).await.unwrap_or_default() {
+    let q = "sum by (rep) (sales_rep_bookings{window=\"qtd\"})";
+    for (labels, v) in instant(client, port, q).await.unwrap_or_default() {
         if let Some(entry) = reps.iter_mut().find(|(r, _)| Some(r) == labels.get("rep")) {
             entry.1 = v;
         }

@@ -177,13 +177,7 @@ async fn windows_and_periods_follow_the_time_zone_and_fiscal_year() {
         let v = json!({"event_id": format!("fe{i}"), "deal_id": deal, "rep_id": "rep-f",
             "team_id": "team-f", "stage": "closed_won", "amount": (1u64 << i).to_string(),
             "currency": "USD", "created_at": rfc(closed - DAY), "occurred_at": rfc(*closed)});
-        produce(
-            &p,
-            &topics.deals,
-            Some(&deal),
-            Some(&serde_json::to_vec(&v).expect("json")),
-        )
-        .await;
+        produce_json(&p, &topics.deals, &deal, &v).await;
     }
     let csv = format!(
         "scope,id,metric,kind,period,value,currency\n\

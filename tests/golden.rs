@@ -503,13 +503,7 @@ async fn golden_scenario_end_to_end() {
         ("rep-c", "team-y"),
     ] {
         let v = json!({"rep_id": r, "team_id": t, "name": r.to_uppercase(), "active": true});
-        produce(
-            &p,
-            &topics.roster,
-            Some(r),
-            Some(&serde_json::to_vec(&v).expect("json")),
-        )
-        .await;
+        produce_json(&p, &topics.roster, r, &v).await;
         roster.insert(r.into(), t.into());
     }
     let deal =
@@ -752,13 +746,7 @@ async fn golden_scenario_end_to_end() {
     ];
     // rep-b moves to team-y: every number derived from the roster follows.
     let v = json!({"rep_id": "rep-b", "team_id": "team-y", "active": true});
-    produce(
-        &p,
-        &topics.roster,
-        Some("rep-b"),
-        Some(&serde_json::to_vec(&v).expect("json")),
-    )
-    .await;
+    produce_json(&p, &topics.roster, "rep-b", &v).await;
     roster.insert("rep-b".into(), "team-y".into());
     for d in &phase2_deals {
         produce(&p, &topics.deals, Some(&d.deal), Some(&d.json())).await;

@@ -290,26 +290,14 @@ async fn sasl_plain_authenticates_and_refuses_a_wrong_password() {
     let rep = format!("rep-{}", topics.suffix);
     let roster =
         json!({"rep_id": rep, "team_id": "team-sec", "name": "Security Rep", "active": true});
-    produce(
-        &p,
-        &topics.roster,
-        Some(&rep),
-        Some(&serde_json::to_vec(&roster).expect("json")),
-    )
-    .await;
+    produce_json(&p, &topics.roster, &rep, &roster).await;
     let deal = json!({
         "event_id": format!("ev-{}", topics.suffix), "deal_id": format!("deal-{}", topics.suffix),
         "rep_id": rep, "stage": "closed_won", "amount": "100", "currency": "USD",
         "created_at": rfc(now - 120), "occurred_at": rfc(now - 60),
     });
     let deal_key = format!("deal-{}", topics.suffix);
-    produce(
-        &p,
-        &topics.deals,
-        Some(&deal_key),
-        Some(&serde_json::to_vec(&deal).expect("json")),
-    )
-    .await;
+    produce_json(&p, &topics.deals, &deal_key, &deal).await;
 
     let keys = [
         metric_key("sales_org_bookings", &[("window", "1h")]),
@@ -610,26 +598,14 @@ async fn one_won_deal(topics: &Topics) {
     let now = Utc::now().timestamp();
     let rep = format!("rep-{}", topics.suffix);
     let roster = json!({"rep_id": rep, "team_id": "team-tls", "active": true});
-    produce(
-        &p,
-        &topics.roster,
-        Some(&rep),
-        Some(&serde_json::to_vec(&roster).expect("json")),
-    )
-    .await;
+    produce_json(&p, &topics.roster, &rep, &roster).await;
     let deal_id = format!("deal-{}", topics.suffix);
     let deal = json!({
         "event_id": format!("ev-{}", topics.suffix), "deal_id": deal_id,
         "rep_id": rep, "stage": "closed_won", "amount": "100", "currency": "USD",
         "created_at": rfc(now - 120), "occurred_at": rfc(now - 60),
     });
-    produce(
-        &p,
-        &topics.deals,
-        Some(&deal_id),
-        Some(&serde_json::to_vec(&deal).expect("json")),
-    )
-    .await;
+    produce_json(&p, &topics.deals, &deal_id, &deal).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,13 +78,7 @@ async fn targets_pace_and_leaderboards_end_to_end() {
         ("rep-c", "team-y"),
     ] {
         let v = json!({"rep_id": r, "team_id": t, "active": true});
-        produce(
-            &p,
-            &topics.roster,
-            Some(r),
-            Some(&serde_json::to_vec(&v).expect("json")),
-        )
-        .await;
+        produce_json(&p, &topics.roster, r, &v).await;
     }
     // Won deals closed a minute ago: rep-a 300, rep-b 500 (two deals), rep-c 100.
     let won = [
@@ -96,25 +90,13 @@ async fn targets_pace_and_leaderboards_end_to_end() {
     for (i, (deal, rep, amount)) in won.iter().enumerate() {
         let v = json!({"event_id": format!("e{i}"), "deal_id": deal, "rep_id": rep, "stage": "closed_won",
             "amount": amount, "currency": "USD", "created_at": rfc(now - 3600), "occurred_at": rfc(now - 60)});
-        produce(
-            &p,
-            &topics.deals,
-            Some(deal),
-            Some(&serde_json::to_vec(&v).expect("json")),
-        )
-        .await;
+        produce_json(&p, &topics.deals, deal, &v).await;
     }
     // An open deal expected to close today: weighted 0.8 x 200 = 160 in every current period.
     let open = json!({"event_id": "e9", "deal_id": "d9", "rep_id": "rep-a", "stage": "negotiation",
         "amount": "200", "currency": "USD", "created_at": rfc(now - 600), "occurred_at": rfc(now - 60),
         "expected_close_date": Utc.timestamp_opt(now, 0).single().expect("time").date_naive().to_string()});
-    produce(
-        &p,
-        &topics.deals,
-        Some("d9"),
-        Some(&serde_json::to_vec(&open).expect("json")),
-    )
-    .await;
+    produce_json(&p, &topics.deals, "d9", &open).await;
     // rep-c's bookings target puts its pace at 0.4, well under the 0.8 threshold, whatever
     // the day of the quarter; its attainment (0.4 x elapsed share) stays under 50 %.
     let share0 = (now - q_start) as f64 / (q_end - q_start) as f64;
@@ -316,13 +298,7 @@ async fn targets_pace_and_leaderboards_end_to_end() {
     // rep-a overtakes rep-b at the top of team-x: a new leader, and rep-a's milestones.
     let big = json!({"event_id": "e10", "deal_id": "d10", "rep_id": "rep-a", "stage": "closed_won",
         "amount": "1000", "currency": "USD", "created_at": rfc(now - 3600), "occurred_at": rfc(now - 30)});
-    produce(
-        &p,
-        &topics.deals,
-        Some("d10"),
-        Some(&serde_json::to_vec(&big).expect("json")),
-    )
-    .await;
+    produce_json(&p, &topics.deals, "d10", &big).await;
     let leader = format!("new_leader/team-x/bookings/{q}/rep-a");
     wait_for(&topics.celebrations, |recs| {
         recs.iter().any(|(k, _)| k == &leader)
@@ -404,32 +380,14 @@ async fn targets_pace_and_leaderboards_end_to_end() {
     let open_y = json!({"event_id": "e20", "deal_id": "d20", "rep_id": "rep-c", "team_id": "team-y",
         "stage": "proposal", "amount": "50", "currency": "USD", "created_at": rfc(now - 600),
         "occurred_at": rfc(now - 60)});
-    produce(
-        &p,
-        &topics.deals,
-        Some("d20"),
-        Some(&serde_json::to_vec(&open_y).expect("json")),
-    )
-    .await;
+    produce_json(&p, &topics.deals, "d20", &open_y).await;
     for i in 0..2 {
         let call = json!({"event_id": format!("c{i}"), "rep_id": "rep-c", "team_id": "team-y",
             "kind": "call", "occurred_at": rfc(now - 120 + i)});
-        produce(
-            &p,
-            &topics.activities,
-            Some("rep-c"),
-            Some(&serde_json::to_vec(&call).expect("json")),
-        )
-        .await;
+        produce_json(&p, &topics.activities, "rep-c", &call).await;
     }
     let moved = json!({"rep_id": "rep-c", "team_id": "team-x", "active": true});
-    produce(
-        &p,
-        &topics.roster,
-        Some("rep-c"),
-        Some(&serde_json::to_vec(&moved).expect("json")),
-    )
-    .await;
+    produce_json(&p, &topics.roster, "rep-c", &moved).await;
     converge(&deals, |m| {
         let mut d = Vec::new();
         for (family, team, want) in [

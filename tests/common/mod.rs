@@ -346,6 +346,12 @@ pub fn producer() -> FutureProducer {
         .expect("producer")
 }
 
+/// Produces `value` as a JSON record under `key` and waits for the broker's acknowledgement.
+pub async fn produce_json(p: &FutureProducer, topic: &str, key: &str, value: &serde_json::Value) {
+    let payload = serde_json::to_vec(value).expect("json");
+    produce(p, topic, Some(key), Some(&payload)).await;
+}
+
 /// Produces one record and waits for the broker's acknowledgement.
 pub async fn produce(p: &FutureProducer, topic: &str, key: Option<&str>, value: Option<&[u8]>) {
     let mut rec: FutureRecord<'_, str, [u8]> =

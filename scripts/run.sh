@@ -69,7 +69,7 @@ salespulse is running.
   Prometheus           http://127.0.0.1:$prom_port/graph?g0.expr=sales_org_bookings
   metric records       Kafka topic sales.metrics on $KAFKA_BOOTSTRAP
   alerts, celebrations Kafka topics sales.alerts and sales.celebrations
-  leaderboard          $target/salespulse-board   (in another terminal)
+  leaderboard          $target/salespulse-board   (in another terminal; --view pipeline [--team T])
   logs                 $logs
 Ctrl-C stops everything.
 

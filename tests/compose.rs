@@ -310,5 +310,5 @@ fn grafana_is_provisioned_and_open_to_anonymous_viewers() {
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
         .count();
-    assert!(boards >= 5, "{boards} dashboards in {}", host_dir.display());
+    assert!(boards >= 6, "{boards} dashboards in {}", host_dir.display());
 }

@@ -16,7 +16,11 @@ const BOARDS: &[(&str, &str, &[&str])] = &[
     ("rep.json", "Rep", &["team", "rep"]),
     ("pipeline-forecast.json", "Pipeline and forecast", &[]),
     ("pipeline-health.json", "Pipeline health", &[]),
+    ("pipeline-flow.json", "Pipeline flow", &["team"]),
 ];
+
+/// Boards about one team: every selector of every panel query matches `team="$team"`.
+const TEAM_BOARDS: &[&str] = &["team.json", "pipeline-flow.json"];
 
 /// Values substituted for the template variables before Prometheus sees a query.
 const SUBSTITUTES: &[(&str, &str)] = &[("team", "team-emea"), ("rep", "rep-007")];
@@ -38,7 +42,26 @@ const BUSINESS: &[&str] = &[
     "avg_deal_size",
     "sales_cycle_seconds",
     "pipeline_created",
+    "close_date_pushed",
+    "close_date_pulled_in",
+    "pipeline_pushed",
+    "pipeline_pulled_in",
+    "pipeline_velocity",
+    "activities_per_win",
 ];
+/// Windowed, by stage (deals service).
+const STAGE_FLOW: &[&str] = &["stage_entered", "stage_conversion_ratio", "stage_seconds"];
+/// Current state, by stage (deals service).
+const STAGE_STATE: &[&str] = &[
+    "open_pipeline",
+    "open_deals",
+    "stage_age_seconds",
+    "stalled_deals",
+    "stalled_pipeline",
+];
+const ROLLUPS: &[&str] = &["commit", "best_case", "pipeline"];
+const CATEGORIES: &[&str] = &["pipeline", "best_case", "commit", "omitted", "closed"];
+const EXITS: &[&str] = &["advanced", "won", "lost", "regressed"];
 const TARGETS: &[&str] = &[
     "target",
     "attainment_ratio",
@@ -77,13 +100,20 @@ fn family_labels(name: &str) -> Option<Vec<&'static str>> {
             };
             match metric {
                 m if BUSINESS.contains(&m) => labels.push("window"),
-                "activities" => labels.extend(["kind", "window"]),
-                "open_pipeline" => labels.push("stage"),
-                "weighted_pipeline" => {}
+                "activities" | "activity_seconds" => labels.extend(["kind", "window"]),
+                m if STAGE_FLOW.contains(&m) => labels.extend(["stage", "window"]),
+                "stage_exited" => labels.extend(["stage", "to", "window"]),
+                m if STAGE_STATE.contains(&m) => labels.push("stage"),
+                "weighted_pipeline" | "overdue_deals" | "overdue_pipeline" => {}
                 "member" if scope == "rep" => {}
+                "forecast_category_amount" => labels.extend(["category", "period", "period_type"]),
                 m if TARGETS.contains(&m) => {
                     labels.extend(["metric", "kind", "period", "period_type"]);
                 }
+                "forecast_rollup" | "forecast_coverage" => {
+                    labels.extend(["rollup", "period", "period_type"]);
+                }
+                "forecast_undated" => labels.push("category"),
                 _ => return None,
             }
             labels
@@ -96,7 +126,15 @@ fn family_labels(name: &str) -> Option<Vec<&'static str>> {
 fn allowed_values(family: &str, label: &str) -> Option<&'static [&'static str]> {
     match label {
         "window" => Some(WINDOWS),
+        "period_type"
+            if family.ends_with("_forecast_rollup") || family.ends_with("_forecast_coverage") =>
+        {
+            Some(&["month", "quarter"])
+        }
         "period_type" => Some(PERIOD_TYPES),
+        "rollup" => Some(ROLLUPS),
+        "category" => Some(CATEGORIES),
+        "to" => Some(EXITS),
         "metric" if family == "sales_rep_rank" => Some(RANK_METRICS),
         "metric" => Some(TARGET_METRICS),
         "among" => Some(&["team", "org"]),
@@ -559,6 +597,25 @@ fn dashboards_are_well_formed() {
                 "{}: template variables only as label values",
                 q.origin
             );
+        }
+
+        // A team's board shows that team only.
+        if TEAM_BOARDS.contains(&file) {
+            for p in panels(b) {
+                let title = p["title"].as_str().unwrap_or_default();
+                for t in p["targets"].as_array().into_iter().flatten() {
+                    let expr = t["expr"].as_str().unwrap_or_default();
+                    for s in selectors(expr).unwrap_or_default() {
+                        assert!(
+                            s.matchers
+                                .iter()
+                                .any(|m| m.label == "team" && m.op == "=" && m.value == "$team"),
+                            "{file} / {title:?}: {} is not limited to team=\"$team\"",
+                            s.metric
+                        );
+                    }
+                }
+            }
         }
     }
 }

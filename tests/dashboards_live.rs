@@ -409,6 +409,9 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
             "count by (team, metric, period_type) (sales_rep_target)",
             "count by (team) (sales_rep_bookings{window=\"qtd\"})",
             "count by (team) (sales_rep_rank{among=\"team\"})",
+            "count by (team) (sales_team_open_deals)",
+            "count by (team, period) (sales_team_forecast_rollup{period_type=\"quarter\"})",
+            "count by (team, period) (sales_team_forecast_coverage{period_type=\"quarter\"})",
         ] {
             let got = instant(&client, prometheus.port, q).await;
             context.push(format!("{q}: {got:?}"));

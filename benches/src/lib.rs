@@ -124,6 +124,7 @@ pub fn deal_records(
                     occurred_at: Some(ts(occurred)),
                     closed_at: closed.map(ts),
                     expected_close_date: None,
+                    forecast_category: None,
                 }
                 .encode_to_vec()
             } else {

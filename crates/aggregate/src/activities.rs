@@ -49,20 +49,51 @@ impl Measure for Counts {
     }
 }
 
-#[derive(Debug)]
-pub(crate) struct ActivityCell {
-    minutes: Windowed<Counts>,
-    hours: Windowed<Counts>,
+/// Seconds of talk time per activity kind. A single activity counts at most `u32::MAX`
+/// seconds, so the sums cannot overflow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Secs(pub [u64; MAX_KINDS]);
+
+impl Measure for Secs {
+    fn add(&mut self, o: &Self) {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a += b;
+        }
+    }
+    fn sub(&mut self, o: &Self) {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a -= b;
+        }
+    }
+    fn is_zero(&self) -> bool {
+        self.0.iter().all(|c| *c == 0)
+    }
 }
 
-impl Cell for ActivityCell {
-    type Summary = [Counts; WINDOWS];
+/// Minute buckets for the last 25 hours, hour buckets before.
+#[derive(Debug)]
+pub(crate) struct Buckets<V> {
+    minutes: Windowed<V>,
+    hours: Windowed<V>,
+}
+
+impl<V: Measure> Buckets<V> {
     fn new(b: &Bounds) -> Self {
-        ActivityCell {
+        Buckets {
             minutes: Windowed::new(b),
             hours: Windowed::new(b),
         }
     }
+
+    fn add(&mut self, t: i64, v: &V, b: &Bounds) {
+        let minute = t - t.rem_euclid(60);
+        if minute < b.now - MINUTE_BUCKETS_SECONDS {
+            self.hours.add(t - t.rem_euclid(3_600), 0, v, b);
+        } else {
+            self.minutes.add(minute, 0, v, b);
+        }
+    }
+
     fn advance(&mut self, b: &Bounds) -> bool {
         let mut changed = self.minutes.advance(b);
         changed |= self.hours.advance(b);
@@ -73,19 +104,74 @@ impl Cell for ActivityCell {
         }
         changed
     }
+
     fn is_empty(&self) -> bool {
         self.minutes.is_empty() && self.hours.is_empty()
     }
-    fn add_summary(into: &mut [Counts; WINDOWS], from: &[Counts; WINDOWS]) {
-        for (a, b) in into.iter_mut().zip(from) {
-            a.add(b);
-        }
-    }
-    fn merge_into(&self, s: &mut [Counts; WINDOWS]) {
+
+    fn merge_into(&self, s: &mut [V; WINDOWS]) {
         for ((acc, m), h) in s.iter_mut().zip(self.minutes.sums()).zip(self.hours.sums()) {
             acc.add(m);
             acc.add(h);
         }
+    }
+
+    /// (minute buckets, hour buckets), each as (start, value).
+    #[allow(clippy::type_complexity)]
+    fn saved(&self) -> (Vec<(i64, V)>, Vec<(i64, V)>) {
+        let facts = |w: &Windowed<V>| w.facts().map(|(t, _, c)| (t, *c)).collect();
+        (facts(&self.minutes), facts(&self.hours))
+    }
+
+    fn restore(&mut self, minutes: &[(i64, V)], hours: &[(i64, V)], b: &Bounds) {
+        for (t, c) in minutes {
+            self.minutes.add(*t, 0, c, b);
+        }
+        for (t, c) in hours {
+            self.hours.add(*t, 0, c, b);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct ActivityCell {
+    counts: Buckets<Counts>,
+    talk: Buckets<Secs>,
+}
+
+/// Counts and talk seconds of one subject per window.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ActivitySummary {
+    counts: [Counts; WINDOWS],
+    talk: [Secs; WINDOWS],
+}
+
+impl Cell for ActivityCell {
+    type Summary = ActivitySummary;
+    fn new(b: &Bounds) -> Self {
+        ActivityCell {
+            counts: Buckets::new(b),
+            talk: Buckets::new(b),
+        }
+    }
+    fn advance(&mut self, b: &Bounds) -> bool {
+        let changed = self.counts.advance(b);
+        self.talk.advance(b) || changed
+    }
+    fn is_empty(&self) -> bool {
+        self.counts.is_empty() && self.talk.is_empty()
+    }
+    fn add_summary(into: &mut ActivitySummary, from: &ActivitySummary) {
+        for (a, b) in into.counts.iter_mut().zip(&from.counts) {
+            a.add(b);
+        }
+        for (a, b) in into.talk.iter_mut().zip(&from.talk) {
+            a.add(b);
+        }
+    }
+    fn merge_into(&self, s: &mut ActivitySummary) {
+        self.counts.merge_into(&mut s.counts);
+        self.talk.merge_into(&mut s.talk);
     }
 }
 
@@ -146,11 +232,11 @@ impl ActivitiesCore {
         let cell = self.ledger.cell(&rep, team.as_ref(), &b);
         let mut one = Counts::default();
         one.0[usize::from(ev.kind)] = 1;
-        let minute = t - t.rem_euclid(60);
-        if minute < b.now - MINUTE_BUCKETS_SECONDS {
-            cell.hours.add(t - t.rem_euclid(3_600), 0, &one, &b);
-        } else {
-            cell.minutes.add(minute, 0, &one, &b);
+        cell.counts.add(t, &one, &b);
+        if let Some(d) = ev.duration_seconds.filter(|d| *d > 0) {
+            let mut secs = Secs::default();
+            secs.0[usize::from(ev.kind)] = d.min(i64::from(u32::MAX)) as u64;
+            cell.talk.add(t, &secs, &b);
         }
         Outcome::Applied
     }
@@ -187,47 +273,33 @@ impl ActivitiesCore {
         self.seen.extend(ids);
     }
 
-    /// Buckets of every cell: (rep, own team, minute buckets, hour buckets).
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn saved_cells(
-        &self,
-    ) -> Vec<(
-        Arc<str>,
-        Option<Arc<str>>,
-        Vec<(i64, Counts)>,
-        Vec<(i64, Counts)>,
-    )> {
+    /// Buckets of every cell.
+    pub(crate) fn saved_cells(&self) -> Vec<SavedBuckets> {
         let mut out = Vec::new();
         self.ledger.for_each_cell(|rep, team, cell| {
-            let facts = |w: &Windowed<Counts>| w.facts().map(|(t, _, c)| (t, *c)).collect();
-            out.push((
-                rep.clone(),
-                team.cloned(),
-                facts(&cell.minutes),
-                facts(&cell.hours),
-            ));
+            let (minutes, hours) = cell.counts.saved();
+            let (talk_minutes, talk_hours) = cell.talk.saved();
+            out.push(SavedBuckets {
+                rep: rep.clone(),
+                team: team.cloned(),
+                minutes,
+                hours,
+                talk_minutes,
+                talk_hours,
+            });
         });
         out
     }
 
     /// Adds restored buckets to a (rep, team) cell, at the current clock.
-    pub(crate) fn insert_cell(
-        &mut self,
-        rep: &str,
-        team: Option<&str>,
-        minutes: &[(i64, Counts)],
-        hours: &[(i64, Counts)],
-    ) {
+    pub(crate) fn insert_cell(&mut self, rep: &str, team: Option<&str>, saved: &SavedBuckets) {
         let b = self.bounds;
         let rep = self.ledger.intern(rep);
         let team = team.map(|t| self.ledger.intern(t));
         let cell = self.ledger.cell(&rep, team.as_ref(), &b);
-        for (t, c) in minutes {
-            cell.minutes.add(*t, 0, c, &b);
-        }
-        for (t, c) in hours {
-            cell.hours.add(*t, 0, c, &b);
-        }
+        cell.counts.restore(&saved.minutes, &saved.hours, &b);
+        cell.talk
+            .restore(&saved.talk_minutes, &saved.talk_hours, &b);
         if cell.is_empty() {
             self.ledger.release(&rep, team.as_ref());
         }
@@ -244,18 +316,29 @@ impl ActivitiesCore {
     pub fn drain_changes(&mut self) -> Vec<SubjectSeries> {
         let kinds = self.kinds.clone();
         self.ledger
-            .drain(&|s: &[Counts; WINDOWS], b: &mut SeriesBuilder<'_>| build(&kinds, s, b))
+            .drain(&|s: &ActivitySummary, b: &mut SeriesBuilder<'_>| build(&kinds, s, b))
     }
 
     pub fn snapshot(&self) -> Vec<SubjectSeries> {
         self.ledger
-            .snapshot(&|s: &[Counts; WINDOWS], b: &mut SeriesBuilder<'_>| build(&self.kinds, s, b))
+            .snapshot(&|s: &ActivitySummary, b: &mut SeriesBuilder<'_>| build(&self.kinds, s, b))
     }
 }
 
-fn build(kinds: &[Arc<str>], s: &[Counts; WINDOWS], b: &mut SeriesBuilder<'_>) {
+/// The buckets of one (rep, own team) cell, as saved in a snapshot.
+#[derive(Debug)]
+pub(crate) struct SavedBuckets {
+    pub rep: Arc<str>,
+    pub team: Option<Arc<str>>,
+    pub minutes: Vec<(i64, Counts)>,
+    pub hours: Vec<(i64, Counts)>,
+    pub talk_minutes: Vec<(i64, Secs)>,
+    pub talk_hours: Vec<(i64, Secs)>,
+}
+
+fn build(kinds: &[Arc<str>], s: &ActivitySummary, b: &mut SeriesBuilder<'_>) {
     for (k, name) in kinds.iter().enumerate() {
-        if s.iter().all(|c| c.0[k] == 0) {
+        if s.counts.iter().all(|c| c.0[k] == 0) {
             continue;
         }
         for w in Window::ALL {
@@ -263,7 +346,20 @@ fn build(kinds: &[Arc<str>], s: &[Counts; WINDOWS], b: &mut SeriesBuilder<'_>) {
                 Metric::Activities,
                 Some(w),
                 Some(name),
-                Decimal::from(s[w.index()].0[k]),
+                Decimal::from(s.counts[w.index()].0[k]),
+            );
+        }
+    }
+    for (k, name) in kinds.iter().enumerate() {
+        if s.talk.iter().all(|c| c.0[k] == 0) {
+            continue;
+        }
+        for w in Window::ALL {
+            b.push(
+                Metric::ActivitySeconds,
+                Some(w),
+                Some(name),
+                Decimal::from(s.talk[w.index()].0[k]),
             );
         }
     }

@@ -184,6 +184,30 @@ impl Calendar {
         }
     }
 
+    /// A number for the fiscal quarter containing `d` that grows by one from each quarter to
+    /// the next, so that two dates' quarters compare as the quarters do.
+    pub fn fiscal_quarter_index(&self, d: NaiveDate) -> i32 {
+        let months = d.year() * 12 + d.month0() as i32 - (self.fiscal_start_month as i32 - 1);
+        months.div_euclid(3)
+    }
+
+    /// Names of the fiscal quarter and calendar month containing `d`, as sales operations
+    /// names them (`2026-Q4`, `2026-11`): a fiscal year is named after the year it ends in.
+    pub fn period_names(&self, d: NaiveDate) -> (String, String) {
+        let fsm = self.fiscal_start_month;
+        let start_year = if d.month() >= fsm {
+            d.year()
+        } else {
+            d.year() - 1
+        };
+        let fy = if fsm == 1 { start_year } else { start_year + 1 };
+        let q = (d.month() + 12 - fsm) % 12 / 3 + 1;
+        (
+            format!("{fy}-Q{q}"),
+            format!("{}-{:02}", d.year(), d.month()),
+        )
+    }
+
     /// Unix seconds of local midnight; where a DST change skips midnight, the first instant
     /// of that day.
     pub fn local_midnight(&self, d: NaiveDate) -> i64 {
@@ -244,6 +268,32 @@ mod tests {
         // 03:00 UTC on the 27th is still the 26th in New York (UTC-5).
         let now = ts("2026-11-27T03:00:00Z");
         assert_eq!(cal.start(Window::Today, now), ts("2026-11-26T05:00:00Z"));
+    }
+
+    #[test]
+    fn fiscal_quarters_follow_the_fiscal_year() {
+        let cal = Calendar::new("UTC", 2).expect("valid calendar");
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
+        assert_eq!(
+            cal.fiscal_quarter_index(d("2026-04-30")),
+            cal.fiscal_quarter_index(d("2026-02-01"))
+        );
+        assert_eq!(
+            cal.fiscal_quarter_index(d("2026-05-01")),
+            cal.fiscal_quarter_index(d("2026-04-30")) + 1
+        );
+        assert_eq!(
+            cal.fiscal_quarter_index(d("2026-02-01")),
+            cal.fiscal_quarter_index(d("2026-01-31")) + 1
+        );
+        assert_eq!(
+            cal.period_names(d("2026-01-15")),
+            ("2026-Q4".to_owned(), "2026-01".to_owned())
+        );
+        assert_eq!(
+            Calendar::utc().period_names(d("2026-11-27")),
+            ("2026-Q4".to_owned(), "2026-11".to_owned())
+        );
     }
 
     #[test]

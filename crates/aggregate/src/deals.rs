@@ -4,15 +4,15 @@
 //! new state contributes, so an amount change, a reopening, a stage change or an owner change
 //! moves the deal's numbers instead of counting it twice.
 
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use chrono::Datelike;
+use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
-use salespulse_decode::{Contract, DealEvent, StageKind};
+use salespulse_decode::{Contract, DealEvent, ForecastCategory, StageKind};
 
 use crate::calendar::{Bounds, Calendar, Window, WINDOWS};
+use crate::flow::{self, Exit, FlowCell, Slots, Step, EXIT_LABELS};
 use crate::ledger::{Cell, Ledger};
 use crate::series::{ratio, Metric, SeriesBuilder, SubjectSeries};
 use crate::windowed::{Measure, Windowed};
@@ -65,41 +65,221 @@ pub struct OpenStage {
     pub deals: i64,
     /// Amount expected to close in the current week, month, quarter and year.
     pub expected: [i128; PERIODS],
+    /// Sum of the seconds at which the open deals entered the stage.
+    pub entered_sum: i128,
+    pub stalled_deals: i64,
+    pub stalled_amount: i128,
 }
 
 /// Current periods the expected pipeline is measured for: week, month, quarter, year.
 const PERIODS: usize = 4;
 const PERIOD_NAMES: [&str; PERIODS] = ["week", "month", "quarter", "year"];
+/// Indexes into [`PERIODS`] of the forecast's periods, with their `period_type` label.
+const FORECAST_PERIODS: [(usize, &str); 2] = [(1, "month"), (2, "quarter")];
+const CATEGORIES: usize = ForecastCategory::ALL.len();
+/// Roll-ups of a forecast call: each adds one category to the one before.
+const ROLLUPS: [(&str, ForecastCategory); 3] = [
+    ("commit", ForecastCategory::Commit),
+    ("best_case", ForecastCategory::BestCase),
+    ("pipeline", ForecastCategory::Pipeline),
+];
+
+/// What the open deals of a cell (or of a summary of cells) add up to now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct OpenTotals {
+    stages: Vec<OpenStage>,
+    overdue_deals: i64,
+    overdue_amount: i128,
+    /// Amount expected to close in each current period, by forecast category.
+    forecast: [[i128; PERIODS]; CATEGORIES],
+    /// Amount with no expected close date, by forecast category.
+    undated: [i128; CATEGORIES],
+}
+
+impl OpenTotals {
+    fn add(&mut self, o: &OpenTotals) {
+        if self.stages.len() < o.stages.len() {
+            self.stages.resize(o.stages.len(), OpenStage::default());
+        }
+        for (acc, x) in self.stages.iter_mut().zip(&o.stages) {
+            acc.amount += x.amount;
+            acc.deals += x.deals;
+            for (a, e) in acc.expected.iter_mut().zip(x.expected) {
+                *a += e;
+            }
+            acc.entered_sum += x.entered_sum;
+            acc.stalled_deals += x.stalled_deals;
+            acc.stalled_amount += x.stalled_amount;
+        }
+        self.overdue_deals += o.overdue_deals;
+        self.overdue_amount += o.overdue_amount;
+        for (acc, x) in self.forecast.iter_mut().zip(&o.forecast) {
+            for (a, v) in acc.iter_mut().zip(x) {
+                *a += v;
+            }
+        }
+        for (a, v) in self.undated.iter_mut().zip(&o.undated) {
+            *a += v;
+        }
+    }
+
+    fn any_open(&self) -> bool {
+        self.stages.iter().any(|o| o.deals != 0)
+    }
+
+    fn deals(&self) -> i64 {
+        self.stages.iter().map(|o| o.deals).sum()
+    }
+}
+
+/// An open deal as its cell counts it now.
+#[derive(Debug, Clone, Copy)]
+struct OpenDeal {
+    stage: u8,
+    category: ForecastCategory,
+    amount: i128,
+    /// When it entered its stage (Unix seconds).
+    entered: i64,
+    /// Expected close date, days from the common era.
+    expected: Option<i32>,
+    /// First second at which it counts as stalled.
+    stall_at: i64,
+    /// First second at which it counts as overdue (local midnight after its expected date).
+    overdue_at: Option<i64>,
+    stalled: bool,
+    overdue: bool,
+}
+
+impl OpenDeal {
+    /// The forecast category it counts in: an open deal marked closed counts as commit until
+    /// it is won.
+    fn forecast_category(&self) -> ForecastCategory {
+        match self.category {
+            ForecastCategory::Closed => ForecastCategory::Commit,
+            c => c,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct DealCell {
     windowed: Windowed<DealSums>,
-    open: Vec<OpenStage>,
-    /// Open deals with an expected close date: (day, deal) -> (stage, cents). Kept to
-    /// recompute `OpenStage::expected` when the periods roll over.
-    expected: BTreeMap<(i32, u64), (u8, i128)>,
+    flow: FlowCell,
+    open: OpenTotals,
+    /// Open deals by deal sequence number.
+    deals: crate::FastMap<u64, OpenDeal>,
+    /// No open deal changes its stalled or overdue status before this second.
+    next_status: i64,
+    /// Minute of the clock the stage ages were last measured at.
+    minute: i64,
 }
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct DealSummary {
     sums: [DealSums; WINDOWS],
-    open: Vec<OpenStage>,
+    open: OpenTotals,
+    /// Window sums of each flow slot (see [`Slots`]).
+    flow: Vec<[i128; WINDOWS]>,
 }
 
 impl DealSummary {
     /// Adds windowed sums and open pipeline (a cell's, or another summary's) to this one.
-    fn add(&mut self, sums: &[DealSums; WINDOWS], open: &[OpenStage]) {
+    fn add(&mut self, sums: &[DealSums; WINDOWS], open: &OpenTotals) {
         for (acc, v) in self.sums.iter_mut().zip(sums) {
             acc.add(v);
         }
-        if self.open.len() < open.len() {
-            self.open.resize(open.len(), OpenStage::default());
+        self.open.add(open);
+    }
+}
+
+impl DealCell {
+    /// Adds (`sign` 1) or retracts (-1) an open deal's part of the cell's totals.
+    fn add_open(&mut self, d: &OpenDeal, sign: i128, periods: &[(i32, i32); PERIODS]) {
+        let i = usize::from(d.stage);
+        if self.open.stages.len() <= i {
+            self.open.stages.resize(i + 1, OpenStage::default());
         }
-        for (acc, o) in self.open.iter_mut().zip(open) {
-            acc.amount += o.amount;
-            acc.deals += o.deals;
-            for (a, e) in acc.expected.iter_mut().zip(o.expected) {
-                *a += e;
+        let amount = sign * d.amount;
+        let o = &mut self.open.stages[i];
+        o.amount += amount;
+        o.deals += sign as i64;
+        o.entered_sum += sign * i128::from(d.entered);
+        let c = d.forecast_category().index();
+        match d.expected {
+            None => self.open.undated[c] += amount,
+            Some(day) => {
+                for (k, (lo, hi)) in periods.iter().enumerate() {
+                    if (*lo..*hi).contains(&day) {
+                        o.expected[k] += amount;
+                        self.open.forecast[c][k] += amount;
+                    }
+                }
+            }
+        }
+        self.add_status(d, sign);
+    }
+
+    fn add_status(&mut self, d: &OpenDeal, sign: i128) {
+        let amount = sign * d.amount;
+        if d.stalled {
+            let o = &mut self.open.stages[usize::from(d.stage)];
+            o.stalled_deals += sign as i64;
+            o.stalled_amount += amount;
+        }
+        if d.overdue {
+            self.open.overdue_deals += sign as i64;
+            self.open.overdue_amount += amount;
+        }
+    }
+
+    /// Sets each open deal's stalled and overdue status at `now`; returns whether any changed.
+    fn restatus(&mut self, now: i64) -> bool {
+        let mut next = i64::MAX;
+        let mut flips = Vec::new();
+        for d in self.deals.values_mut() {
+            let stalled = now >= d.stall_at;
+            let overdue = d.overdue_at.is_some_and(|t| now >= t);
+            if stalled != d.stalled || overdue != d.overdue {
+                flips.push((*d, stalled, overdue));
+                d.stalled = stalled;
+                d.overdue = overdue;
+            }
+            if !stalled {
+                next = next.min(d.stall_at);
+            }
+            if let Some(t) = d.overdue_at.filter(|_| !overdue) {
+                next = next.min(t);
+            }
+        }
+        for (old, stalled, overdue) in &flips {
+            self.add_status(old, -1);
+            self.add_status(
+                &OpenDeal {
+                    stalled: *stalled,
+                    overdue: *overdue,
+                    ..*old
+                },
+                1,
+            );
+        }
+        self.next_status = next;
+        !flips.is_empty()
+    }
+
+    /// Recomputes the expected amounts for new current periods.
+    fn reperiod(&mut self, periods: &[(i32, i32); PERIODS]) {
+        for o in self.open.stages.iter_mut() {
+            o.expected = [0; PERIODS];
+        }
+        self.open.forecast = [[0; PERIODS]; CATEGORIES];
+        for d in self.deals.values() {
+            let Some(day) = d.expected else { continue };
+            let c = d.forecast_category().index();
+            for (k, (lo, hi)) in periods.iter().enumerate() {
+                if (*lo..*hi).contains(&day) {
+                    self.open.stages[usize::from(d.stage)].expected[k] += d.amount;
+                    self.open.forecast[c][k] += d.amount;
+                }
             }
         }
     }
@@ -110,21 +290,37 @@ impl Cell for DealCell {
     fn new(b: &Bounds) -> Self {
         DealCell {
             windowed: Windowed::new(b),
-            open: Vec::new(),
-            expected: BTreeMap::new(),
+            flow: FlowCell::default(),
+            open: OpenTotals::default(),
+            deals: crate::FastMap::default(),
+            next_status: i64::MAX,
+            minute: b.now.div_euclid(60),
         }
     }
     fn advance(&mut self, b: &Bounds) -> bool {
-        self.windowed.advance(b)
+        let mut changed = self.windowed.advance(b);
+        changed |= self.flow.advance(b);
+        if b.now >= self.next_status {
+            changed |= self.restatus(b.now);
+        }
+        let minute = b.now.div_euclid(60);
+        if minute != self.minute {
+            self.minute = minute;
+            // Stage ages move with the clock, measured once a minute.
+            changed |= !self.deals.is_empty();
+        }
+        changed
     }
     fn is_empty(&self) -> bool {
-        self.windowed.is_empty() && self.open.iter().all(|o| o.deals == 0)
+        self.windowed.is_empty() && self.flow.is_empty() && self.deals.is_empty()
     }
     fn add_summary(into: &mut DealSummary, from: &DealSummary) {
         into.add(&from.sums, &from.open);
+        flow::add_sums(&mut into.flow, &from.flow);
     }
     fn merge_into(&self, s: &mut DealSummary) {
         s.add(self.windowed.sums(), &self.open);
+        self.flow.merge_into(&mut s.flow);
     }
 }
 
@@ -146,6 +342,11 @@ pub(crate) struct DealState {
     pub expected: Option<i32>,
     pub recent: [u64; RECENT_IDS],
     pub recent_next: u8,
+    pub category: ForecastCategory,
+    /// The steps of its history that the flow facts are derived from.
+    pub steps: Vec<Step>,
+    /// When it entered its current stage, if open (derived from `steps`).
+    pub entered: i64,
 }
 
 fn id_hash(s: &str) -> u64 {
@@ -161,6 +362,10 @@ fn id_hash(s: &str) -> u64 {
 struct Stages {
     kind: Vec<StageKind>,
     periods: [(i32, i32); PERIODS],
+    slots: Slots,
+    /// Seconds an open deal may stay in each stage before it is stalled.
+    stall_secs: Vec<i64>,
+    cal: Calendar,
 }
 
 /// Day ranges of the current week, month, quarter and year at `b`.
@@ -215,47 +420,44 @@ impl Stages {
         [Some((st.created_at, created)), closed]
     }
 
-    fn open(&self, cell: &mut DealCell, st: &DealState, add: bool) {
+    fn open(&self, cell: &mut DealCell, st: &DealState, add: bool, now: i64) {
         if self.kind[usize::from(st.stage)] != StageKind::Open {
             return;
         }
-        let i = usize::from(st.stage);
-        if cell.open.len() <= i {
-            cell.open.resize(i + 1, OpenStage::default());
+        if !add {
+            if let Some(d) = cell.deals.remove(&st.seq) {
+                cell.add_open(&d, -1, &self.periods);
+            }
+            return;
         }
-        let (amount, deals) = if add {
-            (st.amount, 1)
-        } else {
-            (-st.amount, -1)
+        let stall_at = st.entered + self.stall_secs[usize::from(st.stage)] + 1;
+        let overdue_at = st
+            .expected
+            .and_then(|d| NaiveDate::from_num_days_from_ce_opt(d + 1))
+            .map(|d| self.cal.local_midnight(d));
+        let d = OpenDeal {
+            stage: st.stage,
+            category: st.category,
+            amount: st.amount,
+            entered: st.entered,
+            expected: st.expected,
+            stall_at,
+            overdue_at,
+            stalled: now >= stall_at,
+            overdue: overdue_at.is_some_and(|t| now >= t),
         };
-        cell.open[i].amount += amount;
-        cell.open[i].deals += deals;
-        if let Some(d) = st.expected {
-            for (k, (lo, hi)) in self.periods.iter().enumerate() {
-                if (*lo..*hi).contains(&d) {
-                    cell.open[i].expected[k] += amount;
-                }
-            }
-            if add {
-                cell.expected.insert((d, st.seq), (st.stage, st.amount));
-            } else {
-                cell.expected.remove(&(d, st.seq));
-            }
+        if !d.stalled {
+            cell.next_status = cell.next_status.min(stall_at);
         }
+        if let Some(t) = overdue_at.filter(|_| !d.overdue) {
+            cell.next_status = cell.next_status.min(t);
+        }
+        cell.add_open(&d, 1, &self.periods);
+        cell.deals.insert(st.seq, d);
     }
 
-    /// Recomputes a cell's expected pipeline for new current periods.
-    fn reperiod(&self, cell: &mut DealCell) {
-        for o in cell.open.iter_mut() {
-            o.expected = [0; PERIODS];
-        }
-        for (&(d, _), &(stage, amount)) in &cell.expected {
-            for (k, (lo, hi)) in self.periods.iter().enumerate() {
-                if (*lo..*hi).contains(&d) {
-                    cell.open[usize::from(stage)].expected[k] += amount;
-                }
-            }
-        }
+    fn flow_facts(&self, st: &DealState) -> Vec<flow::Fact> {
+        flow::derive(&st.steps, &self.kind, self.slots).facts
     }
 
     /// Adds (or retracts) everything one deal state contributes to a cell.
@@ -267,7 +469,13 @@ impl Stages {
                 cell.windowed.sub(ts, st.seq, &f);
             }
         }
-        self.open(cell, st, add);
+        let facts = self.flow_facts(st);
+        if add {
+            cell.flow.add(&facts, st.seq, b);
+        } else {
+            cell.flow.sub(&facts, st.seq);
+        }
+        self.open(cell, st, add, b.now);
     }
 
     /// Replaces one state's contribution by another's in the same cell, touching only the
@@ -285,8 +493,12 @@ impl Stages {
                 cell.windowed.add(f.0, new.seq, &f.1, b);
             }
         }
-        self.open(cell, old, false);
-        self.open(cell, new, true);
+        if old.steps != new.steps {
+            cell.flow.sub(&self.flow_facts(old), old.seq);
+            cell.flow.add(&self.flow_facts(new), new.seq, b);
+        }
+        self.open(cell, old, false, b.now);
+        self.open(cell, new, true, b.now);
     }
 }
 
@@ -294,9 +506,7 @@ impl Stages {
 #[derive(Debug)]
 pub struct DealsCore {
     stages: Stages,
-    stage_prob: Vec<Decimal>,
-    stage_names: Vec<Arc<str>>,
-    period_names: Vec<Arc<str>>,
+    labels: Labels,
     cal: Calendar,
     bounds: Bounds,
     ledger: Ledger<DealCell>,
@@ -322,16 +532,43 @@ pub struct Win {
 impl DealsCore {
     pub fn new(contract: &Contract, cal: Calendar, now_ms: i64) -> Self {
         let stages = contract.stages();
+        let bounds = cal.bounds(now_ms.div_euclid(1000));
+        let arcs = |v: &[&str]| v.iter().map(|p| Arc::from(*p)).collect::<Vec<Arc<str>>>();
+        let mut labels = Labels {
+            stage_names: stages.iter().map(|s| Arc::from(s.name.as_str())).collect(),
+            stage_prob: stages.iter().map(|s| s.probability).collect(),
+            open_stages: stages
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.kind == StageKind::Open)
+                .map(|(i, _)| i)
+                .collect(),
+            period_names: arcs(&PERIOD_NAMES),
+            exits: arcs(&EXIT_LABELS),
+            categories: ForecastCategory::ALL
+                .iter()
+                .map(|c| Arc::from(c.label()))
+                .collect(),
+            rollups: arcs(&ROLLUPS.map(|r| r.0)),
+            forecast_periods: arcs(&FORECAST_PERIODS.map(|p| p.1)),
+            current: Vec::new(),
+            now: bounds.now,
+        };
+        labels.set_current(&cal, &bounds);
         DealsCore {
             stages: Stages {
                 kind: stages.iter().map(|s| s.kind).collect(),
-                periods: current_periods(&cal, &cal.bounds(now_ms.div_euclid(1000))),
+                periods: current_periods(&cal, &bounds),
+                slots: Slots { n: stages.len() },
+                stall_secs: stages
+                    .iter()
+                    .map(|s| i64::from(s.stall_days) * 86_400)
+                    .collect(),
+                cal,
             },
-            stage_prob: stages.iter().map(|s| s.probability).collect(),
-            stage_names: stages.iter().map(|s| Arc::from(s.name.as_str())).collect(),
-            period_names: PERIOD_NAMES.iter().map(|p| Arc::from(*p)).collect(),
+            labels,
             cal,
-            bounds: cal.bounds(now_ms.div_euclid(1000)),
+            bounds,
             ledger: Ledger::new().with_members(),
             deals: crate::FastMap::default(),
             next_seq: 0,
@@ -386,18 +623,48 @@ impl DealsCore {
                 (self.next_seq, recent, 1)
             }
         };
+        let amount = cents(ev.amount);
+        let occurred = ev.occurred_at.div_euclid(1000);
+        let created_at = ev.created_at.div_euclid(1000);
+        let step = Step {
+            at: if previous.is_some() {
+                occurred
+            } else {
+                created_at.min(occurred)
+            },
+            stage: ev.stage,
+            closed_at,
+            amount: i64::try_from(amount).unwrap_or(i64::MAX),
+            quarter: ev
+                .expected_close_date
+                .map(|d| self.cal.fiscal_quarter_index(d)),
+        };
+        let mut steps = previous
+            .as_ref()
+            .map(|p| p.steps.clone())
+            .unwrap_or_default();
+        flow::push_step(&mut steps, step, &self.stages.kind, self.bounds.horizon);
+        let entered = match &previous {
+            Some(p) if p.steps == steps => p.entered,
+            _ => flow::derive(&steps, &self.stages.kind, self.stages.slots)
+                .visit
+                .map_or(0, |v| v.1),
+        };
         let next = DealState {
             seq,
             rep,
             team,
             stage: ev.stage,
-            amount: cents(ev.amount),
-            created_at: ev.created_at.div_euclid(1000),
+            amount,
+            created_at,
             occurred_at_ms: ev.occurred_at,
             closed_at,
             expected: ev.expected_close_date.map(|d| d.num_days_from_ce()),
             recent,
             recent_next,
+            category: ev.forecast_category,
+            steps,
+            entered,
         };
         let b = self.bounds;
         match &previous {
@@ -471,8 +738,8 @@ impl DealsCore {
         let periods = current_periods(&self.cal, &self.bounds);
         if periods != self.stages.periods {
             self.stages.periods = periods;
-            let stages = &self.stages;
-            self.ledger.touch_all(|cell| stages.reperiod(cell));
+            self.labels.set_current(&self.cal, &self.bounds);
+            self.ledger.touch_all(|cell| cell.reperiod(&periods));
         }
         if now.div_euclid(3_600) != hour {
             self.ledger.gc_names();
@@ -485,7 +752,7 @@ impl DealsCore {
     }
 
     pub(crate) fn stage_names(&self) -> &[Arc<str>] {
-        &self.stage_names
+        &self.labels.stage_names
     }
 
     pub(crate) fn saved_deals(&self) -> (u64, impl Iterator<Item = (&str, &DealState)>) {
@@ -519,27 +786,45 @@ impl DealsCore {
 
     /// The series of every subject changed since the last call.
     pub fn drain_changes(&mut self) -> Vec<SubjectSeries> {
-        let names = self.stage_names.clone();
-        let probs = self.stage_prob.clone();
-        let periods = self.period_names.clone();
+        self.labels.now = self.bounds.now;
+        let labels = &self.labels;
         self.ledger
-            .drain(&|s: &DealSummary, b: &mut SeriesBuilder<'_>| {
-                build(&names, &probs, &periods, s, b)
-            })
+            .drain(&|s: &DealSummary, b: &mut SeriesBuilder<'_>| build(labels, s, b))
     }
 
     /// Every current series.
     pub fn snapshot(&self) -> Vec<SubjectSeries> {
+        let labels = Labels {
+            now: self.bounds.now,
+            ..self.labels.clone()
+        };
         self.ledger
-            .snapshot(&|s: &DealSummary, b: &mut SeriesBuilder<'_>| {
-                build(
-                    &self.stage_names,
-                    &self.stage_prob,
-                    &self.period_names,
-                    s,
-                    b,
-                )
-            })
+            .snapshot(&|s: &DealSummary, b: &mut SeriesBuilder<'_>| build(&labels, s, b))
+    }
+}
+
+/// Label values and settings the series of a subject are built with.
+#[derive(Debug, Clone)]
+struct Labels {
+    stage_names: Vec<Arc<str>>,
+    stage_prob: Vec<Decimal>,
+    /// Indexes of the open stages.
+    open_stages: Vec<usize>,
+    period_names: Vec<Arc<str>>,
+    exits: Vec<Arc<str>>,
+    categories: Vec<Arc<str>>,
+    rollups: Vec<Arc<str>>,
+    forecast_periods: Vec<Arc<str>>,
+    /// Names of the current periods of [`FORECAST_PERIODS`] (`2026-11`, `2026-Q4`).
+    current: Vec<Arc<str>>,
+    /// The clock (Unix seconds) the series are built at.
+    now: i64,
+}
+
+impl Labels {
+    fn set_current(&mut self, cal: &Calendar, b: &Bounds) {
+        let (quarter, month) = cal.period_names(cal.local_date(b.now));
+        self.current = vec![Arc::from(month), Arc::from(quarter)];
     }
 }
 
@@ -561,16 +846,11 @@ fn money(cents: i128) -> Decimal {
     Decimal::from_i128_with_scale(cents, 2)
 }
 
-fn build(
-    stage_names: &[Arc<str>],
-    stage_prob: &[Decimal],
-    period_names: &[Arc<str>],
-    s: &DealSummary,
-    b: &mut SeriesBuilder<'_>,
-) {
+fn build(l: &Labels, s: &DealSummary, b: &mut SeriesBuilder<'_>) {
     let any_window = s.sums.iter().any(|x| !x.is_zero());
-    let any_open = s.open.iter().any(|o| o.deals != 0);
-    if !any_window && !any_open {
+    let any_open = s.open.any_open();
+    let any_flow = s.flow.iter().any(|w| w.iter().any(|v| *v != 0));
+    if !any_window && !any_open && !any_flow {
         return;
     }
     if any_window {
@@ -597,28 +877,210 @@ fn build(
             if let Some(r) = ratio(Decimal::from(x.cycle_seconds), won) {
                 b.push(Metric::SalesCycleSeconds, Some(w), None, r);
             }
+            if let Some(v) = velocity(s.open.deals(), x) {
+                b.push(Metric::PipelineVelocity, Some(w), None, v);
+            }
         }
     }
+    if any_flow {
+        build_flow(l, &s.flow, b);
+    }
     if any_open {
-        let mut weighted = Decimal::ZERO;
-        for (i, o) in s.open.iter().enumerate() {
-            if o.deals != 0 {
-                let amount = money(o.amount);
-                b.push(Metric::OpenPipeline, None, stage_names.get(i), amount);
-                weighted += amount * stage_prob.get(i).copied().unwrap_or_default();
+        build_open(l, &s.open, b);
+    }
+    if any_open || any_window {
+        build_forecast(l, s, b);
+    }
+}
+
+/// Open deals × win rate × average deal size ÷ mean sales cycle in days, from the exact sums:
+/// open × bookings × won × 86,400 ÷ ((won + lost) × cycle seconds).
+fn velocity(open: i64, x: &DealSums) -> Option<Decimal> {
+    if x.won == 0 || x.cycle_seconds <= 0 {
+        return None;
+    }
+    let num = Decimal::from(open)
+        .checked_mul(money(x.bookings))?
+        .checked_mul(Decimal::from(x.won))?
+        .checked_mul(Decimal::from(86_400))?;
+    let den = Decimal::from(x.won + x.lost).checked_mul(Decimal::from(x.cycle_seconds))?;
+    ratio(num, den)
+}
+
+fn build_flow(l: &Labels, flow: &[[i128; WINDOWS]], b: &mut SeriesBuilder<'_>) {
+    let slots = Slots {
+        n: l.stage_names.len(),
+    };
+    let sum = |slot: usize, w: Window| flow.get(slot).map_or(0, |x| x[w.index()]);
+    let any = |slot: usize| flow.get(slot).is_some_and(|x| x.iter().any(|v| *v != 0));
+    let exits = [Exit::Advanced, Exit::Won, Exit::Lost, Exit::Regressed];
+    for &i in &l.open_stages {
+        let stage = Some(&l.stage_names[i]);
+        let used: Vec<Exit> = exits
+            .into_iter()
+            .filter(|to| any(slots.exited(i, *to)))
+            .collect();
+        if !any(slots.entered(i)) && used.is_empty() {
+            continue;
+        }
+        for w in Window::ALL {
+            let entered = Decimal::from(sum(slots.entered(i), w) as i64);
+            b.push(Metric::StageEntered, Some(w), stage, entered);
+            let mut left = 0i128;
+            let mut converted = 0i128;
+            for to in exits {
+                let n = sum(slots.exited(i, to), w);
+                left += n;
+                if matches!(to, Exit::Advanced | Exit::Won) {
+                    converted += n;
+                }
+                if used.contains(&to) {
+                    b.push_labels(
+                        Metric::StageExited,
+                        Some(w),
+                        [stage, Some(&l.exits[to as usize]), None],
+                        Decimal::from(n as i64),
+                    );
+                }
+            }
+            let (left, converted) = (Decimal::from(left as i64), Decimal::from(converted as i64));
+            if let Some(r) = ratio(converted, left) {
+                b.push(Metric::StageConversionRatio, Some(w), stage, r);
+            }
+            let seconds = Decimal::from_i128_with_scale(sum(slots.seconds(i), w), 0);
+            if let Some(r) = ratio(seconds, left) {
+                b.push(Metric::StageSeconds, Some(w), stage, r);
             }
         }
-        b.push(Metric::WeightedPipeline, None, None, weighted);
-        for (k, name) in period_names.iter().enumerate() {
-            let mut amount = Decimal::ZERO;
-            let mut weighted = Decimal::ZERO;
-            for (i, o) in s.open.iter().enumerate() {
-                let a = money(o.expected[k]);
-                amount += a;
-                weighted += a * stage_prob.get(i).copied().unwrap_or_default();
-            }
-            b.push(Metric::PipelineExpected, None, Some(name), amount);
-            b.push(Metric::WeightedPipelineExpected, None, Some(name), weighted);
+    }
+    let moves = [
+        slots.pushed(),
+        slots.pushed_amount(),
+        slots.pulled(),
+        slots.pulled_amount(),
+    ];
+    if moves.iter().any(|m| any(*m)) {
+        for w in Window::ALL {
+            let count = |slot| Decimal::from(sum(slot, w) as i64);
+            b.push(
+                Metric::CloseDatePushed,
+                Some(w),
+                None,
+                count(slots.pushed()),
+            );
+            b.push(
+                Metric::CloseDatePulledIn,
+                Some(w),
+                None,
+                count(slots.pulled()),
+            );
+            let amount = |slot| money(sum(slot, w));
+            b.push(
+                Metric::PipelinePushed,
+                Some(w),
+                None,
+                amount(slots.pushed_amount()),
+            );
+            b.push(
+                Metric::PipelinePulledIn,
+                Some(w),
+                None,
+                amount(slots.pulled_amount()),
+            );
+        }
+    }
+}
+
+fn build_open(l: &Labels, open: &OpenTotals, b: &mut SeriesBuilder<'_>) {
+    let mut weighted = Decimal::ZERO;
+    // Stage ages are measured at the start of the current minute, so that they change once a
+    // minute rather than at every tick.
+    let now = l.now - l.now.rem_euclid(60);
+    for (i, o) in open.stages.iter().enumerate() {
+        if o.deals == 0 {
+            continue;
+        }
+        let stage = l.stage_names.get(i);
+        let amount = money(o.amount);
+        b.push(Metric::OpenPipeline, None, stage, amount);
+        weighted += amount * l.stage_prob.get(i).copied().unwrap_or_default();
+        let deals = Decimal::from(o.deals);
+        b.push(Metric::OpenDeals, None, stage, deals);
+        let age = i128::from(now) * i128::from(o.deals) - o.entered_sum;
+        if let Some(r) = ratio(Decimal::from_i128_with_scale(age, 0), deals) {
+            b.push(Metric::StageAgeSeconds, None, stage, r);
+        }
+        b.push(
+            Metric::StalledDeals,
+            None,
+            stage,
+            Decimal::from(o.stalled_deals),
+        );
+        b.push(
+            Metric::StalledPipeline,
+            None,
+            stage,
+            money(o.stalled_amount),
+        );
+    }
+    b.push(Metric::WeightedPipeline, None, None, weighted);
+    b.push(
+        Metric::OverdueDeals,
+        None,
+        None,
+        Decimal::from(open.overdue_deals),
+    );
+    b.push(
+        Metric::OverduePipeline,
+        None,
+        None,
+        money(open.overdue_amount),
+    );
+    for (k, name) in l.period_names.iter().enumerate() {
+        let mut amount = Decimal::ZERO;
+        let mut weighted = Decimal::ZERO;
+        for (i, o) in open.stages.iter().enumerate() {
+            let a = money(o.expected[k]);
+            amount += a;
+            weighted += a * l.stage_prob.get(i).copied().unwrap_or_default();
+        }
+        b.push(Metric::PipelineExpected, None, Some(name), amount);
+        b.push(Metric::WeightedPipelineExpected, None, Some(name), weighted);
+    }
+    for c in ForecastCategory::ALL {
+        if c != ForecastCategory::Closed {
+            b.push(
+                Metric::ForecastUndated,
+                None,
+                Some(&l.categories[c.index()]),
+                money(open.undated[c.index()]),
+            );
+        }
+    }
+}
+
+fn build_forecast<'a>(l: &'a Labels, s: &DealSummary, b: &mut SeriesBuilder<'_>) {
+    for (j, (k, _)) in FORECAST_PERIODS.iter().enumerate() {
+        let window = if *k == 1 { Window::Mtd } else { Window::Qtd };
+        let labels = |first| [Some(first), Some(&l.forecast_periods[j]), l.current.get(j)];
+        let mut amounts = [Decimal::ZERO; CATEGORIES];
+        for c in ForecastCategory::ALL {
+            amounts[c.index()] = if c == ForecastCategory::Closed {
+                money(s.sums[window.index()].bookings)
+            } else {
+                money(s.open.forecast[c.index()][*k])
+            };
+            b.push_labels(
+                Metric::Forecast,
+                None,
+                labels(&l.categories[c.index()]),
+                amounts[c.index()],
+            );
+        }
+        let mut rollup = amounts[ForecastCategory::Closed.index()];
+        for (r, (_, c)) in ROLLUPS.iter().enumerate() {
+            rollup += amounts[c.index()];
+            b.push_labels(Metric::ForecastRollup, None, labels(&l.rollups[r]), rollup);
         }
     }
 }

@@ -100,10 +100,11 @@ pub fn series_key(s: &Series) -> String {
             first = false;
         }
     }
-    if let (Some(name), Some(v)) = (s.metric.extra_label(), &s.extra) {
+    for (name, v) in s.metric.extra_pairs(&s.extra) {
         if !first {
             k.push(',');
         }
+        first = false;
         let _ = write!(k, "{name}=");
         push_escaped(&mut k, v);
     }
@@ -149,7 +150,7 @@ mod tests {
             rep: Some(Arc::from(rep)),
             team: Some(Arc::from("t/1")),
             window: Some(Window::H1),
-            extra: Some(Arc::from("call")),
+            extra: [Some(Arc::from("call")), None, None],
             value: Decimal::from(value),
         }
     }

@@ -326,7 +326,7 @@ impl<C: Cell> Ledger<C> {
                         rep: Some(rep.clone()),
                         team: Some(team.clone()),
                         window: None,
-                        extra: None,
+                        extra: Default::default(),
                         value: rust_decimal::Decimal::ONE,
                     });
                 }

@@ -9,6 +9,7 @@ mod activities;
 mod calendar;
 mod deals;
 mod diff;
+mod flow;
 mod ledger;
 mod series;
 mod state;
@@ -19,7 +20,7 @@ pub use calendar::{Bounds, Calendar, CalendarError, Window, WINDOWS};
 pub use deals::{DealSums, DealsCore, Win};
 pub use diff::{metric_of_key, series_key, subject_of_key, Change, Differ};
 pub use ledger::UNASSIGNED;
-pub use series::{Metric, Scope, Series, Subject, SubjectSeries, RATIO_DP};
+pub use series::{Extra, Metric, Scope, Series, Subject, SubjectSeries, MAX_EXTRA, RATIO_DP};
 pub use state::StateError;
 pub use windowed::{Measure, Windowed};
 

@@ -45,10 +45,35 @@ pub enum Metric {
     /// can also sit under teams it left (records that named their own team stay there); this
     /// one says where the rep belongs.
     Member,
+    StageEntered,
+    StageExited,
+    StageConversionRatio,
+    StageSeconds,
+    CloseDatePushed,
+    CloseDatePulledIn,
+    PipelinePushed,
+    PipelinePulledIn,
+    PipelineVelocity,
+    ActivitySeconds,
+    OpenDeals,
+    StageAgeSeconds,
+    StalledDeals,
+    StalledPipeline,
+    OverdueDeals,
+    OverduePipeline,
+    Forecast,
+    ForecastRollup,
+    ForecastUndated,
 }
 
+/// Most extra labels (besides rep, team and window) a metric carries.
+pub const MAX_EXTRA: usize = 3;
+
+/// Values of a series' extra labels, in the order of [`Metric::extra_labels`].
+pub type Extra = [Option<Arc<str>>; MAX_EXTRA];
+
 impl Metric {
-    pub const ALL: [Metric; 13] = [
+    pub const ALL: [Metric; 32] = [
         Metric::Bookings,
         Metric::DealsWon,
         Metric::DealsLost,
@@ -62,11 +87,30 @@ impl Metric {
         Metric::PipelineExpected,
         Metric::WeightedPipelineExpected,
         Metric::Member,
+        Metric::StageEntered,
+        Metric::StageExited,
+        Metric::StageConversionRatio,
+        Metric::StageSeconds,
+        Metric::CloseDatePushed,
+        Metric::CloseDatePulledIn,
+        Metric::PipelinePushed,
+        Metric::PipelinePulledIn,
+        Metric::PipelineVelocity,
+        Metric::ActivitySeconds,
+        Metric::OpenDeals,
+        Metric::StageAgeSeconds,
+        Metric::StalledDeals,
+        Metric::StalledPipeline,
+        Metric::OverdueDeals,
+        Metric::OverduePipeline,
+        Metric::Forecast,
+        Metric::ForecastRollup,
+        Metric::ForecastUndated,
     ];
 
     /// The metrics of the deals service (activities come from the activities service). The
     /// deals service also publishes the roster membership of reps: one owner per series.
-    pub const DEALS: [Metric; 12] = [
+    pub const DEALS: [Metric; 30] = [
         Metric::Bookings,
         Metric::DealsWon,
         Metric::DealsLost,
@@ -79,9 +123,27 @@ impl Metric {
         Metric::PipelineExpected,
         Metric::WeightedPipelineExpected,
         Metric::Member,
+        Metric::StageEntered,
+        Metric::StageExited,
+        Metric::StageConversionRatio,
+        Metric::StageSeconds,
+        Metric::CloseDatePushed,
+        Metric::CloseDatePulledIn,
+        Metric::PipelinePushed,
+        Metric::PipelinePulledIn,
+        Metric::PipelineVelocity,
+        Metric::OpenDeals,
+        Metric::StageAgeSeconds,
+        Metric::StalledDeals,
+        Metric::StalledPipeline,
+        Metric::OverdueDeals,
+        Metric::OverduePipeline,
+        Metric::Forecast,
+        Metric::ForecastRollup,
+        Metric::ForecastUndated,
     ];
 
-    pub const ACTIVITIES: [Metric; 1] = [Metric::Activities];
+    pub const ACTIVITIES: [Metric; 2] = [Metric::Activities, Metric::ActivitySeconds];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -98,6 +160,25 @@ impl Metric {
             Metric::PipelineExpected => "pipeline_expected",
             Metric::WeightedPipelineExpected => "weighted_pipeline_expected",
             Metric::Member => "member",
+            Metric::StageEntered => "stage_entered",
+            Metric::StageExited => "stage_exited",
+            Metric::StageConversionRatio => "stage_conversion_ratio",
+            Metric::StageSeconds => "stage_seconds",
+            Metric::CloseDatePushed => "close_date_pushed",
+            Metric::CloseDatePulledIn => "close_date_pulled_in",
+            Metric::PipelinePushed => "pipeline_pushed",
+            Metric::PipelinePulledIn => "pipeline_pulled_in",
+            Metric::PipelineVelocity => "pipeline_velocity",
+            Metric::ActivitySeconds => "activity_seconds",
+            Metric::OpenDeals => "open_deals",
+            Metric::StageAgeSeconds => "stage_age_seconds",
+            Metric::StalledDeals => "stalled_deals",
+            Metric::StalledPipeline => "stalled_pipeline",
+            Metric::OverdueDeals => "overdue_deals",
+            Metric::OverduePipeline => "overdue_pipeline",
+            Metric::Forecast => "forecast_category_amount",
+            Metric::ForecastRollup => "forecast_rollup",
+            Metric::ForecastUndated => "forecast_undated",
         }
     }
 
@@ -105,13 +186,24 @@ impl Metric {
         Metric::ALL.into_iter().find(|m| m.name() == s)
     }
 
-    /// Name of the extra label this metric carries, if any.
-    pub fn extra_label(self) -> Option<&'static str> {
+    /// Names of the extra labels this metric carries (besides rep, team and window).
+    pub fn extra_labels(self) -> &'static [&'static str] {
         match self {
-            Metric::Activities => Some("kind"),
-            Metric::OpenPipeline => Some("stage"),
-            Metric::PipelineExpected | Metric::WeightedPipelineExpected => Some("period_type"),
-            _ => None,
+            Metric::Activities | Metric::ActivitySeconds => &["kind"],
+            Metric::OpenPipeline
+            | Metric::StageEntered
+            | Metric::StageConversionRatio
+            | Metric::StageSeconds
+            | Metric::OpenDeals
+            | Metric::StageAgeSeconds
+            | Metric::StalledDeals
+            | Metric::StalledPipeline => &["stage"],
+            Metric::StageExited => &["stage", "to"],
+            Metric::PipelineExpected | Metric::WeightedPipelineExpected => &["period_type"],
+            Metric::Forecast => &["category", "period_type", "period"],
+            Metric::ForecastRollup => &["rollup", "period_type", "period"],
+            Metric::ForecastUndated => &["category"],
+            _ => &[],
         }
     }
 
@@ -124,7 +216,27 @@ impl Metric {
                 | Metric::PipelineExpected
                 | Metric::WeightedPipelineExpected
                 | Metric::Member
+                | Metric::OpenDeals
+                | Metric::StageAgeSeconds
+                | Metric::StalledDeals
+                | Metric::StalledPipeline
+                | Metric::OverdueDeals
+                | Metric::OverduePipeline
+                | Metric::Forecast
+                | Metric::ForecastRollup
+                | Metric::ForecastUndated
         )
+    }
+
+    /// Pairs of (label name, value) of a series' extra labels.
+    pub fn extra_pairs<'a>(
+        self,
+        extra: &'a Extra,
+    ) -> impl Iterator<Item = (&'static str, &'a Arc<str>)> + 'a {
+        self.extra_labels()
+            .iter()
+            .zip(extra.iter())
+            .filter_map(|(n, v)| v.as_ref().map(|v| (*n, v)))
     }
 }
 
@@ -144,8 +256,8 @@ pub struct Series {
     pub rep: Option<Arc<str>>,
     pub team: Option<Arc<str>>,
     pub window: Option<Window>,
-    /// Value of [`Metric::extra_label`].
-    pub extra: Option<Arc<str>>,
+    /// Values of [`Metric::extra_labels`].
+    pub extra: Extra,
     pub value: Decimal,
 }
 
@@ -200,13 +312,24 @@ impl SeriesBuilder<'_> {
         extra: Option<&Arc<str>>,
         value: Decimal,
     ) {
+        self.push_labels(metric, window, [extra, None, None], value);
+    }
+
+    /// Pushes a series with several extra labels.
+    pub fn push_labels(
+        &mut self,
+        metric: Metric,
+        window: Option<Window>,
+        extra: [Option<&Arc<str>>; MAX_EXTRA],
+        value: Decimal,
+    ) {
         self.out.push(Series {
             scope: self.scope,
             metric,
             rep: self.rep.cloned(),
             team: self.team.cloned(),
             window,
-            extra: extra.cloned(),
+            extra: extra.map(|e| e.cloned()),
             value: value.normalize(),
         });
     }

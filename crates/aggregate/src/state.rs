@@ -10,11 +10,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::activities::{ActivitiesCore, Counts};
+use crate::activities::{ActivitiesCore, Counts, SavedBuckets, Secs};
+use salespulse_decode::ForecastCategory;
+
 use crate::deals::{DealState, DealsCore};
+use crate::flow::Step;
 
 /// Layout version of the encoded state; a snapshot of another version is not restored.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// Why saved state cannot be restored.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,10 @@ struct SavedDeal {
     expected: Option<i32>,
     recent: Vec<u64>,
     recent_next: u8,
+    category: String,
+    /// (at, stage, closed_at, amount, quarter) of each step of its history.
+    steps: Vec<(i64, u8, Option<i64>, i64, Option<i32>)>,
+    entered: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -73,6 +80,8 @@ struct SavedCell {
     team: Option<String>,
     minutes: Vec<(i64, Vec<u32>)>,
     hours: Vec<(i64, Vec<u32>)>,
+    talk_minutes: Vec<(i64, Vec<u64>)>,
+    talk_hours: Vec<(i64, Vec<u64>)>,
 }
 
 fn check(what: &'static str, saved: &[String], current: &[Arc<str>]) -> Result<(), StateError> {
@@ -108,6 +117,14 @@ fn counts(v: &[u32]) -> Counts {
     c
 }
 
+fn secs(v: &[u64]) -> Secs {
+    let mut c = Secs::default();
+    for (a, b) in c.0.iter_mut().zip(v) {
+        *a = *b;
+    }
+    c
+}
+
 impl DealsCore {
     /// Every deal's latest state, encoded.
     pub fn save(&self) -> Vec<u8> {
@@ -130,6 +147,13 @@ impl DealsCore {
                     expected: st.expected,
                     recent: st.recent.to_vec(),
                     recent_next: st.recent_next,
+                    category: st.category.label().to_owned(),
+                    steps: st
+                        .steps
+                        .iter()
+                        .map(|s| (s.at, s.stage, s.closed_at, s.amount, s.quarter))
+                        .collect(),
+                    entered: st.entered,
                 })
                 .collect(),
         };
@@ -163,8 +187,29 @@ impl DealsCore {
                 expected: d.expected,
                 recent,
                 recent_next: d.recent_next % crate::deals::RECENT_IDS as u8,
+                category: ForecastCategory::from_label(&d.category).ok_or_else(|| {
+                    StateError::Decode(format!(
+                        "deal {} has no forecast category {:?}",
+                        d.id, d.category
+                    ))
+                })?,
+                steps: d
+                    .steps
+                    .iter()
+                    .map(|&(at, stage, closed_at, amount, quarter)| Step {
+                        at,
+                        stage,
+                        closed_at,
+                        amount,
+                        quarter,
+                    })
+                    .collect(),
+                entered: d.entered,
             };
-            if usize::from(st.stage) >= saved.stages.len() {
+            if std::iter::once(st.stage)
+                .chain(st.steps.iter().map(|s| s.stage))
+                .any(|s| usize::from(s) >= saved.stages.len())
+            {
                 return Err(StateError::Decode(format!(
                     "deal {} has no stage {}",
                     d.id, st.stage
@@ -184,6 +229,9 @@ impl ActivitiesCore {
         let pack = |v: &[(i64, Counts)]| -> Vec<(i64, Vec<u32>)> {
             v.iter().map(|(t, c)| (*t, c.0[..kinds].to_vec())).collect()
         };
+        let pack_secs = |v: &[(i64, Secs)]| -> Vec<(i64, Vec<u64>)> {
+            v.iter().map(|(t, c)| (*t, c.0[..kinds].to_vec())).collect()
+        };
         let saved = SavedActivities {
             version: VERSION,
             kinds: self.kinds().iter().map(|s| s.to_string()).collect(),
@@ -191,11 +239,13 @@ impl ActivitiesCore {
             cells: self
                 .saved_cells()
                 .into_iter()
-                .map(|(rep, team, minutes, hours)| SavedCell {
-                    rep: rep.to_string(),
-                    team: team.as_deref().map(str::to_owned),
-                    minutes: pack(&minutes),
-                    hours: pack(&hours),
+                .map(|c| SavedCell {
+                    rep: c.rep.to_string(),
+                    team: c.team.as_deref().map(str::to_owned),
+                    minutes: pack(&c.minutes),
+                    hours: pack(&c.hours),
+                    talk_minutes: pack_secs(&c.talk_minutes),
+                    talk_hours: pack_secs(&c.talk_hours),
                 })
                 .collect(),
         };
@@ -212,10 +262,18 @@ impl ActivitiesCore {
         }
         self.set_seen(saved.seen);
         for c in saved.cells {
-            let minutes: Vec<(i64, Counts)> =
-                c.minutes.iter().map(|(t, v)| (*t, counts(v))).collect();
-            let hours: Vec<(i64, Counts)> = c.hours.iter().map(|(t, v)| (*t, counts(v))).collect();
-            self.insert_cell(&c.rep, c.team.as_deref(), &minutes, &hours);
+            let unpack = |v: &[(i64, Vec<u32>)]| v.iter().map(|(t, x)| (*t, counts(x))).collect();
+            let unpack_secs =
+                |v: &[(i64, Vec<u64>)]| v.iter().map(|(t, x)| (*t, secs(x))).collect();
+            let buckets = SavedBuckets {
+                rep: Arc::from(c.rep.as_str()),
+                team: c.team.as_deref().map(Arc::from),
+                minutes: unpack(&c.minutes),
+                hours: unpack(&c.hours),
+                talk_minutes: unpack_secs(&c.talk_minutes),
+                talk_hours: unpack_secs(&c.talk_hours),
+            };
+            self.insert_cell(&c.rep, c.team.as_deref(), &buckets);
         }
         Ok(())
     }

@@ -15,6 +15,18 @@ pub trait Measure: Copy + Default + PartialEq {
     fn is_zero(&self) -> bool;
 }
 
+impl Measure for i128 {
+    fn add(&mut self, o: &Self) {
+        *self += o;
+    }
+    fn sub(&mut self, o: &Self) {
+        *self -= o;
+    }
+    fn is_zero(&self) -> bool {
+        *self == 0
+    }
+}
+
 /// Facts keyed by `(second, id)`; facts with equal keys are merged.
 ///
 /// Most ticks move no fact in or out of any window; two lower bounds let `advance` see that

@@ -10,7 +10,7 @@ use chrono::{Datelike, NaiveDate, TimeZone, Utc};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use salespulse_aggregate::{ActivitiesCore, Calendar, DealsCore, Outcome, SubjectSeries};
-use salespulse_decode::{ActivityEvent, Contract, DealEvent};
+use salespulse_decode::{ActivityEvent, Contract, DealEvent, ForecastCategory};
 
 const N0: i64 = 1_795_780_800; // 2026-11-27T12:00:00Z
 
@@ -34,6 +34,9 @@ struct DealRec {
     created: i64,
     occurred: i64,
     closed: Option<i64>,
+    /// Expected close date, days after N0's date.
+    expected: Option<i64>,
+    category: Option<ForecastCategory>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +46,7 @@ struct ActRec {
     team: Option<usize>,
     kind: u8,
     at: i64,
+    duration: Option<i64>,
 }
 
 fn rep(i: usize) -> String {
@@ -60,17 +64,25 @@ fn arb_time() -> impl Strategy<Value = i64> {
     ]
 }
 
+fn arb_category() -> impl Strategy<Value = Option<ForecastCategory>> {
+    prop::option::weighted(0.3, prop::sample::select(ForecastCategory::ALL.to_vec()))
+}
+
 fn arb_step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => (0u32..8, 0usize..6, 0usize..4, prop::option::weighted(0.2, 0usize..3), 0u8..6,
-              0i64..2_000_000, arb_time(), 0i64..5 * 86_400, prop::option::weighted(0.5, 0i64..86_400))
-            .prop_map(|(event, deal, rep, team, stage, cents, created, dt, closed)| Step::Deal(DealRec {
+        4 => ((0u32..8, 0usize..6, 0usize..4, prop::option::weighted(0.2, 0usize..3), 0u8..6,
+              0i64..2_000_000, arb_time(), 0i64..5 * 86_400, prop::option::weighted(0.5, 0i64..86_400)),
+              (prop::option::weighted(0.8, -120i64..200), arb_category()))
+            .prop_map(|((event, deal, rep, team, stage, cents, created, dt, closed), (expected, category))| Step::Deal(DealRec {
                 event, deal, rep, team, stage, cents, created,
                 occurred: created + dt,
                 closed: closed.map(|c| created + c),
+                expected,
+                category,
             })),
-        4 => (0u32..80, 0usize..4, prop::option::weighted(0.2, 0usize..3), 0u8..5, arb_time())
-            .prop_map(|(event, rep, team, kind, at)| Step::Activity(ActRec { event, rep, team, kind, at })),
+        4 => (0u32..80, 0usize..4, prop::option::weighted(0.2, 0usize..3), 0u8..5, arb_time(),
+              prop::option::weighted(0.5, 0i64..7_200))
+            .prop_map(|(event, rep, team, kind, at, duration)| Step::Activity(ActRec { event, rep, team, kind, at, duration })),
         1 => (0usize..4, prop::option::weighted(0.8, 0usize..3)).prop_map(|(r, t)| Step::Roster(r, t)),
         1 => (0i64..2 * 86_400).prop_map(Step::Tick),
     ]
@@ -87,7 +99,12 @@ fn flatten(subjects: &[SubjectSeries], into: &mut BTreeMap<String, Decimal>) {
                     x.id(),
                     x.team.as_deref().unwrap_or(""),
                     x.metric.name(),
-                    x.extra.as_deref().unwrap_or(""),
+                    x.extra
+                        .iter()
+                        .flatten()
+                        .map(|e| &**e)
+                        .collect::<Vec<_>>()
+                        .join(","),
                     x.window.map(|w| w.label()).unwrap_or("")
                 ),
                 x.value,
@@ -143,9 +160,129 @@ fn ratio(n: Decimal, d: Decimal) -> Option<Decimal> {
     })
 }
 
+const TOS: [&str; 4] = ["advanced", "won", "lost", "regressed"];
+const STALL_DAYS: [i64; 4] = [14, 21, 30, 30];
+const DEFAULT_CATEGORY: [ForecastCategory; 6] = [
+    ForecastCategory::Pipeline,
+    ForecastCategory::Pipeline,
+    ForecastCategory::BestCase,
+    ForecastCategory::Commit,
+    ForecastCategory::Closed,
+    ForecastCategory::Omitted,
+];
+
+fn expected_date(days: i64) -> NaiveDate {
+    Utc.timestamp_opt(N0, 0)
+        .single()
+        .expect("valid")
+        .date_naive()
+        + chrono::Duration::days(days)
+}
+
+/// An open deal as the reference counts it.
+#[derive(Debug, Clone)]
+struct OpenRef {
+    stage: u8,
+    amount: Decimal,
+    entered: i64,
+    expected: Option<NaiveDate>,
+    category: ForecastCategory,
+}
+
+type FlowFact = (i64, (&'static str, String), Decimal);
+
+/// The flow facts of one deal's applied states, by the rules of docs/metrics.md, and when the
+/// deal entered its current open stage.
+fn deal_flow(states: &[(DealRec, Option<i64>)]) -> (Vec<FlowFact>, Option<i64>) {
+    let names = ["prospecting", "qualification", "proposal", "negotiation"];
+    let quarter = |days: i64| {
+        let d = expected_date(days);
+        d.year() * 4 + d.month0() as i32 / 3
+    };
+    let mut facts: Vec<FlowFact> = Vec::new();
+    // The open visit: (stage, entered); a closed deal keeps the visit it closed from.
+    let mut visit: Option<(u8, i64)> = None;
+    let mut closed: Option<(u8, i64)> = None;
+    let leave = |facts: &mut Vec<FlowFact>, stage: u8, entered: i64, at: i64, to: &str| {
+        let name = names[usize::from(stage)];
+        facts.push((at, ("stage_exited", format!("{name},{to}")), Decimal::ONE));
+        facts.push((
+            at,
+            ("stage_seconds", name.to_owned()),
+            Decimal::from((at - entered).max(0)),
+        ));
+    };
+    for (i, (d, closed_at)) in states.iter().enumerate() {
+        if d.stage >= 4 {
+            closed = Some((d.stage, closed_at.expect("a closed state has a close time")));
+            continue;
+        }
+        let reopened = closed.take().is_some();
+        let at = if i == 0 {
+            d.created.min(d.occurred)
+        } else {
+            d.occurred
+        };
+        match visit {
+            Some((v, _)) if v == d.stage => {}
+            Some((v, e)) => {
+                leave(
+                    &mut facts,
+                    v,
+                    e,
+                    at,
+                    if d.stage > v { "advanced" } else { "regressed" },
+                );
+                facts.push((
+                    at,
+                    ("stage_entered", names[usize::from(d.stage)].to_owned()),
+                    Decimal::ONE,
+                ));
+                visit = Some((d.stage, at));
+            }
+            None => {
+                facts.push((
+                    at,
+                    ("stage_entered", names[usize::from(d.stage)].to_owned()),
+                    Decimal::ONE,
+                ));
+                visit = Some((d.stage, at));
+            }
+        }
+        let prev = i.checked_sub(1).map(|p| &states[p].0);
+        if let (false, Some(p)) = (reopened, prev) {
+            if let (Some(a), Some(b)) = (p.expected, d.expected) {
+                let amount = Decimal::new(d.cents, 2);
+                if quarter(b) > quarter(a) {
+                    facts.push((
+                        d.occurred,
+                        ("close_date_pushed", String::new()),
+                        Decimal::ONE,
+                    ));
+                    facts.push((d.occurred, ("pipeline_pushed", String::new()), amount));
+                } else if quarter(b) < quarter(a) {
+                    facts.push((
+                        d.occurred,
+                        ("close_date_pulled_in", String::new()),
+                        Decimal::ONE,
+                    ));
+                    facts.push((d.occurred, ("pipeline_pulled_in", String::new()), amount));
+                }
+            }
+        }
+    }
+    if let (Some((kind, c)), Some((v, e))) = (closed, visit) {
+        leave(&mut facts, v, e, c, if kind == 4 { "won" } else { "lost" });
+        return (facts, None);
+    }
+    (facts, visit.map(|v| v.1))
+}
+
 struct Reference {
     roster: HashMap<usize, usize>,
     deals: HashMap<usize, (DealRec, Option<i64>, Vec<u32>)>,
+    /// Every applied state of each deal, with its close time.
+    history: HashMap<usize, Vec<(DealRec, Option<i64>)>>,
     acts: Vec<ActRec>,
     seen_acts: HashSet<u32>,
     now: i64,
@@ -164,15 +301,37 @@ impl Reference {
         let probs =
             ["0.1", "0.2", "0.5", "0.8", "1", "0"].map(|p| p.parse::<Decimal>().expect("p"));
         let stage_names = ["prospecting", "qualification", "proposal", "negotiation"];
-        // (scope, id, team) -> per window [bookings, won, lost, cycle, created_amount, created] + open
+        let today = Utc
+            .timestamp_opt(self.now, 0)
+            .single()
+            .expect("valid")
+            .date_naive();
+        // Current week, month, quarter and year as day ranges.
+        let monday =
+            today - chrono::Duration::days(i64::from(today.weekday().num_days_from_monday()));
+        let month = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).expect("valid");
+        let quarter =
+            NaiveDate::from_ymd_opt(today.year(), today.month0() / 3 * 3 + 1, 1).expect("valid");
+        let year = NaiveDate::from_ymd_opt(today.year(), 1, 1).expect("valid");
+        let add_months =
+            |d: NaiveDate, m: u32| d.checked_add_months(chrono::Months::new(m)).expect("valid");
+        let periods = [
+            (monday, monday + chrono::Duration::days(7)),
+            (month, add_months(month, 1)),
+            (quarter, add_months(quarter, 3)),
+            (year, add_months(year, 12)),
+        ];
+        let month_name = format!("{}-{:02}", today.year(), today.month());
+        let quarter_name = format!("{}-Q{}", today.year(), today.month0() / 3 + 1);
         #[derive(Default, Clone)]
         struct Acc {
             w: [[Decimal; 6]; 9],
-            open: BTreeMap<u8, (Decimal, i64)>,
-            weighted: Decimal,
+            /// (metric, labels) -> window sums of the flow facts
+            flows: BTreeMap<(&'static str, String), [Decimal; 9]>,
+            open: Vec<OpenRef>,
         }
         let mut accs: BTreeMap<(String, String, String), Acc> = BTreeMap::new();
-        for (d, closed_at, _) in self.deals.values() {
+        for (deal, (d, closed_at, _)) in &self.deals {
             let team = self.eff_team(d.rep, d.team);
             let mut targets = vec![
                 ("team".to_owned(), team.clone(), team.clone()),
@@ -218,6 +377,7 @@ impl Reference {
                 )),
                 _ => {}
             }
+            let (flow_facts, visit) = deal_flow(&self.history[deal]);
             for t in targets {
                 let acc = accs.entry(t).or_default();
                 for (ts, f) in &facts {
@@ -232,11 +392,27 @@ impl Reference {
                         }
                     }
                 }
+                for (ts, key, v) in &flow_facts {
+                    let sums = acc.flows.entry(key.clone()).or_insert([Decimal::ZERO; 9]);
+                    for w in 0..9 {
+                        if lo[w] <= *ts && *ts <= self.now {
+                            sums[w] += *v;
+                        }
+                    }
+                }
                 if d.stage < 4 {
-                    let e = acc.open.entry(d.stage).or_default();
-                    e.0 += amount;
-                    e.1 += 1;
-                    acc.weighted += amount * probs[usize::from(d.stage)];
+                    let category =
+                        match d.category.unwrap_or(DEFAULT_CATEGORY[usize::from(d.stage)]) {
+                            ForecastCategory::Closed => ForecastCategory::Commit,
+                            c => c,
+                        };
+                    acc.open.push(OpenRef {
+                        stage: d.stage,
+                        amount,
+                        entered: visit.expect("an open deal is in a visit"),
+                        expected: d.expected.map(expected_date),
+                        category,
+                    });
                 }
             }
         }
@@ -247,12 +423,14 @@ impl Reference {
                 .iter()
                 .any(|w| !w[1].is_zero() || !w[2].is_zero() || !w[5].is_zero());
             let any_open = !acc.open.is_empty();
+            let any_flow = acc.flows.values().any(|w| w.iter().any(|v| !v.is_zero()));
             let mut put = |metric: &str, extra: &str, window: &str, v: Decimal| {
                 out.insert(
                     format!("{scope}|{id}|{team}|{metric}|{extra}|{window}"),
                     v.normalize(),
                 );
             };
+            let open_count = Decimal::from(acc.open.len());
             if any_w {
                 for (w, label) in WINDOW_LABELS.iter().enumerate() {
                     let x = acc.w[w];
@@ -269,17 +447,201 @@ impl Reference {
                     if let Some(r) = ratio(x[3], x[1]) {
                         put("sales_cycle_seconds", "", label, r);
                     }
+                    // open x win rate x average deal size / mean cycle in days
+                    if !x[1].is_zero() && x[3] > Decimal::ZERO {
+                        let v = open_count * x[0] * x[1] * Decimal::from(86_400);
+                        if let Some(r) = ratio(v, (x[1] + x[2]) * x[3]) {
+                            put("pipeline_velocity", "", label, r);
+                        }
+                    }
+                }
+            }
+            if any_flow {
+                let get = |metric: &'static str, labels: String, w: usize| {
+                    acc.flows
+                        .get(&(metric, labels))
+                        .map_or(Decimal::ZERO, |x| x[w])
+                };
+                let any = |metric: &'static str, labels: String| {
+                    acc.flows
+                        .get(&(metric, labels))
+                        .is_some_and(|x| x.iter().any(|v| !v.is_zero()))
+                };
+                for name in stage_names {
+                    let used: Vec<&str> = TOS
+                        .into_iter()
+                        .filter(|to| any("stage_exited", format!("{name},{to}")))
+                        .collect();
+                    if used.is_empty() && !any("stage_entered", name.to_owned()) {
+                        continue;
+                    }
+                    for (w, label) in WINDOW_LABELS.iter().enumerate() {
+                        put(
+                            "stage_entered",
+                            name,
+                            label,
+                            get("stage_entered", name.to_owned(), w),
+                        );
+                        let mut left = Decimal::ZERO;
+                        let mut converted = Decimal::ZERO;
+                        for to in TOS {
+                            let n = get("stage_exited", format!("{name},{to}"), w);
+                            left += n;
+                            if to == "advanced" || to == "won" {
+                                converted += n;
+                            }
+                            if used.contains(&to) {
+                                put("stage_exited", &format!("{name},{to}"), label, n);
+                            }
+                        }
+                        if let Some(r) = ratio(converted, left) {
+                            put("stage_conversion_ratio", name, label, r);
+                        }
+                        if let Some(r) = ratio(get("stage_seconds", name.to_owned(), w), left) {
+                            put("stage_seconds", name, label, r);
+                        }
+                    }
+                }
+                let moves = [
+                    "close_date_pushed",
+                    "pipeline_pushed",
+                    "close_date_pulled_in",
+                    "pipeline_pulled_in",
+                ];
+                if moves.iter().any(|m| any(m, String::new())) {
+                    for (w, label) in WINDOW_LABELS.iter().enumerate() {
+                        for m in moves {
+                            put(m, "", label, get(m, String::new(), w));
+                        }
+                    }
                 }
             }
             if any_open {
-                for (s, (a, _)) in &acc.open {
-                    put("open_pipeline", stage_names[usize::from(*s)], "", *a);
+                let minute = self.now - self.now.rem_euclid(60);
+                let mut weighted = Decimal::ZERO;
+                for (s, name) in stage_names.iter().enumerate() {
+                    let in_stage: Vec<&OpenRef> = acc
+                        .open
+                        .iter()
+                        .filter(|o| usize::from(o.stage) == s)
+                        .collect();
+                    if in_stage.is_empty() {
+                        continue;
+                    }
+                    let amount: Decimal = in_stage.iter().map(|o| o.amount).sum();
+                    put("open_pipeline", name, "", amount);
+                    weighted += amount * probs[s];
+                    let n = Decimal::from(in_stage.len());
+                    put("open_deals", name, "", n);
+                    let ages: i64 = in_stage.iter().map(|o| minute - o.entered).sum();
+                    put(
+                        "stage_age_seconds",
+                        name,
+                        "",
+                        ratio(Decimal::from(ages), n).expect("deals"),
+                    );
+                    let stalled: Vec<&&OpenRef> = in_stage
+                        .iter()
+                        .filter(|o| self.now - o.entered > STALL_DAYS[s] * 86_400)
+                        .collect();
+                    put("stalled_deals", name, "", Decimal::from(stalled.len()));
+                    put(
+                        "stalled_pipeline",
+                        name,
+                        "",
+                        stalled.iter().map(|o| o.amount).sum(),
+                    );
                 }
-                put("weighted_pipeline", "", "", acc.weighted);
-                // No scenario here sets an expected close date.
-                for period in ["week", "month", "quarter", "year"] {
-                    put("pipeline_expected", period, "", Decimal::ZERO);
-                    put("weighted_pipeline_expected", period, "", Decimal::ZERO);
+                put("weighted_pipeline", "", "", weighted);
+                let overdue: Vec<&OpenRef> = acc
+                    .open
+                    .iter()
+                    .filter(|o| o.expected.is_some_and(|e| e < today))
+                    .collect();
+                put("overdue_deals", "", "", Decimal::from(overdue.len()));
+                put(
+                    "overdue_pipeline",
+                    "",
+                    "",
+                    overdue.iter().map(|o| o.amount).sum(),
+                );
+                for (k, period) in ["week", "month", "quarter", "year"].iter().enumerate() {
+                    let (a, b) = periods[k];
+                    let inside = || {
+                        acc.open
+                            .iter()
+                            .filter(move |o| o.expected.is_some_and(|e| a <= e && e < b))
+                    };
+                    put(
+                        "pipeline_expected",
+                        period,
+                        "",
+                        inside().map(|o| o.amount).sum(),
+                    );
+                    put(
+                        "weighted_pipeline_expected",
+                        period,
+                        "",
+                        inside()
+                            .map(|o| o.amount * probs[usize::from(o.stage)])
+                            .sum(),
+                    );
+                }
+                for c in [
+                    ForecastCategory::Pipeline,
+                    ForecastCategory::BestCase,
+                    ForecastCategory::Commit,
+                    ForecastCategory::Omitted,
+                ] {
+                    put(
+                        "forecast_undated",
+                        c.label(),
+                        "",
+                        acc.open
+                            .iter()
+                            .filter(|o| o.expected.is_none() && o.category == c)
+                            .map(|o| o.amount)
+                            .sum(),
+                    );
+                }
+            }
+            if any_open || any_w {
+                for (k, period_type, name, window) in [
+                    (1, "month", &month_name, 6),
+                    (2, "quarter", &quarter_name, 7),
+                ] {
+                    let (a, b) = periods[k];
+                    let by = |c: ForecastCategory| -> Decimal {
+                        if c == ForecastCategory::Closed {
+                            return acc.w[window][0];
+                        }
+                        acc.open
+                            .iter()
+                            .filter(|o| {
+                                o.category == c && o.expected.is_some_and(|e| a <= e && e < b)
+                            })
+                            .map(|o| o.amount)
+                            .sum()
+                    };
+                    for c in ForecastCategory::ALL {
+                        put(
+                            "forecast_category_amount",
+                            &format!("{},{period_type},{name}", c.label()),
+                            "",
+                            by(c),
+                        );
+                    }
+                    let commit = by(ForecastCategory::Closed) + by(ForecastCategory::Commit);
+                    let best = commit + by(ForecastCategory::BestCase);
+                    let pipe = best + by(ForecastCategory::Pipeline);
+                    for (r, v) in [("commit", commit), ("best_case", best), ("pipeline", pipe)] {
+                        put(
+                            "forecast_rollup",
+                            &format!("{r},{period_type},{name}"),
+                            "",
+                            v,
+                        );
+                    }
                 }
             }
         }
@@ -297,6 +659,7 @@ impl Reference {
         let lo = starts(self.now);
         let kinds = ["call", "email", "meeting", "demo", "task"];
         let mut accs: BTreeMap<(String, String, String), [[i64; 9]; 5]> = BTreeMap::new();
+        let mut talk: BTreeMap<(String, String, String), [[i64; 9]; 5]> = BTreeMap::new();
         for a in &self.acts {
             let minute = a.at - a.at.rem_euclid(60);
             let bucket = if minute < self.now - 25 * 3600 {
@@ -313,10 +676,12 @@ impl Reference {
                 targets.push(("rep".into(), rep(a.rep), team.clone()));
             }
             for t in targets {
+                let secs = talk.entry(t.clone()).or_insert([[0; 9]; 5]);
                 let acc = accs.entry(t).or_insert([[0; 9]; 5]);
                 for w in 0..9 {
                     if lo[w] <= bucket && bucket <= self.now {
                         acc[usize::from(a.kind)][w] += 1;
+                        secs[usize::from(a.kind)][w] += a.duration.unwrap_or(0);
                     }
                 }
             }
@@ -335,6 +700,19 @@ impl Reference {
                 }
             }
         }
+        for ((scope, id, team), acc) in talk {
+            for (k, secs) in acc.iter().enumerate() {
+                if secs.iter().all(|c| *c == 0) {
+                    continue;
+                }
+                for (w, label) in WINDOW_LABELS.iter().enumerate() {
+                    out.insert(
+                        format!("{scope}|{id}|{team}|activity_seconds|{}|{label}", kinds[k]),
+                        Decimal::from(secs[w]),
+                    );
+                }
+            }
+        }
         out
     }
 }
@@ -348,6 +726,7 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
     let mut r = Reference {
         roster: HashMap::new(),
         deals: HashMap::new(),
+        history: HashMap::new(),
         acts: Vec::new(),
         seen_acts: HashSet::new(),
         now: N0,
@@ -383,7 +762,8 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
                     created_at: d.created * 1000,
                     occurred_at: d.occurred * 1000,
                     closed_at: d.closed.map(|c| c * 1000),
-                    expected_close_date: None,
+                    expected_close_date: d.expected.map(expected_date),
+                    forecast_category: d.category.unwrap_or(DEFAULT_CATEGORY[usize::from(d.stage)]),
                 };
                 let got = deals.apply(&ev);
                 // Reference: dedup on every id the deal has seen, stale on occurred_at.
@@ -407,11 +787,16 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
                         };
                         *prev = d.clone();
                         *prev_closed = closed;
+                        r.history
+                            .entry(d.deal)
+                            .or_default()
+                            .push((d.clone(), closed));
                         Outcome::Applied
                     }
                     None => {
                         let closed = (d.stage >= 4).then(|| d.closed.unwrap_or(d.occurred));
                         r.deals.insert(d.deal, (d.clone(), closed, vec![d.event]));
+                        r.history.insert(d.deal, vec![(d.clone(), closed)]);
                         Outcome::Applied
                     }
                 };
@@ -425,7 +810,7 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
                     kind: a.kind,
                     occurred_at: a.at * 1000,
                     deal_id: None,
-                    duration_seconds: None,
+                    duration_seconds: a.duration,
                 };
                 let horizon = starts(r.now).into_iter().min().unwrap_or(0);
                 let got = acts.apply(&ev);
@@ -509,6 +894,8 @@ fn amount_change_reopening_and_owner_change_move_the_numbers() {
             created: N0 - 3600,
             occurred: N0 - 60,
             closed: None,
+            expected: None,
+            category: None,
         }),
         Step::Deal(DealRec {
             event: 2,
@@ -520,6 +907,8 @@ fn amount_change_reopening_and_owner_change_move_the_numbers() {
             created: N0 - 3600,
             occurred: N0 - 50,
             closed: None,
+            expected: None,
+            category: None,
         }),
         Step::Deal(DealRec {
             event: 3,
@@ -531,6 +920,8 @@ fn amount_change_reopening_and_owner_change_move_the_numbers() {
             created: N0 - 3600,
             occurred: N0 - 40,
             closed: None,
+            expected: None,
+            category: None,
         }),
         Step::Deal(DealRec {
             event: 4,
@@ -542,6 +933,8 @@ fn amount_change_reopening_and_owner_change_move_the_numbers() {
             created: N0 - 3600,
             occurred: N0 - 30,
             closed: None,
+            expected: None,
+            category: None,
         }),
         Step::Deal(DealRec {
             event: 4,
@@ -553,6 +946,8 @@ fn amount_change_reopening_and_owner_change_move_the_numbers() {
             created: N0 - 3600,
             occurred: N0 - 30,
             closed: None,
+            expected: None,
+            category: None,
         }),
         Step::Deal(DealRec {
             event: 5,
@@ -564,9 +959,64 @@ fn amount_change_reopening_and_owner_change_move_the_numbers() {
             created: N0 - 3600,
             occurred: N0 - 45,
             closed: None,
+            expected: None,
+            category: None,
         }),
         Step::Roster(1, Some(2)),
         Step::Tick(30),
     ];
     run(&steps, None).expect("matches the reference");
+}
+
+/// A deal's way through the funnel: created in a later stage, advanced, moved back,
+/// re-entering a stage, handed to another rep mid-funnel, its close date pushed across a
+/// quarter boundary and pulled back, dropped, won, reopened, with a late, a stale and a
+/// repeated record on the way, and a deal with no expected close date.
+#[test]
+fn a_deal_through_the_funnel_matches_the_reference() {
+    let at = |event: u32, rep: usize, stage: u8, occurred: i64, expected: Option<i64>| {
+        Step::Deal(DealRec {
+            event,
+            deal: 0,
+            rep,
+            team: None,
+            stage,
+            cents: 50_000 + i64::from(event),
+            created: N0 - 20 * 86_400,
+            occurred,
+            closed: None,
+            expected,
+            category: (event == 3).then_some(ForecastCategory::Commit),
+        })
+    };
+    let steps = vec![
+        Step::Roster(0, Some(0)),
+        Step::Roster(1, Some(1)),
+        at(0, 0, 1, N0 - 19 * 86_400, Some(10)),
+        at(1, 0, 2, N0 - 15 * 86_400, Some(10)),
+        at(2, 0, 1, N0 - 12 * 86_400, Some(40)),
+        at(3, 0, 2, N0 - 9 * 86_400, Some(40)),
+        at(4, 1, 3, N0 - 5 * 86_400, Some(5)),
+        at(5, 1, 3, N0 - 6 * 86_400, Some(90)), // stale: older than what is applied
+        at(4, 1, 3, N0 - 4 * 86_400, Some(90)), // a repeated event id
+        at(6, 1, 4, N0 - 3 * 86_400, Some(5)),
+        at(7, 1, 2, N0 - 2 * 86_400, Some(5)), // reopened
+        Step::Tick(3_600),
+        Step::Deal(DealRec {
+            event: 0,
+            deal: 1,
+            rep: 0,
+            team: None,
+            stage: 3,
+            cents: 7_000,
+            created: N0 - 40 * 86_400,
+            occurred: N0 - 39 * 86_400,
+            closed: None,
+            expected: None,
+            category: None,
+        }),
+        Step::Tick(60),
+    ];
+    run(&steps, None).expect("matches the reference");
+    run(&steps, Some(7)).expect("matches the reference across a restart");
 }

@@ -12,7 +12,57 @@ pub enum StageKind {
     Lost,
 }
 
-/// A deal stage with its win probability.
+/// Where a deal stands in a forecast call, as sales teams categorise it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ForecastCategory {
+    Pipeline,
+    BestCase,
+    Commit,
+    Omitted,
+    Closed,
+}
+
+impl ForecastCategory {
+    pub const ALL: [ForecastCategory; 5] = [
+        ForecastCategory::Pipeline,
+        ForecastCategory::BestCase,
+        ForecastCategory::Commit,
+        ForecastCategory::Omitted,
+        ForecastCategory::Closed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ForecastCategory::Pipeline => "pipeline",
+            ForecastCategory::BestCase => "best_case",
+            ForecastCategory::Commit => "commit",
+            ForecastCategory::Omitted => "omitted",
+            ForecastCategory::Closed => "closed",
+        }
+    }
+
+    pub fn from_label(s: &str) -> Option<ForecastCategory> {
+        ForecastCategory::ALL.into_iter().find(|c| c.label() == s)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl<'de> Deserialize<'de> for ForecastCategory {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ForecastCategory::from_label(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown forecast category `{s}`, expected pipeline, best_case, commit, omitted or closed"
+            ))
+        })
+    }
+}
+
+/// A deal stage with its win probability. The list of stages is ordered: a move to a later
+/// open stage is an advance, to an earlier one a regression.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
@@ -22,10 +72,63 @@ pub struct Stage {
     /// `open` (default), `won` or `lost`.
     #[serde(default = "default_stage_kind", with = "stage_kind_serde")]
     pub kind: StageKind,
+    /// Forecast category of a deal in this stage whose record names none; when absent,
+    /// `closed` for a won stage, `omitted` for a lost one and `pipeline` for an open one.
+    #[serde(default, rename = "forecast_category")]
+    forecast_category_setting: Option<ForecastCategory>,
+    /// An open deal in this stage for longer than this many days is stalled (default 30).
+    #[serde(default = "default_stall_days")]
+    pub stall_days: u32,
+    /// Resolved from `forecast_category_setting` and `kind` by [`Contract::new`].
+    #[serde(skip, default = "default_category")]
+    pub forecast_category: ForecastCategory,
 }
 
 fn default_stage_kind() -> StageKind {
     StageKind::Open
+}
+
+fn default_stall_days() -> u32 {
+    30
+}
+
+fn default_category() -> ForecastCategory {
+    ForecastCategory::Pipeline
+}
+
+impl Stage {
+    /// A stage with the default forecast category of its kind and the default stall limit.
+    pub fn new(name: &str, probability: Decimal, kind: StageKind) -> Stage {
+        Stage {
+            name: name.to_owned(),
+            probability,
+            kind,
+            forecast_category_setting: None,
+            stall_days: default_stall_days(),
+            forecast_category: default_category(),
+        }
+        .resolved()
+    }
+
+    /// Sets the forecast category of deals in this stage that name none.
+    pub fn with_forecast_category(mut self, c: ForecastCategory) -> Stage {
+        self.forecast_category_setting = Some(c);
+        self.resolved()
+    }
+
+    pub fn with_stall_days(mut self, days: u32) -> Stage {
+        self.stall_days = days;
+        self
+    }
+
+    fn resolved(mut self) -> Stage {
+        self.forecast_category = self.forecast_category_setting.unwrap_or(match self.kind {
+            StageKind::Won => ForecastCategory::Closed,
+            StageKind::Lost => ForecastCategory::Omitted,
+            StageKind::Open => ForecastCategory::Pipeline,
+        });
+        self
+    }
 }
 
 mod stage_kind_serde {
@@ -69,11 +172,12 @@ pub struct ContractConfig {
 
 impl Default for ContractConfig {
     fn default() -> Self {
-        let stage = |name: &str, p: &str, kind| Stage {
-            name: name.to_owned(),
-            probability: Decimal::from_str(p).unwrap_or_default(),
-            kind,
+        let stage = |name: &str, p: &str, kind, category, stall| {
+            Stage::new(name, Decimal::from_str(p).unwrap_or_default(), kind)
+                .with_forecast_category(category)
+                .with_stall_days(stall)
         };
+        use ForecastCategory as F;
         ContractConfig {
             reporting_currency: "USD".into(),
             rates: [("USD", "1"), ("EUR", "1.08"), ("GBP", "1.27")]
@@ -81,12 +185,12 @@ impl Default for ContractConfig {
                 .map(|(c, r)| (c.to_owned(), Decimal::from_str(r).unwrap_or_default()))
                 .collect(),
             stages: vec![
-                stage("prospecting", "0.1", StageKind::Open),
-                stage("qualification", "0.2", StageKind::Open),
-                stage("proposal", "0.5", StageKind::Open),
-                stage("negotiation", "0.8", StageKind::Open),
-                stage("closed_won", "1", StageKind::Won),
-                stage("closed_lost", "0", StageKind::Lost),
+                stage("prospecting", "0.1", StageKind::Open, F::Pipeline, 14),
+                stage("qualification", "0.2", StageKind::Open, F::Pipeline, 21),
+                stage("proposal", "0.5", StageKind::Open, F::BestCase, 30),
+                stage("negotiation", "0.8", StageKind::Open, F::Commit, 30),
+                stage("closed_won", "1", StageKind::Won, F::Closed, 30),
+                stage("closed_lost", "0", StageKind::Lost, F::Omitted, 30),
             ],
             kinds: ["call", "email", "meeting", "demo", "task"]
                 .into_iter()
@@ -161,10 +265,22 @@ impl Contract {
         if cfg.max_future_skew_seconds < 0 || cfg.max_payload_bytes == 0 || cfg.max_id_bytes == 0 {
             return err("limits must be positive".into());
         }
+        if let Some(s) = cfg
+            .stages
+            .iter()
+            .find(|s| s.kind == StageKind::Open && s.stall_days == 0)
+        {
+            return err(format!("stall_days of stage {} must be positive", s.name));
+        }
+        let mut names: Vec<&str> = cfg.stages.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return err("stage names must be distinct".into());
+        }
         Ok(Contract {
             reporting_currency: cfg.reporting_currency,
             rates: cfg.rates,
-            stages: cfg.stages,
+            stages: cfg.stages.into_iter().map(Stage::resolved).collect(),
             kinds: cfg.kinds,
             max_future_skew_ms: cfg.max_future_skew_seconds * 1000,
             max_payload_bytes: cfg.max_payload_bytes,

@@ -20,6 +20,7 @@ pub enum Reason {
     UnknownCurrency,
     UnknownStage,
     UnknownKind,
+    UnknownForecastCategory,
     InvalidTimestamp,
     FutureTimestamp,
     ClosedBeforeCreated,
@@ -27,7 +28,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::PayloadTooLarge,
         Reason::EmptyPayload,
         Reason::UnsupportedContentType,
@@ -43,6 +44,7 @@ impl Reason {
         Reason::UnknownCurrency,
         Reason::UnknownStage,
         Reason::UnknownKind,
+        Reason::UnknownForecastCategory,
         Reason::InvalidTimestamp,
         Reason::FutureTimestamp,
         Reason::ClosedBeforeCreated,
@@ -66,6 +68,7 @@ impl Reason {
             Reason::UnknownCurrency => "unknown_currency",
             Reason::UnknownStage => "unknown_stage",
             Reason::UnknownKind => "unknown_kind",
+            Reason::UnknownForecastCategory => "unknown_forecast_category",
             Reason::InvalidTimestamp => "invalid_timestamp",
             Reason::FutureTimestamp => "future_timestamp",
             Reason::ClosedBeforeCreated => "closed_before_created",

@@ -3,6 +3,8 @@ use std::borrow::Cow;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
+use crate::ForecastCategory;
+
 /// A validated deal record. Times are Unix milliseconds; `amount` is already converted into
 /// the reporting currency and rounded to the cent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +20,8 @@ pub struct DealEvent<'a> {
     pub occurred_at: i64,
     pub closed_at: Option<i64>,
     pub expected_close_date: Option<NaiveDate>,
+    /// The record's own forecast category, or the stage's when it names none.
+    pub forecast_category: ForecastCategory,
 }
 
 /// A validated activity record. `occurred_at` is in Unix milliseconds.

@@ -9,7 +9,9 @@ mod error;
 mod event;
 mod raw;
 
-pub use contract::{Contract, ContractConfig, ContractError, Stage, StageKind, MAX_KINDS};
+pub use contract::{
+    Contract, ContractConfig, ContractError, ForecastCategory, Stage, StageKind, MAX_KINDS,
+};
 pub use error::{DecodeError, Reason};
 pub use event::{ActivityEvent, DealEvent, RosterEvent};
 

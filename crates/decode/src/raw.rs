@@ -11,7 +11,10 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use crate::{pb, ActivityEvent, Contract, DealEvent, DecodeError, Format, Reason, RosterEvent};
+use crate::{
+    pb, ActivityEvent, Contract, DealEvent, DecodeError, ForecastCategory, Format, Reason,
+    RosterEvent,
+};
 
 /// 0001-01-01 would be representable, but nothing in a sales org predates the Unix epoch;
 /// rejecting it keeps every time a non-negative millisecond count.
@@ -79,6 +82,8 @@ struct JsonDeal<'a> {
     closed_at: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     expected_close_date: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    forecast_category: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -310,6 +315,7 @@ impl Contract {
                         occurred_at: Ts::Text(&r.occurred_at),
                         closed_at,
                         expected_close_date: expected,
+                        forecast_category: r.forecast_category.as_deref(),
                     },
                     r.amount,
                     now_ms,
@@ -354,6 +360,7 @@ impl Contract {
                         occurred_at: Ts::Proto(m.occurred_at.as_ref()),
                         closed_at: m.closed_at.as_ref().map(|t| Ts::Proto(Some(t))),
                         expected_close_date: m.expected_close_date.as_deref(),
+                        forecast_category: m.forecast_category.as_deref(),
                     },
                     AmountRepr::Text(Cow::Borrowed(&m.amount)),
                     now_ms,
@@ -438,6 +445,17 @@ impl Contract {
                     })
             })
             .transpose()?;
+        let forecast_category = match p.forecast_category {
+            None => self.stages()[usize::from(stage)].forecast_category,
+            Some(c) => ForecastCategory::from_label(c).ok_or_else(|| {
+                DecodeError::new(
+                    Reason::UnknownForecastCategory,
+                    format!(
+                        "unknown forecast_category {c:?}, expected pipeline, best_case, commit, omitted or closed"
+                    ),
+                )
+            })?,
+        };
         Ok(DealEvent {
             event_id: self.id("event_id", p.event_id)?,
             deal_id: self.id("deal_id", p.deal_id)?,
@@ -449,6 +467,7 @@ impl Contract {
             occurred_at,
             closed_at,
             expected_close_date,
+            forecast_category,
         })
     }
 
@@ -577,6 +596,7 @@ struct DealParts<'a, 'b> {
     occurred_at: Ts<'b>,
     closed_at: Option<Ts<'b>>,
     expected_close_date: Option<&'b str>,
+    forecast_category: Option<&'b str>,
 }
 
 fn owned(c: Cow<'_, str>) -> Cow<'static, str> {
@@ -595,6 +615,7 @@ fn into_owned_deal(e: DealEvent<'_>) -> DealEvent<'static> {
         occurred_at: e.occurred_at,
         closed_at: e.closed_at,
         expected_close_date: e.expected_close_date,
+        forecast_category: e.forecast_category,
     }
 }
 

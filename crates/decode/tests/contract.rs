@@ -3,7 +3,7 @@
 use proptest::prelude::*;
 use prost::Message;
 use rust_decimal::Decimal;
-use salespulse_decode::{pb, Contract, Format, Reason, RosterEvent};
+use salespulse_decode::{pb, Contract, ForecastCategory, Format, Reason, RosterEvent};
 use serde_json::json;
 
 const NOW_MS: i64 = 1_795_780_800_000; // 2026-11-27T12:00:00Z
@@ -170,6 +170,54 @@ fn every_contract_violation_has_its_reason() {
 }
 
 #[test]
+fn forecast_category_comes_from_the_record_or_else_from_the_stage() {
+    let c = Contract::default();
+    let decode = |v: serde_json::Value| {
+        let bytes = serde_json::to_vec(&v).expect("json");
+        c.decode_deal(Some(b"d1"), &bytes, Format::Json, NOW_MS)
+            .expect("valid")
+            .forecast_category
+    };
+    assert_eq!(decode(deal()), ForecastCategory::BestCase);
+    assert_eq!(
+        decode(with("stage", json!("negotiation"))),
+        ForecastCategory::Commit
+    );
+    assert_eq!(
+        decode(with("forecast_category", json!("commit"))),
+        ForecastCategory::Commit
+    );
+    assert_eq!(
+        reject(with("forecast_category", json!("maybe"))),
+        Reason::UnknownForecastCategory
+    );
+    assert_eq!(
+        reject(with("forecast_category", json!(3))),
+        Reason::WrongType
+    );
+    let p = pb::Deal {
+        event_id: "e1".into(),
+        deal_id: "d1".into(),
+        rep_id: "r1".into(),
+        team_id: None,
+        stage: "proposal".into(),
+        amount: "10".into(),
+        currency: "USD".into(),
+        created_at: Some(ts(NOW_MS - 1_000)),
+        occurred_at: Some(ts(NOW_MS - 1_000)),
+        closed_at: None,
+        expected_close_date: None,
+        forecast_category: Some("maybe".into()),
+    }
+    .encode_to_vec();
+    let err = c
+        .decode_deal(Some(b"d1"), &p, Format::Protobuf, NOW_MS)
+        .expect_err("rejected");
+    assert_eq!(err.reason, Reason::UnknownForecastCategory);
+    assert!(err.to_string().contains("maybe"), "{err}");
+}
+
+#[test]
 fn activities_and_roster() {
     let c = Contract::default();
     let a =
@@ -243,6 +291,7 @@ proptest! {
         eur in any::<bool>(),
         team in prop::option::of("[a-z]{1,8}"),
         rep in "[a-zA-Z0-9_\\-\"\\\\/ ]{1,20}",
+        category in prop::option::of(prop::sample::select(vec!["pipeline", "best_case", "commit", "omitted", "closed"])),
     ) {
         let stages = ["prospecting", "qualification", "proposal", "negotiation", "closed_won", "closed_lost"];
         let amount = Decimal::new(cents, 2).to_string();
@@ -256,11 +305,12 @@ proptest! {
         });
         if let Some(t) = &team { j["team_id"] = json!(t); }
         if let Some(c) = closed { j["closed_at"] = json!(rfc(c)); }
+        if let Some(c) = category { j["forecast_category"] = json!(c); }
         let p = pb::Deal {
             event_id: "e".into(), deal_id: "d".into(), rep_id: rep.clone(), team_id: team.clone(),
             stage: stages[stage].into(), amount: amount.clone(), currency: currency.into(),
             created_at: Some(ts(created)), occurred_at: Some(ts(occurred)), closed_at: closed.map(ts),
-            expected_close_date: None,
+            expected_close_date: None, forecast_category: category.map(str::to_owned),
         }.encode_to_vec();
         let c = Contract::default();
         let json_bytes = serde_json::to_vec(&j).expect("json");

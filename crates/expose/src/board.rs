@@ -121,7 +121,7 @@ impl Board {
                     if let Some(t) = &s.team {
                         labels.push(("team", t.clone()));
                     }
-                    if let (Some(name), Some(v)) = (s.metric.extra_label(), &s.extra) {
+                    for (name, v) in s.metric.extra_pairs(&s.extra) {
                         labels.push((name, v.clone()));
                     }
                     if let Some(w) = s.window {

@@ -36,6 +36,51 @@ pub fn help(scope: Scope, metric: Metric) -> String {
             "Weighted amount of open deals whose expected close date falls in the current week, month, quarter or year"
         }
         Metric::Member => "1 under the team the roster puts the rep in now",
+        Metric::StageEntered => "Deals that entered the stage in the window",
+        Metric::StageExited => {
+            "Deals that left the stage in the window, by where they went (advanced, won, lost, regressed)"
+        }
+        Metric::StageConversionRatio => {
+            "Share of the deals that left the stage in the window that advanced or were won; absent when none left"
+        }
+        Metric::StageSeconds => {
+            "Mean seconds spent in the stage by the visits that ended in the window; absent when none ended"
+        }
+        Metric::CloseDatePushed => {
+            "Moves of an open deal's expected close date into a later fiscal quarter in the window"
+        }
+        Metric::CloseDatePulledIn => {
+            "Moves of an open deal's expected close date into an earlier fiscal quarter in the window"
+        }
+        Metric::PipelinePushed => {
+            "Amount of the deals whose expected close date moved into a later fiscal quarter in the window"
+        }
+        Metric::PipelinePulledIn => {
+            "Amount of the deals whose expected close date moved into an earlier fiscal quarter in the window"
+        }
+        Metric::PipelineVelocity => {
+            "Open deals x win rate x average deal size / mean sales cycle in days, over the window; amount per day"
+        }
+        Metric::ActivitySeconds => "Seconds of activity (duration_seconds) in the window, by kind",
+        Metric::OpenDeals => "Open deals now, by stage",
+        Metric::StageAgeSeconds => {
+            "Mean seconds the open deals of the stage have been in it, measured at the start of the current minute"
+        }
+        Metric::StalledDeals => "Open deals in their stage for longer than its stall limit, by stage",
+        Metric::StalledPipeline => {
+            "Amount of open deals in their stage for longer than its stall limit, by stage"
+        }
+        Metric::OverdueDeals => "Open deals whose expected close date has passed",
+        Metric::OverduePipeline => "Amount of open deals whose expected close date has passed",
+        Metric::Forecast => {
+            "Amount expected to close in the current fiscal month or quarter by forecast category; closed is won in the period"
+        }
+        Metric::ForecastRollup => {
+            "Cumulative forecast of the current fiscal month or quarter: commit = closed + commit, best_case = commit + best case, pipeline = best_case + pipeline"
+        }
+        Metric::ForecastUndated => {
+            "Amount of open deals with no expected close date, by forecast category"
+        }
     };
     format!("{what}, {who}.")
 }

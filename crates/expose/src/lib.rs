@@ -43,7 +43,7 @@ mod tests {
             rep: Some(Arc::from("a\"b\\c\nd}")),
             team: Some(Arc::from("t")),
             window: Some(Window::Today),
-            extra: None,
+            extra: Default::default(),
             value: Decimal::new(12345, 2),
         };
         st.board.apply(&[Change {
@@ -82,7 +82,7 @@ mod tests {
                 rep: Some(Arc::from(rep)),
                 team: Some(Arc::from("t")),
                 window: Some(Window::Today),
-                extra: None,
+                extra: Default::default(),
                 value: Decimal::from(v),
             };
             Change {

@@ -50,7 +50,7 @@ pub struct MetricRecord {
 impl MetricRecord {
     pub fn from_series(s: &Series, as_of: DateTime<Utc>) -> MetricRecord {
         let mut labels = BTreeMap::new();
-        if let (Some(name), Some(v)) = (s.metric.extra_label(), &s.extra) {
+        for (name, v) in s.metric.extra_pairs(&s.extra) {
             labels.insert(name.to_owned(), v.to_string());
         }
         MetricRecord {
@@ -129,7 +129,7 @@ mod tests {
             rep: None,
             team: Some(Arc::from("emea")),
             window: Some(Window::Wtd),
-            extra: Some(Arc::from("call")),
+            extra: [Some(Arc::from("call")), None, None],
             value: "12345678901234567.89".parse().expect("decimal"),
         };
         let c = Change {

@@ -1,9 +1,12 @@
-//! `salespulse-board`: the sales-floor leaderboard in a terminal, for whoever has no Grafana.
+//! `salespulse-board`: the sales-floor leaderboard in a terminal, for whoever has no Grafana,
+//! or (`--view pipeline`) a team's or the org's pipeline: stages, stalled and overdue deals
+//! and the quarter forecast.
 //!
 //! Polls the deals and targets services' `/metrics` and redraws; either service may be down,
 //! in which case the board shows what the other one has.
 
 mod parse;
+mod pipeline;
 mod view;
 
 use std::io::Write as _;
@@ -12,15 +15,19 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::builder::PossibleValuesParser;
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory as _, Parser};
 use tokio::time::MissedTickBehavior;
 
 use crate::parse::Sample;
 
 const CLEAR: &str = "\x1b[2J\x1b[H";
 
-/// Terminal view of the sales-floor leaderboard, read from the deals and targets services'
-/// Prometheus /metrics endpoints.
+/// What the board shows.
+const VIEWS: [&str; 2] = ["leaderboard", "pipeline"];
+
+/// Terminal view of the sales-floor leaderboard, or of a team's or the org's pipeline, read
+/// from the deals and targets services' Prometheus /metrics endpoints.
 #[derive(Debug, Parser)]
 #[command(name = "salespulse-board", version)]
 struct Args {
@@ -32,11 +39,21 @@ struct Args {
     #[arg(long, default_value = "http://127.0.0.1:9103/metrics")]
     targets_url: String,
 
-    /// Window of the bookings, deals won and rank columns.
+    /// What to show: the rep and team leaderboard, or the pipeline (open deals and amount by
+    /// stage, stage conversion and mean days in stage over 30 days, stalled and overdue deals,
+    /// the quarter forecast roll-ups next to closed and the target) of a team or the org.
+    #[arg(long, default_value = "leaderboard", value_parser = PossibleValuesParser::new(VIEWS))]
+    view: String,
+
+    /// The team of the pipeline view (default: the whole org).
+    #[arg(long)]
+    team: Option<String>,
+
+    /// Window of the leaderboard's bookings, deals won and rank columns.
     #[arg(long, default_value = "qtd", value_parser = PossibleValuesParser::new(view::WINDOWS))]
     window: String,
 
-    /// How many reps to list.
+    /// How many reps the leaderboard lists.
     #[arg(long, default_value_t = 15)]
     top: usize,
 
@@ -57,6 +74,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if args.team.is_some() && args.view != "pipeline" {
+        Args::command()
+            .error(
+                ErrorKind::ArgumentConflict,
+                "--team selects the team of --view pipeline",
+            )
+            .exit();
+    }
     match run(args).await {
         Ok(code) => code,
         Err(e) => {
@@ -124,9 +149,15 @@ async fn frame(client: &reqwest::Client, args: &Args, color: bool) -> (String, b
     let deals = ok("deals", &args.deals_url, deals);
     let targets = ok("targets", &args.targets_url, targets);
     let reachable = deals.is_some() || targets.is_some();
-    let board = view::build(deals.as_deref(), targets.as_deref(), &args.window, args.top);
     let time = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
-    (view::render(&board, &time, &notices, color), reachable)
+    let screen = if args.view == "pipeline" {
+        let p = pipeline::build(deals.as_deref(), targets.as_deref(), args.team.as_deref());
+        pipeline::render(&p, &time, &notices, color)
+    } else {
+        let board = view::build(deals.as_deref(), targets.as_deref(), &args.window, args.top);
+        view::render(&board, &time, &notices, color)
+    };
+    (screen, reachable)
 }
 
 async fn fetch(client: &reqwest::Client, url: &str) -> anyhow::Result<Vec<Sample>> {

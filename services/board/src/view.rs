@@ -12,9 +12,9 @@ pub const WINDOWS: [&str; 9] = [
     "1h", "24h", "7d", "30d", "today", "wtd", "mtd", "qtd", "ytd",
 ];
 
-const RED: &str = "\x1b[31m";
-const GREEN: &str = "\x1b[32m";
-const RESET: &str = "\x1b[0m";
+pub const RED: &str = "\x1b[31m";
+pub const GREEN: &str = "\x1b[32m";
+pub const RESET: &str = "\x1b[0m";
 const BAR_CELLS: usize = 10;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -312,7 +312,7 @@ fn pace_color(pace: f64) -> Option<&'static str> {
 
 /// Label values are arbitrary text; control characters (newlines, escape sequences) would
 /// break the layout or drive the terminal, so they are shown escaped.
-fn printable(s: &str) -> String {
+pub fn printable(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_control() {
@@ -329,14 +329,14 @@ fn opt(v: Option<f64>, f: fn(f64) -> String) -> String {
 }
 
 #[derive(Clone, Copy)]
-enum Align {
+pub enum Align {
     Left,
     Right,
 }
 
-struct Cell {
-    text: String,
-    color: Option<&'static str>,
+pub struct Cell {
+    pub text: String,
+    pub color: Option<&'static str>,
 }
 
 impl From<String> for Cell {
@@ -345,7 +345,7 @@ impl From<String> for Cell {
     }
 }
 
-fn table(out: &mut String, columns: &[(String, Align)], rows: Vec<Vec<Cell>>, color: bool) {
+pub fn table(out: &mut String, columns: &[(String, Align)], rows: Vec<Vec<Cell>>, color: bool) {
     let mut widths: Vec<usize> = columns.iter().map(|(h, _)| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

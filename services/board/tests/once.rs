@@ -30,6 +30,71 @@ sales_team_target{metric="bookings",period="2026-Q4",period_type="quarter",team=
 sales_team_attainment_ratio{metric="bookings",period="2026-Q4",period_type="quarter",team="team-amer"} 0.875
 "#;
 
+/// The deals service's pipeline families, for two teams and the org (the exposition sorts
+/// labels by name, as the services write them).
+const PIPELINE_DEALS: &str = r#"# HELP sales_team_open_deals Open deals in the stage now.
+# TYPE sales_team_open_deals gauge
+sales_team_open_deals{stage="negotiation",team="team-emea"} 2
+sales_team_open_deals{stage="proposal",team="team-emea"} 5
+sales_team_open_deals{stage="prospecting",team="team-emea"} 21
+sales_team_open_deals{stage="qualification",team="team-emea"} 8
+sales_team_open_deals{stage="prospecting",team="team-amer"} 40
+sales_team_open_pipeline{stage="negotiation",team="team-emea"} 60000
+sales_team_open_pipeline{stage="proposal",team="team-emea"} 75000.25
+sales_team_open_pipeline{stage="prospecting",team="team-emea"} 105000
+sales_team_open_pipeline{stage="qualification",team="team-emea"} 48000
+sales_team_stage_entered{stage="prospecting",team="team-emea",window="30d"} 17
+sales_team_stage_entered{stage="prospecting",team="team-emea",window="qtd"} 40
+sales_team_stage_entered{stage="qualification",team="team-emea",window="30d"} 9
+sales_team_stage_entered{stage="proposal",team="team-emea",window="30d"} 6
+sales_team_stage_entered{stage="negotiation",team="team-emea",window="30d"} 3
+sales_team_stage_exited{stage="prospecting",team="team-emea",to="advanced",window="30d"} 9
+sales_team_stage_exited{stage="prospecting",team="team-emea",to="lost",window="30d"} 3
+sales_team_stage_conversion_ratio{stage="prospecting",team="team-emea",window="30d"} 0.75
+sales_team_stage_conversion_ratio{stage="qualification",team="team-emea",window="30d"} 0.6
+sales_team_stage_conversion_ratio{stage="proposal",team="team-emea",window="30d"} 0.5
+sales_team_stage_conversion_ratio{stage="negotiation",team="team-emea",window="30d"} 0.666667
+sales_team_stage_conversion_ratio{stage="prospecting",team="team-emea",window="qtd"} 0.1
+sales_team_stage_seconds{stage="prospecting",team="team-emea",window="30d"} 604800
+sales_team_stage_seconds{stage="qualification",team="team-emea",window="30d"} 1.0368e+06
+sales_team_stage_seconds{stage="proposal",team="team-emea",window="30d"} 432000
+sales_team_stage_seconds{stage="negotiation",team="team-emea",window="30d"} 216000
+sales_team_stage_age_seconds{stage="prospecting",team="team-emea"} 900000
+sales_team_stalled_deals{stage="prospecting",team="team-emea"} 3
+sales_team_stalled_deals{stage="qualification",team="team-emea"} 1
+sales_team_stalled_pipeline{stage="prospecting",team="team-emea"} 15000
+sales_team_stalled_pipeline{stage="qualification",team="team-emea"} 6000
+sales_team_overdue_deals{team="team-emea"} 2
+sales_team_overdue_pipeline{team="team-emea"} 33000
+sales_team_forecast{category="closed",period="2026-Q4",period_type="quarter",team="team-emea"} 80000
+sales_team_forecast{category="commit",period="2026-Q4",period_type="quarter",team="team-emea"} 45000
+sales_team_forecast_rollup{period="2026-Q4",period_type="quarter",rollup="best_case",team="team-emea"} 185000
+sales_team_forecast_rollup{period="2026-Q4",period_type="quarter",rollup="commit",team="team-emea"} 125000
+sales_team_forecast_rollup{period="2026-Q4",period_type="quarter",rollup="pipeline",team="team-emea"} 260000.5
+sales_team_forecast_rollup{period="2026-12",period_type="month",rollup="commit",team="team-emea"} 70000
+sales_team_forecast_rollup{period="2026-Q4",period_type="quarter",rollup="commit",team="team-amer"} 999999
+sales_team_bookings{team="team-emea",window="qtd"} 80000
+sales_org_open_deals{stage="prospecting"} 61
+sales_org_open_deals{stage="proposal"} 5
+sales_org_open_pipeline{stage="prospecting"} 205000
+sales_org_open_pipeline{stage="proposal"} 75000.25
+sales_org_stalled_deals{stage="prospecting"} 3
+sales_org_stalled_pipeline{stage="prospecting"} 15000
+sales_org_overdue_deals 0
+sales_org_overdue_pipeline 0
+sales_org_forecast_rollup{period="2026-Q4",period_type="quarter",rollup="commit"} 1.2e+06
+sales_org_bookings{window="qtd"} 950000
+"#;
+
+const PIPELINE_TARGETS: &str = r#"# TYPE sales_team_target gauge
+sales_team_target{metric="bookings",period="2026-Q4",period_type="quarter",team="team-emea"} 250000
+sales_team_target{metric="bookings",period="2027-Q1",period_type="quarter",team="team-emea"} 300000
+sales_team_target{metric="bookings",period="2026-12",period_type="month",team="team-emea"} 90000
+sales_team_forecast{metric="bookings",period="2026-Q4",period_type="quarter",team="team-emea"} 1
+sales_team_forecast_coverage{period="2026-Q4",period_type="quarter",rollup="commit",team="team-emea"} 0.5
+sales_org_target{metric="bookings",period="2026-Q4",period_type="quarter"} 1e+06
+"#;
+
 /// Answers every request on a fresh 127.0.0.1 port with `body`; returns the /metrics URL.
 async fn serve(body: &'static str) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -176,6 +241,176 @@ async fn colors_unless_disabled() {
     assert!(!line_of(&out, "rep-001").contains('\x1b'), "{out:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_pipeline_of_a_team() {
+    let (deals, targets) = (serve(PIPELINE_DEALS).await, serve(PIPELINE_TARGETS).await);
+    let o = board(
+        deals,
+        targets,
+        &["--view", "pipeline", "--team", "team-emea", "--no-color"],
+    )
+    .await;
+    let out = stdout(&o);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        !out.contains('\x1b') && !out.contains("unreachable"),
+        "{out}"
+    );
+    let header = out.lines().next().unwrap_or_default();
+    assert!(
+        header.ends_with("| pipeline of team team-emea | quarter 2026-Q4"),
+        "{header}"
+    );
+
+    // Stages in pipeline order: open deals and amount now; entered, conversion and mean days
+    // in stage over 30 days; stalled now.
+    let stages: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| ["prospecting", "qualification", "proposal", "negotiation"].contains(w))
+        .collect();
+    assert_eq!(
+        stages,
+        vec!["prospecting", "qualification", "proposal", "negotiation"],
+        "{out}"
+    );
+    let row = |stage: &str| -> Vec<String> {
+        team_line(&out, stage)
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        row("prospecting"),
+        [
+            "prospecting",
+            "21",
+            "105,000.00",
+            "17",
+            "75%",
+            "7.0",
+            "3",
+            "15,000.00"
+        ]
+    );
+    assert_eq!(
+        row("qualification"),
+        [
+            "qualification",
+            "8",
+            "48,000.00",
+            "9",
+            "60%",
+            "12.0",
+            "1",
+            "6,000.00"
+        ]
+    );
+    assert_eq!(
+        row("negotiation"),
+        ["negotiation", "2", "60,000.00", "3", "67%", "2.5"]
+    );
+    assert_eq!(
+        row("Total"),
+        ["Total", "36", "288,000.25", "4", "21,000.00"]
+    );
+    assert!(
+        out.contains("Stalled: 4 deals, 21,000.00 | Overdue: 2 deals, 33,000.00"),
+        "{out}"
+    );
+
+    // The quarter's roll-ups, smallest first, next to closed and against the quarter target.
+    assert!(
+        team_line(&out, "Forecast 2026-Q4").contains("Of target"),
+        "{out}"
+    );
+    assert_eq!(row("closed"), ["closed", "80,000.00", "███░░░░░░░ 32%"]);
+    assert_eq!(row("commit"), ["commit", "125,000.00", "█████░░░░░ 50%"]);
+    assert_eq!(
+        row("best_case"),
+        ["best_case", "185,000.00", "███████░░░ 74%"]
+    );
+    assert_eq!(
+        row("pipeline"),
+        ["pipeline", "260,000.50", "██████████ 104%"]
+    );
+    assert_eq!(row("target"), ["target", "250,000.00"]);
+    assert!(
+        !out.contains("team-amer") && !out.contains("999,999"),
+        "{out}"
+    );
+    // The leaderboard is not shown.
+    assert!(
+        !out.contains("No rep data") && !out.contains("No team data"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_pipeline_of_the_org_without_targets_service() {
+    let (deals, targets) = (serve(PIPELINE_DEALS).await, closed().await);
+    let o = board(deals, targets, &["--view", "pipeline"]).await;
+    let out = stdout(&o);
+    assert!(o.status.success(), "{o:?}");
+    let header = out.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("| pipeline of org | quarter 2026-Q4"),
+        "{header}"
+    );
+    assert!(line_of(&out, "unreachable").starts_with("! targets service unreachable at"));
+    let prospecting = team_line(&out, "prospecting");
+    for part in ["61", "205,000.00", "15,000.00"] {
+        assert!(
+            prospecting.contains(part),
+            "{part:?} not in {prospecting:?}"
+        );
+    }
+    // Stalled in red; nothing overdue.
+    assert!(
+        out.contains("Stalled: \x1b[31m3 deals, 15,000.00\x1b[0m | Overdue: 0 deals, 0.00\n"),
+        "{out:?}"
+    );
+    assert!(team_line(&out, "commit").contains("1,200,000.00"), "{out}");
+    assert!(team_line(&out, "closed").contains("950,000.00"), "{out}");
+    // No targets service: no target, nothing against it.
+    assert_eq!(team_line(&out, "target").trim_end(), "target", "{out}");
+    assert!(!out.contains('%'), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_pipeline_of_an_unknown_team() {
+    let (deals, targets) = (serve(PIPELINE_DEALS).await, serve(PIPELINE_TARGETS).await);
+    let o = board(
+        deals,
+        targets,
+        &["--view", "pipeline", "--team", "team-nord", "--no-color"],
+    )
+    .await;
+    let out = stdout(&o);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        out.contains("No pipeline data for the team team-nord."),
+        "{out}"
+    );
+    assert!(out.contains("Stalled: - | Overdue: -"), "{out}");
+}
+
+#[test]
+fn team_is_for_the_pipeline_view() {
+    let bin = env!("CARGO_BIN_EXE_salespulse-board");
+    for args in [
+        &["--once", "--team", "team-emea"][..],
+        &["--once", "--view", "leaderboard", "--team", "team-emea"],
+        &["--once", "--view", "funnel"],
+    ] {
+        let o = Command::new(bin).args(args).output().expect("run");
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {o:?}");
+        assert!(o.stdout.is_empty(), "{args:?}: {o:?}");
+    }
+}
+
 #[test]
 fn rejects_unknown_window_and_documents_flags() {
     let bin = env!("CARGO_BIN_EXE_salespulse-board");
@@ -187,6 +422,8 @@ fn rejects_unknown_window_and_documents_flags() {
     let help = Command::new(bin).arg("--help").output().expect("run");
     let text = String::from_utf8_lossy(&help.stdout);
     for flag in [
+        "--view",
+        "--team",
         "--deals-url",
         "--targets-url",
         "--window",

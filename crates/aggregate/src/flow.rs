@@ -1,0 +1,343 @@
+//! How deals move: the history of a deal as the steps of its applied states, and the windowed
+//! facts derived from it (stages entered and left, time in stage, close dates pushed out of or
+//! pulled into a fiscal quarter).
+//!
+//! The facts are a pure function of the steps, so applying a record retracts the facts of the
+//! old history and adds those of the new one: an owner change moves a deal's whole history,
+//! and a reopened deal loses its win everywhere.
+
+use salespulse_decode::StageKind;
+
+use crate::calendar::{Bounds, WINDOWS};
+use crate::windowed::Windowed;
+
+/// Most steps a deal remembers; older ones are forgotten (see docs/metrics.md).
+pub(crate) const MAX_STEPS: usize = 64;
+
+/// An applied state that changed the deal's stage, close time or expected close quarter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Step {
+    /// When the state took effect (Unix seconds): its `occurred_at`, or for the first step
+    /// the deal's creation if earlier.
+    pub at: i64,
+    pub stage: u8,
+    /// Close time of a closed state (Unix seconds).
+    pub closed_at: Option<i64>,
+    /// Cents of the reporting currency.
+    pub amount: i64,
+    /// Fiscal quarter (see [`crate::Calendar::fiscal_quarter_index`]) of the expected close date.
+    pub quarter: Option<i32>,
+}
+
+/// Where a deal that left a stage went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    Advanced = 0,
+    Won = 1,
+    Lost = 2,
+    Regressed = 3,
+}
+
+pub(crate) const EXITS: usize = 4;
+pub(crate) const EXIT_LABELS: [&str; EXITS] = ["advanced", "won", "lost", "regressed"];
+
+/// Slot layout of the flow facts for `n` stages: entered per stage, exits per stage and
+/// destination, seconds per stage, then pushed and pulled-in counts and amounts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slots {
+    pub n: usize,
+}
+
+impl Slots {
+    pub fn entered(self, stage: usize) -> usize {
+        stage
+    }
+    pub fn exited(self, stage: usize, to: Exit) -> usize {
+        self.n + stage * EXITS + to as usize
+    }
+    pub fn seconds(self, stage: usize) -> usize {
+        self.n * (1 + EXITS) + stage
+    }
+    pub fn pushed(self) -> usize {
+        self.n * (2 + EXITS)
+    }
+    pub fn pushed_amount(self) -> usize {
+        self.pushed() + 1
+    }
+    pub fn pulled(self) -> usize {
+        self.pushed() + 2
+    }
+    pub fn pulled_amount(self) -> usize {
+        self.pushed() + 3
+    }
+}
+
+/// One derived fact: at second `ts`, add `value` to `slot`.
+pub(crate) type Fact = (i64, usize, i128);
+
+/// What a history says: its facts, and the open stage the deal is in now with the second it
+/// entered it (`None` when closed).
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Derived {
+    pub facts: Vec<Fact>,
+    pub visit: Option<(u8, i64)>,
+}
+
+/// Appends the step of a new applied state, if it changes anything the facts depend on.
+pub(crate) fn push_step(steps: &mut Vec<Step>, step: Step, kinds: &[StageKind], horizon: i64) {
+    if let Some(last) = steps.last() {
+        if last.stage == step.stage
+            && last.closed_at == step.closed_at
+            && last.quarter == step.quarter
+        {
+            return;
+        }
+    }
+    steps.push(step);
+    // A first visit that ended before every window changes no number once forgotten: its
+    // facts all lie before the horizon, and the next step starts its own visit.
+    let open = |s: &Step| kinds.get(usize::from(s.stage)) == Some(&StageKind::Open);
+    while steps.len() > 2
+        && steps[1].at < horizon
+        && open(&steps[0])
+        && open(&steps[1])
+        && steps[0].stage != steps[1].stage
+    {
+        steps.remove(0);
+    }
+    if steps.len() > MAX_STEPS {
+        steps.remove(0);
+    }
+}
+
+/// The facts of a history, by the rules of docs/metrics.md ("How deals move").
+pub(crate) fn derive(steps: &[Step], kinds: &[StageKind], slots: Slots) -> Derived {
+    let mut out = Derived::default();
+    let is_open = |s: u8| kinds.get(usize::from(s)) == Some(&StageKind::Open);
+    // The last step of the closed run the deal is in, if it is closed.
+    let mut closed: Option<&Step> = None;
+    let mut prev: Option<&Step> = None;
+    for st in steps {
+        if !is_open(st.stage) {
+            closed = Some(st);
+            prev = Some(st);
+            continue;
+        }
+        let reopened = closed.take().is_some();
+        match out.visit {
+            None => {
+                out.facts
+                    .push((st.at, slots.entered(usize::from(st.stage)), 1));
+                out.visit = Some((st.stage, st.at));
+            }
+            Some((v, e)) if v != st.stage => {
+                let to = if st.stage > v {
+                    Exit::Advanced
+                } else {
+                    Exit::Regressed
+                };
+                leave(&mut out.facts, slots, v, e, st.at, to);
+                out.facts
+                    .push((st.at, slots.entered(usize::from(st.stage)), 1));
+                out.visit = Some((st.stage, st.at));
+            }
+            Some(_) => {}
+        }
+        if !reopened {
+            if let (Some(a), Some(b)) = (prev.and_then(|p| p.quarter), st.quarter) {
+                let amount = i128::from(st.amount);
+                if b > a {
+                    out.facts.push((st.at, slots.pushed(), 1));
+                    out.facts.push((st.at, slots.pushed_amount(), amount));
+                } else if b < a {
+                    out.facts.push((st.at, slots.pulled(), 1));
+                    out.facts.push((st.at, slots.pulled_amount(), amount));
+                }
+            }
+        }
+        prev = Some(st);
+    }
+    if let Some(c) = closed {
+        if let Some((v, e)) = out.visit.take() {
+            let t = c.closed_at.unwrap_or(c.at);
+            let to = if kinds.get(usize::from(c.stage)) == Some(&StageKind::Won) {
+                Exit::Won
+            } else {
+                Exit::Lost
+            };
+            leave(&mut out.facts, slots, v, e, t, to);
+        }
+    }
+    out
+}
+
+fn leave(facts: &mut Vec<Fact>, slots: Slots, stage: u8, entered: i64, at: i64, to: Exit) {
+    let s = usize::from(stage);
+    facts.push((at, slots.exited(s, to), 1));
+    facts.push((at, slots.seconds(s), i128::from((at - entered).max(0))));
+}
+
+/// Windowed sums of flow facts, one set of windows per slot in use.
+#[derive(Debug, Default)]
+pub(crate) struct FlowCell {
+    slots: Vec<Option<Box<Windowed<i128>>>>,
+}
+
+impl FlowCell {
+    pub fn add(&mut self, facts: &[Fact], id: u64, b: &Bounds) {
+        for &(ts, slot, v) in facts {
+            if ts < b.horizon {
+                continue;
+            }
+            if self.slots.len() <= slot {
+                self.slots.resize_with(slot + 1, || None);
+            }
+            self.slots[slot]
+                .get_or_insert_with(|| Box::new(Windowed::new(b)))
+                .add(ts, id, &v, b);
+        }
+    }
+
+    pub fn sub(&mut self, facts: &[Fact], id: u64) {
+        for &(ts, slot, v) in facts {
+            if let Some(Some(w)) = self.slots.get_mut(slot) {
+                w.sub(ts, id, &v);
+                if w.is_empty() {
+                    self.slots[slot] = None;
+                }
+            }
+        }
+    }
+
+    pub fn advance(&mut self, b: &Bounds) -> bool {
+        let mut changed = false;
+        for slot in self.slots.iter_mut() {
+            if let Some(w) = slot {
+                changed |= w.advance(b);
+                if w.is_empty() {
+                    *slot = None;
+                }
+            }
+        }
+        changed
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.iter().all(Option::is_none)
+    }
+
+    /// Adds this cell's sums to per-slot window sums.
+    pub fn merge_into(&self, into: &mut Vec<[i128; WINDOWS]>) {
+        if into.len() < self.slots.len() {
+            into.resize(self.slots.len(), [0; WINDOWS]);
+        }
+        for (acc, slot) in into.iter_mut().zip(&self.slots) {
+            if let Some(w) = slot {
+                for (a, v) in acc.iter_mut().zip(w.sums()) {
+                    *a += v;
+                }
+            }
+        }
+    }
+}
+
+/// Adds per-slot window sums (a cell's or a team's) to others.
+pub(crate) fn add_sums(into: &mut Vec<[i128; WINDOWS]>, from: &[[i128; WINDOWS]]) {
+    if into.len() < from.len() {
+        into.resize(from.len(), [0; WINDOWS]);
+    }
+    for (acc, f) in into.iter_mut().zip(from) {
+        for (a, v) in acc.iter_mut().zip(f) {
+            *a += v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K: [StageKind; 6] = [
+        StageKind::Open,
+        StageKind::Open,
+        StageKind::Open,
+        StageKind::Open,
+        StageKind::Won,
+        StageKind::Lost,
+    ];
+    const S: Slots = Slots { n: 6 };
+
+    fn step(at: i64, stage: u8) -> Step {
+        Step {
+            at,
+            stage,
+            closed_at: (stage >= 4).then_some(at),
+            amount: 100,
+            quarter: None,
+        }
+    }
+
+    #[test]
+    fn a_reopened_win_leaves_no_trace_of_the_win() {
+        let d = derive(&[step(0, 2), step(10, 4), step(20, 2)], &K, S);
+        assert_eq!(d.facts, vec![(0, S.entered(2), 1)]);
+        assert_eq!(d.visit, Some((2, 0)));
+    }
+
+    #[test]
+    fn reopening_into_another_stage_leaves_the_stage_closed_from() {
+        let d = derive(&[step(0, 2), step(10, 4), step(20, 1)], &K, S);
+        assert_eq!(
+            d.facts,
+            vec![
+                (0, S.entered(2), 1),
+                (20, S.exited(2, Exit::Regressed), 1),
+                (20, S.seconds(2), 20),
+                (20, S.entered(1), 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_close_counts_once_with_the_last_closed_state() {
+        let d = derive(&[step(0, 0), step(5, 4), step(9, 5)], &K, S);
+        assert_eq!(
+            d.facts,
+            vec![
+                (0, S.entered(0), 1),
+                (9, S.exited(0, Exit::Lost), 1),
+                (9, S.seconds(0), 9),
+            ]
+        );
+        assert_eq!(d.visit, None);
+    }
+
+    #[test]
+    fn close_date_moves_count_across_quarters_only() {
+        let q = |at, quarter| Step {
+            quarter: Some(quarter),
+            ..step(at, 1)
+        };
+        let d = derive(&[q(0, 8), q(1, 8), q(2, 9), q(3, 7)], &K, S);
+        let moves: Vec<_> = d.facts.iter().filter(|f| f.1 >= S.pushed()).collect();
+        assert_eq!(
+            moves,
+            vec![
+                &(2, S.pushed(), 1),
+                &(2, S.pushed_amount(), 100),
+                &(3, S.pulled(), 1),
+                &(3, S.pulled_amount(), 100),
+            ]
+        );
+    }
+
+    #[test]
+    fn forgetting_a_visit_before_the_horizon_keeps_the_current_entry() {
+        let mut steps = Vec::new();
+        for (at, stage) in [(0, 0), (10, 1), (20, 2)] {
+            push_step(&mut steps, step(at, stage), &K, 15);
+        }
+        assert_eq!(steps.len(), 2);
+        assert_eq!(derive(&steps, &K, S).visit, Some((2, 20)));
+    }
+}

@@ -27,6 +27,8 @@ struct Deal {
     occurred: i64,
     closed: Option<i64>,
     expected: Option<NaiveDate>,
+    /// The record's own forecast category, if it names one.
+    category: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +38,7 @@ struct Activity {
     team: Option<String>,
     kind: &'static str,
     at: i64,
+    duration: Option<i64>,
 }
 
 fn rfc(t: i64) -> String {
@@ -61,6 +64,9 @@ impl Deal {
         if let Some(d) = self.expected {
             v["expected_close_date"] = json!(d.to_string());
         }
+        if let Some(c) = self.category {
+            v["forecast_category"] = json!(c);
+        }
         serde_json::to_vec(&v).expect("json")
     }
 }
@@ -70,6 +76,9 @@ impl Activity {
         let mut v = json!({"event_id": self.event, "rep_id": self.rep, "kind": self.kind, "occurred_at": rfc(self.at)});
         if let Some(t) = &self.team {
             v["team_id"] = json!(t);
+        }
+        if let Some(d) = self.duration {
+            v["duration_seconds"] = json!(d);
         }
         serde_json::to_vec(&v).expect("json")
     }
@@ -82,7 +91,8 @@ struct Expected {
     id: String,
     team: String,
     metric: &'static str,
-    extra: Option<(&'static str, String)>,
+    /// Extra labels, in the order the metric declares them.
+    extra: Vec<(&'static str, String)>,
     window: Option<&'static str>,
     value: Decimal,
 }
@@ -96,7 +106,7 @@ impl Expected {
         if self.scope != "org" {
             labels.push(("team", &self.team));
         }
-        if let Some((k, v)) = &self.extra {
+        for (k, v) in &self.extra {
             labels.push((k, v));
         }
         if let Some(w) = self.window {
@@ -110,7 +120,7 @@ impl Expected {
         if self.scope == "rep" {
             labels.push(format!("team={}", self.team));
         }
-        if let Some((k, v)) = &self.extra {
+        for (k, v) in &self.extra {
             labels.push(format!("{k}={v}"));
         }
         format!(
@@ -187,6 +197,279 @@ fn ratio(n: Decimal, d: Decimal) -> Option<Decimal> {
         .then(|| (n / d).round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero))
 }
 
+const OPEN_STAGES: [&str; 4] = ["prospecting", "qualification", "proposal", "negotiation"];
+const STALL_DAYS: [i64; 4] = [14, 21, 30, 30];
+
+fn stage_index(stage: &str) -> Option<usize> {
+    OPEN_STAGES.iter().position(|s| *s == stage)
+}
+
+fn default_category(stage: &str) -> &'static str {
+    match stage {
+        "prospecting" | "qualification" => "pipeline",
+        "proposal" => "best_case",
+        "negotiation" => "commit",
+        "closed_won" => "closed",
+        _ => "omitted",
+    }
+}
+
+/// An open deal as the reference counts it.
+#[derive(Debug, Clone)]
+struct OpenDeal {
+    stage: &'static str,
+    amount: Decimal,
+    entered: i64,
+    expected: Option<NaiveDate>,
+    category: &'static str,
+}
+
+type FlowFact = (i64, (&'static str, String), Decimal);
+
+/// The flow facts of a deal's applied states (docs/metrics.md, "How deals move"), and when
+/// it entered its current open stage.
+fn deal_flow(states: &[(Deal, Option<i64>)]) -> (Vec<FlowFact>, Option<i64>) {
+    let quarter = |d: NaiveDate| d.year() * 4 + d.month0() as i32 / 3;
+    let mut facts: Vec<FlowFact> = Vec::new();
+    let mut visit: Option<(&str, i64)> = None;
+    let mut closed: Option<(&str, i64)> = None;
+    let leave = |facts: &mut Vec<FlowFact>, stage: &str, entered: i64, at: i64, to: &str| {
+        facts.push((at, ("stage_exited", format!("{stage},{to}")), Decimal::ONE));
+        facts.push((
+            at,
+            ("stage_seconds", stage.to_owned()),
+            Decimal::from((at - entered).max(0)),
+        ));
+    };
+    for (i, (d, closed_at)) in states.iter().enumerate() {
+        if stage_index(d.stage).is_none() {
+            closed = Some((d.stage, closed_at.expect("closed states have a close time")));
+            continue;
+        }
+        let reopened = closed.take().is_some();
+        let at = if i == 0 {
+            d.created.min(d.occurred)
+        } else {
+            d.occurred
+        };
+        match visit {
+            Some((v, _)) if v == d.stage => {}
+            Some((v, e)) => {
+                let to = if stage_index(d.stage) > stage_index(v) {
+                    "advanced"
+                } else {
+                    "regressed"
+                };
+                leave(&mut facts, v, e, at, to);
+                facts.push((at, ("stage_entered", d.stage.to_owned()), Decimal::ONE));
+                visit = Some((d.stage, at));
+            }
+            None => {
+                facts.push((at, ("stage_entered", d.stage.to_owned()), Decimal::ONE));
+                visit = Some((d.stage, at));
+            }
+        }
+        let prev = i.checked_sub(1).map(|p| &states[p].0);
+        if let (false, Some(p)) = (reopened, prev) {
+            if let (Some(a), Some(b)) = (p.expected, d.expected) {
+                let amount = (d.amount.parse::<Decimal>().expect("amount") * rate(d.currency))
+                    .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+                let (count, sum) = match quarter(b).cmp(&quarter(a)) {
+                    std::cmp::Ordering::Greater => ("close_date_pushed", "pipeline_pushed"),
+                    std::cmp::Ordering::Less => ("close_date_pulled_in", "pipeline_pulled_in"),
+                    std::cmp::Ordering::Equal => continue,
+                };
+                facts.push((d.occurred, (count, String::new()), Decimal::ONE));
+                facts.push((d.occurred, (sum, String::new()), amount));
+            }
+        }
+    }
+    if let (Some((kind, c)), Some((v, e))) = (closed, visit) {
+        let to = if kind == "closed_won" { "won" } else { "lost" };
+        leave(&mut facts, v, e, c, to);
+        return (facts, None);
+    }
+    (facts, visit.map(|v| v.1))
+}
+
+type Put<'a> =
+    dyn FnMut(&'static str, Vec<(&'static str, String)>, Option<&'static str>, Decimal) + 'a;
+
+/// Stage funnel and close-date moves of one subject, from its flow sums.
+fn flow_series(flows: &BTreeMap<(&'static str, String), [Decimal; 9]>, put: &mut Put<'_>) {
+    let get =
+        |m: &'static str, l: String, w: usize| flows.get(&(m, l)).map_or(Decimal::ZERO, |x| x[w]);
+    let any = |m: &'static str, l: String| {
+        flows
+            .get(&(m, l))
+            .is_some_and(|x| x.iter().any(|v| !v.is_zero()))
+    };
+    let tos = ["advanced", "won", "lost", "regressed"];
+    for stage in OPEN_STAGES {
+        let used: Vec<&str> = tos
+            .into_iter()
+            .filter(|to| any("stage_exited", format!("{stage},{to}")))
+            .collect();
+        if used.is_empty() && !any("stage_entered", stage.to_owned()) {
+            continue;
+        }
+        for (w, label) in WINDOWS.iter().enumerate() {
+            let s = || vec![("stage", stage.to_owned())];
+            put(
+                "stage_entered",
+                s(),
+                Some(*label),
+                get("stage_entered", stage.to_owned(), w),
+            );
+            let (mut left, mut converted) = (Decimal::ZERO, Decimal::ZERO);
+            for to in tos {
+                let n = get("stage_exited", format!("{stage},{to}"), w);
+                left += n;
+                if to == "advanced" || to == "won" {
+                    converted += n;
+                }
+                if used.contains(&to) {
+                    put(
+                        "stage_exited",
+                        vec![("stage", stage.to_owned()), ("to", to.to_owned())],
+                        Some(*label),
+                        n,
+                    );
+                }
+            }
+            if let Some(r) = ratio(converted, left) {
+                put("stage_conversion_ratio", s(), Some(*label), r);
+            }
+            if let Some(r) = ratio(get("stage_seconds", stage.to_owned(), w), left) {
+                put("stage_seconds", s(), Some(*label), r);
+            }
+        }
+    }
+    let moves = [
+        "close_date_pushed",
+        "close_date_pulled_in",
+        "pipeline_pushed",
+        "pipeline_pulled_in",
+    ];
+    if moves.iter().any(|m| any(m, String::new())) {
+        for (w, label) in WINDOWS.iter().enumerate() {
+            for m in moves {
+                put(m, vec![], Some(*label), get(m, String::new(), w));
+            }
+        }
+    }
+}
+
+/// Open deals by stage, their age in stage, stalled, overdue and undated, at `now`.
+fn open_series(opens: &[OpenDeal], now: i64, put: &mut Put<'_>) {
+    let minute = now - now.rem_euclid(60);
+    let today = Utc
+        .timestamp_opt(now, 0)
+        .single()
+        .expect("time")
+        .date_naive();
+    for (i, stage) in OPEN_STAGES.iter().enumerate() {
+        let here: Vec<&OpenDeal> = opens.iter().filter(|o| o.stage == *stage).collect();
+        if here.is_empty() {
+            continue;
+        }
+        let s = || vec![("stage", stage.to_string())];
+        let n = Decimal::from(here.len());
+        put("open_deals", s(), None, n);
+        let age: i64 = here.iter().map(|o| minute - o.entered).sum();
+        put(
+            "stage_age_seconds",
+            s(),
+            None,
+            ratio(Decimal::from(age), n).expect("deals"),
+        );
+        let stalled: Vec<&&OpenDeal> = here
+            .iter()
+            .filter(|o| now - o.entered > STALL_DAYS[i] * 86_400)
+            .collect();
+        put("stalled_deals", s(), None, Decimal::from(stalled.len()));
+        put(
+            "stalled_pipeline",
+            s(),
+            None,
+            stalled.iter().map(|o| o.amount).sum(),
+        );
+    }
+    let overdue: Vec<&OpenDeal> = opens
+        .iter()
+        .filter(|o| o.expected.is_some_and(|e| e < today))
+        .collect();
+    put("overdue_deals", vec![], None, Decimal::from(overdue.len()));
+    put(
+        "overdue_pipeline",
+        vec![],
+        None,
+        overdue.iter().map(|o| o.amount).sum(),
+    );
+    for c in ["pipeline", "best_case", "commit", "omitted"] {
+        let v = opens
+            .iter()
+            .filter(|o| o.expected.is_none() && o.category == c)
+            .map(|o| o.amount)
+            .sum();
+        put(
+            "forecast_undated",
+            vec![("category", c.to_owned())],
+            None,
+            v,
+        );
+    }
+}
+
+/// The forecast of the current fiscal month and quarter by category, and its roll-ups;
+/// `closed` is the bookings of the month and of the quarter to date.
+fn forecast_series(opens: &[OpenDeal], closed: [Decimal; 2], now: i64, put: &mut Put<'_>) {
+    let today = Utc
+        .timestamp_opt(now, 0)
+        .single()
+        .expect("time")
+        .date_naive();
+    let p = periods(now);
+    let names = [
+        format!("{}-{:02}", today.year(), today.month()),
+        format!("{}-Q{}", today.year(), today.month0() / 3 + 1),
+    ];
+    for (j, (k, period_type)) in [(1, "month"), (2, "quarter")].into_iter().enumerate() {
+        let (lo, hi) = p[k];
+        let by = |c: &str| -> Decimal {
+            if c == "closed" {
+                return closed[j];
+            }
+            opens
+                .iter()
+                .filter(|o| o.category == c && o.expected.is_some_and(|e| lo <= e && e < hi))
+                .map(|o| o.amount)
+                .sum()
+        };
+        let labels = |first: (&'static str, &str)| {
+            vec![
+                (first.0, first.1.to_owned()),
+                ("period_type", period_type.to_owned()),
+                ("period", names[j].clone()),
+            ]
+        };
+        for c in ["pipeline", "best_case", "commit", "omitted", "closed"] {
+            put(
+                "forecast_category_amount",
+                labels(("category", c)),
+                None,
+                by(c),
+            );
+        }
+        let commit = by("closed") + by("commit");
+        let best = commit + by("best_case");
+        let pipe = best + by("pipeline");
+        for (r, v) in [("commit", commit), ("best_case", best), ("pipeline", pipe)] {
+            put("forecast_rollup", labels(("rollup", r)), None, v);
+        }
+    }
+}
+
 /// Recomputes every business series from the raw records, the final roster and `now`.
 fn reference(
     deals: &[Deal],
@@ -202,6 +485,8 @@ fn reference(
     };
     // Latest state of each deal, with its close time.
     let mut latest: BTreeMap<String, (Deal, Option<i64>, HashSet<String>)> = BTreeMap::new();
+    // Every applied state of each deal, with its close time.
+    let mut history: BTreeMap<String, Vec<(Deal, Option<i64>)>> = BTreeMap::new();
     for d in deals {
         match latest.get_mut(&d.deal) {
             Some((_, _, ids)) if ids.contains(&d.event) => {}
@@ -221,6 +506,10 @@ fn reference(
                     None
                 };
                 *cur = d.clone();
+                history
+                    .entry(d.deal.clone())
+                    .or_default()
+                    .push((d.clone(), *closed));
             }
             None => {
                 let closed = d
@@ -231,6 +520,7 @@ fn reference(
                     d.deal.clone(),
                     (d.clone(), closed, HashSet::from([d.event.clone()])),
                 );
+                history.insert(d.deal.clone(), vec![(d.clone(), closed)]);
             }
         }
     }
@@ -243,9 +533,13 @@ fn reference(
         weighted: Decimal,
         /// Expected in the current week, month, quarter, year: amount and weighted amount.
         expected: [(Decimal, Decimal); 4],
+        /// (metric, labels) -> window sums of the flow facts.
+        flows: BTreeMap<(&'static str, String), [Decimal; 9]>,
+        opens: Vec<OpenDeal>,
     }
     let mut accs: BTreeMap<Key, Acc> = BTreeMap::new();
     for (d, closed, _) in latest.values() {
+        let (flow_facts, entered) = deal_flow(&history[&d.deal]);
         let team = eff(&d.rep, &d.team);
         let amount = (d.amount.parse::<Decimal>().expect("amount") * rate(d.currency))
             .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
@@ -281,8 +575,26 @@ fn reference(
                 "negotiation" => Some("0.8"),
                 _ => None,
             };
+            for (ts, key, v) in &flow_facts {
+                let sums = a.flows.entry(key.clone()).or_insert([Decimal::ZERO; 9]);
+                for w in 0..9 {
+                    if lo[w] <= *ts && *ts <= now {
+                        sums[w] += *v;
+                    }
+                }
+            }
             if let Some(p) = p {
                 let p = p.parse::<Decimal>().expect("p");
+                a.opens.push(OpenDeal {
+                    stage: d.stage,
+                    amount,
+                    entered: entered.expect("an open deal is in a stage"),
+                    expected: d.expected,
+                    category: match d.category.unwrap_or(default_category(d.stage)) {
+                        "closed" => "commit",
+                        c => c,
+                    },
+                });
                 *a.open.entry(d.stage).or_default() += amount;
                 a.weighted += amount * p;
                 if let Some(e) = d.expected {
@@ -314,45 +626,61 @@ fn reference(
         {
             for (i, w) in WINDOWS.iter().enumerate() {
                 let x = a.w[i];
-                put("bookings", None, Some(*w), x[0]);
-                put("deals_won", None, Some(*w), x[1]);
-                put("deals_lost", None, Some(*w), x[2]);
-                put("pipeline_created", None, Some(*w), x[4]);
+                put("bookings", vec![], Some(*w), x[0]);
+                put("deals_won", vec![], Some(*w), x[1]);
+                put("deals_lost", vec![], Some(*w), x[2]);
+                put("pipeline_created", vec![], Some(*w), x[4]);
                 if let Some(r) = ratio(x[1], x[1] + x[2]) {
-                    put("win_rate", None, Some(*w), r);
+                    put("win_rate", vec![], Some(*w), r);
                 }
                 if let Some(r) = ratio(x[0], x[1]) {
-                    put("avg_deal_size", None, Some(*w), r);
+                    put("avg_deal_size", vec![], Some(*w), r);
                 }
                 if let Some(r) = ratio(x[3], x[1]) {
-                    put("sales_cycle_seconds", None, Some(*w), r);
+                    put("sales_cycle_seconds", vec![], Some(*w), r);
+                }
+                if !x[1].is_zero() && x[3] > Decimal::ZERO {
+                    let open = Decimal::from(a.opens.len());
+                    let v = open * x[0] * x[1] * Decimal::from(86_400);
+                    if let Some(r) = ratio(v, (x[1] + x[2]) * x[3]) {
+                        put("pipeline_velocity", vec![], Some(*w), r);
+                    }
                 }
             }
         }
+        flow_series(&a.flows, &mut put);
         if !a.open.is_empty() {
             for (s, v) in &a.open {
-                put("open_pipeline", Some(("stage", s.to_string())), None, *v);
+                put("open_pipeline", vec![("stage", s.to_string())], None, *v);
             }
-            put("weighted_pipeline", None, None, a.weighted);
+            put("weighted_pipeline", vec![], None, a.weighted);
             for (k, period) in ["week", "month", "quarter", "year"].iter().enumerate() {
                 put(
                     "pipeline_expected",
-                    Some(("period_type", period.to_string())),
+                    vec![("period_type", period.to_string())],
                     None,
                     a.expected[k].0,
                 );
                 put(
                     "weighted_pipeline_expected",
-                    Some(("period_type", period.to_string())),
+                    vec![("period_type", period.to_string())],
                     None,
                     a.expected[k].1,
                 );
             }
+            open_series(&a.opens, now, &mut put);
+        }
+        let any_window = a.created.iter().any(|c| *c > 0)
+            || a.w.iter().any(|w| !w[1].is_zero() || !w[2].is_zero());
+        if any_window || !a.open.is_empty() {
+            let closed = [a.w[6][0], a.w[7][0]];
+            forecast_series(&a.opens, closed, now, &mut put);
         }
     }
     // Activities: deduplicated by event id; one-minute buckets within 25 h, hour buckets older.
     let mut seen = HashSet::new();
     let mut counts: BTreeMap<(Key, &'static str), [i64; 9]> = BTreeMap::new();
+    let mut talk: BTreeMap<(Key, &'static str), [i64; 9]> = BTreeMap::new();
     for a in acts {
         if !seen.insert(a.event.clone()) {
             continue;
@@ -372,10 +700,12 @@ fn reference(
             keys.push(("rep", a.rep.clone(), team.clone()));
         }
         for k in keys {
+            let t = talk.entry((k.clone(), a.kind)).or_insert([0; 9]);
             let c = counts.entry((k, a.kind)).or_insert([0; 9]);
             for w in 0..9 {
                 if lo[w] <= bucket && bucket <= now {
                     c[w] += 1;
+                    t[w] += a.duration.unwrap_or(0);
                 }
             }
         }
@@ -390,7 +720,23 @@ fn reference(
                 id: id.clone(),
                 team: team.clone(),
                 metric: "activities",
-                extra: Some(("kind", kind.to_string())),
+                extra: vec![("kind", kind.to_string())],
+                window: Some(*w),
+                value: Decimal::from(c[i]),
+            });
+        }
+    }
+    for (((scope, id, team), kind), c) in talk {
+        if c.iter().all(|x| *x == 0) {
+            continue;
+        }
+        for (i, w) in WINDOWS.iter().enumerate() {
+            out.push(Expected {
+                scope,
+                id: id.clone(),
+                team: team.clone(),
+                metric: "activity_seconds",
+                extra: vec![("kind", kind.to_string())],
                 window: Some(*w),
                 value: Decimal::from(c[i]),
             });
@@ -403,7 +749,7 @@ fn reference(
             id: rep.clone(),
             team: team.clone(),
             metric: "member",
-            extra: None,
+            extra: vec![],
             window: None,
             value: Decimal::ONE,
         });
@@ -520,6 +866,7 @@ async fn golden_scenario_end_to_end() {
                 occurred,
                 closed,
                 expected: None,
+                category: None,
             }
         };
     let h = 3600;
@@ -637,6 +984,93 @@ async fn golden_scenario_end_to_end() {
             now - 3 * 86_400,
             Some(now - 3 * 86_400),
         ),
+        // d7 through the funnel: advanced, moved back, re-entering a stage; its expected close
+        // date pushed into a later quarter and pulled back, its category set by the rep.
+        Deal {
+            expected: Some(today + chrono::Duration::days(5)),
+            ..deal(
+                "e20",
+                "d7",
+                "rep-a",
+                "prospecting",
+                "700",
+                "USD",
+                now - 20 * 86_400,
+                now - 20 * 86_400,
+                None,
+            )
+        },
+        Deal {
+            expected: Some(today + chrono::Duration::days(5)),
+            ..deal(
+                "e21",
+                "d7",
+                "rep-a",
+                "qualification",
+                "700",
+                "USD",
+                now - 20 * 86_400,
+                now - 12 * 86_400,
+                None,
+            )
+        },
+        Deal {
+            expected: Some(today + chrono::Duration::days(100)),
+            ..deal(
+                "e22",
+                "d7",
+                "rep-a",
+                "prospecting",
+                "750",
+                "USD",
+                now - 20 * 86_400,
+                now - 8 * 86_400,
+                None,
+            )
+        },
+        Deal {
+            expected: Some(today + chrono::Duration::days(5)),
+            category: Some("best_case"),
+            ..deal(
+                "e23",
+                "d7",
+                "rep-a",
+                "qualification",
+                "800",
+                "USD",
+                now - 20 * 86_400,
+                now - 6 * 86_400,
+                None,
+            )
+        },
+        // d8: sixteen days in prospecting (stalled after 14), no expected close date.
+        deal(
+            "e24",
+            "d8",
+            "rep-b",
+            "prospecting",
+            "1200",
+            "USD",
+            now - 16 * 86_400,
+            now - 16 * 86_400,
+            None,
+        ),
+        // d10: a proposal whose expected close date has passed (overdue), marked commit.
+        Deal {
+            expected: Some(today - chrono::Duration::days(2)),
+            category: Some("commit"),
+            ..deal(
+                "e25",
+                "d10",
+                "rep-c",
+                "proposal",
+                "310",
+                "GBP",
+                now - 3 * 86_400,
+                now - 3 * 86_400,
+                None,
+            )
+        },
     ];
     let act = |event: &str, rep: &str, kind, at| Activity {
         event: event.into(),
@@ -644,12 +1078,19 @@ async fn golden_scenario_end_to_end() {
         team: None,
         kind,
         at,
+        duration: None,
     };
     let mut acts = vec![
-        act("a1", "rep-a", "call", now - 300),
+        Activity {
+            duration: Some(240),
+            ..act("a1", "rep-a", "call", now - 300)
+        },
         act("a2", "rep-a", "call", now - 200),
         act("a3", "rep-a", "email", now - 2 * h),
-        act("a4", "rep-b", "meeting", now - 3590), // leaves 1h within seconds
+        Activity {
+            duration: Some(1_800),
+            ..act("a4", "rep-b", "meeting", now - 3590) // leaves 1h within seconds
+        },
         act("a5", "rep-c", "demo", now - 2 * 86_400 - 1234), // an hour bucket
         Activity {
             team: Some("team-z".into()),
@@ -724,6 +1165,22 @@ async fn golden_scenario_end_to_end() {
             now - 60,
             None,
         ),
+        // d7 handed to rep-c mid-funnel: its whole history moves with it.
+        Deal {
+            expected: Some(today + chrono::Duration::days(5)),
+            category: Some("best_case"),
+            ..deal(
+                "e26",
+                "d7",
+                "rep-c",
+                "qualification",
+                "800",
+                "USD",
+                now - 20 * 86_400,
+                now - 300,
+                None,
+            )
+        },
         // Expected to close today: in the current week, month, quarter and year.
         Deal {
             expected: Some(today),
@@ -741,7 +1198,10 @@ async fn golden_scenario_end_to_end() {
         },
     ];
     let phase2_acts = vec![
-        act("a1", "rep-a", "call", now - 300), // duplicate
+        Activity {
+            duration: Some(240),
+            ..act("a1", "rep-a", "call", now - 300) // duplicate
+        },
         act("a7", "rep-b", "email", now - 60),
     ];
     // rep-b moves to team-y: every number derived from the roster follows.
@@ -763,6 +1223,7 @@ async fn golden_scenario_end_to_end() {
         ("d9", json!({"event_id":"m4","deal_id":"d9","rep_id":"rep-a","stage":"proposal","amount":"5","currency":"USD","created_at":rfc(now),"occurred_at":future}).to_string().into_bytes(), "future_timestamp"),
         ("d9", json!({"event_id":"m5","deal_id":"d9","rep_id":"","stage":"proposal","amount":"5","currency":"USD","created_at":rfc(now),"occurred_at":rfc(now)}).to_string().into_bytes(), "empty_id"),
         ("d9", json!({"event_id":"m6","deal_id":"d9","rep_id":"rep-a","stage":"proposal","currency":"USD","created_at":rfc(now),"occurred_at":rfc(now)}).to_string().into_bytes(), "missing_field"),
+        ("d9", json!({"event_id":"m9","deal_id":"d9","rep_id":"rep-a","stage":"proposal","amount":"5","currency":"USD","created_at":rfc(now),"occurred_at":rfc(now),"forecast_category":"maybe"}).to_string().into_bytes(), "unknown_forecast_category"),
     ];
     let malformed_acts: Vec<(&str, Vec<u8>, &str)> = vec![
         (
@@ -818,7 +1279,7 @@ async fn golden_scenario_end_to_end() {
     };
     assert_eq!(count(&dm, &topics.deals, "duplicate"), 1.0);
     assert_eq!(count(&dm, &topics.deals, "stale"), 1.0);
-    assert_eq!(count(&dm, &topics.deals, "applied"), 2.0);
+    assert_eq!(count(&dm, &topics.deals, "applied"), 3.0);
     assert_eq!(
         count(&dm, &topics.deals, "rejected"),
         malformed_deals.len() as f64

@@ -39,6 +39,8 @@ pub struct WireDeal {
     pub occurred_at: Option<i64>,
     pub closed_at: Option<i64>,
     pub expected_close_date: Option<String>,
+    /// Absent when the stage's own category applies, as on most CRM records.
+    pub forecast_category: Option<String>,
 }
 
 /// A `sales.activities` value.
@@ -94,6 +96,8 @@ struct DealJson<'a> {
     closed_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expected_close_date: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forecast_category: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -139,6 +143,7 @@ impl WireDeal {
             occurred_at: self.occurred_at.map(rfc3339),
             closed_at: self.closed_at.map(rfc3339),
             expected_close_date: self.expected_close_date.as_deref(),
+            forecast_category: self.forecast_category.as_deref(),
         }
     }
 
@@ -157,6 +162,7 @@ impl WireDeal {
                 occurred_at: self.occurred_at.map(timestamp),
                 closed_at: self.closed_at.map(timestamp),
                 expected_close_date: self.expected_close_date.clone(),
+                forecast_category: self.forecast_category.clone(),
             }
             .encode_to_vec(),
         }
@@ -282,5 +288,33 @@ mod tests {
         );
         let without = String::from_utf8(a.json_without("kind")).unwrap_or_default();
         assert!(!without.contains("kind"));
+    }
+
+    #[test]
+    fn a_deal_names_its_forecast_category_only_when_set() {
+        let mut d = WireDeal {
+            event_id: "e1".into(),
+            deal_id: "d1".into(),
+            rep_id: "rep-001".into(),
+            team_id: None,
+            stage: "proposal".into(),
+            amount: "1200".into(),
+            currency: "USD".into(),
+            created_at: Some(1_795_774_500_000),
+            occurred_at: Some(1_795_774_500_000),
+            closed_at: None,
+            expected_close_date: None,
+            forecast_category: None,
+        };
+        let json = String::from_utf8(d.encode(Format::Json)).unwrap_or_default();
+        assert!(!json.contains("forecast_category"), "{json}");
+        d.forecast_category = Some("commit".into());
+        let json = String::from_utf8(d.encode(Format::Json)).unwrap_or_default();
+        assert!(
+            json.ends_with(r#","forecast_category":"commit"}"#),
+            "{json}"
+        );
+        let m = pb::Deal::decode(d.encode(Format::Protobuf).as_slice()).unwrap_or_default();
+        assert_eq!(m.forecast_category.as_deref(), Some("commit"));
     }
 }

@@ -4,6 +4,7 @@
 mod encode;
 mod generate;
 mod org;
+mod pipeline;
 mod produce;
 mod rhythm;
 
@@ -35,9 +36,15 @@ const DAY_MS: i64 = 24 * 3_600_000;
 /// alone: two runs with the same flags produce the same records, apart from the wall-clock
 /// times of live mode. A backfill with a fixed --start is reproducible byte for byte.
 ///
-/// The roster goes out first, then the backfill (if any) as fast as possible, then live
-/// records at --rate until --records is reached or SIGINT/SIGTERM arrives. On exit the
-/// producer is flushed (at most 30 s) and a summary is logged. A second signal exits at once.
+/// The roster goes out first, then the open pipeline the org starts with (about 40 deals a rep,
+/// at most 20,000, opened over the 90 days before the first record, with the records of their
+/// stages so far), then the backfill (if any) as fast as possible, then live records at --rate until --records
+/// is reached or SIGINT/SIGTERM arrives. On exit the producer is flushed (at most 30 s) and a
+/// summary is logged. A second signal exits at once.
+///
+/// Deals stay days in a stage, some for weeks (stalled), in a backfill as in the pipeline the
+/// org starts with; live records also move deals ahead of their plan, so that stages change
+/// every few seconds.
 #[derive(Debug, Parser)]
 #[command(name = "salespulse-simulator", version, verbatim_doc_comment)]
 struct Args {
@@ -104,7 +111,8 @@ struct Args {
     late_share: f64,
 
     /// Share of records that break the contract: invalid JSON/protobuf, a missing field, a
-    /// negative amount, an unknown stage, kind or currency, a far-future time or an empty id.
+    /// negative amount, an unknown stage, kind, currency or forecast category, a far-future
+    /// time or an empty id.
     /// Only deals and activities get them; the compacted roster would keep them for good.
     #[arg(long, default_value_t = 0.002, value_name = "SHARE", value_parser = share)]
     malformed_share: f64,

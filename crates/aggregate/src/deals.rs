@@ -1059,10 +1059,15 @@ fn build_open(l: &Labels, open: &OpenTotals, b: &mut SeriesBuilder<'_>) {
     }
 }
 
-fn build_forecast<'a>(l: &'a Labels, s: &DealSummary, b: &mut SeriesBuilder<'_>) {
+/// Labels of a forecast series: its category or roll-up, the period type and the period.
+fn forecast_labels<'a>(l: &'a Labels, j: usize, first: &'a Arc<str>) -> [Option<&'a Arc<str>>; 3] {
+    [Some(first), Some(&l.forecast_periods[j]), l.current.get(j)]
+}
+
+fn build_forecast(l: &Labels, s: &DealSummary, b: &mut SeriesBuilder<'_>) {
     for (j, (k, _)) in FORECAST_PERIODS.iter().enumerate() {
         let window = if *k == 1 { Window::Mtd } else { Window::Qtd };
-        let labels = |first| [Some(first), Some(&l.forecast_periods[j]), l.current.get(j)];
+        let labels = |first| forecast_labels(l, j, first);
         let mut amounts = [Decimal::ZERO; CATEGORIES];
         for c in ForecastCategory::ALL {
             amounts[c.index()] = if c == ForecastCategory::Closed {

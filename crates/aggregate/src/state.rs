@@ -46,6 +46,9 @@ struct SavedDeals {
     deals: Vec<SavedDeal>,
 }
 
+/// (at, stage, closed_at, amount, quarter) of one step of a deal's history.
+type SavedStep = (i64, u8, Option<i64>, i64, Option<i32>);
+
 #[derive(Serialize, Deserialize)]
 struct SavedDeal {
     id: String,
@@ -61,8 +64,7 @@ struct SavedDeal {
     recent: Vec<u64>,
     recent_next: u8,
     category: String,
-    /// (at, stage, closed_at, amount, quarter) of each step of its history.
-    steps: Vec<(i64, u8, Option<i64>, i64, Option<i32>)>,
+    steps: Vec<SavedStep>,
     entered: i64,
 }
 

@@ -19,7 +19,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use salespulse_aggregate::{Scope, Window};
 use salespulse_expose::{AppState, Board, Health};
 use salespulse_targets::{
-    Actual, Elapsed, EventTopic, Expected, Notifier, Out, PeriodType, TargetMetric, TargetsBoard,
+    Actual, Elapsed, EventTopic, Expected, Notifier, Out, Period, PeriodType, Rollup, TargetMetric,
+    TargetsBoard,
 };
 use tracing::{info, warn};
 
@@ -48,6 +49,12 @@ fn help(family: &str) -> &'static str {
         }
         _ if family.ends_with("_pipeline_coverage") => {
             "Open pipeline expected to close in the period / remaining gap (bookings)."
+        }
+        _ if family.ends_with("_forecast_coverage") => {
+            "Forecast rollup of the deals service for the current month or quarter / the bookings target of the period."
+        }
+        _ if family.ends_with("_activities_per_win") => {
+            "Activities of every kind / deals won in the window; absent without a win."
         }
         _ => match suffix {
             "target" => "Target for the period, in the reporting currency for amounts.",
@@ -94,12 +101,19 @@ fn families(out: Vec<Out>) -> Vec<MetricFamily> {
 enum Input {
     Actual(Actual),
     Expected(Expected),
+    Rollup(Rollup),
     /// A rep and the team the roster puts it in.
     Member(String, String),
 }
 
 fn input(m: &BorrowedMessage<'_>, format: salespulse_publish::PublishFormat) -> Option<Input> {
-    let r = salespulse_publish::decode(m.payload()?, format_of(m, format))?;
+    input_of(salespulse_publish::decode(
+        m.payload()?,
+        format_of(m, format),
+    )?)
+}
+
+fn input_of(r: salespulse_publish::MetricRecord) -> Option<Input> {
     let scope = match r.scope.as_str() {
         "rep" => Scope::Rep,
         "team" => Scope::Team,
@@ -123,6 +137,19 @@ fn input(m: &BorrowedMessage<'_>, format: salespulse_publish::PublishFormat) -> 
             id: r.id,
             period_type,
             weighted,
+            value: r.value,
+        }));
+    }
+    if r.metric == "forecast_rollup" {
+        let period = Period::parse(r.labels.get("period")?).ok()?;
+        if r.labels.get("period_type").map(String::as_str) != Some(period.kind.label()) {
+            return None;
+        }
+        return Some(Input::Rollup(Rollup {
+            scope,
+            id: r.id,
+            rollup: r.labels.get("rollup")?.clone(),
+            period,
             value: r.value,
         }));
     }
@@ -352,10 +379,12 @@ pub async fn run_targets(
                     match input(&m, format) {
                         Some(Input::Actual(a)) => board.set_actual(key, Some(a)),
                         Some(Input::Expected(e)) => board.set_expected(key, Some(e)),
+                        Some(Input::Rollup(r)) => board.set_rollup(key, Some(r)),
                         Some(Input::Member(rep, team)) => board.set_member(key, Some((rep, team))),
                         None => {
                             board.set_actual(key, None);
                             board.set_expected(key, None);
+                            board.set_rollup(key, None);
                             board.set_member(key, None);
                         }
                     }
@@ -406,4 +435,81 @@ pub async fn run_targets(
     http.abort();
     info!("stopped cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(metric: &str, labels: &[(&str, &str)]) -> salespulse_publish::MetricRecord {
+        salespulse_publish::MetricRecord {
+            scope: "rep".into(),
+            id: "a".into(),
+            team: "x".into(),
+            metric: metric.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            window: String::new(),
+            value: "540.5".parse().expect("decimal"),
+            as_of: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_forecast_rollup_record_is_read_with_its_period() {
+        let r = record(
+            "forecast_rollup",
+            &[
+                ("rollup", "best_case"),
+                ("period_type", "quarter"),
+                ("period", "2026-Q4"),
+            ],
+        );
+        match input_of(r) {
+            Some(Input::Rollup(r)) => {
+                assert_eq!(r.scope, Scope::Rep);
+                assert_eq!(r.id, "a");
+                assert_eq!(r.rollup, "best_case");
+                assert_eq!(r.period, Period::parse("2026-Q4").expect("valid"));
+                assert_eq!(r.value.to_string(), "540.5");
+            }
+            _ => panic!("not a rollup"),
+        }
+        // A period that is not of its period_type, or no period, is not used.
+        let mismatched = record(
+            "forecast_rollup",
+            &[
+                ("rollup", "commit"),
+                ("period_type", "month"),
+                ("period", "2026-Q4"),
+            ],
+        );
+        assert!(input_of(mismatched).is_none());
+        let undated = record(
+            "forecast_rollup",
+            &[("rollup", "commit"), ("period_type", "month")],
+        );
+        assert!(input_of(undated).is_none());
+        // The per-category forecast is not the rollup.
+        let forecast = record(
+            "forecast",
+            &[
+                ("category", "commit"),
+                ("period_type", "month"),
+                ("period", "2026-11"),
+            ],
+        );
+        assert!(input_of(forecast).is_none());
+    }
+
+    #[test]
+    fn the_new_families_have_their_own_help() {
+        for scope in ["rep", "team", "org"] {
+            assert!(help(&format!("sales_{scope}_forecast_coverage")).contains("Forecast rollup"));
+            assert!(help(&format!("sales_{scope}_activities_per_win")).contains("deals won"));
+        }
+        assert!(help("sales_rep_forecast").starts_with("Actual + weighted"));
+    }
 }

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rust_decimal::prelude::ToPrimitive;
-use rust_decimal::Decimal;
-use salespulse_aggregate::{Calendar, Scope, Window};
+use rust_decimal::{Decimal, RoundingStrategy};
+use salespulse_aggregate::{Calendar, Scope, Window, RATIO_DP};
 
 use crate::elapsed::Elapsed;
 use crate::period::{Period, PeriodType};
@@ -60,6 +60,21 @@ pub struct Expected {
 
 type ExpectedIdx = (Scope, String, PeriodType, bool);
 
+/// One value of the deals service's `forecast_rollup{rollup, period_type, period}`, as
+/// published: the forecast of one rollup (`commit`, `best_case`, `pipeline`) for one fiscal
+/// period (its type is the `period_type` label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollup {
+    pub scope: Scope,
+    pub id: String,
+    pub rollup: String,
+    pub period: Period,
+    pub value: Decimal,
+}
+
+/// Subject and period of a forecast rollup; the rollups of it are keyed by name below.
+type RollupIdx = (Scope, String, Period);
+
 #[derive(Debug, Default)]
 pub struct TargetsBoard {
     targets: HashMap<String, Target>,
@@ -67,6 +82,12 @@ pub struct TargetsBoard {
     index: HashMap<Idx, Decimal>,
     expected_by_key: HashMap<String, (ExpectedIdx, Decimal)>,
     expected: HashMap<ExpectedIdx, Decimal>,
+    /// Forecast rollup records by key: where they count, the rollup, and their value.
+    rollups_by_key: HashMap<String, (RollupIdx, String, Decimal)>,
+    /// Forecast rollups per subject and period, by rollup: the sum over the subject's records
+    /// (a rep's series under every team) and how many records there are. A rollup stays while
+    /// any record of it does, even when they add up to 0.
+    rollups: HashMap<RollupIdx, BTreeMap<String, (Decimal, usize)>>,
     /// Roster membership records by key: the rep, its team, and when the record came.
     members: HashMap<String, (String, String, u64)>,
     arrivals: u64,
@@ -74,6 +95,39 @@ pub struct TargetsBoard {
 
 fn f(d: Decimal) -> f64 {
     d.to_f64().unwrap_or(f64::NAN)
+}
+
+/// `num / den` rounded to [`RATIO_DP`] places (half away from zero), as the deals and
+/// activities services round theirs; `None` unless `den` > 0.
+fn ratio(num: Decimal, den: Decimal) -> Option<f64> {
+    if den <= Decimal::ZERO {
+        return None;
+    }
+    num.checked_div(den).map(|r| {
+        f(
+            r.round_dp_with_strategy(RATIO_DP, RoundingStrategy::MidpointAwayFromZero)
+                .normalize(),
+        )
+    })
+}
+
+/// The labels that name a subject: `rep` and its (roster) `team`, `team`, or none for the org.
+fn subject_labels(
+    scope: Scope,
+    id: &str,
+    teams: &HashMap<&str, &str>,
+) -> Vec<(&'static str, String)> {
+    match scope {
+        Scope::Rep => {
+            let team = teams
+                .get(id)
+                .copied()
+                .unwrap_or(salespulse_aggregate::UNASSIGNED);
+            vec![("rep", id.to_owned()), ("team", team.to_owned())]
+        }
+        Scope::Team => vec![("team", id.to_owned())],
+        Scope::Org => Vec::new(),
+    }
 }
 
 impl TargetsBoard {
@@ -149,6 +203,37 @@ impl TargetsBoard {
             let idx = (e.scope, e.id, e.period_type, e.weighted);
             *self.expected.entry(idx.clone()).or_default() += e.value;
             self.expected_by_key.insert(key.to_owned(), (idx, e.value));
+        }
+    }
+
+    /// Applies one `forecast_rollup` record of `sales.metrics`; `None` is a tombstone.
+    pub fn set_rollup(&mut self, key: &str, r: Option<Rollup>) {
+        if let Some((idx, rollup, v)) = self.rollups_by_key.remove(key) {
+            if let Some(by_rollup) = self.rollups.get_mut(&idx) {
+                if let Some((sum, n)) = by_rollup.get_mut(&rollup) {
+                    *sum -= v;
+                    *n -= 1;
+                    if *n == 0 {
+                        by_rollup.remove(&rollup);
+                    }
+                }
+                if by_rollup.is_empty() {
+                    self.rollups.remove(&idx);
+                }
+            }
+        }
+        if let Some(r) = r {
+            let idx = (r.scope, r.id, r.period);
+            let (sum, n) = self
+                .rollups
+                .entry(idx.clone())
+                .or_default()
+                .entry(r.rollup.clone())
+                .or_default();
+            *sum += r.value;
+            *n += 1;
+            self.rollups_by_key
+                .insert(key.to_owned(), (idx, r.rollup, r.value));
         }
     }
 
@@ -235,19 +320,8 @@ impl TargetsBoard {
             let share = *periods
                 .entry(t.period)
                 .or_insert_with(|| elapsed.share(&t.period, now));
-            let mut labels: Vec<(&'static str, String)> = Vec::with_capacity(6);
-            match t.scope {
-                Scope::Rep => {
-                    labels.push(("rep", t.id.clone()));
-                    let team = teams
-                        .get(t.id.as_str())
-                        .copied()
-                        .unwrap_or(salespulse_aggregate::UNASSIGNED);
-                    labels.push(("team", team.to_owned()));
-                }
-                Scope::Team => labels.push(("team", t.id.clone())),
-                Scope::Org => {}
-            }
+            let subject = subject_labels(t.scope, &t.id, &teams);
+            let mut labels = subject.clone();
             labels.push(("metric", t.metric.name().to_owned()));
             if let Some(k) = &t.kind {
                 labels.push(("kind", k.clone()));
@@ -297,8 +371,12 @@ impl TargetsBoard {
                 if gap > 0.0 {
                     push("pipeline_coverage", open / gap);
                 }
+                if matches!(kind, PeriodType::Month | PeriodType::Quarter) {
+                    self.forecast_coverage(t, &subject, &mut out);
+                }
             }
         }
+        self.activities_per_win(&teams, &mut out);
         for (p, share) in &periods {
             out.push(Out {
                 family: "sales_period_elapsed_ratio".into(),
@@ -311,6 +389,65 @@ impl TargetsBoard {
         }
         self.leaderboards(&teams, &mut out);
         out
+    }
+
+    /// `sales_*_forecast_coverage{rollup, period_type, period}` of one current bookings
+    /// target: each forecast rollup the deals service publishes for the target's subject and
+    /// period / the target. None without a rollup, or when the target is 0.
+    fn forecast_coverage(
+        &self,
+        t: &Target,
+        subject: &[(&'static str, String)],
+        out: &mut Vec<Out>,
+    ) {
+        let Some(by_rollup) = self.rollups.get(&(t.scope, t.id.clone(), t.period)) else {
+            return;
+        };
+        for (rollup, (sum, _)) in by_rollup {
+            let Some(value) = ratio(*sum, t.value) else {
+                continue;
+            };
+            let mut labels = subject.to_vec();
+            labels.push(("rollup", rollup.clone()));
+            labels.push(("period_type", t.period.kind.label().to_owned()));
+            labels.push(("period", t.period.to_string()));
+            out.push(Out {
+                family: format!("sales_{}_forecast_coverage", t.scope.label()),
+                labels,
+                value,
+            });
+        }
+    }
+
+    /// `sales_*_activities_per_win{window}`: the subject's activities of every kind / its
+    /// deals won, per window (a rep's under every team); none in a window without a win.
+    fn activities_per_win(&self, teams: &HashMap<&str, &str>, out: &mut Vec<Out>) {
+        let mut won: BTreeMap<(Scope, &str, Window), Decimal> = BTreeMap::new();
+        let mut activities: HashMap<(Scope, &str, Window), Decimal> = HashMap::new();
+        for (idx, v) in &self.index {
+            let at = (idx.scope, idx.id.as_str(), idx.window);
+            match idx.metric {
+                TargetMetric::DealsWon => *won.entry(at).or_default() += *v,
+                TargetMetric::Activities => *activities.entry(at).or_default() += *v,
+                TargetMetric::Bookings | TargetMetric::PipelineCreated => {}
+            }
+        }
+        for ((scope, id, window), won) in won {
+            let done = activities
+                .get(&(scope, id, window))
+                .copied()
+                .unwrap_or_default();
+            let Some(value) = ratio(done, won) else {
+                continue;
+            };
+            let mut labels = subject_labels(scope, id, teams);
+            labels.push(("window", window.label().to_owned()));
+            out.push(Out {
+                family: format!("sales_{}_activities_per_win", scope.label()),
+                labels,
+                value,
+            });
+        }
     }
 
     /// Ranks (1 = top, equal values share a rank) within the team and the org, and each rep's
@@ -672,6 +809,296 @@ mod tests {
         // Without membership the actuals decide again.
         b.set_member("m-y", None);
         assert_eq!(team_of(&b).0.as_deref(), Some("x"));
+    }
+
+    fn activity(scope: Scope, id: &str, team: &str, kind: &str, window: Window, v: i64) -> Actual {
+        Actual {
+            scope,
+            id: id.into(),
+            team: team.into(),
+            metric: TargetMetric::Activities,
+            kind: Some(kind.into()),
+            window,
+            value: Decimal::from(v),
+        }
+    }
+
+    fn won(scope: Scope, id: &str, team: &str, window: Window, v: i64) -> Actual {
+        Actual {
+            scope,
+            id: id.into(),
+            team: team.into(),
+            metric: TargetMetric::DealsWon,
+            kind: None,
+            window,
+            value: Decimal::from(v),
+        }
+    }
+
+    /// Every series of `family`, as (labels, value), in output order.
+    fn all(out: &[Out], family: &str) -> Vec<(Vec<(&'static str, String)>, f64)> {
+        out.iter()
+            .filter(|o| o.family == family)
+            .map(|o| (o.labels.clone(), o.value))
+            .collect()
+    }
+
+    fn labels(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn activities_per_win_divides_every_kind_by_the_wins_of_the_window() {
+        let cal = Calendar::utc();
+        let now = ts("2026-11-15T12:00:00Z");
+        let elapsed = Elapsed::new(cal, false, []);
+        let mut b = TargetsBoard::default();
+        // Rep a is on team z's roster; some of its series still sit under x, which it left.
+        b.set_member("m", Some(("a".into(), "z".into())));
+        b.set_actual(
+            "a/won/x/qtd",
+            Some(won(Scope::Rep, "a", "x", Window::Qtd, 2)),
+        );
+        b.set_actual(
+            "a/won/z/qtd",
+            Some(won(Scope::Rep, "a", "z", Window::Qtd, 1)),
+        );
+        b.set_actual(
+            "a/call/x/qtd",
+            Some(activity(Scope::Rep, "a", "x", "call", Window::Qtd, 4)),
+        );
+        b.set_actual(
+            "a/email/z/qtd",
+            Some(activity(Scope::Rep, "a", "z", "email", Window::Qtd, 3)),
+        );
+        // Today: activities but no win (the deals service publishes the 0).
+        b.set_actual(
+            "a/won/z/today",
+            Some(won(Scope::Rep, "a", "z", Window::Today, 0)),
+        );
+        b.set_actual(
+            "a/call/x/today",
+            Some(activity(Scope::Rep, "a", "x", "call", Window::Today, 5)),
+        );
+        // Month to date: wins but no activity at all.
+        b.set_actual(
+            "a/won/z/mtd",
+            Some(won(Scope::Rep, "a", "z", Window::Mtd, 2)),
+        );
+        // Rep b: activities, never a win.
+        b.set_actual(
+            "b/call/qtd",
+            Some(activity(Scope::Rep, "b", "z", "call", Window::Qtd, 9)),
+        );
+        // Team x and the org.
+        b.set_actual(
+            "x/won/qtd",
+            Some(won(Scope::Team, "x", "x", Window::Qtd, 4)),
+        );
+        b.set_actual(
+            "x/call/qtd",
+            Some(activity(Scope::Team, "x", "x", "call", Window::Qtd, 10)),
+        );
+        b.set_actual(
+            "org/won/qtd",
+            Some(won(Scope::Org, "org", "", Window::Qtd, 3)),
+        );
+        b.set_actual(
+            "org/call/qtd",
+            Some(activity(Scope::Org, "org", "", "call", Window::Qtd, 1)),
+        );
+        b.set_actual(
+            "org/meeting/qtd",
+            Some(activity(Scope::Org, "org", "", "meeting", Window::Qtd, 1)),
+        );
+        let out = b.series(now, &cal, &elapsed);
+        // Rep a: (4 + 3) / (2 + 1) = 2.333333 (6 places), under its roster team; mtd: 0 / 2.
+        assert_eq!(
+            all(&out, "sales_rep_activities_per_win"),
+            vec![
+                (
+                    labels(&[("rep", "a"), ("team", "z"), ("window", "mtd")]),
+                    0.0
+                ),
+                (
+                    labels(&[("rep", "a"), ("team", "z"), ("window", "qtd")]),
+                    2.333333
+                ),
+            ]
+        );
+        // Team x: 10 / 4.
+        assert_eq!(
+            all(&out, "sales_team_activities_per_win"),
+            vec![(labels(&[("team", "x"), ("window", "qtd")]), 2.5)]
+        );
+        // Org: (1 + 1) / 3 = 0.666667, rounded half away from zero.
+        assert_eq!(
+            all(&out, "sales_org_activities_per_win"),
+            vec![(labels(&[("window", "qtd")]), 0.666667)]
+        );
+        // A tombstone takes its wins away: rep a has 7 activities / 1 win.
+        b.set_actual("a/won/x/qtd", None);
+        let out = b.series(now, &cal, &elapsed);
+        let l = [("rep", "a"), ("window", "qtd")];
+        assert_eq!(
+            get(&out, "sales_rep_activities_per_win", &l).map(|o| o.value),
+            Some(7.0)
+        );
+        // No win left in the window: the series goes.
+        b.set_actual(
+            "a/won/z/qtd",
+            Some(won(Scope::Rep, "a", "z", Window::Qtd, 0)),
+        );
+        let out = b.series(now, &cal, &elapsed);
+        assert!(get(&out, "sales_rep_activities_per_win", &l).is_none());
+    }
+
+    fn rollup(scope: Scope, id: &str, rollup: &str, period: &str, v: i64) -> Rollup {
+        Rollup {
+            scope,
+            id: id.into(),
+            rollup: rollup.into(),
+            period: Period::parse(period).expect("valid"),
+            value: Decimal::from(v),
+        }
+    }
+
+    #[test]
+    fn forecast_coverage_divides_each_rollup_by_the_bookings_target_of_its_period() {
+        let cal = Calendar::utc();
+        let now = ts("2026-11-15T12:00:00Z");
+        let elapsed = Elapsed::new(cal, false, []);
+        let mut b = TargetsBoard::default();
+        let mut target = |scope: &str, id: &str, metric: &str, period: &str, v: &str, cur| {
+            let t = rules()
+                .from_fields(scope, id, metric, None, period, v, cur)
+                .expect("valid");
+            b.set_target(&t.key(), Some(t));
+        };
+        // Rep a: 1000 EUR = 1080 USD for the quarter, 0 for the month.
+        target("rep", "a", "bookings", "2026-Q4", "1000", Some("EUR"));
+        target("rep", "a", "bookings", "2026-11", "0", None);
+        // Team x: a quarter target only.
+        target("team", "x", "bookings", "2026-Q4", "3000", None);
+        // The org: bookings and deals won for the quarter, last quarter's, and the year's.
+        target("org", "org", "bookings", "2026-Q4", "2000", None);
+        target("org", "org", "deals_won", "2026-Q4", "10", None);
+        target("org", "org", "bookings", "2026-Q3", "100", None);
+        target("org", "org", "bookings", "FY2026", "8000", None);
+        b.set_member("m", Some(("a".into(), "z".into())));
+        // Rep a's commit rollup sits under two teams: 300 + 240.
+        b.set_rollup(
+            "a/x/commit/q",
+            Some(rollup(Scope::Rep, "a", "commit", "2026-Q4", 300)),
+        );
+        b.set_rollup(
+            "a/z/commit/q",
+            Some(rollup(Scope::Rep, "a", "commit", "2026-Q4", 240)),
+        );
+        b.set_rollup(
+            "a/z/best_case/q",
+            Some(rollup(Scope::Rep, "a", "best_case", "2026-Q4", 700)),
+        );
+        b.set_rollup(
+            "a/z/pipeline/q",
+            Some(rollup(Scope::Rep, "a", "pipeline", "2026-Q4", 0)),
+        );
+        b.set_rollup(
+            "a/z/commit/m",
+            Some(rollup(Scope::Rep, "a", "commit", "2026-11", 50)),
+        );
+        b.set_rollup(
+            "x/commit/q",
+            Some(rollup(Scope::Team, "x", "commit", "2026-Q4", 1000)),
+        );
+        b.set_rollup(
+            "x/commit/m",
+            Some(rollup(Scope::Team, "x", "commit", "2026-11", 500)),
+        );
+        b.set_rollup(
+            "org/commit/q",
+            Some(rollup(Scope::Org, "org", "commit", "2026-Q4", 400)),
+        );
+        b.set_rollup(
+            "org/commit/q3",
+            Some(rollup(Scope::Org, "org", "commit", "2026-Q3", 90)),
+        );
+        b.set_rollup(
+            "org/commit/y",
+            Some(rollup(Scope::Org, "org", "commit", "FY2026", 4000)),
+        );
+        let out = b.series(now, &cal, &elapsed);
+        let rep = |r: &str| {
+            labels(&[
+                ("rep", "a"),
+                ("team", "z"),
+                ("rollup", r),
+                ("period_type", "quarter"),
+                ("period", "2026-Q4"),
+            ])
+        };
+        // 700 / 1080 = 0.6481481.. and 540 / 1080; no month series (its target is 0).
+        assert_eq!(
+            all(&out, "sales_rep_forecast_coverage"),
+            vec![
+                (rep("best_case"), 0.648148),
+                (rep("commit"), 0.5),
+                (rep("pipeline"), 0.0),
+            ]
+        );
+        // 1000 / 3000 = 0.333333; no month series (no month target).
+        assert_eq!(
+            all(&out, "sales_team_forecast_coverage"),
+            vec![(
+                labels(&[
+                    ("team", "x"),
+                    ("rollup", "commit"),
+                    ("period_type", "quarter"),
+                    ("period", "2026-Q4")
+                ]),
+                0.333333
+            )]
+        );
+        // 400 / 2000; neither last quarter nor the year.
+        assert_eq!(
+            all(&out, "sales_org_forecast_coverage"),
+            vec![(
+                labels(&[
+                    ("rollup", "commit"),
+                    ("period_type", "quarter"),
+                    ("period", "2026-Q4")
+                ]),
+                0.2
+            )]
+        );
+        // Tombstones: the commit rollup under x goes (240 / 1080 = 0.2222..), then best case.
+        b.set_rollup("a/x/commit/q", None);
+        b.set_rollup("a/z/best_case/q", None);
+        let out = b.series(now, &cal, &elapsed);
+        assert_eq!(
+            all(&out, "sales_rep_forecast_coverage"),
+            vec![(rep("commit"), 0.222222), (rep("pipeline"), 0.0)]
+        );
+        // A month target turns the month rollup on: 50 / 200.
+        let t = rules()
+            .from_fields("rep", "a", "bookings", None, "2026-11", "200", None)
+            .expect("valid");
+        b.set_target(&t.key(), Some(t));
+        let out = b.series(now, &cal, &elapsed);
+        let month = [("rep", "a"), ("period", "2026-11"), ("rollup", "commit")];
+        assert_eq!(
+            get(&out, "sales_rep_forecast_coverage", &month).map(|o| o.value),
+            Some(0.25)
+        );
+        // Without its target the subject has no coverage.
+        b.set_target("rep/a/bookings/2026-Q4", None);
+        let out = b.series(now, &cal, &elapsed);
+        assert!(get(
+            &out,
+            "sales_rep_forecast_coverage",
+            &[("period", "2026-Q4")]
+        )
+        .is_none());
     }
 
     #[test]

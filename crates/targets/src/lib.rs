@@ -8,7 +8,7 @@ mod events;
 mod period;
 mod target;
 
-pub use board::{Actual, Expected, Out, TargetsBoard, RANKED};
+pub use board::{Actual, Expected, Out, Rollup, TargetsBoard, RANKED};
 pub use elapsed::Elapsed;
 pub use events::{Event, EventRules, EventTopic, Notifier};
 pub use period::{Period, PeriodError, PeriodType};

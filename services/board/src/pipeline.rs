@@ -185,7 +185,10 @@ pub fn build(deals: Option<&[Sample]>, targets: Option<&[Sample]>, team: Option<
         .map(|r| (r, deals.total("forecast_rollup", &in_period(("rollup", r)))))
         .collect();
     let closed = deals
-        .total("forecast_category_amount", &in_period(("category", "closed")))
+        .total(
+            "forecast_category_amount",
+            &in_period(("category", "closed")),
+        )
         .or_else(|| deals.total("bookings", &[("window", "qtd")]));
     let target = targets.total("target", &in_period(("metric", "bookings")));
 

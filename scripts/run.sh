@@ -82,6 +82,8 @@ announced() {
     | awk '{ n++; last = $0 } END { sub(/.*"key":"/, "", last); sub(/".*/, "", last); printf "%d (latest %s)", n, (n ? last : "none") }'
 }
 value() { curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" 'index($0, s) == 1 { print $2; exit }'; }
+# Sum of every series whose line matches the given regular expression (e.g. all stages).
+total() { curl -s "http://127.0.0.1:$1/metrics" | awk -v re="$2" '$0 ~ re { t += $2; n++ } END { if (n) printf "%.10g", t; else print "-" }'; }
 while true; do
   sleep 5
   printf '%s  org today: bookings %s  won %s  created %s | weighted pipeline %s | calls 1h %s  emails 1h %s\n' \
@@ -96,5 +98,13 @@ while true; do
   printf '          quarter bookings: org attainment %s | pace %s\n' \
     "$(curl -s http://127.0.0.1:9103/metrics | awk '/^sales_org_attainment_ratio\{metric="bookings",period="[0-9]+-Q/ { printf "%.1f %%", $2 * 100; exit }')" \
     "$(curl -s http://127.0.0.1:9103/metrics | awk '/^sales_org_pace_ratio\{metric="bookings",period="[0-9]+-Q/ { printf "%.1f %%", $2 * 100; exit }')"
+  # How deals move: the funnel now, what is stuck, what slipped, and the quarter's commit call.
+  printf '          pipeline: open deals %s | entered a stage 1h %s | stalled %s | overdue %s | pushed out this quarter %s | commit roll-up %s\n' \
+    "$(total 9101 '^sales_org_open_deals[{]')" \
+    "$(total 9101 '^sales_org_stage_entered[{].*window="1h"')" \
+    "$(total 9101 '^sales_org_stalled_deals[{]')" \
+    "$(value 9101 'sales_org_overdue_deals ')" \
+    "$(value 9101 'sales_org_close_date_pushed{window="qtd"}')" \
+    "$(curl -s http://127.0.0.1:9101/metrics | awk '/^sales_org_forecast_rollup[{]/ && /period_type="quarter"/ && /rollup="commit"/ { print $2; exit }')"
   printf '          celebrations %s | alerts %s\n' "$(announced sales.celebrations)" "$(announced sales.alerts)"
 done

@@ -710,36 +710,22 @@ fn reference(
             }
         }
     }
-    for (((scope, id, team), kind), c) in counts {
-        if c.iter().all(|x| *x == 0) {
-            continue;
-        }
-        for (i, w) in WINDOWS.iter().enumerate() {
-            out.push(Expected {
-                scope,
-                id: id.clone(),
-                team: team.clone(),
-                metric: "activities",
-                extra: vec![("kind", kind.to_string())],
-                window: Some(*w),
-                value: Decimal::from(c[i]),
-            });
-        }
-    }
-    for (((scope, id, team), kind), c) in talk {
-        if c.iter().all(|x| *x == 0) {
-            continue;
-        }
-        for (i, w) in WINDOWS.iter().enumerate() {
-            out.push(Expected {
-                scope,
-                id: id.clone(),
-                team: team.clone(),
-                metric: "activity_seconds",
-                extra: vec![("kind", kind.to_string())],
-                window: Some(*w),
-                value: Decimal::from(c[i]),
-            });
+    for (metric, sums) in [("activities", counts), ("activity_seconds", talk)] {
+        for (((scope, id, team), kind), c) in sums {
+            if c.iter().all(|x| *x == 0) {
+                continue;
+            }
+            for (i, w) in WINDOWS.iter().enumerate() {
+                out.push(Expected {
+                    scope,
+                    id: id.clone(),
+                    team: team.clone(),
+                    metric,
+                    extra: vec![("kind", kind.to_string())],
+                    window: Some(*w),
+                    value: Decimal::from(c[i]),
+                });
+            }
         }
     }
     // Every rep on the roster belongs to its roster team.

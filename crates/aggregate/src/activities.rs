@@ -29,11 +29,20 @@ pub fn bucket_of(t: i64, now: i64) -> i64 {
     }
 }
 
-/// Count per activity kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts(pub [u32; MAX_KINDS]);
+/// One number per activity kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerKind<T>(pub [T; MAX_KINDS]);
 
-impl Measure for Counts {
+impl<T: Default + Copy> Default for PerKind<T> {
+    fn default() -> Self {
+        PerKind([T::default(); MAX_KINDS])
+    }
+}
+
+impl<T> Measure for PerKind<T>
+where
+    T: Copy + Default + PartialEq + std::ops::AddAssign + std::ops::SubAssign,
+{
     fn add(&mut self, o: &Self) {
         for (a, b) in self.0.iter_mut().zip(o.0) {
             *a += b;
@@ -45,30 +54,16 @@ impl Measure for Counts {
         }
     }
     fn is_zero(&self) -> bool {
-        self.0.iter().all(|c| *c == 0)
+        self.0.iter().all(|c| *c == T::default())
     }
 }
+
+/// Count per activity kind.
+pub type Counts = PerKind<u32>;
 
 /// Seconds of talk time per activity kind. A single activity counts at most `u32::MAX`
 /// seconds, so the sums cannot overflow.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Secs(pub [u64; MAX_KINDS]);
-
-impl Measure for Secs {
-    fn add(&mut self, o: &Self) {
-        for (a, b) in self.0.iter_mut().zip(o.0) {
-            *a += b;
-        }
-    }
-    fn sub(&mut self, o: &Self) {
-        for (a, b) in self.0.iter_mut().zip(o.0) {
-            *a -= b;
-        }
-    }
-    fn is_zero(&self) -> bool {
-        self.0.iter().all(|c| *c == 0)
-    }
-}
+pub type Secs = PerKind<u64>;
 
 /// Minute buckets for the last 25 hours, hour buckets before.
 #[derive(Debug)]

@@ -1041,6 +1041,29 @@ async fn golden_scenario_end_to_end() {
             now - 16 * 86_400,
             None,
         ),
+        // d11: a proposal won (and reopened into the same stage after the restart).
+        deal(
+            "e30",
+            "d11",
+            "rep-b",
+            "proposal",
+            "500",
+            "USD",
+            now - 3 * h,
+            now - 3 * h,
+            None,
+        ),
+        deal(
+            "e31",
+            "d11",
+            "rep-b",
+            "closed_won",
+            "500",
+            "USD",
+            now - 3 * h,
+            now - 2 * h,
+            Some(now - 2 * h),
+        ),
         // d10: a proposal whose expected close date has passed (overdue), marked commit.
         Deal {
             expected: Some(today - chrono::Duration::days(2)),
@@ -1149,6 +1172,18 @@ async fn golden_scenario_end_to_end() {
             "GBP",
             now - 2 * h,
             now - 60,
+            None,
+        ),
+        // d11 reopened into the stage it was won from: the win is gone, the visit goes on.
+        deal(
+            "e32",
+            "d11",
+            "rep-b",
+            "proposal",
+            "500",
+            "USD",
+            now - 3 * h,
+            now - 90,
             None,
         ),
         // d7 handed to rep-c mid-funnel: its whole history moves with it.
@@ -1265,7 +1300,7 @@ async fn golden_scenario_end_to_end() {
     };
     assert_eq!(count(&dm, &topics.deals, "duplicate"), 1.0);
     assert_eq!(count(&dm, &topics.deals, "stale"), 1.0);
-    assert_eq!(count(&dm, &topics.deals, "applied"), 3.0);
+    assert_eq!(count(&dm, &topics.deals, "applied"), 4.0);
     assert_eq!(
         count(&dm, &topics.deals, "rejected"),
         malformed_deals.len() as f64

@@ -470,6 +470,16 @@ fn forecast_series(opens: &[OpenDeal], closed: [Decimal; 2], now: i64, put: &mut
     }
 }
 
+/// A rep's name as the golden roster gives it: rep-b's record that moves it to team-y names
+/// none.
+fn roster_name(rep: &str, team: &str) -> String {
+    if rep == "rep-b" && team == "team-y" {
+        rep.to_owned()
+    } else {
+        rep.to_uppercase()
+    }
+}
+
 /// Recomputes every business series from the raw records, the final roster and `now`.
 fn reference(
     deals: &[Deal],
@@ -728,7 +738,8 @@ fn reference(
             }
         }
     }
-    // Every rep on the roster belongs to its roster team.
+    // Every rep on the roster belongs to its roster team, with its name (the golden roster
+    // names each rep by its id in capitals, except rep-b after its move, which names none).
     for (rep, team) in roster {
         out.push(Expected {
             scope: "rep",
@@ -736,6 +747,19 @@ fn reference(
             team: team.clone(),
             metric: "member",
             extra: vec![],
+            window: None,
+            value: Decimal::ONE,
+        });
+        let mut extra = vec![("name", roster_name(rep, team))];
+        if team == "team-x" {
+            extra.push(("region", "europe".to_owned()));
+        }
+        out.push(Expected {
+            scope: "rep",
+            id: rep.clone(),
+            team: team.clone(),
+            metric: "info",
+            extra,
             window: None,
             value: Decimal::ONE,
         });
@@ -834,7 +858,11 @@ async fn golden_scenario_end_to_end() {
         ("rep-b", "team-x"),
         ("rep-c", "team-y"),
     ] {
-        let v = json!({"rep_id": r, "team_id": t, "name": r.to_uppercase(), "active": true});
+        let mut v = json!({"rep_id": r, "team_id": t, "name": r.to_uppercase(), "active": true});
+        if t == "team-x" {
+            v["region"] = json!("europe");
+            v["hired_at"] = json!("2025-03-01");
+        }
         produce_json(&p, &topics.roster, r, &v).await;
         roster.insert(r.into(), t.into());
     }
@@ -1392,8 +1420,28 @@ async fn golden_scenario_end_to_end() {
         let norm: BTreeMap<String, Decimal> =
             board.into_iter().map(|(k, v)| (k, v.normalize())).collect();
         if norm == want {
+            // Rep records carry the rep's name on the roster.
+            let mut named = 0;
+            for r in read_topic(&topics.metrics) {
+                let Some(v) = r.value else { continue };
+                let rec: serde_json::Value = serde_json::from_slice(&v).expect("json value");
+                if rec["scope"] == "rep" && rec["id"] == "rep-a" {
+                    assert_eq!(
+                        rec["name"], "REP-A",
+                        "rep-a's records carry its name: {rec}"
+                    );
+                    named += 1;
+                }
+                if rec["scope"] != "rep" {
+                    assert!(
+                        rec.get("name").is_none(),
+                        "only rep records are named: {rec}"
+                    );
+                }
+            }
+            assert!(named > 0, "rep-a has records on the metrics topic");
             println!(
-                "metrics topic: {} live keys rebuild the board exactly",
+                "metrics topic: {} live keys rebuild the board exactly; {named} records of rep-a carry its name",
                 norm.len()
             );
             break;

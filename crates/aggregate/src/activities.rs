@@ -304,6 +304,11 @@ impl ActivitiesCore {
         self.ledger.roster_upsert(rep, team);
     }
 
+    /// Sets a rep's name and region as the roster gives them.
+    pub fn roster_info(&mut self, rep: &str, name: Option<&str>, region: Option<&str>) {
+        self.ledger.roster_info(rep, name, region);
+    }
+
     pub fn roster_remove(&mut self, rep: &str) {
         self.ledger.roster_remove(rep);
     }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
@@ -15,20 +16,23 @@ pub struct Change {
     pub series: Option<Series>,
 }
 
+/// What was last emitted of a series: its value, and the rep's name it carried.
+type Emitted = (Decimal, Option<Arc<str>>);
+
 /// The last emitted value of every series, by subject.
 #[derive(Debug, Default)]
 pub struct Differ {
-    by_subject: HashMap<Subject, HashMap<String, Decimal>>,
+    by_subject: HashMap<Subject, HashMap<String, Emitted>>,
 }
 
 impl Differ {
     /// Remembers a series emitted earlier (for example read back from `sales.metrics` after a
     /// restart), so that a series gone meanwhile gets its tombstone.
-    pub fn seed(&mut self, subject: Subject, key: String, value: Decimal) {
+    pub fn seed(&mut self, subject: Subject, key: String, value: Decimal, name: Option<&str>) {
         self.by_subject
             .entry(subject)
             .or_default()
-            .insert(key, value);
+            .insert(key, (value, name.map(Arc::from)));
     }
 
     /// Every subject with at least one series remembered.
@@ -47,13 +51,14 @@ impl Differ {
             let mut new = HashMap::with_capacity(s.series.len());
             for x in s.series {
                 let key = series_key(&x);
-                if old.get(&key) != Some(&x.value) {
+                let emitted = (x.value, x.name.clone());
+                if old.get(&key) != Some(&emitted) {
                     out.push(Change {
                         key: key.clone(),
-                        series: Some(x.clone()),
+                        series: Some(x),
                     });
                 }
-                new.insert(key, x.value);
+                new.insert(key, emitted);
             }
             for k in old.into_keys() {
                 if !new.contains_key(&k) {
@@ -152,6 +157,7 @@ mod tests {
             window: Some(Window::H1),
             extra: [Some(Arc::from("call")), None, None],
             value: Decimal::from(value),
+            name: None,
         }
     }
 

@@ -50,6 +50,15 @@ pub(crate) struct Ledger<C: Cell> {
     team_sums: HashMap<Arc<str>, C::Summary>,
     /// Whether each rep on the roster has a [`Metric::Member`] series.
     members: bool,
+    /// Name and region of reps on the roster that have them.
+    info: HashMap<Arc<str>, RepInfo>,
+}
+
+/// What the roster says about a rep besides its team.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepInfo {
+    pub name: Option<Arc<str>>,
+    pub region: Option<Arc<str>>,
 }
 
 impl<C: Cell> Ledger<C> {
@@ -65,6 +74,7 @@ impl<C: Cell> Ledger<C> {
             unassigned: Arc::from(UNASSIGNED),
             team_sums: HashMap::default(),
             members: false,
+            info: HashMap::default(),
         }
     }
 
@@ -189,7 +199,26 @@ impl<C: Cell> Ledger<C> {
         self.reindex(&rep);
     }
 
+    /// Sets a rep's name and region; its series carry the name from now on.
+    pub fn roster_info(&mut self, rep: &str, name: Option<&str>, region: Option<&str>) {
+        let info = RepInfo {
+            name: name.map(|n| self.intern(n)),
+            region: region.map(|r| self.intern(r)),
+        };
+        let rep = self.intern(rep);
+        if self.info.get(&rep).unwrap_or(&RepInfo::default()) == &info {
+            return;
+        }
+        if info == RepInfo::default() {
+            self.info.remove(&rep);
+        } else {
+            self.info.insert(rep.clone(), info);
+        }
+        self.dirty_reps.insert(rep);
+    }
+
     pub fn roster_remove(&mut self, rep: &str) {
+        self.info.remove(rep);
         if let Some((rep, team)) = self.roster.remove_entry(rep) {
             self.dirty_teams.insert(team);
             self.dirty_teams.insert(self.unassigned.clone());
@@ -308,6 +337,8 @@ impl<C: Cell> Ledger<C> {
         let mut series: Vec<Series> = Vec::new();
         match subject {
             Subject::Rep(rep) => {
+                let info = self.info.get(rep);
+                let name = info.and_then(|i| i.name.as_ref());
                 for (team, s) in self.summaries_of_rep(rep) {
                     build(
                         &s,
@@ -315,20 +346,29 @@ impl<C: Cell> Ledger<C> {
                             scope: Scope::Rep,
                             rep: Some(rep),
                             team: Some(&team),
+                            name,
                             out: &mut series,
                         },
                     );
                 }
                 if let Some(team) = self.roster.get(rep).filter(|_| self.members) {
-                    series.push(Series {
+                    let mut b = SeriesBuilder {
                         scope: Scope::Rep,
-                        metric: Metric::Member,
-                        rep: Some(rep.clone()),
-                        team: Some(team.clone()),
-                        window: None,
-                        extra: Default::default(),
-                        value: rust_decimal::Decimal::ONE,
-                    });
+                        rep: Some(rep),
+                        team: Some(team),
+                        name,
+                        out: &mut series,
+                    };
+                    let one = rust_decimal::Decimal::ONE;
+                    b.push(Metric::Member, None, None, one);
+                    // The name falls back to the id, so that a board joining on it always has one.
+                    let region = info.and_then(|i| i.region.as_ref());
+                    b.push_labels(
+                        Metric::Info,
+                        None,
+                        [Some(name.unwrap_or(rep)), region, None],
+                        one,
+                    );
                 }
             }
             Subject::Team(team) => {
@@ -339,6 +379,7 @@ impl<C: Cell> Ledger<C> {
                             scope: Scope::Team,
                             rep: None,
                             team: Some(team),
+                            name: None,
                             out: &mut series,
                         },
                     );
@@ -352,6 +393,7 @@ impl<C: Cell> Ledger<C> {
                             scope: Scope::Org,
                             rep: None,
                             team: None,
+                            name: None,
                             out: &mut series,
                         },
                     );
@@ -389,6 +431,7 @@ impl<C: Cell> Ledger<C> {
                             scope: Scope::Team,
                             rep: None,
                             team: Some(&team),
+                            name: None,
                             out: &mut series,
                         },
                     );
@@ -416,6 +459,7 @@ impl<C: Cell> Ledger<C> {
                         scope: Scope::Org,
                         rep: None,
                         team: None,
+                        name: None,
                         out: &mut series,
                     },
                 );

@@ -64,6 +64,8 @@ pub enum Metric {
     Forecast,
     ForecastRollup,
     ForecastUndated,
+    /// 1 per rep on the roster, with its name and region as labels (rep scope only).
+    Info,
 }
 
 /// Most extra labels (besides rep, team and window) a metric carries.
@@ -73,7 +75,7 @@ pub const MAX_EXTRA: usize = 3;
 pub type Extra = [Option<Arc<str>>; MAX_EXTRA];
 
 impl Metric {
-    pub const ALL: [Metric; 32] = [
+    pub const ALL: [Metric; 33] = [
         Metric::Bookings,
         Metric::DealsWon,
         Metric::DealsLost,
@@ -106,11 +108,12 @@ impl Metric {
         Metric::Forecast,
         Metric::ForecastRollup,
         Metric::ForecastUndated,
+        Metric::Info,
     ];
 
     /// The metrics of the deals service (activities come from the activities service). The
     /// deals service also publishes the roster membership of reps: one owner per series.
-    pub const DEALS: [Metric; 30] = [
+    pub const DEALS: [Metric; 31] = [
         Metric::Bookings,
         Metric::DealsWon,
         Metric::DealsLost,
@@ -141,6 +144,7 @@ impl Metric {
         Metric::Forecast,
         Metric::ForecastRollup,
         Metric::ForecastUndated,
+        Metric::Info,
     ];
 
     pub const ACTIVITIES: [Metric; 2] = [Metric::Activities, Metric::ActivitySeconds];
@@ -179,6 +183,7 @@ impl Metric {
             Metric::Forecast => "forecast_category_amount",
             Metric::ForecastRollup => "forecast_rollup",
             Metric::ForecastUndated => "forecast_undated",
+            Metric::Info => "info",
         }
     }
 
@@ -203,6 +208,7 @@ impl Metric {
             Metric::Forecast => &["category", "period_type", "period"],
             Metric::ForecastRollup => &["rollup", "period_type", "period"],
             Metric::ForecastUndated => &["category"],
+            Metric::Info => &["name", "region"],
             _ => &[],
         }
     }
@@ -225,6 +231,7 @@ impl Metric {
                 | Metric::Forecast
                 | Metric::ForecastRollup
                 | Metric::ForecastUndated
+                | Metric::Info
         )
     }
 
@@ -259,6 +266,8 @@ pub struct Series {
     /// Values of [`Metric::extra_labels`].
     pub extra: Extra,
     pub value: Decimal,
+    /// The rep's name on the roster (rep series only).
+    pub name: Option<Arc<str>>,
 }
 
 impl Series {
@@ -301,6 +310,7 @@ pub(crate) struct SeriesBuilder<'a> {
     pub scope: Scope,
     pub rep: Option<&'a Arc<str>>,
     pub team: Option<&'a Arc<str>>,
+    pub name: Option<&'a Arc<str>>,
     pub out: &'a mut Vec<Series>,
 }
 
@@ -331,6 +341,7 @@ impl SeriesBuilder<'_> {
             window,
             extra: extra.map(|e| e.cloned()),
             value: value.normalize(),
+            name: self.name.cloned(),
         });
     }
 }

@@ -49,6 +49,13 @@ struct ActRec {
     duration: Option<i64>,
 }
 
+/// The roster's name and region of a rep in a team: some reps have neither.
+fn rep_info(rep: usize, team: usize) -> (Option<String>, Option<String>) {
+    let name = rep.is_multiple_of(2).then(|| format!("Rep Number {rep}"));
+    let region = (team != 1).then(|| format!("region-{}", team % 2));
+    (name, region)
+}
+
 fn rep(i: usize) -> String {
     format!("r{i}")
 }
@@ -645,10 +652,21 @@ impl Reference {
                 }
             }
         }
-        // Every rep on the roster belongs to its roster team, with or without deals.
+        // Every rep on the roster belongs to its roster team, with or without deals, and has
+        // its name (else its id) and region.
         for (r, t) in &self.roster {
             out.insert(
                 format!("rep|{}|{}|member||", rep(*r), team(*t)),
+                Decimal::ONE,
+            );
+            let (name, region) = rep_info(*r, *t);
+            let labels = [Some(name.unwrap_or_else(|| rep(*r))), region]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(",");
+            out.insert(
+                format!("rep|{}|{}|info|{labels}|", rep(*r), team(*t)),
                 Decimal::ONE,
             );
         }
@@ -748,6 +766,9 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
             for (rp, t) in &r.roster {
                 deals.roster_upsert(&rep(*rp), &team(*t));
                 acts.roster_upsert(&rep(*rp), &team(*t));
+                let (name, region) = rep_info(*rp, *t);
+                deals.roster_info(&rep(*rp), name.as_deref(), region.as_deref());
+                acts.roster_info(&rep(*rp), name.as_deref(), region.as_deref());
             }
         }
         match step {
@@ -828,6 +849,9 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
                 Some(t) => {
                     deals.roster_upsert(&rep(*rp), &team(*t));
                     acts.roster_upsert(&rep(*rp), &team(*t));
+                    let (name, region) = rep_info(*rp, *t);
+                    deals.roster_info(&rep(*rp), name.as_deref(), region.as_deref());
+                    acts.roster_info(&rep(*rp), name.as_deref(), region.as_deref());
                     r.roster.insert(*rp, *t);
                 }
                 None => {
@@ -845,6 +869,19 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
         }
         apply_changes(&mut deal_board, &deals.drain_changes());
         apply_changes(&mut act_board, &acts.drain_changes());
+    }
+    // Every rep series carries the rep's name on the roster.
+    for subject in deals.snapshot().iter().chain(acts.snapshot().iter()) {
+        for x in &subject.series {
+            let want = match (&x.scope, x.rep.as_deref()) {
+                (salespulse_aggregate::Scope::Rep, Some(id)) => {
+                    let i: usize = id[1..].parse().expect("rep id");
+                    rep_info(i, r.roster[&i]).0
+                }
+                _ => None,
+            };
+            prop_assert_eq!(x.name.as_deref(), want.as_deref(), "name of {:?}", x);
+        }
     }
     let mut snap = BTreeMap::new();
     flatten(&deals.snapshot(), &mut snap);

@@ -44,6 +44,8 @@ pub enum RosterEvent {
         rep_id: String,
         team_id: String,
         name: Option<String>,
+        region: Option<String>,
+        hired_at: Option<NaiveDate>,
     },
     Remove {
         rep_id: String,

@@ -21,6 +21,8 @@ use crate::{
 const MIN_MS: i64 = 0;
 /// 9999-12-31T23:59:59Z.
 const MAX_MS: i64 = 253_402_300_799_000;
+/// Longest accepted name of a rep (bytes).
+const MAX_NAME_BYTES: usize = 256;
 
 /// An amount as it appeared on the wire, before it is checked.
 #[derive(Debug)]
@@ -112,6 +114,10 @@ struct JsonRoster {
     name: Option<String>,
     #[serde(default)]
     active: Option<bool>,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    hired_at: Option<String>,
 }
 
 /// A time as it appeared on the wire.
@@ -555,11 +561,11 @@ impl Contract {
             return Ok(RosterEvent::Remove { rep_id });
         };
         self.check_payload(payload)?;
-        let (rep_id, team_id, name, active) = match format {
+        let (rep_id, team_id, name, active, region, hired_at) = match format {
             Format::Json => {
                 let r: JsonRoster =
                     serde_json::from_slice(payload).map_err(|e| DecodeError::from_json(&e))?;
-                (r.rep_id, r.team_id, r.name, r.active)
+                (r.rep_id, r.team_id, r.name, r.active, r.region, r.hired_at)
             }
             Format::Protobuf => {
                 let m = pb::RosterEntry::decode(payload).map_err(|e| {
@@ -568,7 +574,7 @@ impl Contract {
                         format!("not a RosterEntry message: {e}"),
                     )
                 })?;
-                (m.rep_id, m.team_id, m.name, m.active)
+                (m.rep_id, m.team_id, m.name, m.active, m.region, m.hired_at)
             }
         };
         let rep_id = self.id("rep_id", Cow::Owned(rep_id))?.into_owned();
@@ -577,10 +583,32 @@ impl Contract {
             return Ok(RosterEvent::Remove { rep_id });
         }
         let team_id = self.id("team_id", Cow::Owned(team_id))?.into_owned();
+        let region = region
+            .map(|r| self.id("region", Cow::Owned(r)).map(Cow::into_owned))
+            .transpose()?;
+        let name = name.filter(|n| !n.trim().is_empty());
+        if name.as_ref().is_some_and(|n| n.len() > MAX_NAME_BYTES) {
+            return Err(DecodeError::new(
+                Reason::IdTooLong,
+                format!("name is longer than {MAX_NAME_BYTES} bytes"),
+            ));
+        }
+        let hired_at = hired_at
+            .map(|s| {
+                NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(|_| {
+                    DecodeError::new(
+                        Reason::InvalidTimestamp,
+                        format!("hired_at {s:?} is not a date (YYYY-MM-DD)"),
+                    )
+                })
+            })
+            .transpose()?;
         Ok(RosterEvent::Upsert {
             rep_id,
             team_id,
             name,
+            region,
+            hired_at,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! Input contract v1: every rejection reason, and JSON and protobuf meaning the same thing.
 
+use chrono::NaiveDate;
 use proptest::prelude::*;
 use prost::Message;
 use rust_decimal::Decimal;
@@ -265,6 +266,53 @@ fn activities_and_roster() {
             .reason,
         Reason::EmptyId
     );
+}
+
+#[test]
+fn roster_entries_carry_name_region_and_hiring_date_in_both_encodings() {
+    let c = Contract::default();
+    let want = RosterEvent::Upsert {
+        rep_id: "r1".into(),
+        team_id: "t".into(),
+        name: Some("Ada Lovelace".into()),
+        region: Some("europe".into()),
+        hired_at: NaiveDate::from_ymd_opt(2026, 3, 1),
+    };
+    let j = json!({"rep_id":"r1","team_id":"t","name":"Ada Lovelace","region":"europe","hired_at":"2026-03-01"});
+    let bytes = serde_json::to_vec(&j).expect("json");
+    assert_eq!(
+        c.decode_roster(Some(b"r1"), Some(&bytes), Format::Json)
+            .expect("valid"),
+        want
+    );
+    let p = pb::RosterEntry {
+        rep_id: "r1".into(),
+        team_id: "t".into(),
+        name: Some("Ada Lovelace".into()),
+        active: None,
+        region: Some("europe".into()),
+        hired_at: Some("2026-03-01".into()),
+    }
+    .encode_to_vec();
+    assert_eq!(
+        c.decode_roster(Some(b"r1"), Some(&p), Format::Protobuf)
+            .expect("valid"),
+        want
+    );
+    let bad = |field: &str, v: serde_json::Value| {
+        let mut j = j.clone();
+        j[field] = v;
+        let bytes = serde_json::to_vec(&j).expect("json");
+        c.decode_roster(Some(b"r1"), Some(&bytes), Format::Json)
+            .expect_err("rejected")
+            .reason
+    };
+    assert_eq!(
+        bad("hired_at", json!("March 2026")),
+        Reason::InvalidTimestamp
+    );
+    assert_eq!(bad("region", json!("")), Reason::EmptyId);
+    assert_eq!(bad("name", json!("x".repeat(300))), Reason::IdTooLong);
 }
 
 fn ts(ms: i64) -> prost_types::Timestamp {

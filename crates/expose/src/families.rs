@@ -78,6 +78,9 @@ pub fn help(scope: Scope, metric: Metric) -> String {
         Metric::ForecastRollup => {
             "Cumulative forecast of the current fiscal month or quarter: commit = closed + commit, best_case = commit + best case, pipeline = best_case + pipeline"
         }
+        Metric::Info => {
+            "1 for every rep on the roster, under its roster team, with its name (the id when the roster names none) and region"
+        }
         Metric::ForecastUndated => {
             "Amount of open deals with no expected close date, by forecast category"
         }

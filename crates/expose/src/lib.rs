@@ -45,6 +45,7 @@ mod tests {
             window: Some(Window::Today),
             extra: Default::default(),
             value: Decimal::new(12345, 2),
+            name: None,
         };
         st.board.apply(&[Change {
             key: series_key(&s),
@@ -84,6 +85,7 @@ mod tests {
                 window: Some(Window::Today),
                 extra: Default::default(),
                 value: Decimal::from(v),
+                name: None,
             };
             Change {
                 key: series_key(&s),

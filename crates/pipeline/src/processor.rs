@@ -89,8 +89,15 @@ impl Processor for DealsCore {
     fn roster(&mut self, ev: &RosterEvent) {
         match ev {
             RosterEvent::Upsert {
-                rep_id, team_id, ..
-            } => self.roster_upsert(rep_id, team_id),
+                rep_id,
+                team_id,
+                name,
+                region,
+                ..
+            } => {
+                self.roster_upsert(rep_id, team_id);
+                self.roster_info(rep_id, name.as_deref(), region.as_deref());
+            }
             RosterEvent::Remove { rep_id } => self.roster_remove(rep_id),
         }
     }
@@ -171,8 +178,15 @@ impl Processor for ActivitiesCore {
     fn roster(&mut self, ev: &RosterEvent) {
         match ev {
             RosterEvent::Upsert {
-                rep_id, team_id, ..
-            } => self.roster_upsert(rep_id, team_id),
+                rep_id,
+                team_id,
+                name,
+                region,
+                ..
+            } => {
+                self.roster_upsert(rep_id, team_id);
+                self.roster_info(rep_id, name.as_deref(), region.as_deref());
+            }
             RosterEvent::Remove { rep_id } => self.roster_remove(rep_id),
         }
     }

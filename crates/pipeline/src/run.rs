@@ -1020,7 +1020,7 @@ pub(crate) async fn read_to_end(
 async fn read_board(settings: &Settings, metrics: &'static [Metric]) -> Result<Differ, Error> {
     let format = settings.publish.format;
     let names: Vec<&str> = metrics.iter().map(|m| m.name()).collect();
-    let mut latest: HashMap<String, Option<rust_decimal::Decimal>> = HashMap::new();
+    let mut latest: HashMap<String, Option<(rust_decimal::Decimal, String)>> = HashMap::new();
     read_to_end(settings, &settings.topics.metrics, |key, payload| {
         if !metric_of_key(key).is_some_and(|n| names.contains(&n)) {
             return;
@@ -1030,13 +1030,14 @@ async fn read_board(settings: &Settings, metrics: &'static [Metric]) -> Result<D
             salespulse_publish::decode(p, format)
                 .or_else(|| salespulse_publish::decode(p, other_format(format)))
         });
-        latest.insert(key.to_owned(), value.map(|r| r.value));
+        latest.insert(key.to_owned(), value.map(|r| (r.value, r.name)));
     })
     .await?;
     let mut differ = Differ::default();
     for (k, v) in latest {
-        if let (Some(subject), Some(v)) = (subject_of_key(&k), v) {
-            differ.seed(subject, k, v);
+        if let (Some(subject), Some((v, name))) = (subject_of_key(&k), v) {
+            let name = (!name.is_empty()).then_some(name.as_str());
+            differ.seed(subject, k, v, name);
         }
     }
     Ok(differ)

@@ -454,6 +454,7 @@ mod tests {
             window: String::new(),
             value: "540.5".parse().expect("decimal"),
             as_of: String::new(),
+            name: String::new(),
         }
     }
 

@@ -45,6 +45,9 @@ pub struct MetricRecord {
     /// Exact decimal value.
     pub value: Decimal,
     pub as_of: String,
+    /// The rep's name on the roster (rep records only; empty when the roster names none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
 }
 
 impl MetricRecord {
@@ -62,6 +65,7 @@ impl MetricRecord {
             window: s.window.map(|w| w.label()).unwrap_or_default().to_owned(),
             value: s.value,
             as_of: as_of.to_rfc3339_opts(SecondsFormat::Millis, true),
+            name: s.name.as_deref().unwrap_or_default().to_owned(),
         }
     }
 }
@@ -80,6 +84,7 @@ pub fn encode(change: &Change, format: PublishFormat, as_of: DateTime<Utc>) -> O
             labels: r.labels.into_iter().collect(),
             window: r.window,
             value: r.value.to_string(),
+            name: r.name,
             as_of: Some(prost_types::Timestamp {
                 seconds: as_of.timestamp(),
                 nanos: as_of.timestamp_subsec_nanos() as i32,
@@ -108,6 +113,7 @@ pub fn decode(payload: &[u8], format: PublishFormat) -> Option<MetricRecord> {
                     .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos as u32))
                     .map(|d| d.to_rfc3339_opts(SecondsFormat::Millis, true))
                     .unwrap_or_default(),
+                name: m.name,
             })
         }
     }
@@ -131,6 +137,7 @@ mod tests {
             window: Some(Window::Wtd),
             extra: [Some(Arc::from("call")), None, None],
             value: "12345678901234567.89".parse().expect("decimal"),
+            name: None,
         };
         let c = Change {
             key: series_key(&s),

@@ -62,6 +62,9 @@ pub struct WireRoster {
     pub team_id: String,
     pub name: Option<String>,
     pub active: bool,
+    pub region: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub hired_at: Option<String>,
 }
 
 /// RFC 3339 in UTC with a `Z`, fractional seconds only when there are any.
@@ -122,6 +125,10 @@ struct RosterJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
     active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hired_at: Option<&'a str>,
 }
 
 // Serializing these plain structs cannot fail: every map key is a string.
@@ -217,12 +224,16 @@ impl WireRoster {
                 team_id: &self.team_id,
                 name: self.name.as_deref(),
                 active: self.active,
+                region: self.region.as_deref(),
+                hired_at: self.hired_at.as_deref(),
             }),
             Format::Protobuf => pb::RosterEntry {
                 rep_id: self.rep_id.clone(),
                 team_id: self.team_id.clone(),
                 name: self.name.clone(),
                 active: Some(self.active),
+                region: self.region.clone(),
+                hired_at: self.hired_at.clone(),
             }
             .encode_to_vec(),
         }

@@ -50,6 +50,21 @@ pub struct Org {
     active: Vec<usize>,
 }
 
+/// The region a simulated team belongs to.
+pub fn region_of(team: &str) -> &'static str {
+    match team.strip_prefix("team-") {
+        Some("amer") => "americas",
+        Some("apac") => "asia-pacific",
+        _ => "europe",
+    }
+}
+
+/// A hiring date per rep, spread over the last three years (a few reps still in ramp).
+fn hired_at(rep: usize) -> String {
+    let base = chrono::NaiveDate::from_ymd_opt(2024, 1, 8).unwrap_or_default();
+    (base + chrono::Duration::days((rep as i64 * 97) % 1_050)).to_string()
+}
+
 /// Team ids: regions first, then numbered teams once the regions run out.
 pub fn team_ids(n: usize) -> Vec<String> {
     (0..n)
@@ -130,6 +145,8 @@ impl Org {
             team_id: self.teams[r.team].clone(),
             name: Some(r.name.clone()),
             active: r.active,
+            region: Some(region_of(&self.teams[r.team]).to_owned()),
+            hired_at: Some(hired_at(rep)),
         }
     }
 

@@ -52,7 +52,7 @@ for port in 9101 9102 9103; do
     sleep 0.5
   done
 done
-# Targets for the simulated org, for the current year, quarter, month and week.
+# A whole year's plan of targets for the simulated org (the services show the current periods).
 scripts/sample-targets.sh >"$logs/targets.csv"
 "$target/salespulse-targets" import "$logs/targets.csv" >>"$logs/targets.log" 2>&1
 "$target/salespulse-simulator" --bootstrap "$KAFKA_BOOTSTRAP" --seed "${SIM_SEED:-42}" \

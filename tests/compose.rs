@@ -253,7 +253,15 @@ fn grafana_is_provisioned_and_open_to_anonymous_viewers() {
     let m = mounts(grafana);
     for (host, container) in [
         ("./deploy/grafana/provisioning", "/etc/grafana/provisioning"),
-        ("./deploy/grafana/dashboards", "/var/lib/grafana/dashboards"),
+        ("./deploy/grafana/dashboards", "/etc/salespulse/dashboards"),
+        (
+            "./deploy/grafana/render-dashboards.sh",
+            "/etc/salespulse/render-dashboards.sh",
+        ),
+        (
+            "./config/salespulse.toml",
+            "/etc/salespulse/salespulse.toml",
+        ),
     ] {
         assert!(
             m.iter()
@@ -261,10 +269,30 @@ fn grafana_is_provisioned_and_open_to_anonymous_viewers() {
             "grafana mounts {host} at {container} read-only"
         );
     }
+    // Before Grafana starts, the boards are written with the reporting currency's unit where
+    // the provisioning reads them (deploy/grafana/render-dashboards.sh).
+    let start = grafana["command"][0].as_str().unwrap_or_default();
+    assert_eq!(
+        grafana["entrypoint"].as_sequence().map(Vec::len),
+        Some(2),
+        "grafana starts through sh -c"
+    );
+    assert_eq!(
+        start,
+        "sh /etc/salespulse/render-dashboards.sh /etc/salespulse/salespulse.toml \
+         /etc/salespulse/dashboards /var/lib/grafana/dashboards && exec /run.sh",
+        "grafana renders the boards, then starts"
+    );
+    let rendered = "/var/lib/grafana/dashboards";
     assert_eq!(env(grafana, "GF_AUTH_ANONYMOUS_ENABLED"), Some("true"));
     assert_eq!(env(grafana, "GF_AUTH_ANONYMOUS_ORG_ROLE"), Some("Viewer"));
     let home = env(grafana, "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH").expect("home dashboard");
-    let home = host_path_of(grafana, home).expect("the home dashboard is mounted");
+    let name = home
+        .strip_prefix(rendered)
+        .and_then(|n| n.strip_prefix('/'))
+        .expect("the home dashboard is a rendered board");
+    let home = host_path_of(grafana, &format!("/etc/salespulse/dashboards/{name}"))
+        .expect("the home dashboard's source is mounted");
     assert!(
         home.ends_with("sales-floor.json") && home.is_file(),
         "{}",
@@ -303,8 +331,9 @@ fn grafana_is_provisioned_and_open_to_anonymous_viewers() {
     assert_eq!(p["type"].as_str(), Some("file"));
     assert_eq!(p["folder"].as_str(), Some("salespulse"));
     let dir = p["options"]["path"].as_str().expect("path");
-    assert_eq!(dir, "/var/lib/grafana/dashboards");
-    let host_dir = host_path_of(grafana, dir).expect("the dashboards are mounted");
+    assert_eq!(dir, rendered);
+    let host_dir =
+        host_path_of(grafana, "/etc/salespulse/dashboards").expect("the dashboards are mounted");
     let boards = std::fs::read_dir(&host_dir)
         .expect("dashboards directory")
         .filter_map(Result::ok)

@@ -1,12 +1,12 @@
 //! The Grafana dashboards of deploy/grafana/dashboards. Grafana does not run here, so this
 //! checks what would otherwise only fail on the wall: each board's structure, that every
-//! query names only families, labels and label values the services export, and that a real
-//! Prometheus accepts every query.
+//! query names only families, labels and label values the services export, that amounts are
+//! shown in the configured reporting currency, and that a real Prometheus accepts every query.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use salespulse_e2e::{free_port, root, Prometheus};
+use salespulse_e2e::{bin, free_port, root, Prometheus};
 use serde_json::Value;
 
 /// File, title and the template variables each board must have.
@@ -715,4 +715,225 @@ async fn prometheus_accepts_every_query() {
         failures.join("\n")
     );
     assert!(checked >= 60, "only {checked} queries checked");
+}
+
+/// The unit of the amount panels in the boards as committed: deploy/grafana/render-dashboards.sh
+/// replaces it with the reporting currency's when Grafana starts.
+const CURRENCY_PLACEHOLDER: &str = "${REPORTING_CURRENCY_UNIT}";
+
+/// Families whose values are amounts in the reporting currency (target-derived ones only
+/// for a money metric).
+fn is_money(s: &Selector) -> bool {
+    const AMOUNTS: &[&str] = &[
+        "bookings",
+        "avg_deal_size",
+        "pipeline_created",
+        "open_pipeline",
+        "weighted_pipeline",
+        "stalled_pipeline",
+        "overdue_pipeline",
+        "pipeline_pushed",
+        "pipeline_pulled_in",
+        "pipeline_velocity",
+        "pipeline_expected",
+        "weighted_pipeline_expected",
+        "forecast_rollup",
+        "forecast_category_amount",
+    ];
+    const PER_TARGET: &[&str] = &["target", "gap", "expected_to_date", "projected", "forecast"];
+    let Some((_, metric)) = s
+        .metric
+        .strip_prefix("sales_")
+        .and_then(|r| r.split_once('_'))
+    else {
+        return false;
+    };
+    AMOUNTS.contains(&metric)
+        || PER_TARGET.contains(&metric)
+            && s.matchers.iter().any(|m| {
+                m.label == "metric"
+                    && m.op == "="
+                    && ["bookings", "pipeline_created"].contains(&m.value.as_str())
+            })
+}
+
+/// Environment variables for a process.
+type Env<'a> = [(&'a str, &'a str)];
+
+/// Every unit a panel sets: its default and its overrides'.
+fn units(panel: &Value) -> Vec<&str> {
+    let fc = &panel["fieldConfig"];
+    let mut out: Vec<&str> = fc["defaults"]["unit"].as_str().into_iter().collect();
+    for o in fc["overrides"].as_array().into_iter().flatten() {
+        for p in o["properties"].as_array().into_iter().flatten() {
+            if p["id"] == "unit" {
+                out.extend(p["value"].as_str());
+            }
+        }
+    }
+    out
+}
+
+/// Runs deploy/grafana/render-dashboards.sh on the boards with `config` (and `env`) into a
+/// fresh directory: the rendered boards by file name.
+fn render(config: &std::path::Path, env: &[(&str, &str)], tag: &str) -> BTreeMap<String, Value> {
+    let out = std::env::temp_dir().join(format!("dashboards-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = std::process::Command::new("sh")
+        .arg(root().join("deploy/grafana/render-dashboards.sh"))
+        .arg(config)
+        .arg(root().join("deploy/grafana/dashboards"))
+        .arg(&out)
+        .env_remove("SALESPULSE_CONTRACT__REPORTING_CURRENCY")
+        .envs(env.iter().copied())
+        .output()
+        .expect("sh runs");
+    assert!(
+        run.status.success(),
+        "render-dashboards.sh {tag}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let boards = std::fs::read_dir(&out)
+        .expect("rendered boards")
+        .filter_map(Result::ok)
+        .map(|e| {
+            let text = std::fs::read_to_string(e.path()).expect("readable");
+            assert!(
+                !text.contains(CURRENCY_PLACEHOLDER),
+                "{tag}: placeholder left"
+            );
+            let json = serde_json::from_str(&text).expect("a rendered board is JSON");
+            (e.file_name().to_string_lossy().into_owned(), json)
+        })
+        .collect();
+    let _ = std::fs::remove_dir_all(&out);
+    boards
+}
+
+/// The reporting currency the services read from `config` (and `env`).
+fn services_currency(config: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(bin("salespulse-targets"))
+        .arg("--config")
+        .arg(config)
+        .arg("--print-config")
+        .env_remove("SALESPULSE_CONTRACT__REPORTING_CURRENCY")
+        .envs(env.iter().copied())
+        .output()
+        .expect("salespulse-targets runs");
+    assert!(
+        out.status.success(),
+        "--print-config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("reporting_currency: \"")?
+                .strip_suffix("\",")
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no reporting_currency in --print-config:\n{text}"))
+}
+
+#[test]
+fn amount_panels_take_the_reporting_currency() {
+    let boards = boards();
+    // As committed: no fixed currency; every amount panel has the placeholder unit.
+    let mut placeholders = 0;
+    for board in &boards {
+        for p in panels(&board.json) {
+            let title = p["title"].as_str().unwrap_or_default();
+            for u in units(p) {
+                if u == CURRENCY_PLACEHOLDER {
+                    placeholders += 1;
+                } else {
+                    assert!(
+                        !u.starts_with("currency"),
+                        "{} / {title:?}: fixed currency unit {u}",
+                        board.file
+                    );
+                }
+            }
+            // A chart of amounts only is in the reporting currency (tables set it per column;
+            // a ratio of amounts is no amount).
+            let exprs: Vec<&str> = p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| t["expr"].as_str().unwrap_or_default())
+                .collect();
+            let sels: Vec<Selector> = exprs
+                .iter()
+                .filter(|e| !e.contains('/'))
+                .flat_map(|e| selectors(e).unwrap_or_default())
+                .collect();
+            let ratio = exprs.iter().any(|e| e.contains('/'));
+            if p["type"] != "table" && !ratio && !sels.is_empty() && sels.iter().all(is_money) {
+                assert_eq!(
+                    p["fieldConfig"]["defaults"]["unit"].as_str(),
+                    Some(CURRENCY_PLACEHOLDER),
+                    "{} / {title:?} shows amounts",
+                    board.file
+                );
+            }
+        }
+    }
+    assert!(placeholders >= 30, "only {placeholders} amount units");
+
+    // Rendered with the project's configuration, another one's, the services' environment
+    // override, and a currency Grafana has no unit of its own for.
+    let config = root().join("config/salespulse.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let eur_text = text
+        .replace(
+            "reporting_currency = \"USD\"",
+            "reporting_currency = \"EUR\"",
+        )
+        .replace("USD = \"1\"", "USD = \"0.93\"")
+        .replace("EUR = \"1.08\"", "EUR = \"1\"")
+        // At par, so that the services also accept GBP as the reporting currency (below).
+        .replace("GBP = \"1.27\"", "GBP = \"1\"");
+    assert_ne!(eur_text, text);
+    let eur = std::env::temp_dir().join(format!("dashboards-{}-eur.toml", std::process::id()));
+    std::fs::write(&eur, eur_text).expect("writable");
+    let gbp_env = [("SALESPULSE_CONTRACT__REPORTING_CURRENCY", "GBP")];
+    let cad_env = [("SALESPULSE_CONTRACT__REPORTING_CURRENCY", "CAD")];
+    let cases: [(&str, &std::path::Path, &Env, &str); 4] = [
+        ("usd", &config, &[], "currencyUSD"),
+        ("eur", &eur, &[], "currencyEUR"),
+        ("gbp", &eur, &gbp_env, "currencyGBP"),
+        ("cad", &eur, &cad_env, "currency:CAD"),
+    ];
+    for (tag, config, env, unit) in cases {
+        if tag != "cad" {
+            // The currency the boards show is the one the services report in.
+            let code = unit.trim_start_matches("currency");
+            assert_eq!(services_currency(config, env), code, "{tag}");
+        }
+        let rendered = render(config, env, tag);
+        assert_eq!(rendered.len(), boards.len(), "{tag}");
+        let mut n = 0;
+        for board in &boards {
+            let r = &rendered[board.file];
+            for (p, q) in panels(&board.json).into_iter().zip(panels(r)) {
+                assert_eq!(p["title"], q["title"]);
+                for (u, v) in units(p).into_iter().zip(units(q)) {
+                    if u == CURRENCY_PLACEHOLDER {
+                        assert_eq!(v, unit, "{tag}: {} / {}", board.file, p["title"]);
+                        n += 1;
+                    } else {
+                        assert_eq!(u, v);
+                    }
+                }
+            }
+            // Nothing else changes.
+            let mut source = serde_json::to_string(&board.json).expect("json");
+            source = source.replace(CURRENCY_PLACEHOLDER, unit);
+            assert_eq!(source, serde_json::to_string(r).expect("json"), "{tag}");
+        }
+        assert_eq!(n, placeholders, "{tag}");
+    }
+    let _ = std::fs::remove_file(&eur);
+    println!("{placeholders} amount units, rendered as currencyUSD, currencyEUR, currencyGBP and currency:CAD");
 }

@@ -1,7 +1,10 @@
 //! The Grafana dashboards against live data: the three services on a real broker, fed by the
-//! simulator (two days of history) and the sample targets, scraped by a real Prometheus.
-//! Every query of every board must evaluate and return at least one series, as it would on
-//! the wall.
+//! simulator (two days of history) and a whole year's plan of targets (scripts/sample-targets.sh:
+//! the year, its quarters, months and weeks, for the org, every team and every rep), scraped by
+//! a real Prometheus. Every query of every board must evaluate and return at least one series,
+//! as it would on the wall; the key target panels must show the current period's numbers,
+//! checked against the plan's CSV and the deals service's own /metrics; and the terminal board
+//! must show each team's current quarter target.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +18,8 @@ use serde_json::Value;
 const TEAM: &str = "team-emea";
 /// How long the queries may take, once the records are consumed, to all return series.
 const SETTLE: Duration = Duration::from_secs(90);
+/// How long the values may take, once every query returns series, to match the plan.
+const VALUES: Duration = Duration::from_secs(30);
 
 /// A query of a board: where it comes from and the expression, variables unsubstituted.
 #[derive(Debug)]
@@ -247,6 +252,349 @@ async fn failures(
     out
 }
 
+/// The targets of a plan CSV: (scope, id, metric, period) → value (metrics with a kind are
+/// left out: the boards show bookings).
+type Plan = BTreeMap<(String, String, String, String), f64>;
+
+fn read_plan(csv: &Path) -> Plan {
+    let text = std::fs::read_to_string(csv).expect("the plan");
+    let mut plan = Plan::new();
+    for line in text.lines().skip(1).filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 7, "plan row {line:?}");
+        if f[3].is_empty() {
+            let value = f[5].parse().expect("plan value");
+            plan.insert((f[0].into(), f[1].into(), f[2].into(), f[4].into()), value);
+        }
+    }
+    plan
+}
+
+/// The names of the current fiscal year, quarter, month and ISO week, from the clock (fiscal
+/// year = calendar year in UTC, as in config/salespulse.toml), with their to-date windows.
+fn current_periods() -> [(&'static str, String, &'static str); 4] {
+    use chrono::Datelike;
+    let d = chrono::Utc::now().date_naive();
+    let w = d.iso_week();
+    [
+        ("year", format!("FY{}", d.year()), "ytd"),
+        (
+            "quarter",
+            format!("{}-Q{}", d.year(), d.month0() / 3 + 1),
+            "qtd",
+        ),
+        ("month", format!("{}-{:02}", d.year(), d.month()), "mtd"),
+        ("week", format!("{}-W{:02}", w.year(), w.week()), "wtd"),
+    ]
+}
+
+/// The expression of query `ref_id` of the panel titled `title` on board `file`.
+fn board_query(file: &str, title: &str, ref_id: &str) -> String {
+    let path = root().join("deploy/grafana/dashboards").join(file);
+    let board: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("board")).expect("JSON");
+    panels(&board)
+        .into_iter()
+        .filter(|p| p["title"] == title)
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .find(|t| t["refId"] == ref_id)
+        .and_then(|t| t["expr"].as_str())
+        .unwrap_or_else(|| panic!("{file} has no panel {title:?} with query {ref_id}"))
+        .to_owned()
+}
+
+/// Sum of the series of family `name` carrying the labels `with` in exposition `text`, per
+/// value of label `key`. The services' ids need no escapes.
+fn sums_by(text: &str, name: &str, with: &[(&str, &str)], key: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some((family, labels)) = series.split_once('{') else {
+            continue;
+        };
+        if family != name {
+            continue;
+        }
+        let labels: BTreeMap<&str, &str> = labels
+            .trim_end_matches('}')
+            .split("\",")
+            .filter_map(|l| l.split_once("=\""))
+            .map(|(k, v)| (k, v.trim_end_matches('"')))
+            .collect();
+        if with.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            if let (Some(k), Ok(v)) = (labels.get(key), value.parse::<f64>()) {
+                *out.entry((*k).to_owned()).or_insert(0.0) += v;
+            }
+        }
+    }
+    out
+}
+
+fn close(got: f64, want: f64) -> bool {
+    (got - want).abs() <= 1e-9 * want.abs().max(1.0)
+}
+
+/// Notes in `diffs` when `got` is not `want`.
+fn expect(diffs: &mut Vec<String>, what: String, got: Option<f64>, want: f64) {
+    if !got.is_some_and(|g| close(g, want)) {
+        diffs.push(format!("{what}: got {got:?}, want {want}"));
+    }
+}
+
+/// An instant query's series by the value of `label`.
+async fn by_label(
+    client: &reqwest::Client,
+    port: u16,
+    expr: &str,
+    label: &str,
+) -> Result<BTreeMap<String, f64>, String> {
+    Ok(instant(client, port, expr)
+        .await?
+        .into_iter()
+        .filter_map(|(l, v)| Some((l.get(label)?.clone(), v)))
+        .collect())
+}
+
+/// Compares the key target panels of the boards with values computed here from the plan and
+/// the deals service's /metrics; returns what differs.
+async fn value_differences(
+    client: &reqwest::Client,
+    port: u16,
+    plan: &Plan,
+    deals: &str,
+    rep: &str,
+) -> Vec<String> {
+    let periods = current_periods();
+    let quarter = periods[1].1.clone();
+    let target = |scope: &str, id: &str, period: &str| {
+        plan.get(&(scope.into(), id.into(), "bookings".into(), period.into()))
+            .copied()
+    };
+    let teams: Vec<String> = plan
+        .keys()
+        .filter(|k| k.0 == "team" && k.2 == "bookings" && k.3 == quarter)
+        .map(|k| k.1.clone())
+        .collect();
+    let reps: Vec<String> = plan
+        .keys()
+        .filter(|k| k.0 == "rep" && k.2 == "bookings" && k.3 == quarter)
+        .map(|k| k.1.clone())
+        .collect();
+    let team_qtd = sums_by(deals, "sales_team_bookings", &[("window", "qtd")], "team");
+    let rep_booked =
+        |window: &str| sums_by(deals, "sales_rep_bookings", &[("window", window)], "rep");
+    let rep_qtd = rep_booked("qtd");
+    let mut diffs = Vec::new();
+
+    // Sales floor, "Teams: bookings against quarter target": each team's current quarter
+    // target as the plan has it (not its four quarters added up), next to its bookings.
+    let floor = "sales-floor.json";
+    let title = "Teams: bookings against quarter target";
+    match by_label(client, port, &board_query(floor, title, "B"), "team").await {
+        Ok(got) => {
+            for team in &teams {
+                let want = target("team", team, &quarter).unwrap_or_default();
+                let four: f64 = (1..=4)
+                    .filter_map(|q| target("team", team, &format!("{}Q{q}", &quarter[..5])))
+                    .sum();
+                let g = got.get(team).copied();
+                let note = if g.is_some_and(|g| close(g, four)) {
+                    " (the sum of the four quarters)"
+                } else {
+                    ""
+                };
+                expect(&mut diffs, format!("{title} / B / {team}{note}"), g, want);
+            }
+            if got.len() != teams.len() {
+                diffs.push(format!("{title} / B: teams {:?}", got.keys()));
+            }
+        }
+        Err(e) => diffs.push(format!("{title} / B: {e}")),
+    }
+    match by_label(client, port, &board_query(floor, title, "A"), "team").await {
+        Ok(got) => {
+            for team in &teams {
+                let want = team_qtd.get(team).copied().unwrap_or_default();
+                expect(
+                    &mut diffs,
+                    format!("{title} / A / {team}"),
+                    got.get(team).copied(),
+                    want,
+                );
+            }
+        }
+        Err(e) => diffs.push(format!("{title} / A: {e}")),
+    }
+    // Attainment = bookings this quarter (deals service) / the current quarter's target.
+    let title = "Teams: quarter attainment";
+    match by_label(client, port, &board_query(floor, title, "A"), "team").await {
+        Ok(got) => {
+            for team in &teams {
+                let booked = team_qtd.get(team).copied().unwrap_or_default();
+                let want = booked / target("team", team, &quarter).unwrap_or(f64::NAN);
+                expect(
+                    &mut diffs,
+                    format!("{title} / {team}"),
+                    got.get(team).copied(),
+                    want,
+                );
+            }
+        }
+        Err(e) => diffs.push(format!("{title}: {e}")),
+    }
+    let title = "Quota attainment this quarter";
+    match by_label(client, port, &board_query(floor, title, "A"), "rep").await {
+        Ok(got) => {
+            for r in &reps {
+                let booked = rep_qtd.get(r).copied().unwrap_or_default();
+                let want = booked / target("rep", r, &quarter).unwrap_or(f64::NAN);
+                expect(
+                    &mut diffs,
+                    format!("{title} / {r}"),
+                    got.get(r).copied(),
+                    want,
+                );
+            }
+        }
+        Err(e) => diffs.push(format!("{title}: {e}")),
+    }
+    // Pipeline and forecast, "Target (quarter)": the org's current quarter.
+    let title = "Target (quarter)";
+    let got = instant(
+        client,
+        port,
+        &board_query("pipeline-forecast.json", title, "A"),
+    )
+    .await
+    .ok()
+    .and_then(|s| s.first().map(|(_, v)| *v));
+    expect(
+        &mut diffs,
+        title.to_owned(),
+        got,
+        target("org", "org", &quarter).unwrap_or(f64::NAN),
+    );
+    // Team board, "Gap to quarter target" of $team.
+    let title = "Gap to quarter target";
+    let expr = substitute(&board_query("team.json", title, "A"), &[("team", TEAM)]);
+    let got = instant(client, port, &expr)
+        .await
+        .ok()
+        .and_then(|s| s.first().map(|(_, v)| *v));
+    let booked = team_qtd.get(TEAM).copied().unwrap_or_default();
+    let want = (target("team", TEAM, &quarter).unwrap_or(f64::NAN) - booked).max(0.0);
+    expect(&mut diffs, format!("team / {title} / {TEAM}"), got, want);
+    // Rep board: the quarter's attainment and target, and attainment by period: the current
+    // year, quarter, month and week, each its window's bookings over its own target.
+    let vars = [("team", TEAM), ("rep", rep)];
+    let booked = rep_qtd.get(rep).copied().unwrap_or_default();
+    let rep_target = target("rep", rep, &quarter).unwrap_or(f64::NAN);
+    for (title, ref_id, want) in [
+        ("Quarter attainment", "A", booked / rep_target),
+        (
+            "Bookings this quarter against target and team median",
+            "C",
+            rep_target,
+        ),
+    ] {
+        let expr = substitute(&board_query("rep.json", title, ref_id), &vars);
+        let got = instant(client, port, &expr)
+            .await
+            .ok()
+            .and_then(|s| s.first().map(|(_, v)| *v));
+        expect(
+            &mut diffs,
+            format!("rep / {title} / {ref_id} / {rep}"),
+            got,
+            want,
+        );
+    }
+    let title = "Attainment by period";
+    let expr = substitute(&board_query("rep.json", title, "A"), &vars);
+    match by_label(client, port, &expr, "period").await {
+        Ok(got) => {
+            let names: Vec<&String> = got.keys().collect();
+            let mut want_names: Vec<&String> = periods.iter().map(|p| &p.1).collect();
+            want_names.sort();
+            if names != want_names {
+                diffs.push(format!(
+                    "rep / {title}: periods {names:?}, want {want_names:?}"
+                ));
+            }
+            for (_, period, window) in &periods {
+                let booked = rep_booked(window).get(rep).copied().unwrap_or_default();
+                let want = booked / target("rep", rep, period).unwrap_or(f64::NAN);
+                expect(
+                    &mut diffs,
+                    format!("rep / {title} / {period}"),
+                    got.get(period).copied(),
+                    want,
+                );
+            }
+        }
+        Err(e) => diffs.push(format!("rep / {title}: {e}")),
+    }
+    // One elapsed share per period type: the current ones.
+    match by_label(client, port, "sales_period_elapsed_ratio", "period").await {
+        Ok(got) => {
+            let names: Vec<&String> = got.keys().collect();
+            let mut want: Vec<&String> = periods.iter().map(|p| &p.1).collect();
+            want.sort();
+            if names != want {
+                diffs.push(format!(
+                    "sales_period_elapsed_ratio: periods {names:?}, want {want:?}"
+                ));
+            }
+        }
+        Err(e) => diffs.push(format!("sales_period_elapsed_ratio: {e}")),
+    }
+    diffs
+}
+
+/// The terminal board's team rows (`salespulse-board --once`): each team's current quarter
+/// target as the plan has it. Returns what differs.
+fn terminal_board_differences(dport: u16, tport: u16, plan: &Plan) -> Vec<String> {
+    let quarter = current_periods()[1].1.clone();
+    let out = Command::new(bin("salespulse-board"))
+        .args(["--once", "--no-color"])
+        .args(["--deals-url", &format!("http://127.0.0.1:{dport}/metrics")])
+        .args([
+            "--targets-url",
+            &format!("http://127.0.0.1:{tport}/metrics"),
+        ])
+        .output()
+        .expect("salespulse-board runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut diffs = Vec::new();
+    if !out.status.success() || !text.lines().next().unwrap_or_default().contains(&quarter) {
+        diffs.push(format!("terminal board: not on quarter {quarter}:\n{text}"));
+    }
+    for ((scope, team, metric, period), value) in plan {
+        if scope != "team" || metric != "bookings" || *period != quarter {
+            continue;
+        }
+        // The board's money format: 4,200,000.00.
+        let digits = format!("{value:.0}");
+        let mut grouped = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        let want = format!("{grouped}.00");
+        let row = text.lines().find(|l| l.starts_with(team.as_str()));
+        if !row.is_some_and(|r| r.split_whitespace().any(|cell| cell == want)) {
+            diffs.push(format!(
+                "terminal board: team {team} row {row:?} lacks target {want}"
+            ));
+        }
+    }
+    diffs
+}
+
 fn check_alive(services: &mut [&mut Service]) {
     for s in services.iter_mut() {
         if let Ok(Some(status)) = s.child.try_wait() {
@@ -427,6 +775,48 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
     for s in &skipped {
         println!("$rep: skipped {s}");
     }
+
+    // The values: the current period's numbers of the full-year plan.
+    let plan = read_plan(&csv);
+    let deadline = Instant::now() + VALUES;
+    let checked = loop {
+        check_alive(&mut [&mut deals, &mut acts, &mut targets]);
+        let text = deals.metrics().await;
+        let mut diffs = value_differences(&client, prometheus.port, &plan, &text, &rep).await;
+        diffs.extend(terminal_board_differences(dport, tport, &plan));
+        if diffs.is_empty() {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the boards do not show the current period's numbers of the plan after {VALUES:?} ($team={TEAM}, $rep={rep}):\n{}\n\ntargets service log:\n{}",
+            diffs.join("\n"),
+            log_tail(&targets.log)
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let periods = current_periods();
+    let quarter = &periods[1].1;
+    let team_targets: Vec<String> = plan
+        .iter()
+        .filter(|(k, _)| k.0 == "team" && k.2 == "bookings" && k.3 == *quarter)
+        .map(|(k, v)| format!("{} {v}", k.1))
+        .collect();
+    let booked = sums_by(
+        &checked,
+        "sales_team_bookings",
+        &[("window", "qtd")],
+        "team",
+    );
+    println!(
+        "dashboards live: plan of {} targets ({} of them bookings, deals won or pipeline created; current periods {}); team quarter targets on the sales floor {}; team bookings qtd {booked:?}; attainment, gap, org and rep targets, attainment by period and the terminal board match",
+        std::fs::read_to_string(&csv)
+            .map(|t| t.lines().count() - 1)
+            .unwrap_or_default(),
+        plan.len(),
+        periods.iter().map(|p| p.1.as_str()).collect::<Vec<_>>().join(", "),
+        team_targets.join(", ")
+    );
     println!(
         "dashboards live: {total} queries, all returned series ($team={TEAM}, $rep={rep}; {:.1} s)",
         started.elapsed().as_secs_f64()

@@ -101,11 +101,15 @@ async fn targets_pace_and_leaderboards_end_to_end() {
     // the day of the quarter; its attainment (0.4 x elapsed share) stays under 50 %.
     let share0 = (now - q_start) as f64 / (q_end - q_start) as f64;
     let c_target = format!("{:.2}", 100.0 / (0.4 * share0));
+    // Team x's plan also holds the last and the next quarter: stored, not shown.
+    let (prev_q, next_q) = (quarter(q_start - 86_400).0, quarter(q_end).0);
     let csv = format!(
         "scope,id,metric,kind,period,value,currency\n\
          rep,rep-a,bookings,,{q},1000,USD\n\
          rep,rep-b,bookings,,{q},925.93,EUR\n\
+         team,team-x,bookings,,{prev_q},3000,USD\n\
          team,team-x,bookings,,{q},4000,USD\n\
+         team,team-x,bookings,,{next_q},5000,USD\n\
          org,org,bookings,,{q},10000,USD\n\
          rep,rep-c,deals_won,,{q},4,\n\
          rep,rep-c,bookings,,{q},{c_target},USD\n"
@@ -132,6 +136,22 @@ async fn targets_pace_and_leaderboards_end_to_end() {
         let t = Utc::now().timestamp();
         let share = (t - q_start) as f64 / (q_end - q_start) as f64;
         let mut diffs = Vec::new();
+        // Every quarter target of team x on the board, added up, is the current one's.
+        let quarters: f64 = m
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("sales_team_target{")
+                    && k.contains("team=\"team-x\"")
+                    && k.contains("period_type=\"quarter\"")
+            })
+            .map(|(_, v)| v)
+            .sum();
+        if quarters != 4000.0 {
+            diffs.push(format!(
+                "team-x's quarter targets add up to {quarters}, not the current quarter's 4000 \
+                 ({prev_q} and {next_q} are stored, not shown)"
+            ));
+        }
         let mut expect = |family: &str, labels: &[(&str, &str)], want: f64, tol: f64| {
             let got = value(m, family, labels);
             if !close(got, want, tol) {
@@ -168,6 +188,7 @@ async fn targets_pace_and_leaderboards_end_to_end() {
             ("period", q.as_str()),
             ("period_type", "quarter"),
         ];
+        expect("sales_team_target", &x, 4000.0, 1e-12);
         expect("sales_team_attainment_ratio", &x, 800.0 / 4000.0, 1e-12);
         expect("sales_team_forecast", &x, 800.0 + 160.0, 1e-12);
         expect("sales_team_pipeline_coverage", &x, 200.0 / 3200.0, 1e-12);
@@ -220,7 +241,17 @@ async fn targets_pace_and_leaderboards_end_to_end() {
     };
     // 925.93 EUR at 1.08 = 1000.00 USD.
     converge(&targets, |m| check(m, 1000.0)).await;
-    println!("targets: attainment, pace, gap, projection, ranks and shares match");
+    // Stored: all eight targets, the quarters before and after this one included.
+    let stored: Vec<f64> = parse_metrics(&targets.metrics().await)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("sales_state_entries{") && k.contains("kind=\"targets\""))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(stored, vec![8.0], "targets stored");
+    println!(
+        "targets: attainment, pace, gap, projection, ranks and shares match; 8 targets stored, \
+         {prev_q} and {next_q} not shown"
+    );
 
     // A target changed mid-period, another deleted, and a bad record on the topic.
     let out = import(

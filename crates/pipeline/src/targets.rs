@@ -34,7 +34,7 @@ fn help(family: &str) -> &'static str {
     let suffix = family.rsplit_once('_').map(|(_, s)| s).unwrap_or_default();
     match family {
         "sales_period_elapsed_ratio" => {
-            "Share of the period elapsed (business days unless configured otherwise)."
+            "Share of the current period of each type elapsed (business days unless configured otherwise)."
         }
         "sales_rep_rank" => {
             "Rank of the rep (1 = top) within its team or the org, per metric and window."
@@ -57,7 +57,7 @@ fn help(family: &str) -> &'static str {
             "Activities of every kind / deals won in the window; absent without a win."
         }
         _ => match suffix {
-            "target" => "Target for the period, in the reporting currency for amounts.",
+            "target" => "Target for the current period of its type (the others stay stored), in the reporting currency for amounts.",
             "gap" => "Target - actual, floored at 0.",
             _ => "salespulse targets metric.",
         },

@@ -131,6 +131,7 @@ fn subject_labels(
 }
 
 impl TargetsBoard {
+    /// How many targets are stored, for every period, shown or not.
     pub fn targets(&self) -> usize {
         self.targets.len()
     }
@@ -303,23 +304,34 @@ impl TargetsBoard {
     }
 
     /// Every series at `now` (Unix seconds).
+    ///
+    /// Only the current period of each type is shown: of a plan loaded for the whole year
+    /// (the year, its quarters, months and weeks), the targets of the year, quarter, month
+    /// and week that contain `now`, and the elapsed share of those four periods. The other
+    /// targets stay stored and take over when their period starts, so a query that adds or
+    /// picks across the periods of one type (`sum by (team) (sales_team_target{period_type=
+    /// "quarter"})`) reads the current period's numbers.
     pub fn series(&self, now: i64, cal: &Calendar, elapsed: &Elapsed) -> Vec<Out> {
         let mut out = Vec::new();
         let teams = self.rep_teams();
-        let mut periods: BTreeMap<Period, f64> = BTreeMap::new();
-        for k in PeriodType::ALL {
-            let p = Period::containing(k, now, cal);
-            periods.insert(p, elapsed.share(&p, now));
-        }
-        let mut targets: Vec<&Target> = self.targets.values().collect();
+        let periods: BTreeMap<Period, f64> = PeriodType::ALL
+            .into_iter()
+            .map(|k| {
+                let p = Period::containing(k, now, cal);
+                (p, elapsed.share(&p, now))
+            })
+            .collect();
+        let mut targets: Vec<&Target> = self
+            .targets
+            .values()
+            .filter(|t| periods.contains_key(&t.period))
+            .collect();
         targets.sort_by(|a, b| {
             (a.scope, &a.id, a.metric, &a.kind, a.period)
                 .cmp(&(b.scope, &b.id, b.metric, &b.kind, b.period))
         });
         for t in targets {
-            let share = *periods
-                .entry(t.period)
-                .or_insert_with(|| elapsed.share(&t.period, now));
+            let share = periods.get(&t.period).copied().unwrap_or_default();
             let subject = subject_labels(t.scope, &t.id, &teams);
             let mut labels = subject.clone();
             labels.push(("metric", t.metric.name().to_owned()));
@@ -336,10 +348,7 @@ impl TargetsBoard {
                 });
             };
             push("target", f(t.value));
-            // Actuals exist for the current period only: its to-date window.
-            if Period::containing(t.period.kind, now, cal) != t.period {
-                continue;
-            }
+            // The actual is the current period's to-date window.
             let actual = self.actual(
                 t.scope,
                 &t.id,
@@ -615,14 +624,24 @@ mod tests {
             .map(|o| o.value)
             .expect("projected");
         assert!((proj - 540.0 / share).abs() < 1e-9);
-        // A past period shows its target only.
-        let old = rules()
-            .from_fields("rep", "a", "bookings", None, "2026-Q3", "10", None)
-            .expect("valid");
-        b.set_target(&old.key(), Some(old));
+        // A past or future period is stored, not shown.
+        for period in ["2026-Q3", "2027-Q1"] {
+            let other = rules()
+                .from_fields("rep", "a", "bookings", None, period, "10", None)
+                .expect("valid");
+            b.set_target(&other.key(), Some(other));
+        }
+        assert_eq!(b.targets(), 3);
         let out = b.series(now, &cal, &e);
-        assert!(get(&out, "sales_rep_target", &[("period", "2026-Q3")]).is_some());
-        assert!(get(&out, "sales_rep_attainment_ratio", &[("period", "2026-Q3")]).is_none());
+        for period in ["2026-Q3", "2027-Q1"] {
+            assert!(get(&out, "sales_rep_target", &[("period", period)]).is_none());
+            assert!(get(&out, "sales_rep_attainment_ratio", &[("period", period)]).is_none());
+            assert!(get(&out, "sales_period_elapsed_ratio", &[("period", period)]).is_none());
+        }
+        assert_eq!(
+            get(&out, "sales_rep_target", &l).map(|o| o.value),
+            Some(1080.0)
+        );
     }
 
     #[test]
@@ -660,9 +679,10 @@ mod tests {
         let first = ts("2027-01-01T00:00:00Z");
         let out = b.series(first, &cal, &e);
         assert!(get(&out, "sales_team_attainment_ratio", &q4).is_none());
+        assert!(get(&out, "sales_team_target", &q4).is_none());
         assert_eq!(
-            get(&out, "sales_team_target", &q4).map(|o| o.value),
-            Some(1000.0)
+            get(&out, "sales_team_target", &q1).map(|o| o.value),
+            Some(2000.0)
         );
         assert_eq!(
             get(&out, "sales_team_attainment_ratio", &q1).map(|o| o.value),
@@ -1099,6 +1119,300 @@ mod tests {
             &[("period", "2026-Q4")]
         )
         .is_none());
+    }
+
+    /// A whole fiscal year's plan, as sales ops loads it: the year, its four quarters, its
+    /// twelve months and every ISO week that overlaps it, for the org, two teams and two
+    /// reps, each period with its own value. Returns the plan by target key.
+    fn full_year_plan(b: &mut TargetsBoard, cal: &Calendar, fy: i32) -> BTreeMap<String, Target> {
+        let fy_period = Period::parse(&format!("FY{fy}")).expect("valid");
+        let (first, end) = fy_period.days(cal);
+        let mut periods = vec![fy_period];
+        periods.extend((1..=4).map(|q| Period::parse(&format!("{fy}-Q{q}")).expect("valid")));
+        let mut month = first;
+        while month < end {
+            periods.push(Period::containing(
+                PeriodType::Month,
+                cal.local_midnight(month),
+                cal,
+            ));
+            month = month
+                .checked_add_months(chrono::Months::new(1))
+                .expect("date");
+        }
+        let mut day = first
+            - chrono::Duration::days(i64::from(
+                chrono::Datelike::weekday(&first).num_days_from_monday(),
+            ));
+        while day < end {
+            periods.push(Period::containing(
+                PeriodType::Week,
+                cal.local_midnight(day),
+                cal,
+            ));
+            day += chrono::Duration::days(7);
+        }
+        let subjects = [
+            ("org", "org"),
+            ("team", "x"),
+            ("team", "y"),
+            ("rep", "a"),
+            ("rep", "b"),
+        ];
+        let mut plan = BTreeMap::new();
+        for (i, (scope, id)) in subjects.into_iter().enumerate() {
+            for (j, p) in periods.iter().enumerate() {
+                // Distinct for every subject and period; quarters neither rising nor falling.
+                let value = 1000 * (i + 1) + 10 * ((j * 37) % 97) + 1;
+                let t = rules()
+                    .from_fields(
+                        scope,
+                        id,
+                        "bookings",
+                        None,
+                        &p.to_string(),
+                        &value.to_string(),
+                        None,
+                    )
+                    .expect("valid");
+                b.set_target(&t.key(), Some(t.clone()));
+                plan.insert(t.key(), t);
+            }
+        }
+        let months = periods.iter().filter(|p| p.kind == PeriodType::Month);
+        assert_eq!(months.count(), 12);
+        plan
+    }
+
+    /// The targets of `plan` whose period holds `now`, by their bounds.
+    fn current_in<'a>(
+        plan: &'a BTreeMap<String, Target>,
+        now: i64,
+        cal: &Calendar,
+    ) -> Vec<&'a Target> {
+        plan.values()
+            .filter(|t| {
+                let (start, end) = t.period.bounds(cal);
+                start <= now && now < end
+            })
+            .collect()
+    }
+
+    /// Checks that exactly the current targets of `plan` are shown at `now`, with their
+    /// values, and that every per-period family names the current periods only.
+    fn shows_only_the_current_periods(
+        b: &TargetsBoard,
+        plan: &BTreeMap<String, Target>,
+        now: i64,
+        cal: &Calendar,
+        elapsed: &Elapsed,
+    ) -> Vec<Out> {
+        let out = b.series(now, cal, elapsed);
+        let current: Vec<Period> = PeriodType::ALL
+            .into_iter()
+            .map(|k| Period::containing(k, now, cal))
+            .collect();
+        let mut want: Vec<(String, String, String, f64)> = current_in(plan, now, cal)
+            .into_iter()
+            .map(|t| {
+                (
+                    t.scope.label().to_owned(),
+                    t.id.clone(),
+                    t.period.to_string(),
+                    f(t.value),
+                )
+            })
+            .collect();
+        want.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+        // Every subject has one target per period type: the year, quarter, month and week.
+        assert_eq!(want.len(), 5 * 4, "at {now}: {want:?}");
+        let mut got: Vec<(String, String, String, f64)> = Vec::new();
+        for o in out.iter().filter(|o| o.family.ends_with("_target")) {
+            let label = |n: &str| {
+                o.labels
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            let scope = o.family["sales_".len()..o.family.len() - "_target".len()].to_owned();
+            let id = match scope.as_str() {
+                "rep" => label("rep"),
+                "team" => label("team"),
+                _ => "org".to_owned(),
+            };
+            got.push((scope, id, label("period"), o.value));
+        }
+        got.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+        assert_eq!(got, want, "targets shown at {now}");
+        for o in &out {
+            let Some((_, period)) = o.labels.iter().find(|(k, _)| *k == "period") else {
+                continue;
+            };
+            assert!(
+                current.iter().any(|p| p.to_string() == *period),
+                "{} {:?} at {now} is not of a current period {current:?}",
+                o.family,
+                o.labels
+            );
+        }
+        let shares = all(&out, "sales_period_elapsed_ratio");
+        assert_eq!(
+            shares.len(),
+            4,
+            "one elapsed share per period type: {shares:?}"
+        );
+        out
+    }
+
+    #[test]
+    fn of_a_full_year_plan_only_the_current_periods_are_shown() {
+        let cal = Calendar::utc();
+        let e = Elapsed::new(cal, true, []);
+        let mut b = TargetsBoard::default();
+        let plan = full_year_plan(&mut b, &cal, 2026);
+        // 5 subjects x (1 year + 4 quarters + 12 months + 53 weeks: 2026-W01, from Monday 29
+        // December 2025, to 2026-W53, into January 2027).
+        assert_eq!(b.targets(), plan.len());
+        assert_eq!(plan.len(), 5 * (1 + 4 + 12 + 53));
+        b.set_actual(
+            "x/qtd",
+            Some(Actual {
+                scope: Scope::Team,
+                id: "x".into(),
+                team: "x".into(),
+                metric: TargetMetric::Bookings,
+                kind: None,
+                window: Window::Qtd,
+                value: Decimal::from(600),
+            }),
+        );
+        let now = ts("2026-05-20T12:00:00Z");
+        let out = shows_only_the_current_periods(&b, &plan, now, &cal, &e);
+        let q2 = &plan["team/x/bookings/2026-Q2"];
+        // What `sum by (team) (sales_team_target{period_type="quarter"})` reads: Q2 alone.
+        let quarter_sum: f64 = out
+            .iter()
+            .filter(|o| {
+                o.family == "sales_team_target"
+                    && o.labels.contains(&("team", "x".into()))
+                    && o.labels.contains(&("period_type", "quarter".into()))
+            })
+            .map(|o| o.value)
+            .sum();
+        assert_eq!(quarter_sum, f(q2.value));
+        let four: f64 = (1..=4)
+            .map(|q| f(plan[&format!("team/x/bookings/2026-Q{q}")].value))
+            .sum();
+        assert_ne!(quarter_sum, four);
+        let q = [("team", "x"), ("period", "2026-Q2")];
+        assert_eq!(
+            get(&out, "sales_team_attainment_ratio", &q).map(|o| o.value),
+            Some(600.0 / f(q2.value))
+        );
+        assert_eq!(
+            get(&out, "sales_team_gap", &q).map(|o| o.value),
+            Some(f(q2.value) - 600.0)
+        );
+        for (family, period) in [
+            ("sales_period_elapsed_ratio", "FY2026"),
+            ("sales_period_elapsed_ratio", "2026-Q2"),
+            ("sales_period_elapsed_ratio", "2026-05"),
+            ("sales_period_elapsed_ratio", "2026-W21"),
+        ] {
+            assert!(
+                get(&out, family, &[("period", period)]).is_some(),
+                "{period}"
+            );
+        }
+    }
+
+    #[test]
+    fn when_the_clock_crosses_a_boundary_the_next_period_of_the_plan_takes_over() {
+        let cal = Calendar::utc();
+        let e = Elapsed::new(cal, true, []);
+        let mut b = TargetsBoard::default();
+        let mut plan = full_year_plan(&mut b, &cal, 2026);
+        plan.extend(full_year_plan(&mut b, &cal, 2027));
+        // Either side of: a week (Sunday to Monday), a quarter and month (30 June to 1 July,
+        // a Tuesday: the week goes on), and the fiscal year (its last week, 2026-W53, runs on
+        // into January 2027).
+        for (before, after, changed) in [
+            (
+                "2026-07-05T23:59:59Z",
+                "2026-07-06T00:00:00Z",
+                vec![("2026-W27", "2026-W28")],
+            ),
+            (
+                "2026-06-30T23:59:59Z",
+                "2026-07-01T00:00:00Z",
+                vec![("2026-Q2", "2026-Q3"), ("2026-06", "2026-07")],
+            ),
+            (
+                "2026-12-31T23:59:59Z",
+                "2027-01-01T00:00:00Z",
+                vec![
+                    ("FY2026", "FY2027"),
+                    ("2026-Q4", "2027-Q1"),
+                    ("2026-12", "2027-01"),
+                ],
+            ),
+        ] {
+            let names = |now: i64| -> Vec<String> {
+                let out = shows_only_the_current_periods(&b, &plan, now, &cal, &e);
+                all(&out, "sales_period_elapsed_ratio")
+                    .into_iter()
+                    .filter_map(|(l, _)| {
+                        l.into_iter().find(|(k, _)| *k == "period").map(|(_, v)| v)
+                    })
+                    .collect()
+            };
+            let (was, is) = (names(ts(before)), names(ts(after)));
+            for (old, new) in &changed {
+                assert!(
+                    was.contains(&(*old).to_owned()) && !was.contains(&(*new).to_owned()),
+                    "{before}: {was:?}"
+                );
+                assert!(
+                    is.contains(&(*new).to_owned()) && !is.contains(&(*old).to_owned()),
+                    "{after}: {is:?}"
+                );
+            }
+            let kept: Vec<&String> = was.iter().filter(|p| is.contains(p)).collect();
+            assert_eq!(
+                kept.len(),
+                4 - changed.len(),
+                "{before} → {after}: {was:?} / {is:?}"
+            );
+        }
+        // The team's quarter target at the start of Q3 is Q3's, not Q2's nor their sum.
+        let out = b.series(ts("2026-07-01T00:00:00Z"), &cal, &e);
+        let team_quarter = all(&out, "sales_team_target")
+            .into_iter()
+            .filter(|(l, _)| {
+                l.contains(&("team", "y".into())) && l.contains(&("period_type", "quarter".into()))
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(team_quarter.len(), 1);
+        assert_eq!(team_quarter[0].1, f(plan["team/y/bookings/2026-Q3"].value));
+    }
+
+    #[test]
+    fn a_fiscal_year_from_april_shows_its_own_quarter_of_the_plan() {
+        // Fiscal year FY2027 runs April 2026 to March 2027 in Berlin: its Q3 is October to
+        // December 2026, and the local midnight of 1 January (23:00 UTC) starts Q4.
+        let cal = Calendar::new("Europe/Berlin", 4).expect("calendar");
+        let e = Elapsed::new(cal, true, []);
+        let mut b = TargetsBoard::default();
+        let plan = full_year_plan(&mut b, &cal, 2027);
+        let out = shows_only_the_current_periods(&b, &plan, ts("2026-12-31T22:59:59Z"), &cal, &e);
+        assert!(get(&out, "sales_org_target", &[("period", "2027-Q3")]).is_some());
+        let out = shows_only_the_current_periods(&b, &plan, ts("2026-12-31T23:00:00Z"), &cal, &e);
+        assert_eq!(
+            get(&out, "sales_org_target", &[("period_type", "quarter")]).map(|o| o.value),
+            Some(f(plan["org/org/bookings/2027-Q4"].value))
+        );
+        assert!(get(&out, "sales_org_target", &[("period", "FY2027")]).is_some());
     }
 
     #[test]

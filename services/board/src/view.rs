@@ -105,21 +105,32 @@ fn single(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> Option<f64> 
         .map(|s| s.value)
 }
 
-/// Attainment and pace only exist for the current period, and targets may be loaded for
-/// later quarters already, so the current quarter is read from the elapsed-share series
-/// first and from the attainment series after.
+/// The current quarter, e.g. `2026-Q4`. The targets service shows the current period of each
+/// type only (of a plan loaded for the whole year, the other targets stay stored), so there
+/// is one quarter on its board. A service that also shows other quarters' targets and elapsed
+/// shares (past ones at 1, future ones at 0) must not make a later quarter current: the
+/// current one is the quarter whose elapsed share is the largest below 1, the first by name
+/// when several have none elapsed (the first instant of a quarter).
 fn current_quarter(targets: &[Sample]) -> Option<String> {
-    let latest = |name: &str| {
+    fn quarters<'a>(
+        targets: &'a [Sample],
+        name: &'a str,
+    ) -> impl Iterator<Item = (&'a str, f64)> + 'a {
         targets
             .iter()
-            .filter(|s| s.is(name, &[("period_type", "quarter")]))
-            .filter_map(|s| s.label("period"))
-            .max()
-    };
-    latest("sales_period_elapsed_ratio")
-        .or_else(|| latest("sales_team_attainment_ratio"))
-        .or_else(|| latest("sales_rep_attainment_ratio"))
-        .or_else(|| latest("sales_team_target"))
+            .filter(move |s| s.is(name, &[("period_type", "quarter")]))
+            .filter_map(|s| Some((s.label("period")?, s.value)))
+    }
+    let by_share = quarters(targets, "sales_period_elapsed_ratio")
+        .filter(|(_, share)| (0.0..1.0).contains(share))
+        .min_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)))
+        .map(|(p, _)| p);
+    // Attainment exists for the current period only.
+    let first = |name: &'static str| quarters(targets, name).map(|(p, _)| p).min();
+    by_share
+        .or_else(|| first("sales_team_attainment_ratio"))
+        .or_else(|| first("sales_rep_attainment_ratio"))
+        .or_else(|| first("sales_team_target"))
         .map(str::to_owned)
 }
 
@@ -631,6 +642,85 @@ sales_team_target{team="team-nord",metric="bookings",period="2026-Q4",period_typ
         );
         assert_eq!(b.teams[3].bookings, None);
         assert_eq!(b.teams[3].target, Some(5000.0));
+    }
+
+    /// What the targets service shows of a full-year plan (the year, its quarters, months
+    /// and weeks for the team and a rep) on 20 May 2026: the current period of each type.
+    const FULL_YEAR: &str = r#"
+sales_period_elapsed_ratio{period="FY2026",period_type="year"} 0.38
+sales_period_elapsed_ratio{period="2026-Q2",period_type="quarter"} 0.55
+sales_period_elapsed_ratio{period="2026-05",period_type="month"} 0.61
+sales_period_elapsed_ratio{period="2026-W21",period_type="week"} 0.5
+sales_team_target{metric="bookings",period="FY2026",period_type="year",team="team-amer"} 1.6e+06
+sales_team_target{metric="bookings",period="2026-Q2",period_type="quarter",team="team-amer"} 350000
+sales_team_target{metric="bookings",period="2026-05",period_type="month",team="team-amer"} 120000
+sales_team_target{metric="bookings",period="2026-W21",period_type="week",team="team-amer"} 30000
+sales_team_attainment_ratio{metric="bookings",period="FY2026",period_type="year",team="team-amer"} 0.1
+sales_team_attainment_ratio{metric="bookings",period="2026-Q2",period_type="quarter",team="team-amer"} 0.463844
+sales_team_attainment_ratio{metric="bookings",period="2026-05",period_type="month",team="team-amer"} 0.9
+sales_rep_attainment_ratio{metric="bookings",period="FY2026",period_type="year",rep="rep-002",team="team-amer"} 0.2
+sales_rep_attainment_ratio{metric="bookings",period="2026-Q2",period_type="quarter",rep="rep-002",team="team-amer"} 0.75
+sales_rep_attainment_ratio{metric="bookings",period="2026-W21",period_type="week",rep="rep-002",team="team-amer"} 2
+sales_rep_pace_ratio{metric="bookings",period="2026-Q2",period_type="quarter",rep="rep-002",team="team-amer"} 1.36
+sales_rep_pace_ratio{metric="bookings",period="2026-05",period_type="month",rep="rep-002",team="team-amer"} 0.4
+"#;
+
+    #[test]
+    fn a_full_year_plan_shows_the_current_quarter_s_numbers() {
+        let (d, t) = (parse(DEALS), parse(FULL_YEAR));
+        let b = build(Some(&d), Some(&t), "qtd", 15);
+        assert_eq!(b.period.as_deref(), Some("2026-Q2"));
+        let amer = b
+            .teams
+            .iter()
+            .find(|t| t.team == "team-amer")
+            .expect("team");
+        assert_eq!(amer.target, Some(350000.0));
+        assert_eq!(amer.attainment, Some(0.463844));
+        let rep = b.reps.iter().find(|r| r.rep == "rep-002").expect("rep");
+        assert_eq!((rep.attainment, rep.pace), (Some(0.75), Some(1.36)));
+        let out = render(&b, "12:00:00", &[], false);
+        assert!(out.contains("350,000.00"), "{out}");
+        assert!(
+            !out.contains("1,600,000.00") && !out.contains("120,000.00"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn other_quarters_on_the_board_do_not_make_a_later_one_current() {
+        // A targets service that shows every quarter of the plan: past ones fully elapsed,
+        // future ones not started.
+        let scrape = |shares: [(&str, &str); 4]| {
+            let mut text = String::new();
+            for (q, share) in shares {
+                text.push_str(&format!(
+                    "sales_period_elapsed_ratio{{period=\"{q}\",period_type=\"quarter\"}} {share}\n\
+                     sales_team_target{{metric=\"bookings\",period=\"{q}\",period_type=\"quarter\",team=\"team-amer\"}} {}\n",
+                    1000 * q.as_bytes()[6] as u32
+                ));
+            }
+            parse(&text)
+        };
+        let t = scrape([
+            ("2026-Q1", "1"),
+            ("2026-Q2", "1"),
+            ("2026-Q3", "0.4"),
+            ("2026-Q4", "0"),
+        ]);
+        let b = build(None, Some(&t), "qtd", 15);
+        assert_eq!(b.period.as_deref(), Some("2026-Q3"));
+        assert_eq!(b.teams[0].target, Some(1000.0 * f64::from(b'3')));
+        // The first instant of Q4: Q3 is over, Q4 and the next year's Q1 have not begun.
+        let t = scrape([
+            ("2026-Q2", "1"),
+            ("2026-Q3", "1"),
+            ("2026-Q4", "0"),
+            ("2027-Q1", "0"),
+        ]);
+        let b = build(None, Some(&t), "qtd", 15);
+        assert_eq!(b.period.as_deref(), Some("2026-Q4"));
+        assert_eq!(b.teams[0].target, Some(1000.0 * f64::from(b'4')));
     }
 
     #[test]

@@ -78,7 +78,9 @@ pub fn read(path: &Path, rules: &TargetRules) -> anyhow::Result<Vec<(Target, ser
     Ok(rows)
 }
 
-/// Produces every row, keyed by its target key, and waits for each acknowledgement.
+/// Produces every row, keyed by its target key, and waits for each acknowledgement. The rows
+/// are all queued before the first acknowledgement is awaited (a whole year's plan is
+/// thousands of rows); the idempotent producer keeps them in order.
 pub async fn write(
     settings: &Settings,
     rows: Vec<(Target, serde_json::Value)>,
@@ -100,6 +102,7 @@ pub async fn write(
         .create()
         .context("creating the producer")?;
     let n = rows.len();
+    let mut pending = Vec::with_capacity(n);
     for (t, v) in rows {
         let key = t.key();
         let payload = serde_json::to_vec(&v)?;
@@ -107,15 +110,21 @@ pub async fn write(
             key: "content-type",
             value: Some("application/json"),
         });
-        producer
-            .send(
-                FutureRecord::to(topic)
-                    .key(&key)
-                    .payload(&payload)
-                    .headers(headers),
-                Duration::from_secs(30),
-            )
+        let record = FutureRecord::to(topic)
+            .key(&key)
+            .payload(&payload)
+            .headers(headers);
+        let delivery = producer
+            .send_result(record)
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("producing target {key}"))?;
+        pending.push((key, delivery));
+    }
+    for (key, delivery) in pending {
+        tokio::time::timeout(Duration::from_secs(30), delivery)
             .await
+            .with_context(|| format!("no acknowledgement for target {key}"))?
+            .with_context(|| format!("producing target {key}: the producer went away"))?
             .map_err(|(e, _)| e)
             .with_context(|| format!("producing target {key}"))?;
     }

@@ -106,6 +106,7 @@ fn family_labels(name: &str) -> Option<Vec<&'static str>> {
                 m if STAGE_STATE.contains(&m) => labels.push("stage"),
                 "weighted_pipeline" | "overdue_deals" | "overdue_pipeline" => {}
                 "member" if scope == "rep" => {}
+                "info" if scope == "rep" => labels.extend(["name", "region"]),
                 "forecast_category_amount" => labels.extend(["category", "period", "period_type"]),
                 m if TARGETS.contains(&m) => {
                     labels.extend(["metric", "kind", "period", "period_type"]);
@@ -393,15 +394,38 @@ fn variables(board: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The series selector of `label_values(selector, label)`, and the label.
-fn label_values(query: &str) -> (String, String) {
+/// What a variable's query asks Prometheus: `label_values(selector, label)` gives the
+/// selector and the label; `query_result(expr)` gives the expression and no label (the
+/// variable's regex picks its value and text out of each result line).
+fn variable_query(query: &str) -> (String, Option<String>) {
+    let query = query.trim();
+    if let Some(expr) = query
+        .strip_prefix("query_result(")
+        .and_then(|q| q.strip_suffix(')'))
+    {
+        return (expr.trim().to_owned(), None);
+    }
     let inner = query
-        .trim()
         .strip_prefix("label_values(")
         .and_then(|q| q.strip_suffix(')'))
-        .unwrap_or_else(|| panic!("{query:?} is not label_values(selector, label)"));
+        .unwrap_or_else(|| {
+            panic!("{query:?} is neither label_values(selector, label) nor query_result(expr)")
+        });
     let (selector, label) = inner.rsplit_once(',').expect("label_values has a label");
-    (selector.trim().to_owned(), label.trim().to_owned())
+    (selector.trim().to_owned(), Some(label.trim().to_owned()))
+}
+
+/// How many template variables `expr` refers to (`$team`, `${team}`; not the `$1` of a
+/// `label_replace` replacement).
+fn variable_refs(expr: &str) -> usize {
+    expr.match_indices('$')
+        .filter(|(i, _)| {
+            expr[i + 1..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '{')
+        })
+        .count()
 }
 
 fn queries(board: &Board) -> Vec<Query> {
@@ -419,7 +443,7 @@ fn queries(board: &Board) -> Vec<Query> {
     for (name, query) in variables(&board.json) {
         out.push(Query {
             origin: format!("{} / variable {name}", board.file),
-            expr: label_values(&query).0,
+            expr: variable_query(&query).0,
             range: false,
         });
     }
@@ -488,7 +512,7 @@ fn dashboards_are_well_formed() {
                 "{file}: variable {} datasource",
                 names[i]
             );
-            let (selector, label) = label_values(&vars[i].1);
+            let (selector, label) = variable_query(&vars[i].1);
             for s in selectors(&selector).expect("variable selector scans") {
                 for m in &s.matchers {
                     if let Some(r) = variable_ref(&m.value) {
@@ -501,11 +525,13 @@ fn dashboards_are_well_formed() {
                 }
                 let labels = family_labels(&s.metric)
                     .unwrap_or_else(|| panic!("{file}: unknown family {}", s.metric));
-                assert!(
-                    labels.contains(&label.as_str()),
-                    "{file}: {} has no label {label}",
-                    s.metric
-                );
+                if let Some(label) = &label {
+                    assert!(
+                        labels.contains(&label.as_str()),
+                        "{file}: {} has no label {label}",
+                        s.metric
+                    );
+                }
             }
         }
 
@@ -592,20 +618,25 @@ fn dashboards_are_well_formed() {
                 }
             }
             assert_eq!(
-                q.expr.matches('$').count(),
+                variable_refs(&q.expr),
                 refs_in_matchers,
                 "{}: template variables only as label values",
                 q.origin
             );
         }
 
-        // A team's board shows that team only.
+        // A team's board shows that team only. The roster's names are joined on the reps a
+        // query selected, whatever team the roster puts them in now (a rep's series can sit
+        // under a team it has left): they name rows, they add none.
         if TEAM_BOARDS.contains(&file) {
             for p in panels(b) {
                 let title = p["title"].as_str().unwrap_or_default();
                 for t in p["targets"].as_array().into_iter().flatten() {
                     let expr = t["expr"].as_str().unwrap_or_default();
                     for s in selectors(expr).unwrap_or_default() {
+                        if s.metric == "sales_rep_info" {
+                            continue;
+                        }
                         assert!(
                             s.matchers
                                 .iter()
@@ -692,7 +723,12 @@ async fn prometheus_accepts_every_query() {
     for board in &boards {
         for q in queries(board) {
             let expr = substitute(&q.expr);
-            assert!(!expr.contains('$'), "{}: unsubstituted variable", q.origin);
+            assert_eq!(
+                variable_refs(&expr),
+                0,
+                "{}: unsubstituted variable",
+                q.origin
+            );
             let mut modes = vec![false];
             if q.range {
                 modes.push(true);
@@ -936,4 +972,983 @@ fn amount_panels_take_the_reporting_currency() {
     }
     let _ = std::fs::remove_file(&eur);
     println!("{placeholders} amount units, rendered as currencyUSD, currencyEUR, currencyGBP and currency:CAD");
+}
+
+// Reps by name: a PromQL reading of which labels a query's series carry, and the panels that
+// list reps.
+
+/// What can be told, without data, of the series a PromQL expression returns: a scalar, a
+/// string, or a vector whose series may carry the labels `some` and all carry `all`.
+#[derive(Debug, Clone, PartialEq)]
+enum Shape {
+    Scalar,
+    Text(String),
+    Vector {
+        some: BTreeSet<String>,
+        all: BTreeSet<String>,
+    },
+}
+
+fn vector(some: &[&str], all: &[&str]) -> Shape {
+    Shape::Vector {
+        some: some.iter().map(|l| (*l).to_owned()).collect(),
+        all: all.iter().map(|l| (*l).to_owned()).collect(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Ident(String),
+    Number,
+    Text(String),
+    /// A selector's `{...}`.
+    Matchers,
+    /// A range or subquery's `[...]`.
+    Range,
+    Op(&'static str),
+    Open,
+    Close,
+    Comma,
+}
+
+fn tokens(expr: &str) -> Result<Vec<Token>, String> {
+    const OPS: [&str; 12] = [
+        "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "^", "<", ">",
+    ];
+    let chars: Vec<char> = expr.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+            {
+                i += 1;
+            }
+            out.push(Token::Ident(chars[start..i].iter().collect()));
+        } else if c.is_ascii_digit() || c == '.' {
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
+                i += 1;
+            }
+            out.push(Token::Number);
+        } else if c == '"' || c == '\'' || c == '`' {
+            let mut text = String::new();
+            i += 1;
+            while i < chars.len() && chars[i] != c {
+                if chars[i] == '\\' && c != '`' {
+                    i += 1;
+                }
+                if let Some(&ch) = chars.get(i) {
+                    text.push(ch);
+                }
+                i += 1;
+            }
+            if i >= chars.len() {
+                return Err("unclosed string".into());
+            }
+            i += 1;
+            out.push(Token::Text(text));
+        } else if c == '{' || c == '[' {
+            let close = if c == '{' { '}' } else { ']' };
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => return Err(format!("unclosed {c:?}")),
+                    Some(&ch) if ch == close => break,
+                    Some('"') => {
+                        i += 1;
+                        while i < chars.len() && chars[i] != '"' {
+                            i += if chars[i] == '\\' { 2 } else { 1 };
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            i += 1;
+            out.push(if c == '{' {
+                Token::Matchers
+            } else {
+                Token::Range
+            });
+        } else if c == '(' {
+            out.push(Token::Open);
+            i += 1;
+        } else if c == ')' {
+            out.push(Token::Close);
+            i += 1;
+        } else if c == ',' {
+            out.push(Token::Comma);
+            i += 1;
+        } else {
+            let rest: String = chars[i..].iter().take(2).collect();
+            let op = OPS
+                .into_iter()
+                .find(|op| rest.starts_with(op))
+                .ok_or_else(|| format!("unexpected {c:?}"))?;
+            out.push(Token::Op(op));
+            i += op.len();
+        }
+    }
+    Ok(out)
+}
+
+/// Binary operators by precedence, lowest first, as PromQL binds them.
+fn precedence(t: &Token) -> Option<(u8, String)> {
+    let (prec, op) = match t {
+        Token::Ident(w) if w == "or" => (1, w.as_str()),
+        Token::Ident(w) if w == "and" || w == "unless" => (2, w.as_str()),
+        Token::Op(o @ ("==" | "!=" | "<=" | ">=" | "<" | ">")) => (3, *o),
+        Token::Op(o @ ("+" | "-")) => (4, *o),
+        Token::Op(o @ ("*" | "/" | "%")) => (5, *o),
+        Token::Ident(w) if w == "atan2" => (5, w.as_str()),
+        Token::Op("^") => (6, "^"),
+        _ => return None,
+    };
+    Some((prec, op.to_owned()))
+}
+
+/// `on (labels)` (true) or `ignoring (labels)` (false); `group_left (labels)` (true) or
+/// `group_right (labels)` (false).
+type Modifier = Option<(bool, BTreeSet<String>)>;
+
+struct PromQl {
+    tokens: Vec<Token>,
+    pos: usize,
+}
+
+impl PromQl {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let t = self.tokens.get(self.pos).cloned();
+        self.pos += 1;
+        t
+    }
+
+    fn peek_word(&self) -> Option<&str> {
+        match self.peek() {
+            Some(Token::Ident(w)) => Some(w),
+            _ => None,
+        }
+    }
+
+    fn expect(&mut self, want: &Token) -> Result<(), String> {
+        match self.next() {
+            Some(t) if &t == want => Ok(()),
+            t => Err(format!("expected {want:?}, found {t:?}")),
+        }
+    }
+
+    fn label_list(&mut self) -> Result<BTreeSet<String>, String> {
+        self.expect(&Token::Open)?;
+        let mut out = BTreeSet::new();
+        loop {
+            match self.next() {
+                Some(Token::Close) => return Ok(out),
+                Some(Token::Comma) => {}
+                Some(Token::Ident(l)) => {
+                    out.insert(l);
+                }
+                t => return Err(format!("unexpected {t:?} in a label list")),
+            }
+        }
+    }
+
+    fn expr(&mut self, min: u8) -> Result<Shape, String> {
+        let mut lhs = self.unary()?;
+        while let Some((prec, op)) = self.peek().and_then(precedence) {
+            if prec < min {
+                break;
+            }
+            self.pos += 1;
+            if self.peek_word() == Some("bool") {
+                self.pos += 1;
+            }
+            let mut matching: Modifier = None;
+            if let Some(w @ ("on" | "ignoring")) = self.peek_word() {
+                let on = w == "on";
+                self.pos += 1;
+                matching = Some((on, self.label_list()?));
+            }
+            let mut group: Modifier = None;
+            if let Some(w @ ("group_left" | "group_right")) = self.peek_word() {
+                let left = w == "group_left";
+                self.pos += 1;
+                let labels = if self.peek() == Some(&Token::Open) {
+                    self.label_list()?
+                } else {
+                    BTreeSet::new()
+                };
+                group = Some((left, labels));
+            }
+            let rhs = self.expr(if op == "^" { prec } else { prec + 1 })?;
+            lhs = combine(&op, lhs, rhs, &matching, &group)?;
+        }
+        Ok(lhs)
+    }
+
+    fn unary(&mut self) -> Result<Shape, String> {
+        if matches!(self.peek(), Some(Token::Op("-" | "+"))) {
+            self.pos += 1;
+            return self.unary();
+        }
+        let shape = self.primary()?;
+        loop {
+            match self.peek() {
+                Some(Token::Range) => self.pos += 1,
+                Some(Token::Ident(w)) if w == "offset" => {
+                    self.pos += 1;
+                    if self.peek() == Some(&Token::Op("-")) {
+                        self.pos += 1;
+                    }
+                    self.expect(&Token::Number)?;
+                }
+                _ => return Ok(shape),
+            }
+        }
+    }
+
+    fn args(&mut self) -> Result<Vec<Shape>, String> {
+        self.expect(&Token::Open)?;
+        let mut out = Vec::new();
+        if self.peek() == Some(&Token::Close) {
+            self.pos += 1;
+            return Ok(out);
+        }
+        loop {
+            out.push(self.expr(0)?);
+            match self.next() {
+                Some(Token::Comma) => {}
+                Some(Token::Close) => return Ok(out),
+                t => return Err(format!("unexpected {t:?} in arguments")),
+            }
+        }
+    }
+
+    fn grouping(&mut self) -> Result<Modifier, String> {
+        match self.peek_word() {
+            Some(w @ ("by" | "without")) => {
+                let by = w == "by";
+                self.pos += 1;
+                Ok(Some((by, self.label_list()?)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn primary(&mut self) -> Result<Shape, String> {
+        const AGGREGATIONS: &[&str] = &[
+            "sum",
+            "min",
+            "max",
+            "avg",
+            "group",
+            "stddev",
+            "stdvar",
+            "count",
+            "count_values",
+            "bottomk",
+            "topk",
+            "quantile",
+        ];
+        match self.next() {
+            Some(Token::Number) => Ok(Shape::Scalar),
+            Some(Token::Text(t)) => Ok(Shape::Text(t)),
+            Some(Token::Open) => {
+                let e = self.expr(0)?;
+                self.expect(&Token::Close)?;
+                Ok(e)
+            }
+            Some(Token::Ident(name)) if AGGREGATIONS.contains(&name.as_str()) => {
+                let mut grouping = self.grouping()?;
+                let args = self.args()?;
+                if grouping.is_none() {
+                    grouping = self.grouping()?;
+                }
+                let Some(Shape::Vector { some, all }) = args.last().cloned() else {
+                    return Err(format!("{name} of no vector"));
+                };
+                if name == "topk" || name == "bottomk" {
+                    return Ok(Shape::Vector { some, all });
+                }
+                let keep = |set: &BTreeSet<String>| -> BTreeSet<String> {
+                    match &grouping {
+                        Some((true, by)) => set.intersection(by).cloned().collect(),
+                        Some((false, without)) => set.difference(without).cloned().collect(),
+                        None => BTreeSet::new(),
+                    }
+                };
+                let (mut some, mut all) = (keep(&some), keep(&all));
+                if name == "count_values" {
+                    if let Some(Shape::Text(label)) = args.first() {
+                        some.insert(label.clone());
+                        all.insert(label.clone());
+                    }
+                }
+                Ok(Shape::Vector { some, all })
+            }
+            Some(Token::Ident(name)) if self.peek() == Some(&Token::Open) => {
+                let args = self.args()?;
+                match name.as_str() {
+                    "time" | "scalar" | "pi" => Ok(Shape::Scalar),
+                    "vector" => Ok(vector(&[], &[])),
+                    "label_replace" | "label_join" => match (args.first(), args.get(1)) {
+                        (Some(Shape::Vector { some, all }), Some(Shape::Text(dst))) => {
+                            let (mut some, mut all) = (some.clone(), all.clone());
+                            some.insert(dst.clone());
+                            all.insert(dst.clone());
+                            Ok(Shape::Vector { some, all })
+                        }
+                        _ => Err(format!("{name} of no vector and label")),
+                    },
+                    _ => args
+                        .into_iter()
+                        .find(|a| matches!(a, Shape::Vector { .. }))
+                        .ok_or_else(|| format!("{name}() of no vector")),
+                }
+            }
+            Some(Token::Ident(name)) => {
+                if self.peek() == Some(&Token::Matchers) {
+                    self.pos += 1;
+                }
+                let labels =
+                    family_labels(&name).ok_or_else(|| format!("unknown family {name}"))?;
+                let some: BTreeSet<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+                // Labels only some series of the family carry.
+                let all = some
+                    .iter()
+                    .filter(|l| !["kind", "region"].contains(&l.as_str()))
+                    .cloned()
+                    .collect();
+                Ok(Shape::Vector { some, all })
+            }
+            t => Err(format!("unexpected {t:?}")),
+        }
+    }
+}
+
+/// The series of `lhs op rhs`, by PromQL's rules for vector matching: `or` gives the series of
+/// both sides, `and` and `unless` the left side's; arithmetic and comparisons the left side's
+/// labels (only the `on` labels, or all but the `ignoring` ones, one-to-one), the "many" side's
+/// with `group_left`/`group_right`, plus the labels they list, taken from the "one" side.
+fn combine(
+    op: &str,
+    lhs: Shape,
+    rhs: Shape,
+    matching: &Modifier,
+    group: &Modifier,
+) -> Result<Shape, String> {
+    match (lhs, rhs) {
+        (Shape::Scalar, Shape::Scalar) => Ok(Shape::Scalar),
+        (v @ Shape::Vector { .. }, Shape::Scalar) | (Shape::Scalar, v @ Shape::Vector { .. }) => {
+            Ok(v)
+        }
+        (Shape::Vector { some: ls, all: la }, Shape::Vector { some: rs, all: ra }) => match op {
+            "or" => Ok(Shape::Vector {
+                some: ls.union(&rs).cloned().collect(),
+                all: la.intersection(&ra).cloned().collect(),
+            }),
+            "and" | "unless" => Ok(Shape::Vector { some: ls, all: la }),
+            _ => {
+                let right_many = matches!(group, Some((false, _)));
+                let (mut some, mut all, one_some, one_all) = if right_many {
+                    (rs, ra, ls, la)
+                } else {
+                    (ls, la, rs, ra)
+                };
+                match (matching, group) {
+                    (Some((true, on)), None) => {
+                        some.retain(|l| on.contains(l));
+                        all.retain(|l| on.contains(l));
+                    }
+                    (Some((false, ignoring)), None) => {
+                        some.retain(|l| !ignoring.contains(l));
+                        all.retain(|l| !ignoring.contains(l));
+                    }
+                    _ => {}
+                }
+                for l in group.iter().flat_map(|(_, include)| include) {
+                    some.remove(l);
+                    all.remove(l);
+                    if one_some.contains(l) {
+                        some.insert(l.clone());
+                    }
+                    if one_all.contains(l) {
+                        all.insert(l.clone());
+                    }
+                }
+                Ok(Shape::Vector { some, all })
+            }
+        },
+        _ => Err(format!("a string in {op}")),
+    }
+}
+
+/// The series `expr` returns, as far as PromQL tells.
+fn shape(expr: &str) -> Result<Shape, String> {
+    let mut p = PromQl {
+        tokens: tokens(expr)?,
+        pos: 0,
+    };
+    let s = p.expr(0)?;
+    match p.peek() {
+        None => Ok(s),
+        Some(t) => Err(format!("unexpected {t:?} after the expression")),
+    }
+}
+
+/// The join that names the reps of a query that keeps `rep`: one name per rep from the
+/// roster's `sales_rep_info` (whatever team its series are under), and the id as the name of
+/// a rep the roster does not name (no `sales_rep_info`: not on the roster, or the deals
+/// service not scraped).
+const NAME_JOIN: &str = "group_left(name)maxby(rep,name)(sales_rep_info)";
+const NAME_FALLBACK: &str = "oron(rep)label_replace(";
+const NAME_FALLBACK_END: &str = r#","name","$1","rep","(.*)")"#;
+
+/// The queries of `panel` whose series keep a `rep` label: the panel lists reps.
+fn rep_queries(panel: &Value) -> Vec<&Value> {
+    panel["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| {
+            matches!(
+                shape(t["expr"].as_str().unwrap_or_default()),
+                Ok(Shape::Vector { some, .. }) if some.contains("rep")
+            )
+        })
+        .collect()
+}
+
+/// What is wrong with how `panel` shows reps: a query that keeps `rep` must give every series
+/// the rep's name, joined from `sales_rep_info` (see [`NAME_JOIN`]), and the panel must show
+/// the name: `{{name}}` in the legend of a series, the `name` field in a table (the `rep`
+/// field excluded or hidden). Links to the rep board carry the id.
+fn rep_display_problems(panel: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let transformations: Vec<&Value> = panel["transformations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let organize = transformations
+        .iter()
+        .find(|t| t["id"] == "organize")
+        .map(|t| &t["options"]);
+    let excluded = |field: &str| organize.is_some_and(|o| o["excludeByName"][field] == true);
+    let overrides: Vec<&Value> = panel["fieldConfig"]["overrides"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let hidden = |field: &str| {
+        excluded(field)
+            || overrides.iter().any(|o| {
+                o["matcher"]["id"] == "byName"
+                    && o["matcher"]["options"] == field
+                    && o["properties"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|p| p["id"] == "custom.hidden" && p["value"] == true)
+            })
+    };
+    let join_by_labels = transformations.iter().find(|t| t["id"] == "joinByLabels");
+    let queries = rep_queries(panel);
+    for t in &queries {
+        let r = t["refId"].as_str().unwrap_or_default();
+        let expr = t["expr"].as_str().unwrap_or_default();
+        let Ok(Shape::Vector { all, .. }) = shape(expr) else {
+            continue;
+        };
+        if !all.contains("name") {
+            out.push(format!("{r}: some series have no name: {expr}"));
+        }
+        let compact: String = expr.chars().filter(|c| !c.is_whitespace()).collect();
+        if !compact.contains(NAME_JOIN) {
+            out.push(format!(
+                "{r}: not joined with one name per rep (* on (rep) group_left(name) max by (rep, name) (sales_rep_info)): {expr}"
+            ));
+        }
+        if !(compact.contains(NAME_FALLBACK) && compact.ends_with(NAME_FALLBACK_END)) {
+            out.push(format!(
+                "{r}: a rep without sales_rep_info is dropped (no `or on (rep) label_replace(..., \"name\", \"$1\", \"rep\", \"(.*)\")`): {expr}"
+            ));
+        }
+        let table = t["format"] == "table" || join_by_labels.is_some();
+        if table {
+            if !hidden("rep") {
+                out.push(format!(
+                    "{r}: the rep id field is shown (exclude or hide `rep`)"
+                ));
+            }
+            if hidden("name") {
+                out.push(format!("{r}: the name field is hidden"));
+            }
+        } else {
+            let legend = t["legendFormat"].as_str().unwrap_or_default();
+            if !legend.contains("{{name}}") || legend.contains("{{rep}}") {
+                out.push(format!("{r}: legend {legend:?} does not show {{{{name}}}}"));
+            }
+        }
+    }
+    if !queries.is_empty() {
+        if let Some(j) = join_by_labels {
+            let join = &j["options"]["join"];
+            if !join
+                .as_array()
+                .is_some_and(|l| l.iter().any(|v| v == "name") && l.iter().any(|v| v == "rep"))
+            {
+                out.push(format!(
+                    "joinByLabels joins on {join}: not on rep and name (reps of one name would merge)"
+                ));
+            }
+        }
+        let kind = panel["type"].as_str().unwrap_or_default();
+        if kind == "table" && !organize.is_some_and(|o| o["renameByName"]["name"].is_string()) {
+            out.push("the name column has no title".to_owned());
+        }
+        if kind == "barchart" && panel["options"]["xField"] != "name" {
+            out.push(format!(
+                "x axis {} is not the name",
+                panel["options"]["xField"]
+            ));
+        }
+    }
+    // A link to the rep board passes the rep id, not the name shown in the cell.
+    let mut links: Vec<&Value> = panel["fieldConfig"]["defaults"]["links"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    for o in &overrides {
+        for p in o["properties"].as_array().into_iter().flatten() {
+            if p["id"] == "links" {
+                links.extend(p["value"].as_array().into_iter().flatten());
+            }
+        }
+    }
+    for l in links {
+        let url = l["url"].as_str().unwrap_or_default();
+        if url.contains("var-rep=") && !url.contains("var-rep=${__data.fields.rep}") {
+            out.push(format!("link {url} does not pass the rep id"));
+        }
+    }
+    out
+}
+
+#[test]
+fn promql_shapes() {
+    let cases: &[(&str, Shape)] = &[
+        ("sum by (rep) (sales_rep_bookings{window=\"qtd\"})", vector(&["rep"], &["rep"])),
+        ("sum(sales_rep_bookings{rep=\"$rep\",window=\"qtd\"})", vector(&[], &[])),
+        ("quantile(0.5, sales_rep_bookings{team=\"$team\",window=\"qtd\"})", vector(&[], &[])),
+        ("max by (stage) (sales_team_stage_seconds{window=\"30d\"}) / 86400", vector(&["stage"], &["stage"])),
+        ("time() - max by (service, topic) (sales_last_event_timestamp_seconds)", vector(&["service", "topic"], &["service", "topic"])),
+        ("sum by (rep, team) (sales_rep_bookings) / on (rep) sum by (rep) (sales_rep_deals_won)", vector(&["rep"], &["rep"])),
+        ("sum by (rep) (sales_rep_stalled_deals) or 0 * sum by (rep, team) (sales_rep_open_deals)", vector(&["rep", "team"], &["rep"])),
+        ("max by (rep) (sales_rep_gap) * on (rep) group_left(name) max by (rep, name) (sales_rep_info)", vector(&["name", "rep"], &["name", "rep"])),
+        ("max by (rep) (sales_rep_gap) * on (rep) group_left(name) max by (rep, name) (sales_rep_info) or sum by (rep) (sales_rep_gap)", vector(&["name", "rep"], &["rep"])),
+        ("max by (rep, name) (sales_rep_info) * on (rep) group_right max by (rep, kind) (sales_rep_activities)", vector(&["kind", "rep"], &["rep"])),
+        ("label_replace(max by (rep) (sales_rep_gap), \"name\", \"$1\", \"rep\", \"(.*)\")", vector(&["name", "rep"], &["name", "rep"])),
+        ("topk(3, max by (rep) (rate(sales_events_total[5m])))", vector(&[], &[])),
+        ("max by (period) (sales_team_target{metric=\"bookings\"}) and on (period) max by (period) (sales_team_forecast_rollup)", vector(&["period"], &["period"])),
+    ];
+    for (expr, want) in cases {
+        assert_eq!(shape(expr).as_ref(), Ok(want), "{expr}");
+    }
+    assert!(shape("sum(sales_rep_bookings").is_err());
+    assert!(shape("sum(sales_rep_nonsense)").is_err());
+}
+
+#[test]
+fn panels_show_reps_by_name() {
+    let boards = boards();
+    let mut problems = Vec::new();
+    let mut checked = Vec::new();
+    for board in &boards {
+        for p in panels(&board.json) {
+            let title = p["title"].as_str().unwrap_or_default();
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let expr = t["expr"].as_str().unwrap_or_default();
+                if let Err(e) = shape(expr) {
+                    problems.push(format!("{} / {title:?}: {expr}: {e}", board.file));
+                }
+            }
+            let n = rep_queries(p).len();
+            if n > 0 {
+                checked.push(format!("{} / {title:?} ({n})", board.file));
+            }
+            for e in rep_display_problems(p) {
+                problems.push(format!("{} / {title:?}: {e}", board.file));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "panels that list reps must show their names:\n{}",
+        problems.join("\n")
+    );
+    // The sales floor's two leaderboards, the team board's table, pace, gap, activity mix and
+    // bookings by rep, pipeline flow's stalled and overdue table and bar gauge.
+    assert_eq!(checked.len(), 9, "{checked:#?}");
+    println!(
+        "reps by name in {} panels: {}",
+        checked.len(),
+        checked.join(", ")
+    );
+}
+
+/// The panel titled `title` of `file`, as a mutable copy.
+fn panel_copy(file: &str, title: &str) -> Value {
+    let board = boards()
+        .into_iter()
+        .find(|b| b.file == file)
+        .expect("board");
+    panels(&board.json)
+        .into_iter()
+        .find(|p| p["title"] == title)
+        .cloned()
+        .unwrap_or_else(|| panic!("{file} has no panel {title:?}"))
+}
+
+#[test]
+fn the_name_check_catches_panels_that_show_ids() {
+    let problems = |p: &Value| rep_display_problems(p).join("\n");
+    // The leaderboard as it was: ids.
+    let mut p = panel_copy("sales-floor.json", "Leaderboard: bookings this quarter");
+    assert_eq!(problems(&p), "");
+    p["targets"][0]["expr"] = "sum by (rep) (sales_rep_bookings{window=\"qtd\"})".into();
+    let found = problems(&p);
+    assert!(
+        found.contains("have no name") && found.contains("not joined"),
+        "{found}"
+    );
+    // Joined, but a rep without sales_rep_info would vanish.
+    p["targets"][0]["expr"] = "sum by (rep) (sales_rep_bookings{window=\"qtd\"}) * on (rep) group_left(name) max by (rep, name) (sales_rep_info)".into();
+    assert!(problems(&p).contains("is dropped"), "{}", problems(&p));
+    // Joined, but the bar still says rep-007.
+    let mut p = panel_copy("sales-floor.json", "Leaderboard: bookings this quarter");
+    p["transformations"][0]["options"]["excludeByName"]["rep"] = false.into();
+    assert!(
+        problems(&p).contains("rep id field is shown"),
+        "{}",
+        problems(&p)
+    );
+    // A legend of ids.
+    let mut p = panel_copy("team.json", "Bookings this quarter by rep");
+    assert_eq!(problems(&p), "");
+    p["targets"][0]["legendFormat"] = "{{rep}}".into();
+    assert!(problems(&p).contains("does not show"), "{}", problems(&p));
+    // A table whose id column shows, or whose link passes the name.
+    let mut p = panel_copy("team.json", "Reps side by side (quarter to date)");
+    assert_eq!(problems(&p), "");
+    let overrides = p["fieldConfig"]["overrides"]
+        .as_array_mut()
+        .expect("overrides");
+    overrides.retain(|o| o["matcher"]["options"] != "rep");
+    assert!(
+        problems(&p).contains("rep id field is shown"),
+        "{}",
+        problems(&p)
+    );
+    let mut p = panel_copy("pipeline-flow.json", "Stalled and overdue deals by rep");
+    assert_eq!(problems(&p), "");
+    let link = p["fieldConfig"]["overrides"][0]["properties"][0]["value"][0]["url"]
+        .as_str()
+        .expect("a link")
+        .replace("${__data.fields.rep}", "${__value.raw}");
+    p["fieldConfig"]["overrides"][0]["properties"][0]["value"][0]["url"] = link.into();
+    assert!(
+        problems(&p).contains("does not pass the rep id"),
+        "{}",
+        problems(&p)
+    );
+    // The activity mix by name alone would merge two reps of one name.
+    let mut p = panel_copy("team.json", "Activity mix today by rep");
+    assert_eq!(problems(&p), "");
+    p["transformations"][0]["options"]["join"] = serde_json::json!(["name"]);
+    assert!(problems(&p).contains("would merge"), "{}", problems(&p));
+}
+
+// The `$rep` picker: Grafana runs `query_result(expr)`, writes each series as
+// `{label="value",...} value timestamp` (labels in the order of Prometheus' answer, sorted by
+// name) and applies the variable's regex: the named groups `value` and `text` give the
+// option's value and what the picker shows.
+
+/// One element of the small regex dialect the boards use (JavaScript syntax).
+#[derive(Debug)]
+enum Re {
+    Start,
+    End,
+    Char(char),
+    Any,
+    In(Vec<char>),
+    NotIn(Vec<char>),
+    Group(Option<String>, Vec<(Re, Repeat)>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Repeat {
+    One,
+    Optional,
+    Star,
+    Plus,
+}
+
+fn parse_regex(chars: &[char], i: &mut usize, in_group: bool) -> Result<Vec<(Re, Repeat)>, String> {
+    let mut seq = Vec::new();
+    while *i < chars.len() {
+        let c = chars[*i];
+        *i += 1;
+        let atom = match c {
+            '^' => Re::Start,
+            '$' => Re::End,
+            '.' => Re::Any,
+            ')' if in_group => return Ok(seq),
+            '\\' => {
+                let e = *chars.get(*i).ok_or("trailing backslash")?;
+                *i += 1;
+                if e.is_ascii_alphanumeric() {
+                    return Err(format!("unsupported escape \\{e}"));
+                }
+                Re::Char(e)
+            }
+            '[' => {
+                let negated = chars.get(*i) == Some(&'^');
+                if negated {
+                    *i += 1;
+                }
+                let mut set = Vec::new();
+                while *i < chars.len() && chars[*i] != ']' {
+                    if chars[*i] == '\\' {
+                        *i += 1;
+                    }
+                    set.extend(chars.get(*i));
+                    *i += 1;
+                }
+                *i += 1;
+                if negated {
+                    Re::NotIn(set)
+                } else {
+                    Re::In(set)
+                }
+            }
+            '(' => {
+                let mut name = None;
+                if chars[*i..].starts_with(&['?', '<']) {
+                    let start = *i + 2;
+                    let end = chars[start..]
+                        .iter()
+                        .position(|c| *c == '>')
+                        .ok_or("unclosed group name")?
+                        + start;
+                    name = Some(chars[start..end].iter().collect());
+                    *i = end + 1;
+                } else if chars[*i..].starts_with(&['?', ':']) {
+                    *i += 2;
+                }
+                Re::Group(name, parse_regex(chars, i, true)?)
+            }
+            '|' | '*' | '+' | '?' | '{' | '}' | ')' => {
+                return Err(format!("unsupported {c:?} at {}", *i - 1))
+            }
+            c => Re::Char(c),
+        };
+        let repeat = match chars.get(*i) {
+            Some('*') => Repeat::Star,
+            Some('+') => Repeat::Plus,
+            Some('?') => Repeat::Optional,
+            _ => Repeat::One,
+        };
+        if repeat != Repeat::One {
+            *i += 1;
+        }
+        seq.push((atom, repeat));
+    }
+    if in_group {
+        Err("unclosed group".into())
+    } else {
+        Ok(seq)
+    }
+}
+
+type Captures = BTreeMap<String, (usize, usize)>;
+
+/// Every way `seq` matches `text` from `pos`: the end and the captures, in the order a
+/// backtracking engine tries them (greedy first).
+fn match_ends(
+    seq: &[(Re, Repeat)],
+    text: &[char],
+    pos: usize,
+    caps: &Captures,
+) -> Vec<(usize, Captures)> {
+    let Some(((atom, repeat), rest)) = seq.split_first() else {
+        return vec![(pos, caps.clone())];
+    };
+    let mut after: Vec<(usize, Captures)> = Vec::new();
+    match repeat {
+        Repeat::One => after = atom_ends(atom, text, pos, caps),
+        Repeat::Optional => {
+            after = atom_ends(atom, text, pos, caps);
+            after.push((pos, caps.clone()));
+        }
+        Repeat::Star | Repeat::Plus => {
+            let mut levels = vec![vec![(pos, caps.clone())]];
+            while levels.len() <= text.len() + 1 {
+                let next: Vec<(usize, Captures)> = levels[levels.len() - 1]
+                    .iter()
+                    .flat_map(|(p, c)| {
+                        atom_ends(atom, text, *p, c)
+                            .into_iter()
+                            .filter(move |(q, _)| q > p)
+                    })
+                    .collect();
+                if next.is_empty() {
+                    break;
+                }
+                levels.push(next);
+            }
+            let skip = usize::from(*repeat == Repeat::Plus);
+            for level in levels.into_iter().skip(skip).rev() {
+                after.extend(level);
+            }
+        }
+    }
+    after
+        .into_iter()
+        .flat_map(|(p, c)| match_ends(rest, text, p, &c))
+        .collect()
+}
+
+fn atom_ends(atom: &Re, text: &[char], pos: usize, caps: &Captures) -> Vec<(usize, Captures)> {
+    let one = |ok: bool| {
+        if ok {
+            vec![(pos + 1, caps.clone())]
+        } else {
+            Vec::new()
+        }
+    };
+    match atom {
+        Re::Start if pos == 0 => vec![(pos, caps.clone())],
+        Re::End if pos == text.len() => vec![(pos, caps.clone())],
+        Re::Start | Re::End => Vec::new(),
+        Re::Char(c) => one(text.get(pos) == Some(c)),
+        Re::Any => one(text.get(pos).is_some_and(|c| *c != '\n')),
+        Re::In(set) => one(text.get(pos).is_some_and(|c| set.contains(c))),
+        Re::NotIn(set) => one(text.get(pos).is_some_and(|c| !set.contains(c))),
+        Re::Group(name, inner) => match_ends(inner, text, pos, caps)
+            .into_iter()
+            .map(|(p, mut c)| {
+                if let Some(n) = name {
+                    c.insert(n.clone(), (pos, p));
+                }
+                (p, c)
+            })
+            .collect(),
+    }
+}
+
+/// What Grafana makes of one result line with the variable's `regex` (`/pattern/flags`):
+/// `None` when the line does not match (no option); else the option's value and text.
+fn variable_option(regex: &str, line: &str) -> Result<Option<(String, String)>, String> {
+    let pattern = regex
+        .strip_prefix('/')
+        .and_then(|r| r.rsplit_once('/'))
+        .map(|(p, _flags)| p)
+        .ok_or_else(|| format!("{regex:?} is not /pattern/"))?;
+    let chars: Vec<char> = pattern.chars().collect();
+    let seq = parse_regex(&chars, &mut 0, false)?;
+    let text: Vec<char> = line.chars().collect();
+    for start in 0..=text.len() {
+        if let Some((_, caps)) = match_ends(&seq, &text, start, &Captures::new())
+            .into_iter()
+            .next()
+        {
+            let get = |n: &str| caps.get(n).map(|(a, b)| text[*a..*b].iter().collect());
+            let value: Option<String> = get("value");
+            let shown: Option<String> = get("text");
+            return Ok(match (value, shown) {
+                (Some(v), Some(t)) => Some((v, t)),
+                (Some(v), None) => Some((v.clone(), v)),
+                (None, Some(t)) => Some((t.clone(), t)),
+                (None, None) => return Err("the regex names no value or text group".into()),
+            });
+        }
+    }
+    Ok(None)
+}
+
+/// The line Grafana's `query_result` writes for a series with `labels` (Prometheus answers
+/// with labels sorted by name; Grafana keeps that order and does not escape values).
+fn query_result_line(labels: &BTreeMap<&str, &str>) -> String {
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    format!("{{{}}} 1 1764633600000", inner.join(","))
+}
+
+#[test]
+fn the_rep_picker_shows_names_and_keeps_ids() {
+    let board = boards()
+        .into_iter()
+        .find(|b| b.file == "rep.json")
+        .expect("rep board");
+    let var = board.json["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == "rep")
+        .expect("$rep");
+    let query = var["query"]["query"].as_str().expect("query");
+    assert_eq!(var["definition"].as_str(), Some(query), "definition");
+    assert_eq!(var["query"]["qryType"], 3, "a query_result variable");
+    let (expr, label) = variable_query(query);
+    assert_eq!(label, None, "{query}: query_result");
+    // The members of the team on the roster, with or without deals.
+    let sels = selectors(&expr).expect("scans");
+    assert!(
+        sels.iter().all(|s| s.metric == "sales_rep_info"
+            && s.matchers
+                .iter()
+                .any(|m| m.label == "team" && m.value == "$team")),
+        "{expr}"
+    );
+    // Exactly rep and name on every line, so the regex knows where each stands.
+    assert_eq!(
+        shape(&expr),
+        Ok(vector(&["name", "rep"], &["name", "rep"])),
+        "{expr}"
+    );
+    let regex = var["regex"].as_str().expect("regex");
+    for (name, rep) in [
+        ("Ada Lovelace", "rep-007"),
+        ("rep-003", "rep-003"),
+        ("Zoë O'Brien-Núñez", "rep-120"),
+        ("Ada \"Ace\" Lovelace", "rep-010"),
+        ("a,rep=\"x\"", "rep-011"),
+    ] {
+        let line = query_result_line(&BTreeMap::from([("name", name), ("rep", rep)]));
+        assert_eq!(
+            variable_option(regex, &line),
+            Ok(Some((rep.to_owned(), name.to_owned()))),
+            "{regex} on {line}"
+        );
+    }
+    // The check reads the regex as Grafana would: the labels the other way round, or the
+    // groups swapped, give other options.
+    let swapped = r#"/^\{rep="(?<value>[^"]+)",name="(?<text>.*)"\}/"#;
+    let line = query_result_line(&BTreeMap::from([("name", "Ada"), ("rep", "rep-007")]));
+    assert_eq!(variable_option(swapped, &line), Ok(None));
+    let wrong = r#"/name="(?<value>[^"]+)",rep="(?<text>[^"]+)"/"#;
+    assert_eq!(
+        variable_option(wrong, &line),
+        Ok(Some(("Ada".to_owned(), "rep-007".to_owned())))
+    );
+    println!("$rep: {query} with {regex}");
 }

@@ -3,8 +3,10 @@
 //! the year, its quarters, months and weeks, for the org, every team and every rep), scraped by
 //! a real Prometheus. Every query of every board must evaluate and return at least one series,
 //! as it would on the wall; the key target panels must show the current period's numbers,
-//! checked against the plan's CSV and the deals service's own /metrics; and the terminal board
-//! must show each team's current quarter target.
+//! checked against the plan's CSV and the deals service's own /metrics; the terminal board
+//! must show each team's current quarter target; and reps must appear under the names the
+//! roster gives them (`sales_rep_info`), once each, on the boards, in the `$rep` picker and on
+//! the terminal board.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,15 +43,33 @@ fn panels(board: &Value) -> Vec<&Value> {
     out
 }
 
-/// The series selector of a `label_values(selector, label)` variable query.
-fn label_values_selector(query: &str) -> String {
+/// What a variable query asks Prometheus: the selector of `label_values(selector, label)`,
+/// or the expression of `query_result(expr)`.
+fn variable_expr(query: &str) -> String {
+    let query = query.trim();
+    if let Some(expr) = query
+        .strip_prefix("query_result(")
+        .and_then(|q| q.strip_suffix(')'))
+    {
+        return expr.trim().to_owned();
+    }
     let inner = query
-        .trim()
         .strip_prefix("label_values(")
         .and_then(|q| q.strip_suffix(')'))
         .unwrap_or_else(|| panic!("{query:?} is not label_values(selector, label)"));
     let (selector, _) = inner.rsplit_once(',').expect("label_values has a label");
     selector.trim().to_owned()
+}
+
+/// Whether `expr` still refers to a template variable (`$team`, `${rep}`; not the `$1` of a
+/// `label_replace` replacement).
+fn has_variable(expr: &str) -> bool {
+    expr.match_indices('$').any(|(i, _)| {
+        expr[i + 1..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '{')
+    })
 }
 
 /// Every panel query and every variable query of every board in deploy/grafana/dashboards.
@@ -89,7 +109,7 @@ fn queries() -> Vec<Query> {
             };
             out.push(Query {
                 origin: format!("{file} / variable {name}"),
-                expr: label_values_selector(&query),
+                expr: variable_expr(&query),
             });
         }
     }
@@ -332,6 +352,201 @@ fn sums_by(text: &str, name: &str, with: &[(&str, &str)], key: &str) -> BTreeMap
     out
 }
 
+/// The label sets of the series of family `name` in exposition `text` (escapes undone).
+fn series_of(text: &str, name: &str) -> Vec<BTreeMap<String, String>> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name).and_then(|r| r.strip_prefix('{')) else {
+            continue;
+        };
+        let chars: Vec<char> = rest.chars().collect();
+        let mut labels = BTreeMap::new();
+        let mut i = 0;
+        while i < chars.len() && chars[i] != '}' {
+            let start = i;
+            while i < chars.len() && chars[i] != '=' {
+                i += 1;
+            }
+            let key: String = chars[start..i].iter().collect();
+            i += 2; // `="`
+            let mut value = String::new();
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    i += 1;
+                    match chars.get(i) {
+                        Some('n') => value.push('\n'),
+                        Some(c) => value.push(*c),
+                        None => {}
+                    }
+                } else {
+                    value.push(chars[i]);
+                }
+                i += 1;
+            }
+            i += 1; // the closing quote
+            if chars.get(i) == Some(&',') {
+                i += 1;
+            }
+            labels.insert(key.trim().to_owned(), value);
+        }
+        out.push(labels);
+    }
+    out
+}
+
+/// Each rep's name as the deals service publishes it: `sales_rep_info{rep, name}`.
+fn roster_names(deals: &str) -> BTreeMap<String, String> {
+    series_of(deals, "sales_rep_info")
+        .into_iter()
+        .filter_map(|l| Some((l.get("rep")?.clone(), l.get("name")?.clone())))
+        .collect()
+}
+
+/// A name as the simulator's roster gives it (services/simulator/src/org.rs): "First Last".
+fn is_roster_name(name: &str) -> bool {
+    let words: Vec<&str> = name.split(' ').collect();
+    words.len() == 2
+        && words.iter().all(|w| {
+            w.chars().next().is_some_and(char::is_uppercase)
+                && w.chars().skip(1).all(char::is_lowercase)
+        })
+}
+
+/// Compares the names the boards show with the roster's (`sales_rep_info` on the deals
+/// service's /metrics): the sales floor's leaderboard lists every rep with bookings this
+/// quarter once, under its roster name, with its bookings; every series of every board query
+/// that carries a rep carries its name and is not doubled by the join; the `$rep` picker
+/// lists the team's members under their names. Returns what differs.
+async fn name_differences(
+    client: &reqwest::Client,
+    port: u16,
+    deals: &str,
+    rep: &str,
+) -> Vec<String> {
+    let names = roster_names(deals);
+    let expected = |r: &str| names.get(r).cloned().unwrap_or_else(|| r.to_owned());
+    let mut diffs = Vec::new();
+    if names.is_empty() {
+        diffs.push("no sales_rep_info on the deals service".to_owned());
+    }
+    for (r, n) in &names {
+        if !is_roster_name(n) {
+            diffs.push(format!(
+                "sales_rep_info: {r} is named {n:?}, not a roster name"
+            ));
+        }
+    }
+
+    // The TV's leaderboard.
+    let title = "Leaderboard: bookings this quarter";
+    let expr = board_query("sales-floor.json", title, "A");
+    let booked = by_label(
+        client,
+        port,
+        "sum by (rep) (sales_rep_bookings{window=\"qtd\"})",
+        "rep",
+    )
+    .await
+    .unwrap_or_default();
+    match instant(client, port, &expr).await {
+        Ok(series) => {
+            let mut rows: BTreeMap<String, Vec<(Option<String>, f64)>> = BTreeMap::new();
+            for (labels, v) in &series {
+                let r = labels.get("rep").cloned().unwrap_or_default();
+                rows.entry(r)
+                    .or_default()
+                    .push((labels.get("name").cloned(), *v));
+            }
+            for (r, row) in &rows {
+                if row.len() != 1 {
+                    diffs.push(format!("{title}: {r} on {} rows: {row:?}", row.len()));
+                }
+                let (name, v) = &row[0];
+                if name.as_deref() != Some(expected(r).as_str()) {
+                    diffs.push(format!(
+                        "{title}: {r} named {name:?}, the roster says {:?}",
+                        expected(r)
+                    ));
+                }
+                expect(
+                    &mut diffs,
+                    format!("{title} / {r} bookings"),
+                    booked.get(r).copied(),
+                    *v,
+                );
+            }
+            let listed: Vec<&String> = rows.keys().collect();
+            let wanted: Vec<&String> = booked.keys().collect();
+            if listed != wanted {
+                diffs.push(format!("{title}: reps {listed:?}, want {wanted:?}"));
+            }
+        }
+        Err(e) => diffs.push(format!("{title}: {e}")),
+    }
+
+    // Every query of every board: a rep's series carries its name, once.
+    for q in queries() {
+        let expr = substitute(&q.expr, &[("team", TEAM), ("rep", rep)]);
+        let Ok(series) = instant(client, port, &expr).await else {
+            continue; // reported by the queries' own check
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for (labels, _) in &series {
+            let Some(r) = labels.get("rep") else { continue };
+            if labels.get("name") != Some(&expected(r)) {
+                diffs.push(format!(
+                    "{}: {r} named {:?}, the roster says {:?}",
+                    q.origin,
+                    labels.get("name"),
+                    expected(r)
+                ));
+            }
+            let mut key = labels.clone();
+            key.remove("name");
+            if !seen.insert(key.clone()) {
+                diffs.push(format!("{}: {key:?} twice", q.origin));
+            }
+        }
+    }
+
+    // The `$rep` picker: the team's members on the roster, each under its name.
+    let members: std::collections::BTreeSet<String> = series_of(deals, "sales_rep_member")
+        .into_iter()
+        .filter(|l| l.get("team").map(String::as_str) == Some(TEAM))
+        .filter_map(|l| l.get("rep").cloned())
+        .collect();
+    let (query, _) = queries()
+        .into_iter()
+        .find(|q| q.origin == "rep.json / variable rep")
+        .map(|q| (q.expr, ()))
+        .expect("the rep board's $rep");
+    match instant(client, port, &substitute(&query, &[("team", TEAM)])).await {
+        Ok(series) => {
+            let mut listed = std::collections::BTreeSet::new();
+            for (labels, _) in &series {
+                let keys: Vec<&String> = labels.keys().collect();
+                if keys != ["name", "rep"] {
+                    diffs.push(format!("$rep: labels {keys:?}, want [name, rep]"));
+                }
+                let r = labels.get("rep").cloned().unwrap_or_default();
+                if labels.get("name") != Some(&expected(&r)) {
+                    diffs.push(format!("$rep: {r} named {:?}", labels.get("name")));
+                }
+                if !listed.insert(r.clone()) {
+                    diffs.push(format!("$rep: {r} twice"));
+                }
+            }
+            if listed != members {
+                diffs.push(format!(
+                    "$rep: lists {listed:?}, the team's members are {members:?}"
+                ));
+            }
+        }
+        Err(e) => diffs.push(format!("$rep: {e}")),
+    }
+    diffs
+}
+
 fn close(got: f64, want: f64) -> bool {
     (got - want).abs() <= 1e-9 * want.abs().max(1.0)
 }
@@ -553,9 +768,15 @@ async fn value_differences(
     diffs
 }
 
-/// The terminal board's team rows (`salespulse-board --once`): each team's current quarter
-/// target as the plan has it. Returns what differs.
-fn terminal_board_differences(dport: u16, tport: u16, plan: &Plan) -> Vec<String> {
+/// The terminal board (`salespulse-board --once`): each team's current quarter target as the
+/// plan has it in the team rows, and each rep row under its roster name (`names`, rep →
+/// name; the id for a rep the roster does not name). Returns what differs.
+fn terminal_board_differences(
+    dport: u16,
+    tport: u16,
+    plan: &Plan,
+    names: &BTreeMap<String, String>,
+) -> Vec<String> {
     let quarter = current_periods()[1].1.clone();
     let out = Command::new(bin("salespulse-board"))
         .args(["--once", "--no-color"])
@@ -592,6 +813,37 @@ fn terminal_board_differences(dport: u16, tport: u16, plan: &Plan) -> Vec<String
             ));
         }
     }
+    // The rep rows: `#  Rep  Team  Bookings qtd ...`, columns two spaces apart (a name has
+    // one space).
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !(l.contains(" Rep ") && l.contains(" Team ") && l.contains(" Bookings ")));
+    let header = lines.next();
+    let mut shown = Vec::new();
+    for row in lines.take_while(|l| !l.trim().is_empty() && !l.starts_with("showing ")) {
+        let cells: Vec<&str> = row
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        let cell = if cells.first().is_some_and(|c| c.parse::<u64>().is_ok()) {
+            cells.get(1)
+        } else {
+            cells.first()
+        };
+        let cell = cell.copied().unwrap_or_default();
+        let named = names.values().any(|n| n == cell);
+        let unnamed_id = !names.contains_key(cell) && cell.starts_with("rep-");
+        if !(named || unnamed_id) {
+            diffs.push(format!(
+                "terminal board: rep row {row:?} shows {cell:?}, not a roster name"
+            ));
+        }
+        shown.push(cell.to_owned());
+    }
+    if header.is_none() || !shown.iter().any(|c| names.values().any(|n| n == c)) {
+        diffs.push(format!("terminal board: no rep under its name:\n{text}"));
+    }
     diffs
 }
 
@@ -610,7 +862,7 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
     let queries = queries();
     for q in &queries {
         let expr = substitute(&q.expr, &[("team", TEAM), ("rep", "rep-000")]);
-        assert!(!expr.contains('$'), "{}: unsubstituted variable", q.origin);
+        assert!(!has_variable(&expr), "{}: unsubstituted variable", q.origin);
     }
     let topics = Topics::unique("dashboards-live");
     let group = format!("g-{}", topics.suffix);
@@ -783,13 +1035,19 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
         check_alive(&mut [&mut deals, &mut acts, &mut targets]);
         let text = deals.metrics().await;
         let mut diffs = value_differences(&client, prometheus.port, &plan, &text, &rep).await;
-        diffs.extend(terminal_board_differences(dport, tport, &plan));
+        diffs.extend(name_differences(&client, prometheus.port, &text, &rep).await);
+        diffs.extend(terminal_board_differences(
+            dport,
+            tport,
+            &plan,
+            &roster_names(&text),
+        ));
         if diffs.is_empty() {
             break text;
         }
         assert!(
             Instant::now() < deadline,
-            "the boards do not show the current period's numbers of the plan after {VALUES:?} ($team={TEAM}, $rep={rep}):\n{}\n\ntargets service log:\n{}",
+            "the boards do not show the current period's numbers of the plan, or the reps' roster names, after {VALUES:?} ($team={TEAM}, $rep={rep}):\n{}\n\ntargets service log:\n{}",
             diffs.join("\n"),
             log_tail(&targets.log)
         );
@@ -816,6 +1074,17 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
         plan.len(),
         periods.iter().map(|p| p.1.as_str()).collect::<Vec<_>>().join(", "),
         team_targets.join(", ")
+    );
+    let names = roster_names(&checked);
+    println!(
+        "dashboards live: {} reps under their roster names on the leaderboard, every rep-listing query, the $rep picker and the terminal board (e.g. {})",
+        names.len(),
+        names
+            .iter()
+            .take(3)
+            .map(|(r, n)| format!("{r} = {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "dashboards live: {total} queries, all returned series ($team={TEAM}, $rep={rep}; {:.1} s)",

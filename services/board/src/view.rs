@@ -1,5 +1,7 @@
 //! Two scrapes (deals service, targets service) into the leaderboard, and the leaderboard
 //! into text. Either scrape may be missing; every column that needs it is then left blank.
+//! Reps show under their roster names (`sales_rep_info` of the deals service), or under their
+//! ids when the deals service gives none.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -22,6 +24,8 @@ pub struct RepRow {
     /// 1 = top; `None` when the targets service has not ranked the rep yet.
     pub rank: Option<u64>,
     pub rep: String,
+    /// The rep's name on the roster (`sales_rep_info`), or its id when there is none.
+    pub name: String,
     pub team: String,
     pub bookings: Option<f64>,
     pub deals_won: Option<f64>,
@@ -96,6 +100,26 @@ fn values<'a>(
         .into_iter()
         .map(|(k, s)| (k, s.value))
         .collect()
+}
+
+/// Each rep's name from the deals service's `sales_rep_info{rep, team, name, region}` (one
+/// series per rep on the roster; the name is the id when the roster names none). Should a
+/// scrape hold two names for a rep, the first by name wins, so the board does not flicker
+/// between them.
+pub fn rep_names(samples: &[Sample]) -> BTreeMap<&str, &str> {
+    let mut out: BTreeMap<&str, &str> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.is("sales_rep_info", &[])) {
+        let (Some(rep), Some(name)) = (s.label("rep"), s.label("name")) else {
+            continue;
+        };
+        if name.is_empty() {
+            continue;
+        }
+        out.entry(rep)
+            .and_modify(|n| *n = (*n).min(name))
+            .or_insert(name);
+    }
+    out
 }
 
 fn single(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> Option<f64> {
@@ -179,12 +203,14 @@ pub fn build(
     let ranks = sums(targets, "sales_rep_rank", &rank_with, "rep", "team");
     let attainment = values(targets, "sales_rep_attainment_ratio", &quarter, "rep");
     let pace = values(targets, "sales_rep_pace_ratio", &quarter, "rep");
+    let names = rep_names(deals);
 
     let mut reps: BTreeMap<&str, RepRow> = BTreeMap::new();
     for rep in bookings.keys().chain(ranks.keys()).chain(won.keys()) {
         reps.entry(rep).or_insert_with(|| RepRow {
             rank: ranks.get(rep).map(|r| r.value.max(0.0).round() as u64),
             rep: (*rep).to_owned(),
+            name: (*names.get(rep).unwrap_or(rep)).to_owned(),
             team: members
                 .get(rep)
                 .or_else(|| bookings.get(rep))
@@ -436,7 +462,7 @@ pub fn render(board: &Board, time: &str, notices: &[String], color: bool) -> Str
             .map(|r| {
                 vec![
                     Cell::from(r.rank.map(|n| n.to_string()).unwrap_or_default()),
-                    Cell::from(printable(&r.rep)),
+                    Cell::from(printable(&r.name)),
                     Cell::from(printable(&r.team)),
                     Cell::from(opt(r.bookings, money)),
                     Cell::from(opt(r.deals_won, count)),
@@ -852,6 +878,110 @@ sales_rep_bookings{rep="rep-009",team="team-apac",window="qtd"} 100
 "#,
         );
         assert_eq!(build(Some(&d), None, "qtd", 15).reps[0].team, "team-emea");
+    }
+
+    /// The deals service's roster names: rep-001 and rep-002 named, rep-003 named by its id
+    /// (the roster gives no name), rep-004 not on the roster at all.
+    const INFO: &str = r#"
+sales_rep_info{name="Ada Lovelace",region="europe",rep="rep-001",team="team-emea"} 1
+sales_rep_info{name="Bela Bianchi",rep="rep-002",team="team-amer"} 1
+sales_rep_info{name="rep-003",rep="rep-003",team="team-amer"} 1
+"#;
+
+    #[test]
+    fn reps_show_under_their_roster_names() {
+        let d = parse(&format!("{DEALS}{INFO}"));
+        let t = parse(TARGETS);
+        let b = build(Some(&d), Some(&t), "qtd", 15);
+        let names: Vec<(&str, &str)> = b
+            .reps
+            .iter()
+            .map(|r| (r.rep.as_str(), r.name.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("rep-001", "Ada Lovelace"),
+                ("rep-002", "Bela Bianchi"),
+                ("rep-003", "rep-003"),
+                ("rep-004", "rep-004"),
+            ]
+        );
+        // The names change nothing else: same order, same numbers.
+        let without = build(Some(&parse(DEALS)), Some(&t), "qtd", 15);
+        assert_eq!(order(&b), order(&without));
+        for (a, w) in b.reps.iter().zip(&without.reps) {
+            assert_eq!((a.bookings, a.team.as_str()), (w.bookings, w.team.as_str()));
+        }
+
+        let out = render(&b, "t", &[], false);
+        let r1 = line_of(&out, "Ada Lovelace");
+        assert!(r1.trim_start().starts_with("1  Ada Lovelace"), "{r1:?}");
+        assert!(
+            r1.contains("team-emea") && r1.contains("12,345.50"),
+            "{r1:?}"
+        );
+        assert!(
+            line_of(&out, "Bela Bianchi").contains("150,000.00"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("rep-001") && !out.contains("rep-002"),
+            "{out}"
+        );
+        // No name on the roster, or not on the roster: the id.
+        assert!(line_of(&out, "rep-003").contains("12,345.50"), "{out}");
+        assert!(line_of(&out, "rep-004").contains("900.00"), "{out}");
+        let offsets: Vec<usize> = ["Ada Lovelace", "Bela Bianchi", "rep-003", "rep-004"]
+            .iter()
+            .map(|r| line_of(&out, r).find("team-").unwrap_or(0))
+            .collect();
+        assert!(offsets.iter().all(|o| *o == offsets[0]), "{out}");
+    }
+
+    #[test]
+    fn without_names_reps_show_under_their_ids() {
+        // No deals service: the targets service's ranks, under the ids.
+        let t = parse(TARGETS);
+        let b = build(None, Some(&t), "qtd", 15);
+        assert!(b.reps.iter().all(|r| r.name == r.rep), "{:?}", b.reps);
+        let out = render(&b, "t", &[], false);
+        assert!(line_of(&out, "rep-001")
+            .trim_start()
+            .starts_with("1  rep-001"));
+        // A deals scrape without sales_rep_info (an older deals service).
+        let b = build(Some(&parse(DEALS)), Some(&t), "qtd", 15);
+        assert!(b.reps.iter().all(|r| r.name == r.rep), "{:?}", b.reps);
+    }
+
+    #[test]
+    fn a_rep_with_two_info_series_shows_once_under_one_name() {
+        let d = parse(
+            r#"
+sales_rep_bookings{rep="rep-009",team="team-emea",window="qtd"} 900
+sales_rep_bookings{rep="rep-009",team="team-apac",window="qtd"} 100
+sales_rep_info{name="Zoe Xu",rep="rep-009",team="team-apac"} 1
+sales_rep_info{name="Chloe Xu",rep="rep-009",team="team-emea"} 1
+sales_rep_info{name="",rep="rep-010",team="team-emea"} 1
+"#,
+        );
+        let b = build(Some(&d), None, "qtd", 15);
+        assert_eq!(b.reps.len(), 1, "{:?}", b.reps);
+        assert_eq!(b.reps[0].name, "Chloe Xu");
+        assert_eq!(b.reps[0].bookings, Some(1000.0));
+        assert_eq!(rep_names(&d).get("rep-010"), None);
+    }
+
+    #[test]
+    fn hostile_names_stay_on_one_line() {
+        let d = parse(
+            "sales_rep_bookings{rep=\"r1\",team=\"t\",window=\"qtd\"} 1\n\
+             sales_rep_info{name=\"Eve\\n\u{1b}[2J\",rep=\"r1\",team=\"t\"} 1\n",
+        );
+        let b = build(Some(&d), None, "qtd", 15);
+        let out = render(&b, "t", &[], false);
+        assert!(!out.contains('\x1b'), "{out:?}");
+        assert!(out.contains(r"Eve\n\u{1b}[2J"), "{out:?}");
     }
 
     #[test]

@@ -216,6 +216,50 @@ async fn once_without_targets_service_ranks_by_bookings() {
     assert!(!r1.contains('%') && !r1.contains("0.93"), "{r1:?}");
 }
 
+/// The roster's names on the deals service's /metrics, as it writes them (labels sorted):
+/// rep-001 and rep-002 named, rep-003 on the roster without a name (its id).
+const NAMES: &str = r#"# HELP sales_rep_info 1 for every rep on the roster, under its roster team, with its name (the id when the roster names none) and region
+# TYPE sales_rep_info gauge
+sales_rep_info{name="Ada Lovelace",region="europe",rep="rep-001",team="team-emea"} 1
+sales_rep_info{name="Bela Bianchi",region="americas",rep="rep-002",team="team-amer"} 1
+sales_rep_info{name="rep-003",rep="rep-003",team="team-amer"} 1
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_shows_reps_under_their_roster_names() {
+    let with_names: &'static str = Box::leak(format!("{DEALS}{NAMES}").into_boxed_str());
+    let (deals, targets) = (serve(with_names).await, serve(TARGETS).await);
+    let o = board(deals, targets, &["--no-color"]).await;
+    let out = stdout(&o);
+    assert!(o.status.success(), "{o:?}");
+    let r1 = line_of(&out, "Ada Lovelace");
+    assert!(r1.trim_start().starts_with("1  Ada Lovelace"), "{r1:?}");
+    for part in ["team-emea", "12,345.50", "█████░░░░░ 52%", "0.93"] {
+        assert!(r1.contains(part), "{part:?} not in {r1:?}");
+    }
+    let r2 = line_of(&out, "Bela Bianchi");
+    assert!(r2.trim_start().starts_with("2  Bela Bianchi"), "{r2:?}");
+    assert!(r2.contains("150,000.00"), "{r2:?}");
+    // The roster names none: the id.
+    let r3 = line_of(&out, "rep-003");
+    assert!(r3.trim_start().starts_with("3  rep-003"), "{r3:?}");
+    assert!(
+        !out.contains("rep-001") && !out.contains("rep-002"),
+        "{out}"
+    );
+
+    // The same services without sales_rep_info: the ids.
+    let (deals, targets) = (serve(DEALS).await, serve(TARGETS).await);
+    let out = stdout(&board(deals, targets, &["--no-color"]).await);
+    assert!(
+        line_of(&out, "rep-001")
+            .trim_start()
+            .starts_with("1  rep-001"),
+        "{out}"
+    );
+    assert!(!out.contains("Ada Lovelace"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_with_nothing_reachable_still_prints() {
     let (deals, targets) = (closed().await, closed().await);

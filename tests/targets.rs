@@ -1,7 +1,8 @@
 //! The targets service end to end on a real broker: targets imported from CSV, actuals from
 //! the deals and activities services' metrics topic, attainment, pace, gap, projection, ranks
 //! and team shares checked against values recomputed here; a target changed mid-period, a
-//! target deleted, a bad target dead-lettered, and a restart.
+//! target deleted, a bad target dead-lettered, and a restart; commission estimates from a
+//! compensation plan imported from CSV.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -192,6 +193,21 @@ async fn targets_pace_and_leaderboards_end_to_end() {
         expect("sales_team_attainment_ratio", &x, 800.0 / 4000.0, 1e-12);
         expect("sales_team_forecast", &x, 800.0 + 160.0, 1e-12);
         expect("sales_team_pipeline_coverage", &x, 200.0 / 3200.0, 1e-12);
+        // Team x's distribution: rep-a at 0.3 and rep-b at 500 / its target (exactly 50 % at
+        // 1000, which counts).
+        let b_ratio = 500.0 / rep_b_target;
+        for (threshold, pct) in [("50", 0.5), ("75", 0.75), ("100", 1.0)] {
+            let n = [0.3, b_ratio].iter().filter(|r| **r >= pct).count() as f64;
+            let l = [("team", "team-x"), ("threshold", threshold)];
+            expect("sales_team_reps_attaining", &l, n, 0.0);
+            expect("sales_team_reps_attaining_ratio", &l, n / 2.0, 1e-12);
+        }
+        expect(
+            "sales_team_attainment_median",
+            &[("team", "team-x")],
+            (0.3 + b_ratio) / 2.0,
+            1e-12,
+        );
         let o = [
             ("metric", "bookings"),
             ("period", q.as_str()),
@@ -252,6 +268,16 @@ async fn targets_pace_and_leaderboards_end_to_end() {
         "targets: attainment, pace, gap, projection, ranks and shares match; 8 targets stored, \
          {prev_q} and {next_q} not shown"
     );
+
+    commission_from_an_imported_plan(&topics, &targets, q_start, q_end).await;
+    // A plan record that is not a plan: dead-lettered once, like a bad target (checked below).
+    produce(
+        &p,
+        &topics.plans,
+        Some("rep-z/quarter"),
+        Some(b"{\"plan\":\"x\",\"rep\":\"rep-z\"}"),
+    )
+    .await;
 
     // A target changed mid-period, another deleted, and a bad record on the topic.
     let out = import(
@@ -401,8 +427,15 @@ async fn targets_pace_and_leaderboards_end_to_end() {
         "the bad target is dead-lettered once, not again after the restart"
     );
     assert_eq!(dlq[0].headers["reason"], "invalid_period");
+    let plan_dlq: Vec<_> = read_topic(&topics.deadletter)
+        .into_iter()
+        .filter(|r| r.headers.get("source.topic") == Some(&topics.plans))
+        .collect();
+    assert_eq!(plan_dlq.len(), 1, "the bad plan is dead-lettered once");
+    assert_eq!(plan_dlq[0].headers["reason"], "invalid_json");
     println!(
-        "targets: restart rebuilds the same values; 1 dead letter (invalid_period); promtool clean"
+        "targets: restart rebuilds the same values; 1 dead letter (invalid_period), 1 of a plan \
+         (invalid_json); promtool clean"
     );
 
     // rep-c moves to team-x. An open deal and two calls that named team-y stay there, so most
@@ -475,6 +508,112 @@ async fn targets_pace_and_leaderboards_end_to_end() {
     println!("targets: a rep moved by the roster is ranked and targeted under its new team");
     drop(deals);
     drop(acts);
+}
+
+/// What the plan of [`commission_from_an_imported_plan`] pays at `attainment` (1 = 100 %),
+/// worked out by hand from its terms: 0–50 % at 0.6 × OTV, 50–100 % at 1.4, above at 2, half
+/// pay below 25 %, at most 2.5 × OTV, OTV 20,000.
+fn ae_plan_pays(attainment: f64) -> f64 {
+    let p = (attainment * 100.0).max(0.0);
+    let share_of_otv =
+        0.6 * p.min(50.0) + 1.4 * (p.min(100.0) - 50.0).max(0.0) + 2.0 * (p - 100.0).max(0.0);
+    let factor = if p < 25.0 { 0.5 } else { 1.0 };
+    (20_000.0 * share_of_otv / 100.0 * factor).min(50_000.0)
+}
+
+/// Imports a plan for rep-a and rep-b (a file with a bad row first loads nothing) and checks
+/// their commission: rep-a has 300 of bookings against a target of 1000, rep-b 500 against
+/// 1000.00 (925.93 EUR).
+async fn commission_from_an_imported_plan(
+    topics: &Topics,
+    targets: &Service,
+    q_start: i64,
+    q_end: i64,
+) {
+    let import_plan = |csv: &str| {
+        let path = std::env::temp_dir().join(format!("{}-plan.csv", topics.suffix));
+        std::fs::write(&path, csv).expect("csv written");
+        plans_import(topics, &path)
+            .output()
+            .expect("import-plan runs")
+    };
+    let header = "plan,reps,otv,currency,metric,period_type,tier_from,tier_to,rate,decelerator_below,decelerator_factor,cap\n";
+    let plan = format!(
+        "{header}\
+         ae,rep-a,20000,USD,bookings,quarter,0,50,0.6,25,0.5,2.5\n\
+         ae,rep-b,,,,,50,100,1.4,,,\n\
+         ae,,,,,,100,,2,,,\n"
+    );
+    // The same plan with a gap between its tiers, and a good plan for rep-c: nothing loads.
+    let bad = import_plan(&format!(
+        "{}sdr,rep-c,1000,USD,,month,0,,1,,,\n",
+        plan.replace(",50,100,1.4,", ",60,100,1.4,")
+    ));
+    assert!(
+        !bad.status.success(),
+        "a plan file with a bad row is refused"
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("line 3: invalid_tiers") && stderr.contains("nothing written"),
+        "{stderr}"
+    );
+    let out = import_plan(&plan);
+    assert!(
+        out.status.success(),
+        "import-plan failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys: Vec<String> = read_json(&topics.plans)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        keys,
+        ["rep-a/quarter", "rep-b/quarter"],
+        "only the good file's plans"
+    );
+    let period = quarter(q_start).0;
+    // Earned: 30 % attained, 30 x 0.6 = 18 % of 20,000; rep-b 50 x 0.6 = 30 %.
+    let earned = [("rep-a", 0.3, 3600.0), ("rep-b", 0.5, 6000.0)];
+    for (rep, attainment, want) in earned {
+        assert_eq!(ae_plan_pays(attainment), want, "{rep}");
+    }
+    converge(targets, |m| {
+        // The board was computed at the last tick, up to a second before it was read.
+        let now = Utc::now().timestamp();
+        let share = |t: i64| (t - q_start) as f64 / (q_end - q_start) as f64;
+        let labels = |rep: &'static str| {
+            [
+                ("rep", rep),
+                ("team", "team-x"),
+                ("period_type", "quarter"),
+                ("period", period.as_str()),
+            ]
+        };
+        let mut d = Vec::new();
+        for (rep, _, want) in earned {
+            let got = value(m, "sales_rep_commission_earned", &labels(rep));
+            if got != Some(want) {
+                d.push(format!("{rep} earned {got:?}, want {want}"));
+            }
+        }
+        // Projected: at the run rate, 300 / elapsed share of 1000, paid by the plan; between
+        // its values a few seconds ago and now, to the cent.
+        let (lo, hi) = (
+            ae_plan_pays(0.3 / share(now)),
+            ae_plan_pays(0.3 / share(now - 3)),
+        );
+        let got = value(m, "sales_rep_commission_projected", &labels("rep-a"));
+        if !got.is_some_and(|g| g >= lo - 0.005 && g <= hi + 0.005) {
+            d.push(format!("rep-a projected {got:?}, want {lo:.2} to {hi:.2}"));
+        }
+        d
+    })
+    .await;
+    println!(
+        "targets: commission earned and projected from an imported plan match the plan's terms"
+    );
 }
 
 /// Every record of a topic as (key, JSON value), in order.

@@ -45,6 +45,7 @@ pub struct Topics {
     pub roster: String,
     pub metrics: String,
     pub targets: String,
+    pub plans: String,
     pub alerts: String,
     pub celebrations: String,
     pub deadletter: String,
@@ -54,7 +55,7 @@ pub struct Topics {
 
 impl Topics {
     /// The environment that points a service at these topics.
-    pub fn env(&self) -> [(&'static str, &str); 9] {
+    pub fn env(&self) -> [(&'static str, &str); 10] {
         [
             ("SALESPULSE_TOPICS__DEALS", &self.deals),
             ("SALESPULSE_TOPICS__ACTIVITIES", &self.activities),
@@ -63,6 +64,7 @@ impl Topics {
             ("SALESPULSE_TOPICS__DEADLETTER", &self.deadletter),
             ("SALESPULSE_TOPICS__SNAPSHOTS", &self.snapshots),
             ("SALESPULSE_TOPICS__TARGETS", &self.targets),
+            ("SALESPULSE_TOPICS__PLANS", &self.plans),
             ("SALESPULSE_TOPICS__ALERTS", &self.alerts),
             ("SALESPULSE_TOPICS__CELEBRATIONS", &self.celebrations),
         ]
@@ -92,6 +94,7 @@ impl Topics {
             roster: format!("t.{suffix}.roster"),
             metrics: format!("t.{suffix}.metrics"),
             targets: format!("t.{suffix}.targets"),
+            plans: format!("t.{suffix}.plans"),
             alerts: format!("t.{suffix}.alerts"),
             celebrations: format!("t.{suffix}.celebrations"),
             deadletter: format!("t.{suffix}.deadletter"),
@@ -185,6 +188,19 @@ pub fn targets_import(topics: &Topics, csv: &Path) -> Command {
         .env("SALESPULSE_LOG__FORMAT", "text")
         .envs(extra_env("targets"))
         .arg("import")
+        .arg(csv);
+    cmd
+}
+
+/// `salespulse-targets import-plan <csv>` onto the test's plans topic, with the settings given
+/// to the targets service by [`set_service_env`].
+pub fn plans_import(topics: &Topics, csv: &Path) -> Command {
+    let mut cmd = with_config("salespulse-targets");
+    cmd.args(["--bootstrap", &bootstrap()])
+        .env("SALESPULSE_TOPICS__PLANS", &topics.plans)
+        .env("SALESPULSE_LOG__FORMAT", "text")
+        .envs(extra_env("targets"))
+        .arg("import-plan")
         .arg(csv);
     cmd
 }

@@ -94,6 +94,8 @@ pub struct TopicSettings {
     pub roster: String,
     pub metrics: String,
     pub targets: String,
+    /// Compacted topic of the compensation plans (`salespulse-targets import-plan`).
+    pub plans: String,
     pub alerts: String,
     pub celebrations: String,
     pub deadletter: String,
@@ -119,6 +121,7 @@ impl Default for TopicSettings {
             roster: "sales.roster".into(),
             metrics: "sales.metrics".into(),
             targets: "sales.targets".into(),
+            plans: "sales.plans".into(),
             alerts: "sales.alerts".into(),
             celebrations: "sales.celebrations".into(),
             deadletter: "sales.deadletter".into(),

@@ -1,9 +1,9 @@
-//! The targets service loop: `sales.metrics` and `sales.targets` in, targets, pace and
-//! leaderboards out on `/metrics`.
+//! The targets service loop: `sales.metrics`, `sales.targets` and `sales.plans` in, targets,
+//! pace, leaderboards and commission estimates out on `/metrics`.
 //!
-//! Both inputs are compacted and small next to the raw event topics, so the service rebuilds
-//! its state by reading both from the beginning at every start; its group's committed offsets
-//! only mark which target records were already dead-lettered.
+//! The inputs are compacted and small next to the raw event topics, so the service rebuilds
+//! its state by reading them from the beginning at every start; its group's committed offsets
+//! only mark which target and plan records were already dead-lettered.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,8 +19,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use salespulse_aggregate::{Scope, Window};
 use salespulse_expose::{AppState, Board, Health};
 use salespulse_targets::{
-    Actual, Elapsed, EventTopic, Expected, Notifier, Out, Period, PeriodType, Rollup, TargetMetric,
-    TargetsBoard,
+    Actual, Elapsed, EventTopic, Expected, Notifier, Out, Period, PeriodType, PlanRecord, Rollup,
+    TargetMetric, TargetRules, TargetsBoard,
 };
 use tracing::{info, warn};
 
@@ -40,6 +40,21 @@ fn help(family: &str) -> &'static str {
             "Rank of the rep (1 = top) within its team or the org, per metric and window."
         }
         "sales_rep_team_share" => "The rep's share of its team's total, per metric and window.",
+        "sales_rep_commission_earned" => {
+            "Commission earned to date under the rep's compensation plan: its payout at attainment to date of the plan's quota for the current period (reporting currency, to the cent)."
+        }
+        "sales_rep_commission_projected" => {
+            "Commission the rep's compensation plan pays at its projected attainment (run rate: actual / elapsed share) for the current period (reporting currency, to the cent)."
+        }
+        _ if family.ends_with("_reps_attaining") => {
+            "Reps whose current-quarter bookings reach the threshold (percent) of their target, among the reps with such a target (by roster team)."
+        }
+        _ if family.ends_with("_reps_attaining_ratio") => {
+            "Share of the reps with a current-quarter bookings target whose bookings reach the threshold (percent) of it."
+        }
+        _ if family.ends_with("_attainment_median") => {
+            "Median current-quarter bookings attainment (actual / target) of the reps with such a target; the mean of the middle two for an even count."
+        }
         _ if family.ends_with("_attainment_ratio") => "Actual / target for the period.",
         _ if family.ends_with("_expected_to_date") => "Target x elapsed share of the period.",
         _ if family.ends_with("_pace_ratio") => "Actual / expected to date.",
@@ -165,6 +180,36 @@ fn input_of(r: salespulse_publish::MetricRecord) -> Option<Input> {
     }))
 }
 
+/// Applies one record of `sales.targets` or (`plan`) `sales.plans`: a tombstone deletes its
+/// key's value, and so does an unusable record (the latest record of a key is the one that
+/// counts), whose reason code and detail are returned for the dead-letter topic.
+fn apply_setting(
+    board: &mut TargetsBoard,
+    plan: bool,
+    key: &str,
+    payload: Option<&[u8]>,
+    rules: &TargetRules,
+) -> Result<(), (&'static str, String)> {
+    let Some(payload) = payload else {
+        if plan {
+            board.set_plan(key, None);
+        } else {
+            board.set_target(key, None);
+        }
+        return Ok(());
+    };
+    if plan {
+        let parsed = PlanRecord::parse(payload, rules);
+        let error = parsed.as_ref().err().map(|e| (e.reason, e.detail.clone()));
+        board.set_plan(key, parsed.ok());
+        return error.map_or(Ok(()), Err);
+    }
+    let parsed = rules.parse(payload);
+    let error = parsed.as_ref().err().map(|e| (e.reason, e.detail.clone()));
+    board.set_target(key, parsed.ok());
+    error.map_or(Ok(()), Err)
+}
+
 /// Runs the targets service until `shutdown` resolves.
 pub async fn run_targets(
     settings: Settings,
@@ -202,6 +247,11 @@ pub async fn run_targets(
             &[
                 TopicSpec {
                     name: t.targets.clone(),
+                    partitions: 1,
+                    compacted: true,
+                },
+                TopicSpec {
+                    name: t.plans.clone(),
                     partitions: 1,
                     compacted: true,
                 },
@@ -266,24 +316,26 @@ pub async fn run_targets(
         .set("isolation.level", "read_committed")
         .create()
         .map_err(|e| Error::kafka("creating the consumer", e))?;
-    // Where dead-lettering stopped last time: target records below it were reported already.
-    let target_parts = partitions(&consumer, &t.targets)?;
+    // Where dead-lettering stopped last time: target and plan records below it were reported
+    // already.
     let mut tpl = TopicPartitionList::new();
-    for p in &target_parts {
-        tpl.add_partition(&t.targets, *p);
+    for topic in [&t.targets, &t.plans] {
+        for p in partitions(&consumer, topic)? {
+            tpl.add_partition(topic, p);
+        }
     }
-    let reported: HashMap<i32, i64> = crate::kafka::committed_offsets(&consumer, &tpl)?
+    let reported: HashMap<(String, i32), i64> = crate::kafka::committed_offsets(&consumer, &tpl)?
         .elements()
         .iter()
         .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
+            Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
             _ => None,
         })
         .collect();
-    // One consumer over both topics, every partition from its beginning.
+    // One consumer over the three topics, every partition from its beginning.
     let mut assign = TopicPartitionList::new();
     let mut ends: HashMap<(String, i32), i64> = HashMap::new();
-    for topic in [&t.metrics, &t.targets] {
+    for topic in [&t.metrics, &t.targets, &t.plans] {
         for p in partitions(&consumer, topic)? {
             assign
                 .add_partition_offset(topic, p, Offset::Beginning)
@@ -300,15 +352,10 @@ pub async fn run_targets(
 
     let mut board = TargetsBoard::default();
     let mut pending: Vec<DeliveryFuture> = Vec::new();
-    let mut next_target: HashMap<i32, i64> = HashMap::new();
-    let metrics_counters = (
-        health
-            .events
-            .with_label_values(&[t.metrics.as_str(), "applied"]),
-        health
-            .events
-            .with_label_values(&[t.targets.as_str(), "applied"]),
-    );
+    // Per target and plan partition: the offset after the last record read.
+    let mut next_setting: HashMap<(String, i32), i64> = HashMap::new();
+    let applied = |topic: &str| health.events.with_label_values(&[topic, "applied"]);
+    let metrics_counters = (applied(&t.metrics), applied(&t.targets), applied(&t.plans));
     let mut tick = tokio::time::interval(Duration::from_millis(settings.publish.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let format = settings.publish.format;
@@ -346,9 +393,9 @@ pub async fn run_targets(
                     *s = Arc::new(fams);
                 }
                 let mut tpl = TopicPartitionList::new();
-                for (p, o) in &next_target {
-                    if reported.get(p).is_none_or(|r| o > r) {
-                        let _ = tpl.add_partition_offset(&t.targets, *p, Offset::Offset(*o));
+                for ((topic, p), o) in &next_setting {
+                    if reported.get(&(topic.clone(), *p)).is_none_or(|r| o > r) {
+                        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
                     }
                 }
                 if tpl.count() > 0 {
@@ -357,6 +404,7 @@ pub async fn run_targets(
                     }
                 }
                 health.state.with_label_values(&["targets"]).set(board.targets() as i64);
+                health.state.with_label_values(&["plans"]).set(board.plans() as i64);
                 let caught_up = ends.is_empty();
                 ready.store(caught_up, Ordering::Relaxed);
                 health.ready.set(i64::from(caught_up));
@@ -391,30 +439,24 @@ pub async fn run_targets(
                     metrics_counters.0.inc();
                     continue;
                 }
-                next_target.insert(p, offset + 1);
-                let Some(payload) = m.payload() else {
-                    board.set_target(key, None);
-                    metrics_counters.1.inc();
-                    continue;
-                };
-                match rules.parse(payload) {
-                    Ok(target) => {
-                        board.set_target(key, Some(target));
-                        metrics_counters.1.inc();
-                    }
-                    Err(e) => {
-                        // The latest record of this key is unusable: the key has no target.
-                        board.set_target(key, None);
-                        if reported.get(&p).is_some_and(|r| offset < *r) {
+                next_setting.insert((topic.clone(), p), offset + 1);
+                let is_plan = topic == t.plans;
+                match apply_setting(&mut board, is_plan, key, m.payload(), &rules) {
+                    Ok(()) if is_plan => metrics_counters.2.inc(),
+                    Ok(()) => metrics_counters.1.inc(),
+                    Err((reason, detail)) => {
+                        if reported.get(&(topic.clone(), p)).is_some_and(|r| offset < *r) {
                             continue;
                         }
-                        warn!(topic = %topic, partition = p, offset, reason = e.reason, detail = %e.detail, "rejected target record, sent to the dead-letter topic");
+                        let what = if is_plan { "plan" } else { "target" };
+                        warn!(topic = %topic, partition = p, offset, reason, detail = %detail, "rejected {what} record, sent to the dead-letter topic");
                         health.events.with_label_values(&[topic.as_str(), "rejected"]).inc();
-                        health.rejected.with_label_values(&[topic.as_str(), e.reason]).inc();
+                        health.rejected.with_label_values(&[topic.as_str(), reason]).inc();
+                        let payload = m.payload().unwrap_or_default();
                         let (ps, os) = (p.to_string(), offset.to_string());
                         let headers = OwnedHeaders::new()
-                            .insert(Header { key: "reason", value: Some(e.reason) })
-                            .insert(Header { key: "reason.detail", value: Some(&e.detail) })
+                            .insert(Header { key: "reason", value: Some(reason) })
+                            .insert(Header { key: "reason.detail", value: Some(&detail) })
                             .insert(Header { key: "source.topic", value: Some(topic.as_str()) })
                             .insert(Header { key: "source.partition", value: Some(&ps) })
                             .insert(Header { key: "source.offset", value: Some(&os) })
@@ -506,11 +548,46 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_plan_record_leaves_its_key_without_a_plan() {
+        let rules = TargetRules {
+            kinds: Default::default(),
+            reporting_currency: "USD".into(),
+            rates: [("USD".to_owned(), rust_decimal::Decimal::ONE)]
+                .into_iter()
+                .collect(),
+        };
+        let mut board = TargetsBoard::default();
+        let good = br#"{"plan":"p","rep":"a","otv":"1000","period_type":"quarter","tiers":[{"from":"0","rate":"1"}]}"#;
+        assert_eq!(
+            apply_setting(&mut board, true, "a/quarter", Some(good), &rules),
+            Ok(())
+        );
+        assert_eq!(board.plans(), 1);
+        let err = apply_setting(&mut board, true, "a/quarter", Some(b"{}"), &rules);
+        assert_eq!(err.map_err(|e| e.0), Err("invalid_json"));
+        assert_eq!(board.plans(), 0);
+        apply_setting(&mut board, true, "a/quarter", Some(good), &rules).expect("valid");
+        apply_setting(&mut board, true, "a/quarter", None, &rules).expect("tombstone");
+        assert_eq!(board.plans(), 0);
+        // A target record is read as a target, not as a plan.
+        let err = apply_setting(&mut board, false, "a/quarter", Some(good), &rules);
+        assert_eq!(err.map_err(|e| e.0), Err("invalid_json"));
+    }
+
+    #[test]
     fn the_new_families_have_their_own_help() {
         for scope in ["rep", "team", "org"] {
             assert!(help(&format!("sales_{scope}_forecast_coverage")).contains("Forecast rollup"));
             assert!(help(&format!("sales_{scope}_activities_per_win")).contains("deals won"));
         }
         assert!(help("sales_rep_forecast").starts_with("Actual + weighted"));
+        // Not the run-rate projection of a target, whose suffix it shares.
+        assert!(help("sales_rep_commission_projected").starts_with("Commission the rep's"));
+        assert!(help("sales_rep_commission_earned").starts_with("Commission earned"));
+        for scope in ["team", "org"] {
+            assert!(help(&format!("sales_{scope}_reps_attaining")).starts_with("Reps whose"));
+            assert!(help(&format!("sales_{scope}_reps_attaining_ratio")).starts_with("Share"));
+            assert!(help(&format!("sales_{scope}_attainment_median")).starts_with("Median"));
+        }
     }
 }

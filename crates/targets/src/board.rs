@@ -3,12 +3,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
 use rust_decimal::{Decimal, RoundingStrategy};
 use salespulse_aggregate::{Calendar, Scope, Window, RATIO_DP};
 
+use crate::distribution::{Distribution, RepAttainment};
 use crate::elapsed::Elapsed;
 use crate::period::{Period, PeriodType};
+use crate::plan::Plan;
 use crate::target::{Target, TargetMetric};
 
 /// One actual value as published on `sales.metrics`.
@@ -88,6 +90,8 @@ pub struct TargetsBoard {
     /// (a rep's series under every team) and how many records there are. A rollup stays while
     /// any record of it does, even when they add up to 0.
     rollups: HashMap<RollupIdx, BTreeMap<String, (Decimal, usize)>>,
+    /// Compensation plans by key (`{rep}/{period_type}`).
+    plans: HashMap<String, Plan>,
     /// Roster membership records by key: the rep, its team, and when the record came.
     members: HashMap<String, (String, String, u64)>,
     arrivals: u64,
@@ -130,10 +134,60 @@ fn subject_labels(
     }
 }
 
+/// The distribution series of one team (`subject` = its `team` label) or of the org.
+fn push_distribution(
+    scope: Scope,
+    subject: Vec<(&'static str, String)>,
+    reps: &[RepAttainment],
+    out: &mut Vec<Out>,
+) {
+    let Some(dist) = Distribution::of(reps) else {
+        return;
+    };
+    let family = |name: &str| format!("sales_{}_{name}", scope.label());
+    let reps_with_target = Decimal::from(dist.reps);
+    for (threshold, n) in &dist.attaining {
+        let mut labels = subject.clone();
+        labels.push(("threshold", threshold.to_string()));
+        out.push(Out {
+            family: family("reps_attaining"),
+            labels: labels.clone(),
+            value: *n as f64,
+        });
+        out.push(Out {
+            family: family("reps_attaining_ratio"),
+            labels,
+            value: ratio(Decimal::from(*n), reps_with_target).unwrap_or_default(),
+        });
+    }
+    out.push(Out {
+        family: family("attainment_median"),
+        labels: subject,
+        value: f(dist.median),
+    });
+}
+
 impl TargetsBoard {
     /// How many targets are stored, for every period, shown or not.
     pub fn targets(&self) -> usize {
         self.targets.len()
+    }
+
+    /// How many compensation plans are stored (one per rep and period type).
+    pub fn plans(&self) -> usize {
+        self.plans.len()
+    }
+
+    /// Applies one record of `sales.plans`; `None` is a tombstone (or an unusable record).
+    pub fn set_plan(&mut self, key: &str, p: Option<Plan>) {
+        match p {
+            Some(p) => {
+                self.plans.insert(key.to_owned(), p);
+            }
+            None => {
+                self.plans.remove(key);
+            }
+        }
     }
 
     pub fn set_target(&mut self, key: &str, t: Option<Target>) {
@@ -385,6 +439,9 @@ impl TargetsBoard {
                 }
             }
         }
+        let quarter = Period::containing(PeriodType::Quarter, now, cal);
+        self.attainment_distribution(quarter, &teams, &mut out);
+        self.commissions(&periods, &teams, &mut out);
         self.activities_per_win(&teams, &mut out);
         for (p, share) in &periods {
             out.push(Out {
@@ -426,6 +483,135 @@ impl TargetsBoard {
                 value,
             });
         }
+    }
+
+    /// `sales_{team,org}_reps_attaining{threshold}`, `..._reps_attaining_ratio{threshold}` and
+    /// `..._attainment_median`: of the reps with a bookings target above 0 for `quarter` (the
+    /// current one), how many reach each threshold, their share, and the median attainment;
+    /// per roster team and for the org. Reps without such a target are left out entirely, so a
+    /// team without one has no series.
+    fn attainment_distribution(
+        &self,
+        quarter: Period,
+        teams: &HashMap<&str, &str>,
+        out: &mut Vec<Out>,
+    ) {
+        let mut by_team: BTreeMap<&str, Vec<RepAttainment>> = BTreeMap::new();
+        let mut org = Vec::new();
+        let mut quotas: Vec<(&String, &Target)> = self
+            .targets
+            .iter()
+            .filter(|(_, t)| {
+                t.scope == Scope::Rep && t.metric == TargetMetric::Bookings && t.period == quarter
+            })
+            .collect();
+        // Several keys could hold one rep's target (a record produced by hand under another
+        // key): each rep counts once, with the first by key, the same one every tick.
+        quotas.sort_by_key(|(key, _)| *key);
+        let mut seen = std::collections::HashSet::new();
+        for (_, t) in quotas {
+            if !seen.insert(t.id.as_str()) {
+                continue;
+            }
+            // The quarter-to-date bookings, under every team, as for the rep's attainment.
+            let actual = self.actual(Scope::Rep, &t.id, t.metric, None, Window::Qtd);
+            let Some(r) = RepAttainment::new(actual, t.value) else {
+                continue;
+            };
+            let team = teams
+                .get(t.id.as_str())
+                .copied()
+                .unwrap_or(salespulse_aggregate::UNASSIGNED);
+            by_team.entry(team).or_default().push(r);
+            org.push(r);
+        }
+        for (team, reps) in &by_team {
+            push_distribution(Scope::Team, vec![("team", (*team).to_owned())], reps, out);
+        }
+        push_distribution(Scope::Org, Vec::new(), &org, out);
+    }
+
+    /// `sales_rep_commission_earned{period_type, period}` and `..._commission_projected`: what
+    /// each rep's plan pays at its attainment to date and at its projected attainment (the
+    /// run rate: actual / elapsed share), for the current period of the plan's type. None
+    /// without a quota (the rep's target for the plan's metric and period) above 0; no
+    /// projection before the period has begun.
+    fn commissions(
+        &self,
+        periods: &BTreeMap<Period, f64>,
+        teams: &HashMap<&str, &str>,
+        out: &mut Vec<Out>,
+    ) {
+        let quotas = self.rep_quotas(periods);
+        let mut plans: Vec<(&String, &Plan)> = self.plans.iter().collect();
+        // A rep's plan of one period type is keyed by both; a record produced by hand under
+        // another key could give a second one: the first by key counts, every tick the same.
+        plans.sort_by_key(|(key, _)| *key);
+        let mut seen = std::collections::HashSet::new();
+        for (_, plan) in plans {
+            if !seen.insert((plan.rep.as_str(), plan.period_type)) {
+                continue;
+            }
+            let Some((period, share)) = periods.iter().find(|(p, _)| p.kind == plan.period_type)
+            else {
+                continue;
+            };
+            let Some(quota) = quotas
+                .get(&(plan.rep.as_str(), plan.metric, *period))
+                .filter(|q| **q > Decimal::ZERO)
+            else {
+                continue;
+            };
+            let actual = self.actual(
+                Scope::Rep,
+                &plan.rep,
+                plan.metric,
+                None,
+                period.kind.window(),
+            );
+            let mut labels = subject_labels(Scope::Rep, &plan.rep, teams);
+            labels.push(("period_type", period.kind.label().to_owned()));
+            labels.push(("period", period.to_string()));
+            let mut push = |family: &str, attainment: Option<Decimal>| {
+                if let Some(pay) = attainment.and_then(|a| plan.payout_cents(a)) {
+                    out.push(Out {
+                        family: family.to_owned(),
+                        labels: labels.clone(),
+                        value: f(pay),
+                    });
+                }
+            };
+            push("sales_rep_commission_earned", actual.checked_div(*quota));
+            // The run rate of `projected`, in decimals: actual / (quota × elapsed share).
+            let projected = Decimal::from_f64(*share)
+                .filter(|s| *s > Decimal::ZERO)
+                .and_then(|s| quota.checked_mul(s))
+                .and_then(|d| actual.checked_div(d));
+            push("sales_rep_commission_projected", projected);
+        }
+    }
+
+    /// Every rep's target of a current period, by rep, metric and period (not activities,
+    /// which no plan uses); of several keys holding one, the first by key.
+    fn rep_quotas(
+        &self,
+        periods: &BTreeMap<Period, f64>,
+    ) -> HashMap<(&str, TargetMetric, Period), Decimal> {
+        let mut targets: Vec<(&String, &Target)> = self
+            .targets
+            .iter()
+            .filter(|(_, t)| {
+                t.scope == Scope::Rep && t.kind.is_none() && periods.contains_key(&t.period)
+            })
+            .collect();
+        targets.sort_by_key(|(key, _)| *key);
+        let mut quotas = HashMap::new();
+        for (_, t) in targets {
+            quotas
+                .entry((t.id.as_str(), t.metric, t.period))
+                .or_insert(t.value);
+        }
+        quotas
     }
 
     /// `sales_*_activities_per_win{window}`: the subject's activities of every kind / its
@@ -981,6 +1167,332 @@ mod tests {
             period: Period::parse(period).expect("valid"),
             value: Decimal::from(v),
         }
+    }
+
+    #[test]
+    fn attainment_distribution_per_roster_team_and_for_the_org() {
+        let cal = Calendar::utc();
+        let now = ts("2026-11-15T12:00:00Z");
+        let elapsed = Elapsed::new(cal, false, []);
+        let mut b = TargetsBoard::default();
+        fn target(b: &mut TargetsBoard, rep: &str, metric: &str, period: &str, v: &str) {
+            let t = rules()
+                .from_fields("rep", rep, metric, None, period, v, None)
+                .expect("valid");
+            b.set_target(&t.key(), Some(t));
+        }
+        // Team x: a at exactly 50 %, b at exactly 75 %, c at 112.5 %, d at 10 %.
+        target(&mut b, "a", "bookings", "2026-Q4", "1000");
+        target(&mut b, "b", "bookings", "2026-Q4", "800");
+        target(&mut b, "c", "bookings", "2026-Q4", "400");
+        target(&mut b, "d", "bookings", "2026-Q4", "1000");
+        // Team y, one rep: f at exactly 100 %.
+        target(&mut b, "f", "bookings", "2026-Q4", "300");
+        // Team z has no rep with a current quarter bookings target above 0: g's is last
+        // quarter's, h's is 0, i's is on deals won.
+        target(&mut b, "g", "bookings", "2026-Q3", "100");
+        target(&mut b, "h", "bookings", "2026-Q4", "0");
+        target(&mut b, "i", "deals_won", "2026-Q4", "3");
+        for (rep, team) in [
+            ("a", "x"),
+            ("b", "x"),
+            ("c", "x"),
+            ("d", "x"),
+            ("e", "x"),
+            ("f", "y"),
+            ("g", "z"),
+            ("h", "z"),
+            ("i", "z"),
+        ] {
+            b.set_member(&format!("m/{rep}"), Some((rep.into(), team.into())));
+        }
+        fn qtd(b: &mut TargetsBoard, key: &str, rep: &str, team: &str, v: i64) {
+            b.set_actual(
+                key,
+                Some(actual(rep, team, TargetMetric::Bookings, Window::Qtd, v)),
+            );
+        }
+        qtd(&mut b, "a", "a", "x", 500);
+        qtd(&mut b, "b", "b", "x", 600);
+        qtd(&mut b, "c", "c", "x", 450);
+        qtd(&mut b, "d", "d", "x", 100);
+        // e has bookings but no target: not counted.
+        qtd(&mut b, "e", "e", "x", 5000);
+        // f's bookings sit mostly under x (a deal that named x); the roster puts f in y, and
+        // its attainment counts them all: (120 + 80 + 100) / 300.
+        qtd(&mut b, "f1", "f", "x", 120);
+        qtd(&mut b, "f2", "f", "x", 80);
+        qtd(&mut b, "f3", "f", "y", 100);
+        qtd(&mut b, "g", "g", "z", 100);
+        qtd(&mut b, "h", "h", "z", 100);
+        let out = b.series(now, &cal, &elapsed);
+        let by_threshold = |family: &str, team: Option<&str>| -> Vec<(String, f64)> {
+            all(&out, family)
+                .into_iter()
+                .filter(|(l, _)| {
+                    l.iter()
+                        .find(|(k, _)| *k == "team")
+                        .map(|(_, v)| v.as_str())
+                        == team
+                })
+                .map(|(l, v)| {
+                    let t = l
+                        .iter()
+                        .find(|(k, _)| *k == "threshold")
+                        .expect("threshold");
+                    (t.1.clone(), v)
+                })
+                .collect()
+        };
+        let th = |v: [f64; 3]| -> Vec<(String, f64)> {
+            ["50", "75", "100"]
+                .iter()
+                .zip(v)
+                .map(|(t, v)| ((*t).to_owned(), v))
+                .collect()
+        };
+        // Team x: 4 reps; 3 at 50 % or more (a exactly), 2 at 75 % (b exactly), 1 at 100 %.
+        assert_eq!(
+            by_threshold("sales_team_reps_attaining", Some("x")),
+            th([3.0, 2.0, 1.0])
+        );
+        assert_eq!(
+            by_threshold("sales_team_reps_attaining_ratio", Some("x")),
+            th([0.75, 0.5, 0.25])
+        );
+        // Median of 0.1, 0.5, 0.75, 1.125: (0.5 + 0.75) / 2.
+        let median = |team: &str| {
+            get(&out, "sales_team_attainment_median", &[("team", team)]).map(|o| o.value)
+        };
+        assert_eq!(median("x"), Some(0.625));
+        // Team y, one rep exactly at 100 %: every threshold, all of the team, median 1.
+        assert_eq!(
+            by_threshold("sales_team_reps_attaining", Some("y")),
+            th([1.0, 1.0, 1.0])
+        );
+        assert_eq!(
+            by_threshold("sales_team_reps_attaining_ratio", Some("y")),
+            th([1.0, 1.0, 1.0])
+        );
+        assert_eq!(median("y"), Some(1.0));
+        assert_eq!(median("z"), None);
+        assert!(get(&out, "sales_team_reps_attaining", &[("team", "z")]).is_none());
+        // The org: a, b, c, d and f; 4 / 5, 3 / 5, 2 / 5; median of 0.1, 0.5, 0.75, 1, 1.125.
+        assert_eq!(
+            by_threshold("sales_org_reps_attaining", None),
+            th([4.0, 3.0, 2.0])
+        );
+        assert_eq!(
+            by_threshold("sales_org_reps_attaining_ratio", None),
+            th([0.8, 0.6, 0.4])
+        );
+        assert_eq!(
+            all(&out, "sales_org_attainment_median"),
+            vec![(Vec::new(), 0.75)]
+        );
+        // One share rounds like every ratio: 1 of 3 reps is 0.333333.
+        b.set_target("rep/c/bookings/2026-Q4", None);
+        b.set_target("rep/d/bookings/2026-Q4", None);
+        target(&mut b, "d", "bookings", "2026-Q4", "100");
+        let out = b.series(now, &cal, &elapsed);
+        assert_eq!(
+            get(
+                &out,
+                "sales_team_reps_attaining_ratio",
+                &[("team", "x"), ("threshold", "100")]
+            )
+            .map(|o| o.value),
+            Some(0.333333)
+        );
+        // No rep with a target: no org series either.
+        let empty = TargetsBoard::default().series(now, &cal, &elapsed);
+        assert!(all(&empty, "sales_org_reps_attaining").is_empty());
+        assert!(all(&empty, "sales_org_attainment_median").is_empty());
+    }
+
+    /// Plans from the rows of a CSV file (see docs/targets.md), stored under their keys.
+    fn load_plans(b: &mut TargetsBoard, csv: &[[&str; 12]]) {
+        let rows: Vec<crate::PlanRow> = csv
+            .iter()
+            .enumerate()
+            .map(|(i, f)| crate::PlanRow {
+                line: i as u64 + 2,
+                plan: f[0].into(),
+                reps: f[1].into(),
+                otv: f[2].into(),
+                currency: f[3].into(),
+                metric: f[4].into(),
+                period_type: f[5].into(),
+                tier_from: f[6].into(),
+                tier_to: f[7].into(),
+                rate: f[8].into(),
+                decelerator_below: f[9].into(),
+                decelerator_factor: f[10].into(),
+                cap: f[11].into(),
+            })
+            .collect();
+        for (plan, _) in crate::plans_from_rows(&rows, &rules()).expect("valid plans") {
+            b.set_plan(&plan.key(), Some(plan));
+        }
+    }
+
+    #[test]
+    fn commission_earned_and_projected_from_attainment_and_the_run_rate() {
+        let cal = Calendar::utc();
+        let elapsed = Elapsed::new(cal, false, []);
+        // Half of Q4 2026 (1 October to 1 January, 92 days) and of November.
+        let now = ts("2026-11-16T00:00:00Z");
+        let q4 = Period::parse("2026-Q4").expect("valid");
+        let nov = Period::parse("2026-11").expect("valid");
+        assert_eq!(
+            (elapsed.share(&q4, now), elapsed.share(&nov, now)),
+            (0.5, 0.5)
+        );
+        let mut b = TargetsBoard::default();
+        load_plans(
+            &mut b,
+            &[
+                // OTV 20,000 a quarter: 0-50 % at 0.6, 50-100 % at 1.4, above at 2; half pay
+                // below 25 %; at most 2.5 x OTV.
+                [
+                    "ae", "a;c;d;e", "20000", "", "", "quarter", "0", "50", "0.6", "25", "0.5",
+                    "2.5",
+                ],
+                ["ae", "", "", "", "", "", "50", "100", "1.4", "", "", ""],
+                ["ae", "", "", "", "", "", "100", "", "2", "", "", ""],
+                // 5,000 EUR (5,400 USD) a month on deals won: 1 to 100 %, 1.5 above.
+                [
+                    "sdr",
+                    "b",
+                    "5000",
+                    "EUR",
+                    "deals_won",
+                    "month",
+                    "0",
+                    "100",
+                    "1",
+                    "",
+                    "",
+                    "",
+                ],
+                ["sdr", "", "", "", "", "", "100", "", "1.5", "", "", ""],
+            ],
+        );
+        assert_eq!(b.plans(), 5);
+        for (rep, metric, period, value) in [
+            ("a", "bookings", "2026-Q4", "1000"),
+            ("b", "deals_won", "2026-11", "4"),
+            ("c", "bookings", "2026-Q4", "0"),
+            ("d", "bookings", "2026-Q3", "1000"),
+            ("e", "bookings", "2026-Q4", "3"),
+        ] {
+            let t = rules()
+                .from_fields("rep", rep, metric, None, period, value, None)
+                .expect("valid");
+            b.set_target(&t.key(), Some(t));
+        }
+        b.set_member("m/a", Some(("a".into(), "y".into())));
+        // Rep a: 300 of bookings this quarter, under two teams.
+        b.set_actual(
+            "a1",
+            Some(actual("a", "x", TargetMetric::Bookings, Window::Qtd, 200)),
+        );
+        b.set_actual(
+            "a2",
+            Some(actual("a", "y", TargetMetric::Bookings, Window::Qtd, 100)),
+        );
+        // A month-to-date figure is not the quarter's.
+        b.set_actual(
+            "a3",
+            Some(actual("a", "y", TargetMetric::Bookings, Window::Mtd, 50)),
+        );
+        b.set_actual(
+            "b",
+            Some(actual("b", "x", TargetMetric::DealsWon, Window::Mtd, 5)),
+        );
+        b.set_actual(
+            "c",
+            Some(actual("c", "x", TargetMetric::Bookings, Window::Qtd, 10)),
+        );
+        b.set_actual(
+            "e",
+            Some(actual("e", "x", TargetMetric::Bookings, Window::Qtd, 1)),
+        );
+        let out = b.series(now, &cal, &elapsed);
+        let pay = |family: &str, rep: &str| {
+            get(&out, family, &[("rep", rep)]).map(|o| (o.labels.clone(), o.value))
+        };
+        let quarter = labels(&[
+            ("rep", "a"),
+            ("team", "y"),
+            ("period_type", "quarter"),
+            ("period", "2026-Q4"),
+        ]);
+        // Earned: 30 % attained, 30 x 0.6 = 18 % of 20,000. Projected: 300 / 0.5 = 600 of
+        // 1000, 50 x 0.6 + 10 x 1.4 = 44 % of 20,000.
+        assert_eq!(
+            pay("sales_rep_commission_earned", "a"),
+            Some((quarter.clone(), 3600.0))
+        );
+        assert_eq!(
+            pay("sales_rep_commission_projected", "a"),
+            Some((quarter, 8800.0))
+        );
+        // Rep b: 5 of 4 deals: 100 % + 25 x 1.5 = 137.5 % of 5,400; projected 10 of 4: 100 %
+        // + 150 x 1.5 = 325 %.
+        let month = labels(&[
+            ("rep", "b"),
+            ("team", "x"),
+            ("period_type", "month"),
+            ("period", "2026-11"),
+        ]);
+        assert_eq!(
+            pay("sales_rep_commission_earned", "b"),
+            Some((month.clone(), 7425.0))
+        );
+        assert_eq!(
+            pay("sales_rep_commission_projected", "b"),
+            Some((month, 17550.0))
+        );
+        // Rep e: 1 of 3 is 33.33.. %, 19.99.. % of OTV in exact decimals: 4000.00 in cents.
+        // Projected 2 of 3: 50 x 0.6 + 16.66.. x 1.4 = 53.33.. %, 10666.67.
+        assert_eq!(
+            pay("sales_rep_commission_earned", "e").map(|p| p.1),
+            Some(4000.0)
+        );
+        assert_eq!(
+            pay("sales_rep_commission_projected", "e").map(|p| p.1),
+            Some(10666.67)
+        );
+        // Rep c's quota is 0, rep d's is last quarter's: no commission.
+        for rep in ["c", "d"] {
+            assert!(pay("sales_rep_commission_earned", rep).is_none(), "{rep}");
+            assert!(
+                pay("sales_rep_commission_projected", rep).is_none(),
+                "{rep}"
+            );
+        }
+        // At the very start of the quarter nothing has elapsed: earned, but no projection.
+        let start = ts("2026-10-01T00:00:00Z");
+        b.set_actual(
+            "a1",
+            Some(actual("a", "x", TargetMetric::Bookings, Window::Qtd, 0)),
+        );
+        b.set_actual(
+            "a2",
+            Some(actual("a", "y", TargetMetric::Bookings, Window::Qtd, 0)),
+        );
+        let out = b.series(start, &cal, &elapsed);
+        let l = [("rep", "a"), ("period", "2026-Q4")];
+        assert_eq!(
+            get(&out, "sales_rep_commission_earned", &l).map(|o| o.value),
+            Some(0.0)
+        );
+        assert!(get(&out, "sales_rep_commission_projected", &l).is_none());
+        // A tombstone takes the plan away.
+        b.set_plan("a/quarter", None);
+        let out = b.series(now, &cal, &elapsed);
+        assert!(get(&out, "sales_rep_commission_earned", &[("rep", "a")]).is_none());
     }
 
     #[test]

@@ -3,13 +3,20 @@
 //! service feeds records and the clock in.
 
 mod board;
+mod distribution;
 mod elapsed;
 mod events;
 mod period;
+mod plan;
 mod target;
 
 pub use board::{Actual, Expected, Out, Rollup, TargetsBoard, RANKED};
+pub use distribution::{median, Distribution, RepAttainment, ATTAINMENT_THRESHOLDS};
 pub use elapsed::Elapsed;
 pub use events::{Event, EventRules, EventTopic, Notifier};
 pub use period::{Period, PeriodError, PeriodType};
+pub use plan::{
+    plan_key, plans_from_rows, Decelerator, DeceleratorRecord, Plan, PlanError, PlanRecord,
+    PlanRow, Tier, TierRecord, PLAN_COLUMNS,
+};
 pub use target::{Target, TargetError, TargetMetric, TargetRules};

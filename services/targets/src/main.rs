@@ -1,6 +1,7 @@
 //! Targets service: targets, attainment, pace, projections and leaderboards per rep, team and
 //! org, computed from `sales.metrics` and `sales.targets` only, on `/metrics`.
-//! `salespulse-targets import FILE` loads targets from a CSV file.
+//! `salespulse-targets import FILE` loads targets from a CSV file, `import-plan FILE`
+//! compensation plans.
 
 mod import;
 
@@ -31,6 +32,39 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Check a CSV file of compensation plans, one row per tier (plan,reps,otv,currency,metric,
+    /// period_type,tier_from,tier_to,rate,decelerator_below,decelerator_factor,cap; see
+    /// docs/targets.md), and produce one plan per rep to the plans topic; a file with any bad
+    /// row writes nothing.
+    ImportPlan {
+        file: PathBuf,
+        /// Only check the file.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Reads `file` with `read` and, unless `dry_run`, produces its records to `topic`.
+async fn import(
+    settings: &Settings,
+    file: &std::path::Path,
+    dry_run: bool,
+    what: &str,
+    topic: &str,
+    read: fn(
+        &std::path::Path,
+        &salespulse_targets::TargetRules,
+    ) -> anyhow::Result<Vec<import::Record>>,
+) -> anyhow::Result<()> {
+    let rules = settings.target_rules()?;
+    let rows = read(file, &rules)?;
+    if dry_run {
+        println!("{}: {} {what}, all valid", file.display(), rows.len());
+        return Ok(());
+    }
+    let n = import::write(settings, topic, rows).await?;
+    println!("{}: {n} {what} written to {topic}", file.display());
+    Ok(())
 }
 
 #[tokio::main]
@@ -44,18 +78,20 @@ async fn main() -> anyhow::Result<()> {
     init_logging(&settings.log.format);
     match cli.command {
         Some(Command::Import { file, dry_run }) => {
-            let rules = settings.target_rules()?;
-            let rows = import::read(&file, &rules)?;
-            if dry_run {
-                println!("{}: {} targets, all valid", file.display(), rows.len());
-                return Ok(());
-            }
-            let n = import::write(&settings, rows).await?;
-            println!(
-                "{}: {n} targets written to {}",
-                file.display(),
-                settings.topics.targets
-            );
+            let topic = &settings.topics.targets;
+            import(&settings, &file, dry_run, "targets", topic, import::read).await?;
+        }
+        Some(Command::ImportPlan { file, dry_run }) => {
+            let topic = &settings.topics.plans;
+            import(
+                &settings,
+                &file,
+                dry_run,
+                "rep plans",
+                topic,
+                import::read_plans,
+            )
+            .await?;
         }
         None => run_targets(settings, shutdown_signal())
             .await

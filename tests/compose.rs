@@ -286,6 +286,12 @@ fn grafana_is_provisioned_and_open_to_anonymous_viewers() {
     let rendered = "/var/lib/grafana/dashboards";
     assert_eq!(env(grafana, "GF_AUTH_ANONYMOUS_ENABLED"), Some("true"));
     assert_eq!(env(grafana, "GF_AUTH_ANONYMOUS_ORG_ROLE"), Some("Viewer"));
+    // The render script's threshold for the boards' stale banner, overridable from the host.
+    assert_eq!(
+        env(grafana, "STALE_AFTER_SECONDS"),
+        Some("${STALE_AFTER_SECONDS:-900}"),
+        "render-dashboards.sh gets the banner's STALE_AFTER_SECONDS"
+    );
     let home = env(grafana, "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH").expect("home dashboard");
     let name = home
         .strip_prefix(rendered)

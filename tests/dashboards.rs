@@ -1,7 +1,9 @@
 //! The Grafana dashboards of deploy/grafana/dashboards. Grafana does not run here, so this
 //! checks what would otherwise only fail on the wall: each board's structure, that every
 //! query names only families, labels and label values the services export, that amounts are
-//! shown in the configured reporting currency, and that a real Prometheus accepts every query.
+//! shown in the configured reporting currency, that every board opens with the banner that
+//! says when the numbers are stale (on the configured delay), and that a real Prometheus
+//! accepts every query.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -24,6 +26,18 @@ const TEAM_BOARDS: &[&str] = &["team.json", "pipeline-flow.json"];
 
 /// Values substituted for the template variables before Prometheus sees a query.
 const SUBSTITUTES: &[(&str, &str)] = &[("team", "team-emea"), ("rep", "rep-007")];
+
+/// The first panel of every board: a full-width banner, red when the numbers are stale.
+const BANNER_TITLE: &str = "Are these numbers live?";
+/// The banner's threshold in the boards as committed: deploy/grafana/render-dashboards.sh
+/// replaces it with STALE_AFTER_SECONDS (default 900) when Grafana starts.
+const STALE_PLACEHOLDER: &str = "${STALE_AFTER_SECONDS}";
+const STALE_DEFAULT: &str = "900";
+
+/// `expr` with the banner's threshold as rendered by default: what Prometheus gets.
+fn with_default_threshold(expr: &str) -> String {
+    expr.replace(STALE_PLACEHOLDER, STALE_DEFAULT)
+}
 
 const WINDOWS: &[&str] = &[
     "1h", "24h", "7d", "30d", "today", "wtd", "mtd", "qtd", "ytd",
@@ -435,7 +449,7 @@ fn queries(board: &Board) -> Vec<Query> {
         for t in p["targets"].as_array().into_iter().flatten() {
             out.push(Query {
                 origin: format!("{} / {title:?} / {}", board.file, t["refId"]),
-                expr: t["expr"].as_str().unwrap_or_default().to_owned(),
+                expr: with_default_threshold(t["expr"].as_str().unwrap_or_default()),
                 range: t["range"].as_bool().unwrap_or(true),
             });
         }
@@ -627,10 +641,14 @@ fn dashboards_are_well_formed() {
 
         // A team's board shows that team only. The roster's names are joined on the reps a
         // query selected, whatever team the roster puts them in now (a rep's series can sit
-        // under a team it has left): they name rows, they add none.
+        // under a team it has left): they name rows, they add none. The stale banner is about
+        // the whole pipeline, not a team.
         if TEAM_BOARDS.contains(&file) {
             for p in panels(b) {
                 let title = p["title"].as_str().unwrap_or_default();
+                if title == BANNER_TITLE {
+                    continue;
+                }
                 for t in p["targets"].as_array().into_iter().flatten() {
                     let expr = t["expr"].as_str().unwrap_or_default();
                     for s in selectors(expr).unwrap_or_default() {
@@ -751,6 +769,27 @@ async fn prometheus_accepts_every_query() {
         failures.join("\n")
     );
     assert!(checked >= 60, "only {checked} queries checked");
+
+    // Nothing answers on the port Prometheus scrapes: the banner says a service is down (and
+    // says so before the first scrape too: stale, not live).
+    let banner = with_default_threshold(banner_expr(&boards[0].json));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = prometheus.query(&banner).await;
+        let says = |message: &str| {
+            got.iter()
+                .any(|(l, v)| l.get("banner").map(String::as_str) == Some(message) && *v == -1.0)
+        };
+        if says(STALE_DOWN) {
+            break;
+        }
+        assert!(
+            says(STALE_NONE) && Instant::now() < deadline,
+            "with the services down the banner says {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("banner with the services down: {STALE_DOWN:?}");
 }
 
 /// The unit of the amount panels in the boards as committed: deploy/grafana/render-dashboards.sh
@@ -821,6 +860,7 @@ fn render(config: &std::path::Path, env: &[(&str, &str)], tag: &str) -> BTreeMap
         .arg(root().join("deploy/grafana/dashboards"))
         .arg(&out)
         .env_remove("SALESPULSE_CONTRACT__REPORTING_CURRENCY")
+        .env_remove("STALE_AFTER_SECONDS")
         .envs(env.iter().copied())
         .output()
         .expect("sh runs");
@@ -835,7 +875,7 @@ fn render(config: &std::path::Path, env: &[(&str, &str)], tag: &str) -> BTreeMap
         .map(|e| {
             let text = std::fs::read_to_string(e.path()).expect("readable");
             assert!(
-                !text.contains(CURRENCY_PLACEHOLDER),
+                !text.contains(CURRENCY_PLACEHOLDER) && !text.contains(STALE_PLACEHOLDER),
                 "{tag}: placeholder left"
             );
             let json = serde_json::from_str(&text).expect("a rendered board is JSON");
@@ -963,15 +1003,373 @@ fn amount_panels_take_the_reporting_currency() {
                     }
                 }
             }
-            // Nothing else changes.
+            // Nothing else changes (but the banner's threshold: see below).
             let mut source = serde_json::to_string(&board.json).expect("json");
-            source = source.replace(CURRENCY_PLACEHOLDER, unit);
+            source = source
+                .replace(CURRENCY_PLACEHOLDER, unit)
+                .replace(STALE_PLACEHOLDER, STALE_DEFAULT);
             assert_eq!(source, serde_json::to_string(r).expect("json"), "{tag}");
         }
         assert_eq!(n, placeholders, "{tag}");
     }
     let _ = std::fs::remove_file(&eur);
     println!("{placeholders} amount units, rendered as currencyUSD, currencyEUR, currencyGBP and currency:CAD");
+}
+
+// The stale banner: the first panel of every board says whether the numbers are live.
+
+/// The banner of a board (source or rendered): its first panel.
+fn banner(board: &Value) -> &Value {
+    &board["panels"][0]
+}
+
+/// The banner's one query.
+fn banner_expr(board: &Value) -> &str {
+    banner(board)["targets"][0]["expr"]
+        .as_str()
+        .expect("the banner has a query")
+}
+
+/// What the banner shows: the `banner` label of each series its query returns.
+const LIVE: &str = "Live \u{2014} newest deal or activity at";
+const STALE_FOR: &str = "Numbers are stale \u{2014} no new deal or activity for";
+const STALE_DOWN: &str = "Numbers are stale \u{2014} a salespulse service is down";
+const STALE_NONE: &str = "Numbers are stale \u{2014} salespulse reports no deal or activity";
+const LAST_AT: &str = "last at";
+
+#[test]
+fn every_board_opens_with_the_stale_banner() {
+    let boards = boards();
+    let mut exprs = BTreeSet::new();
+    for board in &boards {
+        let file = board.file;
+        let b = banner(&board.json);
+        assert_eq!(
+            b["title"], BANNER_TITLE,
+            "{file}: the first panel is the banner"
+        );
+        assert_eq!(b["type"], "stat", "{file}: the banner is a stat panel");
+        // Full width, short, on top: every other panel below it.
+        let g = &b["gridPos"];
+        let (x, y, w, h) = (
+            g["x"].as_u64(),
+            g["y"].as_u64(),
+            g["w"].as_u64(),
+            g["h"].as_u64(),
+        );
+        assert_eq!(
+            (x, y, w),
+            (Some(0), Some(0), Some(24)),
+            "{file}: banner at {g}"
+        );
+        let h = h.filter(|h| (1..=3).contains(h)).expect("a short banner");
+        for p in panels(&board.json).into_iter().skip(1) {
+            assert!(
+                p["gridPos"]["y"].as_u64().is_some_and(|y| y >= h),
+                "{file} / {}: overlaps the banner",
+                p["title"]
+            );
+        }
+        // One instant query, on the threshold the render script sets.
+        let targets = b["targets"].as_array().expect("targets");
+        assert_eq!(targets.len(), 1, "{file}: the banner has one query");
+        let t = &targets[0];
+        assert_eq!(t["instant"], true, "{file}: the banner's query is instant");
+        assert_eq!(
+            t["legendFormat"], "{{banner}}",
+            "{file}: the banner shows its label"
+        );
+        let expr = banner_expr(&board.json);
+        assert_eq!(
+            expr.matches(STALE_PLACEHOLDER).count(),
+            1,
+            "{file}: the banner's threshold is {STALE_PLACEHOLDER}: {expr}"
+        );
+        assert!(
+            expr.contains(&format!("> time() - {STALE_PLACEHOLDER})")),
+            "{file}: live while the newest record is younger than the threshold: {expr}"
+        );
+        // The newest deal or activity record, and whether every service answers.
+        let sels = selectors(&with_default_threshold(expr)).expect("scans");
+        assert!(
+            sels.iter()
+                .any(|s| s.metric == "sales_last_event_timestamp_seconds"
+                    && s.matchers.iter().any(|m| m.label == "service"
+                        && m.op == "=~"
+                        && m.value == "deals|activities")),
+            "{file}: the banner reads the deals and activities services' newest record: {expr}"
+        );
+        assert!(
+            sels.iter().any(|s| s.metric == "up"
+                && s.matchers
+                    .iter()
+                    .any(|m| m.label == "job" && m.value == "salespulse")),
+            "{file}: the banner knows when a service is down: {expr}"
+        );
+        for message in [LIVE, STALE_FOR, STALE_DOWN, STALE_NONE, LAST_AT] {
+            assert!(
+                expr.contains(&format!("\"banner\", \"{message}\"")),
+                "{file}: the banner never says {message:?}"
+            );
+        }
+        // Red unless live: red is the only threshold (stale, or no answer at all), the live
+        // message is uncoloured and shows the newest record's time, as does "last at".
+        let fc = &b["fieldConfig"];
+        let steps = fc["defaults"]["thresholds"]["steps"]
+            .as_array()
+            .expect("thresholds");
+        assert!(
+            steps.len() == 1 && steps[0]["color"] == "red",
+            "{file}: {steps:?}"
+        );
+        assert!(
+            fc["defaults"]["noValue"]
+                .as_str()
+                .is_some_and(|v| v.contains("stale")),
+            "{file}: no answer is no live number"
+        );
+        let overrides = fc["overrides"].as_array().expect("overrides");
+        let props = |id: &str, options: &str| {
+            overrides
+                .iter()
+                .find(|o| o["matcher"]["id"] == id && o["matcher"]["options"] == options)
+                .and_then(|o| o["properties"].as_array())
+                .unwrap_or_else(|| panic!("{file}: no {id} override for {options:?}"))
+        };
+        let prop = |id: &str, options: &str, p: &str| {
+            props(id, options)
+                .iter()
+                .find(|x| x["id"] == p)
+                .map(|x| x["value"].clone())
+                .unwrap_or_default()
+        };
+        let live_pattern = "Live.*";
+        assert!(LIVE.starts_with("Live") && !STALE_FOR.starts_with("Live"));
+        assert_eq!(
+            prop("byRegexp", live_pattern, "unit"),
+            "time:HH:mm",
+            "{file}"
+        );
+        assert_eq!(
+            prop("byRegexp", live_pattern, "color")["fixedColor"],
+            "transparent",
+            "{file}: unobtrusive while live"
+        );
+        assert_eq!(prop("byName", LAST_AT, "unit"), "time:HH:mm", "{file}");
+        exprs.insert(expr.to_owned());
+    }
+    assert_eq!(exprs.len(), 1, "the same banner on every board");
+    println!(
+        "the stale banner opens all {} boards: {}",
+        boards.len(),
+        exprs.first().map(String::as_str).unwrap_or_default()
+    );
+}
+
+#[test]
+fn the_render_script_sets_the_banner_threshold() {
+    let boards = boards();
+    let config = root().join("config/salespulse.toml");
+    let sixty = [("STALE_AFTER_SECONDS", "60")];
+    let padded = [("STALE_AFTER_SECONDS", "0120")];
+    let cases: [(&str, &Env, &str); 3] = [
+        ("stale-default", &[], STALE_DEFAULT),
+        ("stale-60", &sixty, "60"),
+        ("stale-padded", &padded, "120"),
+    ];
+    for (tag, env, seconds) in cases {
+        let rendered = render(&config, env, tag);
+        assert_eq!(rendered.len(), boards.len(), "{tag}");
+        for board in &boards {
+            let r = &rendered[board.file];
+            let expr = banner_expr(r);
+            assert!(
+                expr.contains(&format!("> time() - {seconds})")),
+                "{tag}: {} banner: {expr}",
+                board.file
+            );
+            assert!(
+                banner(r)["description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(&format!("more than {seconds} s"))),
+                "{tag}: {} banner description",
+                board.file
+            );
+            // Nothing else changes (the currency is the project's, USD).
+            let source = serde_json::to_string(&board.json)
+                .expect("json")
+                .replace(STALE_PLACEHOLDER, seconds)
+                .replace(CURRENCY_PLACEHOLDER, "currencyUSD");
+            assert_eq!(source, serde_json::to_string(r).expect("json"), "{tag}");
+        }
+    }
+    // Not a whole number of seconds of at least 1: refused, nothing written.
+    for bad in ["0", "000", "15m", "-5", "9e2", " 60", "1.5"] {
+        let out = std::env::temp_dir().join(format!("dashboards-{}-bad", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let run = std::process::Command::new("sh")
+            .arg(root().join("deploy/grafana/render-dashboards.sh"))
+            .arg(&config)
+            .arg(root().join("deploy/grafana/dashboards"))
+            .arg(&out)
+            .env_remove("SALESPULSE_CONTRACT__REPORTING_CURRENCY")
+            .env("STALE_AFTER_SECONDS", bad)
+            .output()
+            .expect("sh runs");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && stderr.contains("STALE_AFTER_SECONDS"),
+            "STALE_AFTER_SECONDS={bad:?} is refused: {stderr}"
+        );
+        assert!(
+            !out.exists(),
+            "STALE_AFTER_SECONDS={bad:?}: nothing written"
+        );
+    }
+    println!("banner threshold rendered as 900 (default), 60 and 120 (0120); 0, 15m, -5 and others refused");
+}
+
+/// Runs `promtool test rules` on the banner's query (threshold 900) as a recording rule: the
+/// states the banner must tell apart, on made-up series, evaluated by Prometheus' own engine.
+#[test]
+fn the_banner_tells_live_from_stale_and_down() {
+    let boards = boards();
+    let expr = with_default_threshold(banner_expr(&boards[0].json));
+    let dir = std::env::temp_dir().join(format!("dashboards-{}-banner-rules", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let rules = serde_json::json!({"groups": [{"name": "banner", "rules": [{"record": "banner", "expr": expr}]}]});
+    std::fs::write(dir.join("banner.rules.yml"), rules.to_string()).expect("writable");
+
+    let deals = r#"{job="salespulse", instance="a:9101", service="deals", topic="sales.deals"}"#;
+    let roster = r#"{job="salespulse", instance="a:9101", service="deals", topic="sales.roster"}"#;
+    let acts =
+        r#"{job="salespulse", instance="a:9102", service="activities", topic="sales.activities"}"#;
+    let lag = |labels: &str| {
+        format!(
+            "sales_consumer_lag{}",
+            labels.replace('}', ", partition=\"0\"}")
+        )
+    };
+    let ts = |labels: &str| format!("sales_last_event_timestamp_seconds{labels}");
+    let series = |name: String, values: &str| serde_json::json!({"series": name, "values": values});
+    let up = |instance: &str, values: &str| {
+        series(
+            format!("up{{job=\"salespulse\", instance=\"{instance}\"}}"),
+            values,
+        )
+    };
+    let sample = |banner: &str, value: f64| serde_json::json!({"labels": format!("banner{{banner=\"{banner}\"}}"), "value": value});
+    // One sample a minute for 70 minutes; evaluated at 60 m (time() = 3600).
+    let case = |name: &str, input: Vec<Value>, want: Vec<Value>| {
+        serde_json::json!({
+            "name": name,
+            "interval": "1m",
+            "input_series": input,
+            "promql_expr_test": [{"expr": "banner", "eval_time": "60m", "exp_samples": want}],
+        })
+    };
+    let tests = vec![
+        // Records every minute on both input topics: live, at the newest one's time (ms).
+        case(
+            "live",
+            vec![
+                series(ts(deals), "0+60x70"),
+                series(lag(deals), "0x70"),
+                series(ts(acts), "0+30x70"),
+                series(lag(acts), "0x70"),
+                up("a:9101", "1x70"),
+                up("a:9102", "1x70"),
+            ],
+            vec![sample(LIVE, 3_600_000.0)],
+        ),
+        // The newest deal or activity at 10 minutes, 50 minutes old: stale, however fresh the
+        // roster (not an input topic: no consumer lag).
+        case(
+            "stale",
+            vec![
+                series(ts(deals), "0x9 600x60"),
+                series(lag(deals), "0x70"),
+                series(ts(acts), "0x9 300x60"),
+                series(lag(acts), "0x70"),
+                series(ts(roster), "0+60x70"),
+                up("a:9101", "1x70"),
+                up("a:9102", "1x70"),
+            ],
+            vec![sample(STALE_FOR, 50.0), sample(LAST_AT, 600_000.0)],
+        ),
+        // Under the threshold (14 minutes) is live; over it (16) is stale.
+        case(
+            "threshold",
+            vec![
+                series(ts(deals), "0x45 2760x24"),
+                series(lag(deals), "0x70"),
+                up("a:9101", "1x70"),
+            ],
+            vec![sample(LIVE, 2_760_000.0)],
+        ),
+        case(
+            "past the threshold",
+            vec![
+                series(ts(deals), "0x43 2640x26"),
+                series(lag(deals), "0x70"),
+                up("a:9101", "1x70"),
+            ],
+            vec![sample(STALE_FOR, 16.0), sample(LAST_AT, 2_640_000.0)],
+        ),
+        // The activities service stops answering at 30 m, while deals keep arriving.
+        case(
+            "down",
+            vec![
+                series(ts(deals), "0+60x70"),
+                series(lag(deals), "0x70"),
+                series(ts(acts), "0+60x30"),
+                series(lag(acts), "0x30"),
+                up("a:9101", "1x70"),
+                up("a:9102", "1x30 0x40"),
+            ],
+            vec![sample(STALE_DOWN, -1.0), sample(LAST_AT, 3_600_000.0)],
+        ),
+        // Up, but nothing consumed since the start (the timestamp is 0).
+        case(
+            "nothing since the start",
+            vec![
+                series(ts(deals), "0x70"),
+                series(lag(deals), "0x70"),
+                up("a:9101", "1x70"),
+            ],
+            vec![sample(STALE_NONE, -1.0)],
+        ),
+        // Prometheus has nothing of salespulse at all.
+        case(
+            "no series",
+            vec![series("some_other_metric".into(), "1x70")],
+            vec![sample(STALE_NONE, -1.0)],
+        ),
+    ];
+    let n = tests.len();
+    let spec = serde_json::json!({
+        "rule_files": ["banner.rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": tests,
+    });
+    std::fs::write(dir.join("banner.test.yml"), spec.to_string()).expect("writable");
+    let out = std::process::Command::new("promtool")
+        .args(["test", "rules", "banner.test.yml"])
+        .current_dir(&dir)
+        .output()
+        .expect("promtool is installed (scripts/setup.sh installs Debian's prometheus)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool test rules on the banner:\n{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("banner: {n} cases (live, stale, at the threshold, down, nothing since the start, no series) pass promtool");
 }
 
 // Reps by name: a PromQL reading of which labels a query's series carry, and the panels that
@@ -1420,7 +1818,7 @@ fn rep_queries(panel: &Value) -> Vec<&Value> {
         .flatten()
         .filter(|t| {
             matches!(
-                shape(t["expr"].as_str().unwrap_or_default()),
+                shape(&with_default_threshold(t["expr"].as_str().unwrap_or_default())),
                 Ok(Shape::Vector { some, .. }) if some.contains("rep")
             )
         })
@@ -1577,8 +1975,8 @@ fn panels_show_reps_by_name() {
         for p in panels(&board.json) {
             let title = p["title"].as_str().unwrap_or_default();
             for t in p["targets"].as_array().into_iter().flatten() {
-                let expr = t["expr"].as_str().unwrap_or_default();
-                if let Err(e) = shape(expr) {
+                let expr = with_default_threshold(t["expr"].as_str().unwrap_or_default());
+                if let Err(e) = shape(&expr) {
                     problems.push(format!("{} / {title:?}: {expr}: {e}", board.file));
                 }
             }

@@ -4,9 +4,11 @@
 //! a real Prometheus. Every query of every board must evaluate and return at least one series,
 //! as it would on the wall; the key target panels must show the current period's numbers,
 //! checked against the plan's CSV and the deals service's own /metrics; the terminal board
-//! must show each team's current quarter target; and reps must appear under the names the
+//! must show each team's current quarter target; reps must appear under the names the
 //! roster gives them (`sales_rep_info`), once each, on the boards, in the `$rep` picker and on
-//! the terminal board.
+//! the terminal board; and the banner on top of every board must say the numbers are live
+//! while records arrive, and stale once none has for longer than its threshold. The boards are
+//! read as deploy/grafana/render-dashboards.sh writes them for Grafana.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,12 @@ const TEAM: &str = "team-emea";
 const SETTLE: Duration = Duration::from_secs(90);
 /// How long the values may take, once every query returns series, to match the plan.
 const VALUES: Duration = Duration::from_secs(30);
+
+/// What the stale banner (the first panel of every board) shows: the `banner` label of the
+/// series its query returns.
+const LIVE: &str = "Live \u{2014} newest deal or activity at";
+const STALE_FOR: &str = "Numbers are stale \u{2014} no new deal or activity for";
+const LAST_AT: &str = "last at";
 
 /// A query of a board: where it comes from and the expression, variables unsubstituted.
 #[derive(Debug)]
@@ -72,26 +80,89 @@ fn has_variable(expr: &str) -> bool {
     })
 }
 
-/// Every panel query and every variable query of every board in deploy/grafana/dashboards.
-fn queries() -> Vec<Query> {
-    let dir = root().join("deploy/grafana/dashboards");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("deploy/grafana/dashboards")
+/// The boards of deploy/grafana/dashboards as Grafana gets them: written by
+/// deploy/grafana/render-dashboards.sh with the project's configuration and `env` (say, the
+/// banner's STALE_AFTER_SECONDS; the script's default without), by file name.
+fn rendered_boards(env: &[(&str, &str)]) -> BTreeMap<String, Value> {
+    static RENDERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = std::env::temp_dir().join(format!("dashboards-live-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new("sh")
+        .arg(root().join("deploy/grafana/render-dashboards.sh"))
+        .arg(root().join("config/salespulse.toml"))
+        .arg(root().join("deploy/grafana/dashboards"))
+        .arg(&out)
+        .env_remove("SALESPULSE_CONTRACT__REPORTING_CURRENCY")
+        .env_remove("STALE_AFTER_SECONDS")
+        .envs(env.iter().copied())
+        .output()
+        .expect("sh runs");
+    assert!(
+        run.status.success(),
+        "render-dashboards.sh {env:?}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
+        .expect("rendered boards")
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no dashboards in {}", dir.display());
+    assert!(
+        !files.is_empty(),
+        "no dashboards rendered in {}",
+        out.display()
+    );
+    let boards = files
+        .iter()
+        .map(|path| {
+            let file = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let text = std::fs::read_to_string(path).expect("readable");
+            let board: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{file} is not valid JSON: {e}"));
+            (file, board)
+        })
+        .collect();
+    let _ = std::fs::remove_dir_all(&out);
+    boards
+}
+
+/// The query of the stale banner, the same on every board.
+fn banner_query(boards: &BTreeMap<String, Value>) -> String {
+    let exprs: std::collections::BTreeSet<&str> = boards
+        .values()
+        .map(|b| {
+            b["panels"][0]["targets"][0]["expr"]
+                .as_str()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(exprs.len(), 1, "one banner on every board: {exprs:?}");
+    exprs.into_iter().next().unwrap_or_default().to_owned()
+}
+
+/// What the banner's query returns: `banner` label → value.
+async fn banner_says(
+    client: &reqwest::Client,
+    port: u16,
+    expr: &str,
+) -> Result<BTreeMap<String, f64>, String> {
+    Ok(instant(client, port, expr)
+        .await?
+        .into_iter()
+        .filter_map(|(labels, v)| Some((labels.get("banner")?.clone(), v)))
+        .collect())
+}
+
+/// Every panel query and every variable query of every board, as rendered for Grafana.
+fn queries() -> Vec<Query> {
     let mut out = Vec::new();
-    for path in files {
-        let file = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let text = std::fs::read_to_string(&path).expect("readable");
-        let board: Value =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file} is not valid JSON: {e}"));
+    for (file, board) in rendered_boards(&[]) {
         for p in panels(&board) {
             let title = p["title"].as_str().unwrap_or_default();
             for t in p["targets"].as_array().into_iter().flatten() {
@@ -901,6 +972,7 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
     );
 
     // Two days of history for the simulated org, as fast as the broker takes it.
+    let sim_started = chrono::Utc::now().timestamp_millis() as f64;
     let sim_log = tmp.join(format!("{}-simulator.log", topics.suffix));
     let status = run_bounded(
         Command::new(&simulator)
@@ -919,6 +991,7 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
         "the simulator failed:\n{}",
         log_tail(&sim_log)
     );
+    let sim_finished = Instant::now();
     println!(
         "simulator done after {:.1} s",
         started.elapsed().as_secs_f64()
@@ -956,6 +1029,29 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
     println!(
         "records consumed after {:.1} s",
         started.elapsed().as_secs_f64()
+    );
+
+    // Records have just arrived: the banner on every board says live, at the newest one's
+    // time (the Kafka timestamp of a record the simulator just sent).
+    let banner = banner_query(&rendered_boards(&[]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let newest_ms = loop {
+        let said = banner_says(&client, prometheus.port, &banner).await;
+        if let Ok(said) = &said {
+            if let (1, Some(at)) = (said.len(), said.get(LIVE)) {
+                break *at;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the banner does not say live with records just consumed: {said:?}\n{banner}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis() as f64;
+    assert!(
+        (sim_started - 1000.0..=now_ms).contains(&newest_ms),
+        "the banner's newest record at {newest_ms} ms, not during the simulator's run ({sim_started} to {now_ms})"
     );
 
     // Until every query returns series. `$rep` is the first of the team's reps, most
@@ -1075,6 +1171,42 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
         periods.iter().map(|p| p.1.as_str()).collect::<Vec<_>>().join(", "),
         team_targets.join(", ")
     );
+    // No deal or activity since the simulator finished: with the default threshold (900 s)
+    // the banner still says live; rendered with STALE_AFTER_SECONDS=2, at least 3 s later, it
+    // says stale, for how long, and when the newest record came.
+    let stale_boards = rendered_boards(&[("STALE_AFTER_SECONDS", "2")]);
+    let stale_banner = banner_query(&stale_boards);
+    assert!(
+        stale_banner.contains("> time() - 2)") && stale_banner.replace("- 2)", "- 900)") == banner,
+        "rendered with STALE_AFTER_SECONDS=2, only the threshold changes:\n{stale_banner}"
+    );
+    tokio::time::sleep(
+        (sim_finished + Duration::from_secs(3)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (live, stale) = loop {
+        let live = banner_says(&client, prometheus.port, &banner).await;
+        let stale = banner_says(&client, prometheus.port, &stale_banner).await;
+        let still_live = live
+            .as_ref()
+            .is_ok_and(|l| l.len() == 1 && l.get(LIVE) == Some(&newest_ms));
+        let stale_now = stale.as_ref().is_ok_and(|s| {
+            s.len() == 2
+                && s.get(STALE_FOR).is_some_and(|m| *m >= 2.0 / 60.0)
+                && s.get(LAST_AT) == Some(&newest_ms)
+        });
+        if still_live && stale_now {
+            break (live, stale);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the last record ({newest_ms} ms), the banner says {live:?} at 900 s and {stale:?} at 2 s; want live at 900 s, stale at 2 s"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    println!("dashboards live: the banner says {live:?} with the default threshold, {stale:?} with STALE_AFTER_SECONDS=2 once the simulator has stopped");
+
     let names = roster_names(&checked);
     println!(
         "dashboards live: {} reps under their roster names on the leaderboard, every rep-listing query, the $rep picker and the terminal board (e.g. {})",

@@ -1,16 +1,24 @@
 #!/bin/sh
 # Writes the boards of SOURCE_DIR (deploy/grafana/dashboards) to OUT_DIR, where Grafana's
 # provisioning reads them, with the amount panels in the reporting currency of the salespulse
-# configuration:
+# configuration and the stale-numbers banner at the top of every board on the configured delay:
 #
-#   render-dashboards.sh CONFIG SOURCE_DIR OUT_DIR
+#   [STALE_AFTER_SECONDS=900] render-dashboards.sh CONFIG SOURCE_DIR OUT_DIR
 #
 # Grafana does not expand variables in a panel's unit, nor anything in a provisioned board, so
-# the boards carry the placeholder unit ${REPORTING_CURRENCY_UNIT} and this replaces it when
-# Grafana starts (docker-compose.yml). The currency is SALESPULSE_CONTRACT__REPORTING_CURRENCY
-# when set (the services' own override), else `reporting_currency` under [contract] in CONFIG,
-# else USD (the services' default). A currency Grafana has a unit for (currencyEUR, ...) gets
-# that unit, with its symbol; any other gets Grafana's custom currency unit `currency:CODE`.
+# the boards carry placeholders and this replaces them when Grafana starts (docker-compose.yml):
+#
+#   ${REPORTING_CURRENCY_UNIT}  the unit of the amount panels, from the reporting currency;
+#   ${STALE_AFTER_SECONDS}      the banner's threshold: it turns red ("Numbers are stale") when
+#                               the newest deal or activity record is older than this many
+#                               seconds. STALE_AFTER_SECONDS from the environment, a whole
+#                               number of seconds of at least 1; default 900 (15 minutes, as the
+#                               SalespulseNoEvents alert).
+#
+# The currency is SALESPULSE_CONTRACT__REPORTING_CURRENCY when set (the services' own
+# override), else `reporting_currency` under [contract] in CONFIG, else USD (the services'
+# default). A currency Grafana has a unit for (currencyEUR, ...) gets that unit, with its
+# symbol; any other gets Grafana's custom currency unit `currency:CODE`.
 # POSIX sh, sed and awk only: it runs in the Grafana image.
 set -eu
 
@@ -52,16 +60,31 @@ case $currency in
     ;;
 esac
 
+stale=${STALE_AFTER_SECONDS:-900}
+case $stale in
+  *[!0-9]*)
+    echo "$0: STALE_AFTER_SECONDS \"$stale\" is not a whole number of seconds" >&2
+    exit 1
+    ;;
+esac
+# Without leading zeros: PromQL reads 0900 as an octal number.
+stale=$(printf '%s\n' "$stale" | sed 's/^0*//')
+if [ -z "$stale" ]; then
+  echo "$0: STALE_AFTER_SECONDS must be at least 1" >&2
+  exit 1
+fi
+
 mkdir -p "$out"
 rm -f "$out"/*.json
 n=0
 for board in "$src"/*.json; do
   [ -e "$board" ] || continue
-  sed 's/\${REPORTING_CURRENCY_UNIT}/'"$unit"'/g' "$board" >"$out/$(basename "$board")"
+  sed -e 's/\${REPORTING_CURRENCY_UNIT}/'"$unit"'/g' \
+    -e 's/\${STALE_AFTER_SECONDS}/'"$stale"'/g' "$board" >"$out/$(basename "$board")"
   n=$((n + 1))
 done
 if [ "$n" -eq 0 ]; then
   echo "$0: no boards in $src" >&2
   exit 1
 fi
-echo "$n boards written to $out, amounts in $currency ($unit)"
+echo "$n boards written to $out, amounts in $currency ($unit), numbers stale after $stale s"

@@ -726,24 +726,29 @@ pub fn business(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// Latest value per key of a metrics topic, and how many records repeated the previous value
-/// of their key.
+/// Latest value per key of a metrics topic, and how many records repeated the previous record
+/// of their key (the same value, and for a rep the same name: a renamed rep's records are sent
+/// again with the new name).
 pub fn board_of(topic: &str) -> (BTreeMap<String, String>, usize, usize) {
     let mut latest: BTreeMap<String, String> = BTreeMap::new();
-    let mut last: HashMap<String, Option<String>> = HashMap::new();
+    let mut last: HashMap<String, Option<(String, String)>> = HashMap::new();
     let mut repeats = 0;
     let mut n = 0;
     for r in read_topic(topic) {
         n += 1;
         let key = String::from_utf8(r.key.unwrap_or_default()).expect("utf-8 key");
-        let value = r.value.map(|v| {
+        let record = r.value.map(|v| {
             let j: serde_json::Value = serde_json::from_slice(&v).expect("json");
-            j["value"].as_str().unwrap_or_default().to_owned()
+            (
+                j["value"].as_str().unwrap_or_default().to_owned(),
+                j["name"].as_str().unwrap_or_default().to_owned(),
+            )
         });
-        if last.get(&key) == Some(&value) {
+        if last.get(&key) == Some(&record) {
             repeats += 1;
         }
-        last.insert(key.clone(), value.clone());
+        let value = record.clone().map(|r| r.0);
+        last.insert(key.clone(), record);
         match value {
             Some(v) => {
                 latest.insert(key, v);

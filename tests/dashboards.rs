@@ -92,14 +92,14 @@ const TARGETS: &[&str] = &[
 fn family_labels(name: &str) -> Option<Vec<&'static str>> {
     let own: Vec<&'static str> = match name {
         "up" => vec![],
-        "sales_events_total" => vec!["service", "topic", "outcome"],
-        "sales_rejected_total" => vec!["service", "topic", "reason"],
-        "sales_last_event_timestamp_seconds" => vec!["service", "topic"],
-        "sales_consumer_lag" => vec!["service", "topic", "partition"],
-        "sales_metrics_published_total" | "sales_ready" | "sales_board_series" => {
+        "salespulse_events_total" => vec!["service", "topic", "outcome"],
+        "salespulse_rejected_total" => vec!["service", "topic", "reason"],
+        "salespulse_last_event_timestamp_seconds" => vec!["service", "topic"],
+        "salespulse_consumer_lag" => vec!["service", "topic", "partition"],
+        "salespulse_metrics_published_total" | "salespulse_ready" | "salespulse_board_series" => {
             vec!["service"]
         }
-        "sales_state_entries" => vec!["service", "kind"],
+        "salespulse_state_entries" => vec!["service", "kind"],
         "sales_period_elapsed_ratio" => vec!["period", "period_type"],
         "sales_rep_rank" => vec!["rep", "team", "metric", "window", "among"],
         "sales_rep_team_share" => vec!["rep", "team", "metric", "window"],
@@ -1093,7 +1093,7 @@ fn every_board_opens_with_the_stale_banner() {
         let sels = selectors(&with_default_threshold(expr)).expect("scans");
         assert!(
             sels.iter()
-                .any(|s| s.metric == "sales_last_event_timestamp_seconds"
+                .any(|s| s.metric == "salespulse_last_event_timestamp_seconds"
                     && s.matchers.iter().any(|m| m.label == "service"
                         && m.op == "=~"
                         && m.value == "deals|activities")),
@@ -1247,11 +1247,11 @@ fn the_banner_tells_live_from_stale_and_down() {
         r#"{job="salespulse", instance="a:9102", service="activities", topic="sales.activities"}"#;
     let lag = |labels: &str| {
         format!(
-            "sales_consumer_lag{}",
+            "salespulse_consumer_lag{}",
             labels.replace('}', ", partition=\"0\"}")
         )
     };
-    let ts = |labels: &str| format!("sales_last_event_timestamp_seconds{labels}");
+    let ts = |labels: &str| format!("salespulse_last_event_timestamp_seconds{labels}");
     let series = |name: String, values: &str| serde_json::json!({"series": name, "values": values});
     let up = |instance: &str, values: &str| {
         series(
@@ -1949,14 +1949,14 @@ fn promql_shapes() {
         ("sum(sales_rep_bookings{rep=\"$rep\",window=\"qtd\"})", vector(&[], &[])),
         ("quantile(0.5, sales_rep_bookings{team=\"$team\",window=\"qtd\"})", vector(&[], &[])),
         ("max by (stage) (sales_team_stage_seconds{window=\"30d\"}) / 86400", vector(&["stage"], &["stage"])),
-        ("time() - max by (service, topic) (sales_last_event_timestamp_seconds)", vector(&["service", "topic"], &["service", "topic"])),
+        ("time() - max by (service, topic) (salespulse_last_event_timestamp_seconds)", vector(&["service", "topic"], &["service", "topic"])),
         ("sum by (rep, team) (sales_rep_bookings) / on (rep) sum by (rep) (sales_rep_deals_won)", vector(&["rep"], &["rep"])),
         ("sum by (rep) (sales_rep_stalled_deals) or 0 * sum by (rep, team) (sales_rep_open_deals)", vector(&["rep", "team"], &["rep"])),
         ("max by (rep) (sales_rep_gap) * on (rep) group_left(name) max by (rep, name) (sales_rep_info)", vector(&["name", "rep"], &["name", "rep"])),
         ("max by (rep) (sales_rep_gap) * on (rep) group_left(name) max by (rep, name) (sales_rep_info) or sum by (rep) (sales_rep_gap)", vector(&["name", "rep"], &["rep"])),
         ("max by (rep, name) (sales_rep_info) * on (rep) group_right max by (rep, kind) (sales_rep_activities)", vector(&["kind", "rep"], &["rep"])),
         ("label_replace(max by (rep) (sales_rep_gap), \"name\", \"$1\", \"rep\", \"(.*)\")", vector(&["name", "rep"], &["name", "rep"])),
-        ("topk(3, max by (rep) (rate(sales_events_total[5m])))", vector(&[], &[])),
+        ("topk(3, max by (rep) (rate(salespulse_events_total[5m])))", vector(&[], &[])),
         ("max by (period) (sales_team_target{metric=\"bookings\"}) and on (period) max by (period) (sales_team_forecast_rollup)", vector(&["period"], &["period"])),
     ];
     for (expr, want) in cases {

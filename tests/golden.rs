@@ -1316,7 +1316,7 @@ async fn golden_scenario_end_to_end() {
     let am = parse_metrics(&acts_svc.metrics().await);
     let count = |m: &BTreeMap<String, f64>, topic: &str, outcome: &str| {
         m.get(&metric_key(
-            "sales_events_total",
+            "salespulse_events_total",
             &[
                 ("outcome", outcome),
                 ("service", if m == &dm { "deals" } else { "activities" }),

@@ -281,7 +281,8 @@ async fn hostile_input_is_rejected_or_handled_and_nothing_breaks() {
     let total = |m: &BTreeMap<String, f64>, topic: &str| -> f64 {
         m.iter()
             .filter(|(k, _)| {
-                k.starts_with("sales_events_total{") && k.contains(&format!("topic=\"{topic}\""))
+                k.starts_with("salespulse_events_total{")
+                    && k.contains(&format!("topic=\"{topic}\""))
             })
             .map(|(_, v)| v)
             .sum()
@@ -314,7 +315,7 @@ async fn hostile_input_is_rejected_or_handled_and_nothing_breaks() {
     };
     let outcome = |m: &BTreeMap<String, f64>, svc: &str, topic: &str, o: &str| {
         m.get(&metric_key(
-            "sales_events_total",
+            "salespulse_events_total",
             &[("outcome", o), ("service", svc), ("topic", topic)],
         ))
         .copied()
@@ -388,7 +389,7 @@ async fn hostile_input_is_rejected_or_handled_and_nothing_breaks() {
             .is_some_and(|v| *v == DISTINCT_REPS as f64)
             && dtext.contains("rep=\"rep{brace}\"");
         let refused = am.contains_key(&metric_key(
-            "sales_series_refused_total",
+            "salespulse_series_refused_total",
             &[("family", "sales_rep_activities")],
         ));
         if (emitted && refused) || Instant::now() > deadline {
@@ -421,7 +422,7 @@ async fn hostile_input_is_rejected_or_handled_and_nothing_breaks() {
     );
     let refused = am
         .get(&metric_key(
-            "sales_series_refused_total",
+            "salespulse_series_refused_total",
             &[("family", "sales_rep_activities")],
         ))
         .copied()

@@ -72,8 +72,8 @@ async fn a_start_from_the_snapshot_equals_a_full_replay() {
 
         let r_text = replayed.metrics().await;
         let s_text = restored.metrics().await;
-        let replayed_records = gauge(&r_text, "sales_restore_replayed_records");
-        let snap_replayed = gauge(&s_text, "sales_restore_replayed_records");
+        let replayed_records = gauge(&r_text, "salespulse_restore_replayed_records");
+        let snap_replayed = gauge(&s_text, "salespulse_restore_replayed_records");
         assert!(
             replayed_records > 0.0,
             "{name}: the full replay replayed nothing"
@@ -94,7 +94,7 @@ async fn a_start_from_the_snapshot_equals_a_full_replay() {
             "{name}: full replay of {replayed_records} records ready in {replay_secs:.1} s, \
              from the snapshot ({} bytes, 0 records replayed) in {snap_secs:.1} s; \
              {series} series equal, differences: 0",
-            gauge(&s_text, "sales_snapshot_bytes").max(0.0)
+            gauge(&s_text, "salespulse_snapshot_bytes").max(0.0)
         ));
     }
     println!("restore: {}", lines.join("; "));

@@ -38,8 +38,8 @@ async fn wait_spread(instances: &[&Service], within: Duration) -> Vec<f64> {
         let mut leaders = 0.0;
         for s in instances {
             let text = s.metrics().await;
-            slots.push(gauge(&text, "sales_owned_slots"));
-            leaders += gauge(&text, "sales_leader");
+            slots.push(gauge(&text, "salespulse_owned_slots"));
+            leaders += gauge(&text, "salespulse_leader");
         }
         if slots.iter().all(|n| *n > 0.0) && slots.iter().sum::<f64>() == 12.0 && leaders == 1.0 {
             return slots;
@@ -215,11 +215,11 @@ async fn one_to_three_to_one_instances_during_a_stream() {
         let series = wait_equal(&[&first[i]], &clean[i], &format!("{name} back at 1")).await;
         let text = first[i].metrics().await;
         assert_eq!(
-            gauge(&text, "sales_owned_slots"),
+            gauge(&text, "salespulse_owned_slots"),
             12.0,
             "{name} holds every slot"
         );
-        assert_eq!(gauge(&text, "sales_leader"), 1.0, "{name} leads");
+        assert_eq!(gauge(&text, "salespulse_leader"), 1.0, "{name} leads");
         one_phase.push(format!("{name}: {series} series"));
     }
     let bookings_after = wait_prom_sum(

@@ -260,7 +260,9 @@ async fn targets_pace_and_leaderboards_end_to_end() {
     // Stored: all eight targets, the quarters before and after this one included.
     let stored: Vec<f64> = parse_metrics(&targets.metrics().await)
         .into_iter()
-        .filter(|(k, _)| k.starts_with("sales_state_entries{") && k.contains("kind=\"targets\""))
+        .filter(|(k, _)| {
+            k.starts_with("salespulse_state_entries{") && k.contains("kind=\"targets\"")
+        })
         .map(|(_, v)| v)
         .collect();
     assert_eq!(stored, vec![8.0], "targets stored");

@@ -89,15 +89,18 @@ async fn main() {
             &[("SALESPULSE_DEALS__SNAPSHOT_INTERVAL_SECONDS", "0")],
         );
         replay.push(ready_after(port, t).await);
-        let replayed = gauge(port, "sales_restore_replayed_records").await;
+        let replayed = gauge(port, "salespulse_restore_replayed_records").await;
         assert!(replayed >= n as f64, "replayed only {replayed} records");
         terminate(&mut child);
 
         let t = Instant::now();
         let mut child = start_deals(&suffix, &topic, port, &group, &[]);
         snapshot.push(ready_after(port, t).await);
-        assert_eq!(gauge(port, "sales_restore_replayed_records").await, 0.0);
-        bytes = gauge(port, "sales_snapshot_bytes").await;
+        assert_eq!(
+            gauge(port, "salespulse_restore_replayed_records").await,
+            0.0
+        );
+        bytes = gauge(port, "salespulse_snapshot_bytes").await;
         terminate(&mut child);
     }
     let (r, s) = (median(replay), median(snapshot));

@@ -1,7 +1,7 @@
 use std::fmt;
 
 /// Why a record was rejected. The short code goes into the dead-letter header `reason` and
-/// into the `reason` label of `sales_rejected_total`, so the set is closed and small.
+/// into the `reason` label of `salespulse_rejected_total`, so the set is closed and small.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Reason {

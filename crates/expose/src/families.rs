@@ -90,19 +90,19 @@ pub fn help(scope: Scope, metric: Metric) -> String {
 
 /// Pipeline health families, registered in [`crate::Health`].
 pub mod health {
-    pub const EVENTS_TOTAL: &str = "sales_events_total";
-    pub const REJECTED_TOTAL: &str = "sales_rejected_total";
-    pub const LAST_EVENT_TIMESTAMP: &str = "sales_last_event_timestamp_seconds";
-    pub const CONSUMER_LAG: &str = "sales_consumer_lag";
-    pub const METRICS_PUBLISHED_TOTAL: &str = "sales_metrics_published_total";
-    pub const STATE_ENTRIES: &str = "sales_state_entries";
-    pub const READY: &str = "sales_ready";
-    pub const SCRAPE_SERIES: &str = "sales_board_series";
-    pub const SERIES_REFUSED_TOTAL: &str = "sales_series_refused_total";
-    pub const SNAPSHOT_BYTES: &str = "sales_snapshot_bytes";
-    pub const SNAPSHOT_TIMESTAMP: &str = "sales_snapshot_timestamp_seconds";
-    pub const RESTORE_SECONDS: &str = "sales_restore_seconds";
-    pub const RESTORE_REPLAYED: &str = "sales_restore_replayed_records";
-    pub const OWNED_SLOTS: &str = "sales_owned_slots";
-    pub const LEADER: &str = "sales_leader";
+    pub const EVENTS_TOTAL: &str = "salespulse_events_total";
+    pub const REJECTED_TOTAL: &str = "salespulse_rejected_total";
+    pub const LAST_EVENT_TIMESTAMP: &str = "salespulse_last_event_timestamp_seconds";
+    pub const CONSUMER_LAG: &str = "salespulse_consumer_lag";
+    pub const METRICS_PUBLISHED_TOTAL: &str = "salespulse_metrics_published_total";
+    pub const STATE_ENTRIES: &str = "salespulse_state_entries";
+    pub const READY: &str = "salespulse_ready";
+    pub const SCRAPE_SERIES: &str = "salespulse_board_series";
+    pub const SERIES_REFUSED_TOTAL: &str = "salespulse_series_refused_total";
+    pub const SNAPSHOT_BYTES: &str = "salespulse_snapshot_bytes";
+    pub const SNAPSHOT_TIMESTAMP: &str = "salespulse_snapshot_timestamp_seconds";
+    pub const RESTORE_SECONDS: &str = "salespulse_restore_seconds";
+    pub const RESTORE_REPLAYED: &str = "salespulse_restore_replayed_records";
+    pub const OWNED_SLOTS: &str = "salespulse_owned_slots";
+    pub const LEADER: &str = "salespulse_leader";
 }

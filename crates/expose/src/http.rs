@@ -53,7 +53,7 @@ pub fn render(state: &AppState) -> Vec<u8> {
     buf
 }
 
-/// `sales_series_refused_total{family}`: new series the per-family cap kept off `/metrics`.
+/// `salespulse_series_refused_total{family}`: new series the per-family cap kept off `/metrics`.
 fn refused_family(board: &Board) -> Option<prometheus::proto::MetricFamily> {
     use prometheus::proto::{Counter, LabelPair, Metric, MetricFamily, MetricType};
     let mut f = MetricFamily::default();

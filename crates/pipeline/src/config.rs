@@ -186,7 +186,7 @@ pub struct ExposeSettings {
     /// Metrics shown on `/metrics`, without scope, e.g. `bookings` (empty: all).
     pub metrics: Vec<String>,
     /// Most series one family may show on `/metrics`; further new series are refused and
-    /// counted in `sales_series_refused_total` (0: no limit).
+    /// counted in `salespulse_series_refused_total` (0: no limit).
     pub max_series_per_family: usize,
 }
 

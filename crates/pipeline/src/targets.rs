@@ -300,7 +300,7 @@ pub async fn run_targets(
     );
     let alert_counter = prometheus::IntCounterVec::new(
         prometheus::Opts::new(
-            "sales_announcements_total",
+            "salespulse_announcements_total",
             "Alert and celebration records produced, by topic and kind.",
         ),
         &["topic", "kind"],

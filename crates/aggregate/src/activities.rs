@@ -128,45 +128,56 @@ impl<V: Measure> Buckets<V> {
     }
 }
 
+/// What a bucket holds: activities and talk seconds per kind, kept together so that an
+/// activity costs one bucket update.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Tally {
+    pub counts: Counts,
+    pub secs: Secs,
+}
+
+impl Measure for Tally {
+    fn add(&mut self, o: &Self) {
+        self.counts.add(&o.counts);
+        self.secs.add(&o.secs);
+    }
+    fn sub(&mut self, o: &Self) {
+        self.counts.sub(&o.counts);
+        self.secs.sub(&o.secs);
+    }
+    fn is_zero(&self) -> bool {
+        self.counts.is_zero() && self.secs.is_zero()
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct ActivityCell {
-    counts: Buckets<Counts>,
-    talk: Buckets<Secs>,
+    buckets: Buckets<Tally>,
 }
 
 /// Counts and talk seconds of one subject per window.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ActivitySummary {
-    counts: [Counts; WINDOWS],
-    talk: [Secs; WINDOWS],
-}
+pub(crate) type ActivitySummary = [Tally; WINDOWS];
 
 impl Cell for ActivityCell {
     type Summary = ActivitySummary;
     fn new(b: &Bounds) -> Self {
         ActivityCell {
-            counts: Buckets::new(b),
-            talk: Buckets::new(b),
+            buckets: Buckets::new(b),
         }
     }
     fn advance(&mut self, b: &Bounds) -> bool {
-        let changed = self.counts.advance(b);
-        self.talk.advance(b) || changed
+        self.buckets.advance(b)
     }
     fn is_empty(&self) -> bool {
-        self.counts.is_empty() && self.talk.is_empty()
+        self.buckets.is_empty()
     }
     fn add_summary(into: &mut ActivitySummary, from: &ActivitySummary) {
-        for (a, b) in into.counts.iter_mut().zip(&from.counts) {
-            a.add(b);
-        }
-        for (a, b) in into.talk.iter_mut().zip(&from.talk) {
+        for (a, b) in into.iter_mut().zip(from) {
             a.add(b);
         }
     }
     fn merge_into(&self, s: &mut ActivitySummary) {
-        self.counts.merge_into(&mut s.counts);
-        self.talk.merge_into(&mut s.talk);
+        self.buckets.merge_into(s);
     }
 }
 
@@ -225,14 +236,13 @@ impl ActivitiesCore {
         let rep = self.ledger.intern(&ev.rep_id);
         let team = ev.team_id.as_deref().map(|t| self.ledger.intern(t));
         let cell = self.ledger.cell(&rep, team.as_ref(), &b);
-        let mut one = Counts::default();
-        one.0[usize::from(ev.kind)] = 1;
-        cell.counts.add(t, &one, &b);
+        let mut one = Tally::default();
+        let k = usize::from(ev.kind);
+        one.counts.0[k] = 1;
         if let Some(d) = ev.duration_seconds.filter(|d| *d > 0) {
-            let mut secs = Secs::default();
-            secs.0[usize::from(ev.kind)] = d.min(i64::from(u32::MAX)) as u64;
-            cell.talk.add(t, &secs, &b);
+            one.secs.0[k] = d.min(i64::from(u32::MAX)) as u64;
         }
+        cell.buckets.add(t, &one, &b);
         Outcome::Applied
     }
 
@@ -272,15 +282,12 @@ impl ActivitiesCore {
     pub(crate) fn saved_cells(&self) -> Vec<SavedBuckets> {
         let mut out = Vec::new();
         self.ledger.for_each_cell(|rep, team, cell| {
-            let (minutes, hours) = cell.counts.saved();
-            let (talk_minutes, talk_hours) = cell.talk.saved();
+            let (minutes, hours) = cell.buckets.saved();
             out.push(SavedBuckets {
                 rep: rep.clone(),
                 team: team.cloned(),
                 minutes,
                 hours,
-                talk_minutes,
-                talk_hours,
             });
         });
         out
@@ -292,9 +299,7 @@ impl ActivitiesCore {
         let rep = self.ledger.intern(rep);
         let team = team.map(|t| self.ledger.intern(t));
         let cell = self.ledger.cell(&rep, team.as_ref(), &b);
-        cell.counts.restore(&saved.minutes, &saved.hours, &b);
-        cell.talk
-            .restore(&saved.talk_minutes, &saved.talk_hours, &b);
+        cell.buckets.restore(&saved.minutes, &saved.hours, &b);
         if cell.is_empty() {
             self.ledger.release(&rep, team.as_ref());
         }
@@ -330,15 +335,13 @@ impl ActivitiesCore {
 pub(crate) struct SavedBuckets {
     pub rep: Arc<str>,
     pub team: Option<Arc<str>>,
-    pub minutes: Vec<(i64, Counts)>,
-    pub hours: Vec<(i64, Counts)>,
-    pub talk_minutes: Vec<(i64, Secs)>,
-    pub talk_hours: Vec<(i64, Secs)>,
+    pub minutes: Vec<(i64, Tally)>,
+    pub hours: Vec<(i64, Tally)>,
 }
 
 fn build(kinds: &[Arc<str>], s: &ActivitySummary, b: &mut SeriesBuilder<'_>) {
     for (k, name) in kinds.iter().enumerate() {
-        if s.counts.iter().all(|c| c.0[k] == 0) {
+        if s.iter().all(|c| c.counts.0[k] == 0) {
             continue;
         }
         for w in Window::ALL {
@@ -346,12 +349,12 @@ fn build(kinds: &[Arc<str>], s: &ActivitySummary, b: &mut SeriesBuilder<'_>) {
                 Metric::Activities,
                 Some(w),
                 Some(name),
-                Decimal::from(s.counts[w.index()].0[k]),
+                Decimal::from(s[w.index()].counts.0[k]),
             );
         }
     }
     for (k, name) in kinds.iter().enumerate() {
-        if s.talk.iter().all(|c| c.0[k] == 0) {
+        if s.iter().all(|c| c.secs.0[k] == 0) {
             continue;
         }
         for w in Window::ALL {
@@ -359,7 +362,7 @@ fn build(kinds: &[Arc<str>], s: &ActivitySummary, b: &mut SeriesBuilder<'_>) {
                 Metric::ActivitySeconds,
                 Some(w),
                 Some(name),
-                Decimal::from(s.talk[w.index()].0[k]),
+                Decimal::from(s[w.index()].secs.0[k]),
             );
         }
     }

@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use salespulse_decode::{Contract, DealEvent, ForecastCategory, StageKind};
 
 use crate::calendar::{Bounds, Calendar, Window, WINDOWS};
-use crate::flow::{self, Exit, FlowCell, Slots, Step, EXIT_LABELS};
+use crate::flow::{self, Exit, FlowCell, Slots, Step, StepChange, EXIT_LABELS};
 use crate::ledger::{Cell, Ledger};
 use crate::series::{ratio, Metric, SeriesBuilder, SubjectSeries};
 use crate::windowed::{Measure, Windowed};
@@ -481,7 +481,14 @@ impl Stages {
     /// Replaces one state's contribution by another's in the same cell, touching only the
     /// facts that differ: most updates move a deal between open stages and leave its windowed
     /// facts as they were.
-    fn replace(&self, cell: &mut DealCell, old: &DealState, new: &DealState, b: &Bounds) {
+    fn replace(
+        &self,
+        cell: &mut DealCell,
+        old: &DealState,
+        new: &DealState,
+        flow: Option<&(Vec<flow::Fact>, Vec<flow::Fact>)>,
+        b: &Bounds,
+    ) {
         let (before, after) = (self.facts(old), self.facts(new));
         for f in before.iter().flatten() {
             if !after.contains(&Some(*f)) {
@@ -493,9 +500,11 @@ impl Stages {
                 cell.windowed.add(f.0, new.seq, &f.1, b);
             }
         }
-        if old.steps != new.steps {
-            cell.flow.sub(&self.flow_facts(old), old.seq);
-            cell.flow.add(&self.flow_facts(new), new.seq, b);
+        // A new step mostly ends one visit and starts another: only the few facts that differ
+        // between the two histories are retracted and added.
+        if let Some((gone, came)) = flow {
+            cell.flow.sub(gone, old.seq);
+            cell.flow.add(came, new.seq, b);
         }
         self.open(cell, old, false, b.now);
         self.open(cell, new, true, b.now);
@@ -643,12 +652,27 @@ impl DealsCore {
             .as_ref()
             .map(|p| p.steps.clone())
             .unwrap_or_default();
-        flow::push_step(&mut steps, step, &self.stages.kind, self.bounds.horizon);
-        let entered = match &previous {
-            Some(p) if p.steps == steps => p.entered,
-            _ => flow::derive(&steps, &self.stages.kind, self.stages.slots)
-                .visit
-                .map_or(0, |v| v.1),
+        let change = flow::push_step(&mut steps, step, &self.stages.kind, self.bounds.horizon);
+        let (kinds, slots) = (&self.stages.kind, self.stages.slots);
+        // The facts the history loses and gains (same owner), and the entry of its visit.
+        let (delta, entered) = match (&previous, change) {
+            (Some(p), StepChange::Unchanged) => (None, p.entered),
+            (Some(p), StepChange::Appended) => {
+                let (gone, came, visit) = flow::append(&p.steps, &step, kinds, slots);
+                (Some((gone, came)), visit.map_or(0, |v| v.1))
+            }
+            (Some(p), StepChange::Rewritten) => {
+                let (old, new) = (
+                    flow::derive(&p.steps, kinds, slots),
+                    flow::derive(&steps, kinds, slots),
+                );
+                let entered = new.visit.map_or(0, |v| v.1);
+                (Some(flow::difference(old.facts, new.facts)), entered)
+            }
+            (None, _) => (
+                None,
+                flow::derive(&steps, kinds, slots).visit.map_or(0, |v| v.1),
+            ),
         };
         let next = DealState {
             seq,
@@ -672,7 +696,7 @@ impl DealsCore {
             // new contribution.
             Some(p) if Arc::ptr_eq(&p.rep, &next.rep) && p.team == next.team => {
                 let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
-                self.stages.replace(cell, p, &next, &b);
+                self.stages.replace(cell, p, &next, delta.as_ref(), &b);
             }
             Some(p) => {
                 let cell = self.ledger.cell(&p.rep, p.team.as_ref(), &b);

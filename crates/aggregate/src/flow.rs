@@ -83,17 +83,34 @@ pub(crate) struct Derived {
     pub visit: Option<(u8, i64)>,
 }
 
+/// What [`push_step`] did to a history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StepChange {
+    /// The state changed nothing the facts depend on.
+    Unchanged,
+    /// The step was appended.
+    Appended,
+    /// The step was appended and old steps forgotten.
+    Rewritten,
+}
+
 /// Appends the step of a new applied state, if it changes anything the facts depend on.
-pub(crate) fn push_step(steps: &mut Vec<Step>, step: Step, kinds: &[StageKind], horizon: i64) {
+pub(crate) fn push_step(
+    steps: &mut Vec<Step>,
+    step: Step,
+    kinds: &[StageKind],
+    horizon: i64,
+) -> StepChange {
     if let Some(last) = steps.last() {
         if last.stage == step.stage
             && last.closed_at == step.closed_at
             && last.quarter == step.quarter
         {
-            return;
+            return StepChange::Unchanged;
         }
     }
     steps.push(step);
+    let len = steps.len();
     // A first visit that ended before every window changes no number once forgotten: its
     // facts all lie before the horizon, and the next step starts its own visit.
     let open = |s: &Step| kinds.get(usize::from(s.stage)) == Some(&StageKind::Open);
@@ -108,27 +125,36 @@ pub(crate) fn push_step(steps: &mut Vec<Step>, step: Step, kinds: &[StageKind], 
     if steps.len() > MAX_STEPS {
         steps.remove(0);
     }
+    if steps.len() == len {
+        StepChange::Appended
+    } else {
+        StepChange::Rewritten
+    }
 }
 
-/// The facts of a history, by the rules of docs/metrics.md ("How deals move").
-pub(crate) fn derive(steps: &[Step], kinds: &[StageKind], slots: Slots) -> Derived {
-    let mut out = Derived::default();
-    let is_open = |s: u8| kinds.get(usize::from(s)) == Some(&StageKind::Open);
-    // The last step of the closed run the deal is in, if it is closed.
-    let mut closed: Option<&Step> = None;
-    let mut prev: Option<&Step> = None;
-    for st in steps {
+/// Where a history stands after some of its steps: the open visit (stage, entered), the last
+/// step of the closed run the deal is in, and the step before.
+#[derive(Debug, Clone, Copy, Default)]
+struct Fold {
+    visit: Option<(u8, i64)>,
+    closed: Option<Step>,
+    prev: Option<Step>,
+}
+
+impl Fold {
+    /// Takes one more step, pushing the facts it settles.
+    fn step(&mut self, st: &Step, kinds: &[StageKind], slots: Slots, out: &mut Vec<Fact>) {
+        let is_open = |s: u8| kinds.get(usize::from(s)) == Some(&StageKind::Open);
         if !is_open(st.stage) {
-            closed = Some(st);
-            prev = Some(st);
-            continue;
+            self.closed = Some(*st);
+            self.prev = Some(*st);
+            return;
         }
-        let reopened = closed.take().is_some();
-        match out.visit {
+        let reopened = self.closed.take().is_some();
+        match self.visit {
             None => {
-                out.facts
-                    .push((st.at, slots.entered(usize::from(st.stage)), 1));
-                out.visit = Some((st.stage, st.at));
+                out.push((st.at, slots.entered(usize::from(st.stage)), 1));
+                self.visit = Some((st.stage, st.at));
             }
             Some((v, e)) if v != st.stage => {
                 let to = if st.stage > v {
@@ -136,39 +162,112 @@ pub(crate) fn derive(steps: &[Step], kinds: &[StageKind], slots: Slots) -> Deriv
                 } else {
                     Exit::Regressed
                 };
-                leave(&mut out.facts, slots, v, e, st.at, to);
-                out.facts
-                    .push((st.at, slots.entered(usize::from(st.stage)), 1));
-                out.visit = Some((st.stage, st.at));
+                leave(out, slots, v, e, st.at, to);
+                out.push((st.at, slots.entered(usize::from(st.stage)), 1));
+                self.visit = Some((st.stage, st.at));
             }
             Some(_) => {}
         }
         if !reopened {
-            if let (Some(a), Some(b)) = (prev.and_then(|p| p.quarter), st.quarter) {
+            if let (Some(a), Some(b)) = (self.prev.and_then(|p| p.quarter), st.quarter) {
                 let amount = i128::from(st.amount);
                 if b > a {
-                    out.facts.push((st.at, slots.pushed(), 1));
-                    out.facts.push((st.at, slots.pushed_amount(), amount));
+                    out.push((st.at, slots.pushed(), 1));
+                    out.push((st.at, slots.pushed_amount(), amount));
                 } else if b < a {
-                    out.facts.push((st.at, slots.pulled(), 1));
-                    out.facts.push((st.at, slots.pulled_amount(), amount));
+                    out.push((st.at, slots.pulled(), 1));
+                    out.push((st.at, slots.pulled_amount(), amount));
                 }
             }
         }
-        prev = Some(st);
+        self.prev = Some(*st);
     }
-    if let Some(c) = closed {
-        if let Some((v, e)) = out.visit.take() {
+
+    /// Pushes the facts of the closed run the history ends in, if any; returns the open visit
+    /// the deal is in (none when closed).
+    fn finish(&self, kinds: &[StageKind], slots: Slots, out: &mut Vec<Fact>) -> Option<(u8, i64)> {
+        let Some(c) = self.closed else {
+            return self.visit;
+        };
+        if let Some((v, e)) = self.visit {
             let t = c.closed_at.unwrap_or(c.at);
             let to = if kinds.get(usize::from(c.stage)) == Some(&StageKind::Won) {
                 Exit::Won
             } else {
                 Exit::Lost
             };
-            leave(&mut out.facts, slots, v, e, t, to);
+            leave(out, slots, v, e, t, to);
+        }
+        None
+    }
+
+    fn over(steps: &[Step], kinds: &[StageKind], slots: Slots) -> Fold {
+        let mut f = Fold::default();
+        let mut sink = Vec::new();
+        for st in steps {
+            f.step(st, kinds, slots, &mut sink);
+            sink.clear();
+        }
+        f
+    }
+}
+
+/// The facts of a history, by the rules of docs/metrics.md ("How deals move").
+pub(crate) fn derive(steps: &[Step], kinds: &[StageKind], slots: Slots) -> Derived {
+    let mut f = Fold::default();
+    let mut facts = Vec::new();
+    for st in steps {
+        f.step(st, kinds, slots, &mut facts);
+    }
+    let visit = f.finish(kinds, slots, &mut facts);
+    Derived { facts, visit }
+}
+
+/// What appending `step` to the history `before` changes: the facts it loses and those it
+/// gains, and the open visit after. The facts of the common prefix are never built.
+pub(crate) fn append(
+    before: &[Step],
+    step: &Step,
+    kinds: &[StageKind],
+    slots: Slots,
+) -> (Vec<Fact>, Vec<Fact>, Option<(u8, i64)>) {
+    let f = Fold::over(before, kinds, slots);
+    let mut gone = Vec::new();
+    f.finish(kinds, slots, &mut gone);
+    let mut g = f;
+    let mut came = Vec::new();
+    g.step(step, kinds, slots, &mut came);
+    let visit = g.finish(kinds, slots, &mut came);
+    let (gone, came) = difference(gone, came);
+    (gone, came, visit)
+}
+
+/// The facts of `old` not in `new` and those of `new` not in `old`, each counted as often as
+/// it occurs (a multiset difference).
+pub(crate) fn difference(mut old: Vec<Fact>, mut new: Vec<Fact>) -> (Vec<Fact>, Vec<Fact>) {
+    old.sort_unstable();
+    new.sort_unstable();
+    let (mut gone, mut came) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() && j < new.len() {
+        match old[i].cmp(&new[j]) {
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Less => {
+                gone.push(old[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                came.push(new[j]);
+                j += 1;
+            }
         }
     }
-    out
+    gone.extend_from_slice(&old[i..]);
+    came.extend_from_slice(&new[j..]);
+    (gone, came)
 }
 
 fn leave(facts: &mut Vec<Fact>, slots: Slots, stage: u8, entered: i64, at: i64, to: Exit) {
@@ -329,6 +428,39 @@ mod tests {
                 &(3, S.pulled_amount(), 100),
             ]
         );
+    }
+
+    #[test]
+    fn appending_a_step_changes_what_deriving_both_histories_does() {
+        let q = |at, stage, quarter| Step {
+            quarter: Some(quarter),
+            ..step(at, stage)
+        };
+        let history = [
+            q(0, 1, 8),
+            q(5, 2, 9),
+            step(9, 4),
+            q(12, 2, 9),
+            q(20, 3, 7),
+            step(30, 5),
+            step(31, 4),
+            q(40, 0, 9),
+        ];
+        for n in 0..history.len() {
+            let (before, next) = (&history[..n], &history[n]);
+            let (gone, came, visit) = append(before, next, &K, S);
+            let old = derive(before, &K, S);
+            let new = derive(&history[..=n], &K, S);
+            assert_eq!((gone, came), difference(old.facts, new.facts), "step {n}");
+            assert_eq!(visit, new.visit, "step {n}");
+        }
+    }
+
+    #[test]
+    fn only_the_facts_that_differ_are_exchanged() {
+        let a = vec![(1, 0, 1), (2, 3, 1), (2, 3, 1), (5, 1, 7)];
+        let b = vec![(2, 3, 1), (5, 1, 7), (6, 2, 1), (1, 0, 1)];
+        assert_eq!(difference(a, b), (vec![(2, 3, 1)], vec![(6, 2, 1)]));
     }
 
     #[test]

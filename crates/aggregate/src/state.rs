@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::activities::{ActivitiesCore, Counts, SavedBuckets, Secs};
+use crate::activities::{ActivitiesCore, Counts, SavedBuckets, Secs, Tally};
 use salespulse_decode::ForecastCategory;
 
 use crate::deals::{DealState, DealsCore};
@@ -228,11 +228,17 @@ impl ActivitiesCore {
     /// Every activity bucket and remembered event id, encoded.
     pub fn save(&self) -> Vec<u8> {
         let kinds = self.kinds().len();
-        let pack = |v: &[(i64, Counts)]| -> Vec<(i64, Vec<u32>)> {
-            v.iter().map(|(t, c)| (*t, c.0[..kinds].to_vec())).collect()
+        // Counts and talk seconds are saved apart, seconds only for buckets that have any.
+        let pack = |v: &[(i64, Tally)]| -> Vec<(i64, Vec<u32>)> {
+            v.iter()
+                .map(|(t, c)| (*t, c.counts.0[..kinds].to_vec()))
+                .collect()
         };
-        let pack_secs = |v: &[(i64, Secs)]| -> Vec<(i64, Vec<u64>)> {
-            v.iter().map(|(t, c)| (*t, c.0[..kinds].to_vec())).collect()
+        let pack_secs = |v: &[(i64, Tally)]| -> Vec<(i64, Vec<u64>)> {
+            v.iter()
+                .filter(|(_, c)| c.secs.0.iter().any(|s| *s != 0))
+                .map(|(t, c)| (*t, c.secs.0[..kinds].to_vec()))
+                .collect()
         };
         let saved = SavedActivities {
             version: VERSION,
@@ -246,8 +252,8 @@ impl ActivitiesCore {
                     team: c.team.as_deref().map(str::to_owned),
                     minutes: pack(&c.minutes),
                     hours: pack(&c.hours),
-                    talk_minutes: pack_secs(&c.talk_minutes),
-                    talk_hours: pack_secs(&c.talk_hours),
+                    talk_minutes: pack_secs(&c.minutes),
+                    talk_hours: pack_secs(&c.hours),
                 })
                 .collect(),
         };
@@ -264,16 +270,36 @@ impl ActivitiesCore {
         }
         self.set_seen(saved.seen);
         for c in saved.cells {
-            let unpack = |v: &[(i64, Vec<u32>)]| v.iter().map(|(t, x)| (*t, counts(x))).collect();
-            let unpack_secs =
-                |v: &[(i64, Vec<u64>)]| v.iter().map(|(t, x)| (*t, secs(x))).collect();
+            let tallies = |counts_of: &[(i64, Vec<u32>)], secs_of: &[(i64, Vec<u64>)]| {
+                // A bucket's seconds are added to its counts by time (equal times merge).
+                let mut out: Vec<(i64, Tally)> = counts_of
+                    .iter()
+                    .map(|(t, x)| {
+                        (
+                            *t,
+                            Tally {
+                                counts: counts(x),
+                                secs: Secs::default(),
+                            },
+                        )
+                    })
+                    .collect();
+                out.extend(secs_of.iter().map(|(t, x)| {
+                    (
+                        *t,
+                        Tally {
+                            counts: Counts::default(),
+                            secs: secs(x),
+                        },
+                    )
+                }));
+                out
+            };
             let buckets = SavedBuckets {
                 rep: Arc::from(c.rep.as_str()),
                 team: c.team.as_deref().map(Arc::from),
-                minutes: unpack(&c.minutes),
-                hours: unpack(&c.hours),
-                talk_minutes: unpack_secs(&c.talk_minutes),
-                talk_hours: unpack_secs(&c.talk_hours),
+                minutes: tallies(&c.minutes, &c.talk_minutes),
+                hours: tallies(&c.hours, &c.talk_hours),
             };
             self.insert_cell(&c.rep, c.team.as_deref(), &buckets);
         }

@@ -113,39 +113,20 @@ impl Metric {
 
     /// The metrics of the deals service (activities come from the activities service). The
     /// deals service also publishes the roster membership of reps: one owner per series.
-    pub const DEALS: [Metric; 31] = [
-        Metric::Bookings,
-        Metric::DealsWon,
-        Metric::DealsLost,
-        Metric::WinRate,
-        Metric::AvgDealSize,
-        Metric::SalesCycleSeconds,
-        Metric::PipelineCreated,
-        Metric::OpenPipeline,
-        Metric::WeightedPipeline,
-        Metric::PipelineExpected,
-        Metric::WeightedPipelineExpected,
-        Metric::Member,
-        Metric::StageEntered,
-        Metric::StageExited,
-        Metric::StageConversionRatio,
-        Metric::StageSeconds,
-        Metric::CloseDatePushed,
-        Metric::CloseDatePulledIn,
-        Metric::PipelinePushed,
-        Metric::PipelinePulledIn,
-        Metric::PipelineVelocity,
-        Metric::OpenDeals,
-        Metric::StageAgeSeconds,
-        Metric::StalledDeals,
-        Metric::StalledPipeline,
-        Metric::OverdueDeals,
-        Metric::OverduePipeline,
-        Metric::Forecast,
-        Metric::ForecastRollup,
-        Metric::ForecastUndated,
-        Metric::Info,
-    ];
+    pub const DEALS: [Metric; 31] = {
+        // Every metric but the activities service's, in the order of `ALL`.
+        let mut out = [Metric::Bookings; 31];
+        let (mut i, mut n) = (0, 0);
+        while i < Metric::ALL.len() {
+            let m = Metric::ALL[i];
+            if !matches!(m, Metric::Activities | Metric::ActivitySeconds) {
+                out[n] = m;
+                n += 1;
+            }
+            i += 1;
+        }
+        out
+    };
 
     pub const ACTIVITIES: [Metric; 2] = [Metric::Activities, Metric::ActivitySeconds];
 

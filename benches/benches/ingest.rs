@@ -54,6 +54,11 @@ fn ingest_activities(
     core
 }
 
+/// Whether a case runs: all, or those whose label contains `BENCH_ONLY`.
+fn wanted(label: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |f| label.contains(&f))
+}
+
 fn report(label: &str, n: usize, secs: f64) -> f64 {
     let rate = n as f64 / secs;
     println!(
@@ -73,18 +78,26 @@ fn main() {
         (true, Format::Protobuf, "protobuf"),
     ] {
         for reps in [100u64, 10_000] {
+            let label = format!("deals {name}, {reps} reps, 30 d span");
+            if !wanted(&label) {
+                continue;
+            }
             let recs = deal_records(N, 50_000, reps, 30 * DAY_MS, now, proto, 1);
             let s = median_secs(RUNS, || {
                 std::hint::black_box(ingest_deals(&contract, &recs, fmt, now));
             });
-            report(&format!("deals {name}, {reps} reps, 30 d span"), N, s);
+            report(&label, N, s);
         }
         for reps in [100u64, 10_000] {
+            let label = format!("activities {name}, {reps} reps, 30 d span");
+            if !wanted(&label) {
+                continue;
+            }
             let recs = activity_records(N, reps, 30 * DAY_MS, now, proto, 2);
             let s = median_secs(RUNS, || {
                 std::hint::black_box(ingest_activities(&contract, &recs, fmt, now));
             });
-            report(&format!("activities {name}, {reps} reps, 30 d span"), N, s);
+            report(&label, N, s);
         }
     }
     println!();
@@ -94,17 +107,20 @@ fn main() {
         (30 * DAY_MS, "30 d"),
         (300 * DAY_MS, "300 d"),
     ] {
+        let label = format!("deals protobuf, 1000 reps, facts spread over {label}");
+        if !wanted(&label) {
+            continue;
+        }
         let recs = deal_records(N, 50_000, 1_000, span, now, true, 3);
         let s = median_secs(RUNS, || {
             std::hint::black_box(ingest_deals(&contract, &recs, Format::Protobuf, now));
         });
-        report(
-            &format!("deals protobuf, 1000 reps, facts spread over {label}"),
-            N,
-            s,
-        );
+        report(&label, N, s);
     }
 
+    if !wanted("memory") {
+        return;
+    }
     println!("\nmemory at steady state (live heap bytes of the core)");
     for (n, label) in [(200_000usize, "1x"), (2_000_000, "10x")] {
         let recs = deal_records(n, 20_000, 10_000, 30 * DAY_MS, now, true, 4);

@@ -12,7 +12,9 @@ use rust_decimal::Decimal;
 use salespulse_decode::{Contract, DealEvent, ForecastCategory, StageKind};
 
 use crate::calendar::{Bounds, Calendar, Window, WINDOWS};
-use crate::flow::{self, Exit, FlowCell, Slots, Step, StepChange, EXIT_LABELS};
+use crate::flow::{
+    self, Exit, Fact, FlowCell, FlowClock, Fold, Slots, Step, StepChange, EXIT_LABELS,
+};
 use crate::ledger::{Cell, Ledger};
 use crate::series::{ratio, Metric, SeriesBuilder, SubjectSeries};
 use crate::windowed::{Measure, Windowed};
@@ -299,7 +301,6 @@ impl Cell for DealCell {
     }
     fn advance(&mut self, b: &Bounds) -> bool {
         let mut changed = self.windowed.advance(b);
-        changed |= self.flow.advance(b);
         if b.now >= self.next_status {
             changed |= self.restatus(b.now);
         }
@@ -347,6 +348,8 @@ pub(crate) struct DealState {
     pub steps: Vec<Step>,
     /// When it entered its current stage, if open (derived from `steps`).
     pub entered: i64,
+    /// When its flow facts may next change windows (see [`FlowClock`]).
+    pub due: i64,
 }
 
 fn id_hash(s: &str) -> u64 {
@@ -456,12 +459,17 @@ impl Stages {
         cell.deals.insert(st.seq, d);
     }
 
-    fn flow_facts(&self, st: &DealState) -> Vec<flow::Fact> {
-        flow::derive(&st.steps, &self.kind, self.slots).facts
-    }
-
-    /// Adds (or retracts) everything one deal state contributes to a cell.
-    fn contribute(&self, cell: &mut DealCell, st: &DealState, add: bool, b: &Bounds) {
+    /// Adds (or retracts) everything one deal state contributes to a cell; `flow` are the
+    /// facts of its history.
+    fn contribute(
+        &self,
+        cell: &mut DealCell,
+        st: &DealState,
+        add: bool,
+        flow: &[Fact],
+        clock: &FlowClock,
+        b: &Bounds,
+    ) {
         for (ts, f) in self.facts(st).into_iter().flatten() {
             if add {
                 cell.windowed.add(ts, st.seq, &f, b);
@@ -469,12 +477,7 @@ impl Stages {
                 cell.windowed.sub(ts, st.seq, &f);
             }
         }
-        let facts = self.flow_facts(st);
-        if add {
-            cell.flow.add(&facts, st.seq, b);
-        } else {
-            cell.flow.sub(&facts, st.seq);
-        }
+        cell.flow.apply(flow, if add { 1 } else { -1 }, clock);
         self.open(cell, st, add, b.now);
     }
 
@@ -486,7 +489,8 @@ impl Stages {
         cell: &mut DealCell,
         old: &DealState,
         new: &DealState,
-        flow: Option<&(Vec<flow::Fact>, Vec<flow::Fact>)>,
+        flow: Option<&(Vec<Fact>, Vec<Fact>)>,
+        clock: &FlowClock,
         b: &Bounds,
     ) {
         let (before, after) = (self.facts(old), self.facts(new));
@@ -503,8 +507,18 @@ impl Stages {
         // A new step mostly ends one visit and starts another: only the few facts that differ
         // between the two histories are retracted and added.
         if let Some((gone, came)) = flow {
-            cell.flow.sub(gone, old.seq);
-            cell.flow.add(came, new.seq, b);
+            cell.flow.apply(gone, -1, clock);
+            cell.flow.apply(came, 1, clock);
+        }
+        if old.stage == new.stage
+            && self.kind[usize::from(new.stage)] == StageKind::Open
+            && old.amount == new.amount
+            && old.entered == new.entered
+            && old.expected == new.expected
+            && old.category == new.category
+        {
+            // The open deal counts as it did: nothing to move.
+            return;
         }
         self.open(cell, old, false, b.now);
         self.open(cell, new, true, b.now);
@@ -520,6 +534,9 @@ pub struct DealsCore {
     bounds: Bounds,
     ledger: Ledger<DealCell>,
     deals: crate::FastMap<Box<str>, DealState>,
+    /// Deal ids by sequence number, to find the deal whose flow facts change windows.
+    ids: crate::FastMap<u64, Box<str>>,
+    clock: FlowClock,
     next_seq: u64,
     /// Smallest won amount (cents) worth a celebration; `None` records none.
     big_win: Option<i128>,
@@ -580,6 +597,8 @@ impl DealsCore {
             bounds,
             ledger: Ledger::new().with_members(),
             deals: crate::FastMap::default(),
+            ids: crate::FastMap::default(),
+            clock: FlowClock::new(&bounds),
             next_seq: 0,
             big_win: None,
             announcing: true,
@@ -598,7 +617,8 @@ impl DealsCore {
     /// Applies one validated record at the clock of the last [`DealsCore::tick`].
     pub fn apply(&mut self, ev: &DealEvent<'_>) -> Outcome {
         let h = id_hash(&ev.event_id);
-        let previous = match self.deals.get_mut(ev.deal_id.as_ref()) {
+        // The previous state, its history taken out rather than copied.
+        let (previous, old_steps) = match self.deals.get_mut(ev.deal_id.as_ref()) {
             Some(st) => {
                 if st.recent.contains(&h) {
                     return Outcome::Duplicate;
@@ -608,9 +628,10 @@ impl DealsCore {
                 if ev.occurred_at < st.occurred_at_ms {
                     return Outcome::Stale;
                 }
-                Some(st.clone())
+                let steps = std::mem::take(&mut st.steps);
+                (Some(st.clone()), steps)
             }
-            None => None,
+            None => (None, Vec::new()),
         };
         let kind = self.stages.kind[usize::from(ev.stage)];
         let closed_at = match kind {
@@ -648,31 +669,39 @@ impl DealsCore {
                 .expected_close_date
                 .map(|d| self.cal.fiscal_quarter_index(d)),
         };
-        let mut steps = previous
-            .as_ref()
-            .map(|p| p.steps.clone())
-            .unwrap_or_default();
-        let change = flow::push_step(&mut steps, step, &self.stages.kind, self.bounds.horizon);
         let (kinds, slots) = (&self.stages.kind, self.stages.slots);
-        // The facts the history loses and gains (same owner), and the entry of its visit.
+        let moved = previous
+            .as_ref()
+            .is_some_and(|p| !Arc::ptr_eq(&p.rep, &rep) || p.team != team);
+        // The old history's facts in full, when the deal changes hands or may forget steps.
+        let old_facts = (moved || flow::may_forget(&old_steps, self.bounds.horizon))
+            .then(|| flow::derive(&old_steps, kinds, slots).facts);
+        let fold = Fold::over(&old_steps, kinds, slots);
+        let mut steps = old_steps;
+        let change = flow::push_step(&mut steps, step, kinds, self.bounds.horizon);
+        // The facts the history loses and gains, and the entry of its open visit.
         let (delta, entered) = match (&previous, change) {
             (Some(p), StepChange::Unchanged) => (None, p.entered),
-            (Some(p), StepChange::Appended) => {
-                let (gone, came, visit) = flow::append(&p.steps, &step, kinds, slots);
+            (Some(_), StepChange::Appended) => {
+                let (gone, came, visit) = fold.append(&step, kinds, slots);
                 (Some((gone, came)), visit.map_or(0, |v| v.1))
             }
-            (Some(p), StepChange::Rewritten) => {
-                let (old, new) = (
-                    flow::derive(&p.steps, kinds, slots),
-                    flow::derive(&steps, kinds, slots),
-                );
-                let entered = new.visit.map_or(0, |v| v.1);
-                (Some(flow::difference(old.facts, new.facts)), entered)
+            (_, _) => {
+                debug_assert!(previous.is_none() || old_facts.is_some());
+                let new = flow::derive(&steps, kinds, slots);
+                let old = old_facts.clone().unwrap_or_default();
+                (
+                    Some(flow::difference(old, new.facts)),
+                    new.visit.map_or(0, |v| v.1),
+                )
             }
-            (None, _) => (
-                None,
-                flow::derive(&steps, kinds, slots).visit.map_or(0, |v| v.1),
-            ),
+        };
+        let due = match &delta {
+            Some((_, came)) => {
+                let due = previous.as_ref().map_or(i64::MAX, |p| p.due);
+                self.clock.schedule(seq, due, self.clock.next_change(came))
+            }
+            None => previous.as_ref().map_or(i64::MAX, |p| p.due),
         };
         let next = DealState {
             seq,
@@ -689,25 +718,34 @@ impl DealsCore {
             category: ev.forecast_category,
             steps,
             entered,
+            due,
         };
         let b = self.bounds;
         match &previous {
             // The common case: the same owner, so one cell takes both the retraction and the
             // new contribution.
-            Some(p) if Arc::ptr_eq(&p.rep, &next.rep) && p.team == next.team => {
+            Some(p) if !moved => {
                 let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
-                self.stages.replace(cell, p, &next, delta.as_ref(), &b);
+                self.stages
+                    .replace(cell, p, &next, delta.as_ref(), &self.clock, &b);
             }
             Some(p) => {
+                let new_facts = flow::derive(&next.steps, kinds, slots).facts;
                 let cell = self.ledger.cell(&p.rep, p.team.as_ref(), &b);
-                self.stages.contribute(cell, p, false, &b);
+                let old = old_facts.unwrap_or_default();
+                self.stages
+                    .contribute(cell, p, false, &old, &self.clock, &b);
                 let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
-                self.stages.contribute(cell, &next, true, &b);
+                self.stages
+                    .contribute(cell, &next, true, &new_facts, &self.clock, &b);
                 self.ledger.release(&p.rep, p.team.as_ref());
             }
             None => {
+                let came = delta.as_ref().map_or(&[][..], |d| &d.1[..]);
                 let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
-                self.stages.contribute(cell, &next, true, &b);
+                self.stages
+                    .contribute(cell, &next, true, came, &self.clock, &b);
+                self.ids.insert(seq, Box::from(ev.deal_id.as_ref()));
             }
         }
         if let Some(min) = self.big_win.filter(|_| self.announcing) {
@@ -758,6 +796,9 @@ impl DealsCore {
         }
         let hour = self.bounds.now.div_euclid(3_600);
         self.bounds = self.cal.bounds(now);
+        // Flow facts change windows first, while the cells that count them still exist.
+        let moved = self.clock.advance(&self.bounds);
+        self.cross(&moved);
         self.ledger.advance(&self.bounds);
         let periods = current_periods(&self.cal, &self.bounds);
         if periods != self.stages.periods {
@@ -767,6 +808,39 @@ impl DealsCore {
         }
         if now.div_euclid(3_600) != hour {
             self.ledger.gc_names();
+        }
+    }
+
+    /// Moves the flow facts that entered or left windows in their owner's cell, and schedules
+    /// each deal looked at for the next change of its facts.
+    fn cross(&mut self, moved: &flow::Moved) {
+        let (kinds, slots) = (&self.stages.kind, self.stages.slots);
+        let b = self.bounds;
+        if moved.deals.is_none() {
+            self.clock.clear();
+        }
+        let (clock, ledger) = (&mut self.clock, &mut self.ledger);
+        let mut visit = |st: &mut DealState| {
+            let facts = flow::derive(&st.steps, kinds, slots).facts;
+            for &(ts, slot, v) in &facts {
+                let (before, after) = (moved.mask(ts), clock.mask(ts));
+                if before != after {
+                    let cell = ledger.cell(&st.rep, st.team.as_ref(), &b);
+                    cell.flow.apply_masked(slot, v, after & !before);
+                    cell.flow.apply_masked(slot, -v, before & !after);
+                }
+            }
+            st.due = clock.schedule(st.seq, i64::MAX, clock.next_change(&facts));
+        };
+        match &moved.deals {
+            Some(due) => {
+                for seq in due {
+                    if let Some(st) = self.ids.get(seq).and_then(|id| self.deals.get_mut(id)) {
+                        visit(st);
+                    }
+                }
+            }
+            None => self.deals.values_mut().for_each(visit),
         }
     }
 
@@ -789,10 +863,16 @@ impl DealsCore {
 
     /// Adds a restored deal state and its contribution, as if its record had just been
     /// applied to a core that had never seen the deal.
-    pub(crate) fn insert_state(&mut self, id: Box<str>, st: DealState) {
+    pub(crate) fn insert_state(&mut self, id: Box<str>, mut st: DealState) {
         let b = self.bounds;
+        let facts = flow::derive(&st.steps, &self.stages.kind, self.stages.slots).facts;
+        st.due = self
+            .clock
+            .schedule(st.seq, i64::MAX, self.clock.next_change(&facts));
         let cell = self.ledger.cell(&st.rep, st.team.as_ref(), &b);
-        self.stages.contribute(cell, &st, true, &b);
+        self.stages
+            .contribute(cell, &st, true, &facts, &self.clock, &b);
+        self.ids.insert(st.seq, id.clone());
         self.deals.insert(id, st);
     }
 

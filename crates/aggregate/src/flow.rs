@@ -8,8 +8,7 @@
 
 use salespulse_decode::StageKind;
 
-use crate::calendar::{Bounds, WINDOWS};
-use crate::windowed::Windowed;
+use crate::calendar::{Bounds, Window, WINDOWS};
 
 /// Most steps a deal remembers; older ones are forgotten (see docs/metrics.md).
 pub(crate) const MAX_STEPS: usize = 64;
@@ -132,10 +131,16 @@ pub(crate) fn push_step(
     }
 }
 
+/// Whether appending a step to `steps` may forget old ones (see [`push_step`]): the facts of
+/// the history before must then be derived in full, before it changes.
+pub(crate) fn may_forget(steps: &[Step], horizon: i64) -> bool {
+    steps.len() >= MAX_STEPS || steps.get(1).is_some_and(|s| s.at < horizon)
+}
+
 /// Where a history stands after some of its steps: the open visit (stage, entered), the last
 /// step of the closed run the deal is in, and the step before.
 #[derive(Debug, Clone, Copy, Default)]
-struct Fold {
+pub(crate) struct Fold {
     visit: Option<(u8, i64)>,
     closed: Option<Step>,
     prev: Option<Step>,
@@ -201,7 +206,7 @@ impl Fold {
         None
     }
 
-    fn over(steps: &[Step], kinds: &[StageKind], slots: Slots) -> Fold {
+    pub(crate) fn over(steps: &[Step], kinds: &[StageKind], slots: Slots) -> Fold {
         let mut f = Fold::default();
         let mut sink = Vec::new();
         for st in steps {
@@ -225,21 +230,34 @@ pub(crate) fn derive(steps: &[Step], kinds: &[StageKind], slots: Slots) -> Deriv
 
 /// What appending `step` to the history `before` changes: the facts it loses and those it
 /// gains, and the open visit after. The facts of the common prefix are never built.
+#[cfg(test)]
 pub(crate) fn append(
     before: &[Step],
     step: &Step,
     kinds: &[StageKind],
     slots: Slots,
 ) -> (Vec<Fact>, Vec<Fact>, Option<(u8, i64)>) {
-    let f = Fold::over(before, kinds, slots);
-    let mut gone = Vec::new();
-    f.finish(kinds, slots, &mut gone);
-    let mut g = f;
-    let mut came = Vec::new();
-    g.step(step, kinds, slots, &mut came);
-    let visit = g.finish(kinds, slots, &mut came);
-    let (gone, came) = difference(gone, came);
-    (gone, came, visit)
+    Fold::over(before, kinds, slots).append(step, kinds, slots)
+}
+
+impl Fold {
+    /// What taking `step` after this point changes: the facts lost and gained, and the open
+    /// visit after.
+    pub(crate) fn append(
+        self,
+        step: &Step,
+        kinds: &[StageKind],
+        slots: Slots,
+    ) -> (Vec<Fact>, Vec<Fact>, Option<(u8, i64)>) {
+        let mut gone = Vec::new();
+        self.finish(kinds, slots, &mut gone);
+        let mut g = self;
+        let mut came = Vec::new();
+        g.step(step, kinds, slots, &mut came);
+        let visit = g.finish(kinds, slots, &mut came);
+        let (gone, came) = difference(gone, came);
+        (gone, came, visit)
+    }
 }
 
 /// The facts of `old` not in `new` and those of `new` not in `old`, each counted as often as
@@ -276,68 +294,178 @@ fn leave(facts: &mut Vec<Fact>, slots: Slots, stage: u8, entered: i64, at: i64, 
     facts.push((at, slots.seconds(s), i128::from((at - entered).max(0))));
 }
 
-/// Windowed sums of flow facts, one set of windows per slot in use.
+/// Window sums of flow facts per slot. The facts themselves stay with their deals (they are a
+/// function of the steps), and [`FlowClock`] says when they change windows: so moving a deal
+/// to another owner is arithmetic on two cells' sums, not a search per fact.
 #[derive(Debug, Default)]
 pub(crate) struct FlowCell {
-    slots: Vec<Option<Box<Windowed<i128>>>>,
+    sums: Vec<[i128; WINDOWS]>,
 }
 
 impl FlowCell {
-    pub fn add(&mut self, facts: &[Fact], id: u64, b: &Bounds) {
+    /// Adds (`sign` 1) or retracts (-1) facts in the windows that count them now.
+    pub fn apply(&mut self, facts: &[Fact], sign: i128, clock: &FlowClock) {
         for &(ts, slot, v) in facts {
-            if ts < b.horizon {
-                continue;
-            }
-            if self.slots.len() <= slot {
-                self.slots.resize_with(slot + 1, || None);
-            }
-            self.slots[slot]
-                .get_or_insert_with(|| Box::new(Windowed::new(b)))
-                .add(ts, id, &v, b);
+            self.apply_masked(slot, sign * v, clock.mask(ts));
         }
     }
 
-    pub fn sub(&mut self, facts: &[Fact], id: u64) {
-        for &(ts, slot, v) in facts {
-            if let Some(Some(w)) = self.slots.get_mut(slot) {
-                w.sub(ts, id, &v);
-                if w.is_empty() {
-                    self.slots[slot] = None;
-                }
+    /// Adds `v` to `slot` in the windows of `mask` (bit `w` for window `w`).
+    pub fn apply_masked(&mut self, slot: usize, v: i128, mask: u16) {
+        if mask == 0 || v == 0 {
+            return;
+        }
+        if self.sums.len() <= slot {
+            self.sums.resize(slot + 1, [0; WINDOWS]);
+        }
+        for (w, sum) in self.sums[slot].iter_mut().enumerate() {
+            if mask & (1 << w) != 0 {
+                *sum += v;
             }
         }
-    }
-
-    pub fn advance(&mut self, b: &Bounds) -> bool {
-        let mut changed = false;
-        for slot in self.slots.iter_mut() {
-            if let Some(w) = slot {
-                changed |= w.advance(b);
-                if w.is_empty() {
-                    *slot = None;
-                }
-            }
-        }
-        changed
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.iter().all(Option::is_none)
+        self.sums.iter().all(|s| s.iter().all(|v| *v == 0))
     }
 
     /// Adds this cell's sums to per-slot window sums.
     pub fn merge_into(&self, into: &mut Vec<[i128; WINDOWS]>) {
-        if into.len() < self.slots.len() {
-            into.resize(self.slots.len(), [0; WINDOWS]);
-        }
-        for (acc, slot) in into.iter_mut().zip(&self.slots) {
-            if let Some(w) = slot {
-                for (a, v) in acc.iter_mut().zip(w.sums()) {
-                    *a += v;
-                }
-            }
+        add_sums(into, &self.sums);
+    }
+}
+
+/// Where the windows of every cell's [`FlowCell`] stand, and when each deal's flow facts next
+/// change windows.
+///
+/// A fact enters the windows when the clock reaches it and leaves a rolling window when its
+/// start passes it; the to-date windows start anew at local midnights, when every deal is
+/// looked at again. So a deal needs attention only at the earliest such second of its facts,
+/// and a record that adds facts later than that (the usual case: a new step happens now)
+/// touches no index at all.
+#[derive(Debug)]
+pub(crate) struct FlowClock {
+    /// (second, deal sequence number): the deal's facts may change windows at that second.
+    due: std::collections::BTreeSet<(i64, u64)>,
+    lo: [i64; WINDOWS],
+    hi: i64,
+}
+
+/// The deals whose facts may have changed windows when the clock moved, and the windows'
+/// bounds before the move (see [`FlowClock::advance`]).
+#[derive(Debug)]
+pub(crate) struct Moved {
+    /// `None`: a to-date window started anew, so every deal.
+    pub deals: Option<Vec<u64>>,
+    pub lo: [i64; WINDOWS],
+    pub hi: i64,
+}
+
+impl Moved {
+    /// The windows a fact at `ts` was counted in before the move.
+    pub fn mask(&self, ts: i64) -> u16 {
+        window_mask(&self.lo, self.hi, ts)
+    }
+}
+
+/// Index and length (seconds) of each rolling window, shortest first.
+fn rolling() -> impl Iterator<Item = (usize, i64)> {
+    Window::ALL
+        .into_iter()
+        .filter_map(|w| w.rolling_seconds().map(|len| (w.index(), len)))
+}
+
+impl FlowClock {
+    pub fn new(b: &Bounds) -> Self {
+        FlowClock {
+            due: std::collections::BTreeSet::new(),
+            lo: b.lo,
+            hi: b.now,
         }
     }
+
+    /// The windows (bit `w` for window `w`) that count a fact at second `ts`.
+    pub fn mask(&self, ts: i64) -> u16 {
+        window_mask(&self.lo, self.hi, ts)
+    }
+
+    /// The earliest second at which one of `facts` changes windows other than at a midnight:
+    /// when the clock reaches it, or when it leaves the shortest rolling window counting it.
+    pub fn next_change(&self, facts: &[Fact]) -> i64 {
+        let mut next = i64::MAX;
+        for &(ts, _, _) in facts {
+            let t = if ts > self.hi {
+                ts
+            } else {
+                rolling()
+                    .find(|(w, _)| self.lo[*w] <= ts)
+                    .map_or(i64::MAX, |(_, len)| ts + len)
+            };
+            next = next.min(t);
+        }
+        next
+    }
+
+    /// Makes `seq` due at `next` if that is earlier than `due`, its current due second;
+    /// returns the due second it has now.
+    pub fn schedule(&mut self, seq: u64, due: i64, next: i64) -> i64 {
+        if next >= due {
+            return due;
+        }
+        if due != i64::MAX {
+            self.due.remove(&(due, seq));
+        }
+        self.due.insert((next, seq));
+        next
+    }
+
+    /// Forgets every due second (before every deal is scheduled again).
+    pub fn clear(&mut self) {
+        self.due.clear();
+    }
+
+    /// Moves the windows to `b` and returns the deals to look at again.
+    pub fn advance(&mut self, b: &Bounds) -> Moved {
+        let moved_day = Window::ALL
+            .into_iter()
+            .filter(|w| w.rolling_seconds().is_none())
+            .any(|w| b.lo[w.index()] != self.lo[w.index()]);
+        let hi = self.hi.max(b.now);
+        let deals = if moved_day {
+            None
+        } else {
+            let mut out = Vec::new();
+            while let Some(&(t, seq)) = self.due.first() {
+                if t > hi {
+                    break;
+                }
+                self.due.pop_first();
+                out.push(seq);
+            }
+            Some(out)
+        };
+        let before = Moved {
+            deals,
+            lo: self.lo,
+            hi: self.hi,
+        };
+        self.lo = b.lo;
+        self.hi = hi;
+        before
+    }
+}
+
+fn window_mask(lo: &[i64; WINDOWS], hi: i64, ts: i64) -> u16 {
+    if ts > hi {
+        return 0;
+    }
+    let mut m = 0;
+    for (w, l) in lo.iter().enumerate() {
+        if *l <= ts {
+            m |= 1 << w;
+        }
+    }
+    m
 }
 
 /// Adds per-slot window sums (a cell's or a team's) to others.
@@ -471,5 +599,34 @@ mod tests {
         }
         assert_eq!(steps.len(), 2);
         assert_eq!(derive(&steps, &K, S).visit, Some((2, 20)));
+    }
+
+    #[test]
+    fn a_deal_is_due_when_a_fact_leaves_its_shortest_window_or_the_clock_reaches_it() {
+        let cal = crate::Calendar::utc();
+        // 06:00 UTC: no to-date window starts anew within the next hours.
+        let t0 = 20_000 * 86_400 + 6 * 3_600;
+        let mut clock = FlowClock::new(&cal.bounds(t0));
+        let past = [(t0 - 10, 0, 1)];
+        let next = clock.next_change(&past);
+        assert_eq!(next, t0 - 10 + 3_600);
+        assert_eq!(clock.schedule(7, i64::MAX, next), next);
+        assert_eq!(clock.advance(&cal.bounds(next - 1)).deals, Some(vec![]));
+        assert_eq!(clock.mask(t0 - 10) & 1, 1, "still in the last hour");
+        let moved = clock.advance(&cal.bounds(next));
+        assert_eq!(moved.deals, Some(vec![7]));
+        assert_eq!((moved.mask(t0 - 10) & 1, clock.mask(t0 - 10) & 1), (1, 0));
+
+        let future = [(t0 + 100_000, 0, 1)];
+        assert_eq!(clock.next_change(&future), t0 + 100_000);
+        assert_eq!(
+            clock.mask(t0 + 100_000),
+            0,
+            "not counted before the clock reaches it"
+        );
+        // A later fact does not put off an earlier due second.
+        assert_eq!(clock.schedule(8, t0 + 5_000, t0 + 9_000), t0 + 5_000);
+        // Midnight: every deal is looked at again.
+        assert_eq!(clock.advance(&cal.bounds(t0 + 18 * 3_600)).deals, None);
     }
 }

@@ -13,7 +13,7 @@ use salespulse_decode::{Contract, DealEvent, ForecastCategory, StageKind};
 
 use crate::calendar::{Bounds, Calendar, Window, WINDOWS};
 use crate::flow::{
-    self, Exit, Fact, FlowCell, FlowClock, Fold, Slots, Step, StepChange, EXIT_LABELS,
+    self, Exit, Fact, FlowCell, FlowClock, Fold, Scratch, Slots, Step, StepChange, EXIT_LABELS,
 };
 use crate::ledger::{Cell, Ledger};
 use crate::series::{ratio, Metric, SeriesBuilder, SubjectSeries};
@@ -125,6 +125,46 @@ impl OpenTotals {
         }
     }
 
+    /// Adds (`sign` 1) or retracts (-1) an open deal's part of the totals.
+    fn add_open(&mut self, d: &OpenDeal, sign: i128, periods: &[(i32, i32); PERIODS]) {
+        let i = usize::from(d.stage);
+        if self.stages.len() <= i {
+            self.stages.resize(i + 1, OpenStage::default());
+        }
+        let amount = sign * d.amount;
+        let o = &mut self.stages[i];
+        o.amount += amount;
+        o.deals += sign as i64;
+        o.entered_sum += sign * i128::from(d.entered);
+        let c = d.forecast_category().index();
+        match d.expected {
+            None => self.undated[c] += amount,
+            Some(day) => {
+                for (k, (lo, hi)) in periods.iter().enumerate() {
+                    if (*lo..*hi).contains(&day) {
+                        o.expected[k] += amount;
+                        self.forecast[c][k] += amount;
+                    }
+                }
+            }
+        }
+        self.add_status(d, sign);
+    }
+
+
+    fn add_status(&mut self, d: &OpenDeal, sign: i128) {
+        let amount = sign * d.amount;
+        if d.stalled {
+            let o = &mut self.stages[usize::from(d.stage)];
+            o.stalled_deals += sign as i64;
+            o.stalled_amount += amount;
+        }
+        if d.overdue {
+            self.overdue_deals += sign as i64;
+            self.overdue_amount += amount;
+        }
+    }
+
     fn any_open(&self) -> bool {
         self.stages.iter().any(|o| o.deals != 0)
     }
@@ -195,45 +235,6 @@ impl DealSummary {
 }
 
 impl DealCell {
-    /// Adds (`sign` 1) or retracts (-1) an open deal's part of the cell's totals.
-    fn add_open(&mut self, d: &OpenDeal, sign: i128, periods: &[(i32, i32); PERIODS]) {
-        let i = usize::from(d.stage);
-        if self.open.stages.len() <= i {
-            self.open.stages.resize(i + 1, OpenStage::default());
-        }
-        let amount = sign * d.amount;
-        let o = &mut self.open.stages[i];
-        o.amount += amount;
-        o.deals += sign as i64;
-        o.entered_sum += sign * i128::from(d.entered);
-        let c = d.forecast_category().index();
-        match d.expected {
-            None => self.open.undated[c] += amount,
-            Some(day) => {
-                for (k, (lo, hi)) in periods.iter().enumerate() {
-                    if (*lo..*hi).contains(&day) {
-                        o.expected[k] += amount;
-                        self.open.forecast[c][k] += amount;
-                    }
-                }
-            }
-        }
-        self.add_status(d, sign);
-    }
-
-    fn add_status(&mut self, d: &OpenDeal, sign: i128) {
-        let amount = sign * d.amount;
-        if d.stalled {
-            let o = &mut self.open.stages[usize::from(d.stage)];
-            o.stalled_deals += sign as i64;
-            o.stalled_amount += amount;
-        }
-        if d.overdue {
-            self.open.overdue_deals += sign as i64;
-            self.open.overdue_amount += amount;
-        }
-    }
-
     /// Sets each open deal's stalled and overdue status at `now`; returns whether any changed.
     fn restatus(&mut self, now: i64) -> bool {
         let mut next = i64::MAX;
@@ -254,8 +255,8 @@ impl DealCell {
             }
         }
         for (old, stalled, overdue) in &flips {
-            self.add_status(old, -1);
-            self.add_status(
+            self.open.add_status(old, -1);
+            self.open.add_status(
                 &OpenDeal {
                     stalled: *stalled,
                     overdue: *overdue,
@@ -423,22 +424,17 @@ impl Stages {
         [Some((st.created_at, created)), closed]
     }
 
-    fn open(&self, cell: &mut DealCell, st: &DealState, add: bool, now: i64) {
+    /// What an open deal state counts in its cell's open pipeline at `now`.
+    fn open_deal(&self, st: &DealState, now: i64) -> Option<OpenDeal> {
         if self.kind[usize::from(st.stage)] != StageKind::Open {
-            return;
-        }
-        if !add {
-            if let Some(d) = cell.deals.remove(&st.seq) {
-                cell.add_open(&d, -1, &self.periods);
-            }
-            return;
+            return None;
         }
         let stall_at = st.entered + self.stall_secs[usize::from(st.stage)] + 1;
         let overdue_at = st
             .expected
             .and_then(|d| NaiveDate::from_num_days_from_ce_opt(d + 1))
             .map(|d| self.cal.local_midnight(d));
-        let d = OpenDeal {
+        Some(OpenDeal {
             stage: st.stage,
             category: st.category,
             amount: st.amount,
@@ -448,15 +444,45 @@ impl Stages {
             overdue_at,
             stalled: now >= stall_at,
             overdue: overdue_at.is_some_and(|t| now >= t),
-        };
-        if !d.stalled {
-            cell.next_status = cell.next_status.min(stall_at);
+        })
+    }
+
+    /// Replaces what deal `seq` counts in the cell's open pipeline by `new` (none: it is
+    /// closed, or leaves the cell).
+    fn set_open(&self, cell: &mut DealCell, seq: u64, new: Option<OpenDeal>) {
+        if let Some(d) = &new {
+            if !d.stalled {
+                cell.next_status = cell.next_status.min(d.stall_at);
+            }
+            if let Some(t) = d.overdue_at.filter(|_| !d.overdue) {
+                cell.next_status = cell.next_status.min(t);
+            }
         }
-        if let Some(t) = overdue_at.filter(|_| !d.overdue) {
-            cell.next_status = cell.next_status.min(t);
+        match (cell.deals.get_mut(&seq), new) {
+            (Some(slot), Some(d)) => {
+                cell.open.add_open(slot, -1, &self.periods);
+                cell.open.add_open(&d, 1, &self.periods);
+                *slot = d;
+            }
+            (Some(_), None) => {
+                if let Some(old) = cell.deals.remove(&seq) {
+                    cell.open.add_open(&old, -1, &self.periods);
+                }
+            }
+            (None, Some(d)) => {
+                cell.open.add_open(&d, 1, &self.periods);
+                cell.deals.insert(seq, d);
+            }
+            (None, None) => {}
         }
-        cell.add_open(&d, 1, &self.periods);
-        cell.deals.insert(st.seq, d);
+    }
+
+    fn open(&self, cell: &mut DealCell, st: &DealState, add: bool, now: i64) {
+        let d = if add { self.open_deal(st, now) } else { None };
+        if add && d.is_none() {
+            return;
+        }
+        self.set_open(cell, st.seq, d);
     }
 
     /// Adds (or retracts) everything one deal state contributes to a cell; `flow` are the
@@ -489,7 +515,7 @@ impl Stages {
         cell: &mut DealCell,
         old: &DealState,
         new: &DealState,
-        flow: Option<&(Vec<Fact>, Vec<Fact>)>,
+        flow: Option<(&[Fact], &[Fact])>,
         clock: &FlowClock,
         b: &Bounds,
     ) {
@@ -510,18 +536,11 @@ impl Stages {
             cell.flow.apply(gone, -1, clock);
             cell.flow.apply(came, 1, clock);
         }
-        if old.stage == new.stage
-            && self.kind[usize::from(new.stage)] == StageKind::Open
-            && old.amount == new.amount
-            && old.entered == new.entered
-            && old.expected == new.expected
-            && old.category == new.category
+        if self.kind[usize::from(old.stage)] == StageKind::Open
+            || self.kind[usize::from(new.stage)] == StageKind::Open
         {
-            // The open deal counts as it did: nothing to move.
-            return;
+            self.set_open(cell, new.seq, self.open_deal(new, b.now));
         }
-        self.open(cell, old, false, b.now);
-        self.open(cell, new, true, b.now);
     }
 }
 
@@ -537,6 +556,7 @@ pub struct DealsCore {
     /// Deal ids by sequence number, to find the deal whose flow facts change windows.
     ids: crate::FastMap<u64, Box<str>>,
     clock: FlowClock,
+    scratch: Scratch,
     next_seq: u64,
     /// Smallest won amount (cents) worth a celebration; `None` records none.
     big_win: Option<i128>,
@@ -599,6 +619,7 @@ impl DealsCore {
             deals: crate::FastMap::default(),
             ids: crate::FastMap::default(),
             clock: FlowClock::new(&bounds),
+            scratch: Scratch::default(),
             next_seq: 0,
             big_win: None,
             announcing: true,
@@ -618,7 +639,9 @@ impl DealsCore {
     pub fn apply(&mut self, ev: &DealEvent<'_>) -> Outcome {
         let h = id_hash(&ev.event_id);
         // The previous state, its history taken out rather than copied.
-        let (previous, old_steps) = match self.deals.get_mut(ev.deal_id.as_ref()) {
+        // One lookup: the state is replaced through the same reference at the end.
+        let mut slot = self.deals.get_mut(ev.deal_id.as_ref());
+        let (previous, old_steps) = match slot.as_deref_mut() {
             Some(st) => {
                 if st.recent.contains(&h) {
                     return Outcome::Duplicate;
@@ -673,36 +696,54 @@ impl DealsCore {
         let moved = previous
             .as_ref()
             .is_some_and(|p| !Arc::ptr_eq(&p.rep, &rep) || p.team != team);
-        // The old history's facts in full, when the deal changes hands or may forget steps.
-        let old_facts = (moved || flow::may_forget(&old_steps, self.bounds.horizon))
-            .then(|| flow::derive(&old_steps, kinds, slots).facts);
-        let fold = Fold::over(&old_steps, kinds, slots);
+        let mut sc = std::mem::take(&mut self.scratch);
+        // The old history's facts in full when the deal changes hands or may forget steps;
+        // otherwise only where its fold stands.
+        let full = moved || flow::may_forget(&old_steps, self.bounds.horizon);
+        sc.old.clear();
+        let fold = if full {
+            flow::derive_into(&old_steps, kinds, slots, &mut sc.old);
+            None
+        } else {
+            Some(Fold::over(&old_steps, kinds, slots))
+        };
         let mut steps = old_steps;
         let change = flow::push_step(&mut steps, step, kinds, self.bounds.horizon);
-        // The facts the history loses and gains, and the entry of its open visit.
-        let (delta, entered) = match (&previous, change) {
-            (Some(p), StepChange::Unchanged) => (None, p.entered),
-            (Some(_), StepChange::Appended) => {
-                let (gone, came, visit) = fold.append(&step, kinds, slots);
-                (Some((gone, came)), visit.map_or(0, |v| v.1))
+        // Whether `sc.gone` and `sc.came` hold what the history loses and gains, and the
+        // entry of its open visit.
+        let (delta, entered) = match (&previous, change, fold) {
+            (Some(p), StepChange::Unchanged, _) => {
+                if moved {
+                    sc.new.clone_from(&sc.old);
+                }
+                (false, p.entered)
             }
-            (_, _) => {
-                debug_assert!(previous.is_none() || old_facts.is_some());
-                let new = flow::derive(&steps, kinds, slots);
-                let old = old_facts.clone().unwrap_or_default();
-                (
-                    Some(flow::difference(old, new.facts)),
-                    new.visit.map_or(0, |v| v.1),
-                )
+            (Some(_), StepChange::Appended, Some(fold)) => {
+                let visit = fold.append(&step, kinds, slots, &mut sc);
+                (true, visit.map_or(0, |v| v.1))
+            }
+            _ => {
+                let visit = flow::derive_into(&steps, kinds, slots, &mut sc.new);
+                // A new deal or a new owner takes every fact; only a history that forgot steps
+                // in the same cell needs what changed.
+                let same_cell = previous.is_some() && !moved;
+                if same_cell {
+                    sc.difference();
+                }
+                (same_cell, visit.map_or(0, |v| v.1))
             }
         };
-        let due = match &delta {
-            Some((_, came)) => {
-                let due = previous.as_ref().map_or(i64::MAX, |p| p.due);
-                self.clock.schedule(seq, due, self.clock.next_change(came))
-            }
-            None => previous.as_ref().map_or(i64::MAX, |p| p.due),
+        let gained: &[Fact] = if moved || previous.is_none() {
+            &sc.new
+        } else if delta {
+            &sc.came
+        } else {
+            &[]
         };
+        let due = previous.as_ref().map_or(i64::MAX, |p| p.due);
+        let due = self
+            .clock
+            .schedule(seq, due, self.clock.next_change(gained));
         let next = DealState {
             seq,
             rep,
@@ -726,28 +767,29 @@ impl DealsCore {
             // new contribution.
             Some(p) if !moved => {
                 let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
+                let flow = delta.then_some((&sc.gone[..], &sc.came[..]));
                 self.stages
-                    .replace(cell, p, &next, delta.as_ref(), &self.clock, &b);
+                    .replace(cell, p, &next, flow, &self.clock, &b);
             }
+            // A new owner: the old cell loses every fact of the old history, the new one gains
+            // every fact of the new.
             Some(p) => {
-                let new_facts = flow::derive(&next.steps, kinds, slots).facts;
                 let cell = self.ledger.cell(&p.rep, p.team.as_ref(), &b);
-                let old = old_facts.unwrap_or_default();
                 self.stages
-                    .contribute(cell, p, false, &old, &self.clock, &b);
+                    .contribute(cell, p, false, &sc.old, &self.clock, &b);
                 let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
                 self.stages
-                    .contribute(cell, &next, true, &new_facts, &self.clock, &b);
+                    .contribute(cell, &next, true, &sc.new, &self.clock, &b);
                 self.ledger.release(&p.rep, p.team.as_ref());
             }
             None => {
-                let came = delta.as_ref().map_or(&[][..], |d| &d.1[..]);
                 let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
                 self.stages
-                    .contribute(cell, &next, true, came, &self.clock, &b);
+                    .contribute(cell, &next, true, &sc.new, &self.clock, &b);
                 self.ids.insert(seq, Box::from(ev.deal_id.as_ref()));
             }
         }
+        self.scratch = sc;
         if let Some(min) = self.big_win.filter(|_| self.announcing) {
             let was_won = previous
                 .as_ref()
@@ -762,7 +804,7 @@ impl DealsCore {
                 });
             }
         }
-        match self.deals.get_mut(ev.deal_id.as_ref()) {
+        match slot {
             Some(st) => *st = next,
             None => {
                 self.deals.insert(Box::from(ev.deal_id.as_ref()), next);

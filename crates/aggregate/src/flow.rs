@@ -137,6 +137,37 @@ pub(crate) fn may_forget(steps: &[Step], horizon: i64) -> bool {
     steps.len() >= MAX_STEPS || steps.get(1).is_some_and(|s| s.at < horizon)
 }
 
+/// Where derived facts go: a list, or nowhere when only the state of the fold matters.
+pub(crate) trait FactSink {
+    fn push(&mut self, fact: Fact);
+}
+
+impl FactSink for Vec<Fact> {
+    fn push(&mut self, fact: Fact) {
+        Vec::push(self, fact);
+    }
+}
+
+/// Drops every fact.
+struct Discard;
+
+impl FactSink for Discard {
+    fn push(&mut self, _: Fact) {}
+}
+
+/// Reusable lists for the facts of one record, so that applying it allocates nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// Facts of the history before the record.
+    pub old: Vec<Fact>,
+    /// Facts of the history after it.
+    pub new: Vec<Fact>,
+    /// Facts of `old` not in `new`.
+    pub gone: Vec<Fact>,
+    /// Facts of `new` not in `old`.
+    pub came: Vec<Fact>,
+}
+
 /// Where a history stands after some of its steps: the open visit (stage, entered), the last
 /// step of the closed run the deal is in, and the step before.
 #[derive(Debug, Clone, Copy, Default)]
@@ -148,7 +179,7 @@ pub(crate) struct Fold {
 
 impl Fold {
     /// Takes one more step, pushing the facts it settles.
-    fn step(&mut self, st: &Step, kinds: &[StageKind], slots: Slots, out: &mut Vec<Fact>) {
+    fn step(&mut self, st: &Step, kinds: &[StageKind], slots: Slots, out: &mut impl FactSink) {
         let is_open = |s: u8| kinds.get(usize::from(s)) == Some(&StageKind::Open);
         if !is_open(st.stage) {
             self.closed = Some(*st);
@@ -190,7 +221,12 @@ impl Fold {
 
     /// Pushes the facts of the closed run the history ends in, if any; returns the open visit
     /// the deal is in (none when closed).
-    fn finish(&self, kinds: &[StageKind], slots: Slots, out: &mut Vec<Fact>) -> Option<(u8, i64)> {
+    fn finish(
+        &self,
+        kinds: &[StageKind],
+        slots: Slots,
+        out: &mut impl FactSink,
+    ) -> Option<(u8, i64)> {
         let Some(c) = self.closed else {
             return self.visit;
         };
@@ -208,10 +244,8 @@ impl Fold {
 
     pub(crate) fn over(steps: &[Step], kinds: &[StageKind], slots: Slots) -> Fold {
         let mut f = Fold::default();
-        let mut sink = Vec::new();
         for st in steps {
-            f.step(st, kinds, slots, &mut sink);
-            sink.clear();
+            f.step(st, kinds, slots, &mut Discard);
         }
         f
     }
@@ -219,13 +253,24 @@ impl Fold {
 
 /// The facts of a history, by the rules of docs/metrics.md ("How deals move").
 pub(crate) fn derive(steps: &[Step], kinds: &[StageKind], slots: Slots) -> Derived {
-    let mut f = Fold::default();
     let mut facts = Vec::new();
-    for st in steps {
-        f.step(st, kinds, slots, &mut facts);
-    }
-    let visit = f.finish(kinds, slots, &mut facts);
+    let visit = derive_into(steps, kinds, slots, &mut facts);
     Derived { facts, visit }
+}
+
+/// [`derive`] into a reused list; returns the open visit.
+pub(crate) fn derive_into(
+    steps: &[Step],
+    kinds: &[StageKind],
+    slots: Slots,
+    out: &mut Vec<Fact>,
+) -> Option<(u8, i64)> {
+    out.clear();
+    let mut f = Fold::default();
+    for st in steps {
+        f.step(st, kinds, slots, out);
+    }
+    f.finish(kinds, slots, out)
 }
 
 /// What appending `step` to the history `before` changes: the facts it loses and those it
@@ -237,58 +282,76 @@ pub(crate) fn append(
     kinds: &[StageKind],
     slots: Slots,
 ) -> (Vec<Fact>, Vec<Fact>, Option<(u8, i64)>) {
-    Fold::over(before, kinds, slots).append(step, kinds, slots)
+    let mut s = Scratch::default();
+    let visit = Fold::over(before, kinds, slots).append(step, kinds, slots, &mut s);
+    (s.gone, s.came, visit)
 }
 
 impl Fold {
-    /// What taking `step` after this point changes: the facts lost and gained, and the open
-    /// visit after.
+    /// What taking `step` after this point changes: `gone` and `came` of `s` (its `old` and
+    /// `new` hold only the facts the step settles); returns the open visit after.
     pub(crate) fn append(
         self,
         step: &Step,
         kinds: &[StageKind],
         slots: Slots,
-    ) -> (Vec<Fact>, Vec<Fact>, Option<(u8, i64)>) {
-        let mut gone = Vec::new();
-        self.finish(kinds, slots, &mut gone);
+        s: &mut Scratch,
+    ) -> Option<(u8, i64)> {
+        s.old.clear();
+        s.new.clear();
+        self.finish(kinds, slots, &mut s.old);
         let mut g = self;
-        let mut came = Vec::new();
-        g.step(step, kinds, slots, &mut came);
-        let visit = g.finish(kinds, slots, &mut came);
-        let (gone, came) = difference(gone, came);
-        (gone, came, visit)
+        g.step(step, kinds, slots, &mut s.new);
+        let visit = g.finish(kinds, slots, &mut s.new);
+        s.difference();
+        visit
+    }
+}
+
+impl Scratch {
+    /// Sets `gone` and `came` to the multiset differences of `old` and `new` (sorting both).
+    pub(crate) fn difference(&mut self) {
+        self.old.sort_unstable();
+        self.new.sort_unstable();
+        self.gone.clear();
+        self.came.clear();
+        let (old, new) = (&self.old, &self.new);
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() && j < new.len() {
+            match old[i].cmp(&new[j]) {
+                std::cmp::Ordering::Equal => {
+                    i += 1;
+                    j += 1;
+                }
+                std::cmp::Ordering::Less => {
+                    self.gone.push(old[i]);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    self.came.push(new[j]);
+                    j += 1;
+                }
+            }
+        }
+        self.gone.extend_from_slice(&old[i..]);
+        self.came.extend_from_slice(&new[j..]);
     }
 }
 
 /// The facts of `old` not in `new` and those of `new` not in `old`, each counted as often as
 /// it occurs (a multiset difference).
-pub(crate) fn difference(mut old: Vec<Fact>, mut new: Vec<Fact>) -> (Vec<Fact>, Vec<Fact>) {
-    old.sort_unstable();
-    new.sort_unstable();
-    let (mut gone, mut came) = (Vec::new(), Vec::new());
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() && j < new.len() {
-        match old[i].cmp(&new[j]) {
-            std::cmp::Ordering::Equal => {
-                i += 1;
-                j += 1;
-            }
-            std::cmp::Ordering::Less => {
-                gone.push(old[i]);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                came.push(new[j]);
-                j += 1;
-            }
-        }
-    }
-    gone.extend_from_slice(&old[i..]);
-    came.extend_from_slice(&new[j..]);
-    (gone, came)
+#[cfg(test)]
+pub(crate) fn difference(old: Vec<Fact>, new: Vec<Fact>) -> (Vec<Fact>, Vec<Fact>) {
+    let mut s = Scratch {
+        old,
+        new,
+        ..Scratch::default()
+    };
+    s.difference();
+    (s.gone, s.came)
 }
 
-fn leave(facts: &mut Vec<Fact>, slots: Slots, stage: u8, entered: i64, at: i64, to: Exit) {
+fn leave(facts: &mut impl FactSink, slots: Slots, stage: u8, entered: i64, at: i64, to: Exit) {
     let s = usize::from(stage);
     facts.push((at, slots.exited(s, to), 1));
     facts.push((at, slots.seconds(s), i128::from((at - entered).max(0))));

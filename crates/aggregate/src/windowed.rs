@@ -98,12 +98,14 @@ impl<V: Measure> Windowed<V> {
     /// Removes what an earlier `add` with the same key and value contributed. A fact that has
     /// already expired (or was never kept) changes nothing.
     pub fn sub(&mut self, ts: i64, id: u64, v: &V) {
-        let Some(entry) = self.facts.get_mut(&(ts, id)) else {
+        // One search for both the update and the removal.
+        let std::collections::btree_map::Entry::Occupied(mut entry) = self.facts.entry((ts, id))
+        else {
             return;
         };
-        entry.sub(v);
-        if entry.is_zero() {
-            self.facts.remove(&(ts, id));
+        entry.get_mut().sub(v);
+        if entry.get().is_zero() {
+            entry.remove();
         }
         if ts <= self.hi {
             for (lo, sum) in self.lo.iter().zip(self.sums.iter_mut()) {

@@ -16,6 +16,7 @@ use crate::flow::{
     self, Exit, Fact, FlowCell, FlowClock, Fold, Scratch, Slots, Step, StepChange, EXIT_LABELS,
 };
 use crate::ledger::{Cell, Ledger};
+use crate::schedule::Schedule;
 use crate::series::{ratio, Metric, SeriesBuilder, SubjectSeries};
 use crate::windowed::{Measure, Windowed};
 use crate::Outcome;
@@ -136,21 +137,32 @@ impl OpenTotals {
         o.amount += amount;
         o.deals += sign as i64;
         o.entered_sum += sign * i128::from(d.entered);
-        let c = d.forecast_category().index();
-        match d.expected {
-            None => self.undated[c] += amount,
-            Some(day) => {
-                for (k, (lo, hi)) in periods.iter().enumerate() {
-                    if (*lo..*hi).contains(&day) {
-                        o.expected[k] += amount;
-                        self.forecast[c][k] += amount;
-                    }
-                }
-            }
+        if d.expected.is_none() {
+            self.undated[d.forecast_category().index()] += amount;
         }
+        self.add_expected(d, sign, periods);
         self.add_status(d, sign);
     }
 
+    /// Adds (or retracts) an open deal's amount in the current periods it is expected in.
+    fn add_expected(&mut self, d: &OpenDeal, sign: i128, periods: &[(i32, i32); PERIODS]) {
+        let Some(day) = d.expected else { return };
+        let c = d.forecast_category().index();
+        for (k, (lo, hi)) in periods.iter().enumerate() {
+            if (*lo..*hi).contains(&day) {
+                self.stages[usize::from(d.stage)].expected[k] += sign * d.amount;
+                self.forecast[c][k] += sign * d.amount;
+            }
+        }
+    }
+
+    /// Forgets the amounts expected in the current periods (when they roll over).
+    fn clear_expected(&mut self) {
+        for o in self.stages.iter_mut() {
+            o.expected = [0; PERIODS];
+        }
+        self.forecast = [[0; PERIODS]; CATEGORIES];
+    }
 
     fn add_status(&mut self, d: &OpenDeal, sign: i128) {
         let amount = sign * d.amount;
@@ -176,7 +188,7 @@ impl OpenTotals {
 
 /// An open deal as its cell counts it now.
 #[derive(Debug, Clone, Copy)]
-struct OpenDeal {
+pub(crate) struct OpenDeal {
     stage: u8,
     category: ForecastCategory,
     amount: i128,
@@ -193,6 +205,29 @@ struct OpenDeal {
 }
 
 impl OpenDeal {
+    /// The first second at which its stalled or overdue status changes (`i64::MAX`: never).
+    fn next_change(&self) -> i64 {
+        let stall = if self.stalled {
+            i64::MAX
+        } else {
+            self.stall_at
+        };
+        let overdue = self
+            .overdue_at
+            .filter(|_| !self.overdue)
+            .unwrap_or(i64::MAX);
+        stall.min(overdue)
+    }
+
+    /// Its status at `now`.
+    fn at(self, now: i64) -> OpenDeal {
+        OpenDeal {
+            stalled: now >= self.stall_at,
+            overdue: self.overdue_at.is_some_and(|t| now >= t),
+            ..self
+        }
+    }
+
     /// The forecast category it counts in: an open deal marked closed counts as commit until
     /// it is won.
     fn forecast_category(&self) -> ForecastCategory {
@@ -208,10 +243,6 @@ pub(crate) struct DealCell {
     windowed: Windowed<DealSums>,
     flow: FlowCell,
     open: OpenTotals,
-    /// Open deals by deal sequence number.
-    deals: crate::FastMap<u64, OpenDeal>,
-    /// No open deal changes its stalled or overdue status before this second.
-    next_status: i64,
     /// Minute of the clock the stage ages were last measured at.
     minute: i64,
 }
@@ -234,60 +265,6 @@ impl DealSummary {
     }
 }
 
-impl DealCell {
-    /// Sets each open deal's stalled and overdue status at `now`; returns whether any changed.
-    fn restatus(&mut self, now: i64) -> bool {
-        let mut next = i64::MAX;
-        let mut flips = Vec::new();
-        for d in self.deals.values_mut() {
-            let stalled = now >= d.stall_at;
-            let overdue = d.overdue_at.is_some_and(|t| now >= t);
-            if stalled != d.stalled || overdue != d.overdue {
-                flips.push((*d, stalled, overdue));
-                d.stalled = stalled;
-                d.overdue = overdue;
-            }
-            if !stalled {
-                next = next.min(d.stall_at);
-            }
-            if let Some(t) = d.overdue_at.filter(|_| !overdue) {
-                next = next.min(t);
-            }
-        }
-        for (old, stalled, overdue) in &flips {
-            self.open.add_status(old, -1);
-            self.open.add_status(
-                &OpenDeal {
-                    stalled: *stalled,
-                    overdue: *overdue,
-                    ..*old
-                },
-                1,
-            );
-        }
-        self.next_status = next;
-        !flips.is_empty()
-    }
-
-    /// Recomputes the expected amounts for new current periods.
-    fn reperiod(&mut self, periods: &[(i32, i32); PERIODS]) {
-        for o in self.open.stages.iter_mut() {
-            o.expected = [0; PERIODS];
-        }
-        self.open.forecast = [[0; PERIODS]; CATEGORIES];
-        for d in self.deals.values() {
-            let Some(day) = d.expected else { continue };
-            let c = d.forecast_category().index();
-            for (k, (lo, hi)) in periods.iter().enumerate() {
-                if (*lo..*hi).contains(&day) {
-                    self.open.stages[usize::from(d.stage)].expected[k] += d.amount;
-                    self.open.forecast[c][k] += d.amount;
-                }
-            }
-        }
-    }
-}
-
 impl Cell for DealCell {
     type Summary = DealSummary;
     fn new(b: &Bounds) -> Self {
@@ -295,26 +272,21 @@ impl Cell for DealCell {
             windowed: Windowed::new(b),
             flow: FlowCell::default(),
             open: OpenTotals::default(),
-            deals: crate::FastMap::default(),
-            next_status: i64::MAX,
             minute: b.now.div_euclid(60),
         }
     }
     fn advance(&mut self, b: &Bounds) -> bool {
         let mut changed = self.windowed.advance(b);
-        if b.now >= self.next_status {
-            changed |= self.restatus(b.now);
-        }
         let minute = b.now.div_euclid(60);
         if minute != self.minute {
             self.minute = minute;
             // Stage ages move with the clock, measured once a minute.
-            changed |= !self.deals.is_empty();
+            changed |= self.open.any_open();
         }
         changed
     }
     fn is_empty(&self) -> bool {
-        self.windowed.is_empty() && self.flow.is_empty() && self.deals.is_empty()
+        self.windowed.is_empty() && self.flow.is_empty() && !self.open.any_open()
     }
     fn add_summary(into: &mut DealSummary, from: &DealSummary) {
         into.add(&from.sums, &from.open);
@@ -351,6 +323,10 @@ pub(crate) struct DealState {
     pub entered: i64,
     /// When its flow facts may next change windows (see [`FlowClock`]).
     pub due: i64,
+    /// What it counts in its cell's open pipeline (derived; none when closed).
+    pub open: Option<OpenDeal>,
+    /// When its stalled or overdue status may next change.
+    pub status_due: i64,
 }
 
 fn id_hash(s: &str) -> u64 {
@@ -447,44 +423,6 @@ impl Stages {
         })
     }
 
-    /// Replaces what deal `seq` counts in the cell's open pipeline by `new` (none: it is
-    /// closed, or leaves the cell).
-    fn set_open(&self, cell: &mut DealCell, seq: u64, new: Option<OpenDeal>) {
-        if let Some(d) = &new {
-            if !d.stalled {
-                cell.next_status = cell.next_status.min(d.stall_at);
-            }
-            if let Some(t) = d.overdue_at.filter(|_| !d.overdue) {
-                cell.next_status = cell.next_status.min(t);
-            }
-        }
-        match (cell.deals.get_mut(&seq), new) {
-            (Some(slot), Some(d)) => {
-                cell.open.add_open(slot, -1, &self.periods);
-                cell.open.add_open(&d, 1, &self.periods);
-                *slot = d;
-            }
-            (Some(_), None) => {
-                if let Some(old) = cell.deals.remove(&seq) {
-                    cell.open.add_open(&old, -1, &self.periods);
-                }
-            }
-            (None, Some(d)) => {
-                cell.open.add_open(&d, 1, &self.periods);
-                cell.deals.insert(seq, d);
-            }
-            (None, None) => {}
-        }
-    }
-
-    fn open(&self, cell: &mut DealCell, st: &DealState, add: bool, now: i64) {
-        let d = if add { self.open_deal(st, now) } else { None };
-        if add && d.is_none() {
-            return;
-        }
-        self.set_open(cell, st.seq, d);
-    }
-
     /// Adds (or retracts) everything one deal state contributes to a cell; `flow` are the
     /// facts of its history.
     fn contribute(
@@ -504,7 +442,10 @@ impl Stages {
             }
         }
         cell.flow.apply(flow, if add { 1 } else { -1 }, clock);
-        self.open(cell, st, add, b.now);
+        if let Some(d) = &st.open {
+            cell.open
+                .add_open(d, if add { 1 } else { -1 }, &self.periods);
+        }
     }
 
     /// Replaces one state's contribution by another's in the same cell, touching only the
@@ -536,10 +477,11 @@ impl Stages {
             cell.flow.apply(gone, -1, clock);
             cell.flow.apply(came, 1, clock);
         }
-        if self.kind[usize::from(old.stage)] == StageKind::Open
-            || self.kind[usize::from(new.stage)] == StageKind::Open
-        {
-            self.set_open(cell, new.seq, self.open_deal(new, b.now));
+        if let Some(d) = &old.open {
+            cell.open.add_open(d, -1, &self.periods);
+        }
+        if let Some(d) = &new.open {
+            cell.open.add_open(d, 1, &self.periods);
         }
     }
 }
@@ -556,6 +498,8 @@ pub struct DealsCore {
     /// Deal ids by sequence number, to find the deal whose flow facts change windows.
     ids: crate::FastMap<u64, Box<str>>,
     clock: FlowClock,
+    /// When each open deal's stalled or overdue status may next change.
+    status: Schedule,
     scratch: Scratch,
     next_seq: u64,
     /// Smallest won amount (cents) worth a celebration; `None` records none.
@@ -619,6 +563,7 @@ impl DealsCore {
             deals: crate::FastMap::default(),
             ids: crate::FastMap::default(),
             clock: FlowClock::new(&bounds),
+            status: Schedule::default(),
             scratch: Scratch::default(),
             next_seq: 0,
             big_win: None,
@@ -744,7 +689,7 @@ impl DealsCore {
         let due = self
             .clock
             .schedule(seq, due, self.clock.next_change(gained));
-        let next = DealState {
+        let mut next = DealState {
             seq,
             rep,
             team,
@@ -760,16 +705,24 @@ impl DealsCore {
             steps,
             entered,
             due,
+            open: None,
+            status_due: i64::MAX,
         };
         let b = self.bounds;
+        next.open = self.stages.open_deal(&next, b.now);
+        let status_due = previous.as_ref().map_or(i64::MAX, |p| p.status_due);
+        next.status_due = self.status.schedule(
+            seq,
+            status_due,
+            next.open.map_or(i64::MAX, |d| d.next_change()),
+        );
         match &previous {
             // The common case: the same owner, so one cell takes both the retraction and the
             // new contribution.
             Some(p) if !moved => {
                 let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
                 let flow = delta.then_some((&sc.gone[..], &sc.came[..]));
-                self.stages
-                    .replace(cell, p, &next, flow, &self.clock, &b);
+                self.stages.replace(cell, p, &next, flow, &self.clock, &b);
             }
             // A new owner: the old cell loses every fact of the old history, the new one gains
             // every fact of the new.
@@ -841,12 +794,13 @@ impl DealsCore {
         // Flow facts change windows first, while the cells that count them still exist.
         let moved = self.clock.advance(&self.bounds);
         self.cross(&moved);
+        self.restatus();
         self.ledger.advance(&self.bounds);
         let periods = current_periods(&self.cal, &self.bounds);
         if periods != self.stages.periods {
             self.stages.periods = periods;
             self.labels.set_current(&self.cal, &self.bounds);
-            self.ledger.touch_all(|cell| cell.reperiod(&periods));
+            self.reperiod();
         }
         if now.div_euclid(3_600) != hour {
             self.ledger.gc_names();
@@ -886,6 +840,39 @@ impl DealsCore {
         }
     }
 
+    /// Sets the stalled and overdue status of the open deals due for it.
+    fn restatus(&mut self) {
+        let b = self.bounds;
+        for seq in self.status.take_until(b.now) {
+            let Some(st) = self.ids.get(&seq).and_then(|id| self.deals.get_mut(id)) else {
+                continue;
+            };
+            st.status_due = i64::MAX;
+            let Some(old) = st.open else { continue };
+            let new = old.at(b.now);
+            if (new.stalled, new.overdue) != (old.stalled, old.overdue) {
+                let cell = self.ledger.cell(&st.rep, st.team.as_ref(), &b);
+                cell.open.add_status(&old, -1);
+                cell.open.add_status(&new, 1);
+                st.open = Some(new);
+            }
+            st.status_due = self.status.schedule(seq, i64::MAX, new.next_change());
+        }
+    }
+
+    /// Recomputes every open deal's amounts expected in the current periods, which rolled
+    /// over (about once a day).
+    fn reperiod(&mut self) {
+        self.ledger.touch_all(|cell| cell.open.clear_expected());
+        let b = self.bounds;
+        for st in self.deals.values() {
+            if let Some(d) = &st.open {
+                let cell = self.ledger.cell(&st.rep, st.team.as_ref(), &b);
+                cell.open.add_expected(d, 1, &self.stages.periods);
+            }
+        }
+    }
+
     /// Number of (rep, team) cells held.
     pub fn cells(&self) -> usize {
         self.ledger.cells()
@@ -911,6 +898,12 @@ impl DealsCore {
         st.due = self
             .clock
             .schedule(st.seq, i64::MAX, self.clock.next_change(&facts));
+        st.open = self.stages.open_deal(&st, b.now);
+        st.status_due = self.status.schedule(
+            st.seq,
+            i64::MAX,
+            st.open.map_or(i64::MAX, |d| d.next_change()),
+        );
         let cell = self.ledger.cell(&st.rep, st.team.as_ref(), &b);
         self.stages
             .contribute(cell, &st, true, &facts, &self.clock, &b);

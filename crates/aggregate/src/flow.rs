@@ -9,6 +9,7 @@
 use salespulse_decode::StageKind;
 
 use crate::calendar::{Bounds, Window, WINDOWS};
+use crate::schedule::Schedule;
 
 /// Most steps a deal remembers; older ones are forgotten (see docs/metrics.md).
 pub(crate) const MAX_STEPS: usize = 64;
@@ -408,8 +409,8 @@ impl FlowCell {
 /// touches no index at all.
 #[derive(Debug)]
 pub(crate) struct FlowClock {
-    /// (second, deal sequence number): the deal's facts may change windows at that second.
-    due: std::collections::BTreeSet<(i64, u64)>,
+    /// When each deal's facts may next change windows.
+    due: Schedule,
     lo: [i64; WINDOWS],
     hi: i64,
 }
@@ -441,7 +442,7 @@ fn rolling() -> impl Iterator<Item = (usize, i64)> {
 impl FlowClock {
     pub fn new(b: &Bounds) -> Self {
         FlowClock {
-            due: std::collections::BTreeSet::new(),
+            due: Schedule::default(),
             lo: b.lo,
             hi: b.now,
         }
@@ -469,17 +470,9 @@ impl FlowClock {
         next
     }
 
-    /// Makes `seq` due at `next` if that is earlier than `due`, its current due second;
-    /// returns the due second it has now.
+    /// Makes `seq` due at `next` if that is earlier than `due` (see [`Schedule::schedule`]).
     pub fn schedule(&mut self, seq: u64, due: i64, next: i64) -> i64 {
-        if next >= due {
-            return due;
-        }
-        if due != i64::MAX {
-            self.due.remove(&(due, seq));
-        }
-        self.due.insert((next, seq));
-        next
+        self.due.schedule(seq, due, next)
     }
 
     /// Forgets every due second (before every deal is scheduled again).
@@ -494,19 +487,7 @@ impl FlowClock {
             .filter(|w| w.rolling_seconds().is_none())
             .any(|w| b.lo[w.index()] != self.lo[w.index()]);
         let hi = self.hi.max(b.now);
-        let deals = if moved_day {
-            None
-        } else {
-            let mut out = Vec::new();
-            while let Some(&(t, seq)) = self.due.first() {
-                if t > hi {
-                    break;
-                }
-                self.due.pop_first();
-                out.push(seq);
-            }
-            Some(out)
-        };
+        let deals = (!moved_day).then(|| self.due.take_until(hi));
         let before = Moved {
             deals,
             lo: self.lo,

@@ -190,6 +190,8 @@ impl DealsCore {
                 recent,
                 recent_next: d.recent_next % crate::deals::RECENT_IDS as u8,
                 due: i64::MAX,
+                open: None,
+                status_due: i64::MAX,
                 category: ForecastCategory::from_label(&d.category).ok_or_else(|| {
                     StateError::Decode(format!(
                         "deal {} has no forecast category {:?}",

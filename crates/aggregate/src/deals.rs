@@ -18,7 +18,7 @@ use crate::flow::{
 use crate::ledger::{Cell, Ledger};
 use crate::schedule::Schedule;
 use crate::series::{ratio, Metric, SeriesBuilder, SubjectSeries};
-use crate::windowed::{Measure, Windowed};
+use crate::windowed::Measure;
 use crate::Outcome;
 
 /// Windowed sums of deal facts; a single fact is a `DealSums` with one count set. Money is in
@@ -240,7 +240,9 @@ impl OpenDeal {
 
 #[derive(Debug)]
 pub(crate) struct DealCell {
-    windowed: Windowed<DealSums>,
+    /// Window sums of the deals' created, won and lost facts; the facts stay with the deals
+    /// and [`FlowClock`] says when they change windows, as for the flow facts.
+    sums: [DealSums; WINDOWS],
     flow: FlowCell,
     open: OpenTotals,
     /// Minute of the clock the stage ages were last measured at.
@@ -265,18 +267,33 @@ impl DealSummary {
     }
 }
 
+impl DealCell {
+    /// Adds (`sign` 1) or retracts (-1) a windowed fact in the windows of `mask`.
+    fn add_fact(&mut self, f: &DealSums, sign: i8, mask: u16) {
+        for (w, sum) in self.sums.iter_mut().enumerate() {
+            if mask & (1 << w) != 0 {
+                if sign > 0 {
+                    sum.add(f);
+                } else {
+                    sum.sub(f);
+                }
+            }
+        }
+    }
+}
+
 impl Cell for DealCell {
     type Summary = DealSummary;
     fn new(b: &Bounds) -> Self {
         DealCell {
-            windowed: Windowed::new(b),
+            sums: [DealSums::default(); WINDOWS],
             flow: FlowCell::default(),
             open: OpenTotals::default(),
             minute: b.now.div_euclid(60),
         }
     }
     fn advance(&mut self, b: &Bounds) -> bool {
-        let mut changed = self.windowed.advance(b);
+        let mut changed = false;
         let minute = b.now.div_euclid(60);
         if minute != self.minute {
             self.minute = minute;
@@ -286,14 +303,14 @@ impl Cell for DealCell {
         changed
     }
     fn is_empty(&self) -> bool {
-        self.windowed.is_empty() && self.flow.is_empty() && !self.open.any_open()
+        self.sums.iter().all(DealSums::is_zero) && self.flow.is_empty() && !self.open.any_open()
     }
     fn add_summary(into: &mut DealSummary, from: &DealSummary) {
         into.add(&from.sums, &from.open);
         flow::add_sums(&mut into.flow, &from.flow);
     }
     fn merge_into(&self, s: &mut DealSummary) {
-        s.add(self.windowed.sums(), &self.open);
+        s.add(&self.sums, &self.open);
         self.flow.merge_into(&mut s.flow);
     }
 }
@@ -375,6 +392,16 @@ fn current_periods(cal: &Calendar, b: &Bounds) -> [(i32, i32); PERIODS] {
 
 impl Stages {
     /// Adds (or retracts) everything one deal state contributes.
+    /// The earliest second at which one of a state's windowed facts changes windows.
+    fn next_change(&self, st: &DealState, clock: &FlowClock) -> i64 {
+        self.facts(st)
+            .into_iter()
+            .flatten()
+            .map(|(ts, _)| clock.next_at(ts))
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
     /// The windowed facts of one deal state: created, and won or lost when closed.
     fn facts(&self, st: &DealState) -> [Option<(i64, DealSums)>; 2] {
         let created = DealSums {
@@ -432,14 +459,9 @@ impl Stages {
         add: bool,
         flow: &[Fact],
         clock: &FlowClock,
-        b: &Bounds,
     ) {
         for (ts, f) in self.facts(st).into_iter().flatten() {
-            if add {
-                cell.windowed.add(ts, st.seq, &f, b);
-            } else {
-                cell.windowed.sub(ts, st.seq, &f);
-            }
+            cell.add_fact(&f, if add { 1 } else { -1 }, clock.mask(ts));
         }
         cell.flow.apply(flow, if add { 1 } else { -1 }, clock);
         if let Some(d) = &st.open {
@@ -458,17 +480,16 @@ impl Stages {
         new: &DealState,
         flow: Option<(&[Fact], &[Fact])>,
         clock: &FlowClock,
-        b: &Bounds,
     ) {
         let (before, after) = (self.facts(old), self.facts(new));
         for f in before.iter().flatten() {
             if !after.contains(&Some(*f)) {
-                cell.windowed.sub(f.0, old.seq, &f.1);
+                cell.add_fact(&f.1, -1, clock.mask(f.0));
             }
         }
         for f in after.iter().flatten() {
             if !before.contains(&Some(*f)) {
-                cell.windowed.add(f.0, new.seq, &f.1, b);
+                cell.add_fact(&f.1, 1, clock.mask(f.0));
             }
         }
         // A new step mostly ends one visit and starts another: only the few facts that differ
@@ -685,10 +706,6 @@ impl DealsCore {
         } else {
             &[]
         };
-        let due = previous.as_ref().map_or(i64::MAX, |p| p.due);
-        let due = self
-            .clock
-            .schedule(seq, due, self.clock.next_change(gained));
         let mut next = DealState {
             seq,
             rep,
@@ -704,11 +721,15 @@ impl DealsCore {
             category: ev.forecast_category,
             steps,
             entered,
-            due,
+            due: previous.as_ref().map_or(i64::MAX, |p| p.due),
             open: None,
             status_due: i64::MAX,
         };
         let b = self.bounds;
+        let first = self.stages.next_change(&next, &self.clock);
+        next.due = self
+            .clock
+            .schedule(seq, next.due, first.min(self.clock.next_change(gained)));
         next.open = self.stages.open_deal(&next, b.now);
         let status_due = previous.as_ref().map_or(i64::MAX, |p| p.status_due);
         next.status_due = self.status.schedule(
@@ -722,23 +743,22 @@ impl DealsCore {
             Some(p) if !moved => {
                 let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
                 let flow = delta.then_some((&sc.gone[..], &sc.came[..]));
-                self.stages.replace(cell, p, &next, flow, &self.clock, &b);
+                self.stages.replace(cell, p, &next, flow, &self.clock);
             }
             // A new owner: the old cell loses every fact of the old history, the new one gains
             // every fact of the new.
             Some(p) => {
                 let cell = self.ledger.cell(&p.rep, p.team.as_ref(), &b);
-                self.stages
-                    .contribute(cell, p, false, &sc.old, &self.clock, &b);
+                self.stages.contribute(cell, p, false, &sc.old, &self.clock);
                 let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
                 self.stages
-                    .contribute(cell, &next, true, &sc.new, &self.clock, &b);
+                    .contribute(cell, &next, true, &sc.new, &self.clock);
                 self.ledger.release(&p.rep, p.team.as_ref());
             }
             None => {
                 let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
                 self.stages
-                    .contribute(cell, &next, true, &sc.new, &self.clock, &b);
+                    .contribute(cell, &next, true, &sc.new, &self.clock);
                 self.ids.insert(seq, Box::from(ev.deal_id.as_ref()));
             }
         }
@@ -807,16 +827,24 @@ impl DealsCore {
         }
     }
 
-    /// Moves the flow facts that entered or left windows in their owner's cell, and schedules
-    /// each deal looked at for the next change of its facts.
+    /// Moves the facts that entered or left windows in their owner's cell, and schedules each
+    /// deal looked at for the next change of its facts.
     fn cross(&mut self, moved: &flow::Moved) {
         let (kinds, slots) = (&self.stages.kind, self.stages.slots);
         let b = self.bounds;
         if moved.deals.is_none() {
             self.clock.clear();
         }
-        let (clock, ledger) = (&mut self.clock, &mut self.ledger);
+        let (clock, ledger, stages) = (&mut self.clock, &mut self.ledger, &self.stages);
         let mut visit = |st: &mut DealState| {
+            for (ts, f) in stages.facts(st).into_iter().flatten() {
+                let (before, after) = (moved.mask(ts), clock.mask(ts));
+                if before != after {
+                    let cell = ledger.cell(&st.rep, st.team.as_ref(), &b);
+                    cell.add_fact(&f, 1, after & !before);
+                    cell.add_fact(&f, -1, before & !after);
+                }
+            }
             let facts = flow::derive(&st.steps, kinds, slots).facts;
             for &(ts, slot, v) in &facts {
                 let (before, after) = (moved.mask(ts), clock.mask(ts));
@@ -826,7 +854,8 @@ impl DealsCore {
                     cell.flow.apply_masked(slot, -v, before & !after);
                 }
             }
-            st.due = clock.schedule(st.seq, i64::MAX, clock.next_change(&facts));
+            let next = clock.next_change(&facts).min(stages.next_change(st, clock));
+            st.due = clock.schedule(st.seq, i64::MAX, next);
         };
         match &moved.deals {
             Some(due) => {
@@ -895,9 +924,11 @@ impl DealsCore {
     pub(crate) fn insert_state(&mut self, id: Box<str>, mut st: DealState) {
         let b = self.bounds;
         let facts = flow::derive(&st.steps, &self.stages.kind, self.stages.slots).facts;
-        st.due = self
+        let next = self
             .clock
-            .schedule(st.seq, i64::MAX, self.clock.next_change(&facts));
+            .next_change(&facts)
+            .min(self.stages.next_change(&st, &self.clock));
+        st.due = self.clock.schedule(st.seq, i64::MAX, next);
         st.open = self.stages.open_deal(&st, b.now);
         st.status_due = self.status.schedule(
             st.seq,
@@ -905,8 +936,7 @@ impl DealsCore {
             st.open.map_or(i64::MAX, |d| d.next_change()),
         );
         let cell = self.ledger.cell(&st.rep, st.team.as_ref(), &b);
-        self.stages
-            .contribute(cell, &st, true, &facts, &self.clock, &b);
+        self.stages.contribute(cell, &st, true, &facts, &self.clock);
         self.ids.insert(st.seq, id.clone());
         self.deals.insert(id, st);
     }

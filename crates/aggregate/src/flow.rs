@@ -399,8 +399,8 @@ impl FlowCell {
     }
 }
 
-/// Where the windows of every cell's [`FlowCell`] stand, and when each deal's flow facts next
-/// change windows.
+/// Where the windows of every deal cell stand, and when each deal's facts (its flow facts, and
+/// its created, won and lost facts) next change windows.
 ///
 /// A fact enters the windows when the clock reaches it and leaves a rolling window when its
 /// start passes it; the to-date windows start anew at local midnights, when every deal is
@@ -453,21 +453,25 @@ impl FlowClock {
         window_mask(&self.lo, self.hi, ts)
     }
 
-    /// The earliest second at which one of `facts` changes windows other than at a midnight:
-    /// when the clock reaches it, or when it leaves the shortest rolling window counting it.
+    /// The earliest second at which one of `facts` changes windows other than at a midnight
+    /// (see [`FlowClock::next_at`]).
     pub fn next_change(&self, facts: &[Fact]) -> i64 {
-        let mut next = i64::MAX;
-        for &(ts, _, _) in facts {
-            let t = if ts > self.hi {
-                ts
-            } else {
-                rolling()
-                    .find(|(w, _)| self.lo[*w] <= ts)
-                    .map_or(i64::MAX, |(_, len)| ts + len)
-            };
-            next = next.min(t);
+        facts
+            .iter()
+            .map(|f| self.next_at(f.0))
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
+    /// The earliest second at which a fact at `ts` changes windows other than at a midnight:
+    /// when the clock reaches it, or when it leaves the shortest rolling window counting it.
+    pub fn next_at(&self, ts: i64) -> i64 {
+        if ts > self.hi {
+            return ts;
         }
-        next
+        rolling()
+            .find(|(w, _)| self.lo[*w] <= ts)
+            .map_or(i64::MAX, |(_, len)| ts + len)
     }
 
     /// Makes `seq` due at `next` if that is earlier than `due` (see [`Schedule::schedule`]).

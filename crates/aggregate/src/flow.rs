@@ -41,25 +41,29 @@ pub(crate) enum Exit {
 pub(crate) const EXITS: usize = 4;
 pub(crate) const EXIT_LABELS: [&str; EXITS] = ["advanced", "won", "lost", "regressed"];
 
-/// Slot layout of the flow facts for `n` stages: entered per stage, exits per stage and
-/// destination, seconds per stage, then pushed and pulled-in counts and amounts.
+/// Slot layout of the flow facts for `n` stages: per stage, entered, exits by destination and
+/// seconds side by side (a step touches the slots of the stage it leaves together), then
+/// pushed and pulled-in counts and amounts.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Slots {
     pub n: usize,
 }
 
+/// Slots per stage.
+const PER_STAGE: usize = 2 + EXITS;
+
 impl Slots {
     pub fn entered(self, stage: usize) -> usize {
-        stage
+        stage * PER_STAGE
     }
     pub fn exited(self, stage: usize, to: Exit) -> usize {
-        self.n + stage * EXITS + to as usize
+        stage * PER_STAGE + 1 + to as usize
     }
     pub fn seconds(self, stage: usize) -> usize {
-        self.n * (1 + EXITS) + stage
+        stage * PER_STAGE + 1 + EXITS
     }
     pub fn pushed(self) -> usize {
-        self.n * (2 + EXITS)
+        self.n * PER_STAGE
     }
     pub fn pushed_amount(self) -> usize {
         self.pushed() + 1

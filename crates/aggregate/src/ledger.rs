@@ -109,9 +109,14 @@ impl<C: Cell> Ledger<C> {
     /// The cell of `(rep, team)`, created when missing; the rep, its team and the org are
     /// marked as changed.
     pub fn cell(&mut self, rep: &Arc<str>, team: Option<&Arc<str>>, b: &Bounds) -> &mut C {
-        let eff = self.effective(rep, team);
-        self.dirty_reps.insert(rep.clone());
-        self.dirty_teams.insert(eff);
+        // Between two drains most cells are already marked: look before cloning a key in.
+        if !self.dirty_reps.contains(rep) {
+            self.dirty_reps.insert(rep.clone());
+        }
+        let eff = team.or_else(|| self.roster.get(rep)).unwrap_or(&self.unassigned);
+        if !self.dirty_teams.contains(eff) {
+            self.dirty_teams.insert(eff.clone());
+        }
         self.dirty_org = true;
         let entry = self.reps.entry(rep.clone()).or_insert_with(|| RepEntry {
             cells: Vec::new(),

@@ -75,17 +75,16 @@ pub(crate) struct Buckets<V> {
 impl<V: Measure> Buckets<V> {
     fn new(b: &Bounds) -> Self {
         Buckets {
-            minutes: Windowed::new(b),
-            hours: Windowed::new(b),
+            minutes: Windowed::new(60, b),
+            hours: Windowed::new(3_600, b),
         }
     }
 
     fn add(&mut self, t: i64, v: &V, b: &Bounds) {
-        let minute = t - t.rem_euclid(60);
-        if minute < b.now - MINUTE_BUCKETS_SECONDS {
-            self.hours.add(t - t.rem_euclid(3_600), 0, v, b);
+        if self.minutes.bucket(t) < b.now - MINUTE_BUCKETS_SECONDS {
+            self.hours.add(t, v, b);
         } else {
-            self.minutes.add(minute, 0, v, b);
+            self.minutes.add(t, v, b);
         }
     }
 
@@ -94,8 +93,8 @@ impl<V: Measure> Buckets<V> {
         changed |= self.hours.advance(b);
         let folded = self.minutes.take_older_than(b.now - MINUTE_BUCKETS_SECONDS);
         changed |= !folded.is_empty();
-        for (t, _, v) in folded {
-            self.hours.add(t - t.rem_euclid(3_600), 0, &v, b);
+        for (t, v) in folded {
+            self.hours.add(t, &v, b);
         }
         changed
     }
@@ -114,16 +113,15 @@ impl<V: Measure> Buckets<V> {
     /// (minute buckets, hour buckets), each as (start, value).
     #[allow(clippy::type_complexity)]
     fn saved(&self) -> (Vec<(i64, V)>, Vec<(i64, V)>) {
-        let facts = |w: &Windowed<V>| w.facts().map(|(t, _, c)| (t, *c)).collect();
-        (facts(&self.minutes), facts(&self.hours))
+        (self.minutes.facts(), self.hours.facts())
     }
 
     fn restore(&mut self, minutes: &[(i64, V)], hours: &[(i64, V)], b: &Bounds) {
         for (t, c) in minutes {
-            self.minutes.add(*t, 0, c, b);
+            self.minutes.add(*t, c, b);
         }
         for (t, c) in hours {
-            self.hours.add(*t, 0, c, b);
+            self.hours.add(*t, c, b);
         }
     }
 }

@@ -1,10 +1,13 @@
-//! Facts in time order with one running sum per window.
+//! Facts in time buckets with one running sum per window.
 //!
-//! Each fact enters a window when the clock reaches it and leaves when the window's start
-//! passes it, so the cost of a record or of a clock tick does not depend on how long the
-//! windows are: every fact is added to and removed from each window at most once.
-
-use std::collections::BTreeMap;
+//! Each bucket enters a window when the clock reaches its start and leaves when the window's
+//! start passes it, so the cost of a record or of a clock tick does not depend on how long the
+//! windows are: every bucket is added to and removed from each window at most once.
+//!
+//! Bucket starts are multiples of a fixed step (a minute, an hour), so buckets are kept in a
+//! hash map rather than an ordered tree: adding to a bucket is one lookup, and the buckets
+//! between two seconds are found by stepping through the starts between them (or, when that
+//! range holds more starts than there are buckets, by looking at every bucket).
 
 use crate::calendar::{Bounds, WINDOWS};
 
@@ -27,28 +30,31 @@ impl Measure for i128 {
     }
 }
 
-/// Facts keyed by `(second, id)`; facts with equal keys are merged.
+/// Buckets keyed by their start (a multiple of `step` seconds) and their sums per window.
 ///
-/// Most ticks move no fact in or out of any window; two lower bounds let `advance` see that
-/// without searching the facts, so a tick costs a few comparisons per cell.
+/// Most ticks move no bucket in or out of any window; two lower bounds let `advance` see that
+/// without looking at the buckets, so a tick costs a few comparisons per cell.
 #[derive(Debug, Clone)]
 pub struct Windowed<V> {
-    facts: BTreeMap<(i64, u64), V>,
+    step: i64,
+    facts: crate::FastMap<i64, V>,
     sums: [V; WINDOWS],
     lo: [i64; WINDOWS],
     hi: i64,
-    /// No fact counted in window `w` is older than `first_in[w]` (`i64::MAX`: none is).
+    /// No bucket counted in window `w` is older than `first_in[w]` (`i64::MAX`: none is).
     first_in: [i64; WINDOWS],
-    /// No fact later than `hi` is earlier than `next_future` (`i64::MAX`: none is).
+    /// No bucket later than `hi` is earlier than `next_future` (`i64::MAX`: none is).
     next_future: i64,
-    /// No fact is older than this.
+    /// No bucket is older than this.
     oldest: i64,
 }
 
 impl<V: Measure> Windowed<V> {
-    pub fn new(b: &Bounds) -> Self {
+    /// Buckets of `step` seconds (a bucket's start is a multiple of it).
+    pub fn new(step: i64, b: &Bounds) -> Self {
         Windowed {
-            facts: BTreeMap::new(),
+            step: step.max(1),
+            facts: crate::FastMap::default(),
             sums: [V::default(); WINDOWS],
             lo: b.lo,
             hi: b.now,
@@ -70,17 +76,26 @@ impl<V: Measure> Windowed<V> {
         self.facts.len()
     }
 
-    /// Every fact kept, in time order: (second, id, value).
-    pub fn facts(&self) -> impl Iterator<Item = (i64, u64, &V)> {
-        self.facts.iter().map(|(&(t, id), v)| (t, id, v))
+    /// The start of the bucket holding second `t`.
+    pub fn bucket(&self, t: i64) -> i64 {
+        t - t.rem_euclid(self.step)
     }
 
-    /// Adds a fact. Returns false when it is older than every window and so not kept.
-    pub fn add(&mut self, ts: i64, id: u64, v: &V, b: &Bounds) -> bool {
+    /// Every bucket kept, in time order: (start, value).
+    pub fn facts(&self) -> Vec<(i64, V)> {
+        let mut out: Vec<(i64, V)> = self.facts.iter().map(|(t, v)| (*t, *v)).collect();
+        out.sort_unstable_by_key(|f| f.0);
+        out
+    }
+
+    /// Adds `v` to the bucket holding second `t`. Returns false when the bucket is older than
+    /// every window and so not kept.
+    pub fn add(&mut self, t: i64, v: &V, b: &Bounds) -> bool {
+        let ts = self.bucket(t);
         if ts < b.horizon {
             return false;
         }
-        self.facts.entry((ts, id)).or_default().add(v);
+        self.facts.entry(ts).or_default().add(v);
         self.oldest = self.oldest.min(ts);
         if ts <= self.hi {
             for w in 0..WINDOWS {
@@ -95,25 +110,54 @@ impl<V: Measure> Windowed<V> {
         true
     }
 
-    /// Removes what an earlier `add` with the same key and value contributed. A fact that has
-    /// already expired (or was never kept) changes nothing.
-    pub fn sub(&mut self, ts: i64, id: u64, v: &V) {
-        // One search for both the update and the removal.
-        let std::collections::btree_map::Entry::Occupied(mut entry) = self.facts.entry((ts, id))
-        else {
-            return;
-        };
-        entry.get_mut().sub(v);
-        if entry.get().is_zero() {
-            entry.remove();
+    /// Starts of the buckets kept with `from <= start < to`, in time order.
+    fn starts_in(&self, from: i64, to: i64) -> Vec<i64> {
+        if from >= to || self.facts.is_empty() {
+            return Vec::new();
         }
-        if ts <= self.hi {
-            for (lo, sum) in self.lo.iter().zip(self.sums.iter_mut()) {
-                if *lo <= ts {
-                    sum.sub(v);
-                }
+        let first = from + (self.step - from.rem_euclid(self.step)) % self.step;
+        let starts = (to - first + self.step - 1) / self.step;
+        if starts <= self.facts.len() as i64 {
+            (0..starts.max(0))
+                .map(|i| first + i * self.step)
+                .filter(|t| self.facts.contains_key(t))
+                .collect()
+        } else {
+            let mut out: Vec<i64> = self
+                .facts
+                .keys()
+                .copied()
+                .filter(|t| (from..to).contains(t))
+                .collect();
+            out.sort_unstable();
+            out
+        }
+    }
+
+    /// Start of the first bucket kept at or after `from` and at most `limit` (`i64::MAX`:
+    /// none).
+    fn first_from(&self, from: i64, limit: i64) -> i64 {
+        if self.facts.is_empty() || from > limit {
+            return i64::MAX;
+        }
+        let first = from + (self.step - from.rem_euclid(self.step)) % self.step;
+        let budget = self.facts.len() as i64;
+        let mut t = first;
+        for _ in 0..budget {
+            if t > limit {
+                return i64::MAX;
             }
+            if self.facts.contains_key(&t) {
+                return t;
+            }
+            t += self.step;
         }
+        self.facts
+            .keys()
+            .copied()
+            .filter(|k| *k >= from && *k <= limit)
+            .min()
+            .unwrap_or(i64::MAX)
     }
 
     /// Moves every window to `b`. Returns whether any sum changed.
@@ -133,20 +177,17 @@ impl<V: Measure> Windowed<V> {
         }
         if b.now > self.hi {
             if self.next_future <= b.now {
-                for (&(ts, _), v) in self.facts.range((self.hi + 1, 0)..=(b.now, u64::MAX)) {
+                for ts in self.starts_in(self.hi + 1, b.now + 1) {
+                    let v = self.facts[&ts];
                     for w in 0..WINDOWS {
                         if self.lo[w] <= ts {
-                            self.sums[w].add(v);
+                            self.sums[w].add(&v);
                             self.first_in[w] = self.first_in[w].min(ts);
                             changed = true;
                         }
                     }
                 }
-                self.next_future = self
-                    .facts
-                    .range((b.now + 1, 0)..)
-                    .next()
-                    .map_or(i64::MAX, |(k, _)| k.0);
+                self.next_future = self.first_from(b.now + 1, i64::MAX);
             }
             self.hi = b.now;
         }
@@ -154,53 +195,38 @@ impl<V: Measure> Windowed<V> {
             let new_lo = b.lo[w];
             if new_lo > self.lo[w] {
                 if self.first_in[w] < new_lo {
-                    for (&(ts, _), v) in self.facts.range((self.lo[w], 0)..(new_lo, 0)) {
-                        if ts <= self.hi {
-                            self.sums[w].sub(v);
-                            changed = true;
-                        }
+                    for ts in self.starts_in(self.lo[w], new_lo.min(self.hi + 1)) {
+                        self.sums[w].sub(&self.facts[&ts]);
+                        changed = true;
                     }
-                    self.first_in[w] = self
-                        .facts
-                        .range((new_lo, 0)..=(self.hi, u64::MAX))
-                        .next()
-                        .map_or(i64::MAX, |(k, _)| k.0);
+                    self.first_in[w] = self.first_from(new_lo, self.hi);
                 }
                 self.lo[w] = new_lo;
             }
         }
         if self.oldest < b.horizon {
-            while let Some(first) = self.facts.first_entry() {
-                if first.key().0 >= b.horizon {
-                    break;
-                }
-                first.remove();
+            for ts in self.starts_in(self.oldest, b.horizon) {
+                self.facts.remove(&ts);
             }
-            self.oldest = self.first_ts();
+            self.oldest = self.first_from(b.horizon, i64::MAX);
         }
         changed
     }
 
-    fn first_ts(&self) -> i64 {
-        self.facts.first_key_value().map_or(i64::MAX, |(k, _)| k.0)
-    }
-
-    /// Removes and returns the facts older than `before`, without touching window sums; the
-    /// caller re-adds them elsewhere (used to fold minute buckets into hour buckets).
-    pub fn take_older_than(&mut self, before: i64) -> Vec<(i64, u64, V)> {
-        let mut out = Vec::new();
+    /// Removes and returns the buckets older than `before`, taking them out of the window sums;
+    /// the caller re-adds them elsewhere (used to fold minute buckets into hour buckets).
+    pub fn take_older_than(&mut self, before: i64) -> Vec<(i64, V)> {
         if self.oldest >= before {
-            return out;
+            return Vec::new();
         }
-        while let Some(first) = self.facts.first_entry() {
-            if first.key().0 >= before {
-                break;
+        let mut out = Vec::new();
+        for ts in self.starts_in(self.oldest, before) {
+            if let Some(v) = self.facts.remove(&ts) {
+                out.push((ts, v));
             }
-            let ((ts, id), v) = first.remove_entry();
-            out.push((ts, id, v));
         }
-        self.oldest = self.first_ts();
-        for (ts, _, v) in &out {
+        self.oldest = self.first_from(before, i64::MAX);
+        for (ts, v) in &out {
             if *ts <= self.hi {
                 for (lo, sum) in self.lo.iter().zip(self.sums.iter_mut()) {
                     if lo <= ts {
@@ -209,6 +235,7 @@ impl<V: Measure> Windowed<V> {
                 }
             }
         }
+        // `first_in` may now be earlier than any bucket kept: still a lower bound.
         out
     }
 
@@ -237,11 +264,11 @@ mod tests {
     }
 
     #[test]
-    fn fact_leaves_rolling_hour_exactly_one_hour_later() {
+    fn bucket_leaves_rolling_hour_exactly_one_hour_after_its_start() {
         let cal = Calendar::utc();
-        let t0 = 1_790_000_000;
-        let mut w = Windowed::<i64>::new(&cal.bounds(t0));
-        assert!(w.add(t0, 1, &5, &cal.bounds(t0)));
+        let t0 = 1_790_000_040;
+        let mut w = Windowed::<i64>::new(60, &cal.bounds(t0));
+        assert!(w.add(t0 + 5, &5, &cal.bounds(t0 + 5)));
         assert_eq!(w.sums()[Window::H1.index()], 5);
         w.advance(&cal.bounds(t0 + 3_599));
         assert_eq!(w.sums()[Window::H1.index()], 5);
@@ -251,27 +278,43 @@ mod tests {
     }
 
     #[test]
-    fn future_fact_counts_once_the_clock_reaches_it() {
+    fn future_bucket_counts_once_the_clock_reaches_it() {
         let cal = Calendar::utc();
-        let t0 = 1_790_000_000;
+        let t0 = 1_790_000_040;
         let b = cal.bounds(t0);
-        let mut w = Windowed::<i64>::new(&b);
-        w.add(t0 + 60, 1, &1, &b);
+        let mut w = Windowed::<i64>::new(60, &b);
+        w.add(t0 + 60, &1, &b);
         assert_eq!(w.sums()[0], 0);
         assert!(w.advance(&cal.bounds(t0 + 60)));
         assert_eq!(w.sums()[0], 1);
     }
 
     #[test]
-    fn sub_of_an_expired_fact_changes_nothing() {
+    fn a_long_jump_of_the_clock_looks_at_every_bucket_once() {
         let cal = Calendar::utc();
-        let t0 = 1_790_000_000;
+        let t0 = 1_790_000_040;
         let b = cal.bounds(t0);
-        let mut w = Windowed::<i64>::new(&b);
-        w.add(t0, 1, &1, &b);
+        let mut w = Windowed::<i64>::new(3_600, &b);
+        for h in 0..48 {
+            w.add(t0 - h * 3_600, &1, &b);
+        }
+        assert_eq!(w.sums()[Window::D7.index()], 48);
         w.advance(&cal.bounds(t0 + 400 * 86_400));
-        w.sub(t0, 1, &1);
         assert!(w.sums().iter().all(|s| *s == 0));
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn folded_buckets_leave_the_sums() {
+        let cal = Calendar::utc();
+        let t0 = 1_790_000_040;
+        let b = cal.bounds(t0);
+        let mut w = Windowed::<i64>::new(60, &b);
+        w.add(t0 - 600, &2, &b);
+        w.add(t0 - 60, &3, &b);
+        let folded = w.take_older_than(t0 - 120);
+        assert_eq!(folded, vec![(w.bucket(t0 - 600), 2)]);
+        assert_eq!(w.sums()[Window::H1.index()], 3);
+        assert_eq!(w.len(), 1);
     }
 }

@@ -463,7 +463,7 @@ impl Stages {
         for (ts, f) in self.facts(st).into_iter().flatten() {
             cell.add_fact(&f, if add { 1 } else { -1 }, clock.mask(ts));
         }
-        cell.flow.apply(flow, if add { 1 } else { -1 }, clock);
+        cell.flow.apply(flow, if add { 1 } else { -1 }, clock, self.slots);
         if let Some(d) = &st.open {
             cell.open
                 .add_open(d, if add { 1 } else { -1 }, &self.periods);
@@ -495,8 +495,8 @@ impl Stages {
         // A new step mostly ends one visit and starts another: only the few facts that differ
         // between the two histories are retracted and added.
         if let Some((gone, came)) = flow {
-            cell.flow.apply(gone, -1, clock);
-            cell.flow.apply(came, 1, clock);
+            cell.flow.apply(gone, -1, clock, self.slots);
+            cell.flow.apply(came, 1, clock, self.slots);
         }
         if let Some(d) = &old.open {
             cell.open.add_open(d, -1, &self.periods);
@@ -850,8 +850,8 @@ impl DealsCore {
                 let (before, after) = (moved.mask(ts), clock.mask(ts));
                 if before != after {
                     let cell = ledger.cell(&st.rep, st.team.as_ref(), &b);
-                    cell.flow.apply_masked(slot, v, after & !before);
-                    cell.flow.apply_masked(slot, -v, before & !after);
+                    cell.flow.apply_masked(slot, v, after & !before, slots);
+                    cell.flow.apply_masked(slot, -v, before & !after, slots);
                 }
             }
             let next = clock.next_change(&facts).min(stages.next_change(st, clock));

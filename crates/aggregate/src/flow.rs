@@ -41,16 +41,18 @@ pub(crate) enum Exit {
 pub(crate) const EXITS: usize = 4;
 pub(crate) const EXIT_LABELS: [&str; EXITS] = ["advanced", "won", "lost", "regressed"];
 
-/// Slot layout of the flow facts for `n` stages: per stage, entered, exits by destination and
-/// seconds side by side (a step touches the slots of the stage it leaves together), then
-/// pushed and pulled-in counts and amounts.
+/// Slot layout of the flow facts for `n` stages. Counts first — per stage, entered and exits
+/// by destination side by side (a step touches the slots of the stage it leaves together),
+/// then pushed and pulled-in — then the sums that need 128 bits: seconds per stage, pushed and
+/// pulled-in amounts. A cell keeps the counts in 64 bits, half the memory a moved history
+/// touches.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Slots {
     pub n: usize,
 }
 
-/// Slots per stage.
-const PER_STAGE: usize = 2 + EXITS;
+/// Count slots per stage.
+const PER_STAGE: usize = 1 + EXITS;
 
 impl Slots {
     pub fn entered(self, stage: usize) -> usize {
@@ -59,20 +61,24 @@ impl Slots {
     pub fn exited(self, stage: usize, to: Exit) -> usize {
         stage * PER_STAGE + 1 + to as usize
     }
-    pub fn seconds(self, stage: usize) -> usize {
-        stage * PER_STAGE + 1 + EXITS
-    }
     pub fn pushed(self) -> usize {
         self.n * PER_STAGE
     }
-    pub fn pushed_amount(self) -> usize {
+    pub fn pulled(self) -> usize {
         self.pushed() + 1
     }
-    pub fn pulled(self) -> usize {
+    /// The first slot of the 128-bit sums.
+    pub fn first_wide(self) -> usize {
         self.pushed() + 2
     }
+    pub fn seconds(self, stage: usize) -> usize {
+        self.first_wide() + stage
+    }
+    pub fn pushed_amount(self) -> usize {
+        self.first_wide() + self.n
+    }
     pub fn pulled_amount(self) -> usize {
-        self.pushed() + 3
+        self.pushed_amount() + 1
     }
 }
 
@@ -367,39 +373,76 @@ fn leave(facts: &mut impl FactSink, slots: Slots, stage: u8, entered: i64, at: i
 /// to another owner is arithmetic on two cells' sums, not a search per fact.
 #[derive(Debug, Default)]
 pub(crate) struct FlowCell {
-    sums: Vec<[i128; WINDOWS]>,
+    /// Slots below this are counts (see [`Slots`]).
+    first_wide: usize,
+    counts: Vec<[i64; WINDOWS]>,
+    wide: Vec<[i128; WINDOWS]>,
 }
 
 impl FlowCell {
     /// Adds (`sign` 1) or retracts (-1) facts in the windows that count them now.
-    pub fn apply(&mut self, facts: &[Fact], sign: i128, clock: &FlowClock) {
+    pub fn apply(&mut self, facts: &[Fact], sign: i128, clock: &FlowClock, slots: Slots) {
         for &(ts, slot, v) in facts {
-            self.apply_masked(slot, sign * v, clock.mask(ts));
+            self.apply_masked(slot, sign * v, clock.mask(ts), slots);
         }
     }
 
     /// Adds `v` to `slot` in the windows of `mask` (bit `w` for window `w`).
-    pub fn apply_masked(&mut self, slot: usize, v: i128, mask: u16) {
+    pub fn apply_masked(&mut self, slot: usize, v: i128, mask: u16, slots: Slots) {
         if mask == 0 || v == 0 {
             return;
         }
-        if self.sums.len() <= slot {
-            self.sums.resize(slot + 1, [0; WINDOWS]);
-        }
-        for (w, sum) in self.sums[slot].iter_mut().enumerate() {
-            if mask & (1 << w) != 0 {
-                *sum += v;
-            }
+        self.first_wide = slots.first_wide();
+        if slot < self.first_wide {
+            // A count fact is one deal: ±1.
+            debug_assert!(v.abs() == 1, "count fact {v}");
+            add_masked(&mut self.counts, slot, v as i64, mask);
+        } else {
+            add_masked(&mut self.wide, slot - self.first_wide, v, mask);
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sums.iter().all(|s| s.iter().all(|v| *v == 0))
+        self.counts.iter().all(|s| s.iter().all(|v| *v == 0))
+            && self.wide.iter().all(|s| s.iter().all(|v| *v == 0))
     }
 
     /// Adds this cell's sums to per-slot window sums.
     pub fn merge_into(&self, into: &mut Vec<[i128; WINDOWS]>) {
-        add_sums(into, &self.sums);
+        let len = if self.wide.is_empty() {
+            self.counts.len()
+        } else {
+            self.first_wide + self.wide.len()
+        };
+        if into.len() < len {
+            into.resize(len, [0; WINDOWS]);
+        }
+        for (acc, row) in into.iter_mut().zip(&self.counts) {
+            for (a, v) in acc.iter_mut().zip(row) {
+                *a += i128::from(*v);
+            }
+        }
+        for (acc, row) in into[self.first_wide.min(len)..].iter_mut().zip(&self.wide) {
+            for (a, v) in acc.iter_mut().zip(row) {
+                *a += v;
+            }
+        }
+    }
+}
+
+fn add_masked<T: Copy + Default + std::ops::AddAssign>(
+    rows: &mut Vec<[T; WINDOWS]>,
+    i: usize,
+    v: T,
+    mask: u16,
+) {
+    if rows.len() <= i {
+        rows.resize(i + 1, [T::default(); WINDOWS]);
+    }
+    for (w, sum) in rows[i].iter_mut().enumerate() {
+        if mask & (1 << w) != 0 {
+            *sum += v;
+        }
     }
 }
 

@@ -463,7 +463,8 @@ impl Stages {
         for (ts, f) in self.facts(st).into_iter().flatten() {
             cell.add_fact(&f, if add { 1 } else { -1 }, clock.mask(ts));
         }
-        cell.flow.apply(flow, if add { 1 } else { -1 }, clock, self.slots);
+        cell.flow
+            .apply(flow, if add { 1 } else { -1 }, clock, self.slots);
         if let Some(d) = &st.open {
             cell.open
                 .add_open(d, if add { 1 } else { -1 }, &self.periods);
@@ -631,8 +632,16 @@ impl DealsCore {
                 (None, _) => ev.occurred_at.div_euclid(1000),
             }),
         };
-        let rep = self.ledger.intern(&ev.rep_id);
-        let team = ev.team_id.as_deref().map(|t| self.ledger.intern(t));
+        // Most records name the deal's owner again: share its ids without interning them.
+        let rep = match &previous {
+            Some(p) if *p.rep == *ev.rep_id => p.rep.clone(),
+            _ => self.ledger.intern(&ev.rep_id),
+        };
+        let team = match (ev.team_id.as_deref(), &previous) {
+            (Some(t), Some(p)) if p.team.as_deref() == Some(t) => p.team.clone(),
+            (Some(t), _) => Some(self.ledger.intern(t)),
+            (None, _) => None,
+        };
         let (seq, recent, recent_next) = match &previous {
             Some(p) => (p.seq, p.recent, p.recent_next),
             None => {

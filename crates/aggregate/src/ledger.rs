@@ -31,6 +31,8 @@ pub(crate) trait Cell {
 #[derive(Debug)]
 struct RepEntry<C> {
     cells: Vec<(Option<Arc<str>>, C)>,
+    /// A cell was handed out since the last drain (the rep is in `Ledger::touched`).
+    touched: bool,
     /// Effective teams of `cells`, as indexed in `Ledger::team_index`.
     teams: Vec<Arc<str>>,
 }
@@ -43,6 +45,9 @@ pub(crate) struct Ledger<C: Cell> {
     names: HashSet<Arc<str>>,
     dirty_reps: HashSet<Arc<str>>,
     dirty_teams: HashSet<Arc<str>>,
+    /// Reps whose cells were handed out since the last drain; they and their cells' teams
+    /// are marked changed at the drain, so handing out a cell costs one lookup.
+    touched: Vec<Arc<str>>,
     dirty_org: bool,
     unassigned: Arc<str>,
     /// Every team's summary as of the last drain: the org's is their sum, so a drain costs
@@ -70,6 +75,7 @@ impl<C: Cell> Ledger<C> {
             names: HashSet::default(),
             dirty_reps: HashSet::default(),
             dirty_teams: HashSet::default(),
+            touched: Vec::new(),
             dirty_org: false,
             unassigned: Arc::from(UNASSIGNED),
             team_sums: HashMap::default(),
@@ -109,22 +115,19 @@ impl<C: Cell> Ledger<C> {
     /// The cell of `(rep, team)`, created when missing; the rep, its team and the org are
     /// marked as changed.
     pub fn cell(&mut self, rep: &Arc<str>, team: Option<&Arc<str>>, b: &Bounds) -> &mut C {
-        // Between two drains most cells are already marked: look before cloning a key in.
-        if !self.dirty_reps.contains(rep) {
-            self.dirty_reps.insert(rep.clone());
-        }
-        let eff = team.or_else(|| self.roster.get(rep)).unwrap_or(&self.unassigned);
-        if !self.dirty_teams.contains(eff) {
-            self.dirty_teams.insert(eff.clone());
-        }
         self.dirty_org = true;
-        let entry = self.reps.entry(rep.clone()).or_insert_with(|| RepEntry {
-            cells: Vec::new(),
-            teams: Vec::new(),
-        });
-        let pos = match entry.cells.iter().position(|(t, _)| t.as_ref() == team) {
+        let found = self
+            .reps
+            .get(rep)
+            .and_then(|e| e.cells.iter().position(|(t, _)| t.as_ref() == team));
+        let pos = match found {
             Some(p) => p,
             None => {
+                let entry = self.reps.entry(rep.clone()).or_insert_with(|| RepEntry {
+                    cells: Vec::new(),
+                    touched: false,
+                    teams: Vec::new(),
+                });
                 entry.cells.push((team.cloned(), C::new(b)));
                 self.reindex(rep);
                 self.reps.get(rep).map(|e| e.cells.len() - 1).unwrap_or(0)
@@ -134,7 +137,26 @@ impl<C: Cell> Ledger<C> {
             .reps
             .get_mut(rep)
             .expect("entry exists: inserted above");
+        if !entry.touched {
+            entry.touched = true;
+            self.touched.push(rep.clone());
+        }
         &mut entry.cells[pos].1
+    }
+
+    /// Marks the reps whose cells were handed out, and their cells' teams, as changed.
+    fn mark_touched(&mut self) {
+        for rep in std::mem::take(&mut self.touched) {
+            if let Some(entry) = self.reps.get_mut(&rep) {
+                entry.touched = false;
+                for (t, _) in &entry.cells {
+                    let eff = t.as_ref().or_else(|| self.roster.get(&rep));
+                    self.dirty_teams
+                        .insert(eff.unwrap_or(&self.unassigned).clone());
+                }
+            }
+            self.dirty_reps.insert(rep);
+        }
     }
 
     /// Removes the cell of `(rep, team)` if it holds nothing.
@@ -416,6 +438,7 @@ impl<C: Cell> Ledger<C> {
     where
         F: Fn(&C::Summary, &mut SeriesBuilder<'_>),
     {
+        self.mark_touched();
         let mut out: Vec<SubjectSeries> = Vec::new();
         let mut reps: Vec<Arc<str>> = self.dirty_reps.drain().collect();
         reps.sort();

@@ -53,16 +53,18 @@ async fn bookings_today(svc: &Service) -> Option<f64> {
         .copied()
 }
 
-async fn wait_bookings(svc: &Service, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+/// Waits until the org's bookings today are `want`; returns how long that took.
+async fn wait_bookings(svc: &Service, want: f64, within: Duration) -> Duration {
+    let start = Instant::now();
     while bookings_today(svc).await != Some(want) {
         assert!(
-            Instant::now() < deadline,
-            "bookings never reached {want}: {:?}",
+            start.elapsed() < within,
+            "bookings never reached {want} within {within:?}: {:?}",
             bookings_today(svc).await
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    start.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +114,7 @@ async fn broker_away_at_start_and_restarted_under_load() {
         Some(deal("d1", "100").as_bytes()),
     )
     .await;
-    wait_bookings(&deals, 100.0).await;
+    wait_bookings(&deals, 100.0, Duration::from_secs(60)).await;
 
     // The broker stops and comes back; records produced after it returns are not lost, and
     // nothing is counted twice.
@@ -131,7 +133,9 @@ async fn broker_away_at_start_and_restarted_under_load() {
         Some(deal("d2", "250").as_bytes()),
     )
     .await;
-    wait_bookings(&deals, 350.0).await;
+    // After a broker restart the client reconnects with back-off and the broker recovers its
+    // logs first: allow for both on a loaded machine.
+    let after_restart = wait_bookings(&deals, 350.0, Duration::from_secs(150)).await;
     deals.wait_ready(Duration::from_secs(60)).await;
 
     // A stream, and the broker stopped and restarted in the middle of it.
@@ -163,7 +167,8 @@ async fn broker_away_at_start_and_restarted_under_load() {
     );
     let series = assert_same_boards(&[&deals], &[&clean], "after the broker restart").await;
     println!(
-        "unavailable: broker away at start (alive, not ready), then stopped and restarted: 350 booked; \
-         broker stopped for 4 s in the middle of a {STREAM}-record stream: {series} series equal to a clean run, differences: 0"
+        "unavailable: broker away at start (alive, not ready), then stopped and restarted: 350 booked {:.1} s after the restart; \
+         broker stopped for 4 s in the middle of a {STREAM}-record stream: {series} series equal to a clean run, differences: 0",
+        after_restart.as_secs_f64()
     );
 }

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use salespulse_e2e::{bin, free_port, root, Prometheus};
+use salespulse_e2e::{bin, free_port, promtool, render_dashboards, root, Prometheus};
 use serde_json::Value;
 
 /// File, title and the template variables each board must have.
@@ -853,33 +853,15 @@ fn units(panel: &Value) -> Vec<&str> {
 /// fresh directory: the rendered boards by file name.
 fn render(config: &std::path::Path, env: &[(&str, &str)], tag: &str) -> BTreeMap<String, Value> {
     let out = std::env::temp_dir().join(format!("dashboards-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let run = std::process::Command::new("sh")
-        .arg(root().join("deploy/grafana/render-dashboards.sh"))
-        .arg(config)
-        .arg(root().join("deploy/grafana/dashboards"))
-        .arg(&out)
-        .env_remove("SALESPULSE_CONTRACT__REPORTING_CURRENCY")
-        .env_remove("STALE_AFTER_SECONDS")
-        .envs(env.iter().copied())
-        .output()
-        .expect("sh runs");
-    assert!(
-        run.status.success(),
-        "render-dashboards.sh {tag}: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let boards = std::fs::read_dir(&out)
-        .expect("rendered boards")
-        .filter_map(Result::ok)
-        .map(|e| {
-            let text = std::fs::read_to_string(e.path()).expect("readable");
+    let boards = render_dashboards(config, env, &out)
+        .into_iter()
+        .map(|(name, text)| {
             assert!(
                 !text.contains(CURRENCY_PLACEHOLDER) && !text.contains(STALE_PLACEHOLDER),
                 "{tag}: placeholder left"
             );
             let json = serde_json::from_str(&text).expect("a rendered board is JSON");
-            (e.file_name().to_string_lossy().into_owned(), json)
+            (name, json)
         })
         .collect();
     let _ = std::fs::remove_dir_all(&out);
@@ -1354,20 +1336,7 @@ fn the_banner_tells_live_from_stale_and_down() {
         "tests": tests,
     });
     std::fs::write(dir.join("banner.test.yml"), spec.to_string()).expect("writable");
-    let out = std::process::Command::new("promtool")
-        .args(["test", "rules", "banner.test.yml"])
-        .current_dir(&dir)
-        .output()
-        .expect("promtool is installed (scripts/setup.sh installs Debian's prometheus)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "promtool test rules on the banner:\n{text}"
-    );
+    promtool(Some(&dir), &["test", "rules", "banner.test.yml"]);
     let _ = std::fs::remove_dir_all(&dir);
     println!("banner: {n} cases (live, stale, at the threshold, down, nothing since the start, no series) pass promtool");
 }

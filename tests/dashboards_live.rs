@@ -11,7 +11,7 @@
 //! read as deploy/grafana/render-dashboards.sh writes them for Grafana.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -87,42 +87,15 @@ fn rendered_boards(env: &[(&str, &str)]) -> BTreeMap<String, Value> {
     static RENDERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let out = std::env::temp_dir().join(format!("dashboards-live-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let run = Command::new("sh")
-        .arg(root().join("deploy/grafana/render-dashboards.sh"))
-        .arg(root().join("config/salespulse.toml"))
-        .arg(root().join("deploy/grafana/dashboards"))
-        .arg(&out)
-        .env_remove("SALESPULSE_CONTRACT__REPORTING_CURRENCY")
-        .env_remove("STALE_AFTER_SECONDS")
-        .envs(env.iter().copied())
-        .output()
-        .expect("sh runs");
+    let rendered = render_dashboards(&root().join("config/salespulse.toml"), env, &out);
     assert!(
-        run.status.success(),
-        "render-dashboards.sh {env:?}: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
-        .expect("rendered boards")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    assert!(
-        !files.is_empty(),
+        !rendered.is_empty(),
         "no dashboards rendered in {}",
         out.display()
     );
-    let boards = files
-        .iter()
-        .map(|path| {
-            let file = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let text = std::fs::read_to_string(path).expect("readable");
+    let boards = rendered
+        .into_iter()
+        .map(|(file, text)| {
             let board: Value = serde_json::from_str(&text)
                 .unwrap_or_else(|e| panic!("{file} is not valid JSON: {e}"));
             (file, board)

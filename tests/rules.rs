@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use salespulse_e2e::root;
+use salespulse_e2e::{promtool, root};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -45,26 +45,6 @@ struct AlertTest {
     exp_alerts: Vec<serde_yaml::Value>,
 }
 
-/// Runs promtool; panics with its output unless it succeeds, else returns stdout and stderr.
-fn promtool(args: &[&str]) -> String {
-    let out = Command::new("promtool")
-        .args(args)
-        .output()
-        .expect("promtool is installed (scripts/setup.sh installs Debian's prometheus)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "promtool {} failed ({}):\n{text}",
-        args.join(" "),
-        out.status
-    );
-    text
-}
-
 /// Files of `dir` whose name ends with `suffix`, sorted.
 fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -96,7 +76,7 @@ fn display(path: &Path) -> String {
 /// Checks a Prometheus configuration and that it loads exactly the expected rule files (a
 /// glob that matches nothing passes `check config` silently).
 fn check_config(config: &Path, rule_files: usize) {
-    let out = promtool(&["check", "config", &display(config)]);
+    let out = promtool(None, &["check", "config", &display(config)]);
     assert!(
         out.contains(&format!("SUCCESS: {rule_files} rule files found")),
         "{} must load the {rule_files} rule files:\n{out}",
@@ -133,7 +113,7 @@ fn prometheus_rules_and_configs_pass_promtool() {
                 }
             }
         }
-        let out = promtool(&["check", "rules", &display(path)]);
+        let out = promtool(None, &["check", "rules", &display(path)]);
         assert!(
             out.contains(&format!("SUCCESS: {count} rules found")),
             "promtool must find the {count} rules of {}:\n{out}",
@@ -172,7 +152,7 @@ fn prometheus_rules_and_configs_pass_promtool() {
                 }
             }
         }
-        let out = promtool(&["test", "rules", &display(path)]);
+        let out = promtool(None, &["test", "rules", &display(path)]);
         assert!(out.contains("SUCCESS"), "{}:\n{out}", path.display());
     }
     for path in &rule_files {

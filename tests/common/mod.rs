@@ -847,3 +847,65 @@ fn teams_differ(
         })
         .collect()
 }
+
+/// Renders deploy/grafana/dashboards as provisioning does: render-dashboards.sh with `config`
+/// and `env` (over the script's defaults, none inherited) into `out`, emptied first. Returns
+/// the rendered boards' file names and texts, sorted by name.
+pub fn render_dashboards(config: &Path, env: &[(&str, &str)], out: &Path) -> Vec<(String, String)> {
+    let _ = std::fs::remove_dir_all(out);
+    let run = Command::new("sh")
+        .arg(root().join("deploy/grafana/render-dashboards.sh"))
+        .arg(config)
+        .arg(root().join("deploy/grafana/dashboards"))
+        .arg(out)
+        .env_remove("SALESPULSE_CONTRACT__REPORTING_CURRENCY")
+        .env_remove("STALE_AFTER_SECONDS")
+        .envs(env.iter().copied())
+        .output()
+        .expect("sh runs");
+    assert!(
+        run.status.success(),
+        "render-dashboards.sh {env:?}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let mut boards: Vec<(String, String)> = std::fs::read_dir(out)
+        .expect("rendered boards")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|path| {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, std::fs::read_to_string(&path).expect("readable"))
+        })
+        .collect();
+    boards.sort();
+    boards
+}
+
+/// Runs promtool (in `dir`, if given); panics with its output unless it succeeds, else returns
+/// stdout and stderr.
+pub fn promtool(dir: Option<&Path>, args: &[&str]) -> String {
+    let mut cmd = Command::new("promtool");
+    cmd.args(args);
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    let out = cmd
+        .output()
+        .expect("promtool is installed (scripts/setup.sh installs Debian's prometheus)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool {} failed ({}):\n{text}",
+        args.join(" "),
+        out.status
+    );
+    text
+}

@@ -103,6 +103,9 @@ fn family_labels(name: &str) -> Option<Vec<&'static str>> {
         "sales_period_elapsed_ratio" => vec!["period", "period_type"],
         "sales_rep_rank" => vec!["rep", "team", "metric", "window", "among"],
         "sales_rep_team_share" => vec!["rep", "team", "metric", "window"],
+        "sales_celebration_timestamp_seconds" | "sales_celebration_amount" => {
+            vec!["celebration", "id", "rep", "team", "headline"]
+        }
         _ => {
             let rest = name.strip_prefix("sales_")?;
             let (scope, metric) = rest.split_once('_')?;
@@ -823,7 +826,8 @@ fn is_money(s: &Selector) -> bool {
     else {
         return false;
     };
-    AMOUNTS.contains(&metric)
+    s.metric == "sales_celebration_amount"
+        || AMOUNTS.contains(&metric)
         || PER_TARGET.contains(&metric)
             && s.matchers.iter().any(|m| {
                 m.label == "metric"
@@ -1964,8 +1968,9 @@ fn panels_show_reps_by_name() {
         problems.join("\n")
     );
     // The sales floor's two leaderboards, the team board's table, pace, gap, activity mix and
-    // bookings by rep, pipeline flow's stalled and overdue table and bar gauge.
-    assert_eq!(checked.len(), 9, "{checked:#?}");
+    // bookings by rep, pipeline flow's stalled and overdue table and bar gauge, and the sales
+    // floor's ticker of celebrations.
+    assert_eq!(checked.len(), 10, "{checked:#?}");
     println!(
         "reps by name in {} panels: {}",
         checked.len(),

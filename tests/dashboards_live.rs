@@ -891,6 +891,150 @@ fn terminal_board_differences(
     diffs
 }
 
+/// The rep and amount of the big wins the test books itself.
+const BIG_WIN_REP: &str = "rep-001";
+const BIG_WIN_AMOUNT: &str = "123456.78";
+
+/// A deal won now by [`BIG_WIN_REP`] for [`BIG_WIN_AMOUNT`] (above `alerts.big_deal_amount`),
+/// under the rep's roster team.
+async fn produce_big_win(p: &rdkafka::producer::FutureProducer, topic: &str, deal: &str) {
+    let now = chrono::Utc::now();
+    let at =
+        |d: chrono::DateTime<chrono::Utc>| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let v = serde_json::json!({"event_id": format!("{deal}-won"), "deal_id": deal,
+        "rep_id": BIG_WIN_REP, "stage": "closed_won", "amount": BIG_WIN_AMOUNT,
+        "currency": "USD", "created_at": at(now - chrono::Duration::days(1)), "occurred_at": at(now)});
+    produce_json(p, topic, deal, &v).await;
+}
+
+/// A celebration's time as the ticker takes it: a big win's close, else its decision.
+fn celebration_time(v: &Value) -> Option<i64> {
+    let at = v.get("closed_at").or_else(|| v.get("at"))?.as_str()?;
+    Some(chrono::DateTime::parse_from_rfc3339(at).ok()?.timestamp())
+}
+
+/// The sales floor's ticker against `sales.celebrations` read independently: after a big win
+/// booked now, the panel's rows are the newest (at most 10 of each kind, the default) of
+/// today's (UTC) celebrations on the topic, the big win with its amount and the rep's roster
+/// name. Returns how many rows it showed and the newest's headline.
+async fn ticker_check(
+    client: &reqwest::Client,
+    port: u16,
+    producer: &rdkafka::producer::FutureProducer,
+    topics: &Topics,
+    deals: &str,
+) -> (usize, String) {
+    let info = series_of(deals, "sales_rep_info");
+    let roster = info
+        .iter()
+        .find(|l| l.get("rep").map(String::as_str) == Some(BIG_WIN_REP))
+        .unwrap_or_else(|| panic!("{BIG_WIN_REP} has no sales_rep_info"));
+    let (name, team) = (roster.get("name"), roster.get("team"));
+    const SHOWN: usize = 10;
+    produce_big_win(producer, &topics.deals, "ticker-late").await;
+    let when = board_query("sales-floor.json", "Today's wins and celebrations", "A");
+    let amount = board_query("sales-floor.json", "Today's wins and celebrations", "B");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let today = chrono::Utc::now().date_naive();
+        let topic = topics.celebrations.clone();
+        let on_topic = tokio::task::spawn_blocking(move || read_topic(&topic))
+            .await
+            .expect("reading the celebrations");
+        let mut by_kind: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+        for c in &on_topic {
+            let Some(key) = c.key.clone().and_then(|k| String::from_utf8(k).ok()) else {
+                continue;
+            };
+            let Some(v) = c
+                .value
+                .as_deref()
+                .and_then(|v| serde_json::from_slice::<Value>(v).ok())
+            else {
+                continue;
+            };
+            let Some(t) = celebration_time(&v) else {
+                continue;
+            };
+            if chrono::DateTime::from_timestamp(t, 0).map(|d| d.date_naive()) == Some(today) {
+                let kind = v["celebration"].as_str().unwrap_or_default().to_owned();
+                by_kind.entry(kind).or_default().push((t, key));
+            }
+        }
+        let mut want: Vec<(i64, String)> = Vec::new();
+        for mut of_kind in by_kind.into_values() {
+            of_kind.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            want.extend(of_kind.into_iter().take(SHOWN));
+        }
+        want.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let shown = instant(client, port, &when).await.unwrap_or_default();
+        let amounts = instant(client, port, &amount).await.unwrap_or_default();
+        let mut got: Vec<(i64, String)> = shown
+            .iter()
+            .map(|(l, v)| {
+                (
+                    (v / 1000.0) as i64,
+                    l.get("id").cloned().unwrap_or_default(),
+                )
+            })
+            .collect();
+        got.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let mut diffs = Vec::new();
+        if got != want {
+            diffs.push(format!(
+                "rows {got:?}, want the topic's newest of today {want:?}"
+            ));
+        }
+        let late = shown
+            .iter()
+            .find(|(l, _)| l.get("id").map(String::as_str) == Some("big_win/ticker-late"));
+        let late_amount = amounts
+            .iter()
+            .find(|(l, _)| l.get("id").map(String::as_str) == Some("big_win/ticker-late"))
+            .map(|(_, v)| *v);
+        match late {
+            None => diffs.push("the big win booked now is not shown".to_owned()),
+            Some((l, _)) => {
+                if l.get("name") != name || l.get("team") != team {
+                    diffs.push(format!(
+                        "the big win shows {l:?}, want {BIG_WIN_REP}'s roster name {name:?} and team {team:?}"
+                    ));
+                }
+                if l.get("headline").map(String::as_str) != Some("Won deal ticker-late") {
+                    diffs.push(format!("headline {:?}", l.get("headline")));
+                }
+            }
+        }
+        let want_amount: f64 = BIG_WIN_AMOUNT.parse().expect("amount");
+        if late_amount != Some(want_amount) {
+            diffs.push(format!(
+                "the big win's amount {late_amount:?}, want {want_amount}"
+            ));
+        }
+        if amounts
+            .iter()
+            .any(|(l, _)| !l.get("id").is_some_and(|i| i.starts_with("big_win/")))
+        {
+            diffs.push(format!(
+                "an amount for a celebration that is no big win: {amounts:?}"
+            ));
+        }
+        if diffs.is_empty() {
+            return (
+                got.len(),
+                late.map(|(l, _)| l.get("headline").cloned().unwrap_or_default())
+                    .unwrap_or_default(),
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ticker does not show today's newest celebrations:\n{}",
+            diffs.join("\n")
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 fn check_alive(services: &mut [&mut Service]) {
     for s in services.iter_mut() {
         if let Ok(Some(status)) = s.child.try_wait() {
@@ -944,6 +1088,10 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
         "an empty and a malformed query are reported as such: {probed:?}"
     );
 
+    // A big win of today whatever the hour (the ticker's amounts have a series), before the
+    // simulator's records so that the newest record is still one of the simulator's.
+    let producer = producer();
+    produce_big_win(&producer, &topics.deals, "ticker-early").await;
     // Two days of history for the simulated org, as fast as the broker takes it.
     let sim_started = chrono::Utc::now().timestamp_millis() as f64;
     let sim_log = tmp.join(format!("{}-simulator.log", topics.suffix));
@@ -1181,6 +1329,11 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
     println!("dashboards live: the banner says {live:?} with the default threshold, {stale:?} with STALE_AFTER_SECONDS=2 once the simulator has stopped");
 
     let names = roster_names(&checked);
+    let (rows, newest) = ticker_check(&client, prometheus.port, &producer, &topics, &checked).await;
+    println!(
+        "dashboards live: the ticker shows the {rows} newest of today's celebrations of each kind read from {}, among them a big win of {} for {} ({newest})",
+        topics.celebrations, BIG_WIN_AMOUNT, BIG_WIN_REP
+    );
     println!(
         "dashboards live: {} reps under their roster names on the leaderboard, every rep-listing query, the $rep picker and the terminal board (e.g. {})",
         names.len(),

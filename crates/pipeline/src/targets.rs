@@ -20,7 +20,7 @@ use salespulse_aggregate::{Scope, Window};
 use salespulse_expose::{AppState, Board, Health};
 use salespulse_targets::{
     Actual, Elapsed, EventTopic, Expected, Notifier, Out, Period, PeriodType, PlanRecord, Rollup,
-    TargetMetric, TargetRules, TargetsBoard,
+    TargetMetric, TargetRules, TargetsBoard, Ticker,
 };
 use tracing::{info, warn};
 
@@ -45,6 +45,12 @@ fn help(family: &str) -> &'static str {
         }
         "sales_rep_commission_projected" => {
             "Commission the rep's compensation plan pays at its projected attainment (run rate: actual / elapsed share) for the current period (reporting currency, to the cent)."
+        }
+        "sales_celebration_timestamp_seconds" => {
+            "When one of today's newest celebrations on sales.celebrations happened (a big win's close, else when it was decided), by celebration id, with a headline for the ticker."
+        }
+        "sales_celebration_amount" => {
+            "Amount of a big win among today's newest celebrations (reporting currency)."
         }
         _ if family.ends_with("_reps_attaining") => {
             "Reps whose current-quarter bookings reach the threshold (percent) of their target, among the reps with such a target (by roster team)."
@@ -332,10 +338,10 @@ pub async fn run_targets(
             _ => None,
         })
         .collect();
-    // One consumer over the three topics, every partition from its beginning.
+    // One consumer over the four topics, every partition from its beginning.
     let mut assign = TopicPartitionList::new();
     let mut ends: HashMap<(String, i32), i64> = HashMap::new();
-    for topic in [&t.metrics, &t.targets, &t.plans] {
+    for topic in [&t.metrics, &t.targets, &t.plans, &t.celebrations] {
         for p in partitions(&consumer, topic)? {
             assign
                 .add_partition_offset(topic, p, Offset::Beginning)
@@ -351,11 +357,13 @@ pub async fn run_targets(
         .map_err(|e| Error::kafka("assigning partitions", e))?;
 
     let mut board = TargetsBoard::default();
+    let mut ticker = Ticker::new(settings.alerts.celebrations_shown, cal);
     let mut pending: Vec<DeliveryFuture> = Vec::new();
     // Per target and plan partition: the offset after the last record read.
     let mut next_setting: HashMap<(String, i32), i64> = HashMap::new();
     let applied = |topic: &str| health.events.with_label_values(&[topic, "applied"]);
     let metrics_counters = (applied(&t.metrics), applied(&t.targets), applied(&t.plans));
+    let celebrations_read = applied(&t.celebrations);
     let mut tick = tokio::time::interval(Duration::from_millis(settings.publish.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let format = settings.publish.format;
@@ -365,7 +373,7 @@ pub async fn run_targets(
             _ = &mut shutdown => break,
             _ = tick.tick() => {
                 let now = now_ms().div_euclid(1000);
-                let outs = board.series(now, &cal, &elapsed);
+                let mut outs = board.series(now, &cal, &elapsed);
                 // Settle first: an event is decided only against what earlier ones delivered.
                 settle(&mut pending).await?;
                 // Until both inputs are read to their end the board is partial; alerts and
@@ -388,6 +396,7 @@ pub async fn run_targets(
                     }
                     settle(&mut pending).await?;
                 }
+                outs.extend(ticker.series(now));
                 let fams = families(outs);
                 if let Ok(mut s) = snapshot.write() {
                     *s = Arc::new(fams);
@@ -422,6 +431,13 @@ pub async fn run_targets(
                     ends.remove(&(topic.clone(), p));
                 }
                 let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { continue };
+                if topic == t.celebrations {
+                    // Read back, this service's own included: the ticker shows what
+                    // subscribers received.
+                    ticker.apply(key, m.payload(), now_ms().div_euclid(1000));
+                    celebrations_read.inc();
+                    continue;
+                }
                 if topic == t.metrics {
                     // A key keeps its metric, so a tombstone clears whichever map holds it.
                     match input(&m, format) {

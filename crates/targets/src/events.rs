@@ -28,6 +28,8 @@ pub struct EventRules {
     /// A deal won for at least this amount (reporting currency) is celebrated by the deals
     /// service.
     pub big_deal_amount: rust_decimal::Decimal,
+    /// How many of today's celebrations the sales floor's ticker shows, newest first.
+    pub celebrations_shown: usize,
 }
 
 impl Default for EventRules {
@@ -39,6 +41,7 @@ impl Default for EventRules {
             min_elapsed: 0.2,
             milestones: vec![50, 75, 100, 150],
             big_deal_amount: rust_decimal::Decimal::from(50_000),
+            celebrations_shown: 10,
         }
     }
 }

@@ -9,6 +9,7 @@ mod events;
 mod period;
 mod plan;
 mod target;
+mod ticker;
 
 pub use board::{Actual, Expected, Out, Rollup, TargetsBoard, RANKED};
 pub use distribution::{median, Distribution, RepAttainment, ATTAINMENT_THRESHOLDS};
@@ -20,3 +21,4 @@ pub use plan::{
     PlanRow, Tier, TierRecord, PLAN_COLUMNS,
 };
 pub use target::{Target, TargetError, TargetMetric, TargetRules};
+pub use ticker::Ticker;

@@ -123,7 +123,8 @@ fn family_labels(name: &str) -> Option<Vec<&'static str>> {
                 m if STAGE_STATE.contains(&m) => labels.push("stage"),
                 "weighted_pipeline" | "overdue_deals" | "overdue_pipeline" => {}
                 "member" if scope == "rep" => {}
-                "info" if scope == "rep" => labels.extend(["name", "region"]),
+                "info" if scope == "rep" => labels.extend(["name", "region", "hired_at"]),
+                "ramp_ratio" if scope == "rep" => labels.extend(["period", "period_type"]),
                 "forecast_category_amount" => labels.extend(["category", "period", "period_type"]),
                 m if TARGETS.contains(&m) => {
                     labels.extend(["metric", "kind", "period", "period_type"]);

@@ -334,6 +334,188 @@ fn read_plan(csv: &Path) -> Plan {
     plan
 }
 
+/// `[quotas] ramp_percent` of config/salespulse.toml, the services' configuration here.
+fn ramp_schedule() -> Vec<rust_decimal::Decimal> {
+    let text = std::fs::read_to_string(root().join("config/salespulse.toml")).expect("config");
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("ramp_percent"))
+        .expect("ramp_percent in the configuration");
+    let list = line.split('#').next().unwrap_or_default();
+    let inner = list
+        .split_once('[')
+        .and_then(|(_, r)| r.split_once(']'))
+        .map(|(l, _)| l)
+        .expect("a list");
+    inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_matches('"').parse().expect("a percent"))
+        .collect()
+}
+
+/// Each rep's `hired_at` on the roster topic (JSON records, the latest per rep).
+fn hiring_dates(topic: &str) -> BTreeMap<String, chrono::NaiveDate> {
+    let mut out = BTreeMap::new();
+    for r in read_topic(topic) {
+        let Some(v) = r
+            .value
+            .and_then(|v| serde_json::from_slice::<Value>(&v).ok())
+        else {
+            continue;
+        };
+        let rep = v["rep_id"].as_str().unwrap_or_default().to_owned();
+        match v["hired_at"].as_str().and_then(|d| d.parse().ok()) {
+            Some(d) => out.insert(rep, d),
+            None => out.remove(&rep),
+        };
+    }
+    out
+}
+
+/// First and end (exclusive) day of a period named as in the plan (fiscal year = calendar
+/// year): FY2026, 2026-Q4, 2026-12, 2026-W49.
+fn period_days(name: &str) -> (chrono::NaiveDate, chrono::NaiveDate) {
+    use chrono::NaiveDate;
+    let ymd = |y: i32, m: u32| NaiveDate::from_ymd_opt(y, m, 1).expect("date");
+    let months = |d: NaiveDate, n: u32| d.checked_add_months(chrono::Months::new(n)).expect("date");
+    if let Some(y) = name.strip_prefix("FY") {
+        let s = ymd(y.parse().expect("year"), 1);
+        return (s, months(s, 12));
+    }
+    let (y, rest) = name.split_once('-').expect("a period");
+    let y: i32 = y.parse().expect("year");
+    if let Some(q) = rest.strip_prefix('Q') {
+        let s = ymd(y, 3 * (q.parse::<u32>().expect("quarter") - 1) + 1);
+        (s, months(s, 3))
+    } else if let Some(w) = rest.strip_prefix('W') {
+        let s = NaiveDate::from_isoywd_opt(y, w.parse().expect("week"), chrono::Weekday::Mon)
+            .expect("week");
+        (s, s + chrono::Duration::days(7))
+    } else {
+        let s = ymd(y, rest.parse().expect("month"));
+        (s, months(s, 1))
+    }
+}
+
+/// The plan with each rep's targets scaled by its ramp share (docs/targets.md): per day of
+/// the period, 0 before the hiring day, the schedule's percent for the month of tenure the day
+/// falls in (month m starts m calendar months after hiring), 100 % after the schedule; the
+/// mean over the days, times the target, to the cent. Returns the reps in ramp, too.
+fn ramped(
+    plan: Plan,
+    hired: &BTreeMap<String, chrono::NaiveDate>,
+    schedule: &[rust_decimal::Decimal],
+) -> (Plan, BTreeMap<(String, String), f64>) {
+    use rust_decimal::prelude::ToPrimitive;
+    use rust_decimal::Decimal;
+    let mut in_ramp = BTreeMap::new();
+    let mut out = Plan::new();
+    for ((scope, id, metric, period), value) in plan {
+        let mut v = value;
+        if let (true, Some(h), false) = (scope == "rep", hired.get(&id), schedule.is_empty()) {
+            let (first, end) = period_days(&period);
+            let mut sum = Decimal::ZERO;
+            let mut days = 0;
+            let mut d = first;
+            while d < end {
+                sum += if d < *h {
+                    Decimal::ZERO
+                } else {
+                    let mut m = 0;
+                    while *h + chrono::Months::new(m + 1) <= d {
+                        m += 1;
+                    }
+                    schedule
+                        .get(m as usize)
+                        .map_or(Decimal::ONE, |p| *p / Decimal::ONE_HUNDRED)
+                };
+                days += 1;
+                d += chrono::Duration::days(1);
+            }
+            let share = sum / Decimal::from(days);
+            if share < Decimal::ONE {
+                let exact: Decimal = value.to_string().parse().expect("decimal");
+                v = (exact * share)
+                    .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+                    .to_f64()
+                    .expect("f64");
+                in_ramp.insert((id.clone(), period.clone()), share.to_f64().expect("f64"));
+            }
+        }
+        out.insert((scope, id, metric, period), v);
+    }
+    (out, in_ramp)
+}
+
+/// `sales_rep_ramp_ratio` of every rep in ramp for the current periods, no other, and the rep
+/// board's "Quota ramp (quarter)" of `rep` (100 % when fully ramped). Returns what differs.
+async fn ramp_differences(
+    client: &reqwest::Client,
+    port: u16,
+    in_ramp: &BTreeMap<(String, String), f64>,
+    rep: &str,
+) -> Vec<String> {
+    let current: Vec<String> = current_periods().into_iter().map(|p| p.1).collect();
+    let want: BTreeMap<(String, String), f64> = in_ramp
+        .iter()
+        .filter(|((_, p), _)| current.contains(p))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    let mut diffs = Vec::new();
+    match instant(client, port, "sales_rep_ramp_ratio").await {
+        Ok(series) => {
+            let got: BTreeMap<(String, String), f64> = series
+                .into_iter()
+                .map(|(l, v)| {
+                    let key = (
+                        l.get("rep").cloned().unwrap_or_default(),
+                        l.get("period").cloned().unwrap_or_default(),
+                    );
+                    (key, v)
+                })
+                .collect();
+            if got.keys().ne(want.keys()) {
+                diffs.push(format!(
+                    "sales_rep_ramp_ratio for {:?}, want {:?}",
+                    got.keys(),
+                    want.keys()
+                ));
+            }
+            for (k, w) in &want {
+                expect(
+                    &mut diffs,
+                    format!("sales_rep_ramp_ratio {k:?}"),
+                    got.get(k).copied(),
+                    *w,
+                );
+            }
+        }
+        Err(e) => diffs.push(format!("sales_rep_ramp_ratio: {e}")),
+    }
+    let quarter = &current_periods()[1].1;
+    let expr = substitute(
+        &board_query("rep.json", "Quota ramp (quarter)", "A"),
+        &[("rep", rep)],
+    );
+    let got = instant(client, port, &expr)
+        .await
+        .ok()
+        .and_then(|s| s.first().map(|(_, v)| *v));
+    let want_rep = want
+        .get(&(rep.to_owned(), quarter.clone()))
+        .copied()
+        .unwrap_or(1.0);
+    expect(
+        &mut diffs,
+        format!("rep / Quota ramp (quarter) / {rep}"),
+        got,
+        want_rep,
+    );
+    diffs
+}
+
 /// The names of the current fiscal year, quarter, month and ISO week, from the clock (fiscal
 /// year = calendar year in UTC, as in config/salespulse.toml), with their to-date windows.
 fn current_periods() -> [(&'static str, String, &'static str); 4] {
@@ -1246,13 +1428,24 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
     }
 
     // The values: the current period's numbers of the full-year plan.
-    let plan = read_plan(&csv);
+    // Reps in ramp carry a share of their plan targets: recomputed from the roster topic's
+    // hiring dates and the configured schedule.
+    let roster = topics.roster.clone();
+    let hired = tokio::task::spawn_blocking(move || hiring_dates(&roster))
+        .await
+        .expect("reading the roster");
+    let (plan, in_ramp) = ramped(read_plan(&csv), &hired, &ramp_schedule());
+    assert!(
+        !in_ramp.is_empty(),
+        "the simulated org has reps in ramp (hiring dates {hired:?})"
+    );
     let deadline = Instant::now() + VALUES;
     let checked = loop {
         check_alive(&mut [&mut deals, &mut acts, &mut targets]);
         let text = deals.metrics().await;
         let mut diffs = value_differences(&client, prometheus.port, &plan, &text, &rep).await;
         diffs.extend(name_differences(&client, prometheus.port, &text, &rep).await);
+        diffs.extend(ramp_differences(&client, prometheus.port, &in_ramp, &rep).await);
         diffs.extend(terminal_board_differences(
             dport,
             tport,
@@ -1272,6 +1465,15 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
     };
     let periods = current_periods();
     let quarter = &periods[1].1;
+    println!(
+        "dashboards live: reps in ramp this quarter (ramp share from the roster's hiring dates; their targets, attainment and sales_rep_ramp_ratio match): {}",
+        in_ramp
+            .iter()
+            .filter(|((_, p), _)| p == quarter)
+            .map(|((r, _), s)| format!("{r} {:.1} % (hired {})", s * 100.0, hired.get(r).map(|d| d.to_string()).unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let team_targets: Vec<String> = plan
         .iter()
         .filter(|(k, _)| k.0 == "team" && k.2 == "bookings" && k.3 == *quarter)

@@ -307,9 +307,15 @@ impl ActivitiesCore {
         self.ledger.roster_upsert(rep, team);
     }
 
-    /// Sets a rep's name and region as the roster gives them.
-    pub fn roster_info(&mut self, rep: &str, name: Option<&str>, region: Option<&str>) {
-        self.ledger.roster_info(rep, name, region);
+    /// Sets a rep's name, region and hiring date as the roster gives them.
+    pub fn roster_info(
+        &mut self,
+        rep: &str,
+        name: Option<&str>,
+        region: Option<&str>,
+        hired_at: Option<chrono::NaiveDate>,
+    ) {
+        self.ledger.roster_info(rep, name, region, hired_at);
     }
 
     pub fn roster_remove(&mut self, rep: &str) {

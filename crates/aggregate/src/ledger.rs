@@ -5,6 +5,7 @@
 //! team is that team, else the rep's team on the roster, else [`UNASSIGNED`]; so a roster move
 //! re-labels cells without touching their facts.
 
+use chrono::NaiveDate;
 use std::sync::Arc;
 
 use crate::{FastMap as HashMap, FastSet as HashSet};
@@ -55,7 +56,7 @@ pub(crate) struct Ledger<C: Cell> {
     team_sums: HashMap<Arc<str>, C::Summary>,
     /// Whether each rep on the roster has a [`Metric::Member`] series.
     members: bool,
-    /// Name and region of reps on the roster that have them.
+    /// Name, region and hiring date of reps on the roster that have them.
     info: HashMap<Arc<str>, RepInfo>,
 }
 
@@ -64,6 +65,8 @@ pub(crate) struct Ledger<C: Cell> {
 pub struct RepInfo {
     pub name: Option<Arc<str>>,
     pub region: Option<Arc<str>>,
+    /// `YYYY-MM-DD`.
+    pub hired_at: Option<Arc<str>>,
 }
 
 impl<C: Cell> Ledger<C> {
@@ -226,11 +229,18 @@ impl<C: Cell> Ledger<C> {
         self.reindex(&rep);
     }
 
-    /// Sets a rep's name and region; its series carry the name from now on.
-    pub fn roster_info(&mut self, rep: &str, name: Option<&str>, region: Option<&str>) {
+    /// Sets a rep's name, region and hiring date; its series carry the name from now on.
+    pub fn roster_info(
+        &mut self,
+        rep: &str,
+        name: Option<&str>,
+        region: Option<&str>,
+        hired_at: Option<NaiveDate>,
+    ) {
         let info = RepInfo {
             name: name.map(|n| self.intern(n)),
             region: region.map(|r| self.intern(r)),
+            hired_at: hired_at.map(|d| self.intern(&d.to_string())),
         };
         let rep = self.intern(rep);
         if self.info.get(&rep).unwrap_or(&RepInfo::default()) == &info {
@@ -390,10 +400,11 @@ impl<C: Cell> Ledger<C> {
                     b.push(Metric::Member, None, None, one);
                     // The name falls back to the id, so that a board joining on it always has one.
                     let region = info.and_then(|i| i.region.as_ref());
+                    let hired_at = info.and_then(|i| i.hired_at.as_ref());
                     b.push_labels(
                         Metric::Info,
                         None,
-                        [Some(name.unwrap_or(rep)), region, None],
+                        [Some(name.unwrap_or(rep)), region, hired_at],
                         one,
                     );
                 }

@@ -189,7 +189,7 @@ impl Metric {
             Metric::Forecast => &["category", "period_type", "period"],
             Metric::ForecastRollup => &["rollup", "period_type", "period"],
             Metric::ForecastUndated => &["category"],
-            Metric::Info => &["name", "region"],
+            Metric::Info => &["name", "region", "hired_at"],
             _ => &[],
         }
     }

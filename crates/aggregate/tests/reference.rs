@@ -49,11 +49,14 @@ struct ActRec {
     duration: Option<i64>,
 }
 
-/// The roster's name and region of a rep in a team: some reps have neither.
-fn rep_info(rep: usize, team: usize) -> (Option<String>, Option<String>) {
+/// The roster's name, region and hiring date of a rep in a team: some reps have none.
+fn rep_info(rep: usize, team: usize) -> (Option<String>, Option<String>, Option<NaiveDate>) {
     let name = rep.is_multiple_of(2).then(|| format!("Rep Number {rep}"));
     let region = (team != 1).then(|| format!("region-{}", team % 2));
-    (name, region)
+    let hired_at = (!rep.is_multiple_of(3))
+        .then(|| NaiveDate::from_ymd_opt(2025, 1 + (rep % 12) as u32, 1 + team as u32))
+        .flatten();
+    (name, region, hired_at)
 }
 
 fn rep(i: usize) -> String {
@@ -659,12 +662,16 @@ impl Reference {
                 format!("rep|{}|{}|member||", rep(*r), team(*t)),
                 Decimal::ONE,
             );
-            let (name, region) = rep_info(*r, *t);
-            let labels = [Some(name.unwrap_or_else(|| rep(*r))), region]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(",");
+            let (name, region, hired_at) = rep_info(*r, *t);
+            let labels = [
+                Some(name.unwrap_or_else(|| rep(*r))),
+                region,
+                hired_at.map(|d| d.format("%Y-%m-%d").to_string()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(",");
             out.insert(
                 format!("rep|{}|{}|info|{labels}|", rep(*r), team(*t)),
                 Decimal::ONE,
@@ -766,9 +773,9 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
             for (rp, t) in &r.roster {
                 deals.roster_upsert(&rep(*rp), &team(*t));
                 acts.roster_upsert(&rep(*rp), &team(*t));
-                let (name, region) = rep_info(*rp, *t);
-                deals.roster_info(&rep(*rp), name.as_deref(), region.as_deref());
-                acts.roster_info(&rep(*rp), name.as_deref(), region.as_deref());
+                let (name, region, hired_at) = rep_info(*rp, *t);
+                deals.roster_info(&rep(*rp), name.as_deref(), region.as_deref(), hired_at);
+                acts.roster_info(&rep(*rp), name.as_deref(), region.as_deref(), hired_at);
             }
         }
         match step {
@@ -849,9 +856,9 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
                 Some(t) => {
                     deals.roster_upsert(&rep(*rp), &team(*t));
                     acts.roster_upsert(&rep(*rp), &team(*t));
-                    let (name, region) = rep_info(*rp, *t);
-                    deals.roster_info(&rep(*rp), name.as_deref(), region.as_deref());
-                    acts.roster_info(&rep(*rp), name.as_deref(), region.as_deref());
+                    let (name, region, hired_at) = rep_info(*rp, *t);
+                    deals.roster_info(&rep(*rp), name.as_deref(), region.as_deref(), hired_at);
+                    acts.roster_info(&rep(*rp), name.as_deref(), region.as_deref(), hired_at);
                     r.roster.insert(*rp, *t);
                 }
                 None => {

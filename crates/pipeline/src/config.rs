@@ -35,6 +35,18 @@ pub struct Settings {
     pub targets: ServiceSettings,
     /// When the targets service raises drift alerts and celebrations.
     pub alerts: salespulse_targets::EventRules,
+    /// How the targets service sets new hires' quotas.
+    pub quotas: QuotaSettings,
+}
+
+/// New hires' quotas (the targets service).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaSettings {
+    /// Percent of the full quota by month of tenure, counted from the roster's `hired_at`
+    /// (e.g. `[25, 50, 75]`: 25 % in the first month, then 50 %, 75 %, then all of it).
+    /// Empty: no ramp.
+    pub ramp_percent: Vec<rust_decimal::Decimal>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -343,6 +355,7 @@ impl Settings {
         self.contract()?;
         self.calendar()?;
         self.exposed()?;
+        self.ramp()?;
         if self.publish.interval_ms == 0 {
             return Err(Error::Config("publish.interval_ms must be positive".into()));
         }
@@ -366,6 +379,12 @@ impl Settings {
             reporting_currency: contract.reporting_currency.clone(),
             rates: self.contract.rates.clone(),
         })
+    }
+
+    /// The ramp schedule of new hires' quotas.
+    pub fn ramp(&self) -> Result<salespulse_targets::Ramp, Error> {
+        salespulse_targets::Ramp::new(self.quotas.ramp_percent.clone())
+            .map_err(|e| Error::Config(format!("[quotas] {e}")))
     }
 
     pub fn calendar(&self) -> Result<Calendar, Error> {
@@ -444,6 +463,15 @@ mod tests {
         std::fs::write(&path, "[kafka]\nbootstrapp = \"x\"\n").expect("write");
         let err = Settings::load(&args(Some(path)), "deals").expect_err("typo is an error");
         assert!(err.to_string().contains("bootstrapp"), "{err}");
+    }
+
+    #[test]
+    fn a_ramp_above_100_percent_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[quotas]\nramp_percent = [50, 150]\n").expect("write");
+        let err = Settings::load(&args(Some(path)), "targets").expect_err("invalid");
+        assert!(err.to_string().contains("ramp_percent[1] = 150"), "{err}");
     }
 
     #[test]

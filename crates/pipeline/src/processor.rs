@@ -93,10 +93,11 @@ impl Processor for DealsCore {
                 team_id,
                 name,
                 region,
+                hired_at,
                 ..
             } => {
                 self.roster_upsert(rep_id, team_id);
-                self.roster_info(rep_id, name.as_deref(), region.as_deref());
+                self.roster_info(rep_id, name.as_deref(), region.as_deref(), *hired_at);
             }
             RosterEvent::Remove { rep_id } => self.roster_remove(rep_id),
         }
@@ -182,10 +183,11 @@ impl Processor for ActivitiesCore {
                 team_id,
                 name,
                 region,
+                hired_at,
                 ..
             } => {
                 self.roster_upsert(rep_id, team_id);
-                self.roster_info(rep_id, name.as_deref(), region.as_deref());
+                self.roster_info(rep_id, name.as_deref(), region.as_deref(), *hired_at);
             }
             RosterEvent::Remove { rep_id } => self.roster_remove(rep_id),
         }

@@ -46,6 +46,9 @@ fn help(family: &str) -> &'static str {
         "sales_rep_commission_projected" => {
             "Commission the rep's compensation plan pays at its projected attainment (run rate: actual / elapsed share) for the current period (reporting currency, to the cent)."
         }
+        "sales_rep_ramp_ratio" => {
+            "Share of the full target a rep in ramp carries for the current period (mean over the period's days of the ramp schedule's share by month of tenure, 0 before hired_at); absent once fully ramped. Its targets, attainment, pace, gap, projection, commission and alerts use the ramped target."
+        }
         "sales_celebration_timestamp_seconds" => {
             "When one of today's newest celebrations on sales.celebrations happened (a big win's close, else when it was decided), by celebration id, with a headline for the ticker."
         }
@@ -125,6 +128,8 @@ enum Input {
     Rollup(Rollup),
     /// A rep and the team the roster puts it in.
     Member(String, String),
+    /// A rep's roster info: its hiring date, if the roster gives one.
+    Info(String, Option<chrono::NaiveDate>),
 }
 
 fn input(m: &BorrowedMessage<'_>, format: salespulse_publish::PublishFormat) -> Option<Input> {
@@ -143,6 +148,13 @@ fn input_of(r: salespulse_publish::MetricRecord) -> Option<Input> {
     };
     if scope == Scope::Rep && r.metric == salespulse_aggregate::Metric::Member.name() {
         return Some(Input::Member(r.id, r.team));
+    }
+    if scope == Scope::Rep && r.metric == salespulse_aggregate::Metric::Info.name() {
+        let hired = r
+            .labels
+            .get("hired_at")
+            .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        return Some(Input::Info(r.id, hired));
     }
     let weighted = match r.metric.as_str() {
         "pipeline_expected" => Some(false),
@@ -357,6 +369,7 @@ pub async fn run_targets(
         .map_err(|e| Error::kafka("assigning partitions", e))?;
 
     let mut board = TargetsBoard::default();
+    board.set_ramp(settings.ramp()?);
     let mut ticker = Ticker::new(settings.alerts.celebrations_shown, cal);
     let mut pending: Vec<DeliveryFuture> = Vec::new();
     // Per target and plan partition: the offset after the last record read.
@@ -445,11 +458,13 @@ pub async fn run_targets(
                         Some(Input::Expected(e)) => board.set_expected(key, Some(e)),
                         Some(Input::Rollup(r)) => board.set_rollup(key, Some(r)),
                         Some(Input::Member(rep, team)) => board.set_member(key, Some((rep, team))),
+                        Some(Input::Info(rep, hired)) => board.set_hired(key, hired.map(|h| (rep, h))),
                         None => {
                             board.set_actual(key, None);
                             board.set_expected(key, None);
                             board.set_rollup(key, None);
                             board.set_member(key, None);
+                            board.set_hired(key, None);
                         }
                     }
                     metrics_counters.0.inc();

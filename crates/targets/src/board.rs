@@ -11,6 +11,7 @@ use crate::distribution::{Distribution, RepAttainment};
 use crate::elapsed::Elapsed;
 use crate::period::{Period, PeriodType};
 use crate::plan::Plan;
+use crate::ramp::Ramp;
 use crate::target::{Target, TargetMetric};
 
 /// One actual value as published on `sales.metrics`.
@@ -95,6 +96,11 @@ pub struct TargetsBoard {
     /// Roster membership records by key: the rep, its team, and when the record came.
     members: HashMap<String, (String, String, u64)>,
     arrivals: u64,
+    /// Hiring dates from the roster's info records by key: the rep, the date, and when the
+    /// record came.
+    hired: HashMap<String, (String, chrono::NaiveDate, u64)>,
+    /// The ramp schedule of new hires' quotas.
+    ramp: Ramp,
 }
 
 fn f(d: Decimal) -> f64 {
@@ -187,6 +193,62 @@ impl TargetsBoard {
             None => {
                 self.plans.remove(key);
             }
+        }
+    }
+
+    /// Sets the ramp schedule that scales the targets of reps in their first months.
+    pub fn set_ramp(&mut self, ramp: Ramp) {
+        self.ramp = ramp;
+    }
+
+    /// Applies one roster info record of `sales.metrics`: a rep's hiring date (`None`: a
+    /// tombstone, or a record without one).
+    pub fn set_hired(&mut self, key: &str, h: Option<(String, chrono::NaiveDate)>) {
+        match h {
+            Some((rep, date)) => {
+                self.arrivals += 1;
+                self.hired
+                    .insert(key.to_owned(), (rep, date, self.arrivals));
+            }
+            None => {
+                self.hired.remove(key);
+            }
+        }
+    }
+
+    /// Each rep's hiring date, from its latest info record.
+    fn hiring_dates(&self) -> HashMap<&str, chrono::NaiveDate> {
+        let mut latest: HashMap<&str, (chrono::NaiveDate, u64)> = HashMap::new();
+        for (rep, date, seq) in self.hired.values() {
+            let e = latest.entry(rep.as_str()).or_insert((*date, *seq));
+            if *seq > e.1 {
+                *e = (*date, *seq);
+            }
+        }
+        latest.into_iter().map(|(r, (d, _))| (r, d)).collect()
+    }
+
+    /// The target a subject carries for `t`'s period: a rep in ramp carries the ramp's share
+    /// of it (rounded to the cent, half away from zero), returned with the share.
+    fn quota(
+        &self,
+        t: &Target,
+        hired: &HashMap<&str, chrono::NaiveDate>,
+        cal: &Calendar,
+    ) -> (Decimal, Option<Decimal>) {
+        let share = (t.scope == Scope::Rep)
+            .then(|| hired.get(t.id.as_str()))
+            .flatten()
+            .and_then(|h| {
+                let (first, end) = t.period.days(cal);
+                self.ramp.period_share(*h, first, end)
+            });
+        match share {
+            Some(s) => (
+                (t.value * s).round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero),
+                Some(s),
+            ),
+            None => (t.value, None),
         }
     }
 
@@ -368,6 +430,9 @@ impl TargetsBoard {
     pub fn series(&self, now: i64, cal: &Calendar, elapsed: &Elapsed) -> Vec<Out> {
         let mut out = Vec::new();
         let teams = self.rep_teams();
+        let hired = self.hiring_dates();
+        // Reps in ramp, by period: one share per rep and period, whatever the metric.
+        let mut ramps: BTreeMap<(&str, Period), Decimal> = BTreeMap::new();
         let periods: BTreeMap<Period, f64> = PeriodType::ALL
             .into_iter()
             .map(|k| {
@@ -401,7 +466,11 @@ impl TargetsBoard {
                     value,
                 });
             };
-            push("target", f(t.value));
+            let (quota, ramp) = self.quota(t, &hired, cal);
+            if let Some(share) = ramp {
+                ramps.insert((t.id.as_str(), t.period), share);
+            }
+            push("target", f(quota));
             // The actual is the current period's to-date window.
             let actual = self.actual(
                 t.scope,
@@ -410,7 +479,7 @@ impl TargetsBoard {
                 t.kind.as_deref(),
                 t.period.kind.window(),
             );
-            let target = f(t.value);
+            let target = f(quota);
             let actual = f(actual);
             let expected = target * share;
             if target > 0.0 {
@@ -440,8 +509,18 @@ impl TargetsBoard {
             }
         }
         let quarter = Period::containing(PeriodType::Quarter, now, cal);
-        self.attainment_distribution(quarter, &teams, &mut out);
-        self.commissions(&periods, &teams, &mut out);
+        for ((rep, period), share) in ramps {
+            let mut labels = subject_labels(Scope::Rep, rep, &teams);
+            labels.push(("period", period.to_string()));
+            labels.push(("period_type", period.kind.label().to_owned()));
+            out.push(Out {
+                family: "sales_rep_ramp_ratio".into(),
+                labels,
+                value: f(share),
+            });
+        }
+        self.attainment_distribution(quarter, &teams, &hired, cal, &mut out);
+        self.commissions(&periods, &teams, &hired, cal, &mut out);
         self.activities_per_win(&teams, &mut out);
         for (p, share) in &periods {
             out.push(Out {
@@ -494,6 +573,8 @@ impl TargetsBoard {
         &self,
         quarter: Period,
         teams: &HashMap<&str, &str>,
+        hired: &HashMap<&str, chrono::NaiveDate>,
+        cal: &Calendar,
         out: &mut Vec<Out>,
     ) {
         let mut by_team: BTreeMap<&str, Vec<RepAttainment>> = BTreeMap::new();
@@ -515,7 +596,7 @@ impl TargetsBoard {
             }
             // The quarter-to-date bookings, under every team, as for the rep's attainment.
             let actual = self.actual(Scope::Rep, &t.id, t.metric, None, Window::Qtd);
-            let Some(r) = RepAttainment::new(actual, t.value) else {
+            let Some(r) = RepAttainment::new(actual, self.quota(t, hired, cal).0) else {
                 continue;
             };
             let team = teams
@@ -540,9 +621,11 @@ impl TargetsBoard {
         &self,
         periods: &BTreeMap<Period, f64>,
         teams: &HashMap<&str, &str>,
+        hired: &HashMap<&str, chrono::NaiveDate>,
+        cal: &Calendar,
         out: &mut Vec<Out>,
     ) {
-        let quotas = self.rep_quotas(periods);
+        let quotas = self.rep_quotas(periods, hired, cal);
         let mut plans: Vec<(&String, &Plan)> = self.plans.iter().collect();
         // A rep's plan of one period type is keyed by both; a record produced by hand under
         // another key could give a second one: the first by key counts, every tick the same.
@@ -596,6 +679,8 @@ impl TargetsBoard {
     fn rep_quotas(
         &self,
         periods: &BTreeMap<Period, f64>,
+        hired: &HashMap<&str, chrono::NaiveDate>,
+        cal: &Calendar,
     ) -> HashMap<(&str, TargetMetric, Period), Decimal> {
         let mut targets: Vec<(&String, &Target)> = self
             .targets
@@ -609,7 +694,7 @@ impl TargetsBoard {
         for (_, t) in targets {
             quotas
                 .entry((t.id.as_str(), t.metric, t.period))
-                .or_insert(t.value);
+                .or_insert_with(|| self.quota(t, hired, cal).0);
         }
         quotas
     }
@@ -1334,6 +1419,78 @@ mod tests {
         for (plan, _) in crate::plans_from_rows(&rows, &rules()).expect("valid plans") {
             b.set_plan(&plan.key(), Some(plan));
         }
+    }
+
+    #[test]
+    fn a_rep_in_ramp_carries_its_share_of_the_target_everywhere() {
+        let cal = Calendar::utc();
+        let elapsed = Elapsed::new(cal, false, []);
+        let now = ts("2026-11-16T00:00:00Z");
+        let mut b = TargetsBoard::default();
+        b.set_ramp(Ramp::new(vec![25.into(), 50.into(), 75.into()]).expect("valid"));
+        let date = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
+        // n was hired on 1 November: November at 25 %; Q4 = 31 days at 0, 30 at 25 % and 31
+        // at 50 % of 92 days. o was hired two years ago: fully ramped.
+        b.set_hired("info/n", Some(("n".into(), date("2026-11-01"))));
+        b.set_hired("info/o", Some(("o".into(), date("2024-11-01"))));
+        for (rep, period, value) in [
+            ("n", "2026-Q4", "9200"),
+            ("n", "2026-11", "4000"),
+            ("o", "2026-Q4", "9200"),
+        ] {
+            let t = rules()
+                .from_fields("rep", rep, "bookings", None, period, value, None)
+                .expect("valid");
+            b.set_target(&t.key(), Some(t));
+        }
+        load_plans(
+            &mut b,
+            &[[
+                "ae", "n", "10000", "", "", "quarter", "0", "", "1", "", "", "",
+            ]],
+        );
+        for rep in ["n", "o"] {
+            b.set_member(&format!("m/{rep}"), Some((rep.into(), "x".into())));
+            b.set_actual(
+                rep,
+                Some(actual(rep, "x", TargetMetric::Bookings, Window::Qtd, 1550)),
+            );
+        }
+        b.set_actual(
+            "n-mtd",
+            Some(actual("n", "x", TargetMetric::Bookings, Window::Mtd, 500)),
+        );
+        let out = b.series(now, &cal, &elapsed);
+        let q = [("rep", "n"), ("period", "2026-Q4")];
+        let m = [("rep", "n"), ("period", "2026-11")];
+        let value = |family: &str, l: &[(&str, &str)]| get(&out, family, l).map(|o| o.value);
+        // 9200 x (30 x 0.25 + 31 x 0.5) / 92 = 2300; November: 4000 x 0.25 = 1000.
+        assert_eq!(value("sales_rep_target", &q), Some(2300.0));
+        assert_eq!(value("sales_rep_ramp_ratio", &q), Some(0.25));
+        assert_eq!(
+            value("sales_rep_attainment_ratio", &q),
+            Some(1550.0 / 2300.0)
+        );
+        assert_eq!(value("sales_rep_gap", &q), Some(750.0));
+        assert_eq!(value("sales_rep_target", &m), Some(1000.0));
+        assert_eq!(value("sales_rep_ramp_ratio", &m), Some(0.25));
+        assert_eq!(value("sales_rep_attainment_ratio", &m), Some(0.5));
+        // Fully ramped: the plan's target, and no ramp series.
+        let o = [("rep", "o"), ("period", "2026-Q4")];
+        assert_eq!(value("sales_rep_target", &o), Some(9200.0));
+        assert!(get(&out, "sales_rep_ramp_ratio", &[("rep", "o")]).is_none());
+        // The attainment distribution and the commission take the ramped quota: n at
+        // 1550 / 2300 = 67 % (50 % reached, 75 % not), o at 1550 / 9200 = 17 %.
+        let reached =
+            |t: &str| value("sales_org_reps_attaining", &[("threshold", t)]).expect("threshold");
+        assert_eq!((reached("50"), reached("75")), (1.0, 0.0));
+        // Earned: 1550 / 2300 of the 10,000 OTV at rate 1, to the cent.
+        let earned = (Decimal::from(1550) / Decimal::from(2300) * Decimal::from(10_000))
+            .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+        assert_eq!(
+            value("sales_rep_commission_earned", &[("rep", "n")]),
+            earned.to_f64()
+        );
     }
 
     #[test]

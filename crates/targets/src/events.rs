@@ -108,6 +108,14 @@ fn subject(o: &Out) -> (String, String, String, String) {
     )
 }
 
+/// The ramp share of each rep in ramp, by rep and period (`sales_rep_ramp_ratio`).
+fn ramps(outs: &[Out]) -> HashMap<(&str, &str), f64> {
+    outs.iter()
+        .filter(|o| o.family == "sales_rep_ramp_ratio")
+        .filter_map(|o| Some(((label(o, "rep")?, label(o, "period")?), o.value)))
+        .collect()
+}
+
 fn rfc(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -161,21 +169,32 @@ impl Notifier {
             .filter_map(|o| Some((label(o, "period")?, o.value)))
             .collect();
         let mut seen = HashSet::new();
+        let ramps = ramps(outs);
         for o in outs.iter().filter(|o| o.family.ends_with("_pace_ratio")) {
             let (scope, id, metric, period) = subject(o);
+            // A rep in ramp is measured against its ramped target; the record says so.
+            let ramp = (scope == "rep")
+                .then(|| ramps.get(&(id.as_str(), period.as_str())).copied())
+                .flatten();
             let key = format!("pace/{scope}/{id}/{metric}/{period}");
             seen.insert(key.clone());
             let share = elapsed.get(period.as_str()).copied().unwrap_or_default();
             let below = o.value < self.rules.pace_threshold && share >= self.rules.min_elapsed;
-            let record = |state: &str, since: i64| Event {
-                topic: EventTopic::Alerts,
-                key: key.clone(),
-                value: json!({
+            let record = |state: &str, since: i64| {
+                let mut value = json!({
                     "alert_id": key, "alert": "behind_pace", "state": state,
                     "subject": {"scope": scope, "id": id, "team": label(o, "team")},
                     "metric": metric, "period": period, "value": o.value,
                     "threshold": self.rules.pace_threshold, "since": rfc(since), "at": rfc(now),
-                }),
+                });
+                if let Some(r) = ramp {
+                    value["ramp_ratio"] = json!(r);
+                }
+                Event {
+                    topic: EventTopic::Alerts,
+                    key: key.clone(),
+                    value,
+                }
             };
             match self.alerts.get(&key).copied() {
                 None if below => {
@@ -329,6 +348,33 @@ mod tests {
             .iter()
             .map(|e| e.value["state"].as_str().unwrap_or_default().to_owned())
             .collect()
+    }
+
+    #[test]
+    fn an_alert_on_a_rep_in_ramp_says_so() {
+        let mut n = Notifier::new(EventRules {
+            hold_seconds: 0,
+            ..EventRules::default()
+        });
+        let ramp = Out {
+            family: "sales_rep_ramp_ratio".into(),
+            labels: vec![
+                ("rep", "a".into()),
+                ("team", "x".into()),
+                ("period", "2026-Q4".into()),
+                ("period_type", "quarter".into()),
+            ],
+            value: 0.5,
+        };
+        let events = n.evaluate(&[pace("a", 0.5), pace("b", 0.5), elapsed(0.5), ramp], 0);
+        let by_rep = |rep: &str| {
+            events
+                .iter()
+                .find(|e| e.value["subject"]["id"] == rep)
+                .map(|e| e.value.get("ramp_ratio").cloned())
+        };
+        assert_eq!(by_rep("a"), Some(Some(json!(0.5))));
+        assert_eq!(by_rep("b"), Some(None), "fully ramped: no ramp_ratio");
     }
 
     #[test]

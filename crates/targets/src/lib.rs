@@ -8,6 +8,7 @@ mod elapsed;
 mod events;
 mod period;
 mod plan;
+mod ramp;
 mod target;
 mod ticker;
 
@@ -20,5 +21,6 @@ pub use plan::{
     plan_key, plans_from_rows, Decelerator, DeceleratorRecord, Plan, PlanError, PlanRecord,
     PlanRow, Tier, TierRecord, PLAN_COLUMNS,
 };
+pub use ramp::{Ramp, RampError};
 pub use target::{Target, TargetError, TargetMetric, TargetRules};
 pub use ticker::Ticker;

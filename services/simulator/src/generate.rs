@@ -328,7 +328,12 @@ impl Generator {
     pub fn new(cfg: Config) -> Result<Generator, ConfigError> {
         cfg.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let org = Org::new(&mut rng, cfg.teams, cfg.reps);
+        let org = Org::new(
+            &mut rng,
+            cfg.teams,
+            cfg.reps,
+            chrono::Utc::now().date_naive(),
+        );
         let mut g = Generator {
             cfg,
             rng,

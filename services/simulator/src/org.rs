@@ -48,6 +48,8 @@ pub struct Org {
     reps: Vec<Rep>,
     /// Indices of active reps, the ones that own new deals and log activities.
     active: Vec<usize>,
+    /// The day the org is simulated from: hiring dates lie before it.
+    today: chrono::NaiveDate,
 }
 
 /// The region a simulated team belongs to.
@@ -59,10 +61,10 @@ pub fn region_of(team: &str) -> &'static str {
     }
 }
 
-/// A hiring date per rep, spread over the last three years (a few reps still in ramp).
-fn hired_at(rep: usize) -> String {
-    let base = chrono::NaiveDate::from_ymd_opt(2024, 1, 8).unwrap_or_default();
-    (base + chrono::Duration::days((rep as i64 * 97) % 1_050)).to_string()
+/// A hiring date per rep, spread over the three years before `today`: every eleventh rep
+/// (the first among them) was hired in the last quarter, so a few are always in ramp.
+fn hired_at(rep: usize, today: chrono::NaiveDate) -> String {
+    (today - chrono::Duration::days(1 + (rep as i64 * 97) % 1_050)).to_string()
 }
 
 /// Team ids: regions first, then numbered teams once the regions run out.
@@ -77,7 +79,7 @@ pub fn team_ids(n: usize) -> Vec<String> {
 
 impl Org {
     /// `teams` and `reps` must be at least 1.
-    pub fn new<R: Rng>(rng: &mut R, teams: usize, reps: usize) -> Org {
+    pub fn new<R: Rng>(rng: &mut R, teams: usize, reps: usize, today: chrono::NaiveDate) -> Org {
         let teams = team_ids(teams.max(1));
         let reps: Vec<Rep> = (0..reps.max(1))
             .map(|i| {
@@ -97,6 +99,7 @@ impl Org {
             teams,
             reps,
             active,
+            today,
         }
     }
 
@@ -146,7 +149,7 @@ impl Org {
             name: Some(r.name.clone()),
             active: r.active,
             region: Some(region_of(&self.teams[r.team]).to_owned()),
-            hired_at: Some(hired_at(rep)),
+            hired_at: Some(hired_at(rep, self.today)),
         }
     }
 
@@ -203,7 +206,7 @@ mod tests {
     #[test]
     fn changes_keep_at_least_half_the_reps_active() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let mut org = Org::new(&mut rng, 3, 10);
+        let mut org = Org::new(&mut rng, 3, 10, chrono::Utc::now().date_naive());
         let mut seen = [0u32; 3];
         for _ in 0..2000 {
             match org.change(&mut rng) {

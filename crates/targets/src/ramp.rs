@@ -99,10 +99,22 @@ mod tests {
         let r = ramp();
         let hired = d("2026-10-15");
         assert_eq!(r.day_share(hired, d("2026-10-14")), Decimal::ZERO);
-        assert_eq!(r.day_share(hired, d("2026-10-15")), "0.25".parse().unwrap());
-        assert_eq!(r.day_share(hired, d("2026-11-14")), "0.25".parse().unwrap());
-        assert_eq!(r.day_share(hired, d("2026-11-15")), "0.5".parse().unwrap());
-        assert_eq!(r.day_share(hired, d("2027-01-14")), "0.75".parse().unwrap());
+        assert_eq!(
+            r.day_share(hired, d("2026-10-15")),
+            "0.25".parse().expect("decimal")
+        );
+        assert_eq!(
+            r.day_share(hired, d("2026-11-14")),
+            "0.25".parse().expect("decimal")
+        );
+        assert_eq!(
+            r.day_share(hired, d("2026-11-15")),
+            "0.5".parse().expect("decimal")
+        );
+        assert_eq!(
+            r.day_share(hired, d("2027-01-14")),
+            "0.75".parse().expect("decimal")
+        );
         assert_eq!(r.day_share(hired, d("2027-01-15")), Decimal::ONE);
     }
 
@@ -112,7 +124,7 @@ mod tests {
         // Hired on Dec 1st: December at 25 %.
         assert_eq!(
             r.period_share(d("2026-12-01"), d("2026-12-01"), d("2027-01-01")),
-            Some("0.25".parse().unwrap())
+            Some("0.25".parse().expect("decimal"))
         );
         // Hired on Nov 1st, quarter Oct–Dec: 31 days at 0, 30 at 25 %, 31 at 50 %, of 92.
         let want = (Decimal::from(30) * Decimal::new(25, 2)

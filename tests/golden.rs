@@ -753,6 +753,7 @@ fn reference(
         let mut extra = vec![("name", roster_name(rep, team))];
         if team == "team-x" {
             extra.push(("region", "europe".to_owned()));
+            extra.push(("hired_at", "2025-03-01".to_owned()));
         }
         out.push(Expected {
             scope: "rep",
@@ -763,6 +764,124 @@ fn reference(
             window: None,
             value: Decimal::ONE,
         });
+        // Consistency over the last 12 complete UTC weeks: weekly bookings and deals won of
+        // the rep's won deals (latest states), and its activities, under every team.
+        let mut won: BTreeMap<i64, (i128, i128)> = BTreeMap::new();
+        for (d, closed, _) in latest.values() {
+            if let (true, true, Some(c)) = (&d.rep == rep, d.stage == "closed_won", closed) {
+                let amount = (d.amount.parse::<Decimal>().expect("amount") * rate(d.currency))
+                    .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+                let cents =
+                    rust_decimal::prelude::ToPrimitive::to_i128(&(amount * Decimal::ONE_HUNDRED))
+                        .expect("cents");
+                let w = won.entry(week_of(*c)).or_default();
+                w.0 += cents;
+                w.1 += 1;
+            }
+        }
+        let mut done: BTreeMap<i64, i128> = BTreeMap::new();
+        let mut seen = HashSet::new();
+        for a in acts.iter().filter(|a| &a.rep == rep) {
+            if seen.insert(a.event.clone()) {
+                *done.entry(week_of(a.at)).or_default() += 1;
+            }
+        }
+        let hired = (team == "team-x")
+            .then(|| NaiveDate::from_ymd_opt(2025, 3, 1))
+            .flatten();
+        for (measure, money, weekly) in [
+            (
+                "bookings",
+                true,
+                won.iter()
+                    .map(|(w, v)| (*w, v.0))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            (
+                "deals_won",
+                false,
+                won.iter().map(|(w, v)| (*w, v.1)).collect(),
+            ),
+            ("activities", false, done.clone()),
+        ] {
+            for (stat, value) in consistency(&weekly, now, hired, money) {
+                out.push(Expected {
+                    scope: "rep",
+                    id: rep.clone(),
+                    team: team.clone(),
+                    metric: stat,
+                    extra: vec![("metric", measure.to_owned())],
+                    window: None,
+                    value,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// UTC week of `t`, counted from Monday 1970-01-05.
+fn week_of(t: i64) -> i64 {
+    (t - 4 * 86_400).div_euclid(7 * 86_400)
+}
+
+/// Mean, population standard deviation and their ratio of the weekly values of the 12
+/// complete weeks before `now`'s (from the first full week after `hired`), as the consistency
+/// families give them: money in cents rounded to the cent, counts and the ratio to 6 places.
+/// None while no week from 12 back to the next holds anything.
+fn consistency(
+    weekly: &BTreeMap<i64, i128>,
+    now: i64,
+    hired: Option<NaiveDate>,
+    money: bool,
+) -> Vec<(&'static str, Decimal)> {
+    let cur = week_of(now);
+    if !weekly.range(cur - 12..=cur + 1).any(|(_, v)| *v != 0) {
+        return Vec::new();
+    }
+    let first = hired
+        .map(|d| {
+            let t = d.and_hms_opt(0, 0, 0).expect("valid").and_utc().timestamp();
+            week_of(t) + i64::from(d.weekday() != chrono::Weekday::Mon)
+        })
+        .unwrap_or(cur - 12)
+        .max(cur - 12);
+    let values: Vec<i128> = (first..cur)
+        .map(|w| weekly.get(&w).copied().unwrap_or(0))
+        .collect();
+    if values.len() < 2 {
+        return Vec::new();
+    }
+    let n = values.len() as i128;
+    let sum: i128 = values.iter().sum();
+    let mean = Decimal::from_i128_with_scale(sum, 0) / Decimal::from(n as i64);
+    let var: Decimal = values
+        .iter()
+        .map(|v| {
+            let d = Decimal::from_i128_with_scale(*v, 0) - mean;
+            d * d
+        })
+        .sum::<Decimal>()
+        / Decimal::from(n as i64);
+    let sd = Decimal::try_from(var.to_string().parse::<f64>().expect("f64").sqrt()).expect("sd");
+    let round = |d: Decimal| {
+        let (d, dp) = if money {
+            (d / Decimal::ONE_HUNDRED, 2)
+        } else {
+            (d, 6)
+        };
+        d.round_dp_with_strategy(dp, RoundingStrategy::MidpointAwayFromZero)
+    };
+    let mut out = vec![
+        ("consistency_mean", round(mean)),
+        ("consistency_stddev", round(sd)),
+        ("consistency_samples", Decimal::from(n as i64)),
+    ];
+    if sum != 0 {
+        out.push((
+            "consistency_cv",
+            (sd / mean).round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero),
+        ));
     }
     out
 }

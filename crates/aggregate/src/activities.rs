@@ -13,6 +13,7 @@ use salespulse_decode::{ActivityEvent, Contract, MAX_KINDS};
 use crate::calendar::{Bounds, Calendar, Window, WINDOWS};
 use crate::ledger::{Cell, Ledger};
 use crate::series::{Metric, SeriesBuilder, SubjectSeries};
+use crate::weekly::{Measured, Weekly};
 use crate::windowed::{Measure, Windowed};
 use crate::Outcome;
 
@@ -151,6 +152,8 @@ impl Measure for Tally {
 #[derive(Debug)]
 pub(crate) struct ActivityCell {
     buckets: Buckets<Tally>,
+    /// Activities of every kind per week, for the rep's consistency.
+    weekly: Weekly,
 }
 
 /// Counts and talk seconds of one subject per window.
@@ -161,13 +164,17 @@ impl Cell for ActivityCell {
     fn new(b: &Bounds) -> Self {
         ActivityCell {
             buckets: Buckets::new(b),
+            weekly: Weekly::new(b),
         }
     }
     fn advance(&mut self, b: &Bounds) -> bool {
-        self.buckets.advance(b)
+        // A rep whose weeks moved has new consistency numbers, even when none is left.
+        let had_weeks = !self.weekly.is_empty();
+        let rolled = self.weekly.roll(b) && had_weeks;
+        self.buckets.advance(b) | rolled
     }
     fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
+        self.buckets.is_empty() && self.weekly.is_empty()
     }
     fn add_summary(into: &mut ActivitySummary, from: &ActivitySummary) {
         for (a, b) in into.iter_mut().zip(from) {
@@ -176,6 +183,10 @@ impl Cell for ActivityCell {
     }
     fn merge_into(&self, s: &mut ActivitySummary) {
         self.buckets.merge_into(s);
+    }
+    const MEASURED: &'static [Measured] = crate::weekly::ACTIVITIES_MEASURED;
+    fn weekly(&self) -> &Weekly {
+        &self.weekly
     }
 }
 
@@ -241,6 +252,7 @@ impl ActivitiesCore {
             one.secs.0[k] = d.min(i64::from(u32::MAX)) as u64;
         }
         cell.buckets.add(t, &one, &b);
+        cell.weekly.add(self.cal.week_index(t), [1, 0], 1, &b);
         Outcome::Applied
     }
 
@@ -286,6 +298,7 @@ impl ActivitiesCore {
                 team: team.cloned(),
                 minutes,
                 hours,
+                weeks: cell.weekly.saved(),
             });
         });
         out
@@ -298,6 +311,9 @@ impl ActivitiesCore {
         let team = team.map(|t| self.ledger.intern(t));
         let cell = self.ledger.cell(&rep, team.as_ref(), &b);
         cell.buckets.restore(&saved.minutes, &saved.hours, &b);
+        for (week, n) in &saved.weeks {
+            cell.weekly.add(*week, [*n, 0], 1, &b);
+        }
         if cell.is_empty() {
             self.ledger.release(&rep, team.as_ref());
         }
@@ -341,6 +357,8 @@ pub(crate) struct SavedBuckets {
     pub team: Option<Arc<str>>,
     pub minutes: Vec<(i64, Tally)>,
     pub hours: Vec<(i64, Tally)>,
+    /// Activities per week (see [`Weekly`]).
+    pub weeks: Vec<(i64, i128)>,
 }
 
 fn build(kinds: &[Arc<str>], s: &ActivitySummary, b: &mut SeriesBuilder<'_>) {

@@ -74,6 +74,8 @@ pub enum CalendarError {
     UnknownTimeZone(String),
     #[error("fiscal_year_start_month must be within 1..=12, got {0}")]
     FiscalMonth(u32),
+    #[error("consistency_weeks must be within 2..=104, got {0}")]
+    ConsistencySamples(u32),
 }
 
 /// Time zone and fiscal year; weeks start on Monday.
@@ -81,7 +83,20 @@ pub enum CalendarError {
 pub struct Calendar {
     tz: Tz,
     fiscal_start_month: u32,
+    /// Complete weeks a rep's consistency is measured over.
+    consistency_weeks: u32,
 }
+
+/// The first week (see [`Calendar::week_index`]) a rep hired on `d` works in full: the week of
+/// `d` if it is a Monday, else the next.
+pub fn first_full_week(d: NaiveDate) -> i64 {
+    let days = i64::from(d.num_days_from_ce());
+    let week = (days - 1 - i64::from(d.weekday().num_days_from_monday())).div_euclid(7);
+    week + i64::from(d.weekday().num_days_from_monday() != 0)
+}
+
+/// Complete weeks a rep's consistency is measured over unless configured otherwise.
+pub const CONSISTENCY_WEEKS: u32 = 12;
 
 /// Where each window starts at one instant. A fact at second `t` is in window `w` when
 /// `lo[w] <= t <= now`; rolling windows cover the `len` seconds ending at `now`, so a fact
@@ -90,8 +105,13 @@ pub struct Calendar {
 pub struct Bounds {
     pub now: i64,
     pub lo: [i64; WINDOWS],
-    /// Earliest start among the windows: older facts can never be counted again.
+    /// Earliest start among the windows and the weeks of consistency: older facts can never
+    /// be counted again.
     pub horizon: i64,
+    /// The current local week (see [`Calendar::week_index`]).
+    pub week: i64,
+    /// Complete weeks of consistency (the configured number).
+    pub weeks: usize,
 }
 
 impl Calendar {
@@ -105,6 +125,7 @@ impl Calendar {
         Ok(Calendar {
             tz,
             fiscal_start_month: fiscal_year_start_month,
+            consistency_weeks: CONSISTENCY_WEEKS,
         })
     }
 
@@ -112,7 +133,35 @@ impl Calendar {
         Calendar {
             tz: Tz::UTC,
             fiscal_start_month: 1,
+            consistency_weeks: CONSISTENCY_WEEKS,
         }
+    }
+
+    /// The same calendar, measuring consistency over `weeks` complete weeks.
+    pub fn with_consistency_weeks(self, weeks: u32) -> Result<Calendar, CalendarError> {
+        if !(2..=104).contains(&weeks) {
+            return Err(CalendarError::ConsistencySamples(weeks));
+        }
+        Ok(Calendar {
+            consistency_weeks: weeks,
+            ..self
+        })
+    }
+
+    /// Number of the local week (Monday to Sunday) containing `t`: consecutive weeks have
+    /// consecutive numbers.
+    pub fn week_index(&self, t: i64) -> i64 {
+        let d = self.local_date(t);
+        let monday =
+            i64::from(d.num_days_from_ce()) - i64::from(d.weekday().num_days_from_monday());
+        // Day 1 of the common era is a Monday.
+        (monday - 1).div_euclid(7)
+    }
+
+    /// Unix seconds of the local midnight that starts week `week` (see [`Self::week_index`]).
+    pub fn week_start(&self, week: i64) -> i64 {
+        let days = i32::try_from(week * 7 + 1).unwrap_or(1);
+        self.local_midnight(NaiveDate::from_num_days_from_ce_opt(days).unwrap_or_default())
     }
 
     pub fn time_zone(&self) -> Tz {
@@ -152,8 +201,17 @@ impl Calendar {
         for w in Window::ALL {
             lo[w.index()] = self.start(w, now);
         }
-        let horizon = lo.iter().copied().min().unwrap_or(now);
-        Bounds { now, lo, horizon }
+        let week = self.week_index(now);
+        let weeks = self.consistency_weeks as usize;
+        let first_week = self.week_start(week - weeks as i64);
+        let horizon = lo.iter().copied().min().unwrap_or(now).min(first_week);
+        Bounds {
+            now,
+            lo,
+            horizon,
+            week,
+            weeks,
+        }
     }
 
     pub fn local_date(&self, t: i64) -> NaiveDate {
@@ -294,6 +352,26 @@ mod tests {
             Calendar::utc().period_names(d("2026-11-27")),
             ("2026-Q4".to_owned(), "2026-11".to_owned())
         );
+    }
+
+    #[test]
+    fn weeks_are_numbered_from_local_mondays() {
+        let cal = Calendar::new("America/New_York", 1).expect("valid calendar");
+        // Sunday 29 November 2026, 23:00 in New York, is Monday 04:00 UTC.
+        let sunday_night = ts("2026-11-30T04:00:00Z");
+        let monday = ts("2026-11-30T05:00:00Z");
+        assert_eq!(cal.week_index(monday), cal.week_index(sunday_night) + 1);
+        assert_eq!(cal.week_start(cal.week_index(monday)), monday);
+        assert_eq!(
+            cal.week_start(cal.week_index(monday) - 1),
+            ts("2026-11-23T05:00:00Z")
+        );
+        // The horizon reaches back to the first of the consistency weeks.
+        let b = cal.bounds(ts("2027-01-05T12:00:00Z"));
+        assert_eq!(b.weeks, 12);
+        assert_eq!(b.horizon, cal.week_start(b.week - 12));
+        assert!(b.horizon < b.lo[Window::Ytd.index()]);
+        assert!(cal.with_consistency_weeks(1).is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::flow::{
 use crate::ledger::{Cell, Ledger};
 use crate::schedule::Schedule;
 use crate::series::{ratio, Metric, SeriesBuilder, SubjectSeries};
+use crate::weekly::{Measured, Weekly};
 use crate::windowed::Measure;
 use crate::Outcome;
 
@@ -247,6 +248,8 @@ pub(crate) struct DealCell {
     open: OpenTotals,
     /// Minute of the clock the stage ages were last measured at.
     minute: i64,
+    /// Bookings (cents) and deals won per week of their close, for the rep's consistency.
+    weekly: Weekly,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -294,10 +297,13 @@ impl Cell for DealCell {
             flow: FlowCell::default(),
             open: OpenTotals::default(),
             minute: b.now.div_euclid(60),
+            weekly: Weekly::new(b),
         }
     }
     fn advance(&mut self, b: &Bounds) -> bool {
-        let mut changed = false;
+        // A rep whose weeks moved has new consistency numbers, even when none is left.
+        let had_weeks = !self.weekly.is_empty();
+        let mut changed = self.weekly.roll(b) && had_weeks;
         let minute = b.now.div_euclid(60);
         if minute != self.minute {
             self.minute = minute;
@@ -307,7 +313,10 @@ impl Cell for DealCell {
         changed
     }
     fn is_empty(&self) -> bool {
-        self.sums.iter().all(DealSums::is_zero) && self.flow.is_empty() && !self.open.any_open()
+        self.sums.iter().all(DealSums::is_zero)
+            && self.flow.is_empty()
+            && !self.open.any_open()
+            && self.weekly.is_empty()
     }
     fn add_summary(into: &mut DealSummary, from: &DealSummary) {
         into.add(&from.sums, &from.open);
@@ -316,6 +325,10 @@ impl Cell for DealCell {
     fn merge_into(&self, s: &mut DealSummary) {
         s.add(&self.sums, &self.open);
         self.flow.merge_into(&mut s.flow);
+    }
+    const MEASURED: &'static [Measured] = crate::weekly::DEALS_MEASURED;
+    fn weekly(&self) -> &Weekly {
+        &self.weekly
     }
 }
 
@@ -456,6 +469,7 @@ impl Stages {
 
     /// Adds (or retracts) everything one deal state contributes to a cell; `flow` are the
     /// facts of its history.
+    #[allow(clippy::too_many_arguments)]
     fn contribute(
         &self,
         cell: &mut DealCell,
@@ -463,15 +477,26 @@ impl Stages {
         add: bool,
         flow: &[Fact],
         clock: &FlowClock,
+        b: &Bounds,
     ) {
         for (ts, f) in self.facts(st).into_iter().flatten() {
             cell.add_fact(&f, if add { 1 } else { -1 }, clock.mask(ts));
+            self.add_week(cell, ts, &f, if add { 1 } else { -1 }, b);
         }
         cell.flow
             .apply(flow, if add { 1 } else { -1 }, clock, self.slots);
         if let Some(d) = &st.open {
             cell.open
                 .add_open(d, if add { 1 } else { -1 }, &self.periods);
+        }
+    }
+
+    /// Adds (or retracts) a won fact to the week of its close, for consistency.
+    fn add_week(&self, cell: &mut DealCell, ts: i64, f: &DealSums, sign: i128, b: &Bounds) {
+        if f.won != 0 {
+            let week = self.cal.week_index(ts);
+            cell.weekly
+                .add(week, [f.bookings, i128::from(f.won)], sign, b);
         }
     }
 
@@ -485,16 +510,19 @@ impl Stages {
         new: &DealState,
         flow: Option<(&[Fact], &[Fact])>,
         clock: &FlowClock,
+        b: &Bounds,
     ) {
         let (before, after) = (self.facts(old), self.facts(new));
         for f in before.iter().flatten() {
             if !after.contains(&Some(*f)) {
                 cell.add_fact(&f.1, -1, clock.mask(f.0));
+                self.add_week(cell, f.0, &f.1, -1, b);
             }
         }
         for f in after.iter().flatten() {
             if !before.contains(&Some(*f)) {
                 cell.add_fact(&f.1, 1, clock.mask(f.0));
+                self.add_week(cell, f.0, &f.1, 1, b);
             }
         }
         // A new step mostly ends one visit and starts another: only the few facts that differ
@@ -756,22 +784,23 @@ impl DealsCore {
             Some(p) if !moved => {
                 let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
                 let flow = delta.then_some((&sc.gone[..], &sc.came[..]));
-                self.stages.replace(cell, p, &next, flow, &self.clock);
+                self.stages.replace(cell, p, &next, flow, &self.clock, &b);
             }
             // A new owner: the old cell loses every fact of the old history, the new one gains
             // every fact of the new.
             Some(p) => {
                 let cell = self.ledger.cell(&p.rep, p.team.as_ref(), &b);
-                self.stages.contribute(cell, p, false, &sc.old, &self.clock);
+                self.stages
+                    .contribute(cell, p, false, &sc.old, &self.clock, &b);
                 let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
                 self.stages
-                    .contribute(cell, &next, true, &sc.new, &self.clock);
+                    .contribute(cell, &next, true, &sc.new, &self.clock, &b);
                 self.ledger.release(&p.rep, p.team.as_ref());
             }
             None => {
                 let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
                 self.stages
-                    .contribute(cell, &next, true, &sc.new, &self.clock);
+                    .contribute(cell, &next, true, &sc.new, &self.clock, &b);
                 self.ids.insert(seq, Box::from(ev.deal_id.as_ref()));
             }
         }
@@ -949,7 +978,8 @@ impl DealsCore {
             st.open.map_or(i64::MAX, |d| d.next_change()),
         );
         let cell = self.ledger.cell(&st.rep, st.team.as_ref(), &b);
-        self.stages.contribute(cell, &st, true, &facts, &self.clock);
+        self.stages
+            .contribute(cell, &st, true, &facts, &self.clock, &b);
         self.ids.insert(st.seq, id.clone());
         self.deals.insert(id, st);
     }

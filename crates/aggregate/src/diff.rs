@@ -138,6 +138,17 @@ pub fn metric_of_key(key: &str) -> Option<&str> {
     key.split('/').nth(2)
 }
 
+/// Whether the series of a key written by [`series_key`] is the activities service's (see
+/// [`Metric::of_activities`]); `None` for a key of no known metric.
+pub fn of_activities(key: &str) -> Option<bool> {
+    let metric = crate::Metric::from_name(metric_of_key(key)?)?;
+    let measured = key
+        .split('/')
+        .nth(3)
+        .and_then(|labels| labels.split(',').find_map(|l| l.strip_prefix("metric=")));
+    Some(metric.of_activities(measured))
+}
+
 fn unescape(s: &str) -> String {
     s.replace("%2F", "/").replace("%25", "%")
 }

@@ -12,6 +12,7 @@ use crate::{FastMap as HashMap, FastSet as HashSet};
 
 use crate::calendar::Bounds;
 use crate::series::{Metric, Scope, Series, SeriesBuilder, Subject, SubjectSeries};
+use crate::weekly::{Measured, Weekly};
 
 /// Team of a record that names none and whose rep is not on the roster.
 pub const UNASSIGNED: &str = "unassigned";
@@ -27,6 +28,9 @@ pub(crate) trait Cell {
     fn merge_into(&self, summary: &mut Self::Summary);
     /// Adds one summary to another (a team's to the org's).
     fn add_summary(into: &mut Self::Summary, from: &Self::Summary);
+    /// What the cell's weekly sums measure, for a rep's consistency.
+    const MEASURED: &'static [Measured];
+    fn weekly(&self) -> &Weekly;
 }
 
 #[derive(Debug)]
@@ -58,6 +62,10 @@ pub(crate) struct Ledger<C: Cell> {
     members: bool,
     /// Name, region and hiring date of reps on the roster that have them.
     info: HashMap<Arc<str>, RepInfo>,
+    /// The clock the cells were last moved to.
+    bounds: Option<Bounds>,
+    /// The `metric` label of each of [`Cell::MEASURED`].
+    measured: Vec<Arc<str>>,
 }
 
 /// What the roster says about a rep besides its team.
@@ -84,6 +92,8 @@ impl<C: Cell> Ledger<C> {
             team_sums: HashMap::default(),
             members: false,
             info: HashMap::default(),
+            bounds: None,
+            measured: C::MEASURED.iter().map(|m| Arc::from(m.name)).collect(),
         }
     }
 
@@ -119,6 +129,7 @@ impl<C: Cell> Ledger<C> {
     /// marked as changed.
     pub fn cell(&mut self, rep: &Arc<str>, team: Option<&Arc<str>>, b: &Bounds) -> &mut C {
         self.dirty_org = true;
+        self.bounds = Some(*b);
         let found = self
             .reps
             .get(rep)
@@ -266,6 +277,7 @@ impl<C: Cell> Ledger<C> {
 
     /// Moves every cell to `b`, marking what changed, and drops cells left empty.
     pub fn advance(&mut self, b: &Bounds) {
+        self.bounds = Some(*b);
         let mut emptied = Vec::new();
         let mut changed = Vec::new();
         for (rep, entry) in self.reps.iter_mut() {
@@ -335,6 +347,45 @@ impl<C: Cell> Ledger<C> {
             cell.merge_into(&mut out[pos].1);
         }
         out
+    }
+
+    /// A rep's consistency over the last complete weeks, under its roster team: its weekly
+    /// sums under every team, from its first full week after `hired_at` on.
+    fn push_consistency(
+        &self,
+        rep: &Arc<str>,
+        name: Option<&Arc<str>>,
+        info: Option<&RepInfo>,
+        series: &mut Vec<Series>,
+    ) {
+        let (Some(team), Some(b), Some(entry)) = (
+            self.roster.get(rep),
+            self.bounds.as_ref(),
+            self.reps.get(rep),
+        ) else {
+            return;
+        };
+        if C::MEASURED.is_empty() || entry.cells.iter().all(|(_, c)| c.weekly().is_empty()) {
+            return;
+        }
+        let mut weeks = Vec::new();
+        for (_, cell) in &entry.cells {
+            cell.weekly().merge_complete(&mut weeks, b);
+        }
+        let first_week = b.week - b.weeks as i64;
+        let hired = info
+            .and_then(|i| i.hired_at.as_deref())
+            .and_then(|d| d.parse::<NaiveDate>().ok())
+            .map_or(first_week, crate::calendar::first_full_week);
+        let first = usize::try_from(hired - first_week).unwrap_or(0);
+        let mut builder = SeriesBuilder {
+            scope: Scope::Rep,
+            rep: Some(rep),
+            team: Some(team),
+            name,
+            out: series,
+        };
+        crate::weekly::push_consistency(C::MEASURED, &weeks, first, &self.measured, &mut builder);
     }
 
     fn summary_of_team(&self, team: &Arc<str>) -> Option<C::Summary> {
@@ -408,6 +459,7 @@ impl<C: Cell> Ledger<C> {
                         one,
                     );
                 }
+                self.push_consistency(rep, name, info, &mut series);
             }
             Subject::Team(team) => {
                 if let Some(s) = self.summary_of_team(team) {

@@ -14,12 +14,15 @@ mod ledger;
 mod schedule;
 mod series;
 mod state;
+mod weekly;
 mod windowed;
 
 pub use activities::{bucket_of, ActivitiesCore, Counts, MINUTE_BUCKETS_SECONDS};
-pub use calendar::{Bounds, Calendar, CalendarError, Window, WINDOWS};
+pub use calendar::{
+    first_full_week, Bounds, Calendar, CalendarError, Window, CONSISTENCY_WEEKS, WINDOWS,
+};
 pub use deals::{DealSums, DealsCore, Win};
-pub use diff::{metric_of_key, series_key, subject_of_key, Change, Differ};
+pub use diff::{metric_of_key, of_activities, series_key, subject_of_key, Change, Differ};
 pub use ledger::UNASSIGNED;
 pub use series::{Extra, Metric, Scope, Series, Subject, SubjectSeries, MAX_EXTRA, RATIO_DP};
 pub use state::StateError;

@@ -66,6 +66,15 @@ pub enum Metric {
     ForecastUndated,
     /// 1 per rep on the roster, with its name and region as labels (rep scope only).
     Info,
+    /// Mean weekly value of the last complete weeks (rep scope, under the roster team; the
+    /// `metric` label names what is measured).
+    ConsistencyMean,
+    /// Standard deviation of the weekly values.
+    ConsistencyStddev,
+    /// Standard deviation / mean: the coefficient of variation.
+    ConsistencyCv,
+    /// How many complete weeks were measured.
+    ConsistencySamples,
 }
 
 /// Most extra labels (besides rep, team and window) a metric carries.
@@ -75,7 +84,7 @@ pub const MAX_EXTRA: usize = 3;
 pub type Extra = [Option<Arc<str>>; MAX_EXTRA];
 
 impl Metric {
-    pub const ALL: [Metric; 33] = [
+    pub const ALL: [Metric; 37] = [
         Metric::Bookings,
         Metric::DealsWon,
         Metric::DealsLost,
@@ -109,13 +118,18 @@ impl Metric {
         Metric::ForecastRollup,
         Metric::ForecastUndated,
         Metric::Info,
+        Metric::ConsistencyMean,
+        Metric::ConsistencyStddev,
+        Metric::ConsistencyCv,
+        Metric::ConsistencySamples,
     ];
 
     /// The metrics of the deals service (activities come from the activities service). The
     /// deals service also publishes the roster membership of reps: one owner per series.
-    pub const DEALS: [Metric; 31] = {
+    /// Both publish consistency, of what each measures (see [`Metric::owned_by`]).
+    pub const DEALS: [Metric; 35] = {
         // Every metric but the activities service's, in the order of `ALL`.
-        let mut out = [Metric::Bookings; 31];
+        let mut out = [Metric::Bookings; 35];
         let (mut i, mut n) = (0, 0);
         while i < Metric::ALL.len() {
             let m = Metric::ALL[i];
@@ -128,7 +142,28 @@ impl Metric {
         out
     };
 
-    pub const ACTIVITIES: [Metric; 2] = [Metric::Activities, Metric::ActivitySeconds];
+    pub const ACTIVITIES: [Metric; 6] = [
+        Metric::Activities,
+        Metric::ActivitySeconds,
+        Metric::ConsistencyMean,
+        Metric::ConsistencyStddev,
+        Metric::ConsistencyCv,
+        Metric::ConsistencySamples,
+    ];
+
+    /// Whether a series of this metric whose `metric` label is `measured` belongs to the
+    /// activities service (else to the deals service): consistency is published by the service
+    /// that counts what it measures.
+    pub fn of_activities(self, measured: Option<&str>) -> bool {
+        match self {
+            Metric::Activities | Metric::ActivitySeconds => true,
+            Metric::ConsistencyMean
+            | Metric::ConsistencyStddev
+            | Metric::ConsistencyCv
+            | Metric::ConsistencySamples => measured == Some("activities"),
+            _ => false,
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -165,6 +200,10 @@ impl Metric {
             Metric::ForecastRollup => "forecast_rollup",
             Metric::ForecastUndated => "forecast_undated",
             Metric::Info => "info",
+            Metric::ConsistencyMean => "consistency_mean",
+            Metric::ConsistencyStddev => "consistency_stddev",
+            Metric::ConsistencyCv => "consistency_cv",
+            Metric::ConsistencySamples => "consistency_samples",
         }
     }
 
@@ -190,6 +229,10 @@ impl Metric {
             Metric::ForecastRollup => &["rollup", "period_type", "period"],
             Metric::ForecastUndated => &["category"],
             Metric::Info => &["name", "region", "hired_at"],
+            Metric::ConsistencyMean
+            | Metric::ConsistencyStddev
+            | Metric::ConsistencyCv
+            | Metric::ConsistencySamples => &["metric"],
             _ => &[],
         }
     }
@@ -213,6 +256,10 @@ impl Metric {
                 | Metric::ForecastRollup
                 | Metric::ForecastUndated
                 | Metric::Info
+                | Metric::ConsistencyMean
+                | Metric::ConsistencyStddev
+                | Metric::ConsistencyCv
+                | Metric::ConsistencySamples
         )
     }
 

@@ -17,7 +17,7 @@ use crate::deals::{DealState, DealsCore};
 use crate::flow::Step;
 
 /// Layout version of the encoded state; a snapshot of another version is not restored.
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 /// Why saved state cannot be restored.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +84,8 @@ struct SavedCell {
     hours: Vec<(i64, Vec<u32>)>,
     talk_minutes: Vec<(i64, Vec<u64>)>,
     talk_hours: Vec<(i64, Vec<u64>)>,
+    /// Activities per week kept for consistency: (week number, count).
+    weeks: Vec<(i64, u64)>,
 }
 
 fn check(what: &'static str, saved: &[String], current: &[Arc<str>]) -> Result<(), StateError> {
@@ -257,6 +259,11 @@ impl ActivitiesCore {
                     hours: pack(&c.hours),
                     talk_minutes: pack_secs(&c.minutes),
                     talk_hours: pack_secs(&c.hours),
+                    weeks: c
+                        .weeks
+                        .iter()
+                        .map(|(w, n)| (*w, u64::try_from(*n).unwrap_or_default()))
+                        .collect(),
                 })
                 .collect(),
         };
@@ -303,6 +310,7 @@ impl ActivitiesCore {
                 team: c.team.as_deref().map(Arc::from),
                 minutes: tallies(&c.minutes, &c.talk_minutes),
                 hours: tallies(&c.hours, &c.talk_hours),
+                weeks: c.weeks.iter().map(|(w, n)| (*w, i128::from(*n))).collect(),
             };
             self.insert_cell(&c.rep, c.team.as_deref(), &buckets);
         }

@@ -84,6 +84,18 @@ pub fn help(scope: Scope, metric: Metric) -> String {
         Metric::ForecastUndated => {
             "Amount of open deals with no expected close date, by forecast category"
         }
+        Metric::ConsistencyMean => {
+            "Mean weekly value of the last complete local weeks (from the first full week after hired_at), under the roster team; metric = bookings (reporting currency), deals_won or activities"
+        }
+        Metric::ConsistencyStddev => {
+            "Standard deviation (population) of the weekly values of the last complete local weeks, under the roster team"
+        }
+        Metric::ConsistencyCv => {
+            "Coefficient of variation of the weekly values of the last complete weeks: standard deviation / mean; absent when the mean is 0"
+        }
+        Metric::ConsistencySamples => {
+            "Complete weeks the consistency of the rep is measured over (fewer than configured for a recent hire)"
+        }
     };
     format!("{what}, {who}.")
 }

@@ -159,6 +159,8 @@ pub struct CalendarSettings {
     pub business_days: bool,
     /// Days that are not business days, as YYYY-MM-DD.
     pub holidays: Vec<chrono::NaiveDate>,
+    /// Complete weeks (Monday to Sunday) a rep's consistency is measured over (2-104).
+    pub consistency_weeks: u32,
 }
 
 impl Default for CalendarSettings {
@@ -168,6 +170,7 @@ impl Default for CalendarSettings {
             fiscal_year_start_month: 1,
             business_days: true,
             holidays: Vec::new(),
+            consistency_weeks: salespulse_aggregate::CONSISTENCY_WEEKS,
         }
     }
 }
@@ -392,6 +395,7 @@ impl Settings {
             &self.calendar.time_zone,
             self.calendar.fiscal_year_start_month,
         )
+        .and_then(|c| c.with_consistency_weeks(self.calendar.consistency_weeks))
         .map_err(|e| Error::Config(format!("[calendar] {e}")))
     }
 

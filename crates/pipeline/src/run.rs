@@ -1019,10 +1019,15 @@ pub(crate) async fn read_to_end(
 /// Reads the compacted metrics topic to the end and keeps this service's latest values.
 async fn read_board(settings: &Settings, metrics: &'static [Metric]) -> Result<Differ, Error> {
     let format = settings.publish.format;
+    // The service's own series: of its metrics, and of the shared ones (consistency) those of
+    // what it measures.
+    let activities = metrics.contains(&Metric::Activities);
     let names: Vec<&str> = metrics.iter().map(|m| m.name()).collect();
     let mut latest: HashMap<String, Option<(rust_decimal::Decimal, String)>> = HashMap::new();
     read_to_end(settings, &settings.topics.metrics, |key, payload| {
-        if !metric_of_key(key).is_some_and(|n| names.contains(&n)) {
+        if !metric_of_key(key).is_some_and(|n| names.contains(&n))
+            || salespulse_aggregate::of_activities(key) != Some(activities)
+        {
             return;
         }
         // Records written as protobuf say so in their header; the rest follow the setting.

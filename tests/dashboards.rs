@@ -103,6 +103,10 @@ fn family_labels(name: &str) -> Option<Vec<&'static str>> {
         "sales_period_elapsed_ratio" => vec!["period", "period_type"],
         "sales_rep_rank" => vec!["rep", "team", "metric", "window", "among"],
         "sales_rep_team_share" => vec!["rep", "team", "metric", "window"],
+        "sales_rep_consistency_mean"
+        | "sales_rep_consistency_stddev"
+        | "sales_rep_consistency_cv"
+        | "sales_rep_consistency_samples" => vec!["rep", "team", "metric"],
         "sales_celebration_timestamp_seconds" | "sales_celebration_amount" => {
             vec!["celebration", "id", "rep", "team", "headline"]
         }
@@ -828,6 +832,10 @@ fn is_money(s: &Selector) -> bool {
         return false;
     };
     s.metric == "sales_celebration_amount"
+        || s.metric == "sales_rep_consistency_mean"
+            && s.matchers
+                .iter()
+                .any(|m| m.label == "metric" && m.value == "bookings")
         || AMOUNTS.contains(&metric)
         || PER_TARGET.contains(&metric)
             && s.matchers.iter().any(|m| {
@@ -1970,8 +1978,8 @@ fn panels_show_reps_by_name() {
     );
     // The sales floor's two leaderboards, the team board's table, pace, gap, activity mix and
     // bookings by rep, pipeline flow's stalled and overdue table and bar gauge, and the sales
-    // floor's ticker of celebrations.
-    assert_eq!(checked.len(), 10, "{checked:#?}");
+    // floor's ticker of celebrations, the team board's consistency table.
+    assert_eq!(checked.len(), 11, "{checked:#?}");
     println!(
         "reps by name in {} panels: {}",
         checked.len(),

@@ -1274,7 +1274,8 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
     // simulator's records so that the newest record is still one of the simulator's.
     let producer = producer();
     produce_big_win(&producer, &topics.deals, "ticker-early").await;
-    // Two days of history for the simulated org, as fast as the broker takes it.
+    // Three weeks of history for the simulated org (complete weeks for the consistency
+    // table), as fast as the broker takes it.
     let sim_started = chrono::Utc::now().timestamp_millis() as f64;
     let sim_log = tmp.join(format!("{}-simulator.log", topics.suffix));
     let status = run_bounded(
@@ -1283,7 +1284,7 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
             .args(["--deals-topic", &topics.deals])
             .args(["--activities-topic", &topics.activities])
             .args(["--roster-topic", &topics.roster])
-            .args(["--seed", "42", "--backfill-days", "2"])
+            .args(["--seed", "42", "--backfill-days", "21"])
             .args(["--records", "20000", "--rate", "0"])
             .env("RUST_LOG", "info"),
         &sim_log,

@@ -1008,7 +1008,42 @@ async fn golden_scenario_end_to_end() {
         .single()
         .expect("time")
         .date_naive();
+    let day = 86_400;
     let mut deals = vec![
+        // Wins of earlier weeks, for the reps' consistency (below the big-win amount).
+        deal(
+            "w1",
+            "dw1",
+            "rep-a",
+            "closed_won",
+            "900",
+            "USD",
+            now - 11 * day,
+            now - 9 * day,
+            Some(now - 9 * day),
+        ),
+        deal(
+            "w2",
+            "dw2",
+            "rep-a",
+            "closed_won",
+            "500",
+            "GBP",
+            now - 18 * day,
+            now - 16 * day,
+            Some(now - 16 * day),
+        ),
+        deal(
+            "w3",
+            "dw3",
+            "rep-c",
+            "closed_won",
+            "750.25",
+            "EUR",
+            now - 25 * day,
+            now - 23 * day,
+            Some(now - 23 * day),
+        ),
         // d1: amount change, then won.
         deal(
             "e1",
@@ -1248,6 +1283,9 @@ async fn golden_scenario_end_to_end() {
             ..act("a4", "rep-b", "meeting", now - 3590) // leaves 1h within seconds
         },
         act("a5", "rep-c", "demo", now - 2 * 86_400 - 1234), // an hour bucket
+        act("week-a1", "rep-c", "call", now - 10 * 86_400),
+        act("week-a2", "rep-a", "email", now - 17 * 86_400),
+        act("week-a3", "rep-a", "email", now - 17 * 86_400 + 60),
         Activity {
             team: Some("team-z".into()),
             ..act("a6", "rep-b", "call", now - 100)

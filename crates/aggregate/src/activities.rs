@@ -252,7 +252,7 @@ impl ActivitiesCore {
             one.secs.0[k] = d.min(i64::from(u32::MAX)) as u64;
         }
         cell.buckets.add(t, &one, &b);
-        cell.weekly.add(self.cal.week_index(t), [1, 0], 1, &b);
+        cell.weekly.add(self.cal.week_at(t, &b), [1, 0], 1, &b);
         Outcome::Applied
     }
 

@@ -108,8 +108,9 @@ pub struct Bounds {
     /// Earliest start among the windows and the weeks of consistency: older facts can never
     /// be counted again.
     pub horizon: i64,
-    /// The current local week (see [`Calendar::week_index`]).
+    /// The current local week (see [`Calendar::week_index`]) and when the next one starts.
     pub week: i64,
+    pub next_week: i64,
     /// Complete weeks of consistency (the configured number).
     pub weeks: usize,
 }
@@ -156,6 +157,16 @@ impl Calendar {
             i64::from(d.num_days_from_ce()) - i64::from(d.weekday().num_days_from_monday());
         // Day 1 of the common era is a Monday.
         (monday - 1).div_euclid(7)
+    }
+
+    /// [`Self::week_index`] of `t`, without a time zone lookup when `t` is in the current week
+    /// of `b` (most records are).
+    pub fn week_at(&self, t: i64, b: &Bounds) -> i64 {
+        if b.lo[Window::Wtd.index()] <= t && t < b.next_week {
+            b.week
+        } else {
+            self.week_index(t)
+        }
     }
 
     /// Unix seconds of the local midnight that starts week `week` (see [`Self::week_index`]).
@@ -210,6 +221,7 @@ impl Calendar {
             lo,
             horizon,
             week,
+            next_week: self.week_start(week + 1),
             weeks,
         }
     }
@@ -366,6 +378,11 @@ mod tests {
             cal.week_start(cal.week_index(monday) - 1),
             ts("2026-11-23T05:00:00Z")
         );
+        let b = cal.bounds(monday + 3_600);
+        assert_eq!(cal.week_at(monday, &b), b.week);
+        assert_eq!(cal.week_at(monday - 1, &b), b.week - 1);
+        assert_eq!(b.next_week, ts("2026-12-07T05:00:00Z"));
+        assert_eq!(cal.week_at(b.next_week, &b), b.week + 1);
         // The horizon reaches back to the first of the consistency weeks.
         let b = cal.bounds(ts("2027-01-05T12:00:00Z"));
         assert_eq!(b.weeks, 12);

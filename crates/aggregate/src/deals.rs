@@ -494,7 +494,7 @@ impl Stages {
     /// Adds (or retracts) a won fact to the week of its close, for consistency.
     fn add_week(&self, cell: &mut DealCell, ts: i64, f: &DealSums, sign: i128, b: &Bounds) {
         if f.won != 0 {
-            let week = self.cal.week_index(ts);
+            let week = self.cal.week_at(ts, b);
             cell.weekly
                 .add(week, [f.bookings, i128::from(f.won)], sign, b);
         }

@@ -103,8 +103,10 @@ impl Expected {
         if self.scope == "rep" {
             labels.push(("rep", &self.id));
         }
-        if self.scope != "org" {
-            labels.push(("team", &self.team));
+        match self.scope {
+            "org" => {}
+            "region" => labels.push(("region", &self.id)),
+            _ => labels.push(("team", &self.team)),
         }
         for (k, v) in &self.extra {
             labels.push((k, v));
@@ -488,6 +490,15 @@ fn reference(
     now: i64,
 ) -> Vec<Expected> {
     let lo = starts(now);
+    // Regions: team-x's reps are in europe on the roster (rep-b's move names none); every
+    // other team, in no region, is in `unassigned`.
+    let region_of = |team: &str| {
+        if team == "team-x" && roster.values().any(|t| t == "team-x") {
+            "europe".to_owned()
+        } else {
+            "unassigned".to_owned()
+        }
+    };
     let eff = |rep: &str, team: &Option<String>| {
         team.clone()
             .or_else(|| roster.get(rep).cloned())
@@ -556,6 +567,7 @@ fn reference(
         let mut keys = vec![
             ("team", team.clone(), team.clone()),
             ("org", "org".to_owned(), String::new()),
+            ("region", region_of(&team), String::new()),
         ];
         if roster.contains_key(&d.rep) {
             keys.push(("rep", d.rep.clone(), team.clone()));
@@ -705,6 +717,7 @@ fn reference(
         let mut keys = vec![
             ("team", team.clone(), team.clone()),
             ("org", "org".to_owned(), String::new()),
+            ("region", region_of(&team), String::new()),
         ];
         if roster.contains_key(&a.rep) {
             keys.push(("rep", a.rep.clone(), team.clone()));
@@ -891,6 +904,7 @@ fn business(m: BTreeMap<String, f64>) -> BTreeMap<String, f64> {
         .filter(|(k, _)| {
             k.starts_with("sales_rep_")
                 || k.starts_with("sales_team_")
+                || k.starts_with("sales_region_")
                 || k.starts_with("sales_org_")
         })
         .collect()
@@ -1631,7 +1645,7 @@ async fn golden_scenario_end_to_end() {
             .collect();
         let mut got = BTreeMap::new();
         for (labels, v) in prom
-            .query(r#"{__name__=~"sales_(org|team)_.*|sales_rep_bookings"}"#)
+            .query(r#"{__name__=~"sales_(org|team|region)_.*|sales_rep_bookings"}"#)
             .await
         {
             let name = labels["__name__"].clone();

@@ -721,6 +721,7 @@ pub fn business(text: &str) -> BTreeMap<String, f64> {
         .filter(|(k, _)| {
             k.starts_with("sales_rep_")
                 || k.starts_with("sales_team_")
+                || k.starts_with("sales_region_")
                 || k.starts_with("sales_org_")
         })
         .collect()

@@ -319,6 +319,12 @@ impl ActivitiesCore {
         }
     }
 
+    /// Sets the configured region of teams (team → region); other teams take the region
+    /// most of their reps have on the roster.
+    pub fn configure_regions(&mut self, teams: &[(String, String)]) {
+        self.ledger.configure_regions(teams);
+    }
+
     pub fn roster_upsert(&mut self, rep: &str, team: &str) {
         self.ledger.roster_upsert(rep, team);
     }

@@ -128,6 +128,7 @@ pub fn subject_of_key(key: &str) -> Option<Subject> {
     match scope {
         "rep" => Some(Subject::Rep(id.into())),
         "team" => Some(Subject::Team(id.into())),
+        "region" => Some(Subject::Region(id.into())),
         "org" => Some(Subject::Org),
         _ => None,
     }
@@ -165,6 +166,7 @@ mod tests {
             metric: Metric::Activities,
             rep: Some(Arc::from(rep)),
             team: Some(Arc::from("t/1")),
+            region: None,
             window: Some(Window::H1),
             extra: [Some(Arc::from("call")), None, None],
             value: Decimal::from(value),

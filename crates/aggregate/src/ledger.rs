@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::{FastMap as HashMap, FastSet as HashSet};
 
 use crate::calendar::Bounds;
+use crate::regions::Regions;
 use crate::series::{Metric, Scope, Series, SeriesBuilder, Subject, SubjectSeries};
 use crate::weekly::{Measured, Weekly};
 
@@ -66,6 +67,12 @@ pub(crate) struct Ledger<C: Cell> {
     bounds: Option<Bounds>,
     /// The `metric` label of each of [`Cell::MEASURED`].
     measured: Vec<Arc<str>>,
+    regions: Regions,
+    /// The roster changed since the teams' regions were derived.
+    regions_stale: bool,
+    dirty_regions: HashSet<Arc<str>>,
+    /// Regions whose series were last emitted non-empty.
+    emitted_regions: HashSet<Arc<str>>,
 }
 
 /// What the roster says about a rep besides its team.
@@ -94,7 +101,38 @@ impl<C: Cell> Ledger<C> {
             info: HashMap::default(),
             bounds: None,
             measured: C::MEASURED.iter().map(|m| Arc::from(m.name)).collect(),
+            regions: Regions::default(),
+            regions_stale: false,
+            dirty_regions: HashSet::default(),
+            emitted_regions: HashSet::default(),
         }
+    }
+
+    /// Sets the configured region of teams (team → region); other teams take the region most
+    /// of their reps have on the roster.
+    pub fn configure_regions(&mut self, teams: &[(String, String)]) {
+        let teams: Vec<(Arc<str>, Arc<str>)> = teams
+            .iter()
+            .map(|(t, r)| (self.intern(t), self.intern(r)))
+            .collect();
+        self.regions.configure(teams);
+        self.regions_stale = true;
+    }
+
+    /// The region of a team, when there are regions.
+    fn region_of(&self, team: &Arc<str>) -> Option<Arc<str>> {
+        self.regions.region_of(team, &self.unassigned)
+    }
+
+    /// The teams' regions as of the current roster (derived again if it changed since the
+    /// last drain).
+    fn current_regions(&self) -> std::borrow::Cow<'_, Regions> {
+        if !self.regions_stale {
+            return std::borrow::Cow::Borrowed(&self.regions);
+        }
+        let mut r = self.regions.clone();
+        r.derive(&self.roster, &self.info, &self.unassigned);
+        std::borrow::Cow::Owned(r)
     }
 
     /// Gives every rep on the roster a [`Metric::Member`] series under its roster team. One
@@ -226,6 +264,7 @@ impl<C: Cell> Ledger<C> {
     }
 
     pub fn roster_upsert(&mut self, rep: &str, team: &str) {
+        self.regions_stale = true;
         let rep = self.intern(rep);
         let team = self.intern(team);
         if self.roster.get(&rep) == Some(&team) {
@@ -257,6 +296,7 @@ impl<C: Cell> Ledger<C> {
         if self.info.get(&rep).unwrap_or(&RepInfo::default()) == &info {
             return;
         }
+        self.regions_stale = true;
         if info == RepInfo::default() {
             self.info.remove(&rep);
         } else {
@@ -266,6 +306,7 @@ impl<C: Cell> Ledger<C> {
     }
 
     pub fn roster_remove(&mut self, rep: &str) {
+        self.regions_stale = true;
         self.info.remove(rep);
         if let Some((rep, team)) = self.roster.remove_entry(rep) {
             self.dirty_teams.insert(team);
@@ -382,6 +423,7 @@ impl<C: Cell> Ledger<C> {
             scope: Scope::Rep,
             rep: Some(rep),
             team: Some(team),
+            region: None,
             name,
             out: series,
         };
@@ -434,6 +476,7 @@ impl<C: Cell> Ledger<C> {
                             scope: Scope::Rep,
                             rep: Some(rep),
                             team: Some(&team),
+                            region: None,
                             name,
                             out: &mut series,
                         },
@@ -444,6 +487,7 @@ impl<C: Cell> Ledger<C> {
                         scope: Scope::Rep,
                         rep: Some(rep),
                         team: Some(team),
+                        region: None,
                         name,
                         out: &mut series,
                     };
@@ -461,6 +505,32 @@ impl<C: Cell> Ledger<C> {
                 }
                 self.push_consistency(rep, name, info, &mut series);
             }
+            Subject::Region(region) => {
+                let mut s = C::Summary::default();
+                let mut any = false;
+                let regions = self.current_regions();
+                for team in self.team_index.keys() {
+                    if regions.region_of(team, &self.unassigned).as_ref() == Some(region) {
+                        if let Some(t) = self.summary_of_team(team) {
+                            C::add_summary(&mut s, &t);
+                            any = true;
+                        }
+                    }
+                }
+                if any {
+                    build(
+                        &s,
+                        &mut SeriesBuilder {
+                            scope: Scope::Region,
+                            rep: None,
+                            team: None,
+                            region: Some(region),
+                            name: None,
+                            out: &mut series,
+                        },
+                    );
+                }
+            }
             Subject::Team(team) => {
                 if let Some(s) = self.summary_of_team(team) {
                     build(
@@ -469,6 +539,7 @@ impl<C: Cell> Ledger<C> {
                             scope: Scope::Team,
                             rep: None,
                             team: Some(team),
+                            region: None,
                             name: None,
                             out: &mut series,
                         },
@@ -483,6 +554,7 @@ impl<C: Cell> Ledger<C> {
                             scope: Scope::Org,
                             rep: None,
                             team: None,
+                            region: None,
                             name: None,
                             out: &mut series,
                         },
@@ -502,6 +574,23 @@ impl<C: Cell> Ledger<C> {
         F: Fn(&C::Summary, &mut SeriesBuilder<'_>),
     {
         self.mark_touched();
+        if std::mem::take(&mut self.regions_stale) {
+            let changed = self
+                .regions
+                .derive(&self.roster, &self.info, &self.unassigned);
+            // Teams changed region (or regions came or went): every region shown before and
+            // every region now is emitted again.
+            if !changed.is_empty() {
+                self.dirty_regions
+                    .extend(self.emitted_regions.iter().cloned());
+                let now: Vec<Arc<str>> = self
+                    .team_index
+                    .keys()
+                    .filter_map(|t| self.region_of(t))
+                    .collect();
+                self.dirty_regions.extend(now);
+            }
+        }
         let mut out: Vec<SubjectSeries> = Vec::new();
         let mut reps: Vec<Arc<str>> = self.dirty_reps.drain().collect();
         reps.sort();
@@ -513,6 +602,9 @@ impl<C: Cell> Ledger<C> {
         let mut teams: Vec<Arc<str>> = self.dirty_teams.drain().collect();
         teams.sort();
         for team in teams {
+            if let Some(region) = self.region_of(&team) {
+                self.dirty_regions.insert(region);
+            }
             let mut series = Vec::new();
             match self.summary_of_team(&team) {
                 Some(s) => {
@@ -522,6 +614,7 @@ impl<C: Cell> Ledger<C> {
                             scope: Scope::Team,
                             rep: None,
                             team: Some(&team),
+                            region: None,
                             name: None,
                             out: &mut series,
                         },
@@ -534,6 +627,42 @@ impl<C: Cell> Ledger<C> {
             }
             out.push(SubjectSeries {
                 subject: Subject::Team(team),
+                series,
+            });
+        }
+        // A region's summary is the sum of its teams' (all current after the loop above).
+        let mut regions: Vec<Arc<str>> = self.dirty_regions.drain().collect();
+        regions.sort();
+        for region in regions {
+            let mut series = Vec::new();
+            let mut s = C::Summary::default();
+            let mut any = false;
+            for (team, t) in &self.team_sums {
+                if self.region_of(team).as_ref() == Some(&region) {
+                    C::add_summary(&mut s, t);
+                    any = true;
+                }
+            }
+            if any {
+                build(
+                    &s,
+                    &mut SeriesBuilder {
+                        scope: Scope::Region,
+                        rep: None,
+                        team: None,
+                        region: Some(&region),
+                        name: None,
+                        out: &mut series,
+                    },
+                );
+            }
+            if series.is_empty() {
+                self.emitted_regions.remove(&region);
+            } else {
+                self.emitted_regions.insert(region.clone());
+            }
+            out.push(SubjectSeries {
+                subject: Subject::Region(region),
                 series,
             });
         }
@@ -550,6 +679,7 @@ impl<C: Cell> Ledger<C> {
                         scope: Scope::Org,
                         rep: None,
                         team: None,
+                        region: None,
                         name: None,
                         out: &mut series,
                     },
@@ -570,6 +700,15 @@ impl<C: Cell> Ledger<C> {
     {
         let mut subjects: Vec<Subject> = self.roster.keys().cloned().map(Subject::Rep).collect();
         subjects.extend(self.team_index.keys().cloned().map(Subject::Team));
+        let current = self.current_regions();
+        let mut regions: Vec<Arc<str>> = self
+            .team_index
+            .keys()
+            .filter_map(|t| current.region_of(t, &self.unassigned))
+            .collect();
+        regions.sort();
+        regions.dedup();
+        subjects.extend(regions.into_iter().map(Subject::Region));
         subjects.push(Subject::Org);
         subjects.sort();
         subjects

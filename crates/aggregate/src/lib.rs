@@ -11,6 +11,7 @@ mod deals;
 mod diff;
 mod flow;
 mod ledger;
+mod regions;
 mod schedule;
 mod series;
 mod state;

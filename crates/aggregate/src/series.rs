@@ -11,16 +11,19 @@ use crate::calendar::Window;
 pub enum Scope {
     Rep,
     Team,
+    /// A level above teams (see [`crate::Regions`]).
+    Region,
     Org,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Rep, Scope::Team, Scope::Org];
+    pub const ALL: [Scope; 4] = [Scope::Rep, Scope::Team, Scope::Region, Scope::Org];
 
     pub fn label(self) -> &'static str {
         match self {
             Scope::Rep => "rep",
             Scope::Team => "team",
+            Scope::Region => "region",
             Scope::Org => "org",
         }
     }
@@ -280,6 +283,7 @@ impl Metric {
 pub enum Subject {
     Rep(Arc<str>),
     Team(Arc<str>),
+    Region(Arc<str>),
     Org,
 }
 
@@ -290,6 +294,8 @@ pub struct Series {
     pub metric: Metric,
     pub rep: Option<Arc<str>>,
     pub team: Option<Arc<str>>,
+    /// The region (region series only).
+    pub region: Option<Arc<str>>,
     pub window: Option<Window>,
     /// Values of [`Metric::extra_labels`].
     pub extra: Extra,
@@ -304,6 +310,7 @@ impl Series {
         match self.scope {
             Scope::Rep => self.rep.as_deref().unwrap_or_default(),
             Scope::Team => self.team.as_deref().unwrap_or_default(),
+            Scope::Region => self.region.as_deref().unwrap_or_default(),
             Scope::Org => "org",
         }
     }
@@ -338,6 +345,7 @@ pub(crate) struct SeriesBuilder<'a> {
     pub scope: Scope,
     pub rep: Option<&'a Arc<str>>,
     pub team: Option<&'a Arc<str>>,
+    pub region: Option<&'a Arc<str>>,
     pub name: Option<&'a Arc<str>>,
     pub out: &'a mut Vec<Series>,
 }
@@ -366,6 +374,7 @@ impl SeriesBuilder<'_> {
             metric,
             rep: self.rep.cloned(),
             team: self.team.cloned(),
+            region: self.region.cloned(),
             window,
             extra: extra.map(|e| e.cloned()),
             value: value.normalize(),

@@ -138,6 +138,7 @@ fn apply_changes(board: &mut BTreeMap<String, Decimal>, changes: &[SubjectSeries
         let prefix = match &s.subject {
             salespulse_aggregate::Subject::Rep(r) => format!("rep|{r}|"),
             salespulse_aggregate::Subject::Team(t) => format!("team|{t}|"),
+            salespulse_aggregate::Subject::Region(g) => format!("region|{g}|"),
             salespulse_aggregate::Subject::Org => "org|org|".to_owned(),
         };
         board.retain(|k, _| !k.starts_with(&prefix));
@@ -382,6 +383,23 @@ struct Reference {
 }
 
 impl Reference {
+    /// The region of a team: the one its roster reps have (every rep of team `tK` has
+    /// `region-{K % 2}`, but those of `t1`, none), else `unassigned`; none while no rep on the
+    /// roster has a region.
+    fn region_of(&self, team: &str) -> Option<String> {
+        let with_region = |t: usize| rep_info(0, t).1.is_some();
+        if !self.roster.values().any(|t| with_region(*t)) {
+            return None;
+        }
+        let k = team.strip_prefix('t').and_then(|k| k.parse::<usize>().ok());
+        Some(match k {
+            Some(k) if with_region(k) && self.roster.values().any(|t| *t == k) => {
+                format!("region-{}", k % 2)
+            }
+            _ => "unassigned".to_owned(),
+        })
+    }
+
     fn eff_team(&self, rep: usize, team: Option<usize>) -> String {
         team.or_else(|| self.roster.get(&rep).copied())
             .map(crate::team)
@@ -429,6 +447,9 @@ impl Reference {
                 ("team".to_owned(), team.clone(), team.clone()),
                 ("org".into(), "org".into(), String::new()),
             ];
+            if let Some(region) = self.region_of(&team) {
+                targets.push(("region".into(), region, String::new()));
+            }
             if self.roster.contains_key(&d.rep) {
                 targets.push(("rep".into(), rep(d.rep), team.clone()));
             }
@@ -796,6 +817,9 @@ impl Reference {
                 ("team".to_owned(), team.clone(), team.clone()),
                 ("org".into(), "org".into(), String::new()),
             ];
+            if let Some(region) = self.region_of(&team) {
+                targets.push(("region".into(), region, String::new()));
+            }
             if self.roster.contains_key(&a.rep) {
                 targets.push(("rep".into(), rep(a.rep), team.clone()));
             }

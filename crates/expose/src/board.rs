@@ -121,6 +121,9 @@ impl Board {
                     if let Some(t) = &s.team {
                         labels.push(("team", t.clone()));
                     }
+                    if let Some(g) = &s.region {
+                        labels.push(("region", g.clone()));
+                    }
                     for (name, v) in s.metric.extra_pairs(&s.extra) {
                         labels.push((name, v.clone()));
                     }

@@ -12,6 +12,7 @@ pub fn help(scope: Scope, metric: Metric) -> String {
     let who = match scope {
         Scope::Rep => "per rep",
         Scope::Team => "per team",
+        Scope::Region => "per region (the sum of its teams)",
         Scope::Org => "for the whole org",
     };
     let what = match metric {

@@ -37,6 +37,26 @@ pub struct Settings {
     pub alerts: salespulse_targets::EventRules,
     /// How the targets service sets new hires' quotas.
     pub quotas: QuotaSettings,
+    /// Regions: a level above teams.
+    pub regions: RegionSettings,
+}
+
+/// Regions, an optional level above teams: region series for every family, the org their sum.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegionSettings {
+    /// Region of each team (team id → region). A team not listed takes the region most of its
+    /// reps have on the roster (`region`); without either, no region series at all.
+    pub teams: BTreeMap<String, String>,
+}
+
+impl RegionSettings {
+    pub fn team_list(&self) -> Vec<(String, String)> {
+        self.teams
+            .iter()
+            .map(|(t, r)| (t.clone(), r.clone()))
+            .collect()
+    }
 }
 
 /// New hires' quotas (the targets service).

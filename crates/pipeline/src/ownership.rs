@@ -34,6 +34,7 @@ pub(crate) fn slot_of(subject: &Subject, slots: i32) -> i32 {
         Subject::Org => return LEADER_SLOT,
         Subject::Rep(r) => (b"rep/", r.as_bytes()),
         Subject::Team(t) => (b"team/", t.as_bytes()),
+        Subject::Region(g) => (b"region/", g.as_bytes()),
     };
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in scope.iter().chain(id) {

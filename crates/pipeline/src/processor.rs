@@ -35,6 +35,8 @@ pub trait Processor: Send + 'static {
         now_ms: i64,
     ) -> Result<(), DecodeError>;
     fn roster(&mut self, ev: &RosterEvent);
+    /// Sets the configured region of teams (team → region).
+    fn configure_regions(&mut self, teams: &[(String, String)]);
     fn tick(&mut self, now_ms: i64);
     fn drain_changes(&mut self) -> Vec<SubjectSeries>;
     /// Every current series.
@@ -101,6 +103,9 @@ impl Processor for DealsCore {
             }
             RosterEvent::Remove { rep_id } => self.roster_remove(rep_id),
         }
+    }
+    fn configure_regions(&mut self, teams: &[(String, String)]) {
+        Self::configure_regions(self, teams);
     }
     fn tick(&mut self, now_ms: i64) {
         DealsCore::tick(self, now_ms);
@@ -191,6 +196,9 @@ impl Processor for ActivitiesCore {
             }
             RosterEvent::Remove { rep_id } => self.roster_remove(rep_id),
         }
+    }
+    fn configure_regions(&mut self, teams: &[(String, String)]) {
+        Self::configure_regions(self, teams);
     }
     fn tick(&mut self, now_ms: i64) {
         ActivitiesCore::tick(self, now_ms);

@@ -130,6 +130,7 @@ pub async fn run<P: Processor>(
     let mut differ = Differ::default();
     let new_core = || {
         let mut core = P::new(&contract, cal, now_ms());
+        core.configure_regions(&settings.regions.team_list());
         if P::CELEBRATES {
             core.enable_celebrations(&settings.alerts);
         }

@@ -40,6 +40,9 @@ fn help(family: &str) -> &'static str {
             "Rank of the rep (1 = top) within its team or the org, per metric and window."
         }
         "sales_rep_team_share" => "The rep's share of its team's total, per metric and window.",
+        "sales_region_rank" => {
+            "Rank of the region (1 = top) among the regions, per metric and window; equal totals share a rank."
+        }
         "sales_rep_commission_earned" => {
             "Commission earned to date under the rep's compensation plan: its payout at attainment to date of the plan's quota for the current period (reporting currency, to the cent)."
         }
@@ -143,6 +146,7 @@ fn input_of(r: salespulse_publish::MetricRecord) -> Option<Input> {
     let scope = match r.scope.as_str() {
         "rep" => Scope::Rep,
         "team" => Scope::Team,
+        "region" => Scope::Region,
         "org" => Scope::Org,
         _ => return None,
     };

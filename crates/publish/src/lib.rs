@@ -134,6 +134,7 @@ mod tests {
             metric: Metric::Activities,
             rep: None,
             team: Some(Arc::from("emea")),
+            region: None,
             window: Some(Window::Wtd),
             extra: [Some(Arc::from("call")), None, None],
             value: "12345678901234567.89".parse().expect("decimal"),

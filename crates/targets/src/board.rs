@@ -121,7 +121,8 @@ fn ratio(num: Decimal, den: Decimal) -> Option<f64> {
     })
 }
 
-/// The labels that name a subject: `rep` and its (roster) `team`, `team`, or none for the org.
+/// The labels that name a subject: `rep` and its (roster) `team`, `team`, `region`, or none
+/// for the org.
 fn subject_labels(
     scope: Scope,
     id: &str,
@@ -136,6 +137,7 @@ fn subject_labels(
             vec![("rep", id.to_owned()), ("team", team.to_owned())]
         }
         Scope::Team => vec![("team", id.to_owned())],
+        Scope::Region => vec![("region", id.to_owned())],
         Scope::Org => Vec::new(),
     }
 }
@@ -806,6 +808,41 @@ impl TargetsBoard {
                 }
             }
         }
+        self.region_ranks(out);
+    }
+
+    /// `sales_region_rank{region, metric, window}`: the regions ranked by their totals (1 =
+    /// top; equal totals share a rank), per ranked metric and window.
+    fn region_ranks(&self, out: &mut Vec<Out>) {
+        let mut values: BTreeMap<(TargetMetric, Window), Vec<(&str, Decimal)>> = BTreeMap::new();
+        let mut totals: HashMap<(TargetMetric, Window, &str), Decimal> = HashMap::new();
+        for (idx, v) in &self.index {
+            if idx.scope == Scope::Region && RANKED.contains(&idx.metric) {
+                *totals
+                    .entry((idx.metric, idx.window, idx.id.as_str()))
+                    .or_default() += *v;
+            }
+        }
+        for ((metric, window, region), v) in totals {
+            values
+                .entry((metric, window))
+                .or_default()
+                .push((region, v));
+        }
+        for ((metric, window), regions) in values {
+            for (region, v) in &regions {
+                let rank = 1 + regions.iter().filter(|(_, x)| x > v).count();
+                out.push(Out {
+                    family: "sales_region_rank".into(),
+                    labels: vec![
+                        ("region", (*region).to_owned()),
+                        ("metric", metric.name().to_owned()),
+                        ("window", window.label().to_owned()),
+                    ],
+                    value: rank as f64,
+                });
+            }
+        }
     }
 }
 
@@ -1419,6 +1456,57 @@ mod tests {
         for (plan, _) in crate::plans_from_rows(&rows, &rules()).expect("valid plans") {
             b.set_plan(&plan.key(), Some(plan));
         }
+    }
+
+    #[test]
+    fn regions_have_targets_attainment_and_ranks() {
+        let cal = Calendar::utc();
+        let elapsed = Elapsed::new(cal, false, []);
+        let now = ts("2026-11-16T00:00:00Z");
+        let mut b = TargetsBoard::default();
+        let t = rules()
+            .from_fields(
+                "region", "europe", "bookings", None, "2026-Q4", "1000", None,
+            )
+            .expect("a region target");
+        b.set_target(&t.key(), Some(t));
+        let region = |id: &str, metric: TargetMetric, v: i64| Actual {
+            scope: Scope::Region,
+            id: id.into(),
+            team: String::new(),
+            metric,
+            kind: None,
+            window: Window::Qtd,
+            value: Decimal::from(v),
+        };
+        b.set_actual("e", Some(region("europe", TargetMetric::Bookings, 250)));
+        b.set_actual("a", Some(region("americas", TargetMetric::Bookings, 900)));
+        b.set_actual("p", Some(region("asia", TargetMetric::Bookings, 250)));
+        let out = b.series(now, &cal, &elapsed);
+        let l = [("region", "europe"), ("period", "2026-Q4")];
+        assert_eq!(
+            get(&out, "sales_region_target", &l).map(|o| o.value),
+            Some(1000.0)
+        );
+        assert_eq!(
+            get(&out, "sales_region_attainment_ratio", &l).map(|o| o.value),
+            Some(0.25)
+        );
+        let rank = |r: &str| {
+            get(
+                &out,
+                "sales_region_rank",
+                &[("region", r), ("window", "qtd")],
+            )
+            .map(|o| o.value)
+        };
+        assert_eq!(
+            (rank("americas"), rank("europe"), rank("asia")),
+            (Some(1.0), Some(2.0), Some(2.0))
+        );
+        assert!(rules()
+            .from_fields("galaxy", "x", "bookings", None, "2026-Q4", "1", None)
+            .is_err());
     }
 
     #[test]

@@ -133,11 +133,12 @@ impl TargetRules {
         let scope = match r.scope.as_str() {
             "rep" => Scope::Rep,
             "team" => Scope::Team,
+            "region" => Scope::Region,
             "org" => Scope::Org,
             s => {
                 return Err(bad(
                     "unknown_scope",
-                    format!("scope {s:?} is not rep, team or org"),
+                    format!("scope {s:?} is not rep, team, region or org"),
                 ))
             }
         };

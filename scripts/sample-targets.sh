@@ -3,8 +3,10 @@
 # team-amer, team-apac, team-nordics; reps rep-001..rep-024): a whole fiscal year's plan, as
 # sales operations loads it at the start of the year (fiscal year = calendar year, UTC):
 #
-#   - bookings of the org, every team and every rep for the year, its four quarters, its
-#     twelve months and every ISO week that overlaps it;
+#   - bookings of the org, every region (the simulator's roster puts team-emea and
+#     team-nordics in europe, team-amer in americas, team-apac in asia-pacific), every team
+#     and every rep for the year, its four quarters, its twelve months and every ISO week that
+#     overlaps it;
 #   - deals won of the org and every rep, and pipeline created of every team, per month;
 #   - calls of every team and every rep per ISO week.
 #
@@ -46,6 +48,9 @@ bookings() {
 
 echo "scope,id,metric,kind,period,value,currency"
 bookings org org 60000000 1
+bookings region europe 30000000 0
+bookings region americas 15000000 1
+bookings region asia-pacific 15000000 2
 for m in $(seq 1 12); do
   printf 'org,org,deals_won,,%d-%02d,%d,\n' "$year" "$m" $((380 + m * 5))
 done

@@ -103,6 +103,7 @@ fn family_labels(name: &str) -> Option<Vec<&'static str>> {
         "sales_period_elapsed_ratio" => vec!["period", "period_type"],
         "sales_rep_rank" => vec!["rep", "team", "metric", "window", "among"],
         "sales_rep_team_share" => vec!["rep", "team", "metric", "window"],
+        "sales_region_rank" => vec!["region", "metric", "window"],
         "sales_rep_consistency_mean"
         | "sales_rep_consistency_stddev"
         | "sales_rep_consistency_cv"
@@ -116,6 +117,7 @@ fn family_labels(name: &str) -> Option<Vec<&'static str>> {
             let mut labels = match scope {
                 "rep" => vec!["rep", "team"],
                 "team" => vec!["team"],
+                "region" => vec!["region"],
                 "org" => vec![],
                 _ => return None,
             };

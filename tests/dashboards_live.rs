@@ -901,6 +901,48 @@ async fn value_differences(
         }
         Err(e) => diffs.push(format!("{title}: {e}")),
     }
+    // Sales floor, regions: each region's bookings this quarter (the deals service's) and its
+    // attainment of the plan's quarter target.
+    let region_qtd = sums_by(
+        deals,
+        "sales_region_bookings",
+        &[("window", "qtd")],
+        "region",
+    );
+    let regions: Vec<String> = plan
+        .keys()
+        .filter(|k| k.0 == "region" && k.2 == "bookings" && k.3 == quarter)
+        .map(|k| k.1.clone())
+        .collect();
+    if regions.is_empty() || regions.iter().any(|r| !region_qtd.contains_key(r)) {
+        diffs.push(format!(
+            "regions: plan {regions:?}, deals service {:?}",
+            region_qtd.keys()
+        ));
+    }
+    for (title, want_of) in [
+        ("Regions: bookings this quarter", None),
+        ("Regions: quarter attainment", Some(())),
+    ] {
+        match by_label(client, port, &board_query(floor, title, "A"), "region").await {
+            Ok(got) => {
+                for r in &regions {
+                    let booked = region_qtd.get(r).copied().unwrap_or_default();
+                    let want = match want_of {
+                        None => booked,
+                        Some(()) => booked / target("region", r, &quarter).unwrap_or(f64::NAN),
+                    };
+                    expect(
+                        &mut diffs,
+                        format!("{title} / {r}"),
+                        got.get(r).copied(),
+                        want,
+                    );
+                }
+            }
+            Err(e) => diffs.push(format!("{title}: {e}")),
+        }
+    }
     // Pipeline and forecast, "Target (quarter)": the org's current quarter.
     let title = "Target (quarter)";
     let got = instant(

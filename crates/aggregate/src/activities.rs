@@ -4,7 +4,6 @@
 //! are exact to the minute), one hour for older activities. An activity counts in a window when
 //! its bucket's start lies in the window.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
@@ -233,9 +232,7 @@ impl ActivitiesCore {
             // Older than every window: it can change no number.
             return Outcome::Stale;
         }
-        let mut h = std::hash::DefaultHasher::new();
-        ev.event_id.hash(&mut h);
-        match self.seen.entry(h.finish()) {
+        match self.seen.entry(crate::ids::event_id_hash(&ev.event_id)) {
             std::collections::hash_map::Entry::Occupied(_) => return Outcome::Duplicate,
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(t);

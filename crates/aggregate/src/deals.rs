@@ -4,7 +4,6 @@
 //! new state contributes, so an amount change, a reopening, a stage change or an owner change
 //! moves the deal's numbers instead of counting it twice.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate};
@@ -364,10 +363,7 @@ pub(crate) struct DealState {
 }
 
 fn id_hash(s: &str) -> u64 {
-    // Fixed keys: the same id hashes the same in every process, so restarts agree.
-    let mut h = std::hash::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
+    crate::ids::event_id_hash(s)
 }
 
 /// What the configured stages mean, and the current periods (day ranges, start inclusive)

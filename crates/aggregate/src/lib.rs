@@ -10,6 +10,7 @@ mod calendar;
 mod deals;
 mod diff;
 mod flow;
+mod ids;
 mod ledger;
 mod regions;
 mod schedule;

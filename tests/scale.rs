@@ -174,7 +174,7 @@ async fn one_to_three_to_one_instances_during_a_stream() {
     }
     // Nothing exported twice, and the sums over instances are the org totals.
     let twice = prom
-        .query(r#"count by (__name__, rep, team, window, kind, stage, to, category, rollup, period_type, period) ({__name__=~"sales_(rep|team|org)_.+"}) > 1"#)
+        .query(r#"count by (__name__, rep, team, region, window, kind, stage, to, category, rollup, period_type, period, metric) ({__name__=~"sales_(rep|team|region|org)_.+"}) > 1"#)
         .await;
     assert!(
         twice.is_empty(),

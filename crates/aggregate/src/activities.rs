@@ -347,7 +347,7 @@ impl ActivitiesCore {
             .drain(&|s: &ActivitySummary, b: &mut SeriesBuilder<'_>| build(&kinds, s, b))
     }
 
-    pub fn snapshot(&self) -> Vec<SubjectSeries> {
+    pub fn snapshot(&mut self) -> Vec<SubjectSeries> {
         self.ledger
             .snapshot(&|s: &ActivitySummary, b: &mut SeriesBuilder<'_>| build(&self.kinds, s, b))
     }

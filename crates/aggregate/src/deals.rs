@@ -1018,7 +1018,7 @@ impl DealsCore {
     }
 
     /// Every current series.
-    pub fn snapshot(&self) -> Vec<SubjectSeries> {
+    pub fn snapshot(&mut self) -> Vec<SubjectSeries> {
         let labels = Labels {
             now: self.bounds.now,
             ..self.labels.clone()

@@ -124,15 +124,25 @@ impl<C: Cell> Ledger<C> {
         self.regions.region_of(team, &self.unassigned)
     }
 
-    /// The teams' regions as of the current roster (derived again if it changed since the
-    /// last drain).
-    fn current_regions(&self) -> std::borrow::Cow<'_, Regions> {
-        if !self.regions_stale {
-            return std::borrow::Cow::Borrowed(&self.regions);
+    /// Derives the teams' regions again if the roster changed since: every region shown before
+    /// and every region now is then emitted again.
+    fn settle_regions(&mut self) {
+        if !std::mem::take(&mut self.regions_stale) {
+            return;
         }
-        let mut r = self.regions.clone();
-        r.derive(&self.roster, &self.info, &self.unassigned);
-        std::borrow::Cow::Owned(r)
+        let changed = self
+            .regions
+            .derive(&self.roster, &self.info, &self.unassigned);
+        if !changed.is_empty() {
+            self.dirty_regions
+                .extend(self.emitted_regions.iter().cloned());
+            let now: Vec<Arc<str>> = self
+                .team_index
+                .keys()
+                .filter_map(|t| self.region_of(t))
+                .collect();
+            self.dirty_regions.extend(now);
+        }
     }
 
     /// Gives every rep on the roster a [`Metric::Member`] series under its roster team. One
@@ -167,7 +177,10 @@ impl<C: Cell> Ledger<C> {
     /// marked as changed.
     pub fn cell(&mut self, rep: &Arc<str>, team: Option<&Arc<str>>, b: &Bounds) -> &mut C {
         self.dirty_org = true;
-        self.bounds = Some(*b);
+        // The clock moves at `advance`; a cell handed out before the first tick sets it.
+        if self.bounds.is_none() {
+            self.bounds = Some(*b);
+        }
         let found = self
             .reps
             .get(rep)
@@ -508,9 +521,8 @@ impl<C: Cell> Ledger<C> {
             Subject::Region(region) => {
                 let mut s = C::Summary::default();
                 let mut any = false;
-                let regions = self.current_regions();
                 for team in self.team_index.keys() {
-                    if regions.region_of(team, &self.unassigned).as_ref() == Some(region) {
+                    if self.region_of(team).as_ref() == Some(region) {
                         if let Some(t) = self.summary_of_team(team) {
                             C::add_summary(&mut s, &t);
                             any = true;
@@ -574,23 +586,7 @@ impl<C: Cell> Ledger<C> {
         F: Fn(&C::Summary, &mut SeriesBuilder<'_>),
     {
         self.mark_touched();
-        if std::mem::take(&mut self.regions_stale) {
-            let changed = self
-                .regions
-                .derive(&self.roster, &self.info, &self.unassigned);
-            // Teams changed region (or regions came or went): every region shown before and
-            // every region now is emitted again.
-            if !changed.is_empty() {
-                self.dirty_regions
-                    .extend(self.emitted_regions.iter().cloned());
-                let now: Vec<Arc<str>> = self
-                    .team_index
-                    .keys()
-                    .filter_map(|t| self.region_of(t))
-                    .collect();
-                self.dirty_regions.extend(now);
-            }
-        }
+        self.settle_regions();
         let mut out: Vec<SubjectSeries> = Vec::new();
         let mut reps: Vec<Arc<str>> = self.dirty_reps.drain().collect();
         reps.sort();
@@ -694,27 +690,34 @@ impl<C: Cell> Ledger<C> {
     }
 
     /// Series of every subject that has any.
-    pub fn snapshot<F>(&self, build: &F) -> Vec<SubjectSeries>
+    pub fn snapshot<F>(&mut self, build: &F) -> Vec<SubjectSeries>
     where
         F: Fn(&C::Summary, &mut SeriesBuilder<'_>),
     {
+        // What a snapshot shows is what later drains change: the regions are settled first.
+        self.settle_regions();
         let mut subjects: Vec<Subject> = self.roster.keys().cloned().map(Subject::Rep).collect();
         subjects.extend(self.team_index.keys().cloned().map(Subject::Team));
-        let current = self.current_regions();
         let mut regions: Vec<Arc<str>> = self
             .team_index
             .keys()
-            .filter_map(|t| current.region_of(t, &self.unassigned))
+            .filter_map(|t| self.region_of(t))
             .collect();
         regions.sort();
         regions.dedup();
         subjects.extend(regions.into_iter().map(Subject::Region));
         subjects.push(Subject::Org);
         subjects.sort();
-        subjects
+        let out: Vec<SubjectSeries> = subjects
             .iter()
             .map(|s| self.series_of(s, build))
             .filter(|s| !s.series.is_empty())
-            .collect()
+            .collect();
+        for s in &out {
+            if let Subject::Region(r) = &s.subject {
+                self.emitted_regions.insert(r.clone());
+            }
+        }
+        out
     }
 }

@@ -914,6 +914,12 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
                 deals.roster_info(&rep(*rp), name.as_deref(), region.as_deref(), hired_at);
                 acts.roster_info(&rep(*rp), name.as_deref(), region.as_deref(), hired_at);
             }
+            // As a service taking over does: its board is what the restored core shows, and a
+            // subject it does not show (a region of the old roster) is gone.
+            deal_board.clear();
+            flatten(&deals.snapshot(), &mut deal_board);
+            act_board.clear();
+            flatten(&acts.snapshot(), &mut act_board);
         }
         match step {
             Step::Deal(d) => {

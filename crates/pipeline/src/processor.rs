@@ -40,7 +40,7 @@ pub trait Processor: Send + 'static {
     fn tick(&mut self, now_ms: i64);
     fn drain_changes(&mut self) -> Vec<SubjectSeries>;
     /// Every current series.
-    fn snapshot(&self) -> Vec<SubjectSeries>;
+    fn snapshot(&mut self) -> Vec<SubjectSeries>;
     /// Sizes of the in-memory state, by kind.
     fn state_sizes(&self) -> Vec<(&'static str, usize)>;
     /// The state, encoded for a snapshot.
@@ -113,7 +113,7 @@ impl Processor for DealsCore {
     fn drain_changes(&mut self) -> Vec<SubjectSeries> {
         DealsCore::drain_changes(self)
     }
-    fn snapshot(&self) -> Vec<SubjectSeries> {
+    fn snapshot(&mut self) -> Vec<SubjectSeries> {
         DealsCore::snapshot(self)
     }
     fn state_sizes(&self) -> Vec<(&'static str, usize)> {
@@ -206,7 +206,7 @@ impl Processor for ActivitiesCore {
     fn drain_changes(&mut self) -> Vec<SubjectSeries> {
         ActivitiesCore::drain_changes(self)
     }
-    fn snapshot(&self) -> Vec<SubjectSeries> {
+    fn snapshot(&mut self) -> Vec<SubjectSeries> {
         ActivitiesCore::snapshot(self)
     }
     fn state_sizes(&self) -> Vec<(&'static str, usize)> {

@@ -443,6 +443,39 @@ impl<C: Cell> Ledger<C> {
         crate::weekly::push_consistency(C::MEASURED, &weeks, first, &self.measured, &mut builder);
     }
 
+    /// The series of `region` from its teams' summaries; none without a team.
+    fn region_series<'s, F>(
+        region: &Arc<str>,
+        teams: impl Iterator<Item = std::borrow::Cow<'s, C::Summary>>,
+        build: &F,
+    ) -> Vec<Series>
+    where
+        C::Summary: 's,
+        F: Fn(&C::Summary, &mut SeriesBuilder<'_>),
+    {
+        let mut series = Vec::new();
+        let mut s = C::Summary::default();
+        let mut any = false;
+        for t in teams {
+            C::add_summary(&mut s, &t);
+            any = true;
+        }
+        if any {
+            build(
+                &s,
+                &mut SeriesBuilder {
+                    scope: Scope::Region,
+                    rep: None,
+                    team: None,
+                    region: Some(region),
+                    name: None,
+                    out: &mut series,
+                },
+            );
+        }
+        series
+    }
+
     fn summary_of_team(&self, team: &Arc<str>) -> Option<C::Summary> {
         let reps = self.team_index.get(team)?;
         let mut s = C::Summary::default();
@@ -519,29 +552,13 @@ impl<C: Cell> Ledger<C> {
                 self.push_consistency(rep, name, info, &mut series);
             }
             Subject::Region(region) => {
-                let mut s = C::Summary::default();
-                let mut any = false;
-                for team in self.team_index.keys() {
-                    if self.region_of(team).as_ref() == Some(region) {
-                        if let Some(t) = self.summary_of_team(team) {
-                            C::add_summary(&mut s, &t);
-                            any = true;
-                        }
-                    }
-                }
-                if any {
-                    build(
-                        &s,
-                        &mut SeriesBuilder {
-                            scope: Scope::Region,
-                            rep: None,
-                            team: None,
-                            region: Some(region),
-                            name: None,
-                            out: &mut series,
-                        },
-                    );
-                }
+                let teams = self
+                    .team_index
+                    .keys()
+                    .filter(|t| self.region_of(t).as_ref() == Some(region))
+                    .filter_map(|t| self.summary_of_team(t))
+                    .map(std::borrow::Cow::Owned);
+                series = Self::region_series(region, teams, build);
             }
             Subject::Team(team) => {
                 if let Some(s) = self.summary_of_team(team) {
@@ -630,28 +647,12 @@ impl<C: Cell> Ledger<C> {
         let mut regions: Vec<Arc<str>> = self.dirty_regions.drain().collect();
         regions.sort();
         for region in regions {
-            let mut series = Vec::new();
-            let mut s = C::Summary::default();
-            let mut any = false;
-            for (team, t) in &self.team_sums {
-                if self.region_of(team).as_ref() == Some(&region) {
-                    C::add_summary(&mut s, t);
-                    any = true;
-                }
-            }
-            if any {
-                build(
-                    &s,
-                    &mut SeriesBuilder {
-                        scope: Scope::Region,
-                        rep: None,
-                        team: None,
-                        region: Some(&region),
-                        name: None,
-                        out: &mut series,
-                    },
-                );
-            }
+            let teams = self
+                .team_sums
+                .iter()
+                .filter(|(team, _)| self.region_of(team).as_ref() == Some(&region))
+                .map(|(_, t)| std::borrow::Cow::Borrowed(t));
+            let series = Self::region_series(&region, teams, build);
             if series.is_empty() {
                 self.emitted_regions.remove(&region);
             } else {

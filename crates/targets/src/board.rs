@@ -103,6 +103,20 @@ pub struct TargetsBoard {
     ramp: Ramp,
 }
 
+/// Of roster records (rep, value, arrival), the value of each rep's latest.
+fn latest_per_rep<'a, V: Copy>(
+    records: impl Iterator<Item = (&'a str, V, u64)>,
+) -> HashMap<&'a str, V> {
+    let mut latest: HashMap<&str, (V, u64)> = HashMap::new();
+    for (rep, v, seq) in records {
+        let e = latest.entry(rep).or_insert((v, seq));
+        if seq > e.1 {
+            *e = (v, seq);
+        }
+    }
+    latest.into_iter().map(|(r, (v, _))| (r, v)).collect()
+}
+
 fn f(d: Decimal) -> f64 {
     d.to_f64().unwrap_or(f64::NAN)
 }
@@ -220,14 +234,11 @@ impl TargetsBoard {
 
     /// Each rep's hiring date, from its latest info record.
     fn hiring_dates(&self) -> HashMap<&str, chrono::NaiveDate> {
-        let mut latest: HashMap<&str, (chrono::NaiveDate, u64)> = HashMap::new();
-        for (rep, date, seq) in self.hired.values() {
-            let e = latest.entry(rep.as_str()).or_insert((*date, *seq));
-            if *seq > e.1 {
-                *e = (*date, *seq);
-            }
-        }
-        latest.into_iter().map(|(r, (d, _))| (r, d)).collect()
+        latest_per_rep(
+            self.hired
+                .values()
+                .map(|(rep, d, seq)| (rep.as_str(), *d, *seq)),
+        )
     }
 
     /// The target a subject carries for `t`'s period: a rep in ramp carries the ramp's share
@@ -387,14 +398,11 @@ impl TargetsBoard {
     /// briefly have two membership records; the latest one counts.
     fn rep_teams(&self) -> HashMap<&str, &str> {
         let mut teams = self.majority_teams();
-        let mut latest: HashMap<&str, (&str, u64)> = HashMap::new();
-        for (rep, team, seq) in self.members.values() {
-            let e = latest.entry(rep.as_str()).or_insert((team.as_str(), *seq));
-            if *seq > e.1 {
-                *e = (team.as_str(), *seq);
-            }
-        }
-        teams.extend(latest.into_iter().map(|(rep, (team, _))| (rep, team)));
+        teams.extend(latest_per_rep(
+            self.members
+                .values()
+                .map(|(rep, team, seq)| (rep.as_str(), team.as_str(), *seq)),
+        ));
         teams
     }
 

@@ -382,7 +382,7 @@ fn build(kinds: &[Arc<str>], s: &ActivitySummary, b: &mut SeriesBuilder<'_>) {
         if s.iter().all(|c| c.secs.0[k] == 0) {
             continue;
         }
-        for w in Window::ALL {
+        for w in Window::periods() {
             b.push(
                 Metric::ActivitySeconds,
                 Some(w),

@@ -4,9 +4,15 @@ use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
 
 /// Number of windows every windowed metric is kept for.
-pub const WINDOWS: usize = 9;
+pub const WINDOWS: usize = 17;
 
-/// A window ending now: rolling (`1h` … `30d`) or to-date in the configured calendar.
+/// Windows ending now (rolling and to-date); the others end before now.
+pub const CURRENT: usize = 9;
+
+/// A window of time in the configured calendar: rolling (`1h` … `30d`) or to-date, both
+/// ending now; a closed period (`yesterday` … `last_year`); or the previous week, month or
+/// quarter up to the same point as the current one (`last_quarter_to_date`: as far into last
+/// quarter as `qtd` is into this one, by elapsed share).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Window {
     H1,
@@ -18,7 +24,23 @@ pub enum Window {
     Mtd,
     Qtd,
     Ytd,
+    Yesterday,
+    LastWeek,
+    LastMonth,
+    LastQuarter,
+    LastYear,
+    LastWeekToDate,
+    LastMonthToDate,
+    LastQuarterToDate,
 }
+
+/// The to-date windows that have a same-point window, in the order of
+/// [`Window::LastWeekToDate`] and the next two.
+pub const SAME_POINT: [(Window, Window); 3] = [
+    (Window::Wtd, Window::LastWeekToDate),
+    (Window::Mtd, Window::LastMonthToDate),
+    (Window::Qtd, Window::LastQuarterToDate),
+];
 
 impl Window {
     pub const ALL: [Window; WINDOWS] = [
@@ -31,6 +53,14 @@ impl Window {
         Window::Mtd,
         Window::Qtd,
         Window::Ytd,
+        Window::Yesterday,
+        Window::LastWeek,
+        Window::LastMonth,
+        Window::LastQuarter,
+        Window::LastYear,
+        Window::LastWeekToDate,
+        Window::LastMonthToDate,
+        Window::LastQuarterToDate,
     ];
 
     pub fn label(self) -> &'static str {
@@ -44,6 +74,14 @@ impl Window {
             Window::Mtd => "mtd",
             Window::Qtd => "qtd",
             Window::Ytd => "ytd",
+            Window::Yesterday => "yesterday",
+            Window::LastWeek => "last_week",
+            Window::LastMonth => "last_month",
+            Window::LastQuarter => "last_quarter",
+            Window::LastYear => "last_year",
+            Window::LastWeekToDate => "last_week_to_date",
+            Window::LastMonthToDate => "last_month_to_date",
+            Window::LastQuarterToDate => "last_quarter_to_date",
         }
     }
 
@@ -55,7 +93,7 @@ impl Window {
         self as usize
     }
 
-    /// Length of a rolling window in seconds; `None` for to-date windows.
+    /// Length of a rolling window in seconds; `None` for the others.
     pub fn rolling_seconds(self) -> Option<i64> {
         match self {
             Window::H1 => Some(3_600),
@@ -64,6 +102,63 @@ impl Window {
             Window::D30 => Some(30 * 86_400),
             _ => None,
         }
+    }
+
+    /// Whether the window ends now (rolling and to-date windows).
+    pub fn is_current(self) -> bool {
+        self.index() < CURRENT
+    }
+
+    /// Whether the window is the previous period up to the same point as the current one.
+    /// Only bookings, deals won and activities are published for these windows.
+    pub fn is_same_point(self) -> bool {
+        self >= Window::LastWeekToDate
+    }
+
+    /// The windows every windowed family is published for: all but the same-point ones.
+    pub fn periods() -> impl Iterator<Item = Window> {
+        Window::ALL.into_iter().filter(|w| !w.is_same_point())
+    }
+
+    /// The closed period before the current one of a to-date window.
+    fn previous(self) -> Option<Window> {
+        match self {
+            Window::Today => Some(Window::Yesterday),
+            Window::Wtd => Some(Window::LastWeek),
+            Window::Mtd => Some(Window::LastMonth),
+            Window::Qtd => Some(Window::LastQuarter),
+            Window::Ytd => Some(Window::LastYear),
+            _ => None,
+        }
+    }
+}
+
+/// How far the previous period reaches at the same point as the current one: for a current
+/// period of `cur` seconds started at `since` and a previous one of `prev` seconds started at
+/// `prev_lo`, the previous period counts up to `prev_lo + floor((now - since) × prev / cur)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SamePoint {
+    pub since: i64,
+    pub cur: i64,
+    pub prev_lo: i64,
+    pub prev: i64,
+}
+
+impl SamePoint {
+    /// Last second of the previous period counted at `now`.
+    pub fn hi(&self, now: i64) -> i64 {
+        let elapsed = i128::from((now - self.since).max(0));
+        let reach = elapsed * i128::from(self.prev) / i128::from(self.cur.max(1));
+        self.prev_lo + i64::try_from(reach).unwrap_or(i64::MAX - self.prev_lo)
+    }
+
+    /// The first second (at or after the current period's start) at which a fact at `ts` of
+    /// the previous period is counted.
+    pub fn reaches(&self, ts: i64) -> i64 {
+        let d = i128::from((ts - self.prev_lo).max(0));
+        let (c, p) = (i128::from(self.cur), i128::from(self.prev.max(1)));
+        let e = (d * c + p - 1) / p;
+        self.since + i64::try_from(e).unwrap_or(i64::MAX - self.since)
     }
 }
 
@@ -95,16 +190,41 @@ pub fn first_full_week(d: NaiveDate) -> i64 {
     week + i64::from(d.weekday().num_days_from_monday() != 0)
 }
 
+/// The first day of the period `n` periods after (or before) the one of to-date window `w`
+/// starting on `first`.
+fn step(w: Window, first: NaiveDate, n: i32) -> NaiveDate {
+    let months = |k: i32| {
+        let m = chrono::Months::new(k.unsigned_abs());
+        if k >= 0 {
+            first.checked_add_months(m)
+        } else {
+            first.checked_sub_months(m)
+        }
+        .unwrap_or(first)
+    };
+    match w {
+        Window::Today => first + Duration::days(i64::from(n)),
+        Window::Wtd => first + Duration::days(7 * i64::from(n)),
+        Window::Mtd => months(n),
+        Window::Qtd => months(3 * n),
+        _ => months(12 * n),
+    }
+}
+
 /// Complete weeks a rep's consistency is measured over unless configured otherwise.
 pub const CONSISTENCY_WEEKS: u32 = 12;
 
-/// Where each window starts at one instant. A fact at second `t` is in window `w` when
-/// `lo[w] <= t <= now`; rolling windows cover the `len` seconds ending at `now`, so a fact
+/// Where each window starts and ends at one instant. A fact at second `t` is in window `w`
+/// when `lo[w] <= t <= hi[w]`; rolling windows cover the `len` seconds ending at `now`, so a fact
 /// leaves `1h` exactly one hour after it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
     pub now: i64,
     pub lo: [i64; WINDOWS],
+    /// Last second of each window: `now` for the current ones.
+    pub hi: [i64; WINDOWS],
+    /// How far each same-point window reaches (in the order of [`SAME_POINT`]).
+    pub same: [SamePoint; SAME_POINT.len()],
     /// Earliest start among the windows and the weeks of consistency: older facts can never
     /// be counted again.
     pub horizon: i64,
@@ -185,11 +305,18 @@ impl Calendar {
 
     /// Start (Unix seconds) of window `w` at instant `now` (Unix seconds).
     pub fn start(&self, w: Window, now: i64) -> i64 {
-        if let Some(len) = w.rolling_seconds() {
-            return now - len + 1;
-        }
-        let local = self.local_date(now);
-        let first = match w {
+        self.range(w, now).0
+    }
+
+    /// First and last second (Unix seconds) of window `w` at instant `now`.
+    pub fn range(&self, w: Window, now: i64) -> (i64, i64) {
+        let b = self.bounds(now);
+        (b.lo[w.index()], b.hi[w.index()])
+    }
+
+    /// First day of the period of to-date window `w` containing the local date `local`.
+    fn first_day(&self, w: Window, local: NaiveDate) -> NaiveDate {
+        match w {
             Window::Today => local,
             Window::Wtd => {
                 local - Duration::days(i64::from(local.weekday().num_days_from_monday()))
@@ -203,14 +330,46 @@ impl Calendar {
                 let (y, m) = self.fiscal_year_start(local.year(), local.month());
                 NaiveDate::from_ymd_opt(y, m, 1).unwrap_or(local)
             }
-        };
-        self.local_midnight(first)
+        }
     }
 
     pub fn bounds(&self, now: i64) -> Bounds {
         let mut lo = [0; WINDOWS];
-        for w in Window::ALL {
-            lo[w.index()] = self.start(w, now);
+        let mut hi = [now; WINDOWS];
+        let local = self.local_date(now);
+        for w in Window::ALL.into_iter().take(CURRENT) {
+            lo[w.index()] = match w.rolling_seconds() {
+                Some(len) => now - len + 1,
+                None => self.local_midnight(self.first_day(w, local)),
+            };
+        }
+        let mut same = [SamePoint::default(); SAME_POINT.len()];
+        for w in [
+            Window::Today,
+            Window::Wtd,
+            Window::Mtd,
+            Window::Qtd,
+            Window::Ytd,
+        ] {
+            let first = self.first_day(w, local);
+            let since = lo[w.index()];
+            let prev_lo = self.local_midnight(step(w, first, -1));
+            if let Some(closed) = w.previous() {
+                lo[closed.index()] = prev_lo;
+                hi[closed.index()] = since - 1;
+            }
+            if let Some(k) = SAME_POINT.iter().position(|(cur, _)| *cur == w) {
+                let until = self.local_midnight(step(w, first, 1));
+                same[k] = SamePoint {
+                    since,
+                    cur: until - since,
+                    prev_lo,
+                    prev: since - prev_lo,
+                };
+                let sp = SAME_POINT[k].1.index();
+                lo[sp] = prev_lo;
+                hi[sp] = same[k].hi(now);
+            }
         }
         let week = self.week_index(now);
         let weeks = self.consistency_weeks as usize;
@@ -219,6 +378,8 @@ impl Calendar {
         Bounds {
             now,
             lo,
+            hi,
+            same,
             horizon,
             week,
             next_week: self.week_start(week + 1),
@@ -383,12 +544,87 @@ mod tests {
         assert_eq!(cal.week_at(monday - 1, &b), b.week - 1);
         assert_eq!(b.next_week, ts("2026-12-07T05:00:00Z"));
         assert_eq!(cal.week_at(b.next_week, &b), b.week + 1);
-        // The horizon reaches back to the first of the consistency weeks.
+        // The horizon reaches back to last year's start, or to the first of the consistency
+        // weeks when they reach further.
         let b = cal.bounds(ts("2027-01-05T12:00:00Z"));
         assert_eq!(b.weeks, 12);
-        assert_eq!(b.horizon, cal.week_start(b.week - 12));
-        assert!(b.horizon < b.lo[Window::Ytd.index()]);
+        assert_eq!(b.horizon, ts("2026-01-01T05:00:00Z"));
+        let long = cal.with_consistency_weeks(104).expect("valid");
+        let b = long.bounds(ts("2027-01-05T12:00:00Z"));
+        assert_eq!(b.horizon, cal.week_start(b.week - 104));
         assert!(cal.with_consistency_weeks(1).is_err());
+    }
+
+    #[test]
+    fn closed_periods_end_where_the_current_ones_start() {
+        let cal = Calendar::new("UTC", 2).expect("valid calendar");
+        let now = ts("2026-05-13T09:30:00Z"); // a Wednesday in fiscal Q2 (May to July)
+        let r = |w| cal.range(w, now);
+        assert_eq!(
+            r(Window::Yesterday),
+            (ts("2026-05-12T00:00:00Z"), ts("2026-05-12T23:59:59Z"))
+        );
+        assert_eq!(
+            r(Window::LastWeek),
+            (ts("2026-05-04T00:00:00Z"), ts("2026-05-10T23:59:59Z"))
+        );
+        assert_eq!(
+            r(Window::LastMonth),
+            (ts("2026-04-01T00:00:00Z"), ts("2026-04-30T23:59:59Z"))
+        );
+        assert_eq!(
+            r(Window::LastQuarter),
+            (ts("2026-02-01T00:00:00Z"), ts("2026-04-30T23:59:59Z"))
+        );
+        assert_eq!(
+            r(Window::LastYear),
+            (ts("2025-02-01T00:00:00Z"), ts("2026-01-31T23:59:59Z"))
+        );
+        assert_eq!(r(Window::Qtd), (ts("2026-05-01T00:00:00Z"), now));
+    }
+
+    #[test]
+    fn same_point_windows_reach_as_far_by_elapsed_share() {
+        let cal = Calendar::utc();
+        // Half of November (30 days) is 15 days; half of October (31 days) is 15.5 days.
+        let now = ts("2026-11-16T00:00:00Z");
+        assert_eq!(
+            cal.range(Window::LastMonthToDate, now),
+            (ts("2026-10-01T00:00:00Z"), ts("2026-10-16T12:00:00Z"))
+        );
+        // Three days into the week: three days into last week.
+        let now = ts("2026-11-26T00:00:00Z");
+        assert_eq!(
+            cal.range(Window::LastWeekToDate, now),
+            (ts("2026-11-16T00:00:00Z"), ts("2026-11-19T00:00:00Z"))
+        );
+        // The first second of a quarter counts the first second of the last.
+        let now = ts("2026-10-01T00:00:00Z");
+        assert_eq!(
+            cal.range(Window::LastQuarterToDate, now),
+            (ts("2026-07-01T00:00:00Z"), ts("2026-07-01T00:00:00Z"))
+        );
+        // The last second of a quarter counts the last quarter but for its rounding.
+        let end = ts("2026-12-31T23:59:59Z");
+        let (lo, hi) = cal.range(Window::LastQuarterToDate, end);
+        assert_eq!(lo, ts("2026-07-01T00:00:00Z"));
+        assert!(hi <= ts("2026-09-30T23:59:59Z") && hi > ts("2026-09-30T23:59:00Z"));
+    }
+
+    #[test]
+    fn a_fact_is_reached_at_the_first_second_the_same_point_counts_it() {
+        let cal = Calendar::new("Europe/Berlin", 1).expect("valid calendar");
+        for now in [ts("2026-11-03T10:00:00Z"), ts("2027-03-30T10:00:00Z")] {
+            let b = cal.bounds(now);
+            for p in b.same {
+                for d in [0, 1, 59, 3_600, p.prev / 3, p.prev / 2 + 7, p.prev - 1] {
+                    let fact = p.prev_lo + d;
+                    let at = p.reaches(fact);
+                    assert!(p.hi(at) >= fact, "{p:?} {d}");
+                    assert!(at == p.since || p.hi(at - 1) < fact, "{p:?} {d}");
+                }
+            }
+        }
     }
 
     #[test]

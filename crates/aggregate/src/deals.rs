@@ -271,7 +271,7 @@ impl DealSummary {
 
 impl DealCell {
     /// Adds (`sign` 1) or retracts (-1) a windowed fact in the windows of `mask`.
-    fn add_fact(&mut self, f: &DealSums, sign: i8, mask: u16) {
+    fn add_fact(&mut self, f: &DealSums, sign: i8, mask: flow::Mask) {
         if mask == 0 {
             return;
         }
@@ -1086,6 +1086,9 @@ fn build(l: &Labels, s: &DealSummary, b: &mut SeriesBuilder<'_>) {
             let bookings = money(x.bookings);
             b.push(Metric::Bookings, Some(w), None, bookings);
             b.push(Metric::DealsWon, Some(w), None, won);
+            if w.is_same_point() {
+                continue;
+            }
             b.push(Metric::DealsLost, Some(w), None, lost);
             b.push(
                 Metric::PipelineCreated,
@@ -1148,7 +1151,7 @@ fn build_flow(l: &Labels, flow: &[[i128; WINDOWS]], b: &mut SeriesBuilder<'_>) {
         if !any(slots.entered(i)) && used.is_empty() {
             continue;
         }
-        for w in Window::ALL {
+        for w in Window::periods() {
             let entered = Decimal::from(sum(slots.entered(i), w) as i64);
             b.push(Metric::StageEntered, Some(w), stage, entered);
             let mut left = 0i128;
@@ -1185,7 +1188,7 @@ fn build_flow(l: &Labels, flow: &[[i128; WINDOWS]], b: &mut SeriesBuilder<'_>) {
         slots.pulled_amount(),
     ];
     if moves.iter().any(|m| any(*m)) {
-        for w in Window::ALL {
+        for w in Window::periods() {
             let count = |slot| Decimal::from(sum(slot, w) as i64);
             b.push(
                 Metric::CloseDatePushed,

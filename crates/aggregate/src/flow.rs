@@ -8,7 +8,10 @@
 
 use salespulse_decode::StageKind;
 
-use crate::calendar::{Bounds, Window, WINDOWS};
+use crate::calendar::{Bounds, SamePoint, Window, CURRENT, SAME_POINT, WINDOWS};
+
+/// A set of windows: bit `w` for window `w`.
+pub(crate) type Mask = u32;
 use crate::schedule::Schedule;
 
 /// Most steps a deal remembers; older ones are forgotten (see docs/metrics.md).
@@ -388,7 +391,7 @@ impl FlowCell {
     }
 
     /// Adds `v` to `slot` in the windows of `mask` (bit `w` for window `w`).
-    pub fn apply_masked(&mut self, slot: usize, v: i128, mask: u16, slots: Slots) {
+    pub fn apply_masked(&mut self, slot: usize, v: i128, mask: Mask, slots: Slots) {
         if mask == 0 || v == 0 {
             return;
         }
@@ -430,7 +433,7 @@ impl FlowCell {
     }
 }
 
-fn add_masked<T>(rows: &mut Vec<[T; WINDOWS]>, i: usize, v: T, mask: u16)
+fn add_masked<T>(rows: &mut Vec<[T; WINDOWS]>, i: usize, v: T, mask: Mask)
 where
     T: Copy + Default + std::ops::AddAssign + std::ops::Mul<Output = T> + From<bool>,
 {
@@ -456,7 +459,8 @@ pub(crate) struct FlowClock {
     /// When each deal's facts may next change windows.
     due: Schedule,
     lo: [i64; WINDOWS],
-    hi: i64,
+    hi: [i64; WINDOWS],
+    same: [SamePoint; SAME_POINT.len()],
 }
 
 /// The deals whose facts may have changed windows when the clock moved, and the windows'
@@ -466,13 +470,13 @@ pub(crate) struct Moved {
     /// `None`: a to-date window started anew, so every deal.
     pub deals: Option<Vec<u64>>,
     pub lo: [i64; WINDOWS],
-    pub hi: i64,
+    pub hi: [i64; WINDOWS],
 }
 
 impl Moved {
     /// The windows a fact at `ts` was counted in before the move.
-    pub fn mask(&self, ts: i64) -> u16 {
-        window_mask(&self.lo, self.hi, ts)
+    pub fn mask(&self, ts: i64) -> Mask {
+        window_mask(&self.lo, &self.hi, ts)
     }
 }
 
@@ -488,13 +492,14 @@ impl FlowClock {
         FlowClock {
             due: Schedule::default(),
             lo: b.lo,
-            hi: b.now,
+            hi: b.hi,
+            same: b.same,
         }
     }
 
-    /// The windows (bit `w` for window `w`) that count a fact at second `ts`.
-    pub fn mask(&self, ts: i64) -> u16 {
-        window_mask(&self.lo, self.hi, ts)
+    /// The windows that count a fact at second `ts`.
+    pub fn mask(&self, ts: i64) -> Mask {
+        window_mask(&self.lo, &self.hi, ts)
     }
 
     /// The earliest second at which one of `facts` changes windows other than at a midnight
@@ -508,14 +513,24 @@ impl FlowClock {
     }
 
     /// The earliest second at which a fact at `ts` changes windows other than at a midnight:
-    /// when the clock reaches it, or when it leaves the shortest rolling window counting it.
+    /// when the clock reaches it, when it leaves the shortest rolling window counting it, or
+    /// when a same-point window reaches it.
     pub fn next_at(&self, ts: i64) -> i64 {
-        if ts > self.hi {
+        let now = self.hi[0];
+        if ts > now {
             return ts;
         }
-        rolling()
+        let leaves = rolling()
             .find(|(w, _)| self.lo[*w] <= ts)
-            .map_or(i64::MAX, |(_, len)| ts + len)
+            .map_or(i64::MAX, |(_, len)| ts + len);
+        let reached = SAME_POINT
+            .iter()
+            .zip(&self.same)
+            .filter(|((_, w), _)| self.lo[w.index()] <= ts && ts > self.hi[w.index()])
+            .map(|(_, p)| p.reaches(ts))
+            .min()
+            .unwrap_or(i64::MAX);
+        leaves.min(reached)
     }
 
     /// Makes `seq` due at `next` if that is earlier than `due` (see [`Schedule::schedule`]).
@@ -530,30 +545,32 @@ impl FlowClock {
 
     /// Moves the windows to `b` and returns the deals to look at again.
     pub fn advance(&mut self, b: &Bounds) -> Moved {
+        // A to-date window starting anew moves the closed and same-point windows too.
         let moved_day = Window::ALL
             .into_iter()
+            .take(CURRENT)
             .filter(|w| w.rolling_seconds().is_none())
             .any(|w| b.lo[w.index()] != self.lo[w.index()]);
-        let hi = self.hi.max(b.now);
-        let deals = (!moved_day).then(|| self.due.take_until(hi));
+        let now = self.hi[0].max(b.now);
+        let deals = (!moved_day).then(|| self.due.take_until(now));
         let before = Moved {
             deals,
             lo: self.lo,
             hi: self.hi,
         };
         self.lo = b.lo;
-        self.hi = hi;
+        for (h, new) in self.hi.iter_mut().zip(b.hi) {
+            *h = if moved_day { new } else { (*h).max(new) };
+        }
+        self.same = b.same;
         before
     }
 }
 
-fn window_mask(lo: &[i64; WINDOWS], hi: i64, ts: i64) -> u16 {
-    if ts > hi {
-        return 0;
-    }
+fn window_mask(lo: &[i64; WINDOWS], hi: &[i64; WINDOWS], ts: i64) -> Mask {
     let mut m = 0;
-    for (w, l) in lo.iter().enumerate() {
-        m |= u16::from(*l <= ts) << w;
+    for (w, (l, h)) in lo.iter().zip(hi).enumerate() {
+        m |= Mask::from(*l <= ts && ts <= *h) << w;
     }
     m
 }

@@ -8,8 +8,12 @@
 //! hash map rather than an ordered tree: adding to a bucket is one lookup, and the buckets
 //! between two seconds are found by stepping through the starts between them (or, when that
 //! range holds more starts than there are buckets, by looking at every bucket).
+//!
+//! Windows that end before now (closed periods, same-point windows) are summed afresh when
+//! their start moves (at most once a day); a same-point window's end moves with the clock and
+//! adds the buckets it reaches, like the current windows do.
 
-use crate::calendar::{Bounds, WINDOWS};
+use crate::calendar::{Bounds, CURRENT, WINDOWS};
 
 /// A value that can be summed and un-summed exactly.
 pub trait Measure: Copy + Default + PartialEq {
@@ -47,6 +51,10 @@ pub struct Windowed<V> {
     next_future: i64,
     /// No bucket is older than this.
     oldest: i64,
+    /// Last second of each window ending before now (index `w - CURRENT`).
+    past_hi: [i64; WINDOWS - CURRENT],
+    /// No bucket after `past_hi` and in the window's period is earlier than this.
+    past_next: [i64; WINDOWS - CURRENT],
 }
 
 impl<V: Measure> Windowed<V> {
@@ -61,6 +69,8 @@ impl<V: Measure> Windowed<V> {
             first_in: [i64::MAX; WINDOWS],
             next_future: i64::MAX,
             oldest: i64::MAX,
+            past_hi: past_hi(b),
+            past_next: [i64::MAX; WINDOWS - CURRENT],
         }
     }
 
@@ -98,7 +108,7 @@ impl<V: Measure> Windowed<V> {
         self.facts.entry(ts).or_default().add(v);
         self.oldest = self.oldest.min(ts);
         if ts <= self.hi {
-            for w in 0..WINDOWS {
+            for w in 0..CURRENT {
                 if self.lo[w] <= ts {
                     self.sums[w].add(v);
                     self.first_in[w] = self.first_in[w].min(ts);
@@ -106,6 +116,15 @@ impl<V: Measure> Windowed<V> {
             }
         } else {
             self.next_future = self.next_future.min(ts);
+        }
+        for (k, (hi, next)) in self.past_hi.iter().zip(&mut self.past_next).enumerate() {
+            if self.lo[CURRENT + k] <= ts {
+                if ts <= *hi {
+                    self.sums[CURRENT + k].add(v);
+                } else {
+                    *next = (*next).min(ts);
+                }
+            }
         }
         true
     }
@@ -166,6 +185,7 @@ impl<V: Measure> Windowed<V> {
         if self.facts.is_empty() {
             self.lo = b.lo;
             self.hi = self.hi.max(b.now);
+            self.past_hi = past_hi(b);
             if self.oldest == i64::MAX {
                 // Emptied and reset before: every sum is zero.
                 return false;
@@ -173,13 +193,15 @@ impl<V: Measure> Windowed<V> {
             self.first_in = [i64::MAX; WINDOWS];
             self.next_future = i64::MAX;
             self.oldest = i64::MAX;
+            self.past_next = [i64::MAX; WINDOWS - CURRENT];
             return self.reset_sums();
         }
+        changed |= self.advance_past(b);
         if b.now > self.hi {
             if self.next_future <= b.now {
                 for ts in self.starts_in(self.hi + 1, b.now + 1) {
                     let v = self.facts[&ts];
-                    for w in 0..WINDOWS {
+                    for w in 0..CURRENT {
                         if self.lo[w] <= ts {
                             self.sums[w].add(&v);
                             self.first_in[w] = self.first_in[w].min(ts);
@@ -191,7 +213,7 @@ impl<V: Measure> Windowed<V> {
             }
             self.hi = b.now;
         }
-        for w in 0..WINDOWS {
+        for w in 0..CURRENT {
             let new_lo = b.lo[w];
             if new_lo > self.lo[w] {
                 if self.first_in[w] < new_lo {
@@ -205,10 +227,47 @@ impl<V: Measure> Windowed<V> {
             }
         }
         if self.oldest < b.horizon {
+            // Older than every window's start: counted nowhere.
             for ts in self.starts_in(self.oldest, b.horizon) {
                 self.facts.remove(&ts);
             }
             self.oldest = self.first_from(b.horizon, i64::MAX);
+        }
+        changed
+    }
+
+    /// Moves the windows that end before now: a window whose start moved is summed afresh, a
+    /// window whose end moved adds the buckets it reached.
+    fn advance_past(&mut self, b: &Bounds) -> bool {
+        let mut changed = false;
+        for k in 0..WINDOWS - CURRENT {
+            let w = CURRENT + k;
+            let (lo, hi) = (b.lo[w], b.hi[w]);
+            if lo != self.lo[w] {
+                let mut sum = V::default();
+                let mut next = i64::MAX;
+                for (ts, v) in &self.facts {
+                    if lo <= *ts && *ts <= hi {
+                        sum.add(v);
+                    } else if *ts > hi {
+                        next = next.min(*ts);
+                    }
+                }
+                changed |= sum != self.sums[w];
+                self.sums[w] = sum;
+                self.past_next[k] = next;
+                self.lo[w] = lo;
+                self.past_hi[k] = hi;
+            } else if hi > self.past_hi[k] {
+                if self.past_next[k] <= hi {
+                    for ts in self.starts_in(self.past_hi[k] + 1, hi + 1) {
+                        self.sums[w].add(&self.facts[&ts]);
+                        changed = true;
+                    }
+                    self.past_next[k] = self.first_from(hi + 1, i64::MAX);
+                }
+                self.past_hi[k] = hi;
+            }
         }
         changed
     }
@@ -227,11 +286,10 @@ impl<V: Measure> Windowed<V> {
         }
         self.oldest = self.first_from(before, i64::MAX);
         for (ts, v) in &out {
-            if *ts <= self.hi {
-                for (lo, sum) in self.lo.iter().zip(self.sums.iter_mut()) {
-                    if lo <= ts {
-                        sum.sub(v);
-                    }
+            for w in 0..WINDOWS {
+                let hi = w.checked_sub(CURRENT).map_or(self.hi, |k| self.past_hi[k]);
+                if self.lo[w] <= *ts && *ts <= hi {
+                    self.sums[w].sub(v);
                 }
             }
         }
@@ -244,6 +302,13 @@ impl<V: Measure> Windowed<V> {
         self.sums = [V::default(); WINDOWS];
         changed
     }
+}
+
+/// Last second of each window ending before now.
+fn past_hi(b: &Bounds) -> [i64; WINDOWS - CURRENT] {
+    let mut out = [0; WINDOWS - CURRENT];
+    out.copy_from_slice(&b.hi[CURRENT..]);
+    out
 }
 
 #[cfg(test)]
@@ -299,7 +364,11 @@ mod tests {
             w.add(t0 - h * 3_600, &1, &b);
         }
         assert_eq!(w.sums()[Window::D7.index()], 48);
+        // A year later, the hours are last year's; another year on, they are gone.
         w.advance(&cal.bounds(t0 + 400 * 86_400));
+        assert_eq!(w.sums()[Window::LastYear.index()], 48);
+        assert_eq!(w.sums()[Window::Ytd.index()], 0);
+        w.advance(&cal.bounds(t0 + 800 * 86_400));
         assert!(w.sums().iter().all(|s| *s == 0));
         assert!(w.is_empty());
     }

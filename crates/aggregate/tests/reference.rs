@@ -146,30 +146,83 @@ fn apply_changes(board: &mut BTreeMap<String, Decimal>, changes: &[SubjectSeries
     }
 }
 
-const WINDOW_LABELS: [&str; 9] = [
-    "1h", "24h", "7d", "30d", "today", "wtd", "mtd", "qtd", "ytd",
+const W: usize = 17;
+
+const WINDOW_LABELS: [&str; W] = [
+    "1h",
+    "24h",
+    "7d",
+    "30d",
+    "today",
+    "wtd",
+    "mtd",
+    "qtd",
+    "ytd",
+    "yesterday",
+    "last_week",
+    "last_month",
+    "last_quarter",
+    "last_year",
+    "last_week_to_date",
+    "last_month_to_date",
+    "last_quarter_to_date",
 ];
 
-/// Window starts at `now`, UTC calendar, fiscal year from January: computed directly.
-fn starts(now: i64) -> [i64; 9] {
+/// Windows from this index on are same-point windows: only bookings, deals won and
+/// activities are published for them.
+const SAME_POINT_FROM: usize = 14;
+
+/// First and last second of each window at `now`, UTC calendar, fiscal year from January:
+/// computed directly.
+fn starts(now: i64) -> [(i64, i64); W] {
     let d = Utc
         .timestamp_opt(now, 0)
         .single()
         .expect("valid")
         .date_naive();
     let mid = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("valid").and_utc().timestamp();
+    let ymd = |y: i32, m: u32| NaiveDate::from_ymd_opt(y, m, 1).expect("valid");
     let q_month = (d.month() - 1) / 3 * 3 + 1;
-    [
-        now - 3599,
-        now - 86_399,
-        now - 7 * 86_400 + 1,
-        now - 30 * 86_400 + 1,
-        mid(d),
-        mid(d - chrono::Duration::days(i64::from(d.weekday().num_days_from_monday()))),
-        mid(NaiveDate::from_ymd_opt(d.year(), d.month(), 1).expect("valid")),
-        mid(NaiveDate::from_ymd_opt(d.year(), q_month, 1).expect("valid")),
-        mid(NaiveDate::from_ymd_opt(d.year(), 1, 1).expect("valid")),
-    ]
+    let monday = d - chrono::Duration::days(i64::from(d.weekday().num_days_from_monday()));
+    // (first day of the current period, of the previous one, of the next one)
+    let month = |y: i32, m: i32| {
+        ymd(
+            y + (m - 1).div_euclid(12),
+            ((m - 1).rem_euclid(12) + 1) as u32,
+        )
+    };
+    let (y, m, qm) = (d.year(), d.month() as i32, q_month as i32);
+    let periods = [
+        (
+            d,
+            d - chrono::Duration::days(1),
+            d + chrono::Duration::days(1),
+        ),
+        (
+            monday,
+            monday - chrono::Duration::days(7),
+            monday + chrono::Duration::days(7),
+        ),
+        (month(y, m), month(y, m - 1), month(y, m + 1)),
+        (month(y, qm), month(y, qm - 3), month(y, qm + 3)),
+        (ymd(y, 1), ymd(y - 1, 1), ymd(y + 1, 1)),
+    ];
+    let mut out = [(0, now); W];
+    out[0].0 = now - 3599;
+    out[1].0 = now - 86_399;
+    out[2].0 = now - 7 * 86_400 + 1;
+    out[3].0 = now - 30 * 86_400 + 1;
+    for (k, (cur, prev, next)) in periods.into_iter().enumerate() {
+        out[4 + k].0 = mid(cur);
+        out[9 + k] = (mid(prev), mid(cur) - 1);
+        if (1..=3).contains(&k) {
+            // As far into the previous period as now is into this one, by elapsed share.
+            let (since, cur_len, prev_len) = (mid(cur), mid(next) - mid(cur), mid(cur) - mid(prev));
+            let reach = i128::from(now - since) * i128::from(prev_len) / i128::from(cur_len);
+            out[SAME_POINT_FROM + k - 1] = (mid(prev), mid(prev) + reach as i64);
+        }
+    }
+    out
 }
 
 /// Consistency is measured over this many complete weeks (the default).
@@ -190,7 +243,12 @@ fn first_full_week(d: NaiveDate) -> i64 {
 /// Activities and won deals older than this are out of every window and week.
 fn horizon(now: i64) -> i64 {
     let first_week = (week_of(now) - WEEKS) * 7 * 86_400 + 4 * 86_400;
-    starts(now).into_iter().min().unwrap_or(0).min(first_week)
+    starts(now)
+        .into_iter()
+        .map(|r| r.0)
+        .min()
+        .unwrap_or(0)
+        .min(first_week)
 }
 
 /// Consistency series of one rep under its roster team: `weekly` maps weeks to sums per
@@ -435,9 +493,9 @@ impl Reference {
         let quarter_name = format!("{}-Q{}", today.year(), today.month0() / 3 + 1);
         #[derive(Default, Clone)]
         struct Acc {
-            w: [[Decimal; 6]; 9],
+            w: [[Decimal; 6]; W],
             /// (metric, labels) -> window sums of the flow facts
-            flows: BTreeMap<(&'static str, String), [Decimal; 9]>,
+            flows: BTreeMap<(&'static str, String), [Decimal; W]>,
             open: Vec<OpenRef>,
         }
         let mut accs: BTreeMap<(String, String, String), Acc> = BTreeMap::new();
@@ -497,8 +555,8 @@ impl Reference {
                     if *ts < self.max_horizon {
                         continue;
                     }
-                    for w in 0..9 {
-                        if lo[w] <= *ts && *ts <= self.now {
+                    for w in 0..W {
+                        if lo[w].0 <= *ts && *ts <= lo[w].1 {
                             for i in 0..6 {
                                 acc.w[w][i] += f[i];
                             }
@@ -506,9 +564,9 @@ impl Reference {
                     }
                 }
                 for (ts, key, v) in &flow_facts {
-                    let sums = acc.flows.entry(key.clone()).or_insert([Decimal::ZERO; 9]);
-                    for w in 0..9 {
-                        if lo[w] <= *ts && *ts <= self.now {
+                    let sums = acc.flows.entry(key.clone()).or_insert([Decimal::ZERO; W]);
+                    for w in 0..W {
+                        if lo[w].0 <= *ts && *ts <= lo[w].1 {
                             sums[w] += *v;
                         }
                     }
@@ -549,6 +607,9 @@ impl Reference {
                     let x = acc.w[w];
                     put("bookings", "", label, x[0]);
                     put("deals_won", "", label, x[1]);
+                    if w >= SAME_POINT_FROM {
+                        continue;
+                    }
                     put("deals_lost", "", label, x[2]);
                     put("pipeline_created", "", label, x[4]);
                     if let Some(r) = ratio(x[1], x[1] + x[2]) {
@@ -588,7 +649,7 @@ impl Reference {
                     if used.is_empty() && !any("stage_entered", name.to_owned()) {
                         continue;
                     }
-                    for (w, label) in WINDOW_LABELS.iter().enumerate() {
+                    for (w, label) in WINDOW_LABELS.iter().enumerate().take(SAME_POINT_FROM) {
                         put(
                             "stage_entered",
                             name,
@@ -622,7 +683,7 @@ impl Reference {
                     "pipeline_pulled_in",
                 ];
                 if moves.iter().any(|m| any(m, String::new())) {
-                    for (w, label) in WINDOW_LABELS.iter().enumerate() {
+                    for (w, label) in WINDOW_LABELS.iter().enumerate().take(SAME_POINT_FROM) {
                         for m in moves {
                             put(m, "", label, get(m, String::new(), w));
                         }
@@ -803,8 +864,8 @@ impl Reference {
     fn activities_board(&self) -> BTreeMap<String, Decimal> {
         let lo = starts(self.now);
         let kinds = ["call", "email", "meeting", "demo", "task"];
-        let mut accs: BTreeMap<(String, String, String), [[i64; 9]; 5]> = BTreeMap::new();
-        let mut talk: BTreeMap<(String, String, String), [[i64; 9]; 5]> = BTreeMap::new();
+        let mut accs: BTreeMap<(String, String, String), [[i64; W]; 5]> = BTreeMap::new();
+        let mut talk: BTreeMap<(String, String, String), [[i64; W]; 5]> = BTreeMap::new();
         for a in &self.acts {
             let minute = a.at - a.at.rem_euclid(60);
             let bucket = if minute < self.now - 25 * 3600 {
@@ -824,10 +885,10 @@ impl Reference {
                 targets.push(("rep".into(), rep(a.rep), team.clone()));
             }
             for t in targets {
-                let secs = talk.entry(t.clone()).or_insert([[0; 9]; 5]);
-                let acc = accs.entry(t).or_insert([[0; 9]; 5]);
-                for w in 0..9 {
-                    if lo[w] <= bucket && bucket <= self.now {
+                let secs = talk.entry(t.clone()).or_insert([[0; W]; 5]);
+                let acc = accs.entry(t).or_insert([[0; W]; 5]);
+                for w in 0..W {
+                    if lo[w].0 <= bucket && bucket <= lo[w].1 {
                         acc[usize::from(a.kind)][w] += 1;
                         secs[usize::from(a.kind)][w] += a.duration.unwrap_or(0);
                     }
@@ -867,7 +928,7 @@ impl Reference {
                 if secs.iter().all(|c| *c == 0) {
                     continue;
                 }
-                for (w, label) in WINDOW_LABELS.iter().enumerate() {
+                for (w, label) in WINDOW_LABELS.iter().enumerate().take(SAME_POINT_FROM) {
                     out.insert(
                         format!("{scope}|{id}|{team}|activity_seconds|{}|{label}", kinds[k]),
                         Decimal::from(secs[w]),
@@ -1012,7 +1073,7 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
             },
             Step::Tick(dt) => {
                 r.now += dt;
-                r.max_horizon = starts(r.now).into_iter().min().unwrap_or(0);
+                r.max_horizon = starts(r.now).into_iter().map(|r| r.0).min().unwrap_or(0);
                 deals.tick(r.now * 1000);
                 acts.tick(r.now * 1000);
             }

@@ -136,11 +136,34 @@ impl Expected {
     }
 }
 
-const WINDOWS: [&str; 9] = [
-    "1h", "24h", "7d", "30d", "today", "wtd", "mtd", "qtd", "ytd",
+const W: usize = 17;
+
+const WINDOWS: [&str; W] = [
+    "1h",
+    "24h",
+    "7d",
+    "30d",
+    "today",
+    "wtd",
+    "mtd",
+    "qtd",
+    "ytd",
+    "yesterday",
+    "last_week",
+    "last_month",
+    "last_quarter",
+    "last_year",
+    "last_week_to_date",
+    "last_month_to_date",
+    "last_quarter_to_date",
 ];
 
-fn starts(now: i64) -> [i64; 9] {
+/// Windows from this index on are the same-point windows, published for bookings, deals won
+/// and activities only.
+const SAME_POINT_FROM: usize = 14;
+
+/// First and last second of each window at `now` (UTC, fiscal year from January).
+fn starts(now: i64) -> [(i64, i64); W] {
     let d = Utc
         .timestamp_opt(now, 0)
         .single()
@@ -152,17 +175,38 @@ fn starts(now: i64) -> [i64; 9] {
             .and_utc()
             .timestamp()
     };
-    [
-        now - 3599,
-        now - 86_399,
-        now - 7 * 86_400 + 1,
-        now - 30 * 86_400 + 1,
-        mid(d),
-        mid(d - chrono::Duration::days(i64::from(d.weekday().num_days_from_monday()))),
-        mid(NaiveDate::from_ymd_opt(d.year(), d.month(), 1).expect("date")),
-        mid(NaiveDate::from_ymd_opt(d.year(), (d.month() - 1) / 3 * 3 + 1, 1).expect("date")),
-        mid(NaiveDate::from_ymd_opt(d.year(), 1, 1).expect("date")),
-    ]
+    let month = |y: i32, m: i32| {
+        NaiveDate::from_ymd_opt(y + (m - 1).div_euclid(12), ((m - 1).rem_euclid(12) + 1) as u32, 1)
+            .expect("date")
+    };
+    let (y, m) = (d.year(), d.month() as i32);
+    let qm = (m - 1) / 3 * 3 + 1;
+    let monday = d - chrono::Duration::days(i64::from(d.weekday().num_days_from_monday()));
+    let days = chrono::Duration::days;
+    // (first day of the current period, of the previous one, of the next one)
+    let periods = [
+        (d, d - days(1), d + days(1)),
+        (monday, monday - days(7), monday + days(7)),
+        (month(y, m), month(y, m - 1), month(y, m + 1)),
+        (month(y, qm), month(y, qm - 3), month(y, qm + 3)),
+        (month(y, 1), month(y - 1, 1), month(y + 1, 1)),
+    ];
+    let mut out = [(0, now); W];
+    out[0].0 = now - 3599;
+    out[1].0 = now - 86_399;
+    out[2].0 = now - 7 * 86_400 + 1;
+    out[3].0 = now - 30 * 86_400 + 1;
+    for (k, (cur, prev, next)) in periods.into_iter().enumerate() {
+        out[4 + k].0 = mid(cur);
+        out[9 + k] = (mid(prev), mid(cur) - 1);
+        if (1..=3).contains(&k) {
+            // As far into the previous period as now is into this one, by elapsed share.
+            let (cur_len, prev_len) = (mid(next) - mid(cur), mid(cur) - mid(prev));
+            let reach = i128::from(now - mid(cur)) * i128::from(prev_len) / i128::from(cur_len);
+            out[SAME_POINT_FROM + k - 1] = (mid(prev), mid(prev) + reach as i64);
+        }
+    }
+    out
 }
 
 /// The current week, month, quarter and year (UTC, fiscal year from January) as day ranges.
@@ -298,7 +342,7 @@ type Put<'a> =
     dyn FnMut(&'static str, Vec<(&'static str, String)>, Option<&'static str>, Decimal) + 'a;
 
 /// Stage funnel and close-date moves of one subject, from its flow sums.
-fn flow_series(flows: &BTreeMap<(&'static str, String), [Decimal; 9]>, put: &mut Put<'_>) {
+fn flow_series(flows: &BTreeMap<(&'static str, String), [Decimal; W]>, put: &mut Put<'_>) {
     let get =
         |m: &'static str, l: String, w: usize| flows.get(&(m, l)).map_or(Decimal::ZERO, |x| x[w]);
     let any = |m: &'static str, l: String| {
@@ -315,7 +359,7 @@ fn flow_series(flows: &BTreeMap<(&'static str, String), [Decimal; 9]>, put: &mut
         if used.is_empty() && !any("stage_entered", stage.to_owned()) {
             continue;
         }
-        for (w, label) in WINDOWS.iter().enumerate() {
+        for (w, label) in WINDOWS.iter().enumerate().take(SAME_POINT_FROM) {
             let s = || vec![("stage", stage.to_owned())];
             put(
                 "stage_entered",
@@ -354,7 +398,7 @@ fn flow_series(flows: &BTreeMap<(&'static str, String), [Decimal; 9]>, put: &mut
         "pipeline_pulled_in",
     ];
     if moves.iter().any(|m| any(m, String::new())) {
-        for (w, label) in WINDOWS.iter().enumerate() {
+        for (w, label) in WINDOWS.iter().enumerate().take(SAME_POINT_FROM) {
             for m in moves {
                 put(m, vec![], Some(*label), get(m, String::new(), w));
             }
@@ -548,14 +592,14 @@ fn reference(
     type Key = (&'static str, String, String);
     #[derive(Default)]
     struct Acc {
-        w: [[Decimal; 5]; 9], // bookings, won, lost, cycle, created amount
-        created: [i64; 9],
+        w: [[Decimal; 5]; W], // bookings, won, lost, cycle, created amount
+        created: [i64; W],
         open: BTreeMap<&'static str, Decimal>,
         weighted: Decimal,
         /// Expected in the current week, month, quarter, year: amount and weighted amount.
         expected: [(Decimal, Decimal); 4],
         /// (metric, labels) -> window sums of the flow facts.
-        flows: BTreeMap<(&'static str, String), [Decimal; 9]>,
+        flows: BTreeMap<(&'static str, String), [Decimal; W]>,
         opens: Vec<OpenDeal>,
     }
     let mut accs: BTreeMap<Key, Acc> = BTreeMap::new();
@@ -574,8 +618,8 @@ fn reference(
         }
         for k in keys {
             let a = accs.entry(k).or_default();
-            for w in 0..9 {
-                let inw = |t: i64| lo[w] <= t && t <= now;
+            for w in 0..W {
+                let inw = |t: i64| lo[w].0 <= t && t <= lo[w].1;
                 if inw(d.created) {
                     a.w[w][4] += amount;
                     a.created[w] += 1;
@@ -598,9 +642,9 @@ fn reference(
                 _ => None,
             };
             for (ts, key, v) in &flow_facts {
-                let sums = a.flows.entry(key.clone()).or_insert([Decimal::ZERO; 9]);
-                for w in 0..9 {
-                    if lo[w] <= *ts && *ts <= now {
+                let sums = a.flows.entry(key.clone()).or_insert([Decimal::ZERO; W]);
+                for w in 0..W {
+                    if lo[w].0 <= *ts && *ts <= lo[w].1 {
                         sums[w] += *v;
                     }
                 }
@@ -650,6 +694,9 @@ fn reference(
                 let x = a.w[i];
                 put("bookings", vec![], Some(*w), x[0]);
                 put("deals_won", vec![], Some(*w), x[1]);
+                if i >= SAME_POINT_FROM {
+                    continue;
+                }
                 put("deals_lost", vec![], Some(*w), x[2]);
                 put("pipeline_created", vec![], Some(*w), x[4]);
                 if let Some(r) = ratio(x[1], x[1] + x[2]) {
@@ -701,8 +748,8 @@ fn reference(
     }
     // Activities: deduplicated by event id; one-minute buckets within 25 h, hour buckets older.
     let mut seen = HashSet::new();
-    let mut counts: BTreeMap<(Key, &'static str), [i64; 9]> = BTreeMap::new();
-    let mut talk: BTreeMap<(Key, &'static str), [i64; 9]> = BTreeMap::new();
+    let mut counts: BTreeMap<(Key, &'static str), [i64; W]> = BTreeMap::new();
+    let mut talk: BTreeMap<(Key, &'static str), [i64; W]> = BTreeMap::new();
     for a in acts {
         if !seen.insert(a.event.clone()) {
             continue;
@@ -723,10 +770,10 @@ fn reference(
             keys.push(("rep", a.rep.clone(), team.clone()));
         }
         for k in keys {
-            let t = talk.entry((k.clone(), a.kind)).or_insert([0; 9]);
-            let c = counts.entry((k, a.kind)).or_insert([0; 9]);
-            for w in 0..9 {
-                if lo[w] <= bucket && bucket <= now {
+            let t = talk.entry((k.clone(), a.kind)).or_insert([0; W]);
+            let c = counts.entry((k, a.kind)).or_insert([0; W]);
+            for w in 0..W {
+                if lo[w].0 <= bucket && bucket <= lo[w].1 {
                     c[w] += 1;
                     t[w] += a.duration.unwrap_or(0);
                 }
@@ -739,6 +786,9 @@ fn reference(
                 continue;
             }
             for (i, w) in WINDOWS.iter().enumerate() {
+                if i >= SAME_POINT_FROM && metric != "activities" {
+                    continue;
+                }
                 out.push(Expected {
                     scope,
                     id: id.clone(),
@@ -1057,6 +1107,29 @@ async fn golden_scenario_end_to_end() {
             now - 25 * day,
             now - 23 * day,
             Some(now - 23 * day),
+        ),
+        // Wins of past quarters and of last year, for the closed-period windows.
+        deal(
+            "w4",
+            "dw4",
+            "rep-c",
+            "closed_won",
+            "410",
+            "USD",
+            now - 105 * day,
+            now - 100 * day,
+            Some(now - 100 * day),
+        ),
+        deal(
+            "w5",
+            "dw5",
+            "rep-a",
+            "closed_won",
+            "320.50",
+            "USD",
+            now - 372 * day,
+            now - 365 * day,
+            Some(now - 365 * day),
         ),
         // d1: amount change, then won.
         deal(

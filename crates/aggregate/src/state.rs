@@ -17,7 +17,7 @@ use crate::deals::{DealState, DealsCore};
 use crate::flow::Step;
 
 /// Layout version of the encoded state; a snapshot of another version is not restored.
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 
 /// Why saved state cannot be restored.
 #[derive(Debug, thiserror::Error)]

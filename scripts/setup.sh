@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what salespulse needs on a fresh Debian machine and is a no-op when it is there:
-# Prometheus (with promtool) from Debian's packages; checks Java 17+, Maven and cargo.
+# Prometheus (with promtool) and Chromium from Debian's packages; checks Java 17+, Maven and cargo.
 set -euo pipefail
 
 need_apt=()
@@ -14,6 +14,8 @@ command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 [ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# Headless Chromium renders the quarterly report in its test (and prints it to PDF or PNG).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} from Debian's packages"
   export DEBIAN_FRONTEND=noninteractive

@@ -40,7 +40,23 @@ fn with_default_threshold(expr: &str) -> String {
 }
 
 const WINDOWS: &[&str] = &[
-    "1h", "24h", "7d", "30d", "today", "wtd", "mtd", "qtd", "ytd",
+    "1h",
+    "24h",
+    "7d",
+    "30d",
+    "today",
+    "wtd",
+    "mtd",
+    "qtd",
+    "ytd",
+    "yesterday",
+    "last_week",
+    "last_month",
+    "last_quarter",
+    "last_year",
+    "last_week_to_date",
+    "last_month_to_date",
+    "last_quarter_to_date",
 ];
 const PERIOD_TYPES: &[&str] = &["year", "quarter", "month", "week"];
 const TARGET_METRICS: &[&str] = &["bookings", "deals_won", "pipeline_created", "activities"];

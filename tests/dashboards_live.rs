@@ -304,6 +304,16 @@ async fn failures(
         let expr = substitute(&q.expr, &[("team", TEAM), ("rep", rep)]);
         match instant(client, port, &expr).await {
             Ok(series) if series.is_empty() => {
+                // A change against the previous period has no value while the previous period
+                // had nothing by the same point: empty exactly when its denominator is zero.
+                if let Some(den) = change_denominator(&expr) {
+                    if let Ok(d) = instant(client, port, den).await {
+                        if !d.is_empty() && d.iter().all(|(_, v)| *v == 0.0) {
+                            println!("{}: empty, the previous period's {den} is 0", q.origin);
+                            continue;
+                        }
+                    }
+                }
                 out.push((
                     q.origin.clone(),
                     format!("{}: {expr}\n    no series", q.origin),
@@ -314,6 +324,13 @@ async fn failures(
         }
     }
     out
+}
+
+/// The denominator `D` of a change against the previous period, `X / (D > 0) - 1`.
+fn change_denominator(expr: &str) -> Option<&str> {
+    let body = expr.strip_suffix(" > 0) - 1")?;
+    let at = body.rfind(" / (")?;
+    Some(&body[at + 4..])
 }
 
 /// The targets of a plan CSV: (scope, id, metric, period) → value (metrics with a kind are
@@ -885,6 +902,34 @@ async fn value_differences(
         }
         Err(e) => diffs.push(format!("{title}: {e}")),
     }
+    // "+12 % against the same point last quarter": this quarter to date over last quarter up
+    // to the same elapsed share, per team, as the deals service exposes both windows.
+    let title = "Teams: bookings against the same point last quarter";
+    let team_lqtd = sums_by(
+        deals,
+        "sales_team_bookings",
+        &[("window", "last_quarter_to_date")],
+        "team",
+    );
+    match by_label(client, port, &board_query(floor, title, "A"), "team").await {
+        Ok(got) => {
+            for (team, before) in team_lqtd.iter().filter(|(_, v)| **v > 0.0) {
+                let now = team_qtd.get(team).copied().unwrap_or_default();
+                expect(
+                    &mut diffs,
+                    format!("{title} / {team}"),
+                    got.get(team).copied(),
+                    now / before - 1.0,
+                );
+            }
+            if team_lqtd.values().all(|v| *v <= 0.0) {
+                diffs.push(format!(
+                    "{title}: no team booked anything by this point last quarter"
+                ));
+            }
+        }
+        Err(e) => diffs.push(format!("{title}: {e}")),
+    }
     let title = "Quota attainment this quarter";
     match by_label(client, port, &board_query(floor, title, "A"), "rep").await {
         Ok(got) => {
@@ -1316,8 +1361,9 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
     // simulator's records so that the newest record is still one of the simulator's.
     let producer = producer();
     produce_big_win(&producer, &topics.deals, "ticker-early").await;
-    // Three weeks of history for the simulated org (complete weeks for the consistency
-    // table), as fast as the broker takes it.
+    // Half a year of history for the simulated org (complete weeks for the consistency table,
+    // the whole of last quarter for the closed-period and same-point panels), as fast as the
+    // broker takes it.
     let sim_started = chrono::Utc::now().timestamp_millis() as f64;
     let sim_log = tmp.join(format!("{}-simulator.log", topics.suffix));
     let status = run_bounded(
@@ -1326,8 +1372,15 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
             .args(["--deals-topic", &topics.deals])
             .args(["--activities-topic", &topics.activities])
             .args(["--roster-topic", &topics.roster])
-            .args(["--seed", "42", "--backfill-days", "21"])
-            .args(["--records", "20000", "--rate", "0"])
+            .args([
+                "--seed",
+                "42",
+                "--backfill-days",
+                "190",
+                "--backfill-rate",
+                "16",
+            ])
+            .args(["--records", "80000", "--rate", "0"])
             .env("RUST_LOG", "info"),
         &sim_log,
         Duration::from_secs(180),

@@ -176,8 +176,12 @@ fn starts(now: i64) -> [(i64, i64); W] {
             .timestamp()
     };
     let month = |y: i32, m: i32| {
-        NaiveDate::from_ymd_opt(y + (m - 1).div_euclid(12), ((m - 1).rem_euclid(12) + 1) as u32, 1)
-            .expect("date")
+        NaiveDate::from_ymd_opt(
+            y + (m - 1).div_euclid(12),
+            ((m - 1).rem_euclid(12) + 1) as u32,
+            1,
+        )
+        .expect("date")
     };
     let (y, m) = (d.year(), d.month() as i32);
     let qm = (m - 1) / 3 * 3 + 1;

@@ -9,9 +9,23 @@ use std::fmt::Write as _;
 
 use crate::parse::Sample;
 
-/// Window labels the services expose.
-pub const WINDOWS: [&str; 9] = [
-    "1h", "24h", "7d", "30d", "today", "wtd", "mtd", "qtd", "ytd",
+/// Window labels every windowed family is exposed for (the same-point windows carry only
+/// bookings, deals won and activities, so the board does not offer them).
+pub const WINDOWS: [&str; 14] = [
+    "1h",
+    "24h",
+    "7d",
+    "30d",
+    "today",
+    "wtd",
+    "mtd",
+    "qtd",
+    "ytd",
+    "yesterday",
+    "last_week",
+    "last_month",
+    "last_quarter",
+    "last_year",
 ];
 
 pub const RED: &str = "\x1b[31m";

@@ -605,6 +605,8 @@ fn reference(
         /// (metric, labels) -> window sums of the flow facts.
         flows: BTreeMap<(&'static str, String), [Decimal; W]>,
         opens: Vec<OpenDeal>,
+        /// Bookings per week (see [`week_of`]) of the current and the 27 weeks before.
+        weeks: BTreeMap<i64, Decimal>,
     }
     let mut accs: BTreeMap<Key, Acc> = BTreeMap::new();
     for (d, closed, _) in latest.values() {
@@ -622,6 +624,11 @@ fn reference(
         }
         for k in keys {
             let a = accs.entry(k).or_default();
+            if let Some(c) = closed.filter(|_| d.stage == "closed_won") {
+                if (week_of(now) - 27..=week_of(now)).contains(&week_of(c)) {
+                    *a.weeks.entry(week_of(c)).or_default() += amount;
+                }
+            }
             for w in 0..W {
                 let inw = |t: i64| lo[w].0 <= t && t <= lo[w].1;
                 if inw(d.created) {
@@ -691,6 +698,19 @@ fn reference(
                 value: value.normalize(),
             })
         };
+        if scope != "rep" {
+            for (week, v) in a.weeks.iter().filter(|(_, v)| !v.is_zero()) {
+                // Week 0 starts on Monday 1970-01-05.
+                let monday = NaiveDate::from_ymd_opt(1970, 1, 5).expect("date")
+                    + chrono::Duration::days(7 * week);
+                put(
+                    "weekly_bookings",
+                    vec![("week", monday.to_string())],
+                    None,
+                    *v,
+                );
+            }
+        }
         if a.created.iter().any(|c| *c > 0)
             || a.w.iter().any(|w| !w[1].is_zero() || !w[2].is_zero())
         {

@@ -214,6 +214,10 @@ fn step(w: Window, first: NaiveDate, n: i32) -> NaiveDate {
 /// Complete weeks a rep's consistency is measured over unless configured otherwise.
 pub const CONSISTENCY_WEEKS: u32 = 12;
 
+/// Fewest complete weeks whose weekly sums are kept: enough to cover last quarter whole
+/// (14 weeks touch a quarter) until the end of the current one (13 more).
+pub const KEPT_WEEKS: usize = 27;
+
 /// Where each window starts and ends at one instant. A fact at second `t` is in window `w`
 /// when `lo[w] <= t <= hi[w]`; rolling windows cover the `len` seconds ending at `now`, so a fact
 /// leaves `1h` exactly one hour after it happened.
@@ -233,6 +237,9 @@ pub struct Bounds {
     pub next_week: i64,
     /// Complete weeks of consistency (the configured number).
     pub weeks: usize,
+    /// Complete weeks whose weekly sums are kept: those of consistency, and at least
+    /// [`KEPT_WEEKS`] (last quarter's and this quarter's weeks, for weekly bookings).
+    pub kept: usize,
 }
 
 impl Calendar {
@@ -384,6 +391,7 @@ impl Calendar {
             week,
             next_week: self.week_start(week + 1),
             weeks,
+            kept: weeks.max(KEPT_WEEKS),
         }
     }
 

@@ -16,8 +16,8 @@ use crate::flow::{
 };
 use crate::ledger::{Cell, Ledger};
 use crate::schedule::Schedule;
-use crate::series::{ratio, Metric, SeriesBuilder, SubjectSeries};
-use crate::weekly::{Measured, Weekly};
+use crate::series::{ratio, Metric, Scope, SeriesBuilder, SubjectSeries};
+use crate::weekly::{Measured, WeekSums, Weekly};
 use crate::windowed::Measure;
 use crate::Outcome;
 
@@ -257,6 +257,8 @@ pub(crate) struct DealSummary {
     open: OpenTotals,
     /// Window sums of each flow slot (see [`Slots`]).
     flow: Vec<[i128; WINDOWS]>,
+    /// Bookings (cents) per kept week.
+    weeks: WeekSums,
 }
 
 impl DealSummary {
@@ -320,10 +322,12 @@ impl Cell for DealCell {
     fn add_summary(into: &mut DealSummary, from: &DealSummary) {
         into.add(&from.sums, &from.open);
         flow::add_sums(&mut into.flow, &from.flow);
+        into.weeks.add(&from.weeks);
     }
     fn merge_into(&self, s: &mut DealSummary) {
         s.add(&self.sums, &self.open);
         self.flow.merge_into(&mut s.flow);
+        self.weekly.add_to(0, &mut s.weeks);
     }
     const MEASURED: &'static [Measured] = crate::weekly::DEALS_MEASURED;
     fn weekly(&self) -> &Weekly {
@@ -592,6 +596,7 @@ impl DealsCore {
             rollups: arcs(&ROLLUPS.map(|r| r.0)),
             forecast_periods: arcs(&FORECAST_PERIODS.map(|p| p.1)),
             current: Vec::new(),
+            weeks: (0, Vec::new()),
             now: bounds.now,
         };
         labels.set_current(&cal, &bounds);
@@ -1042,6 +1047,9 @@ struct Labels {
     forecast_periods: Vec<Arc<str>>,
     /// Names of the current periods of [`FORECAST_PERIODS`] (`2026-11`, `2026-Q4`).
     current: Vec<Arc<str>>,
+    /// The first kept week and the names (their Mondays, `2026-11-23`) of the kept weeks up
+    /// to the current one.
+    weeks: (i64, Vec<Arc<str>>),
     /// The clock (Unix seconds) the series are built at.
     now: i64,
 }
@@ -1050,7 +1058,20 @@ impl Labels {
     fn set_current(&mut self, cal: &Calendar, b: &Bounds) {
         let (quarter, month) = cal.period_names(cal.local_date(b.now));
         self.current = vec![Arc::from(month), Arc::from(quarter)];
+        let first = b.week - b.kept as i64;
+        self.weeks = (first, (first..=b.week).map(|w| week_name(cal, w)).collect());
     }
+
+    /// The name of week `w`, one of the kept weeks.
+    fn week(&self, w: i64) -> Option<&Arc<str>> {
+        let (first, names) = &self.weeks;
+        usize::try_from(w - first).ok().and_then(|i| names.get(i))
+    }
+}
+
+/// A week's name: the local date of its Monday.
+fn week_name(cal: &Calendar, w: i64) -> Arc<str> {
+    Arc::from(cal.local_date(cal.week_start(w)).to_string())
 }
 
 /// Converts an amount already rounded to the cent into cents.
@@ -1072,6 +1093,13 @@ fn money(cents: i128) -> Decimal {
 }
 
 fn build(l: &Labels, s: &DealSummary, b: &mut SeriesBuilder<'_>) {
+    if b.scope != Scope::Rep {
+        for (week, cents) in s.weeks.nonzero() {
+            if let Some(name) = l.week(week) {
+                b.push(Metric::WeeklyBookings, None, Some(name), money(cents));
+            }
+        }
+    }
     let any_window = s.sums.iter().any(|x| !x.is_zero());
     let any_open = s.open.any_open();
     let any_flow = s.flow.iter().any(|w| w.iter().any(|v| *v != 0));

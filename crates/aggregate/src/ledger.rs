@@ -419,7 +419,8 @@ impl<C: Cell> Ledger<C> {
         ) else {
             return;
         };
-        if C::MEASURED.is_empty() || entry.cells.iter().all(|(_, c)| c.weekly().is_empty()) {
+        // Series exist while a measured week, the current or the next holds a fact.
+        if C::MEASURED.is_empty() || !entry.cells.iter().any(|(_, c)| c.weekly().any_measured(b)) {
             return;
         }
         let mut weeks = Vec::new();

@@ -78,6 +78,9 @@ pub enum Metric {
     ConsistencyCv,
     /// How many complete weeks were measured.
     ConsistencySamples,
+    /// Bookings per local week (team, region and org scopes; the `week` label is the week's
+    /// Monday), for the kept weeks (see [`crate::Bounds::kept`]) and the current one.
+    WeeklyBookings,
 }
 
 /// Most extra labels (besides rep, team and window) a metric carries.
@@ -87,7 +90,7 @@ pub const MAX_EXTRA: usize = 3;
 pub type Extra = [Option<Arc<str>>; MAX_EXTRA];
 
 impl Metric {
-    pub const ALL: [Metric; 37] = [
+    pub const ALL: [Metric; 38] = [
         Metric::Bookings,
         Metric::DealsWon,
         Metric::DealsLost,
@@ -125,14 +128,15 @@ impl Metric {
         Metric::ConsistencyStddev,
         Metric::ConsistencyCv,
         Metric::ConsistencySamples,
+        Metric::WeeklyBookings,
     ];
 
     /// The metrics of the deals service (activities come from the activities service). The
     /// deals service also publishes the roster membership of reps: one owner per series.
     /// Both publish consistency, of what each measures (see [`Metric::owned_by`]).
-    pub const DEALS: [Metric; 35] = {
+    pub const DEALS: [Metric; 36] = {
         // Every metric but the activities service's, in the order of `ALL`.
-        let mut out = [Metric::Bookings; 35];
+        let mut out = [Metric::Bookings; 36];
         let (mut i, mut n) = (0, 0);
         while i < Metric::ALL.len() {
             let m = Metric::ALL[i];
@@ -207,6 +211,7 @@ impl Metric {
             Metric::ConsistencyStddev => "consistency_stddev",
             Metric::ConsistencyCv => "consistency_cv",
             Metric::ConsistencySamples => "consistency_samples",
+            Metric::WeeklyBookings => "weekly_bookings",
         }
     }
 
@@ -236,6 +241,7 @@ impl Metric {
             | Metric::ConsistencyStddev
             | Metric::ConsistencyCv
             | Metric::ConsistencySamples => &["metric"],
+            Metric::WeeklyBookings => &["week"],
             _ => &[],
         }
     }

@@ -10,11 +10,11 @@ use crate::series::{ratio, Metric, SeriesBuilder};
 /// activities service its activities of every kind.
 pub(crate) const SUMS: usize = 2;
 
-/// Sums per local week for the configured number of complete weeks, the current week and
-/// the next (a record may be up to a few minutes ahead of the clock).
+/// Sums per local week for the kept complete weeks (see [`Bounds::kept`]), the current week
+/// and the next (a record may be up to a few minutes ahead of the clock).
 ///
 /// Slots are indexed by week number modulo their count; `week` is the current week, so the
-/// slots hold weeks `week - weeks ..= week + 1`. A fact of a week outside them is not kept: a
+/// slots hold weeks `week - kept ..= week + 1`. A fact of a week outside them is not kept: a
 /// week is dropped as a whole when the clock leaves it behind, so a fact retracted after that
 /// finds no week to leave, and the sums stay those of the facts still inside.
 #[derive(Debug, Clone, Default)]
@@ -32,7 +32,7 @@ impl Weekly {
     }
 
     fn len(b: &Bounds) -> i64 {
-        b.weeks as i64 + 2
+        b.kept as i64 + 2
     }
 
     fn slot(week: i64, len: i64) -> usize {
@@ -43,7 +43,7 @@ impl Weekly {
     pub fn add(&mut self, week: i64, v: [i128; SUMS], sign: i128, b: &Bounds) {
         self.roll(b);
         let len = Self::len(b);
-        if week < self.week - b.weeks as i64 || week > self.week + 1 {
+        if week < self.week - b.kept as i64 || week > self.week + 1 {
             return;
         }
         if self.slots.is_empty() {
@@ -82,6 +82,16 @@ impl Weekly {
         self.slots.is_empty()
     }
 
+    /// Whether a week of consistency (see [`Bounds::weeks`]), the current or the next holds
+    /// a fact.
+    pub fn any_measured(&self, b: &Bounds) -> bool {
+        let len = self.slots.len() as i64;
+        len > 0
+            && self.week == b.week
+            && (b.week - b.weeks as i64..=b.week + 1)
+                .any(|w| self.slots[Self::slot(w, len)].iter().any(|x| *x != 0))
+    }
+
     /// The kept weeks' first sums, by week, for a snapshot (activities).
     pub fn saved(&self) -> Vec<(i64, i128)> {
         let len = self.slots.len() as i64;
@@ -104,6 +114,63 @@ impl Weekly {
             for (a, x) in acc.iter_mut().zip(self.slots[Self::slot(week, len)]) {
                 *a += x;
             }
+        }
+    }
+}
+
+/// One weekly sum of every kept complete week and the current one, added over cells.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WeekSums {
+    /// The current week: `sums` ends with it.
+    pub week: i64,
+    pub sums: Vec<i128>,
+}
+
+impl WeekSums {
+    /// Adds another's sums (a team's to its region's) when both stand at the same week.
+    pub fn add(&mut self, o: &WeekSums) {
+        if o.sums.is_empty() {
+            return;
+        }
+        if self.sums.is_empty() {
+            self.clone_from(o);
+        } else if self.week == o.week && self.sums.len() == o.sums.len() {
+            for (a, x) in self.sums.iter_mut().zip(&o.sums) {
+                *a += x;
+            }
+        }
+    }
+
+    /// The weeks with a non-zero sum: (week, sum).
+    pub fn nonzero(&self) -> impl Iterator<Item = (i64, i128)> + '_ {
+        let first = self.week + 1 - self.sums.len() as i64;
+        self.sums
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v != 0)
+            .map(move |(i, v)| (first + i as i64, *v))
+    }
+}
+
+impl Weekly {
+    /// Adds sum `k` of every kept complete week and the current one to `into`.
+    pub fn add_to(&self, k: usize, into: &mut WeekSums) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let len = self.slots.len() as i64;
+        let n = (len - 1) as usize;
+        if into.sums.is_empty() {
+            into.week = self.week;
+            into.sums = vec![0; n];
+        }
+        // Every cell rolls to the clock's week at each tick, so they agree.
+        if into.week != self.week || into.sums.len() != n {
+            return;
+        }
+        let first = self.week + 1 - n as i64;
+        for (i, acc) in into.sums.iter_mut().enumerate() {
+            *acc += self.slots[Self::slot(first + i as i64, len)][k];
         }
     }
 }
@@ -201,7 +268,9 @@ mod tests {
     fn keeps_the_complete_weeks_and_drops_those_left_behind() {
         let cal = Calendar::utc().with_consistency_weeks(3).expect("valid");
         let t0 = 1_795_780_800; // Friday 2026-11-27
-        let b0 = cal.bounds(t0);
+        let mut b0 = cal.bounds(t0);
+        // Kept weeks are those of consistency here (at least 27 in a service).
+        b0.kept = 3;
         let mut w = Weekly::new(&b0);
         for (back, v) in [(0, 1), (1, 10), (2, 100), (3, 1000), (4, 10_000)] {
             w.add(b0.week - back, [v, 1], 1, &b0);
@@ -211,15 +280,33 @@ mod tests {
         // Three complete weeks, oldest first; four weeks back is not kept.
         assert_eq!(got, vec![[1000, 1], [100, 1], [10, 1]]);
         // A week later: the current week became complete, the oldest left.
-        let b1 = cal.bounds(t0 + 7 * 86_400);
+        let mut b1 = cal.bounds(t0 + 7 * 86_400);
+        b1.kept = 3;
         w.add(b1.week - 4, [1000, 1], -1, &b1); // retracting a dropped week: nothing
         let mut got = Vec::new();
         w.merge_complete(&mut got, &b1);
         assert_eq!(got, vec![[100, 1], [10, 1], [1, 1]]);
         // Much later: everything left.
-        let b2 = cal.bounds(t0 + 70 * 86_400);
+        let mut b2 = cal.bounds(t0 + 70 * 86_400);
+        b2.kept = 3;
         assert!(w.roll(&b2));
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn week_sums_end_with_the_current_week() {
+        let cal = Calendar::utc();
+        let b = cal.bounds(1_795_780_800);
+        let mut w = Weekly::new(&b);
+        w.add(b.week, [5, 1], 1, &b);
+        w.add(b.week - 27, [7, 1], 1, &b);
+        w.add(b.week - 28, [9, 1], 1, &b); // not kept
+        let mut sums = WeekSums::default();
+        w.add_to(0, &mut sums);
+        w.add_to(0, &mut sums);
+        assert_eq!(sums.sums.len(), 28);
+        let got: Vec<(i64, i128)> = sums.nonzero().collect();
+        assert_eq!(got, vec![(b.week - 27, 14), (b.week, 10)]);
     }
 
     #[test]

@@ -497,7 +497,10 @@ impl Reference {
             /// (metric, labels) -> window sums of the flow facts
             flows: BTreeMap<(&'static str, String), [Decimal; W]>,
             open: Vec<OpenRef>,
+            /// Bookings per week (see [`week_of`]) of the kept weeks.
+            weeks: BTreeMap<i64, Decimal>,
         }
+        let this_week = week_of(self.now);
         let mut accs: BTreeMap<(String, String, String), Acc> = BTreeMap::new();
         for (deal, (d, closed_at, _)) in &self.deals {
             let team = self.eff_team(d.rep, d.team);
@@ -551,6 +554,13 @@ impl Reference {
             let (flow_facts, visit) = deal_flow(&self.history[deal]);
             for t in targets {
                 let acc = accs.entry(t).or_default();
+                if let (4, Some(c)) = (d.stage, closed_at) {
+                    // The current week and the 27 complete weeks before it are kept.
+                    let week = week_of(*c);
+                    if (this_week - 27..=this_week).contains(&week) {
+                        *acc.weeks.entry(week).or_default() += amount;
+                    }
+                }
                 for (ts, f) in &facts {
                     if *ts < self.max_horizon {
                         continue;
@@ -601,6 +611,14 @@ impl Reference {
                     v.normalize(),
                 );
             };
+            if scope != "rep" {
+                for (week, v) in acc.weeks.iter().filter(|(_, v)| !v.is_zero()) {
+                    // Week 0 starts on Monday 1970-01-05.
+                    let monday = NaiveDate::from_ymd_opt(1970, 1, 5).expect("valid")
+                        + chrono::Duration::days(7 * week);
+                    put("weekly_bookings", &monday.to_string(), "", *v);
+                }
+            }
             let open_count = Decimal::from(acc.open.len());
             if any_w {
                 for (w, label) in WINDOW_LABELS.iter().enumerate() {

@@ -97,6 +97,9 @@ pub fn help(scope: Scope, metric: Metric) -> String {
         Metric::ConsistencySamples => {
             "Complete weeks the consistency of the rep is measured over (fewer than configured for a recent hire)"
         }
+        Metric::WeeklyBookings => {
+            "Won amount closed in each local week (week = its Monday) of the last 27 complete weeks and the current one, in the reporting currency; weeks with none are absent"
+        }
     };
     format!("{what}, {who}.")
 }

@@ -11,7 +11,7 @@ mod targets;
 
 pub use config::{ServiceArgs, Settings};
 pub use processor::Processor;
-pub use run::run;
+pub use run::{read_to_end, run};
 pub use targets::run_targets;
 
 /// Why a service could not start or had to stop.

@@ -986,7 +986,7 @@ pub(crate) fn high_watermarks(
 
 /// Reads a topic from its beginning to its current end, handing each record's key and value
 /// (`None` for a tombstone) to `f`.
-pub(crate) async fn read_to_end(
+pub async fn read_to_end(
     settings: &Settings,
     topic: &str,
     mut f: impl FnMut(&str, Option<&[u8]>),

@@ -213,6 +213,22 @@ fn starts(now: i64) -> [(i64, i64); W] {
     out
 }
 
+/// Noon (UTC) of the first day of the quarter before the one of `now` (fiscal year from
+/// January).
+fn last_quarter_start(now: i64) -> i64 {
+    let d = Utc
+        .timestamp_opt(now, 0)
+        .single()
+        .expect("time")
+        .date_naive();
+    let q = NaiveDate::from_ymd_opt(d.year(), d.month0() / 3 * 3 + 1, 1).expect("date");
+    let last = q.checked_sub_months(chrono::Months::new(3)).expect("date");
+    last.and_hms_opt(12, 0, 0)
+        .expect("noon")
+        .and_utc()
+        .timestamp()
+}
+
 /// The current week, month, quarter and year (UTC, fiscal year from January) as day ranges.
 fn periods(now: i64) -> [(NaiveDate, NaiveDate); 4] {
     let d = Utc
@@ -1097,6 +1113,8 @@ async fn golden_scenario_end_to_end() {
         .expect("time")
         .date_naive();
     let day = 86_400;
+    // Noon of the 1st of last quarter (UTC, fiscal year from January): the quarter report's.
+    let last_q = last_quarter_start(now);
     let mut deals = vec![
         // Wins of earlier weeks, for the reps' consistency (below the big-win amount).
         deal(
@@ -1132,7 +1150,8 @@ async fn golden_scenario_end_to_end() {
             now - 23 * day,
             Some(now - 23 * day),
         ),
-        // Wins of past quarters and of last year, for the closed-period windows.
+        // Wins and a loss of last quarter, and a win of last year, for the closed-period
+        // windows and the quarterly report.
         deal(
             "w4",
             "dw4",
@@ -1140,9 +1159,31 @@ async fn golden_scenario_end_to_end() {
             "closed_won",
             "410",
             "USD",
-            now - 105 * day,
-            now - 100 * day,
-            Some(now - 100 * day),
+            last_q + 15 * day,
+            last_q + 20 * day,
+            Some(last_q + 20 * day),
+        ),
+        deal(
+            "w6",
+            "dw6",
+            "rep-a",
+            "closed_won",
+            "900",
+            "EUR",
+            last_q + 30 * day,
+            last_q + 40 * day,
+            Some(last_q + 40 * day),
+        ),
+        deal(
+            "l6",
+            "dl6",
+            "rep-a",
+            "closed_lost",
+            "300",
+            "USD",
+            last_q + 31 * day,
+            last_q + 45 * day,
+            Some(last_q + 45 * day),
         ),
         deal(
             "w5",
@@ -1397,6 +1438,8 @@ async fn golden_scenario_end_to_end() {
         act("week-a1", "rep-c", "call", now - 10 * 86_400),
         act("week-a2", "rep-a", "email", now - 17 * 86_400),
         act("week-a3", "rep-a", "email", now - 17 * 86_400 + 60),
+        act("lq-a1", "rep-a", "call", last_q + 10 * 86_400),
+        act("lq-a2", "rep-c", "demo", last_q + 33 * 86_400),
         Activity {
             team: Some("team-z".into()),
             ..act("a6", "rep-b", "call", now - 100)
@@ -1730,6 +1773,8 @@ async fn golden_scenario_end_to_end() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
+    report_matches_the_reference(&topics, &deals, &acts, &roster).await;
+
     // Prometheus scrapes both services and holds the same org numbers.
     let prom = Prometheus::start(&[dport, aport], &topics.suffix);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -1772,4 +1817,257 @@ async fn golden_scenario_end_to_end() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     drop(prom);
+}
+
+/// Runs `salespulse-report` for last quarter on the test's topics (metrics as the services
+/// published them, and targets produced here) and returns what it wrote.
+fn run_report(topics: &Topics, period: &str, format: &str, out: &std::path::Path) -> String {
+    let output = with_config("salespulse-report")
+        .args([
+            "--bootstrap",
+            &bootstrap(),
+            "--period",
+            period,
+            "--format",
+            format,
+        ])
+        .arg("--out")
+        .arg(out)
+        .envs(topics.env())
+        .env("SALESPULSE_LOG__FORMAT", "text")
+        .output()
+        .expect("run salespulse-report");
+    assert!(
+        output.status.success(),
+        "salespulse-report --format {format} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read_to_string(out).expect("the report file")
+}
+
+/// The quarterly report of last quarter against the reference: every rep's and team's
+/// bookings, deals, win rate, pipeline created, activities, attainment and rank, the org, and
+/// each team's weekly bookings; then the HTML rendered by headless Chromium shows its charts.
+async fn report_matches_the_reference(
+    topics: &Topics,
+    deals: &[Deal],
+    acts: &[Activity],
+    roster: &HashMap<String, String>,
+) {
+    let now = Utc::now().timestamp();
+    let first = Utc
+        .timestamp_opt(last_quarter_start(now), 0)
+        .single()
+        .expect("time")
+        .date_naive();
+    let period = format!("{}-Q{}", first.year(), first.month0() / 3 + 1);
+    let targets = [
+        ("team", "team-x", "2000"),
+        ("rep", "rep-a", "1000"),
+        ("rep", "rep-c", "4000"),
+    ];
+    let dir = std::env::temp_dir().join(format!("report-{}", topics.suffix));
+    std::fs::create_dir_all(&dir).expect("report dir");
+    let mut plan = String::from("scope,id,metric,kind,period,value,currency\n");
+    for (scope, id, value) in targets {
+        plan.push_str(&format!("{scope},{id},bookings,,{period},{value},USD\n"));
+    }
+    let plan_csv = dir.join("targets.csv");
+    std::fs::write(&plan_csv, plan).expect("targets csv");
+    let imported = targets_import(topics, &plan_csv)
+        .output()
+        .expect("import targets");
+    assert!(
+        imported.status.success(),
+        "salespulse-targets import: {}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let csv = run_report(topics, &period, "csv", &dir.join("report.csv"));
+
+    // The reference's last-quarter sums, per (scope, id) over every team of a rep.
+    let want = reference(deals, acts, roster, now);
+    let sum = |scope: &str, id: &str, metric: &str| -> Decimal {
+        want.iter()
+            .filter(|e| e.scope == scope && e.id == id && e.metric == metric)
+            .filter(|e| e.window == Some("last_quarter"))
+            .map(|e| e.value)
+            .sum()
+    };
+    let ratio6 = |n: Decimal, d: Decimal| {
+        (d > Decimal::ZERO).then(|| {
+            (n / d)
+                .round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero)
+                .normalize()
+        })
+    };
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let rows: Vec<BTreeMap<&str, &str>> = lines
+        .map(|l| header.iter().copied().zip(l.split(',')).collect())
+        .collect();
+    let dec = |r: &BTreeMap<&str, &str>, k: &str| -> Option<Decimal> {
+        r.get(k)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.parse().expect("decimal"))
+    };
+    let target = |scope: &str, id: &str| {
+        targets
+            .iter()
+            .find(|t| t.0 == scope && t.1 == id)
+            .map(|t| t.2.parse::<Decimal>().expect("target"))
+    };
+    let mut diffs = Vec::new();
+    let mut check = |what: String, got: Option<Decimal>, want: Option<Decimal>| {
+        if got.map(|d| d.normalize()) != want.map(|d| d.normalize()) {
+            diffs.push(format!("{what}: report {got:?}, reference {want:?}"));
+        }
+    };
+    let mut reps_seen = Vec::new();
+    let mut rep_bookings = Vec::new();
+    for r in &rows {
+        let (level, id) = (r["level"], r["id"]);
+        let scope = match level {
+            "rep" | "team" | "org" => level,
+            _ => continue,
+        };
+        let booked = sum(scope, id, "bookings");
+        let (won, lost) = (sum(scope, id, "deals_won"), sum(scope, id, "deals_lost"));
+        check(format!("{id} bookings"), dec(r, "bookings"), Some(booked));
+        check(format!("{id} won"), dec(r, "deals_won"), Some(won));
+        check(format!("{id} lost"), dec(r, "deals_lost"), Some(lost));
+        check(
+            format!("{id} win rate"),
+            dec(r, "win_rate"),
+            ratio6(won, won + lost),
+        );
+        check(
+            format!("{id} pipeline created"),
+            dec(r, "pipeline_created"),
+            Some(sum(scope, id, "pipeline_created")),
+        );
+        check(
+            format!("{id} activities"),
+            dec(r, "activities"),
+            Some(sum(scope, id, "activities")),
+        );
+        let t = target(scope, id);
+        check(format!("{id} target"), dec(r, "target"), t);
+        check(
+            format!("{id} attainment"),
+            dec(r, "attainment"),
+            t.and_then(|t| ratio6(booked, t)),
+        );
+        if level == "rep" {
+            reps_seen.push(id.to_owned());
+            rep_bookings.push((id.to_owned(), booked, dec(r, "rank")));
+        }
+    }
+    // Ranks: 1 + the reps with more bookings.
+    for (id, booked, rank) in &rep_bookings {
+        let above = rep_bookings.iter().filter(|(_, b, _)| b > booked).count();
+        check(format!("{id} rank"), *rank, Some(Decimal::from(above + 1)));
+    }
+    // The reps: those on the roster with a last-quarter series.
+    let mut roster_reps: Vec<String> = want
+        .iter()
+        .filter(|e| e.scope == "rep" && e.window == Some("last_quarter"))
+        .map(|e| e.id.clone())
+        .collect();
+    roster_reps.sort();
+    roster_reps.dedup();
+    reps_seen.sort();
+    assert_eq!(reps_seen, roster_reps, "the report's reps");
+    assert!(
+        rows.iter().any(|r| r["level"] == "org"),
+        "the report has an org row"
+    );
+    // Weekly bookings per team: each week of the quarter, 0 where the reference has none.
+    let mut weeks = 0;
+    for r in rows.iter().filter(|r| r["level"] == "team_week") {
+        weeks += 1;
+        let (team, week) = (r["id"], r["name"]);
+        let want_week: Decimal = want
+            .iter()
+            .filter(|e| e.scope == "team" && e.id == team && e.metric == "weekly_bookings")
+            .filter(|e| e.extra.iter().any(|(k, v)| *k == "week" && v == week))
+            .map(|e| e.value)
+            .sum();
+        check(
+            format!("{team} week {week}"),
+            dec(r, "bookings"),
+            Some(want_week),
+        );
+    }
+    assert!(weeks >= 13, "weekly rows for every team and week: {weeks}");
+    let lq_booked = sum("org", "org", "bookings");
+    assert!(
+        lq_booked > Decimal::ZERO,
+        "last quarter has bookings to report"
+    );
+    assert!(
+        diffs.is_empty(),
+        "the report differs from the reference:\n{}",
+        diffs.join("\n")
+    );
+    println!(
+        "report {period}: {} rows, {weeks} team weeks and org bookings {lq_booked} equal the reference",
+        rows.len()
+    );
+
+    // Markdown and HTML; the HTML rendered by headless Chromium shows its three charts.
+    let md = run_report(topics, &period, "md", &dir.join("report.md"));
+    assert!(md.contains("## Weekly bookings per team"), "{md}");
+    let html_path = dir.join("report.html");
+    let html = run_report(topics, &period, "html", &html_path);
+    assert_eq!(html.matches("<svg").count(), 3, "three charts");
+    let png = dir.join("report.png");
+    let status = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1100,3000",
+        ])
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", html_path.display()))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run chromium (scripts/setup.sh installs it)");
+    assert!(status.success(), "chromium renders the report");
+    let counts = colour_counts(&png, &[(31, 119, 180), (44, 160, 44), (214, 39, 40)]);
+    println!("report.png: pixels of the attainment bars, distribution bars, first team's line: {counts:?}");
+    assert!(
+        counts[0] > 500,
+        "the attainment chart shows bars: {counts:?}"
+    );
+    assert!(
+        counts[1] > 500,
+        "the distribution chart shows bars: {counts:?}"
+    );
+    assert!(
+        counts[2] > 50,
+        "the weekly chart shows a team's line: {counts:?}"
+    );
+}
+
+/// How many pixels of a PNG have each of the given colours exactly.
+fn colour_counts(png: &std::path::Path, colours: &[(u8, u8, u8)]) -> Vec<usize> {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(png).expect("the screenshot"),
+    ));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("a frame");
+    let step = info.color_type.samples();
+    let mut counts = vec![0; colours.len()];
+    for px in buf[..info.buffer_size()].chunks_exact(step) {
+        if step < 3 {
+            continue;
+        }
+        if let Some(i) = colours.iter().position(|c| *c == (px[0], px[1], px[2])) {
+            counts[i] += 1;
+        }
+    }
+    counts
 }

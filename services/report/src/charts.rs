@@ -57,6 +57,7 @@ pub fn attainment_by_rep(report: &Report) -> Result<String, String> {
         drawn(
             chart
                 .configure_mesh()
+                .max_light_lines(1)
                 .disable_y_mesh()
                 .x_desc("attainment of the quarter bookings target (%)")
                 .y_labels(n)
@@ -103,10 +104,15 @@ pub fn weekly_bookings(report: &Report) -> Result<String, String> {
                 .y_label_area_size(80)
                 .build_cartesian_2d(0..weeks - 1, 0.0..max),
         )?;
-        let mondays: Vec<String> = report.weeks.iter().map(|w| w.format("%d %b").to_string()).collect();
+        let mondays: Vec<String> = report
+            .weeks
+            .iter()
+            .map(|w| w.format("%d %b").to_string())
+            .collect();
         drawn(
             chart
                 .configure_mesh()
+                .max_light_lines(1)
                 .x_labels(weeks)
                 .x_label_formatter(&|i| mondays.get(*i).cloned().unwrap_or_default())
                 .x_desc("week starting")
@@ -115,18 +121,24 @@ pub fn weekly_bookings(report: &Report) -> Result<String, String> {
         )?;
         for (k, t) in report.weekly.iter().enumerate() {
             let color = TEAM_COLORS[k % TEAM_COLORS.len()];
-            let points: Vec<(usize, f64)> =
-                t.bookings.iter().enumerate().map(|(i, v)| (i, f(*v))).collect();
+            let points: Vec<(usize, f64)> = t
+                .bookings
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i, f(*v)))
+                .collect();
             drawn(chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(3))))?
                 .label(t.team.clone())
                 .legend(move |(x, y)| {
                     Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled())
                 });
-            drawn(chart.draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, color.filled())),
-            ))?;
+            drawn(
+                chart.draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 4, color.filled())),
+                ),
+            )?;
         }
         drawn(
             chart
@@ -143,7 +155,13 @@ pub fn weekly_bookings(report: &Report) -> Result<String, String> {
 
 /// How many reps reached each attainment bucket.
 pub fn distribution(report: &Report) -> Result<String, String> {
-    let max = report.distribution.iter().copied().max().unwrap_or(0).max(1) as u32;
+    let max = report
+        .distribution
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(1) as u32;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, 300)).into_drawing_area();
@@ -158,10 +176,13 @@ pub fn distribution(report: &Report) -> Result<String, String> {
         drawn(
             chart
                 .configure_mesh()
+                .max_light_lines(1)
                 .disable_x_mesh()
                 .x_labels(BUCKETS.len())
                 .x_label_formatter(&|v| match v {
-                    SegmentValue::CenterOf(i) => BUCKETS.get(*i).map(|b| b.0).unwrap_or("").to_owned(),
+                    SegmentValue::CenterOf(i) => {
+                        BUCKETS.get(*i).map(|b| b.0).unwrap_or("").to_owned()
+                    }
                     _ => String::new(),
                 })
                 .y_desc("reps")

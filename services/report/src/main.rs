@@ -50,8 +50,10 @@ async fn main() -> anyhow::Result<()> {
     let format = settings.publish.format;
     let mut metrics: HashMap<String, MetricRecord> = HashMap::new();
     let mut unreadable = 0usize;
-    read_to_end(&settings, &settings.topics.metrics, |key, payload| {
-        match payload.map(|p| salespulse_publish::decode(p, format)) {
+    read_to_end(
+        &settings,
+        &settings.topics.metrics,
+        |key, payload| match payload.map(|p| salespulse_publish::decode(p, format)) {
             None => {
                 metrics.remove(key);
             }
@@ -59,8 +61,8 @@ async fn main() -> anyhow::Result<()> {
                 metrics.insert(key.to_owned(), r);
             }
             Some(None) => unreadable += 1,
-        }
-    })
+        },
+    )
     .await
     .with_context(|| format!("reading {}", settings.topics.metrics))?;
     let mut targets: HashMap<String, Target> = HashMap::new();
@@ -79,7 +81,10 @@ async fn main() -> anyhow::Result<()> {
     .await
     .with_context(|| format!("reading {}", settings.topics.targets))?;
     if unreadable > 0 {
-        tracing::warn!(records = unreadable, "records that cannot be read were left out");
+        tracing::warn!(
+            records = unreadable,
+            "records that cannot be read were left out"
+        );
     }
     if metrics.is_empty() {
         bail!(

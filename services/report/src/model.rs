@@ -151,12 +151,9 @@ impl Sums {
         }
     }
 
-    fn row(&self, id: &str, name: &str, team: &str, cycles: Decimal) -> Row {
-        let cycle = if self.won > Decimal::ZERO {
-            ratio(cycles, self.won * Decimal::from(86_400))
-        } else {
-            None
-        };
+    /// `cycles`: Σ mean cycle seconds × won over the series with a sales cycle.
+    fn row(&self, id: &str, name: &str, team: &str, cycles: Option<Decimal>) -> Row {
+        let cycle = cycles.and_then(|c| ratio(c, self.won * Decimal::from(86_400)));
         Row {
             id: id.to_owned(),
             name: name.to_owned(),
@@ -212,7 +209,10 @@ pub fn build(
 
     // Reps on the roster: name, roster team and hiring date from `info`.
     let mut info: BTreeMap<&str, (&str, &str, Option<NaiveDate>)> = BTreeMap::new();
-    for r in records.iter().filter(|r| r.scope == "rep" && r.metric == "info") {
+    for r in records
+        .iter()
+        .filter(|r| r.scope == "rep" && r.metric == "info")
+    {
         let name = r.labels.get("name").map_or(r.id.as_str(), String::as_str);
         let hired = r
             .labels
@@ -229,9 +229,9 @@ pub fn build(
     let wanted_team = |t: &str| s.team.is_none_or(|w| w == t);
 
     // Sums per subject; a rep's over every team its series sit under.
-    let mut reps: BTreeMap<&str, (Sums, Decimal)> = BTreeMap::new();
-    let mut teams: BTreeMap<&str, (Sums, Decimal)> = BTreeMap::new();
-    let mut org: Option<(Sums, Decimal)> = None;
+    let mut reps: BTreeMap<&str, (Sums, Option<Decimal>)> = BTreeMap::new();
+    let mut teams: BTreeMap<&str, (Sums, Option<Decimal>)> = BTreeMap::new();
+    let mut org: Option<(Sums, Option<Decimal>)> = None;
     let mut cycles: Vec<(&MetricRecord, Decimal)> = Vec::new();
     for r in records.iter().filter(in_window) {
         let entry = match r.scope.as_str() {
@@ -263,7 +263,7 @@ pub fn build(
             _ => org.as_mut(),
         };
         if let Some(e) = entry {
-            e.1 += mean * won;
+            *e.1.get_or_insert(Decimal::ZERO) += mean * won;
         }
     }
 
@@ -304,14 +304,15 @@ pub fn build(
         if !wanted_team(team) {
             continue;
         }
-        let empty = (Sums::default(), Decimal::ZERO);
+        let empty = (Sums::default(), None);
         let (sums, cyc) = reps.get(id).unwrap_or(&empty);
         let mut row = sums.row(id, name, team, *cyc);
         if let Some(t) = target_of(Scope::Rep, id) {
             let share = hired.and_then(|h| s.ramp.period_share(h, first, end));
             let target = match share {
-                Some(sh) => (t.value * sh)
-                    .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero),
+                Some(sh) => {
+                    (t.value * sh).round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+                }
                 None => t.value,
             };
             row.target = Some(target);
@@ -431,7 +432,11 @@ pub fn build(
 }
 
 /// Ranks the rows that `among` selects by bookings, most first; equal bookings share a rank.
-fn rank(rows: &mut [Row], slot: impl Fn(&mut Row) -> &mut Option<usize>, among: impl Fn(&Row) -> bool) {
+fn rank(
+    rows: &mut [Row],
+    slot: impl Fn(&mut Row) -> &mut Option<usize>,
+    among: impl Fn(&Row) -> bool,
+) {
     let mut order: Vec<(Decimal, usize)> = rows
         .iter()
         .enumerate()

@@ -75,7 +75,9 @@ const COLUMNS: [Column; 12] = [
     ("Won", |r| plain(r.won)),
     ("Lost", |r| plain(r.lost)),
     ("Activities", |r| plain(r.activities)),
-    ("Rank", |r| r.rank.map(|k| k.to_string()).unwrap_or_else(|| "–".into())),
+    ("Rank", |r| {
+        r.rank.map(|k| k.to_string()).unwrap_or_else(|| "–".into())
+    }),
     ("Bookings CV", |r| opt(r.cv, |c| format!("{:.2}", c))),
 ];
 
@@ -94,13 +96,13 @@ fn escape(s: &str) -> String {
     out
 }
 
-const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222;max-width:1100px}\
-table{border-collapse:collapse;margin:1em 0;font-size:13px}\
+const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}\
+table{border-collapse:collapse;margin:1em 0;font-size:12px}\
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}\
 th:first-child,td:first-child,td.l{text-align:left}th{background:#f2f2f2}\
 .chart{margin:1em 0;page-break-inside:avoid}h2{margin-top:1.6em}\
 p.note{font-size:12px;color:#555}\
-@media print{body{margin:0.5cm;max-width:none}h2{page-break-after:avoid}table{page-break-inside:auto}tr{page-break-inside:avoid}}";
+@page{size:A4 landscape}@media print{body{margin:0.5cm}h2{page-break-after:avoid}table{page-break-inside:auto}tr{page-break-inside:avoid}}";
 
 /// The report as a self-contained HTML page.
 pub fn html(r: &Report) -> Result<String, String> {
@@ -112,12 +114,14 @@ pub fn html(r: &Report) -> Result<String, String> {
         escape(&coverage(r))
     );
     if let Some(org) = &r.org {
+        let against = match (org.target, org.attainment) {
+            (Some(t), a) => format!(" of a target of {} ({})", money(t), pct(a)),
+            _ => " (no org target)".to_owned(),
+        };
         let _ = write!(
             h,
-            "<h2>Org</h2>\n<p>Bookings {} of a target of {} ({}); {} of {} reps with a target reached it, median attainment {}.</p>\n",
+            "<h2>Org</h2>\n<p>Bookings {}{against}; {} of {} reps with a target reached it, median attainment {}.</p>\n",
             money(org.bookings),
-            opt(org.target, money),
-            pct(org.attainment),
             org.reps_attaining,
             org.reps_with_target,
             pct(org.median_attainment)
@@ -159,9 +163,14 @@ pub fn html(r: &Report) -> Result<String, String> {
         let _ = writeln!(
             h,
             "<td>{}</td><td>{}</td><td>{}</td></tr>",
-            row.team_rank.map(|k| k.to_string()).unwrap_or_else(|| "–".into()),
+            row.team_rank
+                .map(|k| k.to_string())
+                .unwrap_or_else(|| "–".into()),
             opt(row.weekly_mean, money),
-            opt(row.ramp, |s| format!("{:.1} % of quota", s * Decimal::ONE_HUNDRED))
+            opt(row.ramp, |s| format!(
+                "{:.1} % of quota",
+                s * Decimal::ONE_HUNDRED
+            ))
         );
     }
     h.push_str("</table>\n");
@@ -185,7 +194,8 @@ pub fn html(r: &Report) -> Result<String, String> {
     Ok(h)
 }
 
-const NOTES_HTML: &str = "<h2>How to read it</h2>\n<p class=\"note\">Attainment is bookings over the \
+const NOTES_HTML: &str =
+    "<h2>How to read it</h2>\n<p class=\"note\">Attainment is bookings over the \
 quarter's bookings target; a rep in ramp carries the share of the full target the ramp schedule \
 gives (the Ramp column), and attainment is against that ramped target. Win rate is won over won \
 and lost deals closed in the quarter; the sales cycle is the mean days from creation to close of \
@@ -251,8 +261,16 @@ pub fn csv(r: &Report) -> Result<String, String> {
             o(x.weekly_mean),
             o(x.cv),
             o(x.ramp),
-            if level == "rep" { String::new() } else { x.reps_with_target.to_string() },
-            if level == "rep" { String::new() } else { x.reps_attaining.to_string() },
+            if level == "rep" {
+                String::new()
+            } else {
+                x.reps_with_target.to_string()
+            },
+            if level == "rep" {
+                String::new()
+            } else {
+                x.reps_attaining.to_string()
+            },
             o(x.median_attainment),
         ];
         w.write_record(&rec).map_err(|e| e.to_string())?;

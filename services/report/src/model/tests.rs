@@ -47,7 +47,12 @@ fn d(s: &str) -> Decimal {
 /// 2026-12-02 10:00 UTC: Q4 is current, Q3 the last quarter.
 const NOW: i64 = 1_796_205_600;
 
-fn settings<'a>(period: &str, team: Option<&'a str>, cal: &'a Calendar, ramp: &'a Ramp) -> Settings<'a> {
+fn settings<'a>(
+    period: &str,
+    team: Option<&'a str>,
+    cal: &'a Calendar,
+    ramp: &'a Ramp,
+) -> Settings<'a> {
     Settings {
         period: Period::parse(period).expect("period"),
         team,
@@ -72,8 +77,14 @@ fn records(window: &str) -> Vec<MetricRecord> {
         rec("rep", "a", "y", "deals_won", window, "2"),
         rec("rep", "a", "y", "sales_cycle_seconds", window, "432000"), // 5 days
         rec("rep", "a", "x", "pipeline_created", window, "3000"),
-        with(rec("rep", "a", "x", "activities", window, "7"), &[("kind", "call")]),
-        with(rec("rep", "a", "x", "activities", window, "3"), &[("kind", "email")]),
+        with(
+            rec("rep", "a", "x", "activities", window, "7"),
+            &[("kind", "call")],
+        ),
+        with(
+            rec("rep", "a", "x", "activities", window, "3"),
+            &[("kind", "email")],
+        ),
         rec("rep", "b", "x", "bookings", window, "1500"),
         rec("rep", "b", "x", "deals_won", window, "1"),
         rec("rep", "b", "x", "deals_lost", window, "0"),
@@ -87,12 +98,30 @@ fn records(window: &str) -> Vec<MetricRecord> {
         rec("org", "org", "", "bookings", window, "3200"),
         rec("org", "org", "", "deals_won", window, "6"),
         rec("org", "org", "", "deals_lost", window, "1"),
-        with(rec("rep", "a", "x", "consistency_cv", "", "0.5"), &[("metric", "bookings")]),
-        with(rec("rep", "b", "x", "consistency_cv", "", "1.5"), &[("metric", "bookings")]),
-        with(rec("rep", "a", "x", "consistency_cv", "", "9"), &[("metric", "activities")]),
-        with(rec("team", "x", "x", "weekly_bookings", "", "400"), &[("week", "2026-06-29")]),
-        with(rec("team", "x", "x", "weekly_bookings", "", "600"), &[("week", "2026-09-28")]),
-        with(rec("team", "x", "x", "weekly_bookings", "", "50"), &[("week", "2026-10-05")]),
+        with(
+            rec("rep", "a", "x", "consistency_cv", "", "0.5"),
+            &[("metric", "bookings")],
+        ),
+        with(
+            rec("rep", "b", "x", "consistency_cv", "", "1.5"),
+            &[("metric", "bookings")],
+        ),
+        with(
+            rec("rep", "a", "x", "consistency_cv", "", "9"),
+            &[("metric", "activities")],
+        ),
+        with(
+            rec("team", "x", "x", "weekly_bookings", "", "400"),
+            &[("week", "2026-06-29")],
+        ),
+        with(
+            rec("team", "x", "x", "weekly_bookings", "", "600"),
+            &[("week", "2026-09-28")],
+        ),
+        with(
+            rec("team", "x", "x", "weekly_bookings", "", "50"),
+            &[("week", "2026-10-05")],
+        ),
         // The other window must not leak in.
         rec("rep", "b", "x", "bookings", "ytd", "99999"),
     ];
@@ -114,16 +143,39 @@ fn targets() -> Vec<Target> {
 fn last_quarter_comes_from_the_closed_window_and_older_ones_are_refused() {
     let cal = Calendar::utc();
     let ramp = Ramp::default();
-    let r = build(&records("last_quarter"), &targets(), &settings("2026-Q3", None, &cal, &ramp))
-        .expect("report");
+    let r = build(
+        &records("last_quarter"),
+        &targets(),
+        &settings("2026-Q3", None, &cal, &ramp),
+    )
+    .expect("report");
     assert_eq!(r.window, Window::LastQuarter);
-    assert_eq!((r.first.to_string(), r.last.to_string()), ("2026-07-01".into(), "2026-09-30".into()));
-    let r = build(&records("qtd"), &targets(), &settings("2026-Q4", None, &cal, &ramp)).expect("report");
+    assert_eq!(
+        (r.first.to_string(), r.last.to_string()),
+        ("2026-07-01".into(), "2026-09-30".into())
+    );
+    let r = build(
+        &records("qtd"),
+        &targets(),
+        &settings("2026-Q4", None, &cal, &ramp),
+    )
+    .expect("report");
     assert_eq!(r.window, Window::Qtd);
-    assert_eq!(r.reps.iter().find(|x| x.id == "a").and_then(|x| x.target), Some(d("5000")));
-    let err = build(&records("qtd"), &targets(), &settings("2026-Q2", None, &cal, &ramp));
+    assert_eq!(
+        r.reps.iter().find(|x| x.id == "a").and_then(|x| x.target),
+        Some(d("5000"))
+    );
+    let err = build(
+        &records("qtd"),
+        &targets(),
+        &settings("2026-Q2", None, &cal, &ramp),
+    );
     assert!(matches!(err, Err(ReportError::OutOfRange { .. })));
-    let err = build(&records("qtd"), &targets(), &settings("2026-11", None, &cal, &ramp));
+    let err = build(
+        &records("qtd"),
+        &targets(),
+        &settings("2026-11", None, &cal, &ramp),
+    );
     assert!(matches!(err, Err(ReportError::NotAQuarter(_))));
 }
 
@@ -131,8 +183,12 @@ fn last_quarter_comes_from_the_closed_window_and_older_ones_are_refused() {
 fn reps_add_up_over_their_teams_and_compare_with_ramped_targets() {
     let cal = Calendar::utc();
     let ramp = Ramp::new(vec![d("25"), d("50"), d("75")]).expect("ramp");
-    let r = build(&records("last_quarter"), &targets(), &settings("2026-Q3", None, &cal, &ramp))
-        .expect("report");
+    let r = build(
+        &records("last_quarter"),
+        &targets(),
+        &settings("2026-Q3", None, &cal, &ramp),
+    )
+    .expect("report");
     let rep = |id: &str| r.reps.iter().find(|x| x.id == id).expect("rep").clone();
     let a = rep("a");
     assert_eq!((a.name.as_str(), a.team.as_str()), ("Ada", "x"));
@@ -148,11 +204,15 @@ fn reps_add_up_over_their_teams_and_compare_with_ramped_targets() {
     let c = rep("c");
     let share = (d("31") * d("0.25") + d("30") * d("0.5")) / d("92");
     assert_eq!(c.ramp, Some(share));
-    let target = (d("1000") * share).round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+    let target =
+        (d("1000") * share).round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
     assert_eq!(c.target, Some(target));
     assert_eq!(c.attainment, ratio(d("200"), target));
     // Ranks by bookings: b 1500 and a 1500 share first place, c third.
-    assert_eq!((rep("a").rank, rep("b").rank, rep("c").rank), (Some(1), Some(1), Some(3)));
+    assert_eq!(
+        (rep("a").rank, rep("b").rank, rep("c").rank),
+        (Some(1), Some(1), Some(3))
+    );
     assert_eq!(rep("c").team_rank, Some(1));
     let x = r.teams.iter().find(|t| t.id == "x").expect("team");
     assert_eq!(x.attainment, Some(d("1.25")));
@@ -162,7 +222,10 @@ fn reps_add_up_over_their_teams_and_compare_with_ramped_targets() {
     assert_eq!(x.cv, Some(d("1")));
     assert_eq!(r.teams[0].id, "x");
     let org = r.org.expect("org");
-    assert_eq!((org.bookings, org.win_rate), (d("3200"), ratio(d("6"), d("7"))));
+    assert_eq!(
+        (org.bookings, org.win_rate),
+        (d("3200"), ratio(d("6"), d("7")))
+    );
     // a at 150 %; b at 75 %; c at 200 of its ramped 247.28 (81 %).
     assert_eq!(r.distribution, [0, 0, 2, 0, 1]);
 }
@@ -171,8 +234,12 @@ fn reps_add_up_over_their_teams_and_compare_with_ramped_targets() {
 fn weekly_bookings_cover_the_weeks_that_touch_the_quarter() {
     let cal = Calendar::utc();
     let ramp = Ramp::default();
-    let r = build(&records("last_quarter"), &targets(), &settings("2026-Q3", None, &cal, &ramp))
-        .expect("report");
+    let r = build(
+        &records("last_quarter"),
+        &targets(),
+        &settings("2026-Q3", None, &cal, &ramp),
+    )
+    .expect("report");
     // Q3 2026 runs from Wednesday 1 July to Wednesday 30 September: 14 weeks from 29 June.
     assert_eq!(r.weeks.len(), 14);
     assert_eq!(r.weeks[0].to_string(), "2026-06-29");
@@ -187,12 +254,23 @@ fn weekly_bookings_cover_the_weeks_that_touch_the_quarter() {
 fn one_team_keeps_its_reps_only() {
     let cal = Calendar::utc();
     let ramp = Ramp::default();
-    let r = build(&records("last_quarter"), &targets(), &settings("2026-Q3", Some("y"), &cal, &ramp))
-        .expect("report");
-    assert_eq!(r.reps.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(), vec!["c"]);
+    let r = build(
+        &records("last_quarter"),
+        &targets(),
+        &settings("2026-Q3", Some("y"), &cal, &ramp),
+    )
+    .expect("report");
+    assert_eq!(
+        r.reps.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+        vec!["c"]
+    );
     assert_eq!(r.teams.len(), 1);
     assert!(r.org.is_none());
-    let err = build(&records("last_quarter"), &targets(), &settings("2026-Q3", Some("z"), &cal, &ramp));
+    let err = build(
+        &records("last_quarter"),
+        &targets(),
+        &settings("2026-Q3", Some("z"), &cal, &ramp),
+    );
     assert_eq!(err, Err(ReportError::UnknownTeam("z".into())));
 }
 
@@ -200,14 +278,25 @@ fn one_team_keeps_its_reps_only() {
 fn every_format_renders() {
     let cal = Calendar::utc();
     let ramp = Ramp::default();
-    let r = build(&records("last_quarter"), &targets(), &settings("2026-Q3", None, &cal, &ramp))
-        .expect("report");
+    let r = build(
+        &records("last_quarter"),
+        &targets(),
+        &settings("2026-Q3", None, &cal, &ramp),
+    )
+    .expect("report");
     let html = crate::render::html(&r).expect("html");
     assert_eq!(html.matches("<svg").count(), 3);
     assert!(html.contains("Ada"));
     let csv = crate::render::csv(&r).expect("csv");
-    assert!(csv.lines().any(|l| l.starts_with("rep,a,Ada,x,1500,1000,1.5,0.8,375,7.5,")));
-    assert_eq!(csv.lines().filter(|l| l.starts_with("team_week,x,")).count(), 14);
+    assert!(csv
+        .lines()
+        .any(|l| l.starts_with("rep,a,Ada,x,1500,1000,1.5,0.8,375,7.5,")));
+    assert_eq!(
+        csv.lines()
+            .filter(|l| l.starts_with("team_week,x,"))
+            .count(),
+        14
+    );
     let md = crate::render::markdown(&r);
     assert!(md.contains("| Ada | x | 1,500.00 | 1,000.00 | 150.0 % |"));
 }

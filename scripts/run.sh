@@ -56,8 +56,12 @@ done
 scripts/sample-targets.sh >"$logs/targets.csv"
 "$target/salespulse-targets" import "$logs/targets.csv" >>"$logs/targets.log" 2>&1
 "$target/salespulse-simulator" --bootstrap "$KAFKA_BOOTSTRAP" --seed "${SIM_SEED:-42}" \
-  --backfill-days "${SIM_BACKFILL_DAYS:-2}" --rate "${SIM_RATE:-20}" \
+  --backfill-days "${SIM_BACKFILL_DAYS:-2}" --backfill-rate "${SIM_BACKFILL_RATE:-600}" \
+  --rate "${SIM_RATE:-20}" \
   >"$logs/simulator.log" 2>&1 & pids+=($!)
+
+# The fiscal quarter now (config/salespulse.toml: UTC, fiscal year from January).
+quarter="$(date -u +%Y)-Q$(( ($(date -u +%-m) - 1) / 3 + 1 ))"
 
 cat <<INFO
 
@@ -70,6 +74,9 @@ salespulse is running.
   metric records       Kafka topic sales.metrics on $KAFKA_BOOTSTRAP
   alerts, celebrations Kafka topics sales.alerts and sales.celebrations
   leaderboard          $target/salespulse-board   (in another terminal; --view pipeline [--team T])
+  quarterly report     $target/salespulse-report --period $quarter --out report.html
+                       (--format csv or md; --team T; last quarter's once the history covers it:
+                       SIM_BACKFILL_DAYS=190 SIM_BACKFILL_RATE=20 scripts/run.sh)
   logs                 $logs
 Ctrl-C stops everything.
 

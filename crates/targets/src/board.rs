@@ -83,6 +83,8 @@ pub struct TargetsBoard {
     targets: HashMap<String, Target>,
     actuals: HashMap<String, (Idx, String, Decimal)>,
     index: HashMap<Idx, Decimal>,
+    /// How many series (keys of `actuals`) add up to each entry of `index`.
+    keys_of: HashMap<Idx, u32>,
     expected_by_key: HashMap<String, (ExpectedIdx, Decimal)>,
     expected: HashMap<ExpectedIdx, Decimal>,
     /// Forecast rollup records by key: where they count, the rollup, and their value.
@@ -279,11 +281,17 @@ impl TargetsBoard {
     /// Applies one record of `sales.metrics` (by its key); `None` is a tombstone.
     pub fn set_actual(&mut self, key: &str, a: Option<Actual>) {
         if let Some((idx, _, v)) = self.actuals.remove(key) {
-            if let Some(sum) = self.index.get_mut(&idx) {
+            // The subject keeps its total while any series holds one, even a total of 0: a
+            // rep with nothing booked still ranks, whatever order its series came in.
+            let left = self.keys_of.get_mut(&idx).map(|n| {
+                *n -= 1;
+                *n
+            });
+            if left == Some(0) {
+                self.keys_of.remove(&idx);
+                self.index.remove(&idx);
+            } else if let Some(sum) = self.index.get_mut(&idx) {
                 *sum -= v;
-                if sum.is_zero() {
-                    self.index.remove(&idx);
-                }
             }
         }
         if let Some(a) = a {
@@ -295,6 +303,7 @@ impl TargetsBoard {
                 window: a.window,
             };
             *self.index.entry(idx.clone()).or_default() += a.value;
+            *self.keys_of.entry(idx.clone()).or_default() += 1;
             self.actuals.insert(key.to_owned(), (idx, a.team, a.value));
         }
     }
@@ -1010,6 +1019,54 @@ mod tests {
         );
         let elapsed = get(&out, "sales_period_elapsed_ratio", &[("period", "2027-Q1")]);
         assert_eq!(elapsed.map(|o| o.value), Some(0.0));
+    }
+
+    #[test]
+    fn a_rep_with_nothing_booked_ranks_whatever_order_its_series_came_in() {
+        let cal = Calendar::utc();
+        let zero = |team| {
+            Some(actual(
+                "a",
+                team,
+                TargetMetric::Bookings,
+                Window::LastMonth,
+                0,
+            ))
+        };
+        let ranked = |b: &TargetsBoard| {
+            get(
+                &b.series(
+                    ts("2026-11-15T12:00:00Z"),
+                    &cal,
+                    &Elapsed::new(cal, true, []),
+                ),
+                "sales_rep_rank",
+                &[("rep", "a"), ("among", "org"), ("window", "last_month")],
+            )
+            .map(|o| o.value)
+        };
+        // Two series of 0 (under two teams), one of them retracted: the other still counts.
+        let mut b = TargetsBoard::default();
+        b.set_actual("x", zero("x"));
+        b.set_actual("y", zero("y"));
+        b.set_actual("x", None);
+        assert_eq!(ranked(&b), Some(1.0));
+        // A series replaced by its new value of 0 keeps the rep too.
+        let mut b = TargetsBoard::default();
+        b.set_actual(
+            "x",
+            Some(actual(
+                "a",
+                "x",
+                TargetMetric::Bookings,
+                Window::LastMonth,
+                5,
+            )),
+        );
+        b.set_actual("x", zero("x"));
+        assert_eq!(ranked(&b), Some(1.0));
+        b.set_actual("x", None);
+        assert_eq!(ranked(&b), None);
     }
 
     #[test]

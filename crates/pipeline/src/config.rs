@@ -286,16 +286,22 @@ impl Default for ServiceSettings {
     }
 }
 
+/// Each service's own address and consumer group when the configuration names none: the
+/// services of one machine never collide.
+pub const SERVICE_DEFAULTS: [(&str, &str, &str); 3] = [
+    ("deals", "127.0.0.1:9101", "salespulse-deals"),
+    ("activities", "127.0.0.1:9102", "salespulse-activities"),
+    ("targets", "127.0.0.1:9103", "salespulse-targets"),
+];
+
 /// Defaults of the per-service sections, which differ only in port and group.
 fn service_defaults() -> Figment {
-    Figment::new()
-        .merge(Serialized::default("deals.listen", "127.0.0.1:9101"))
-        .merge(Serialized::default("deals.group_id", "salespulse-deals"))
-        .merge(Serialized::default("activities.listen", "127.0.0.1:9102"))
-        .merge(Serialized::default(
-            "activities.group_id",
-            "salespulse-activities",
-        ))
+    SERVICE_DEFAULTS
+        .iter()
+        .fold(Figment::new(), |fig, (service, listen, group)| {
+            fig.merge(Serialized::default(&format!("{service}.listen"), *listen))
+                .merge(Serialized::default(&format!("{service}.group_id"), *group))
+        })
 }
 
 /// Flags shared by the services.
@@ -478,6 +484,22 @@ mod tests {
         let s = Settings::load(&args(Some(path)), "activities").expect("shipped config is valid");
         assert_eq!(s.activities.listen.port(), 9102);
         assert_eq!(s.kafka.properties["security.protocol"], "PLAINTEXT");
+    }
+
+    #[test]
+    fn without_a_file_every_service_has_its_own_address_and_group() {
+        let (mut addresses, mut groups) = (HashSet::new(), HashSet::new());
+        for (service, listen, group) in SERVICE_DEFAULTS {
+            let s = Settings::load(&args(None), service).expect("defaults are valid");
+            let own = s.service(service);
+            assert_eq!(own.listen.to_string(), listen, "{service}");
+            assert_eq!(own.group_id, group, "{service}");
+            assert!(addresses.insert(own.listen), "{service} shares its address");
+            assert!(
+                groups.insert(own.group_id.clone()),
+                "{service} shares its group"
+            );
+        }
     }
 
     #[test]

@@ -193,3 +193,199 @@ pub fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
         }
     }
 }
+
+/// Errors a consumer reports that pass on their own while the cluster still serves: a broker
+/// that went away (the others take over its partitions), a leader that moved, a request that
+/// timed out. librdkafka keeps retrying; a reader logs them and goes on.
+pub fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            Code::BrokerTransportFailure
+                | Code::AllBrokersDown
+                | Code::NetworkException
+                | Code::LeaderNotAvailable
+                | Code::NotLeaderForPartition
+                | Code::RequestTimedOut
+                | Code::OperationTimedOut
+                | Code::Resolve
+                | Code::FencedLeaderEpoch
+                | Code::UnknownLeaderEpoch
+                | Code::OffsetNotAvailable
+                | Code::CoordinatorNotAvailable
+                | Code::NotCoordinator
+                | Code::CoordinatorLoadInProgress
+        )
+    )
+}
+
+/// How long a reader may go without a record before it gives up.
+pub const READ_IDLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Reads assigned partitions up to given end offsets: the one loop behind loading the roster,
+/// reading a compacted topic whole and catching up on input. Transient errors (see
+/// [`is_transient`]) are logged and reading goes on; a reader that gets no record for
+/// [`READ_IDLE_LIMIT`] fails, naming what it read.
+pub struct ReadToEnd<'c, C: rdkafka::consumer::ConsumerContext + 'static> {
+    consumer: &'c rdkafka::consumer::StreamConsumer<C>,
+    what: String,
+    /// Offset after which each partition is done.
+    ends: std::collections::HashMap<i32, i64>,
+    /// Next offset of each partition.
+    pos: std::collections::HashMap<i32, i64>,
+    /// Transient errors met so far.
+    pub transient_errors: u64,
+}
+
+impl<C: rdkafka::consumer::ConsumerContext + 'static> std::fmt::Debug for ReadToEnd<'_, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadToEnd")
+            .field("what", &self.what)
+            .field("ends", &self.ends)
+            .field("pos", &self.pos)
+            .field("transient_errors", &self.transient_errors)
+            .finish()
+    }
+}
+
+impl<'c, C: rdkafka::consumer::ConsumerContext + 'static> ReadToEnd<'c, C> {
+    /// Reads `consumer` (assigned already) until each partition of `ends` reaches its end;
+    /// `from` gives where each partition starts (0 when absent).
+    pub fn new(
+        consumer: &'c rdkafka::consumer::StreamConsumer<C>,
+        what: &str,
+        ends: std::collections::HashMap<i32, i64>,
+        from: std::collections::HashMap<i32, i64>,
+    ) -> Self {
+        ReadToEnd {
+            consumer,
+            what: what.to_owned(),
+            ends,
+            pos: from,
+            transient_errors: 0,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.ends
+            .iter()
+            .all(|(p, end)| self.pos.get(p).copied().unwrap_or(0) >= *end)
+    }
+
+    /// The next record, or `None` once every partition reached its end.
+    pub async fn next(&mut self) -> Result<Option<rdkafka::message::BorrowedMessage<'c>>, Error> {
+        use rdkafka::Message as _;
+        let deadline = tokio::time::Instant::now() + READ_IDLE_LIMIT;
+        loop {
+            if self.done() {
+                return Ok(None);
+            }
+            let got = tokio::time::timeout_at(deadline, self.consumer.recv())
+                .await
+                .map_err(|_| {
+                    Error::Config(format!(
+                        "reading {} timed out: no record for {} s",
+                        self.what,
+                        READ_IDLE_LIMIT.as_secs()
+                    ))
+                })?;
+            match got {
+                Ok(m) => {
+                    self.pos.insert(m.partition(), m.offset() + 1);
+                    return Ok(Some(m));
+                }
+                Err(e) if is_transient(&e) => {
+                    self.transient_errors += 1;
+                    tracing::warn!(error = %e, reading = %self.what, "transient Kafka error; reading on");
+                }
+                Err(e) => return Err(Error::kafka(&format!("reading {}", self.what), e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    use super::*;
+
+    #[test]
+    fn transient_errors_are_told_from_fatal_ones() {
+        use rdkafka::error::KafkaError;
+        assert!(is_transient(&KafkaError::MessageConsumption(
+            Code::BrokerTransportFailure
+        )));
+        assert!(is_transient(&KafkaError::MessageConsumption(
+            Code::NotLeaderForPartition
+        )));
+        assert!(!is_transient(&KafkaError::MessageConsumption(
+            Code::TopicAuthorizationFailed
+        )));
+        assert!(!is_transient(&KafkaError::MessageConsumption(
+            Code::UnknownTopicOrPartition
+        )));
+    }
+
+    /// Two of three brokers go down while a topic whose partitions the third leads is read to
+    /// its end: the reader meets transport errors and still reads every record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_reads_on_while_brokers_are_down() {
+        let cluster = MockCluster::new(3).expect("mock cluster");
+        let topic = "reader-topic";
+        cluster.create_topic(topic, 3, 1).expect("topic");
+        for p in 0..3 {
+            cluster.partition_leader(topic, p, Some(1)).expect("leader");
+        }
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .expect("producer");
+        for i in 0..90 {
+            let key = format!("k{i}");
+            producer
+                .send(
+                    FutureRecord::to(topic)
+                        .partition(i % 3)
+                        .key(&key)
+                        .payload("v"),
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("delivered");
+        }
+        cluster.broker_down(2).expect("down");
+        cluster.broker_down(3).expect("down");
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "reader")
+            .set("enable.auto.commit", "false")
+            .set("reconnect.backoff.ms", "10")
+            .set("reconnect.backoff.max.ms", "50")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..3 {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("partition");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let ends: HashMap<i32, i64> = (0..3).map(|p| (p, 30)).collect();
+        let mut reader = ReadToEnd::new(&consumer, topic, ends, HashMap::new());
+        let mut n = 0;
+        while let Some(_m) = reader.next().await.expect("reads on") {
+            n += 1;
+        }
+        println!(
+            "read {n} records with two brokers down, through {} transport errors",
+            reader.transient_errors
+        );
+        assert_eq!(n, 90);
+        assert!(reader.transient_errors > 0, "the brokers were down");
+    }
+}

@@ -31,7 +31,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::kafka::{
-    client_config, committed_offsets, ensure_topics, partitions, watermarks, TopicSpec,
+    client_config, committed_offsets, ensure_topics, partitions, watermarks, ReadToEnd, TopicSpec,
 };
 use crate::ownership::{slot_of, Handover, Ownership, SlotsContext, LEADER_SLOT};
 use crate::processor::Processor;
@@ -245,7 +245,6 @@ pub async fn run<P: Processor>(
         .map_err(|e| Error::kafka("creating the roster consumer", e))?;
     let roster_parts = assign_from_beginning(&roster, &t.roster)?;
     let roster_end = high_watermarks(&roster, &t.roster, &roster_parts)?;
-    let mut roster_pos: HashMap<i32, i64> = HashMap::new();
     let mut ctx = Ctx {
         contract: &contract,
         health: &health,
@@ -256,18 +255,13 @@ pub async fn run<P: Processor>(
         pending: Vec::new(),
         service: P::SERVICE,
     };
-    while roster_end
-        .iter()
-        .any(|(p, end)| roster_pos.get(p).copied().unwrap_or(0) < *end)
-    {
-        let m = tokio::time::timeout(Duration::from_secs(30), roster.recv())
-            .await
-            .map_err(|_| Error::Config(format!("reading {} timed out", t.roster)))?
-            .map_err(|e| Error::kafka("reading the roster", e))?;
-        roster_pos.insert(m.partition(), m.offset() + 1);
+    let mut reader = ReadToEnd::new(&roster, &t.roster, roster_end, HashMap::new());
+    let mut records = 0u64;
+    while let Some(m) = reader.next().await? {
         ctx.roster(&mut core, &m);
+        records += 1;
     }
-    info!(reps = roster_pos.values().sum::<i64>(), "roster loaded");
+    info!(records, "roster loaded");
 
     let consumer: StreamConsumer = client_config(&settings)
         .set("group.id", &svc.group_id)
@@ -643,17 +637,10 @@ async fn catch_up_dead_letters<P: Processor>(
         .assign(&assign)
         .map_err(|e| Error::kafka("assigning partitions", e))?;
     let until: HashMap<i32, i64> = ranges.iter().map(|(p, _, to)| (*p, *to)).collect();
-    let mut done: HashMap<i32, i64> = ranges.iter().map(|(p, from, _)| (*p, *from)).collect();
+    let from: HashMap<i32, i64> = ranges.iter().map(|(p, from, _)| (*p, *from)).collect();
+    let mut records = ReadToEnd::new(&reader, input, until.clone(), from);
     let mut produced = 0;
-    while until
-        .iter()
-        .any(|(p, to)| done.get(p).copied().unwrap_or(0) < *to)
-    {
-        let m = tokio::time::timeout(Duration::from_secs(30), reader.recv())
-            .await
-            .map_err(|_| Error::Config(format!("reading {input} to catch up timed out")))?
-            .map_err(|e| Error::kafka("reading input to catch up", e))?;
-        done.insert(m.partition(), m.offset() + 1);
+    while let Some(m) = records.next().await? {
         if until.get(&m.partition()).is_none_or(|to| m.offset() >= *to) {
             continue;
         }
@@ -1000,16 +987,8 @@ pub async fn read_to_end(
         .map_err(|e| Error::kafka("creating a topic reader", e))?;
     let parts = assign_from_beginning(&c, topic)?;
     let end = high_watermarks(&c, topic, &parts)?;
-    let mut pos: HashMap<i32, i64> = HashMap::new();
-    while end
-        .iter()
-        .any(|(p, e)| pos.get(p).copied().unwrap_or(0) < *e)
-    {
-        let m = tokio::time::timeout(Duration::from_secs(30), c.recv())
-            .await
-            .map_err(|_| Error::Config(format!("reading {topic} timed out")))?
-            .map_err(|e| Error::kafka("reading a topic", e))?;
-        pos.insert(m.partition(), m.offset() + 1);
+    let mut reader = ReadToEnd::new(&c, topic, end, HashMap::new());
+    while let Some(m) = reader.next().await? {
         if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
             f(key, m.payload());
         }

@@ -31,11 +31,65 @@ pub struct TopicSpec {
     pub compacted: bool,
 }
 
-/// Creates the topics that do not exist yet. Existing topics are left as they are.
+/// Creates the topics that do not exist yet. Existing topics are left as they are. A cluster
+/// with a broker away may time out or point at a controller that is gone: transient failures
+/// are tried again with back-off for up to [`ADMIN_RETRY_LIMIT`].
 pub async fn ensure_topics(s: &Settings, topics: &[TopicSpec]) -> Result<(), Error> {
     let admin: AdminClient<DefaultClientContext> = client_config(s)
         .create()
         .map_err(|e| Error::kafka("creating the admin client", e))?;
+    let deadline = tokio::time::Instant::now() + ADMIN_RETRY_LIMIT;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        // Any live broker answers metadata; creating a topic needs the controller, which a
+        // client may still look for on a broker that is gone. So create only what is missing.
+        let missing = match existing_topics(s).await {
+            Ok(existing) => topics
+                .iter()
+                .filter(|t| !existing.contains(&t.name))
+                .cloned()
+                .collect(),
+            Err(_) => topics.to_vec(),
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        match create_missing(s, &admin, &missing).await {
+            Ok(()) => return Ok(()),
+            Err((context, e)) if is_transient(&e) && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, context, retry_in_ms = backoff.as_millis() as u64, "transient Kafka error; trying again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err((context, source)) => return Err(Error::Kafka { context, source }),
+        }
+    }
+}
+
+/// How long a start-up admin operation is tried again while the cluster answers with
+/// transient errors.
+pub const ADMIN_RETRY_LIMIT: Duration = Duration::from_secs(120);
+
+/// Names of the topics the cluster has, from any broker that answers.
+async fn existing_topics(s: &Settings) -> Result<std::collections::HashSet<String>, Error> {
+    let probe: rdkafka::consumer::BaseConsumer = client_config(s)
+        .create()
+        .map_err(|e| Error::kafka("creating a metadata client", e))?;
+    tokio::task::spawn_blocking(move || {
+        probe
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map(|md| md.topics().iter().map(|t| t.name().to_owned()).collect())
+            .map_err(|e| Error::kafka("reading metadata", e))
+    })
+    .await
+    .map_err(|e| Error::Config(format!("metadata probe failed: {e}")))?
+}
+
+async fn create_missing(
+    s: &Settings,
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &[TopicSpec],
+) -> Result<(), (String, rdkafka::error::KafkaError)> {
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
@@ -51,20 +105,23 @@ pub async fn ensure_topics(s: &Settings, topics: &[TopicSpec]) -> Result<(), Err
             }
         })
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    // A request to a broker that is gone fails within 10 s and is tried again.
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(30)))
+        .request_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics(&new, &opts)
         .await
-        .map_err(|e| Error::kafka("creating topics", e))?;
+        .map_err(|e| ("creating topics".to_owned(), e))?;
     for r in results {
         match r {
             Ok(name) => info!(topic = %name, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
-                return Err(Error::Kafka {
-                    context: format!("creating topic {name}"),
-                    source: rdkafka::error::KafkaError::AdminOp(code),
-                })
+                return Err((
+                    format!("creating topic {name}"),
+                    rdkafka::error::KafkaError::AdminOp(code),
+                ))
             }
         }
     }
@@ -194,29 +251,37 @@ pub fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
     }
 }
 
-/// Errors a consumer reports that pass on their own while the cluster still serves: a broker
-/// that went away (the others take over its partitions), a leader that moved, a request that
-/// timed out. librdkafka keeps retrying; a reader logs them and goes on.
-pub fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
+/// Error codes that pass on their own while the cluster still serves: a broker that went away
+/// (the others take over its partitions), a leader or controller that moved, a request that
+/// timed out. librdkafka keeps retrying; a reader logs them and goes on, an admin operation is
+/// tried again.
+pub fn is_transient_code(code: Code) -> bool {
     matches!(
-        e.rdkafka_error_code(),
-        Some(
-            Code::BrokerTransportFailure
-                | Code::AllBrokersDown
-                | Code::NetworkException
-                | Code::LeaderNotAvailable
-                | Code::NotLeaderForPartition
-                | Code::RequestTimedOut
-                | Code::OperationTimedOut
-                | Code::Resolve
-                | Code::FencedLeaderEpoch
-                | Code::UnknownLeaderEpoch
-                | Code::OffsetNotAvailable
-                | Code::CoordinatorNotAvailable
-                | Code::NotCoordinator
-                | Code::CoordinatorLoadInProgress
-        )
+        code,
+        Code::BrokerTransportFailure
+            | Code::AllBrokersDown
+            | Code::NetworkException
+            | Code::LeaderNotAvailable
+            | Code::NotLeaderForPartition
+            | Code::RequestTimedOut
+            | Code::OperationTimedOut
+            | Code::Resolve
+            | Code::FencedLeaderEpoch
+            | Code::UnknownLeaderEpoch
+            | Code::OffsetNotAvailable
+            | Code::CoordinatorNotAvailable
+            | Code::NotCoordinator
+            | Code::CoordinatorLoadInProgress
+            | Code::NotController
     )
+}
+
+/// Whether a client error is transient (see [`is_transient_code`]).
+pub fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
+    match e {
+        rdkafka::error::KafkaError::AdminOp(code) => is_transient_code(*code),
+        _ => e.rdkafka_error_code().is_some_and(is_transient_code),
+    }
 }
 
 /// How long a reader may go without a record before it gives up.
@@ -329,6 +394,10 @@ mod tests {
         )));
         assert!(!is_transient(&KafkaError::MessageConsumption(
             Code::UnknownTopicOrPartition
+        )));
+        assert!(is_transient(&KafkaError::AdminOp(Code::OperationTimedOut)));
+        assert!(!is_transient(&KafkaError::AdminOp(
+            Code::InvalidReplicationFactor
         )));
     }
 

@@ -138,7 +138,7 @@ async fn brokers_and_instances_killed_in_turn_change_no_number() {
     // A clean run over the same input on the same cluster, into outputs of its own.
     let clean_topics = topics.clean();
     let clean_group = format!("{group}-clean");
-    let mut clean = vec![
+    let mut clean = [
         Service::start("deals", &clean_topics, free_port(), &clean_group),
         Service::start("activities", &clean_topics, free_port(), &clean_group),
     ];

@@ -74,7 +74,7 @@ salespulse is running.
   metric records       Kafka topic sales.metrics on $KAFKA_BOOTSTRAP
   alerts, celebrations Kafka topics sales.alerts and sales.celebrations
   leaderboard          $target/salespulse-board   (in another terminal; --view pipeline [--team T])
-  quarterly report     $target/salespulse-report --period $quarter --out report.html
+  quarterly report     $target/salespulse-report --config $SALESPULSE_CONFIG --period $quarter --out report.html
                        (--format csv or md; --team T; last quarter's once the history covers it:
                        SIM_BACKFILL_DAYS=190 SIM_BACKFILL_RATE=20 scripts/run.sh)
   logs                 $logs

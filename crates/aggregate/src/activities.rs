@@ -196,8 +196,11 @@ pub struct ActivitiesCore {
     cal: Calendar,
     bounds: Bounds,
     ledger: Ledger<ActivityCell>,
-    /// Event ids (hashed) of the activities still inside the longest window, with their time.
+    /// Event ids (hashed) of the activities counted within the duplicate window, with the
+    /// clock (Unix seconds) they were counted at.
     seen: crate::FastMap<u64, i64>,
+    /// Seconds an id is remembered (the contract's `duplicate_window_days`).
+    duplicate_window: i64,
     pruned_at: i64,
 }
 
@@ -214,6 +217,7 @@ impl ActivitiesCore {
             bounds: cal.bounds(now),
             ledger: Ledger::new(),
             seen: crate::FastMap::default(),
+            duplicate_window: contract.duplicate_window_seconds,
             pruned_at: now,
         }
     }
@@ -232,13 +236,20 @@ impl ActivitiesCore {
             // Older than every window: it can change no number.
             return Outcome::Stale;
         }
+        let b = self.bounds;
+        // A repeat within the window is a duplicate, whenever the pruning below runs.
+        let counted_since = b.now - self.duplicate_window;
         match self.seen.entry(crate::ids::event_id_hash(&ev.event_id)) {
-            std::collections::hash_map::Entry::Occupied(_) => return Outcome::Duplicate,
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                if *o.get() > counted_since {
+                    return Outcome::Duplicate;
+                }
+                o.insert(b.now);
+            }
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(t);
+                v.insert(b.now);
             }
         }
-        let b = self.bounds;
         let rep = self.ledger.intern(&ev.rep_id);
         let team = ev.team_id.as_deref().map(|t| self.ledger.intern(t));
         let cell = self.ledger.cell(&rep, team.as_ref(), &b);
@@ -261,8 +272,8 @@ impl ActivitiesCore {
         self.bounds = self.cal.bounds(now);
         self.ledger.advance(&self.bounds);
         if now - self.pruned_at >= 3_600 {
-            let horizon = self.bounds.horizon;
-            self.seen.retain(|_, t| *t >= horizon);
+            let counted_since = now - self.duplicate_window;
+            self.seen.retain(|_, t| *t > counted_since);
             self.ledger.gc_names();
             self.pruned_at = now;
         }

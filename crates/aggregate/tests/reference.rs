@@ -4,7 +4,7 @@
 #![allow(clippy::needless_range_loop)] // the references index windows by number on purpose
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{Datelike, NaiveDate, TimeZone, Utc};
 use proptest::prelude::*;
@@ -94,7 +94,8 @@ fn arb_step() -> impl Strategy<Value = Step> {
               prop::option::weighted(0.5, 0i64..7_200))
             .prop_map(|(event, rep, team, kind, at, duration)| Step::Activity(ActRec { event, rep, team, kind, at, duration })),
         1 => (0usize..4, prop::option::weighted(0.8, 0usize..3)).prop_map(|(r, t)| Step::Roster(r, t)),
-        1 => (0i64..2 * 86_400).prop_map(Step::Tick),
+        // Now and then more than a week passes, past the activities' duplicate window.
+        1 => prop_oneof![4 => 0i64..2 * 86_400, 1 => 3 * 86_400i64..9 * 86_400].prop_map(Step::Tick),
     ]
 }
 
@@ -435,7 +436,9 @@ struct Reference {
     /// Every applied state of each deal, with its close time.
     history: HashMap<usize, Vec<(DealRec, Option<i64>)>>,
     acts: Vec<ActRec>,
-    seen_acts: HashSet<u32>,
+    /// Activity ids with the clock they were counted at: a repeat within 7 days (the default
+    /// duplicate window) is a duplicate, a later one counts again.
+    seen_acts: HashMap<u32, i64>,
     now: i64,
     max_horizon: i64,
 }
@@ -969,7 +972,7 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
         deals: HashMap::new(),
         history: HashMap::new(),
         acts: Vec::new(),
-        seen_acts: HashSet::new(),
+        seen_acts: HashMap::new(),
         now: N0,
         max_horizon: 0,
     };
@@ -1066,9 +1069,14 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
                 let got = acts.apply(&ev);
                 let want = if a.at < horizon {
                     Outcome::Stale
-                } else if !r.seen_acts.insert(a.event) {
+                } else if r
+                    .seen_acts
+                    .get(&a.event)
+                    .is_some_and(|t| r.now - t < 7 * 86_400)
+                {
                     Outcome::Duplicate
                 } else {
+                    r.seen_acts.insert(a.event, r.now);
                     r.acts.push(a.clone());
                     Outcome::Applied
                 };
@@ -1301,4 +1309,92 @@ fn a_deal_through_the_funnel_matches_the_reference() {
     ];
     run(&steps, None).expect("matches the reference");
     run(&steps, Some(7)).expect("matches the reference across a restart");
+}
+
+/// An activity id is remembered for the duplicate window after it was counted, however often
+/// the remembered ids are pruned meanwhile and across a restart; a repeat after the window
+/// counts again, and is then remembered afresh.
+#[test]
+fn a_repeated_activity_is_a_duplicate_within_the_window_and_counts_again_after_it() {
+    let window = 7 * 86_400;
+    let day = 86_400;
+    let steps = vec![
+        Step::Roster(0, Some(0)),
+        Step::Activity(ActRec {
+            event: 1,
+            rep: 0,
+            team: None,
+            kind: 0,
+            at: N0 - 3_600,
+            duration: None,
+        }),
+        Step::Tick(day),
+        Step::Activity(ActRec {
+            event: 1,
+            rep: 0,
+            team: None,
+            kind: 0,
+            at: N0 - 3_600,
+            duration: None,
+        }),
+        Step::Tick(window - day - 60),
+        Step::Activity(ActRec {
+            event: 1,
+            rep: 0,
+            team: None,
+            kind: 0,
+            at: N0 - 3_600,
+            duration: None,
+        }),
+        Step::Tick(60),
+        Step::Activity(ActRec {
+            event: 1,
+            rep: 0,
+            team: None,
+            kind: 0,
+            at: N0 - 3_600,
+            duration: None,
+        }),
+        Step::Tick(3 * day),
+        Step::Activity(ActRec {
+            event: 1,
+            rep: 0,
+            team: None,
+            kind: 0,
+            at: N0 - 3_600,
+            duration: None,
+        }),
+    ];
+    run(&steps, None).expect("matches the reference");
+    run(&steps, Some(4)).expect("matches the reference across a restart");
+
+    // The same, checked by hand against the core alone.
+    let contract = Contract::default();
+    assert_eq!(contract.duplicate_window_seconds, window);
+    let mut acts = ActivitiesCore::new(&contract, Calendar::utc(), N0 * 1000);
+    let ev = ActivityEvent {
+        event_id: Cow::Borrowed("a1"),
+        rep_id: Cow::Borrowed("r0"),
+        team_id: None,
+        kind: 0,
+        occurred_at: (N0 - 3_600) * 1000,
+        deal_id: None,
+        duration_seconds: None,
+    };
+    let mut outcomes = vec![acts.apply(&ev)];
+    for dt in [day, window - day - 60, 60, 3 * day] {
+        let now = acts.bounds().now + dt;
+        // Hourly steps, so that the remembered ids are pruned on the way.
+        let mut t = acts.bounds().now;
+        while t < now {
+            t = (t + 3_600).min(now);
+            acts.tick(t * 1000);
+        }
+        outcomes.push(acts.apply(&ev));
+    }
+    use Outcome::{Applied, Duplicate};
+    assert_eq!(
+        outcomes,
+        [Applied, Duplicate, Duplicate, Applied, Duplicate]
+    );
 }

@@ -168,7 +168,13 @@ pub struct ContractConfig {
     pub max_id_bytes: usize,
     /// Largest accepted amount, in the record's own currency.
     pub max_amount: Decimal,
+    /// Days an activity's event id is remembered after the activity was counted: a record
+    /// with the same id within them is a duplicate; after them it counts again.
+    pub duplicate_window_days: u32,
 }
+
+/// Days an activity's event id is remembered unless configured otherwise.
+pub const DUPLICATE_WINDOW_DAYS: u32 = 7;
 
 impl Default for ContractConfig {
     fn default() -> Self {
@@ -197,6 +203,7 @@ impl Default for ContractConfig {
                 .map(str::to_owned)
                 .collect(),
             max_future_skew_seconds: 300,
+            duplicate_window_days: DUPLICATE_WINDOW_DAYS,
             max_payload_bytes: 64 * 1024,
             max_id_bytes: 128,
             max_amount: Decimal::from(1_000_000_000_000i64),
@@ -220,6 +227,8 @@ pub struct Contract {
     pub max_payload_bytes: usize,
     pub max_id_bytes: usize,
     pub max_amount: Decimal,
+    /// Seconds an activity's event id is remembered after it was counted.
+    pub duplicate_window_seconds: i64,
 }
 
 /// Most activity kinds a contract may define; counts are kept in fixed-size arrays.
@@ -265,6 +274,12 @@ impl Contract {
         if cfg.max_future_skew_seconds < 0 || cfg.max_payload_bytes == 0 || cfg.max_id_bytes == 0 {
             return err("limits must be positive".into());
         }
+        if !(1..=3_660).contains(&cfg.duplicate_window_days) {
+            return err(format!(
+                "duplicate_window_days must be within 1..=3660, got {}",
+                cfg.duplicate_window_days
+            ));
+        }
         if let Some(s) = cfg
             .stages
             .iter()
@@ -286,6 +301,7 @@ impl Contract {
             max_payload_bytes: cfg.max_payload_bytes,
             max_id_bytes: cfg.max_id_bytes,
             max_amount: cfg.max_amount,
+            duplicate_window_seconds: i64::from(cfg.duplicate_window_days) * 86_400,
         })
     }
 

@@ -148,4 +148,33 @@ fn main() {
             core.remembered_ids()
         );
     }
+
+    // A live service: the clock runs with the records, hour by hour, so that activity ids
+    // leave the duplicate window as they would in production. Ten times the days is ten
+    // times the records on the same reps.
+    println!("\nmemory with the clock running (activities, 1000 reps, 2000 activities an hour)");
+    for days in [10i64, 100] {
+        let start = now - days * DAY_MS;
+        let before = live_bytes();
+        let mut core = ActivitiesCore::new(&contract, Calendar::utc(), start);
+        for h in 0..days * 24 {
+            let end = start + (h + 1) * 3_600_000;
+            core.tick(end);
+            let recs = activity_records(2_000, 1_000, 3_600_000, end, true, 1_000 + h as u64);
+            for (k, v) in &recs {
+                let _ =
+                    contract.with_activity(Some(k), v, Format::Protobuf, end, |ev| core.apply(ev));
+            }
+            drop(recs);
+            let _ = core.drain_changes();
+        }
+        let used = live_bytes().saturating_sub(before);
+        println!(
+            "activities, 1000 reps, {days} days ({} records): {:>8.1} MiB, {:>7.0} bytes/rep, {} event ids remembered",
+            days * 24 * 2_000,
+            used as f64 / 1048576.0,
+            used as f64 / 1_000.0,
+            core.remembered_ids()
+        );
+    }
 }

@@ -121,4 +121,5 @@ pub mod health {
     pub const RESTORE_REPLAYED: &str = "salespulse_restore_replayed_records";
     pub const OWNED_SLOTS: &str = "salespulse_owned_slots";
     pub const LEADER: &str = "salespulse_leader";
+    pub const ANNOUNCEMENTS_TOTAL: &str = "salespulse_announcements_total";
 }

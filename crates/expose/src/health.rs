@@ -31,6 +31,8 @@ pub struct Health {
     /// Slots (shares of the series) this instance exports, and whether it holds the leader slot.
     pub owned_slots: IntGauge,
     pub leader: IntGauge,
+    /// Alert and celebration records produced, by topic and kind.
+    pub announcements: IntCounterVec,
 }
 
 impl Health {
@@ -122,8 +124,17 @@ impl Health {
             "1 when this instance holds slot 0: org series, dead letters, celebrations, offsets, snapshots.",
         )
         .expect("valid metric");
+        let announcements = IntCounterVec::new(
+            Opts::new(
+                names::ANNOUNCEMENTS_TOTAL,
+                "Alert and celebration records produced, by topic and kind.",
+            ),
+            &["topic", "kind"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(announcements.clone()),
             Box::new(rejected.clone()),
             Box::new(last_event.clone()),
             Box::new(lag.clone()),
@@ -158,6 +169,7 @@ impl Health {
             restore_replayed,
             owned_slots,
             leader,
+            announcements,
         }
     }
 }

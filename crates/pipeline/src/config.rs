@@ -198,9 +198,13 @@ impl Default for CalendarSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PublishSettings {
-    /// Changes are coalesced and emitted at most once per key per interval; the clock that
-    /// slides the windows ticks at the same pace.
+    /// Longest time between two ticks. A tick slides the windows and emits the changed series
+    /// (coalesced: at most once per key per tick), so this is how late a number can be.
     pub interval_ms: u64,
+    /// Shortest time between two ticks of the deals and activities services: they tick this
+    /// often while a tick costs under a tenth of it, and space ticks out up to `interval_ms`
+    /// as the state grows. Equal to `interval_ms` (or above it): a fixed interval.
+    pub min_interval_ms: u64,
     pub format: PublishFormat,
 }
 
@@ -208,6 +212,7 @@ impl Default for PublishSettings {
     fn default() -> Self {
         PublishSettings {
             interval_ms: 1000,
+            min_interval_ms: 100,
             format: PublishFormat::Json,
         }
     }
@@ -385,8 +390,10 @@ impl Settings {
         self.calendar()?;
         self.exposed()?;
         self.ramp()?;
-        if self.publish.interval_ms == 0 {
-            return Err(Error::Config("publish.interval_ms must be positive".into()));
+        if self.publish.interval_ms == 0 || self.publish.min_interval_ms == 0 {
+            return Err(Error::Config(
+                "publish.interval_ms and publish.min_interval_ms must be positive".into(),
+            ));
         }
         if self.topics.partitions < 1 || self.topics.replication_factor < 1 {
             return Err(Error::Config(

@@ -2,16 +2,22 @@
 //! an aggregation core and exposes and publishes its numbers.
 
 pub mod config;
+mod events;
 pub mod kafka;
 mod ownership;
+mod pacer;
 mod processor;
+mod role;
 mod run;
+mod sink;
 mod snapshot;
+mod source;
 mod targets;
 
 pub use config::{ServiceArgs, Settings};
 pub use processor::Processor;
-pub use run::{read_to_end, run};
+pub use run::run;
+pub use source::read_to_end;
 pub use targets::run_targets;
 
 /// Why a service could not start or had to stop.

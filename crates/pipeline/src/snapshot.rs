@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::config::Settings;
-use crate::run::{read_to_end, settle};
+use crate::sink::settle;
+use crate::source::read_to_end;
 use crate::Error;
 
 /// Largest chunk of encoded state in one record.

@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::proto::{Gauge, LabelPair, Metric as PromMetric, MetricFamily, MetricType};
+use prometheus::IntCounter;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use salespulse_aggregate::{Scope, Window};
+use salespulse_aggregate::{Calendar, Scope, Window};
 use salespulse_expose::{AppState, Board, Health};
 use salespulse_targets::{
     Actual, Elapsed, EventTopic, Expected, Notifier, Out, Period, PeriodType, PlanRecord, Rollup,
@@ -25,8 +26,11 @@ use salespulse_targets::{
 use tracing::{info, warn};
 
 use crate::config::Settings;
+use crate::events::{Announced, InternalEvent};
 use crate::kafka::{client_config, ensure_topics, partitions, TopicSpec};
-use crate::run::{format_of, now_ms, read_to_end, settle};
+use crate::run::now_ms;
+use crate::sink::{create_producer, Outputs};
+use crate::source::{format_of, read_to_end};
 use crate::Error;
 
 /// Help text of each family the targets service exposes.
@@ -237,17 +241,7 @@ pub async fn run_targets(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let svc = settings.targets.clone();
-    let rules = settings.target_rules()?;
-    let cal = settings.calendar()?;
-    let elapsed = Elapsed::new(
-        cal,
-        settings.calendar.business_days,
-        settings.calendar.holidays.clone(),
-    );
-    let t = &settings.topics;
-
-    let health = Health::new("targets");
+    let health = Health::new(SERVICE);
     let ready = Arc::new(AtomicBool::new(false));
     let app = AppState {
         board: Arc::new(Board::default()),
@@ -255,98 +249,311 @@ pub async fn run_targets(
         ready: ready.clone(),
         snapshot: Arc::default(),
     };
-    let snapshot = app.snapshot.clone();
-    let http = crate::run::serve_http(svc.listen, app, "targets").await?;
+    let exposed = app.snapshot.clone();
+    let http = crate::run::serve_http(settings.targets.listen, app, SERVICE).await?;
     // Serve /healthz (alive) and /readyz (not ready) while the cluster is unreachable.
     tokio::pin!(shutdown);
     if !crate::kafka::wait_for_cluster(&settings, &mut shutdown).await? {
         http.abort();
         return Ok(());
     }
-    if t.create {
-        ensure_topics(
-            &settings,
-            &[
-                TopicSpec {
-                    name: t.targets.clone(),
-                    partitions: 1,
-                    compacted: true,
-                },
-                TopicSpec {
-                    name: t.plans.clone(),
-                    partitions: 1,
-                    compacted: true,
-                },
-                TopicSpec {
-                    name: t.alerts.clone(),
-                    partitions: 1,
-                    compacted: true,
-                },
-                TopicSpec {
-                    name: t.celebrations.clone(),
-                    partitions: 1,
-                    compacted: true,
-                },
-                TopicSpec {
-                    name: t.metrics.clone(),
-                    partitions: t.partitions,
-                    compacted: true,
-                },
-                TopicSpec {
-                    name: t.deadletter.clone(),
-                    partitions: t.partitions,
-                    compacted: false,
-                },
-            ],
-        )
-        .await?;
+    if settings.topics.create {
+        ensure_topics(&settings, &targets_topics(&settings)).await?;
     }
-    let producer: FutureProducer = client_config(&settings)
-        .set("enable.idempotence", "true")
-        .create()
-        .map_err(|e| Error::kafka("creating the producer", e))?;
-    // What was already announced: events are new only against what their topics hold.
-    let mut notifier = Notifier::new(settings.alerts.clone());
-    read_to_end(&settings, &t.alerts, |key, value| {
-        let v = value.and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok());
-        notifier.restore_alert(key, v.as_ref());
-    })
-    .await?;
-    read_to_end(&settings, &t.celebrations, |key, _| {
-        notifier.restore_celebration(key)
-    })
-    .await?;
-    info!(
-        firing = notifier.firing(),
-        "restored alert states and sent celebrations"
-    );
-    let alert_counter = prometheus::IntCounterVec::new(
-        prometheus::Opts::new(
-            "salespulse_announcements_total",
-            "Alert and celebration records produced, by topic and kind.",
-        ),
-        &["topic", "kind"],
-    )
-    .map_err(|e| Error::Config(e.to_string()))?;
-    health
-        .registry
-        .register(Box::new(alert_counter.clone()))
-        .map_err(|e| Error::Config(e.to_string()))?;
-    let consumer: StreamConsumer = client_config(&settings)
-        .set("group.id", &svc.group_id)
+    let producer = create_producer(&settings)?;
+    let (mut me, consumer) = Targets::start(&settings, &health, &producer).await?;
+    let mut tick = tokio::time::interval(Duration::from_millis(settings.publish.interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                me.on_tick(&consumer, &exposed).await?;
+                let caught_up = me.caught_up();
+                ready.store(caught_up, Ordering::Relaxed);
+                health.ready.set(i64::from(caught_up));
+            }
+            m = consumer.recv() => match m {
+                Ok(m) => me.on_record(&m).await?,
+                Err(e) => warn!(error = %e, "consumer error"),
+            },
+        }
+    }
+    ready.store(false, Ordering::Relaxed);
+    me.out.settle().await?;
+    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    http.abort();
+    info!("stopped cleanly");
+    Ok(())
+}
+
+const SERVICE: &str = "targets";
+
+/// The topics the targets service reads and writes, created when missing.
+fn targets_topics(settings: &Settings) -> Vec<TopicSpec> {
+    let t = &settings.topics;
+    let spec = |name: &str, partitions: i32, compacted: bool| TopicSpec {
+        name: name.to_owned(),
+        partitions,
+        compacted,
+    };
+    vec![
+        spec(&t.targets, 1, true),
+        spec(&t.plans, 1, true),
+        spec(&t.alerts, 1, true),
+        spec(&t.celebrations, 1, true),
+        spec(&t.metrics, t.partitions, true),
+        spec(&t.deadletter, t.partitions, false),
+    ]
+}
+
+/// A (topic, partition) position.
+type At = (String, i32);
+
+/// The state of the targets service and what it reads it from.
+struct Targets<'a> {
+    settings: &'a Settings,
+    health: &'a Health,
+    rules: TargetRules,
+    cal: Calendar,
+    elapsed: Elapsed,
+    board: TargetsBoard,
+    ticker: Ticker,
+    notifier: Notifier,
+    out: Outputs<'a>,
+    /// Target and plan records below these were dead-lettered by an earlier run.
+    reported: HashMap<At, i64>,
+    /// Per target and plan partition: the offset after the last record read.
+    next_setting: HashMap<At, i64>,
+    /// Ends of the inputs at start: until all are reached the board is partial.
+    ends: HashMap<At, i64>,
+    read: Counters,
+}
+
+/// Records applied, per input topic.
+struct Counters {
+    metrics: IntCounter,
+    targets: IntCounter,
+    plans: IntCounter,
+    celebrations: IntCounter,
+}
+
+impl<'a> Targets<'a> {
+    /// Restores what was announced, and assigns one consumer over the four inputs, every
+    /// partition from its beginning.
+    async fn start(
+        settings: &'a Settings,
+        health: &'a Health,
+        producer: &'a FutureProducer,
+    ) -> Result<(Self, StreamConsumer), Error> {
+        let t = &settings.topics;
+        let cal = settings.calendar()?;
+        let c = &settings.calendar;
+        let elapsed = Elapsed::new(cal, c.business_days, c.holidays.clone());
+        let mut board = TargetsBoard::default();
+        board.set_ramp(settings.ramp()?);
+        let applied = |topic: &str| health.events.with_label_values(&[topic, "applied"]);
+        let (consumer, reported, ends) = assign_inputs(settings)?;
+        let mut me = Targets {
+            settings,
+            health,
+            rules: settings.target_rules()?,
+            cal,
+            elapsed,
+            board,
+            ticker: Ticker::new(settings.alerts.celebrations_shown, cal),
+            notifier: Notifier::new(settings.alerts.clone()),
+            out: Outputs::new(producer, health, &t.deadletter, SERVICE),
+            reported,
+            next_setting: HashMap::new(),
+            ends,
+            read: Counters {
+                metrics: applied(&t.metrics),
+                targets: applied(&t.targets),
+                plans: applied(&t.plans),
+                celebrations: applied(&t.celebrations),
+            },
+        };
+        me.restore_announced().await?;
+        Ok((me, consumer))
+    }
+
+    /// What was already announced: events are new only against what their topics hold.
+    async fn restore_announced(&mut self) -> Result<(), Error> {
+        let (t, notifier) = (&self.settings.topics, &mut self.notifier);
+        read_to_end(self.settings, &t.alerts, |key, value| {
+            let v = value.and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok());
+            notifier.restore_alert(key, v.as_ref());
+        })
+        .await?;
+        read_to_end(self.settings, &t.celebrations, |key, _| {
+            notifier.restore_celebration(key)
+        })
+        .await?;
+        info!(
+            firing = notifier.firing(),
+            "restored alert states and sent celebrations"
+        );
+        Ok(())
+    }
+
+    fn caught_up(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    async fn on_tick(
+        &mut self,
+        consumer: &StreamConsumer,
+        exposed: &std::sync::RwLock<Arc<Vec<MetricFamily>>>,
+    ) -> Result<(), Error> {
+        let now = now_ms().div_euclid(1000);
+        let mut outs = self.board.series(now, &self.cal, &self.elapsed);
+        // Settle first: an event is decided only against what earlier ones delivered.
+        self.out.settle().await?;
+        // Until every input is read to its end the board is partial; alerts and celebrations
+        // decided on it would be wrong.
+        if self.caught_up() {
+            self.announce(&outs, now).await?;
+        }
+        outs.extend(self.ticker.series(now));
+        let families = families(outs);
+        if let Ok(mut s) = exposed.write() {
+            *s = Arc::new(families);
+        }
+        self.commit_reported(consumer);
+        let state = &self.health.state;
+        state
+            .with_label_values(&["targets"])
+            .set(self.board.targets() as i64);
+        state
+            .with_label_values(&["plans"])
+            .set(self.board.plans() as i64);
+        Ok(())
+    }
+
+    /// Produces the alerts and celebrations the board's series decide.
+    async fn announce(&mut self, outs: &[Out], now: i64) -> Result<(), Error> {
+        let t = &self.settings.topics;
+        for ev in self.notifier.evaluate(outs, now) {
+            let (topic, kind) = match ev.topic {
+                EventTopic::Alerts => (&t.alerts, ev.value["state"].as_str()),
+                EventTopic::Celebrations => (&t.celebrations, ev.value["celebration"].as_str()),
+            };
+            let kind = kind.unwrap_or_default();
+            Announced {
+                topic,
+                key: &ev.key,
+                kind,
+            }
+            .emit(self.health);
+            let payload = serde_json::to_vec(&ev.value).unwrap_or_default();
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "content-type",
+                value: Some("application/json"),
+            });
+            let rec = FutureRecord::to(topic)
+                .key(&ev.key)
+                .payload(&payload)
+                .headers(headers);
+            self.out.enqueue(rec).await?;
+        }
+        self.out.settle().await
+    }
+
+    /// Commits past the target and plan records read, so that a restart does not report
+    /// their rejects again.
+    fn commit_reported(&self, consumer: &StreamConsumer) {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, p), o) in &self.next_setting {
+            if self
+                .reported
+                .get(&(topic.clone(), *p))
+                .is_none_or(|r| o > r)
+            {
+                let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                warn!(error = %e, "offset commit failed; retried on the next tick");
+            }
+        }
+    }
+
+    async fn on_record(&mut self, m: &BorrowedMessage<'_>) -> Result<(), Error> {
+        let at = (m.topic().to_owned(), m.partition());
+        if self.ends.get(&at).is_some_and(|end| m.offset() + 1 >= *end) {
+            self.ends.remove(&at);
+        }
+        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            return Ok(());
+        };
+        let t = &self.settings.topics;
+        if at.0 == t.celebrations {
+            // Read back, this service's own included: the ticker shows what subscribers
+            // received.
+            self.ticker
+                .apply(key, m.payload(), now_ms().div_euclid(1000));
+            self.read.celebrations.inc();
+        } else if at.0 == t.metrics {
+            self.apply_metric(key, m);
+        } else {
+            self.next_setting.insert(at.clone(), m.offset() + 1);
+            let is_plan = at.0 == t.plans;
+            match apply_setting(&mut self.board, is_plan, key, m.payload(), &self.rules) {
+                Ok(()) if is_plan => self.read.plans.inc(),
+                Ok(()) => self.read.targets.inc(),
+                // Reported by an earlier run.
+                Err(_) if self.reported.get(&at).is_some_and(|r| m.offset() < *r) => {}
+                Err((reason, detail)) => self.out.reject(m, reason, &detail).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A key keeps its metric, so a tombstone clears whichever map holds it.
+    fn apply_metric(&mut self, key: &str, m: &BorrowedMessage<'_>) {
+        let board = &mut self.board;
+        match input(m, self.settings.publish.format) {
+            Some(Input::Actual(a)) => board.set_actual(key, Some(a)),
+            Some(Input::Expected(e)) => board.set_expected(key, Some(e)),
+            Some(Input::Rollup(r)) => board.set_rollup(key, Some(r)),
+            Some(Input::Member(rep, team)) => board.set_member(key, Some((rep, team))),
+            Some(Input::Info(rep, hired)) => board.set_hired(key, hired.map(|h| (rep, h))),
+            None => {
+                board.set_actual(key, None);
+                board.set_expected(key, None);
+                board.set_rollup(key, None);
+                board.set_member(key, None);
+                board.set_hired(key, None);
+            }
+        }
+        self.read.metrics.inc();
+    }
+}
+
+/// One consumer over the four inputs, every partition from its beginning; with where
+/// dead-lettering stopped last time (target and plan records below it were reported
+/// already) and the end of each partition now.
+#[allow(clippy::type_complexity)]
+fn assign_inputs(
+    settings: &Settings,
+) -> Result<(StreamConsumer, HashMap<At, i64>, HashMap<At, i64>), Error> {
+    let t = &settings.topics;
+    let consumer: StreamConsumer = client_config(settings)
+        .set("group.id", &settings.targets.group_id)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
         .map_err(|e| Error::kafka("creating the consumer", e))?;
-    // Where dead-lettering stopped last time: target and plan records below it were reported
-    // already.
     let mut tpl = TopicPartitionList::new();
     for topic in [&t.targets, &t.plans] {
         for p in partitions(&consumer, topic)? {
             tpl.add_partition(topic, p);
         }
     }
-    let reported: HashMap<(String, i32), i64> = crate::kafka::committed_offsets(&consumer, &tpl)?
+    let reported = crate::kafka::committed_offsets(&consumer, &tpl)?
         .elements()
         .iter()
         .filter_map(|e| match e.offset() {
@@ -354,9 +561,8 @@ pub async fn run_targets(
             _ => None,
         })
         .collect();
-    // One consumer over the four topics, every partition from its beginning.
     let mut assign = TopicPartitionList::new();
-    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+    let mut ends = HashMap::new();
     for topic in [&t.metrics, &t.targets, &t.plans, &t.celebrations] {
         for p in partitions(&consumer, topic)? {
             assign
@@ -371,147 +577,7 @@ pub async fn run_targets(
     consumer
         .assign(&assign)
         .map_err(|e| Error::kafka("assigning partitions", e))?;
-
-    let mut board = TargetsBoard::default();
-    board.set_ramp(settings.ramp()?);
-    let mut ticker = Ticker::new(settings.alerts.celebrations_shown, cal);
-    let mut pending: Vec<DeliveryFuture> = Vec::new();
-    // Per target and plan partition: the offset after the last record read.
-    let mut next_setting: HashMap<(String, i32), i64> = HashMap::new();
-    let applied = |topic: &str| health.events.with_label_values(&[topic, "applied"]);
-    let metrics_counters = (applied(&t.metrics), applied(&t.targets), applied(&t.plans));
-    let celebrations_read = applied(&t.celebrations);
-    let mut tick = tokio::time::interval(Duration::from_millis(settings.publish.interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let format = settings.publish.format;
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            _ = tick.tick() => {
-                let now = now_ms().div_euclid(1000);
-                let mut outs = board.series(now, &cal, &elapsed);
-                // Settle first: an event is decided only against what earlier ones delivered.
-                settle(&mut pending).await?;
-                // Until both inputs are read to their end the board is partial; alerts and
-                // celebrations decided on it would be wrong.
-                if ends.is_empty() {
-                    for ev in notifier.evaluate(&outs, now) {
-                        let (topic, kind) = match ev.topic {
-                            EventTopic::Alerts => (&t.alerts, ev.value["state"].as_str().unwrap_or_default().to_owned()),
-                            EventTopic::Celebrations => (&t.celebrations, ev.value["celebration"].as_str().unwrap_or_default().to_owned()),
-                        };
-                        info!(topic = %topic, key = %ev.key, "announcing");
-                        alert_counter.with_label_values(&[topic.as_str(), kind.as_str()]).inc();
-                        let payload = serde_json::to_vec(&ev.value).unwrap_or_default();
-                        let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some("application/json") });
-                        let rec = FutureRecord::to(topic).key(&ev.key).payload(&payload).headers(headers);
-                        match producer.send_result(rec) {
-                            Ok(f) => pending.push(f),
-                            Err((e, _)) => return Err(Error::kafka("producing an event", e)),
-                        }
-                    }
-                    settle(&mut pending).await?;
-                }
-                outs.extend(ticker.series(now));
-                let fams = families(outs);
-                if let Ok(mut s) = snapshot.write() {
-                    *s = Arc::new(fams);
-                }
-                let mut tpl = TopicPartitionList::new();
-                for ((topic, p), o) in &next_setting {
-                    if reported.get(&(topic.clone(), *p)).is_none_or(|r| o > r) {
-                        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
-                    }
-                }
-                if tpl.count() > 0 {
-                    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                        warn!(error = %e, "offset commit failed; retried on the next tick");
-                    }
-                }
-                health.state.with_label_values(&["targets"]).set(board.targets() as i64);
-                health.state.with_label_values(&["plans"]).set(board.plans() as i64);
-                let caught_up = ends.is_empty();
-                ready.store(caught_up, Ordering::Relaxed);
-                health.ready.set(i64::from(caught_up));
-            }
-            m = consumer.recv() => {
-                let m = match m {
-                    Ok(m) => m,
-                    Err(e) => {
-                        warn!(error = %e, "consumer error");
-                        continue;
-                    }
-                };
-                let (topic, p, offset) = (m.topic().to_owned(), m.partition(), m.offset());
-                if ends.get(&(topic.clone(), p)).is_some_and(|end| offset + 1 >= *end) {
-                    ends.remove(&(topic.clone(), p));
-                }
-                let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { continue };
-                if topic == t.celebrations {
-                    // Read back, this service's own included: the ticker shows what
-                    // subscribers received.
-                    ticker.apply(key, m.payload(), now_ms().div_euclid(1000));
-                    celebrations_read.inc();
-                    continue;
-                }
-                if topic == t.metrics {
-                    // A key keeps its metric, so a tombstone clears whichever map holds it.
-                    match input(&m, format) {
-                        Some(Input::Actual(a)) => board.set_actual(key, Some(a)),
-                        Some(Input::Expected(e)) => board.set_expected(key, Some(e)),
-                        Some(Input::Rollup(r)) => board.set_rollup(key, Some(r)),
-                        Some(Input::Member(rep, team)) => board.set_member(key, Some((rep, team))),
-                        Some(Input::Info(rep, hired)) => board.set_hired(key, hired.map(|h| (rep, h))),
-                        None => {
-                            board.set_actual(key, None);
-                            board.set_expected(key, None);
-                            board.set_rollup(key, None);
-                            board.set_member(key, None);
-                            board.set_hired(key, None);
-                        }
-                    }
-                    metrics_counters.0.inc();
-                    continue;
-                }
-                next_setting.insert((topic.clone(), p), offset + 1);
-                let is_plan = topic == t.plans;
-                match apply_setting(&mut board, is_plan, key, m.payload(), &rules) {
-                    Ok(()) if is_plan => metrics_counters.2.inc(),
-                    Ok(()) => metrics_counters.1.inc(),
-                    Err((reason, detail)) => {
-                        if reported.get(&(topic.clone(), p)).is_some_and(|r| offset < *r) {
-                            continue;
-                        }
-                        let what = if is_plan { "plan" } else { "target" };
-                        warn!(topic = %topic, partition = p, offset, reason, detail = %detail, "rejected {what} record, sent to the dead-letter topic");
-                        health.events.with_label_values(&[topic.as_str(), "rejected"]).inc();
-                        health.rejected.with_label_values(&[topic.as_str(), reason]).inc();
-                        let payload = m.payload().unwrap_or_default();
-                        let (ps, os) = (p.to_string(), offset.to_string());
-                        let headers = OwnedHeaders::new()
-                            .insert(Header { key: "reason", value: Some(reason) })
-                            .insert(Header { key: "reason.detail", value: Some(&detail) })
-                            .insert(Header { key: "source.topic", value: Some(topic.as_str()) })
-                            .insert(Header { key: "source.partition", value: Some(&ps) })
-                            .insert(Header { key: "source.offset", value: Some(&os) })
-                            .insert(Header { key: "service", value: Some("targets") });
-                        let rec = FutureRecord::to(&t.deadletter).key(key).payload(payload).headers(headers);
-                        match producer.send_result(rec) {
-                            Ok(f) => pending.push(f),
-                            Err((e, _)) => return Err(Error::kafka("producing a dead letter", e)),
-                        }
-                    }
-                }
-            }
-        }
-    }
-    ready.store(false, Ordering::Relaxed);
-    settle(&mut pending).await?;
-    let _ = consumer.commit_consumer_state(CommitMode::Sync);
-    http.abort();
-    info!("stopped cleanly");
-    Ok(())
+    Ok((consumer, reported, ends))
 }
 
 #[cfg(test)]

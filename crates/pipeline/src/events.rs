@@ -1,0 +1,253 @@
+//! What happens inside a service, as typed events: each one writes its log line and moves its
+//! metric in one place, so that the log and `/metrics` never tell different stories.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use salespulse_decode::DecodeError;
+use salespulse_expose::Health;
+use tracing::{info, warn};
+
+/// An occurrence that logs and counts.
+pub(crate) trait InternalEvent {
+    fn emit(self, health: &Health);
+}
+
+/// Where a record came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Source<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// An input record failed the contract and went to the dead-letter topic.
+pub(crate) struct RecordRejected<'a> {
+    pub source: Source<'a>,
+    /// The reason's code, as in the dead letter's `reason` header.
+    pub reason: &'a str,
+    pub detail: &'a str,
+}
+
+impl InternalEvent for RecordRejected<'_> {
+    fn emit(self, health: &Health) {
+        let Source {
+            topic,
+            partition,
+            offset,
+        } = self.source;
+        warn!(
+            topic,
+            partition,
+            offset,
+            reason = self.reason,
+            detail = self.detail,
+            "rejected record, sent to the dead-letter topic"
+        );
+        health.events.with_label_values(&[topic, "rejected"]).inc();
+        health
+            .rejected
+            .with_label_values(&[topic, self.reason])
+            .inc();
+    }
+}
+
+/// A roster record failed the contract. The roster is read whole by every instance at every
+/// start, so it has no single reader to dead-letter from: it is logged and counted.
+pub(crate) struct RosterRecordRejected<'a> {
+    pub source: Source<'a>,
+    pub error: &'a DecodeError,
+}
+
+impl InternalEvent for RosterRecordRejected<'_> {
+    fn emit(self, health: &Health) {
+        let Source {
+            topic,
+            partition,
+            offset,
+        } = self.source;
+        warn!(topic, partition, offset, reason = %self.error.reason, detail = %self.error.detail, "rejected roster record");
+        health.events.with_label_values(&[topic, "rejected"]).inc();
+        health
+            .rejected
+            .with_label_values(&[topic, self.error.reason.code()])
+            .inc();
+    }
+}
+
+/// The state was loaded from a snapshot at start-up.
+pub(crate) struct SnapshotLoaded<'a> {
+    pub bytes: usize,
+    pub generation: u64,
+    pub taken_at_ms: i64,
+    pub positions: &'a BTreeMap<i32, i64>,
+}
+
+impl InternalEvent for SnapshotLoaded<'_> {
+    fn emit(self, health: &Health) {
+        info!(bytes = self.bytes, generation = self.generation, positions = ?self.positions, "state loaded from snapshot");
+        health.snapshot_bytes.set(self.bytes as i64);
+        health
+            .snapshot_timestamp
+            .set(self.taken_at_ms as f64 / 1000.0);
+    }
+}
+
+/// A snapshot of the state was written.
+pub(crate) struct SnapshotWritten {
+    pub bytes: usize,
+    pub generation: u64,
+    pub taken_at_ms: i64,
+    pub seconds: f64,
+}
+
+impl InternalEvent for SnapshotWritten {
+    fn emit(self, health: &Health) {
+        info!(
+            bytes = self.bytes,
+            generation = self.generation,
+            seconds = self.seconds,
+            "snapshot written"
+        );
+        health.snapshot_bytes.set(self.bytes as i64);
+        health
+            .snapshot_timestamp
+            .set(self.taken_at_ms as f64 / 1000.0);
+    }
+}
+
+/// The input below the committed offsets is replayed: the state is that of the last run.
+pub(crate) struct StateRestored {
+    pub records: i64,
+    pub seconds: f64,
+}
+
+impl InternalEvent for StateRestored {
+    fn emit(self, health: &Health) {
+        if self.records > 0 {
+            info!(
+                records = self.records,
+                seconds = self.seconds,
+                "state restored"
+            );
+        }
+        health.restore_seconds.set(self.seconds);
+    }
+}
+
+/// The instance took over the series of the slots the group assigned it.
+pub(crate) struct SlotsTakenOver<'a> {
+    pub slots: &'a BTreeSet<i32>,
+    pub leader: bool,
+    pub series: usize,
+    pub published: usize,
+}
+
+impl InternalEvent for SlotsTakenOver<'_> {
+    fn emit(self, health: &Health) {
+        if self.slots.is_empty() {
+            info!("holding no slot");
+        } else {
+            info!(slots = ?self.slots, leader = self.leader, series = self.series, published = self.published, "took over the series of the assigned slots");
+        }
+        health.owned_slots.set(self.slots.len() as i64);
+        health.leader.set(i64::from(self.leader));
+    }
+}
+
+/// Taking over the assigned slots failed (the broker away); retried at the next tick.
+pub(crate) struct TakeOverFailed<'a> {
+    pub error: &'a crate::Error,
+}
+
+impl InternalEvent for TakeOverFailed<'_> {
+    fn emit(self, health: &Health) {
+        warn!(error = %self.error, "taking over the assigned slots failed; retrying at the next tick");
+        health.owned_slots.set(0);
+        health.leader.set(0);
+    }
+}
+
+/// A celebration or an alert was produced to its topic.
+pub(crate) struct Announced<'a> {
+    pub topic: &'a str,
+    pub key: &'a str,
+    /// The celebration (`big_win`, `milestone`, …) or the alert's state.
+    pub kind: &'a str,
+}
+
+impl InternalEvent for Announced<'_> {
+    fn emit(self, health: &Health) {
+        info!(topic = %self.topic, key = %self.key, kind = %self.kind, "announcing");
+        health
+            .announcements
+            .with_label_values(&[self.topic, self.kind])
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use salespulse_decode::Reason;
+
+    #[test]
+    fn a_rejected_record_counts_under_its_topic_and_reason() {
+        let h = Health::new("deals");
+        let error = DecodeError {
+            reason: Reason::InvalidJson,
+            detail: "expected value".into(),
+        };
+        let source = Source {
+            topic: "sales.deals",
+            partition: 2,
+            offset: 41,
+        };
+        for _ in 0..2 {
+            RecordRejected {
+                source,
+                reason: error.reason.code(),
+                detail: &error.detail,
+            }
+            .emit(&h);
+        }
+        let events = h.events.with_label_values(&["sales.deals", "rejected"]);
+        assert_eq!(events.get(), 2);
+        let code = Reason::InvalidJson.code();
+        assert_eq!(
+            h.rejected.with_label_values(&["sales.deals", code]).get(),
+            2
+        );
+    }
+
+    #[test]
+    fn taking_over_sets_the_slot_gauges_and_a_failure_clears_them() {
+        let h = Health::new("deals");
+        let slots: BTreeSet<i32> = [0, 5, 9].into();
+        SlotsTakenOver {
+            slots: &slots,
+            leader: true,
+            series: 10,
+            published: 3,
+        }
+        .emit(&h);
+        assert_eq!((h.owned_slots.get(), h.leader.get()), (3, 1));
+        let error = crate::Error::Config("broker away".into());
+        TakeOverFailed { error: &error }.emit(&h);
+        assert_eq!((h.owned_slots.get(), h.leader.get()), (0, 0));
+    }
+
+    #[test]
+    fn an_announcement_counts_under_its_topic_and_kind() {
+        let h = Health::new("deals");
+        Announced {
+            topic: "sales.celebrations",
+            key: "big_win/d-1",
+            kind: "big_win",
+        }
+        .emit(&h);
+        let counted = h
+            .announcements
+            .with_label_values(&["sales.celebrations", "big_win"]);
+        assert_eq!(counted.get(), 1);
+    }
+}

@@ -1,0 +1,443 @@
+//! Inputs: the service's input topic, where each of its partitions stands (restoring,
+//! quiet, live), the roster table, and reading compacted topics to their end.
+
+use std::collections::HashMap;
+
+use prometheus::{Gauge, IntCounter};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use salespulse_aggregate::{metric_of_key, subject_of_key, Differ, Metric, Outcome};
+use salespulse_decode::{Contract, Format};
+use salespulse_expose::Health;
+use salespulse_publish::PublishFormat;
+use tracing::warn;
+
+use crate::config::Settings;
+use crate::events::{InternalEvent, RosterRecordRejected, Source};
+use crate::kafka::{client_config, committed_offsets, partitions, watermarks, ReadToEnd};
+use crate::processor::Processor;
+use crate::sink::Outputs;
+use crate::Error;
+
+/// Where each input partition stands.
+#[derive(Debug, Default)]
+pub(crate) struct Positions {
+    /// Next offset to read.
+    pub next: HashMap<i32, i64>,
+    /// Records below these were processed by an earlier run: they rebuild the state only.
+    pub restore_until: HashMap<i32, i64>,
+    /// Records below these had their dead letters and celebrations produced already.
+    pub quiet_until: HashMap<i32, i64>,
+    /// Offsets read up to the previous tick: committed once their outputs are acknowledged.
+    pub committable: HashMap<i32, i64>,
+    /// Records replayed to restore the state.
+    pub restore_total: i64,
+}
+
+impl Positions {
+    /// Plans the start: every partition is read from the snapshot's position (else from its
+    /// start); records below the group's committed offset rebuild the state silently, the
+    /// rest are processed live.
+    pub fn plan(
+        parts: &[(i32, i64, Option<i64>)],
+        saved: Option<&std::collections::BTreeMap<i32, i64>>,
+    ) -> Positions {
+        let mut pos = Positions::default();
+        for &(p, low, committed) in parts {
+            let saved = saved.and_then(|s| s.get(&p).copied());
+            if saved.is_some_and(|s| s < low) {
+                warn!(partition = p, snapshot = ?saved, low, "input older than the snapshot was deleted by retention");
+            }
+            let from = saved.unwrap_or(low).max(low);
+            pos.next.insert(p, from);
+            if let Some(c) = committed.filter(|c| *c > from) {
+                pos.restore_until.insert(p, c);
+                pos.restore_total += c - from;
+            }
+        }
+        pos.quiet_until = pos.restore_until.clone();
+        pos
+    }
+
+    /// Whether any partition is still below its restore point.
+    pub fn restoring(&self) -> bool {
+        self.restore_until
+            .iter()
+            .any(|(p, until)| self.next.get(p).copied().unwrap_or(0) < *until)
+    }
+
+    /// Whether the record at `offset` is processed for the first time: its celebrations and
+    /// dead letters are still to be produced.
+    pub fn is_live(&self, partition: i32, offset: i64) -> bool {
+        self.quiet_until
+            .get(&partition)
+            .is_none_or(|until| offset >= *until)
+    }
+
+    /// The offsets a leader hands over when it gives up its slots: those past the quiet
+    /// range, whose outputs it has produced.
+    pub fn handover(&self) -> Vec<(i32, i64)> {
+        self.next
+            .iter()
+            .filter(|(p, o)| self.quiet_until.get(p).is_none_or(|q| *o >= q))
+            .map(|(p, o)| (*p, *o))
+            .collect()
+    }
+}
+
+/// Creates the input consumer of `group`, assigns it the partitions of `topic` from where
+/// the snapshot left off, and returns them with the plan.
+pub(crate) fn assign_input(
+    settings: &Settings,
+    group: &str,
+    topic: &str,
+    snapshot: Option<&std::collections::BTreeMap<i32, i64>>,
+) -> Result<(StreamConsumer, Vec<i32>, Positions), Error> {
+    let consumer: StreamConsumer = client_config(settings)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(|e| Error::kafka("creating the input consumer", e))?;
+    let parts = {
+        let probe: BaseConsumer = client_config(settings)
+            .create()
+            .map_err(|e| Error::kafka("creating a metadata client", e))?;
+        partitions(&probe, topic)?
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = tokio::task::block_in_place(|| committed_offsets(&consumer, &tpl))?;
+    let mut known = Vec::new();
+    for p in &parts {
+        let (low, _) = watermarks(&consumer, topic, *p)?;
+        let c = match committed.find_partition(topic, *p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        };
+        known.push((*p, low, c));
+    }
+    let positions = Positions::plan(&known, snapshot);
+    let mut assign = TopicPartitionList::new();
+    for (p, from) in &positions.next {
+        assign
+            .add_partition_offset(topic, *p, Offset::Offset(*from))
+            .map_err(|e| Error::kafka("assigning partitions", e))?;
+    }
+    consumer
+        .assign(&assign)
+        .map_err(|e| Error::kafka("assigning partitions", e))?;
+    Ok((consumer, parts, positions))
+}
+
+/// The health counters of one topic, resolved once: a labelled lookup per record would cost
+/// more than decoding it.
+pub(crate) struct TopicCounters {
+    applied: IntCounter,
+    duplicate: IntCounter,
+    stale: IntCounter,
+    last_event: Gauge,
+    newest_ms: i64,
+}
+
+impl TopicCounters {
+    pub fn new(health: &Health, topic: &str) -> TopicCounters {
+        let c = |o: &str| health.events.with_label_values(&[topic, o]);
+        TopicCounters {
+            applied: c("applied"),
+            duplicate: c("duplicate"),
+            stale: c("stale"),
+            last_event: health.last_event.with_label_values(&[topic]),
+            newest_ms: 0,
+        }
+    }
+
+    pub fn count(&mut self, m: &BorrowedMessage<'_>, o: Outcome) {
+        self.observe(m);
+        match o {
+            Outcome::Applied => &self.applied,
+            Outcome::Duplicate => &self.duplicate,
+            Outcome::Stale => &self.stale,
+        }
+        .inc();
+    }
+
+    pub fn observe(&mut self, m: &BorrowedMessage<'_>) {
+        if let Some(ts) = m.timestamp().to_millis() {
+            self.newest_ms = self.newest_ms.max(ts);
+        }
+    }
+
+    /// Publishes the newest timestamp; called once a tick.
+    pub fn flush(&self) {
+        if self.newest_ms > 0 {
+            self.last_event.set(self.newest_ms as f64 / 1000.0);
+        }
+    }
+}
+
+/// Applies one roster record to the core; a rejected one is logged and counted.
+pub(crate) fn apply_roster<P: Processor>(
+    contract: &Contract,
+    health: &Health,
+    counters: &mut TopicCounters,
+    core: &mut P,
+    m: &BorrowedMessage<'_>,
+) {
+    counters.observe(m);
+    let format = Format::from_content_type(content_type(m));
+    match format.and_then(|f| contract.decode_roster(m.key(), m.payload(), f)) {
+        Ok(ev) => {
+            core.roster(&ev);
+            counters.applied.inc();
+        }
+        Err(error) => RosterRecordRejected {
+            source: Source {
+                topic: m.topic(),
+                partition: m.partition(),
+                offset: m.offset(),
+            },
+            error: &error,
+        }
+        .emit(health),
+    }
+}
+
+/// The roster consumer: the roster is small and read whole by every instance, from the
+/// beginning, never committed (a global table). Returns it with the end of each partition
+/// at the time of the call.
+pub(crate) fn roster_consumer(
+    settings: &Settings,
+    group: &str,
+) -> Result<(StreamConsumer, HashMap<i32, i64>), Error> {
+    let topic = &settings.topics.roster;
+    let roster: StreamConsumer = client_config(settings)
+        .set("group.id", format!("{group}-roster"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        // Should its position ever be out of range, the table is read again from its start
+        // (upserts are idempotent) rather than from its end.
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(|e| Error::kafka("creating the roster consumer", e))?;
+    let parts = assign_from_beginning(&roster, topic)?;
+    let end = high_watermarks(&roster, topic, &parts)?;
+    Ok((roster, end))
+}
+
+/// On taking the leader slot: dead-letters the rejects among the records between the group's
+/// committed offsets (up to which the previous leader's dead letters are durable) and this
+/// instance's position, which it processed without that duty. Where this instance is behind
+/// the committed offsets instead, it stays quiet until it reaches them. Returns the number of
+/// dead letters produced.
+pub(crate) async fn catch_up_dead_letters<P: Processor>(
+    settings: &Settings,
+    contract: &Contract,
+    consumer: &StreamConsumer,
+    input: &str,
+    pos: &mut Positions,
+    out: &mut Outputs<'_>,
+) -> Result<u64, Error> {
+    let mut tpl = TopicPartitionList::new();
+    for p in pos.next.keys() {
+        tpl.add_partition(input, *p);
+    }
+    let committed = tokio::task::block_in_place(|| committed_offsets(consumer, &tpl))?;
+    let mut ranges = Vec::new();
+    for (p, at) in pos.next.iter() {
+        let Some(Offset::Offset(c)) = committed.find_partition(input, *p).map(|e| e.offset())
+        else {
+            continue;
+        };
+        if *at < c {
+            pos.quiet_until.insert(*p, c);
+        } else if *at > c {
+            ranges.push((*p, c, *at));
+        }
+    }
+    if ranges.is_empty() {
+        return Ok(0);
+    }
+    let reader: StreamConsumer = client_config(settings)
+        .set("group.id", "salespulse-dead-letter-catch-up")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| Error::kafka("creating the catch-up reader", e))?;
+    let mut assign = TopicPartitionList::new();
+    for (p, from, _) in &ranges {
+        assign
+            .add_partition_offset(input, *p, Offset::Offset(*from))
+            .map_err(|e| Error::kafka("assigning partitions", e))?;
+    }
+    reader
+        .assign(&assign)
+        .map_err(|e| Error::kafka("assigning partitions", e))?;
+    let until: HashMap<i32, i64> = ranges.iter().map(|(p, _, to)| (*p, *to)).collect();
+    let from: HashMap<i32, i64> = ranges.iter().map(|(p, from, _)| (*p, *from)).collect();
+    let mut records = ReadToEnd::new(&reader, input, until.clone(), from);
+    let mut produced = 0;
+    while let Some(m) = records.next().await? {
+        if until.get(&m.partition()).is_none_or(|to| m.offset() >= *to) {
+            continue;
+        }
+        // Judged at the time the record arrived, as it was when first processed.
+        let at = m.timestamp().to_millis().unwrap_or_else(crate::run::now_ms);
+        let payload = m.payload().unwrap_or_default();
+        let res = Format::from_content_type(content_type(&m))
+            .and_then(|f| P::check(contract, m.key(), payload, f, at));
+        if let Err(e) = res {
+            out.dead_letter(&m, &e).await?;
+            produced += 1;
+        }
+    }
+    Ok(produced)
+}
+
+pub(crate) fn content_type<'a>(m: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key.eq_ignore_ascii_case("content-type"))
+        .and_then(|h| h.value)
+}
+
+pub(crate) fn assign_from_beginning(c: &StreamConsumer, topic: &str) -> Result<Vec<i32>, Error> {
+    let parts = partitions(c, topic)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .map_err(|e| Error::kafka("assigning partitions", e))?;
+    }
+    c.assign(&tpl)
+        .map_err(|e| Error::kafka("assigning partitions", e))?;
+    Ok(parts)
+}
+
+pub(crate) fn high_watermarks(
+    c: &StreamConsumer,
+    topic: &str,
+    parts: &[i32],
+) -> Result<HashMap<i32, i64>, Error> {
+    let mut out = HashMap::new();
+    for p in parts {
+        let (low, high) = watermarks(c, topic, *p)?;
+        if high > low {
+            out.insert(*p, high);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a topic from its beginning to its current end, handing each record's key and value
+/// (`None` for a tombstone) to `f`.
+pub async fn read_to_end(
+    settings: &Settings,
+    topic: &str,
+    mut f: impl FnMut(&str, Option<&[u8]>),
+) -> Result<(), Error> {
+    let c: StreamConsumer = client_config(settings)
+        .set("group.id", "salespulse-topic-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(|e| Error::kafka("creating a topic reader", e))?;
+    let parts = assign_from_beginning(&c, topic)?;
+    let end = high_watermarks(&c, topic, &parts)?;
+    let mut reader = ReadToEnd::new(&c, topic, end, HashMap::new());
+    while let Some(m) = reader.next().await? {
+        if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+            f(key, m.payload());
+        }
+    }
+    Ok(())
+}
+
+/// Reads the compacted metrics topic to the end and keeps this service's latest values.
+pub(crate) async fn read_board(
+    settings: &Settings,
+    metrics: &'static [Metric],
+) -> Result<Differ, Error> {
+    let format = settings.publish.format;
+    // The service's own series: of its metrics, and of the shared ones (consistency) those of
+    // what it measures.
+    let activities = metrics.contains(&Metric::Activities);
+    let names: Vec<&str> = metrics.iter().map(|m| m.name()).collect();
+    let mut latest: HashMap<String, Option<(rust_decimal::Decimal, String)>> = HashMap::new();
+    read_to_end(settings, &settings.topics.metrics, |key, payload| {
+        if !metric_of_key(key).is_some_and(|n| names.contains(&n))
+            || salespulse_aggregate::of_activities(key) != Some(activities)
+        {
+            return;
+        }
+        // Records written as protobuf say so in their header; the rest follow the setting.
+        let value = payload.and_then(|p| {
+            salespulse_publish::decode(p, format)
+                .or_else(|| salespulse_publish::decode(p, other_format(format)))
+        });
+        latest.insert(key.to_owned(), value.map(|r| (r.value, r.name)));
+    })
+    .await?;
+    let mut differ = Differ::default();
+    for (k, v) in latest {
+        if let (Some(subject), Some((v, name))) = (subject_of_key(&k), v) {
+            let name = (!name.is_empty()).then_some(name.as_str());
+            differ.seed(subject, k, v, name);
+        }
+    }
+    Ok(differ)
+}
+
+fn other_format(f: PublishFormat) -> PublishFormat {
+    match f {
+        PublishFormat::Json => PublishFormat::Protobuf,
+        PublishFormat::Protobuf => PublishFormat::Json,
+    }
+}
+
+pub(crate) fn format_of(m: &BorrowedMessage<'_>, default: PublishFormat) -> PublishFormat {
+    match content_type(m).map(|v| v == salespulse_decode::PROTOBUF_CONTENT_TYPE.as_bytes()) {
+        Some(true) => PublishFormat::Protobuf,
+        Some(false) => PublishFormat::Json,
+        None => default,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_replays_from_the_snapshot_and_stays_quiet_up_to_the_committed_offsets() {
+        let saved = [(0, 40), (1, 5)].into();
+        // Partition 0: snapshot at 40, committed 70 → replay 40..70 quietly.
+        // Partition 1: snapshot at 5 but retention deleted up to 10 → from 10, committed 10.
+        // Partition 2: no snapshot, nothing committed → live from its start.
+        let pos = Positions::plan(
+            &[(0, 0, Some(70)), (1, 10, Some(10)), (2, 3, None)],
+            Some(&saved),
+        );
+        assert_eq!(pos.next, [(0, 40), (1, 10), (2, 3)].into());
+        assert_eq!(pos.restore_until, [(0, 70)].into());
+        assert_eq!(pos.restore_total, 30);
+        assert!(pos.restoring());
+        assert!(!pos.is_live(0, 69) && pos.is_live(0, 70) && pos.is_live(2, 3));
+        // A leader hands over only what it produced the outputs of.
+        let mut handed = pos.handover();
+        handed.sort();
+        assert_eq!(handed, [(1, 10), (2, 3)]);
+    }
+
+    #[test]
+    fn without_a_snapshot_everything_below_the_committed_offsets_is_replayed() {
+        let mut pos = Positions::plan(&[(0, 0, Some(12)), (1, 0, None)], None);
+        assert_eq!(pos.restore_total, 12);
+        pos.next.insert(0, 12);
+        assert!(!pos.restoring());
+    }
+}

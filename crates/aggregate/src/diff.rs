@@ -16,23 +16,37 @@ pub struct Change {
     pub series: Option<Series>,
 }
 
-/// What was last emitted of a series: its value, and the rep's name it carried.
-type Emitted = (Decimal, Option<Arc<str>>);
+/// What was last emitted of a series: its value and the rep's name it carried, and the last
+/// round (call of [`Differ::diff`] for its subject) that saw it.
+#[derive(Debug)]
+struct Emitted {
+    value: Decimal,
+    name: Option<Arc<str>>,
+    round: u32,
+}
 
 /// The last emitted value of every series, by subject.
 #[derive(Debug, Default)]
 pub struct Differ {
-    by_subject: HashMap<Subject, HashMap<String, Emitted>>,
+    by_subject: HashMap<Subject, crate::FastMap<String, Emitted>>,
+    round: u32,
+    /// The key being looked up: an unchanged series costs no allocation.
+    key: String,
 }
 
 impl Differ {
     /// Remembers a series emitted earlier (for example read back from `sales.metrics` after a
     /// restart), so that a series gone meanwhile gets its tombstone.
     pub fn seed(&mut self, subject: Subject, key: String, value: Decimal, name: Option<&str>) {
+        let emitted = Emitted {
+            value,
+            name: name.map(Arc::from),
+            round: self.round,
+        };
         self.by_subject
             .entry(subject)
             .or_default()
-            .insert(key, (value, name.map(Arc::from)));
+            .insert(key, emitted);
     }
 
     /// Every subject with at least one series remembered.
@@ -41,35 +55,78 @@ impl Differ {
     }
 
     pub fn series(&self) -> usize {
-        self.by_subject.values().map(HashMap::len).sum()
+        self.by_subject.values().map(|m| m.len()).sum()
     }
 
+    /// The changes that bring what was emitted to the given current series of each subject:
+    /// new and changed values, and tombstones for the subject's series not among them.
     pub fn diff(&mut self, subjects: Vec<SubjectSeries>) -> Vec<Change> {
+        let Differ {
+            by_subject,
+            round,
+            key,
+        } = self;
         let mut out = Vec::new();
         for s in subjects {
-            let old = self.by_subject.remove(&s.subject).unwrap_or_default();
-            let mut new = HashMap::with_capacity(s.series.len());
+            *round = round.wrapping_add(1);
+            let round = *round;
+            if !by_subject.contains_key(&s.subject) {
+                if s.series.is_empty() {
+                    continue;
+                }
+                by_subject.insert(s.subject.clone(), crate::FastMap::default());
+            }
+            let Some(emitted) = by_subject.get_mut(&s.subject) else {
+                continue;
+            };
+            let mut seen = 0;
             for x in s.series {
-                let key = series_key(&x);
-                let emitted = (x.value, x.name.clone());
-                if old.get(&key) != Some(&emitted) {
-                    out.push(Change {
-                        key: key.clone(),
-                        series: Some(x),
-                    });
+                key.clear();
+                write_series_key(key, &x);
+                match emitted.get_mut(key.as_str()) {
+                    Some(e) => {
+                        if e.round != round {
+                            e.round = round;
+                            seen += 1;
+                        }
+                        if e.value != x.value || e.name != x.name {
+                            e.value = x.value;
+                            e.name.clone_from(&x.name);
+                            out.push(Change {
+                                key: key.clone(),
+                                series: Some(x),
+                            });
+                        }
+                    }
+                    None => {
+                        let e = Emitted {
+                            value: x.value,
+                            name: x.name.clone(),
+                            round,
+                        };
+                        emitted.insert(key.clone(), e);
+                        seen += 1;
+                        out.push(Change {
+                            key: key.clone(),
+                            series: Some(x),
+                        });
+                    }
                 }
-                new.insert(key, emitted);
             }
-            for k in old.into_keys() {
-                if !new.contains_key(&k) {
-                    out.push(Change {
-                        key: k,
-                        series: None,
-                    });
-                }
+            if emitted.len() > seen {
+                emitted.retain(|k, e| {
+                    let keep = e.round == round;
+                    if !keep {
+                        out.push(Change {
+                            key: k.clone(),
+                            series: None,
+                        });
+                    }
+                    keep
+                });
             }
-            if !new.is_empty() {
-                self.by_subject.insert(s.subject, new);
+            if emitted.is_empty() {
+                by_subject.remove(&s.subject);
             }
         }
         out
@@ -91,9 +148,14 @@ fn push_escaped(out: &mut String, s: &str) {
 /// `name=value` pairs joined by `,` (the rep's team, then the extra label).
 pub fn series_key(s: &Series) -> String {
     let mut k = String::with_capacity(64);
+    write_series_key(&mut k, s);
+    k
+}
+
+fn write_series_key(k: &mut String, s: &Series) {
     k.push_str(s.scope.label());
     k.push('/');
-    push_escaped(&mut k, s.id());
+    push_escaped(k, s.id());
     k.push('/');
     k.push_str(s.metric.name());
     k.push('/');
@@ -101,7 +163,7 @@ pub fn series_key(s: &Series) -> String {
     if s.scope == crate::Scope::Rep {
         if let Some(t) = &s.team {
             k.push_str("team=");
-            push_escaped(&mut k, t);
+            push_escaped(k, t);
             first = false;
         }
     }
@@ -111,13 +173,12 @@ pub fn series_key(s: &Series) -> String {
         }
         first = false;
         let _ = write!(k, "{name}=");
-        push_escaped(&mut k, v);
+        push_escaped(k, v);
     }
     k.push('/');
     if let Some(w) = s.window {
         k.push_str(w.label());
     }
-    k
 }
 
 /// The subject a key belongs to, for keys written by [`series_key`].
@@ -158,6 +219,7 @@ fn unescape(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::{Metric, Scope, Window};
+    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     fn rep_series(rep: &str, value: i64) -> Series {
@@ -181,6 +243,67 @@ mod tests {
         assert_eq!(k, "rep/a%2Fb%25c/activities/team=t%2F1,kind=call/1h");
         assert_eq!(subject_of_key(&k), Some(Subject::Rep(Arc::from("a/b%c"))));
         assert_eq!(metric_of_key(&k), Some("activities"));
+    }
+
+    proptest::proptest! {
+        /// Applying the changes of every round to a plain map gives the latest series of every
+        /// subject, and only keys whose value changed are emitted.
+        #[test]
+        fn changes_replay_to_the_latest_series_and_nothing_else(
+            rounds in proptest::collection::vec(
+                // Each subject at most once a round, as a drain gives them.
+                proptest::collection::btree_map(
+                    0usize..3,
+                    proptest::collection::btree_map(0usize..6, 0i64..3, 0..6),
+                    0..4,
+                ),
+                1..12,
+            ),
+            seeded in proptest::collection::btree_map(0usize..6, 0i64..3, 0..4),
+        ) {
+            let reps = ["a", "b", "c"];
+            let windows = [Window::H1, Window::H24, Window::D7];
+            let series = |rep: &str, slot: usize, value: i64| {
+                let mut x = rep_series(rep, value);
+                x.window = Some(windows[slot % 3]);
+                x.extra[0] = Some(Arc::from(if slot < 3 { "call" } else { "email" }));
+                x
+            };
+            let mut d = Differ::default();
+            let mut applied: BTreeMap<String, Decimal> = BTreeMap::new();
+            // What a restart reads back from the topic for rep "a".
+            for (slot, v) in &seeded {
+                let x = series("a", *slot, *v);
+                d.seed(Subject::Rep(Arc::from("a")), series_key(&x), x.value, None);
+                applied.insert(series_key(&x), x.value);
+            }
+            let mut latest = applied.clone();
+            for round in rounds {
+                let mut input = Vec::new();
+                for (r, values) in round {
+                    let rep = reps[r];
+                    latest.retain(|k, _| subject_of_key(k) != Some(Subject::Rep(Arc::from(rep))));
+                    let xs: Vec<Series> = values.iter().map(|(slot, v)| series(rep, *slot, *v)).collect();
+                    for x in &xs {
+                        latest.insert(series_key(x), x.value);
+                    }
+                    input.push(SubjectSeries { subject: Subject::Rep(Arc::from(rep)), series: xs });
+                }
+                let before = applied.clone();
+                let changes = d.diff(input);
+                for c in &changes {
+                    match &c.series {
+                        Some(x) => applied.insert(c.key.clone(), x.value),
+                        None => applied.remove(&c.key),
+                    };
+                }
+                proptest::prop_assert_eq!(&applied, &latest);
+                let moved = latest.iter().filter(|(k, v)| before.get(*k) != Some(*v)).count()
+                    + before.keys().filter(|k| !latest.contains_key(*k)).count();
+                proptest::prop_assert_eq!(changes.len(), moved);
+                proptest::prop_assert_eq!(d.series(), latest.len());
+            }
+        }
     }
 
     #[test]

@@ -314,6 +314,17 @@ async fn failures(
                         }
                     }
                 }
+                // Pipeline coverage divides the open pipeline by what is left to book: it has no
+                // value once the target is met, exactly when the same subject's gap is zero.
+                if expr.contains("_pipeline_coverage{") {
+                    let gap = expr.replace("_pipeline_coverage{", "_gap{");
+                    if let Ok(g) = instant(client, port, &gap).await {
+                        if !g.is_empty() && g.iter().all(|(_, v)| *v == 0.0) {
+                            println!("{}: empty, the target is met ({gap} is 0)", q.origin);
+                            continue;
+                        }
+                    }
+                }
                 out.push((
                     q.origin.clone(),
                     format!("{}: {expr}\n    no series", q.origin),

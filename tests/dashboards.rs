@@ -112,9 +112,10 @@ fn family_labels(name: &str) -> Option<Vec<&'static str>> {
         "salespulse_rejected_total" => vec!["service", "topic", "reason"],
         "salespulse_last_event_timestamp_seconds" => vec!["service", "topic"],
         "salespulse_consumer_lag" => vec!["service", "topic", "partition"],
-        "salespulse_metrics_published_total" | "salespulse_ready" | "salespulse_board_series" => {
-            vec!["service"]
-        }
+        "salespulse_metrics_published_total"
+        | "salespulse_ready"
+        | "salespulse_board_series"
+        | "salespulse_tick_interval_seconds" => vec!["service"],
         "salespulse_state_entries" => vec!["service", "kind"],
         "sales_period_elapsed_ratio" => vec!["period", "period_type"],
         "sales_rep_rank" => vec!["rep", "team", "metric", "window", "among"],

@@ -122,4 +122,5 @@ pub mod health {
     pub const OWNED_SLOTS: &str = "salespulse_owned_slots";
     pub const LEADER: &str = "salespulse_leader";
     pub const ANNOUNCEMENTS_TOTAL: &str = "salespulse_announcements_total";
+    pub const TICK_INTERVAL: &str = "salespulse_tick_interval_seconds";
 }

@@ -33,6 +33,8 @@ pub struct Health {
     pub leader: IntGauge,
     /// Alert and celebration records produced, by topic and kind.
     pub announcements: IntCounterVec,
+    /// Seconds until the next tick: how late a number on the board can be.
+    pub tick_interval: Gauge,
 }
 
 impl Health {
@@ -132,9 +134,15 @@ impl Health {
             &["topic", "kind"],
         )
         .expect("valid metric");
+        let tick_interval = Gauge::new(
+            names::TICK_INTERVAL,
+            "Seconds between two ticks (windows moved, changed series emitted), as paced now.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(announcements.clone()),
+            Box::new(tick_interval.clone()),
             Box::new(rejected.clone()),
             Box::new(last_event.clone()),
             Box::new(lag.clone()),
@@ -170,6 +178,7 @@ impl Health {
             owned_slots,
             leader,
             announcements,
+            tick_interval,
         }
     }
 }

@@ -2,12 +2,12 @@
 //! interval is how late a number can be on the board; but a tick costs time in proportion to
 //! the cells held and the series changed, taken from ingestion. The pacer ticks as often as
 //! `publish.min_interval_ms` while ticks are cheap, and spaces them out, up to
-//! `publish.interval_ms`, so that ticking takes at most a tenth of the loop's time.
+//! `publish.interval_ms`, so that ticking takes at most a fifth of the loop's time.
 
 use std::time::Duration;
 
 /// Share of the loop's time ticks may take.
-const BUDGET: f64 = 0.1;
+const BUDGET: f64 = 0.2;
 /// Weight of the newest tick in the running cost (the rest is the history).
 const SMOOTHING: f64 = 0.3;
 
@@ -57,13 +57,13 @@ mod tests {
     }
 
     #[test]
-    fn costly_ticks_are_spaced_to_a_tenth_of_the_time_and_no_further_than_the_longest() {
+    fn costly_ticks_are_spaced_to_a_fifth_of_the_time_and_no_further_than_the_longest() {
         let mut p = Pacer::new(100 * MS, 1000 * MS);
         for _ in 0..50 {
             p.record(40 * MS);
         }
         let i = p.interval();
-        assert!(i > 390 * MS && i <= 400 * MS, "{i:?}");
+        assert!(i > 190 * MS && i <= 200 * MS, "{i:?}");
         for _ in 0..50 {
             p.record(350 * MS);
         }

@@ -123,10 +123,10 @@ pub async fn run<P: Processor>(
                 break;
             }
             _ = &mut next_tick => {
-                let began = Instant::now();
-                instance.on_tick(&io.input).await?;
-                pacer.record(began.elapsed());
-                next_tick.as_mut().reset(tokio::time::Instant::now() + pacer.interval());
+                pacer.record(instance.on_tick(&io.input).await?);
+                let interval = pacer.interval();
+                health.tick_interval.set(interval.as_secs_f64());
+                next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
             }
             m = io.roster.recv() => instance.on_roster(m),
             m = io.input.recv() => instance.on_input(&io.input, m).await?,
@@ -369,9 +369,13 @@ impl<'a, P: Processor> Instance<'a, P> {
         Ok(())
     }
 
-    async fn on_tick(&mut self, consumer: &StreamConsumer) -> Result<(), Error> {
+    /// Runs one tick; returns how long its work on the state took (moving the windows and
+    /// exporting the changes), not counting waits for the broker.
+    async fn on_tick(&mut self, consumer: &StreamConsumer) -> Result<Duration, Error> {
         self.check_restored();
+        let began = Instant::now();
         self.core.tick(now_ms());
+        let mut work = began.elapsed();
         self.announce_celebrations().await?;
         self.poll_slots()?;
         let (slots, generation) = self.slots.ownership.current();
@@ -384,12 +388,14 @@ impl<'a, P: Processor> Instance<'a, P> {
         // Changes go out only once the owned slots are taken over (which starts from the
         // whole state, so nothing drained meanwhile is missed).
         if self.role.exports(generation) {
+            let began = Instant::now();
             self.export_changes(&slots).await?;
+            work += began.elapsed();
         }
         self.commit_and_snapshot(consumer).await?;
         self.measure_lag(consumer);
         self.report_health();
-        Ok(())
+        Ok(work)
     }
 
     fn check_restored(&mut self) {

@@ -132,3 +132,14 @@ pub fn terminate(child: &mut Child) {
         .status();
     let _ = child.wait();
 }
+
+/// User plus system CPU seconds a process has used so far, from /proc.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime: fields 14 and 15 of the line, 11 and 12 counted from 0 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}

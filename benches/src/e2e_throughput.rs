@@ -10,7 +10,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use salespulse_bench::broker::{
-    bootstrap, committed, create_topic, group_watcher, produce_all, start_deals,
+    bootstrap, committed, cpu_seconds, create_topic, group_watcher, produce_all, start_deals,
 };
 use salespulse_bench::deal_records;
 
@@ -71,6 +71,7 @@ async fn main() {
     let watcher = group_watcher(&format!("bench-{suffix}"));
     let committed = |c: &BaseConsumer| committed(c, &topic) as f64;
     let mut first: Option<(Instant, f64)> = None;
+    let mut cpu_at_first = 0.0;
     let deadline = Instant::now() + Duration::from_secs(600);
     let (end, total) = loop {
         assert!(
@@ -80,16 +81,24 @@ async fn main() {
         let c = committed(&watcher);
         if c > 0.0 && first.is_none() {
             first = Some((Instant::now(), c));
+            cpu_at_first = cpu_seconds(child.id());
         }
         if c >= n as f64 {
             break (Instant::now(), c);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let cpu = cpu_seconds(child.id()) - cpu_at_first;
     let _ = child.kill();
     let _ = child.wait();
     let (start, at_start) = first.unwrap_or((end, 0.0));
-    let svc = (total - at_start) / end.duration_since(start).as_secs_f64().max(1e-9);
+    let wall = end.duration_since(start).as_secs_f64().max(1e-9);
+    let svc = (total - at_start) / wall;
     println!("deals service (decode, aggregate, dead letters, publish): {svc:>10.0} records/s");
     println!("ratio service / bare consumer: {:.2}", svc / bare);
+    println!(
+        "deals service CPU over that: {cpu:.1} s of {wall:.1} s ({:.2} cores busy), {:.0} records per CPU-second",
+        cpu / wall,
+        (total - at_start) / cpu.max(1e-9)
+    );
 }

@@ -20,7 +20,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use salespulse_bench::broker::{
-    bootstrap, create_topic, produce_all, start_deals, terminate, PARTITIONS,
+    bootstrap, cpu_seconds, create_topic, produce_all, start_deals, terminate, PARTITIONS,
 };
 use salespulse_bench::{deal_records, Rng};
 use salespulse_publish::PublishFormat;
@@ -295,15 +295,4 @@ async fn wait_ready(http: &reqwest::Client, url: &str) {
         assert!(Instant::now() < deadline, "service not ready in 120 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// User plus system CPU seconds of a process, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime: fields 14 and 15 of the line, 11 and 12 counted from 0 after the name.
-    (ticks(11) + ticks(12)) / 100.0
 }

@@ -1318,52 +1318,27 @@ fn a_deal_through_the_funnel_matches_the_reference() {
 fn a_repeated_activity_is_a_duplicate_within_the_window_and_counts_again_after_it() {
     let window = 7 * 86_400;
     let day = 86_400;
+    let repeat = || {
+        Step::Activity(ActRec {
+            event: 1,
+            rep: 0,
+            team: None,
+            kind: 0,
+            at: N0 - 3_600,
+            duration: None,
+        })
+    };
     let steps = vec![
         Step::Roster(0, Some(0)),
-        Step::Activity(ActRec {
-            event: 1,
-            rep: 0,
-            team: None,
-            kind: 0,
-            at: N0 - 3_600,
-            duration: None,
-        }),
+        repeat(),
         Step::Tick(day),
-        Step::Activity(ActRec {
-            event: 1,
-            rep: 0,
-            team: None,
-            kind: 0,
-            at: N0 - 3_600,
-            duration: None,
-        }),
+        repeat(),
         Step::Tick(window - day - 60),
-        Step::Activity(ActRec {
-            event: 1,
-            rep: 0,
-            team: None,
-            kind: 0,
-            at: N0 - 3_600,
-            duration: None,
-        }),
+        repeat(),
         Step::Tick(60),
-        Step::Activity(ActRec {
-            event: 1,
-            rep: 0,
-            team: None,
-            kind: 0,
-            at: N0 - 3_600,
-            duration: None,
-        }),
+        repeat(),
         Step::Tick(3 * day),
-        Step::Activity(ActRec {
-            event: 1,
-            rep: 0,
-            team: None,
-            kind: 0,
-            at: N0 - 3_600,
-            duration: None,
-        }),
+        repeat(),
     ];
     run(&steps, None).expect("matches the reference");
     run(&steps, Some(4)).expect("matches the reference across a restart");

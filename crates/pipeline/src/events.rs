@@ -43,12 +43,14 @@ impl InternalEvent for RecordRejected<'_> {
             detail = self.detail,
             "rejected record, sent to the dead-letter topic"
         );
-        health.events.with_label_values(&[topic, "rejected"]).inc();
-        health
-            .rejected
-            .with_label_values(&[topic, self.reason])
-            .inc();
+        count_rejected(health, topic, self.reason);
     }
+}
+
+/// Rejected records by topic, and by topic and reason.
+fn count_rejected(health: &Health, topic: &str, reason: &str) {
+    health.events.with_label_values(&[topic, "rejected"]).inc();
+    health.rejected.with_label_values(&[topic, reason]).inc();
 }
 
 /// A roster record failed the contract. The roster is read whole by every instance at every
@@ -66,11 +68,7 @@ impl InternalEvent for RosterRecordRejected<'_> {
             offset,
         } = self.source;
         warn!(topic, partition, offset, reason = %self.error.reason, detail = %self.error.detail, "rejected roster record");
-        health.events.with_label_values(&[topic, "rejected"]).inc();
-        health
-            .rejected
-            .with_label_values(&[topic, self.error.reason.code()])
-            .inc();
+        count_rejected(health, topic, self.error.reason.code());
     }
 }
 

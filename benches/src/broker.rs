@@ -143,3 +143,73 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     // utime and stime: fields 14 and 15 of the line, 11 and 12 counted from 0 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
+
+/// The most resident memory a process has had so far, in MiB (`VmHWM` in /proc).
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Sum of the high watermarks of `topic`'s partitions.
+pub fn end_offsets(c: &BaseConsumer, topic: &str) -> i64 {
+    let Ok(md) = c.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return 0;
+    };
+    md.topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .filter_map(|p| {
+            c.fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+                .ok()
+                .map(|(_, high)| high)
+        })
+        .sum()
+}
+
+/// The latest value of every key of `topic`, read from the start to its current end.
+pub fn latest_values(topic: &str) -> std::collections::HashMap<String, Vec<u8>> {
+    use rdkafka::Message;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", "bench-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    // Partitions still to read, with their end.
+    let mut ends = std::collections::HashMap::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let (_, high) = c
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+            .expect("watermarks");
+        if high > 0 {
+            ends.insert(p.id(), high);
+        }
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .expect("partition");
+    }
+    c.assign(&tpl).expect("assign");
+    let mut out = std::collections::HashMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !ends.is_empty() && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            out.insert(key, m.payload().unwrap_or_default().to_vec());
+            if ends
+                .get(&m.partition())
+                .is_some_and(|end| m.offset() + 1 >= *end)
+            {
+                ends.remove(&m.partition());
+            }
+        }
+    }
+    assert!(ends.is_empty(), "{topic} not read to its end within 120 s");
+    out
+}

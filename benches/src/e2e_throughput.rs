@@ -1,39 +1,103 @@
 //! End to end from the broker: the deals service's records/s next to a bare rdkafka consumer
-//! reading the same topic in the same run.
+//! reading the same topic in the same run and, with `--peer`, next to a Kafka Streams
+//! application that computes the same per-rep numbers (`benches/streams-peer`), whose results
+//! are checked against the service's.
 //!
-//! Needs a broker (`scripts/kafka.sh start`) and release binaries:
-//! `cargo build --release --bins && cargo run --release -p salespulse-bench --bin e2e-throughput -- [records]`
+//! Needs a broker (`scripts/kafka.sh start`) and release binaries; the peer is built with Maven:
+//! `cargo build --release --bins && mvn -q -B -f benches/streams-peer/pom.xml package
+//! dependency:copy-dependencies && target/release/e2e-throughput 1000000 --peer`
 
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
+use rust_decimal::Decimal;
 use salespulse_bench::broker::{
-    bootstrap, committed, cpu_seconds, create_topic, group_watcher, produce_all, start_deals,
+    bootstrap, committed, cpu_seconds, create_topic, end_offsets, group_watcher, latest_values,
+    peak_rss_mib, produce_all, start_deals,
 };
 use salespulse_bench::deal_records;
 
+/// How long a run may take before the bench gives up.
+const RUN_LIMIT: Duration = Duration::from_secs(900);
+
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args
+        .iter()
+        .find_map(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    let with_peer = args.iter().any(|a| a == "--peer");
     let suffix = format!("{}-{}", std::process::id(), chrono::Utc::now().timestamp());
     let topic = format!("bench.{suffix}.deals");
     create_topic(&topic).await;
 
+    // 29 days, so that every close lies in the 30-day window the numbers are compared in.
     let now = chrono::Utc::now().timestamp_millis();
-    let recs = deal_records(n, 200_000, 1_000, 30 * 86_400_000, now, false, 11);
+    let recs = deal_records(n, 200_000, 1_000, 29 * 86_400_000, now, false, 11);
     let t = Instant::now();
     produce_all(&topic, &recs);
     println!(
         "produced {n} JSON deal records in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    drop(recs);
 
-    // A bare consumer: poll every message, touch its payload, nothing else.
+    let bare = bare_consumer(&topic, &suffix, n);
+    println!("bare rdkafka consumer:  {bare:>10.0} records/s");
+
+    // Only reps on the roster have rep series: 1,000 reps in 10 teams.
+    let roster = format!("bench.{suffix}.roster");
+    create_topic(&roster).await;
+    let members: Vec<(Vec<u8>, Vec<u8>)> = (0..1_000)
+        .map(|r| {
+            let rep = format!("rep-{r:05}");
+            let v = serde_json::json!({ "rep_id": rep, "team_id": format!("team-{}", r % 10) });
+            (rep.into_bytes(), serde_json::to_vec(&v).unwrap_or_default())
+        })
+        .collect();
+    produce_all(&roster, &members);
+
+    let port = 19_500 + (std::process::id() % 400) as u16;
+    let group = format!("bench-{suffix}");
+    let child = start_deals(&suffix, &topic, port, &group, &[]);
+    let (svc, child) = measure(child, &group, &topic, None, n).await;
+    let board = scrape(port).await;
+    stop(child);
+    report(
+        "deals service (decode, aggregate, dead letters, publish)",
+        &svc,
+    );
+    println!("ratio service / bare consumer: {:.2}", svc.rate / bare);
+
+    if !with_peer {
+        return;
+    }
+    let app = format!("bench-peer-{suffix}");
+    let out = format!("bench.{suffix}.peer-reps");
+    create_topic(&out).await;
+    let child = start_peer(&topic, &app, &out);
+    let (peer, child) = measure(child, &app, &topic, Some(&app), n).await;
+    stop(child);
+    report(
+        "Kafka Streams peer (latest deal, by rep, with retraction)",
+        &peer,
+    );
+    println!(
+        "per CPU-second, service / peer: {:.1}; records/s, service / peer: {:.1}",
+        svc.per_cpu_second() / peer.per_cpu_second(),
+        svc.rate / peer.rate
+    );
+    compare(&board, &peer_totals(&out));
+}
+
+/// A bare consumer: polls every message and touches its payload, nothing else.
+fn bare_consumer(topic: &str, suffix: &str, n: usize) -> f64 {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", format!("bench-bare-{suffix}"))
@@ -42,7 +106,7 @@ async fn main() {
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..3 {
-        tpl.add_partition_offset(&topic, p, Offset::Beginning)
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
             .expect("partition");
     }
     c.assign(&tpl).expect("assign");
@@ -55,50 +119,275 @@ async fn main() {
             seen += 1;
         }
     }
-    let bare = n as f64 / t.elapsed().as_secs_f64();
-    println!(
-        "bare rdkafka consumer:  {bare:>10.0} records/s ({:.0} MiB)",
-        bytes as f64 / 1048576.0
-    );
-    drop(c);
+    assert!(bytes > 0);
+    n as f64 / t.elapsed().as_secs_f64()
+}
 
-    let port = 19_500 + (std::process::id() % 400) as u16;
-    let mut child = start_deals(&suffix, &topic, port, &format!("bench-{suffix}"), &[]);
-    // Progress is read from the group's committed offsets, not from /metrics: rendering a
-    // large board many times a second would take the CPU the service is being measured on.
-    // Commits trail processing by about a tick at both ends, so the rate is measured between
-    // the first and the last movement.
-    let watcher = group_watcher(&format!("bench-{suffix}"));
-    let committed = |c: &BaseConsumer| committed(c, &topic) as f64;
+/// What one consumer of the topic did: its rate between its first and its last committed
+/// progress; its records and CPU time since it started.
+struct Run {
+    rate: f64,
+    records: f64,
+    wall: f64,
+    cpu: f64,
+    /// Cores busy between the first and the last committed progress.
+    busy: f64,
+    peak_mib: f64,
+}
+
+impl Run {
+    fn per_cpu_second(&self) -> f64 {
+        self.records / self.cpu.max(1e-9)
+    }
+}
+
+/// Follows `group`'s committed offsets on `topic` until they reach `n` (and, for a Kafka
+/// Streams application, until its repartition topics are consumed too). Progress is read from
+/// the commits, not from the process: commits trail processing by about a commit interval at
+/// both ends, so the rate is measured between the first and the last movement.
+async fn measure(
+    mut child: Child,
+    group: &str,
+    topic: &str,
+    internal_prefix: Option<&str>,
+    n: usize,
+) -> (Run, Child) {
+    let watcher = group_watcher(group);
     let mut first: Option<(Instant, f64)> = None;
     let mut cpu_at_first = 0.0;
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + RUN_LIMIT;
     let (end, total) = loop {
-        assert!(
-            Instant::now() < deadline,
-            "the service did not finish within 600 s"
-        );
-        let c = committed(&watcher);
+        assert!(Instant::now() < deadline, "{group} did not finish in time");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{group} exited early: {status}");
+        }
+        let c = committed(&watcher, topic) as f64;
         if c > 0.0 && first.is_none() {
             first = Some((Instant::now(), c));
             cpu_at_first = cpu_seconds(child.id());
         }
-        if c >= n as f64 {
+        if c >= n as f64 && internal_prefix.is_none_or(|p| internal_consumed(&watcher, p)) {
             break (Instant::now(), c);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let cpu = cpu_seconds(child.id()) - cpu_at_first;
-    let _ = child.kill();
-    let _ = child.wait();
+    // All the CPU the process used, start-up included: the first commit can come late in a
+    // short run, after most of the work.
+    let cpu = cpu_seconds(child.id());
     let (start, at_start) = first.unwrap_or((end, 0.0));
     let wall = end.duration_since(start).as_secs_f64().max(1e-9);
-    let svc = (total - at_start) / wall;
-    println!("deals service (decode, aggregate, dead letters, publish): {svc:>10.0} records/s");
-    println!("ratio service / bare consumer: {:.2}", svc / bare);
+    let run = Run {
+        rate: (total - at_start) / wall,
+        records: total,
+        wall,
+        cpu,
+        busy: (cpu - cpu_at_first) / wall,
+        peak_mib: peak_rss_mib(child.id()),
+    };
+    (run, child)
+}
+
+/// Whether every repartition topic of a Kafka Streams application is consumed to its end.
+fn internal_consumed(c: &BaseConsumer, app: &str) -> bool {
+    let Ok(md) = c.fetch_metadata(None, Duration::from_secs(5)) else {
+        return false;
+    };
+    let internal: Vec<String> = md
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .filter(|t| t.starts_with(app) && t.ends_with("-repartition"))
+        .collect();
+    !internal.is_empty()
+        && internal.iter().all(|t| {
+            let end = end_offsets(c, t);
+            end > 0 && committed_all(c, t) >= end
+        })
+}
+
+/// Like [`committed`], over every partition of `topic`.
+fn committed_all(c: &BaseConsumer, topic: &str) -> i64 {
+    let Ok(md) = c.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return 0;
+    };
+    let mut parts = TopicPartitionList::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        parts.add_partition(topic, p.id());
+    }
+    c.committed_offsets(parts, Duration::from_secs(5))
+        .map(|t| {
+            t.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn report(what: &str, r: &Run) {
+    println!("{what}: {:>10.0} records/s", r.rate);
     println!(
-        "deals service CPU over that: {cpu:.1} s of {wall:.1} s ({:.2} cores busy), {:.0} records per CPU-second",
-        cpu / wall,
-        (total - at_start) / cpu.max(1e-9)
+        "  CPU {:.1} s in all, {:.0} records per CPU-second; {:.2} cores busy over the {:.1} s measured; peak RSS {:.0} MiB",
+        r.cpu,
+        r.per_cpu_second(),
+        r.busy,
+        r.wall,
+        r.peak_mib
     );
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn start_peer(topic: &str, app: &str, out: &str) -> Child {
+    let dir = "benches/streams-peer/target";
+    let jar = format!("{dir}/streams-peer-1.jar");
+    assert!(
+        std::path::Path::new(&jar).exists(),
+        "{jar} missing: mvn -q -B -f benches/streams-peer/pom.xml package dependency:copy-dependencies"
+    );
+    Command::new("java")
+        .args(["-cp", &format!("{jar}:{dir}/libs/*")])
+        .arg("io.salespulse.bench.DealsPeer")
+        .args([&bootstrap(), topic, app, out])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("java")
+}
+
+/// A rep's numbers, in cents of the reporting currency; weighted pipeline in millionths.
+#[derive(Debug, Default, PartialEq, Clone, Copy)]
+struct RepNumbers {
+    won: i64,
+    won_cents: i64,
+    lost: i64,
+    open_cents: i64,
+    weighted_millionths: i64,
+}
+
+/// The service's per-rep numbers from its `/metrics`: wins and losses of the last 30 days
+/// (every record of the run lies in them), open pipeline summed over the stages.
+async fn scrape(port: u16) -> HashMap<String, RepNumbers> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let mut reps: HashMap<String, RepNumbers> = HashMap::new();
+    for line in text.lines().filter(|l| l.starts_with("sales_rep_")) {
+        let Some((name_labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (name, labels) = name_labels.split_once('{').unwrap_or((name_labels, ""));
+        let label = |k: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
+                .map(|v| v.trim_end_matches(['"', '}']))
+        };
+        let (Some(rep), Ok(v)) = (label("rep"), Decimal::from_str(value)) else {
+            continue;
+        };
+        let in_30d = label("window") == Some("30d");
+        let cents = (v * Decimal::ONE_HUNDRED)
+            .round()
+            .try_into()
+            .unwrap_or(0i64);
+        let whole: i64 = v.round().try_into().unwrap_or(0);
+        let e = reps.entry(rep.to_owned()).or_default();
+        match name {
+            "sales_rep_deals_won" if in_30d => e.won = whole,
+            "sales_rep_bookings" if in_30d => e.won_cents = cents,
+            "sales_rep_deals_lost" if in_30d => e.lost = whole,
+            "sales_rep_open_pipeline" => e.open_cents += cents,
+            "sales_rep_weighted_pipeline" => {
+                e.weighted_millionths = (v * Decimal::from(1_000_000))
+                    .round()
+                    .try_into()
+                    .unwrap_or(0)
+            }
+            _ => {}
+        }
+    }
+    let sample: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("deals_won"))
+        .take(3)
+        .collect();
+    assert!(
+        reps.values().any(|r| *r != RepNumbers::default()),
+        "no rep's numbers on /metrics; for example {sample:?}"
+    );
+    reps
+}
+
+fn peer_totals(out: &str) -> HashMap<String, RepNumbers> {
+    latest_values(out)
+        .into_iter()
+        .map(|(rep, v)| {
+            let j: serde_json::Value = serde_json::from_slice(&v).expect("peer output is JSON");
+            let n = |k: &str| j[k].as_i64().unwrap_or_default();
+            let totals = RepNumbers {
+                won: n("won"),
+                won_cents: n("won_cents"),
+                lost: n("lost"),
+                open_cents: n("open_cents"),
+                // cents × basis points = 10^-6 units.
+                weighted_millionths: n("weighted_cents_bp"),
+            };
+            (rep, totals)
+        })
+        .collect()
+}
+
+/// Every rep's numbers must agree: each side checks the other.
+fn compare(service: &HashMap<String, RepNumbers>, peer: &HashMap<String, RepNumbers>) {
+    let zero = RepNumbers::default();
+    let mut reps: Vec<&String> = service.keys().chain(peer.keys()).collect();
+    reps.sort();
+    reps.dedup();
+    let mut differ = 0;
+    for rep in &reps {
+        let s = service.get(*rep).unwrap_or(&zero);
+        let p = peer.get(*rep).unwrap_or(&zero);
+        // The service publishes the weighted pipeline to the cent.
+        let weighted_close = (s.weighted_millionths - p.weighted_millionths).abs() <= 5_000;
+        let same = RepNumbers {
+            weighted_millionths: 0,
+            ..*s
+        } == RepNumbers {
+            weighted_millionths: 0,
+            ..*p
+        };
+        if !(same && weighted_close) {
+            differ += 1;
+            if differ <= 5 {
+                println!("  {rep}: service {s:?}, peer {p:?}");
+            }
+        }
+    }
+    let won: i64 = peer.values().map(|p| p.won).sum();
+    println!(
+        "service and peer agree on {} of {} reps ({won} deals won in all)",
+        reps.len() - differ,
+        reps.len()
+    );
+    assert_eq!(differ, 0, "the service and the peer disagree");
 }

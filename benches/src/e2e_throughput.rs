@@ -73,6 +73,11 @@ async fn main() {
         "deals service (decode, aggregate, dead letters, publish)",
         &svc,
     );
+    let published = end_offsets(&group_watcher(&group), &format!("bench.{suffix}.metrics"));
+    println!(
+        "  published {published} records to its metrics topic ({:.2} per input record)",
+        published as f64 / n as f64
+    );
     println!("ratio service / bare consumer: {:.2}", svc.rate / bare);
 
     if !with_peer {

@@ -3,6 +3,13 @@
 //! the cells held and the series changed, taken from ingestion. The pacer ticks as often as
 //! `publish.min_interval_ms` while ticks are cheap, and spaces them out, up to
 //! `publish.interval_ms`, so that ticking takes at most a fifth of the loop's time.
+//!
+//! While the service is behind its input (by more than `service.ready_max_lag` records), the
+//! interval doubles at each tick up to `publish.catch_up_interval_ms`. A series
+//! changes once per tick however many records moved it, so while a backlog is worked off
+//! most of a tick's output would be values that are out of date as soon as they are published;
+//! fewer ticks leave more of the loop to the backlog. Caught up, the next tick is paced as
+//! above again.
 
 use std::time::Duration;
 
@@ -15,26 +22,40 @@ const SMOOTHING: f64 = 0.3;
 pub(crate) struct Pacer {
     min: Duration,
     max: Duration,
+    catch_up: Duration,
     /// Running (exponentially weighted) cost of a tick, in seconds.
     cost: f64,
+    /// The stretched interval while behind the input.
+    stretched: Option<Duration>,
 }
 
 impl Pacer {
-    pub fn new(min: Duration, max: Duration) -> Pacer {
+    pub fn new(min: Duration, max: Duration, catch_up: Duration) -> Pacer {
         Pacer {
             min: min.min(max),
             max,
+            catch_up: catch_up.max(max),
             cost: 0.0,
+            stretched: None,
         }
     }
 
-    /// Takes the cost of the tick that just ran into account.
-    pub fn record(&mut self, took: Duration) {
+    /// Takes the tick that just ran into account: its cost, and whether the input was behind
+    /// during the interval before it.
+    pub fn record(&mut self, took: Duration, behind: bool) {
         self.cost = SMOOTHING * took.as_secs_f64() + (1.0 - SMOOTHING) * self.cost;
+        self.stretched = behind.then(|| {
+            let from = self.stretched.unwrap_or_else(|| self.paced());
+            (from * 2).clamp(self.paced(), self.catch_up)
+        });
     }
 
     /// Time from the end of one tick to the start of the next.
     pub fn interval(&self) -> Duration {
+        self.stretched.unwrap_or_else(|| self.paced())
+    }
+
+    fn paced(&self) -> Duration {
         let wanted = Duration::from_secs_f64(self.cost / BUDGET);
         wanted.clamp(self.min, self.max)
     }
@@ -48,49 +69,87 @@ mod tests {
 
     #[test]
     fn cheap_ticks_come_at_the_shortest_interval() {
-        let mut p = Pacer::new(100 * MS, 1000 * MS);
+        let mut p = Pacer::new(100 * MS, 1000 * MS, 1000 * MS);
         assert_eq!(p.interval(), 100 * MS);
         for _ in 0..50 {
-            p.record(2 * MS);
+            p.record(2 * MS, false);
         }
         assert_eq!(p.interval(), 100 * MS);
     }
 
     #[test]
     fn costly_ticks_are_spaced_to_a_fifth_of_the_time_and_no_further_than_the_longest() {
-        let mut p = Pacer::new(100 * MS, 1000 * MS);
+        let mut p = Pacer::new(100 * MS, 1000 * MS, 1000 * MS);
         for _ in 0..50 {
-            p.record(40 * MS);
+            p.record(40 * MS, false);
         }
         let i = p.interval();
         assert!(i > 190 * MS && i <= 200 * MS, "{i:?}");
         for _ in 0..50 {
-            p.record(350 * MS);
+            p.record(350 * MS, false);
         }
         assert_eq!(p.interval(), 1000 * MS);
         // Cheap again: back to the shortest interval within a few ticks.
         for _ in 0..20 {
-            p.record(MS);
+            p.record(MS, false);
         }
         assert_eq!(p.interval(), 100 * MS);
     }
 
     #[test]
     fn one_slow_tick_does_not_stall_the_board() {
-        let mut p = Pacer::new(100 * MS, 1000 * MS);
-        p.record(200 * MS);
+        let mut p = Pacer::new(100 * MS, 1000 * MS, 1000 * MS);
+        p.record(200 * MS, false);
         assert!(p.interval() <= 1000 * MS);
-        p.record(MS);
-        p.record(MS);
+        p.record(MS, false);
+        p.record(MS, false);
         assert!(p.interval() < 1000 * MS);
     }
 
     #[test]
     fn equal_bounds_tick_at_a_fixed_interval() {
-        let mut p = Pacer::new(1000 * MS, 1000 * MS);
-        p.record(Duration::ZERO);
+        let mut p = Pacer::new(1000 * MS, 1000 * MS, 1000 * MS);
+        p.record(Duration::ZERO, false);
         assert_eq!(p.interval(), 1000 * MS);
-        p.record(5000 * MS);
+        p.record(5000 * MS, false);
         assert_eq!(p.interval(), 1000 * MS);
+    }
+
+    #[test]
+    fn behind_the_input_ticks_stretch_to_the_catch_up_interval_and_come_back() {
+        let mut p = Pacer::new(100 * MS, 1000 * MS, 5000 * MS);
+        p.record(MS, false);
+        assert_eq!(p.interval(), 100 * MS);
+        let stretched: Vec<Duration> = (0..8)
+            .map(|_| {
+                p.record(MS, true);
+                p.interval()
+            })
+            .collect();
+        assert_eq!(
+            stretched,
+            [200, 400, 800, 1600, 3200, 5000, 5000, 5000].map(|ms| ms * MS)
+        );
+        // Caught up: paced by the cost of a tick again at once.
+        p.record(MS, false);
+        assert_eq!(p.interval(), 100 * MS);
+    }
+
+    #[test]
+    fn behind_never_ticks_more_often_than_paced() {
+        let mut p = Pacer::new(100 * MS, 1000 * MS, 5000 * MS);
+        for _ in 0..50 {
+            p.record(350 * MS, false);
+        }
+        assert_eq!(p.interval(), 1000 * MS);
+        p.record(350 * MS, true);
+        assert_eq!(p.interval(), 2000 * MS);
+        // A catch-up interval below the longest paced one is raised to it.
+        let mut q = Pacer::new(100 * MS, 1000 * MS, 500 * MS);
+        q.record(MS, true);
+        q.record(MS, true);
+        q.record(MS, true);
+        q.record(MS, true);
+        assert_eq!(q.interval(), 1000 * MS);
     }
 }

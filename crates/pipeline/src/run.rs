@@ -58,7 +58,7 @@ const MAX_PENDING_WINS: usize = 10_000;
 const PENDING_WINS_FOR: Duration = Duration::from_secs(3_600);
 
 /// How often consumer lag is measured.
-const LAG_EVERY: Duration = Duration::from_secs(5);
+const LAG_EVERY: Duration = Duration::from_secs(1);
 /// How long an instance waits for its slots after a revocation (or its start) before it joins
 /// the group again as a new member: well past a rebalance among live members (seconds) and a
 /// dead member's session timeout (10 s).
@@ -112,7 +112,11 @@ pub async fn run<P: Processor>(
 
     let p = &settings.publish;
     let ms = Duration::from_millis;
-    let mut pacer = Pacer::new(ms(p.min_interval_ms), ms(p.interval_ms));
+    let mut pacer = Pacer::new(
+        ms(p.min_interval_ms),
+        ms(p.interval_ms),
+        ms(p.catch_up_interval_ms),
+    );
     let next_tick = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(next_tick);
     loop {
@@ -123,7 +127,8 @@ pub async fn run<P: Processor>(
                 break;
             }
             _ = &mut next_tick => {
-                pacer.record(instance.on_tick(&io.input).await?);
+                let took = instance.on_tick(&io.input).await?;
+                pacer.record(took, instance.behind());
                 let interval = pacer.interval();
                 health.tick_interval.set(interval.as_secs_f64());
                 next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
@@ -226,6 +231,8 @@ struct Instance<'a, P: Processor> {
     celebrations: Celebrations,
     /// Deliveries of what the previous tick produced: awaited before its offsets are committed.
     acked_before: Vec<DeliveryFuture>,
+    /// The ends of the input partitions as last measured.
+    highs: BTreeMap<i32, i64>,
     lag_checked: Instant,
     max_lag: Option<i64>,
 }
@@ -276,6 +283,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             },
             celebrations: Celebrations::default(),
             acked_before: Vec::new(),
+            highs: BTreeMap::new(),
             lag_checked: Instant::now(),
             max_lag: None,
             shared: s,
@@ -679,6 +687,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 consumer.fetch_watermarks(input, *p, Duration::from_secs(2))
             });
             if let Ok((_, high)) = high {
+                self.highs.insert(*p, high);
                 let lag = (high - self.positions.next.get(p).copied().unwrap_or(0)).max(0);
                 worst = worst.max(lag);
                 let partition = p.to_string();
@@ -691,6 +700,18 @@ impl<'a, P: Processor> Instance<'a, P> {
             }
         }
         self.max_lag = Some(worst);
+    }
+
+    /// Whether some input partition is further behind than readiness allows, by the ends last
+    /// measured: they only grow, so a backlog is never overstated. Not while restoring: a
+    /// replay publishes nothing, and readiness is decided at a tick.
+    fn behind(&self) -> bool {
+        let max_lag = self.shared.svc.ready_max_lag;
+        !self.role.is_restoring()
+            && self
+                .highs
+                .iter()
+                .any(|(p, high)| high - self.positions.next.get(p).copied().unwrap_or(0) > max_lag)
     }
 
     fn report_health(&self) {

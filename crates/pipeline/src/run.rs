@@ -58,7 +58,7 @@ const MAX_PENDING_WINS: usize = 10_000;
 const PENDING_WINS_FOR: Duration = Duration::from_secs(3_600);
 
 /// How often consumer lag is measured.
-const LAG_EVERY: Duration = Duration::from_secs(1);
+const LAG_EVERY: Duration = Duration::from_secs(5);
 /// How long an instance waits for its slots after a revocation (or its start) before it joins
 /// the group again as a new member: well past a rebalance among live members (seconds) and a
 /// dead member's session timeout (10 s).

@@ -199,14 +199,23 @@ pub fn latest_values(topic: &str) -> std::collections::HashMap<String, Vec<u8>> 
     let mut out = std::collections::HashMap::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while !ends.is_empty() && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-            out.insert(key, m.payload().unwrap_or_default().to_vec());
-            if ends
-                .get(&m.partition())
-                .is_some_and(|end| m.offset() + 1 >= *end)
-            {
-                ends.remove(&m.partition());
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                out.insert(key, m.payload().unwrap_or_default().to_vec());
+            }
+            // The last offsets of a transactional topic are commit markers, never delivered:
+            // the position says when a partition is read.
+            _ => {
+                if let Ok(pos) = c.position() {
+                    for e in pos.elements() {
+                        if let Offset::Offset(o) = e.offset() {
+                            if ends.get(&e.partition()).is_some_and(|end| o >= *end) {
+                                ends.remove(&e.partition());
+                            }
+                        }
+                    }
+                }
             }
         }
     }

@@ -702,16 +702,13 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.max_lag = Some(worst);
     }
 
-    /// Whether some input partition is further behind than readiness allows, by the ends last
-    /// measured: they only grow, so a backlog is never overstated. Not while restoring: a
-    /// replay publishes nothing, and readiness is decided at a tick.
+    /// Whether some input partition is further behind than readiness allows. Not while
+    /// restoring: a replay publishes nothing, and readiness is decided at a tick.
     fn behind(&self) -> bool {
-        let max_lag = self.shared.svc.ready_max_lag;
         !self.role.is_restoring()
             && self
-                .highs
-                .iter()
-                .any(|(p, high)| high - self.positions.next.get(p).copied().unwrap_or(0) > max_lag)
+                .positions
+                .behind(&self.highs, self.shared.svc.ready_max_lag)
     }
 
     fn report_health(&self) {

@@ -60,6 +60,13 @@ impl Positions {
         pos
     }
 
+    /// Whether some partition is more than `max_lag` records short of its end, by ends
+    /// measured earlier (`ends`): ends only grow, so a stale one never overstates a backlog.
+    pub fn behind(&self, ends: &std::collections::BTreeMap<i32, i64>, max_lag: i64) -> bool {
+        ends.iter()
+            .any(|(p, end)| end - self.next.get(p).copied().unwrap_or(0) > max_lag)
+    }
+
     /// Whether any partition is still below its restore point.
     pub fn restoring(&self) -> bool {
         self.restore_until
@@ -439,5 +446,20 @@ mod tests {
         assert_eq!(pos.restore_total, 12);
         pos.next.insert(0, 12);
         assert!(!pos.restoring());
+    }
+
+    #[test]
+    fn behind_when_some_partition_lags_past_the_limit_by_the_last_measured_ends() {
+        let mut pos = Positions::plan(&[(0, 0, None), (1, 0, None)], None);
+        pos.next.extend([(0, 500), (1, 9_000)]);
+        let ends = [(0, 1_500), (1, 10_000)].into();
+        // 1,000 short on each: at the limit, not past it.
+        assert!(!pos.behind(&ends, 1_000));
+        assert!(pos.behind(&ends, 999));
+        // Read past an end measured earlier: not behind by that measure.
+        pos.next.insert(0, 2_000);
+        assert!(!pos.behind(&[(0, 1_500)].into(), 0));
+        // A partition never read counts from offset 0.
+        assert!(pos.behind(&[(7, 1_001)].into(), 1_000));
     }
 }

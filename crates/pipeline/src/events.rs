@@ -78,11 +78,21 @@ pub(crate) struct SnapshotLoaded<'a> {
     pub generation: u64,
     pub taken_at_ms: i64,
     pub positions: &'a BTreeMap<i32, i64>,
+    /// Reading it from its topic, and rebuilding the state from it.
+    pub read_seconds: f64,
+    pub restore_seconds: f64,
 }
 
 impl InternalEvent for SnapshotLoaded<'_> {
     fn emit(self, health: &Health) {
-        info!(bytes = self.bytes, generation = self.generation, positions = ?self.positions, "state loaded from snapshot");
+        info!(
+            bytes = self.bytes,
+            generation = self.generation,
+            positions = ?self.positions,
+            read_seconds = self.read_seconds,
+            restore_seconds = self.restore_seconds,
+            "state loaded from snapshot"
+        );
         health.snapshot_bytes.set(self.bytes as i64);
         health
             .snapshot_timestamp

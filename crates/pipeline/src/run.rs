@@ -775,9 +775,12 @@ async fn restore_snapshot<P: Processor>(s: &Shared<'_>) -> Result<(P, Option<Man
         return Ok((core, None));
     }
     let owner = format!("{}/{}", s.svc.group_id, P::SERVICE);
+    let read = Instant::now();
     let Some(saved) = crate::snapshot::load(s.settings, &owner).await? else {
         return Ok((core, None));
     };
+    let read_seconds = read.elapsed().as_secs_f64();
+    let restore = Instant::now();
     match core.restore(&saved.state) {
         Ok(()) => {
             SnapshotLoaded {
@@ -785,6 +788,8 @@ async fn restore_snapshot<P: Processor>(s: &Shared<'_>) -> Result<(P, Option<Man
                 generation: saved.manifest.generation,
                 taken_at_ms: saved.manifest.taken_at_ms,
                 positions: &saved.manifest.positions,
+                read_seconds,
+                restore_seconds: restore.elapsed().as_secs_f64(),
             }
             .emit(s.health);
             Ok((core, Some(saved.manifest)))

@@ -7,8 +7,8 @@
 //! neither loses nor repeats anything. The state is split into chunks (records stay far below
 //! the broker's size limit) keyed `<owner>/<generation>/<chunk>`; the manifest, keyed
 //! `<owner>/manifest`, is written only after every chunk is acknowledged, and names the
-//! generation. The chunks of the generation it replaces are then deleted by tombstones, so
-//! compaction keeps one snapshot per owner. The owner is the consumer group and the service,
+//! generation and the offset of its first chunk. The chunks of the generation it replaces
+//! are then deleted by tombstones, so compaction keeps one snapshot per owner. The owner is the consumer group and the service,
 //! `<group>/<service>`, because the positions are that group's in that service's input.
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,7 +19,7 @@ use tracing::warn;
 
 use crate::config::Settings;
 use crate::sink::settle;
-use crate::source::read_to_end;
+use crate::source::{read_tail, Start};
 use crate::Error;
 
 /// Largest chunk of encoded state in one record.
@@ -34,6 +34,9 @@ pub(crate) struct Manifest {
     /// Input partition -> offset of the first record not reflected in the state.
     pub positions: BTreeMap<i32, i64>,
     pub taken_at_ms: i64,
+    /// Partition and offset of the first chunk (absent in manifests of an older layout).
+    #[serde(default)]
+    pub first_chunk: Option<(i32, i64)>,
 }
 
 /// A snapshot read back at start-up.
@@ -51,52 +54,116 @@ fn chunk_key(owner: &str, generation: u64, chunk: u32) -> String {
     format!("{owner}/{generation}/{chunk}")
 }
 
+/// Records read back from the end of the topic at first when looking for the newest
+/// manifest; each look reads four times as many as the one before, up to the whole topic.
+const FIRST_LOOK: i64 = 256;
+
 /// Reads the newest complete snapshot of `owner`, if any.
+///
+/// The topic holds every snapshot taken since compaction last ran (it never compacts the
+/// segment being written), so reading it whole costs time in proportion to the snapshots
+/// taken, not to the one wanted. The newest manifest is near the end (only the previous
+/// generation's tombstones and other owners' snapshots come after it): looks back from the
+/// end, widening, find it; its chunks are then read from the offset of the first one.
 pub(crate) async fn load(settings: &Settings, owner: &str) -> Result<Option<Saved>, Error> {
     let topic = &settings.topics.snapshots;
-    let manifest_key = manifest_key(owner);
-    let prefix = format!("{owner}/");
-    let mut manifest: Option<Manifest> = None;
-    let mut chunks: HashMap<String, Vec<u8>> = HashMap::new();
-    read_to_end(settings, topic, |key, payload| {
-        if key == manifest_key {
-            manifest = payload.and_then(|p| match serde_json::from_slice(p) {
+    let mut look = FIRST_LOOK;
+    let (tail, found, manifest) = loop {
+        let mut found = Found::new(owner);
+        let tail = read_tail(settings, topic, Some(Start::Last(look)), |k, p| {
+            found.record(topic, k, p)
+        })
+        .await?;
+        match found.manifest.take() {
+            Some(m) => break (tail, found, m),
+            None if tail.whole => return Ok(None),
+            None => look = look.saturating_mul(4),
+        }
+    };
+    // A single-partition topic (as created) has the chunks after the offset of the first; one
+    // with more partitions, or a manifest of an older layout, is read whole.
+    let first = manifest
+        .first_chunk
+        .filter(|_| tail.partitions == 1)
+        .map(|(_, o)| o);
+    let from = match first {
+        _ if tail.whole => return Ok(found.assemble(topic, owner, manifest)),
+        Some(o) if o >= tail.started => return Ok(found.assemble(topic, owner, manifest)),
+        Some(o) => Start::At(o),
+        None => Start::At(0),
+    };
+    let mut found = Found::new(owner);
+    read_tail(settings, topic, Some(from), |k, p| {
+        found.record(topic, k, p)
+    })
+    .await?;
+    Ok(match found.manifest.take() {
+        Some(manifest) => found.assemble(topic, owner, manifest),
+        None => None,
+    })
+}
+
+/// What a read of the snapshot topic found of one owner: its newest manifest and the chunks
+/// not deleted since.
+struct Found {
+    manifest_key: String,
+    prefix: String,
+    manifest: Option<Manifest>,
+    chunks: HashMap<String, Vec<u8>>,
+}
+
+impl Found {
+    fn new(owner: &str) -> Found {
+        Found {
+            manifest_key: manifest_key(owner),
+            prefix: format!("{owner}/"),
+            manifest: None,
+            chunks: HashMap::new(),
+        }
+    }
+
+    fn record(&mut self, topic: &str, key: &str, payload: Option<&[u8]>) {
+        if key == self.manifest_key {
+            self.manifest = payload.and_then(|p| match serde_json::from_slice(p) {
                 Ok(m) => Some(m),
                 Err(e) => {
                     warn!(topic = %topic, error = %e, "ignoring an unreadable snapshot manifest");
                     None
                 }
             });
-        } else if key.starts_with(&prefix) {
+        } else if key.starts_with(&self.prefix) {
             match payload {
                 Some(p) => {
-                    chunks.insert(key.to_owned(), p.to_vec());
+                    self.chunks.insert(key.to_owned(), p.to_vec());
                 }
                 None => {
-                    chunks.remove(key);
+                    self.chunks.remove(key);
                 }
             }
         }
-    })
-    .await?;
-    let Some(manifest) = manifest else {
-        return Ok(None);
-    };
-    let mut state = Vec::with_capacity(usize::try_from(manifest.bytes).unwrap_or(0));
-    for i in 0..manifest.chunks {
-        match chunks.remove(&chunk_key(owner, manifest.generation, i)) {
-            Some(c) => state.extend_from_slice(&c),
-            None => {
-                warn!(topic = %topic, generation = manifest.generation, chunk = i, "snapshot incomplete; replaying all input instead");
-                return Ok(None);
+    }
+
+    /// The state the manifest describes, if every chunk of it was read.
+    fn assemble(mut self, topic: &str, owner: &str, manifest: Manifest) -> Option<Saved> {
+        let mut state = Vec::with_capacity(usize::try_from(manifest.bytes).unwrap_or(0));
+        for i in 0..manifest.chunks {
+            match self
+                .chunks
+                .remove(&chunk_key(owner, manifest.generation, i))
+            {
+                Some(c) => state.extend_from_slice(&c),
+                None => {
+                    warn!(topic = %topic, generation = manifest.generation, chunk = i, "snapshot incomplete; replaying all input instead");
+                    return None;
+                }
             }
         }
+        if state.len() as u64 != manifest.bytes {
+            warn!(topic = %topic, generation = manifest.generation, "snapshot size differs from its manifest; replaying all input instead");
+            return None;
+        }
+        Some(Saved { manifest, state })
     }
-    if state.len() as u64 != manifest.bytes {
-        warn!(topic = %topic, generation = manifest.generation, "snapshot size differs from its manifest; replaying all input instead");
-        return Ok(None);
-    }
-    Ok(Some(Saved { manifest, state }))
 }
 
 /// Writes a snapshot and waits until it is durable, then deletes the one it replaces.
@@ -121,6 +188,15 @@ pub(crate) async fn save(
         pending.push(send(producer, topic, &key, Some(chunk)).await?);
         chunks += 1;
     }
+    // Where the first chunk landed tells a start where to read the snapshot from.
+    let first_chunk = match pending.is_empty() {
+        true => None,
+        false => match pending.remove(0).await {
+            Ok(Ok(d)) => Some((d.partition, d.offset)),
+            Ok(Err((e, _))) => return Err(Error::kafka("producing a snapshot", e)),
+            Err(_) => return Err(Error::Config("producer dropped a delivery".into())),
+        },
+    };
     settle(&mut pending).await?;
     let manifest = Manifest {
         generation,
@@ -128,6 +204,7 @@ pub(crate) async fn save(
         bytes: state.len() as u64,
         positions,
         taken_at_ms: now,
+        first_chunk,
     };
     let body = serde_json::to_vec(&manifest).unwrap_or_default();
     pending.push(send(producer, topic, &manifest_key(owner), Some(&body)).await?);

@@ -347,6 +347,18 @@ pub async fn read_to_end(
     topic: &str,
     mut f: impl FnMut(&str, Option<&[u8]>),
 ) -> Result<(), Error> {
+    read_tail(settings, topic, None, &mut f).await?;
+    Ok(())
+}
+
+/// Reads each partition of a topic from `start` (its beginning when `None`) to its current
+/// end, handing each record's key and value to `f`.
+pub(crate) async fn read_tail(
+    settings: &Settings,
+    topic: &str,
+    start: Option<Start>,
+    mut f: impl FnMut(&str, Option<&[u8]>),
+) -> Result<Tail, Error> {
     let c: StreamConsumer = client_config(settings)
         .set("group.id", "salespulse-topic-reader")
         .set("enable.auto.commit", "false")
@@ -354,15 +366,59 @@ pub async fn read_to_end(
         .set("auto.offset.reset", "earliest")
         .create()
         .map_err(|e| Error::kafka("creating a topic reader", e))?;
-    let parts = assign_from_beginning(&c, topic)?;
-    let end = high_watermarks(&c, topic, &parts)?;
-    let mut reader = ReadToEnd::new(&c, topic, end, HashMap::new());
+    let parts = partitions(&c, topic)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut from = HashMap::new();
+    let mut ends = HashMap::new();
+    let mut tail = Tail {
+        started: 0,
+        whole: true,
+        partitions: parts.len(),
+    };
+    for p in &parts {
+        let (low, high) = watermarks(&c, topic, *p)?;
+        let at = match start {
+            None => low,
+            Some(Start::Last(n)) => (high - n).max(low),
+            Some(Start::At(o)) => o.clamp(low, high),
+        };
+        tail.started = at;
+        tail.whole &= at == low;
+        if high > at {
+            ends.insert(*p, high);
+        }
+        from.insert(*p, at);
+        tpl.add_partition_offset(topic, *p, Offset::Offset(at))
+            .map_err(|e| Error::kafka("assigning partitions", e))?;
+    }
+    c.assign(&tpl)
+        .map_err(|e| Error::kafka("assigning partitions", e))?;
+    let mut reader = ReadToEnd::new(&c, topic, ends, from);
     while let Some(m) = reader.next().await? {
         if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
             f(key, m.payload());
         }
     }
-    Ok(())
+    Ok(tail)
+}
+
+/// What [`read_tail`] read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tail {
+    /// Offset it started from (of the last partition).
+    pub started: i64,
+    /// Whether it read every partition from its beginning.
+    pub whole: bool,
+    pub partitions: usize,
+}
+
+/// Where [`read_tail`] starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Start {
+    /// This many records before the end.
+    Last(i64),
+    /// At this offset.
+    At(i64),
 }
 
 /// Reads the compacted metrics topic to the end and keeps this service's latest values.

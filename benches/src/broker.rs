@@ -97,11 +97,14 @@ pub fn start_deals(
         .unwrap_or_else(|e| panic!("{bin}: {e} (build with cargo build --release --bins)"))
 }
 
-/// Sum of the offsets `group` has committed on `topic`.
+/// Sum of the offsets `group` has committed on every partition of `topic`.
 pub fn committed(c: &BaseConsumer, group_topic: &str) -> i64 {
+    let Ok(md) = c.fetch_metadata(Some(group_topic), Duration::from_secs(5)) else {
+        return 0;
+    };
     let mut parts = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        parts.add_partition(group_topic, p);
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        parts.add_partition(group_topic, p.id());
     }
     c.committed_offsets(parts, Duration::from_secs(5))
         .map(|t| {
@@ -114,6 +117,16 @@ pub fn committed(c: &BaseConsumer, group_topic: &str) -> i64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// The text of a service's `/metrics`.
+pub async fn metrics_text(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body")
 }
 
 /// A consumer that only reads `group`'s committed offsets.

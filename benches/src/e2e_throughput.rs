@@ -18,7 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use salespulse_bench::broker::{
     bootstrap, committed, cpu_seconds, create_topic, end_offsets, group_watcher, latest_values,
-    peak_rss_mib, produce_all, start_deals,
+    metrics_text, peak_rss_mib, produce_all, start_deals,
 };
 use salespulse_bench::deal_records;
 
@@ -206,30 +206,8 @@ fn internal_consumed(c: &BaseConsumer, app: &str) -> bool {
     !internal.is_empty()
         && internal.iter().all(|t| {
             let end = end_offsets(c, t);
-            end > 0 && committed_all(c, t) >= end
+            end > 0 && committed(c, t) >= end
         })
-}
-
-/// Like [`committed`], over every partition of `topic`.
-fn committed_all(c: &BaseConsumer, topic: &str) -> i64 {
-    let Ok(md) = c.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
-        return 0;
-    };
-    let mut parts = TopicPartitionList::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        parts.add_partition(topic, p.id());
-    }
-    c.committed_offsets(parts, Duration::from_secs(5))
-        .map(|t| {
-            t.elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 fn report(what: &str, r: &Run) {
@@ -289,12 +267,7 @@ struct RepNumbers {
 /// The service's per-rep numbers from its `/metrics`: wins and losses of the last 30 days
 /// (every record of the run lies in them), open pipeline summed over the stages.
 async fn scrape(port: u16) -> HashMap<String, RepNumbers> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
+    let text = metrics_text(port).await;
     let mut reps: HashMap<String, RepNumbers> = HashMap::new();
     for line in text.lines().filter(|l| l.starts_with("sales_rep_")) {
         let Some((name_labels, value)) = line.rsplit_once(' ') else {

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use salespulse_bench::broker::{
-    committed, create_topic, group_watcher, produce_all, start_deals, terminate,
+    committed, create_topic, group_watcher, metrics_text, produce_all, start_deals, terminate,
 };
 use salespulse_bench::deal_records;
 
@@ -30,12 +30,7 @@ async fn ready_after(port: u16, started: Instant) -> f64 {
 }
 
 async fn gauge(port: u16, family: &str) -> f64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
+    let text = metrics_text(port).await;
     text.lines()
         .find(|l| l.starts_with(family))
         .and_then(|l| l.rsplit(' ').next())

@@ -389,6 +389,9 @@ impl<'a, P: Processor> Instance<'a, P> {
         let (slots, generation) = self.slots.ownership.current();
         if self.role.must_take_over(generation) {
             self.take_over(consumer, &slots, generation).await;
+            // A new leader announces what it kept pending before this tick's commit and
+            // snapshot say that the records behind it are done.
+            self.announce_celebrations().await?;
         }
         if !self.role.leads() {
             self.expire_pending_wins();
@@ -731,6 +734,8 @@ impl<'a, P: Processor> Instance<'a, P> {
     async fn stop(mut self, consumer: &StreamConsumer) -> Result<(), Error> {
         self.shared.ready.store(false, Ordering::Relaxed);
         self.core.tick(now_ms());
+        // The last commit covers every record read, so their celebrations go out first.
+        self.announce_celebrations().await?;
         let (slots, generation) = self.slots.ownership.current();
         if self.role.exports(generation) {
             let subjects = self.owned_changes(&slots);

@@ -59,8 +59,14 @@ async fn wait_bookings(svc: &Service, want: f64, within: Duration) -> Duration {
     while bookings_today(svc).await != Some(want) {
         assert!(
             start.elapsed() < within,
-            "bookings never reached {want} within {within:?}: {:?}",
-            bookings_today(svc).await
+            "bookings never reached {want} within {within:?}: {:?}\nthe service's log ends:\n{}\nthe broker's log ends:\n{}",
+            bookings_today(svc).await,
+            log_tail(&svc.log),
+            log_tail(
+                &std::env::var_os("SALESPULSE_CACHE")
+                    .map_or_else(|| root().join(".cache"), std::path::PathBuf::from)
+                    .join(format!("kafka/run-{PORT}/broker.log"))
+            )
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

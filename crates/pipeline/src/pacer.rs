@@ -8,8 +8,9 @@
 //! interval doubles at each tick up to `publish.catch_up_interval_ms`. A series
 //! changes once per tick however many records moved it, so while a backlog is worked off
 //! most of a tick's output would be values that are out of date as soon as they are published;
-//! fewer ticks leave more of the loop to the backlog. Caught up, the next tick is paced as
-//! above again.
+//! fewer ticks leave more of the loop to the backlog. Once every input partition has been read
+//! to its end, the loop ticks at once instead of waiting out the stretched interval, and the
+//! ticks after it are paced as above again.
 
 use std::time::Duration;
 
@@ -48,6 +49,11 @@ impl Pacer {
             let from = self.stretched.unwrap_or_else(|| self.paced());
             (from * 2).clamp(self.paced(), self.catch_up)
         });
+    }
+
+    /// Whether ticks are spaced out for a backlog.
+    pub fn stretched(&self) -> bool {
+        self.stretched.is_some()
     }
 
     /// Time from the end of one tick to the start of the next.
@@ -130,8 +136,10 @@ mod tests {
             stretched,
             [200, 400, 800, 1600, 3200, 5000, 5000, 5000].map(|ms| ms * MS)
         );
+        assert!(p.stretched());
         // Caught up: paced by the cost of a tick again at once.
         p.record(MS, false);
+        assert!(!p.stretched());
         assert_eq!(p.interval(), 100 * MS);
     }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures_util::FutureExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -134,7 +134,14 @@ pub async fn run<P: Processor>(
                 next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
             }
             m = io.roster.recv() => instance.on_roster(m),
-            m = io.input.recv() => instance.on_input(&io.input, m).await?,
+            m = io.input.recv() => {
+                instance.on_input(&io.input, m).await?;
+                // A backlog worked off: the board is brought up to date now, not at the end
+                // of an interval stretched for the backlog.
+                if pacer.stretched() && instance.caught_up() {
+                    next_tick.as_mut().reset(tokio::time::Instant::now());
+                }
+            }
         }
     }
     instance.stop(&io.input).await?;
@@ -219,9 +226,8 @@ struct Instance<'a, P: Processor> {
     out: Outputs<'a>,
     input_counters: TopicCounters,
     roster_counters: TopicCounters,
-    /// What this instance exported: on /metrics, and on the metrics topic (read back from the
-    /// topic whenever its slots change).
-    shown: Differ,
+    /// What this instance exported to the metrics topic (read back from the topic whenever its
+    /// slots change). `/metrics` shows the same series: each tick's changes go to both.
     differ: Differ,
     role: Role,
     slots: Slots,
@@ -233,6 +239,8 @@ struct Instance<'a, P: Processor> {
     acked_before: Vec<DeliveryFuture>,
     /// The ends of the input partitions as last measured.
     highs: BTreeMap<i32, i64>,
+    /// The input partitions read to their end since the last tick.
+    at_end: BTreeSet<i32>,
     lag_checked: Instant,
     max_lag: Option<i64>,
 }
@@ -263,7 +271,6 @@ impl<'a, P: Processor> Instance<'a, P> {
             started,
             core,
             out,
-            shown: Differ::default(),
             differ: Differ::default(),
             role: Role::new(positions.restoring()),
             slots: Slots {
@@ -284,6 +291,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             celebrations: Celebrations::default(),
             acked_before: Vec::new(),
             highs: BTreeMap::new(),
+            at_end: BTreeSet::new(),
             lag_checked: Instant::now(),
             max_lag: None,
             shared: s,
@@ -344,6 +352,9 @@ impl<'a, P: Processor> Instance<'a, P> {
         while let Some(r) = m.take() {
             match r {
                 Ok(m) => self.on_input_record(&m).await?,
+                Err(KafkaError::PartitionEOF(p)) => {
+                    self.at_end.insert(p);
+                }
                 Err(e) => warn!(error = %e, "input consumer error"),
             }
             batch += 1;
@@ -380,6 +391,7 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// Runs one tick; returns how long its work on the state took (moving the windows and
     /// exporting the changes), not counting waits for the broker.
     async fn on_tick(&mut self, consumer: &StreamConsumer) -> Result<Duration, Error> {
+        self.at_end.clear();
         self.check_restored();
         let began = Instant::now();
         self.core.tick(now_ms());
@@ -505,7 +517,6 @@ impl<'a, P: Processor> Instance<'a, P> {
     ) {
         let was_leader = self.role.leads();
         self.role.begin_take_over();
-        self.shown = Differ::default();
         self.shared.board.clear();
         match self.take_over_slots(consumer, slots, was_leader).await {
             Ok((leads, published)) => {
@@ -520,7 +531,6 @@ impl<'a, P: Processor> Instance<'a, P> {
             }
             Err(error) => {
                 TakeOverFailed { error: &error }.emit(self.shared.health);
-                self.shown = Differ::default();
                 self.shared.board.clear();
             }
         }
@@ -558,7 +568,10 @@ impl<'a, P: Processor> Instance<'a, P> {
             subject,
             series: Vec::new(),
         }));
-        self.shared.board.apply(&self.shown.diff(full.clone()));
+        // The board starts empty; the topic only needs what differs from what it holds.
+        self.shared
+            .board
+            .apply(&Differ::default().diff(full.clone()));
         let changes = self.differ.diff(full);
         let t = &self.shared.settings.topics;
         let format = self.shared.settings.publish.format;
@@ -600,7 +613,6 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// Exports the changed series of the owned slots: to /metrics and to the metrics topic.
     async fn export_changes(&mut self, slots: &BTreeSet<i32>) -> Result<(), Error> {
         let subjects = self.owned_changes(slots);
-        self.shared.board.apply(&self.shown.diff(subjects.clone()));
         self.publish_changes(subjects).await
     }
 
@@ -615,6 +627,7 @@ impl<'a, P: Processor> Instance<'a, P> {
 
     async fn publish_changes(&mut self, subjects: Vec<SubjectSeries>) -> Result<(), Error> {
         let changes = self.differ.diff(subjects);
+        self.shared.board.apply(&changes);
         let t = &self.shared.settings.topics;
         let format = self.shared.settings.publish.format;
         self.out.publish(&t.metrics, &changes, format).await
@@ -703,6 +716,11 @@ impl<'a, P: Processor> Instance<'a, P> {
             }
         }
         self.max_lag = Some(worst);
+    }
+
+    /// Whether every input partition was read to its end since the last tick.
+    fn caught_up(&self) -> bool {
+        self.parts.iter().all(|p| self.at_end.contains(p))
     }
 
     /// Whether some input partition is further behind than readiness allows. Not while

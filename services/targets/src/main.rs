@@ -67,6 +67,12 @@ async fn import(
     Ok(())
 }
 
+/// The services allocate and free many short-lived buffers per tick from several threads
+/// (the loop, librdkafka's delivery reports); mimalloc keeps that off the global lock and the
+/// page-fault path that the system allocator takes.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

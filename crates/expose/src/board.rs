@@ -45,7 +45,8 @@ impl Exposed {
 
 #[derive(Debug, Default)]
 pub struct Board {
-    series: DashMap<String, Entry>,
+    /// Looked up once per changed series per tick: a fast hash, seeded per process.
+    series: DashMap<String, Entry, foldhash::fast::RandomState>,
     exposed: Exposed,
     /// Series per family; written by the single loop that applies changes.
     counts: Mutex<HashMap<(Scope, Metric), usize>>,
@@ -56,7 +57,7 @@ pub struct Board {
 impl Board {
     pub fn new(exposed: Exposed) -> Self {
         Board {
-            series: DashMap::new(),
+            series: DashMap::default(),
             exposed,
             counts: Mutex::default(),
             refused: DashMap::new(),

@@ -349,9 +349,12 @@ impl<'a, P: Processor> Instance<'a, P> {
     ) -> Result<(), Error> {
         let mut m = Some(first);
         let mut batch = 0;
+        // One look at the clock per batch: a batch takes milliseconds, and the clock only
+        // serves to reject records from the future.
+        let now = now_ms();
         while let Some(r) = m.take() {
             match r {
-                Ok(m) => self.on_input_record(&m).await?,
+                Ok(m) => self.on_input_record(&m, now).await?,
                 Err(KafkaError::PartitionEOF(p)) => {
                     self.at_end.insert(p);
                 }
@@ -367,14 +370,14 @@ impl<'a, P: Processor> Instance<'a, P> {
 
     /// Applies one input record. A replayed record announced its celebrations in the run that
     /// processed it live; only the leader counts and dead-letters records.
-    async fn on_input_record(&mut self, m: &BorrowedMessage<'_>) -> Result<(), Error> {
+    async fn on_input_record(&mut self, m: &BorrowedMessage<'_>, now: i64) -> Result<(), Error> {
         let p = m.partition();
         let live = self.positions.is_live(p, m.offset());
         let payload = m.payload().unwrap_or_default();
         self.core.set_live(live);
         let contract = self.shared.contract;
         let res = Format::from_content_type(content_type(m))
-            .and_then(|f| self.core.handle(contract, m.key(), payload, f, now_ms()));
+            .and_then(|f| self.core.handle(contract, m.key(), payload, f, now));
         if live && self.role.leads() {
             match res {
                 Ok(outcome) => self.input_counters.count(m, outcome),

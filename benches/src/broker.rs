@@ -90,9 +90,17 @@ pub fn start_deals(
             format!("bench.{suffix}.{t}"),
         );
     }
+    // BENCH_SERVICE_LOG=<file> keeps the service's log (appended to) for a look at its timing.
+    let log = std::env::var_os("BENCH_SERVICE_LOG").map_or_else(Stdio::null, |path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_or_else(|e| panic!("{}: {e}", path.to_string_lossy()), Stdio::from)
+    });
     cmd.envs(env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap_or_else(|e| panic!("{bin}: {e} (build with cargo build --release --bins)"))
 }

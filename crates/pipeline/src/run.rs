@@ -45,7 +45,7 @@ use crate::sink::{create_producer, settle, Outputs};
 use crate::snapshot::Manifest;
 use crate::source::{
     apply_roster, assign_input, catch_up_dead_letters, content_type, read_board, read_to_end,
-    roster_consumer, Positions, TopicCounters,
+    roster_consumer, InputConsumer, Positions, TopicCounters,
 };
 use crate::Error;
 
@@ -175,7 +175,7 @@ fn service_topics(settings: &Settings, input: &str, celebrates: bool) -> Vec<Top
 /// What the loop reads from; apart from the instance so that a record borrowed from a
 /// consumer can be handed to it.
 struct Inputs {
-    input: StreamConsumer,
+    input: InputConsumer,
     roster: StreamConsumer,
 }
 
@@ -344,7 +344,7 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// select: the per-record cost of the loop stays close to that of the consumer itself.
     async fn on_input(
         &mut self,
-        consumer: &StreamConsumer,
+        consumer: &InputConsumer,
         first: KafkaResult<BorrowedMessage<'_>>,
     ) -> Result<(), Error> {
         let mut m = Some(first);
@@ -393,7 +393,7 @@ impl<'a, P: Processor> Instance<'a, P> {
 
     /// Runs one tick; returns how long its work on the state took (moving the windows and
     /// exporting the changes), not counting waits for the broker.
-    async fn on_tick(&mut self, consumer: &StreamConsumer) -> Result<Duration, Error> {
+    async fn on_tick(&mut self, consumer: &InputConsumer) -> Result<Duration, Error> {
         self.at_end.clear();
         self.check_restored();
         let began = Instant::now();
@@ -514,7 +514,7 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// fails (the broker away) is retried at the next tick, from the start.
     async fn take_over(
         &mut self,
-        consumer: &StreamConsumer,
+        consumer: &InputConsumer,
         slots: &BTreeSet<i32>,
         generation: u64,
     ) {
@@ -542,7 +542,7 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// Returns whether this instance leads, and how many records it published.
     async fn take_over_slots(
         &mut self,
-        consumer: &StreamConsumer,
+        consumer: &InputConsumer,
         slots: &BTreeSet<i32>,
         was_leader: bool,
     ) -> Result<(bool, usize), Error> {
@@ -587,7 +587,7 @@ impl<'a, P: Processor> Instance<'a, P> {
 
     /// Taking the leader slot: celebrations already announced are read back, and the dead
     /// letters the previous leader may not have produced are.
-    async fn take_leadership(&mut self, consumer: &StreamConsumer) -> Result<(), Error> {
+    async fn take_leadership(&mut self, consumer: &InputConsumer) -> Result<(), Error> {
         let s = &self.shared;
         let announced = &mut self.celebrations.announced;
         announced.clear();
@@ -639,7 +639,7 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// Offsets move one tick behind: those read up to the previous tick are committed once
     /// everything produced for them is acknowledged, which by now it almost always is, so the
     /// loop rarely waits for the broker.
-    async fn commit_and_snapshot(&mut self, consumer: &StreamConsumer) -> Result<(), Error> {
+    async fn commit_and_snapshot(&mut self, consumer: &InputConsumer) -> Result<(), Error> {
         settle(&mut self.acked_before).await?;
         let leads = self.role.leads();
         if leads {
@@ -694,7 +694,7 @@ impl<'a, P: Processor> Instance<'a, P> {
     }
 
     /// A metadata round trip per partition: done every few seconds, not per tick.
-    fn measure_lag(&mut self, consumer: &StreamConsumer) {
+    fn measure_lag(&mut self, consumer: &InputConsumer) {
         if self.lag_checked.elapsed() < LAG_EVERY && self.max_lag.is_some() {
             return;
         }
@@ -752,7 +752,7 @@ impl<'a, P: Processor> Instance<'a, P> {
 
     /// Publishes what is left, commits and writes a last snapshot; leaving the slots group
     /// (dropping its consumer) hands the slots over at once.
-    async fn stop(mut self, consumer: &StreamConsumer) -> Result<(), Error> {
+    async fn stop(mut self, consumer: &InputConsumer) -> Result<(), Error> {
         self.shared.ready.store(false, Ordering::Relaxed);
         self.core.tick(now_ms());
         // The last commit covers every record read, so their celebrations go out first.
@@ -885,7 +885,7 @@ pub(crate) async fn serve_http(
 
 /// Commits the next offset of every partition that is past its restore point.
 fn commit(
-    consumer: &StreamConsumer,
+    consumer: &InputConsumer,
     topic: &str,
     next: &std::collections::HashMap<i32, i64>,
     restore_until: &std::collections::HashMap<i32, i64>,

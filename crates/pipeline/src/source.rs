@@ -4,8 +4,11 @@
 use std::collections::HashMap;
 
 use prometheus::{Gauge, IntCounter};
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 use salespulse_aggregate::{metric_of_key, subject_of_key, Differ, Metric, Outcome};
 use salespulse_decode::{Contract, Format};
@@ -93,6 +96,33 @@ impl Positions {
     }
 }
 
+/// The input consumer's context. The end of a partition is expected (it ends a backlog, see
+/// the pacer) and comes back from `recv`; rust-rdkafka also hands it to the context as a
+/// global error, which the default context would log at error level for every fetch that
+/// reaches the end.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct InputContext;
+
+impl ClientContext for InputContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !is_partition_end(&error) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for InputContext {}
+
+/// The consumer of a service's input topic.
+pub(crate) type InputConsumer = StreamConsumer<InputContext>;
+
+fn is_partition_end(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::Global(RDKafkaErrorCode::PartitionEOF) | KafkaError::PartitionEOF(_)
+    )
+}
+
 /// Creates the input consumer of `group`, assigns it the partitions of `topic` from where
 /// the snapshot left off, and returns them with the plan.
 pub(crate) fn assign_input(
@@ -100,8 +130,8 @@ pub(crate) fn assign_input(
     group: &str,
     topic: &str,
     snapshot: Option<&std::collections::BTreeMap<i32, i64>>,
-) -> Result<(StreamConsumer, Vec<i32>, Positions), Error> {
-    let consumer: StreamConsumer = client_config(settings)
+) -> Result<(InputConsumer, Vec<i32>, Positions), Error> {
+    let consumer: InputConsumer = client_config(settings)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -110,7 +140,7 @@ pub(crate) fn assign_input(
         // The end of a partition ends a backlog: the loop then ticks without waiting out a
         // stretched interval.
         .set("enable.partition.eof", "true")
-        .create()
+        .create_with_context(InputContext)
         .map_err(|e| Error::kafka("creating the input consumer", e))?;
     let parts = {
         let probe: BaseConsumer = client_config(settings)
@@ -248,7 +278,7 @@ pub(crate) fn roster_consumer(
 pub(crate) async fn catch_up_dead_letters<P: Processor>(
     settings: &Settings,
     contract: &Contract,
-    consumer: &StreamConsumer,
+    consumer: &InputConsumer,
     input: &str,
     pos: &mut Positions,
     out: &mut Outputs<'_>,
@@ -477,6 +507,20 @@ pub(crate) fn format_of(m: &BorrowedMessage<'_>, default: PublishFormat) -> Publ
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_end_of_a_partition_is_not_an_error_for_the_log() {
+        assert!(is_partition_end(&KafkaError::Global(
+            RDKafkaErrorCode::PartitionEOF
+        )));
+        assert!(is_partition_end(&KafkaError::PartitionEOF(2)));
+        assert!(!is_partition_end(&KafkaError::Global(
+            RDKafkaErrorCode::BrokerTransportFailure
+        )));
+        assert!(!is_partition_end(&KafkaError::MessageConsumption(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        )));
+    }
 
     #[test]
     fn a_start_replays_from_the_snapshot_and_stays_quiet_up_to_the_committed_offsets() {

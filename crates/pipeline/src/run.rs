@@ -44,8 +44,8 @@ use crate::role::Role;
 use crate::sink::{create_producer, settle, Outputs};
 use crate::snapshot::Manifest;
 use crate::source::{
-    apply_roster, assign_input, catch_up_dead_letters, content_type, read_board, read_to_end,
-    roster_consumer, InputConsumer, Positions, TopicCounters,
+    apply_roster, assign_input, catch_up_dead_letters, content_type, end_probe, read_board,
+    read_to_end, roster_consumer, InputConsumer, Positions, TopicCounters,
 };
 use crate::Error;
 
@@ -237,8 +237,9 @@ struct Instance<'a, P: Processor> {
     celebrations: Celebrations,
     /// Deliveries of what the previous tick produced: awaited before its offsets are committed.
     acked_before: Vec<DeliveryFuture>,
-    /// The ends of the input partitions as last measured.
+    /// The ends of the input partitions as last measured, and the client that measures them.
     highs: BTreeMap<i32, i64>,
+    end_probe: BaseConsumer,
     /// The input partitions read to their end since the last tick.
     at_end: BTreeSet<i32>,
     lag_checked: Instant,
@@ -291,6 +292,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             celebrations: Celebrations::default(),
             acked_before: Vec::new(),
             highs: BTreeMap::new(),
+            end_probe: end_probe(s.settings)?,
             at_end: BTreeSet::new(),
             lag_checked: Instant::now(),
             max_lag: None,
@@ -419,7 +421,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             work += began.elapsed();
         }
         self.commit_and_snapshot(consumer).await?;
-        self.measure_lag(consumer);
+        self.measure_lag();
         self.report_health();
         Ok(work)
     }
@@ -693,8 +695,8 @@ impl<'a, P: Processor> Instance<'a, P> {
         Ok(())
     }
 
-    /// A metadata round trip per partition: done every few seconds, not per tick.
-    fn measure_lag(&mut self, consumer: &InputConsumer) {
+    /// A round trip to the broker per partition: done every few seconds, not per tick.
+    fn measure_lag(&mut self) {
         if self.lag_checked.elapsed() < LAG_EVERY && self.max_lag.is_some() {
             return;
         }
@@ -703,7 +705,8 @@ impl<'a, P: Processor> Instance<'a, P> {
         let mut worst = 0;
         for p in &self.parts {
             let high = tokio::task::block_in_place(|| {
-                consumer.fetch_watermarks(input, *p, Duration::from_secs(2))
+                self.end_probe
+                    .fetch_watermarks(input, *p, Duration::from_secs(2))
             });
             if let Ok((_, high)) = high {
                 self.highs.insert(*p, high);

@@ -123,6 +123,18 @@ fn is_partition_end(error: &KafkaError) -> bool {
     )
 }
 
+/// A client of its own for measuring the ends of the input partitions. On the input
+/// consumer's connection a query for them waits behind its fetch, which the broker holds up to
+/// `fetch.wait.max.ms` (500 ms) when there is nothing new: about a second for three idle
+/// partitions, during which the loop stood still.
+pub(crate) fn end_probe(settings: &Settings) -> Result<BaseConsumer, Error> {
+    client_config(settings)
+        // The ends a read_committed consumer reaches: the last stable offsets.
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| Error::kafka("creating the client that measures lag", e))
+}
+
 /// Creates the input consumer of `group`, assigns it the partitions of `topic` from where
 /// the snapshot left off, and returns them with the plan.
 pub(crate) fn assign_input(

@@ -230,27 +230,6 @@ pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
     }
 }
 
-/// The offsets a consumer's group has committed. A broker that has just started may not have
-/// a group coordinator yet, so errors are retried for up to 30 s before they count.
-pub fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
-    consumer: &impl Consumer<C>,
-    tpl: &rdkafka::TopicPartitionList,
-) -> Result<rdkafka::TopicPartitionList, Error> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
-            Ok(c) => return Ok(c),
-            Err(e) if std::time::Instant::now() >= deadline => {
-                return Err(Error::kafka("reading committed offsets", e))
-            }
-            Err(e) => {
-                tracing::info!(error = %e, "group coordinator not ready; retrying");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-    }
-}
-
 /// Error codes that pass on their own while the cluster still serves: a broker that went away
 /// (the others take over its partitions), a leader or controller that moved, a request that
 /// timed out. librdkafka keeps retrying; a reader logs them and goes on, an admin operation is

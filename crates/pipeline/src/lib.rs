@@ -4,6 +4,7 @@
 pub mod config;
 mod events;
 pub mod kafka;
+mod offsets;
 mod ownership;
 mod pacer;
 mod processor;

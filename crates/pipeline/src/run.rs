@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::FutureExt;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -37,6 +37,7 @@ use crate::events::{
     TakeOverFailed,
 };
 use crate::kafka::{client_config, ensure_topics, partitions, ReadToEnd, TopicSpec};
+use crate::offsets::GroupOffsets;
 use crate::ownership::{slot_of, Handover, Ownership, SlotsContext, LEADER_SLOT};
 use crate::pacer::Pacer;
 use crate::processor::Processor;
@@ -127,7 +128,7 @@ pub async fn run<P: Processor>(
                 break;
             }
             _ = &mut next_tick => {
-                let took = instance.on_tick(&io.input).await?;
+                let took = instance.on_tick().await?;
                 pacer.record(took, instance.behind());
                 let interval = pacer.interval();
                 health.tick_interval.set(interval.as_secs_f64());
@@ -144,7 +145,7 @@ pub async fn run<P: Processor>(
             }
         }
     }
-    instance.stop(&io.input).await?;
+    instance.stop().await?;
     http.abort();
     info!("stopped cleanly");
     Ok(())
@@ -235,6 +236,8 @@ struct Instance<'a, P: Processor> {
     parts: Vec<i32>,
     snapshots: Snapshots,
     celebrations: Celebrations,
+    /// Reads and commits the input group's offsets.
+    offsets: GroupOffsets<'a>,
     /// Deliveries of what the previous tick produced: awaited before its offsets are committed.
     acked_before: Vec<DeliveryFuture>,
     /// The ends of the input partitions as last measured, and the client that measures them.
@@ -258,8 +261,14 @@ impl<'a, P: Processor> Instance<'a, P> {
         let count = i32::try_from(partitions(&consumer, slots_topic)?.len()).unwrap_or(1);
         let (roster, roster_end) = roster_consumer(s.settings, &s.svc.group_id)?;
         let positions = last.as_ref().map(|m| &m.positions);
-        let (input, parts, positions) =
-            assign_input(s.settings, &s.svc.group_id, s.input, positions)?;
+        let mut offsets = GroupOffsets::new(s.settings, &s.svc.group_id)?;
+        let (input, parts, positions) = assign_input(
+            s.settings,
+            &mut offsets,
+            &s.svc.group_id,
+            s.input,
+            positions,
+        )?;
         let out = Outputs::new(
             producer,
             s.health,
@@ -290,6 +299,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 at: Instant::now(),
             },
             celebrations: Celebrations::default(),
+            offsets,
             acked_before: Vec::new(),
             highs: BTreeMap::new(),
             end_probe: end_probe(s.settings)?,
@@ -395,7 +405,7 @@ impl<'a, P: Processor> Instance<'a, P> {
 
     /// Runs one tick; returns how long its work on the state took (moving the windows and
     /// exporting the changes), not counting waits for the broker.
-    async fn on_tick(&mut self, consumer: &InputConsumer) -> Result<Duration, Error> {
+    async fn on_tick(&mut self) -> Result<Duration, Error> {
         self.at_end.clear();
         self.check_restored();
         let began = Instant::now();
@@ -405,7 +415,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.poll_slots()?;
         let (slots, generation) = self.slots.ownership.current();
         if self.role.must_take_over(generation) {
-            self.take_over(consumer, &slots, generation).await;
+            self.take_over(&slots, generation).await;
             // A new leader announces what it kept pending before this tick's commit and
             // snapshot say that the records behind it are done.
             self.announce_celebrations().await?;
@@ -420,7 +430,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             self.export_changes(&slots).await?;
             work += began.elapsed();
         }
-        self.commit_and_snapshot(consumer).await?;
+        self.commit_and_snapshot().await?;
         self.measure_lag();
         self.report_health();
         Ok(work)
@@ -514,16 +524,11 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// Starts over from what the metrics topic holds for the newly assigned slots. Not leading
     /// (no commits, snapshots or announcements) until the take-over is complete; one that
     /// fails (the broker away) is retried at the next tick, from the start.
-    async fn take_over(
-        &mut self,
-        consumer: &InputConsumer,
-        slots: &BTreeSet<i32>,
-        generation: u64,
-    ) {
+    async fn take_over(&mut self, slots: &BTreeSet<i32>, generation: u64) {
         let was_leader = self.role.leads();
         self.role.begin_take_over();
         self.shared.board.clear();
-        match self.take_over_slots(consumer, slots, was_leader).await {
+        match self.take_over_slots(slots, was_leader).await {
             Ok((leads, published)) => {
                 self.role.took_over(generation, leads);
                 SlotsTakenOver {
@@ -544,7 +549,6 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// Returns whether this instance leads, and how many records it published.
     async fn take_over_slots(
         &mut self,
-        consumer: &InputConsumer,
         slots: &BTreeSet<i32>,
         was_leader: bool,
     ) -> Result<(bool, usize), Error> {
@@ -582,14 +586,14 @@ impl<'a, P: Processor> Instance<'a, P> {
         let format = self.shared.settings.publish.format;
         self.out.publish(&t.metrics, &changes, format).await?;
         if leads && !was_leader {
-            self.take_leadership(consumer).await?;
+            self.take_leadership().await?;
         }
         Ok((leads, changes.len()))
     }
 
     /// Taking the leader slot: celebrations already announced are read back, and the dead
     /// letters the previous leader may not have produced are.
-    async fn take_leadership(&mut self, consumer: &InputConsumer) -> Result<(), Error> {
+    async fn take_leadership(&mut self) -> Result<(), Error> {
         let s = &self.shared;
         let announced = &mut self.celebrations.announced;
         announced.clear();
@@ -602,7 +606,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         let caught = catch_up_dead_letters::<P>(
             s.settings,
             s.contract,
-            consumer,
+            &mut self.offsets,
             s.input,
             &mut self.positions,
             &mut self.out,
@@ -641,17 +645,15 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// Offsets move one tick behind: those read up to the previous tick are committed once
     /// everything produced for them is acknowledged, which by now it almost always is, so the
     /// loop rarely waits for the broker.
-    async fn commit_and_snapshot(&mut self, consumer: &InputConsumer) -> Result<(), Error> {
+    async fn commit_and_snapshot(&mut self) -> Result<(), Error> {
         settle(&mut self.acked_before).await?;
         let leads = self.role.leads();
         if leads {
             let pos = &self.positions;
-            commit(
-                consumer,
-                self.shared.input,
-                &pos.committable,
-                &pos.quiet_until,
-            )?;
+            let tpl = commit_list(self.shared.input, &pos.committable, &pos.quiet_until)?;
+            if tpl.count() > 0 {
+                self.offsets.commit(&tpl)?;
+            }
         }
         let due = self.snapshots.at.elapsed() >= self.snapshots.every;
         if leads && self.snapshots.enabled && !self.role.is_restoring() && due {
@@ -755,7 +757,7 @@ impl<'a, P: Processor> Instance<'a, P> {
 
     /// Publishes what is left, commits and writes a last snapshot; leaving the slots group
     /// (dropping its consumer) hands the slots over at once.
-    async fn stop(mut self, consumer: &InputConsumer) -> Result<(), Error> {
+    async fn stop(mut self) -> Result<(), Error> {
         self.shared.ready.store(false, Ordering::Relaxed);
         self.core.tick(now_ms());
         // The last commit covers every record read, so their celebrations go out first.
@@ -769,20 +771,17 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.out.settle().await?;
         if self.role.leads() {
             let pos = &self.positions;
-            commit(consumer, self.shared.input, &pos.next, &pos.quiet_until)?;
+            let tpl = commit_list(self.shared.input, &pos.next, &pos.quiet_until)?;
+            if tpl.count() > 0 {
+                if let Err(e) = self.offsets.commit_and_wait(&tpl, Duration::from_secs(10)) {
+                    // The next start replays from the offsets committed last: nothing is lost.
+                    warn!(error = %e, "committing offsets at shutdown failed");
+                }
+            }
             if self.snapshots.enabled && !self.role.is_restoring() {
                 self.write_snapshot().await?;
             }
         }
-        consumer
-            .commit_consumer_state(CommitMode::Sync)
-            .or_else(|e| match e {
-                rdkafka::error::KafkaError::ConsumerCommit(
-                    rdkafka::types::RDKafkaErrorCode::NoOffset,
-                ) => Ok(()),
-                e => Err(e),
-            })
-            .map_err(|e| Error::kafka("committing offsets at shutdown", e))?;
         // The callbacks clear the board first.
         drop(self.slots);
         Ok(())
@@ -886,13 +885,12 @@ pub(crate) async fn serve_http(
     }))
 }
 
-/// Commits the next offset of every partition that is past its restore point.
-fn commit(
-    consumer: &InputConsumer,
+/// The next offset of every partition that is past its restore point.
+fn commit_list(
     topic: &str,
     next: &std::collections::HashMap<i32, i64>,
     restore_until: &std::collections::HashMap<i32, i64>,
-) -> Result<(), Error> {
+) -> Result<TopicPartitionList, Error> {
     let mut tpl = TopicPartitionList::new();
     for (p, o) in next {
         if restore_until.get(p).is_none_or(|u| o >= u) {
@@ -900,13 +898,5 @@ fn commit(
                 .map_err(|e| Error::kafka("building the commit", e))?;
         }
     }
-    if tpl.count() > 0 {
-        consumer
-            .store_offsets(&tpl)
-            .map_err(|e| Error::kafka("storing offsets", e))?;
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-            warn!(error = %e, "offset commit failed; it is retried on the next tick");
-        }
-    }
-    Ok(())
+    Ok(tpl)
 }

@@ -18,7 +18,8 @@ use tracing::warn;
 
 use crate::config::Settings;
 use crate::events::{InternalEvent, RosterRecordRejected, Source};
-use crate::kafka::{client_config, committed_offsets, partitions, watermarks, ReadToEnd};
+use crate::kafka::{client_config, partitions, watermarks, ReadToEnd};
+use crate::offsets::GroupOffsets;
 use crate::processor::Processor;
 use crate::sink::Outputs;
 use crate::Error;
@@ -135,10 +136,12 @@ pub(crate) fn end_probe(settings: &Settings) -> Result<BaseConsumer, Error> {
         .map_err(|e| Error::kafka("creating the client that measures lag", e))
 }
 
-/// Creates the input consumer of `group`, assigns it the partitions of `topic` from where
+/// Creates the input consumer of `group` (assigning partitions needs one; `offsets` reads and
+/// commits the group's offsets), assigns it the partitions of `topic` from where
 /// the snapshot left off, and returns them with the plan.
 pub(crate) fn assign_input(
     settings: &Settings,
+    offsets: &mut GroupOffsets<'_>,
     group: &str,
     topic: &str,
     snapshot: Option<&std::collections::BTreeMap<i32, i64>>,
@@ -164,7 +167,7 @@ pub(crate) fn assign_input(
     for p in &parts {
         tpl.add_partition(topic, *p);
     }
-    let committed = tokio::task::block_in_place(|| committed_offsets(&consumer, &tpl))?;
+    let committed = offsets.committed(&tpl)?;
     let mut known = Vec::new();
     for p in &parts {
         let (low, _) = watermarks(&consumer, topic, *p)?;
@@ -290,7 +293,7 @@ pub(crate) fn roster_consumer(
 pub(crate) async fn catch_up_dead_letters<P: Processor>(
     settings: &Settings,
     contract: &Contract,
-    consumer: &InputConsumer,
+    offsets: &mut GroupOffsets<'_>,
     input: &str,
     pos: &mut Positions,
     out: &mut Outputs<'_>,
@@ -299,7 +302,7 @@ pub(crate) async fn catch_up_dead_letters<P: Processor>(
     for p in pos.next.keys() {
         tpl.add_partition(input, *p);
     }
-    let committed = tokio::task::block_in_place(|| committed_offsets(consumer, &tpl))?;
+    let committed = offsets.committed(&tpl)?;
     let mut ranges = Vec::new();
     for (p, at) in pos.next.iter() {
         let Some(Offset::Offset(c)) = committed.find_partition(input, *p).map(|e| e.offset())

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use prometheus::proto::{Gauge, LabelPair, Metric as PromMetric, MetricFamily, MetricType};
 use prometheus::IntCounter;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -28,6 +28,7 @@ use tracing::{info, warn};
 use crate::config::Settings;
 use crate::events::{Announced, InternalEvent};
 use crate::kafka::{client_config, ensure_topics, partitions, TopicSpec};
+use crate::offsets::GroupOffsets;
 use crate::run::now_ms;
 use crate::sink::{create_producer, Outputs};
 use crate::source::{format_of, read_to_end};
@@ -269,7 +270,7 @@ pub async fn run_targets(
             biased;
             _ = &mut shutdown => break,
             _ = tick.tick() => {
-                me.on_tick(&consumer, &exposed).await?;
+                me.on_tick(&exposed).await?;
                 let caught_up = me.caught_up();
                 ready.store(caught_up, Ordering::Relaxed);
                 health.ready.set(i64::from(caught_up));
@@ -282,7 +283,10 @@ pub async fn run_targets(
     }
     ready.store(false, Ordering::Relaxed);
     me.out.settle().await?;
-    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    if let Err(e) = me.commit_reported(Some(Duration::from_secs(10))) {
+        // A restart then reports again the rejects read since the last commit.
+        warn!(error = %e, "committing offsets at shutdown failed");
+    }
     http.abort();
     info!("stopped cleanly");
     Ok(())
@@ -324,6 +328,8 @@ struct Targets<'a> {
     out: Outputs<'a>,
     /// Target and plan records below these were dead-lettered by an earlier run.
     reported: HashMap<At, i64>,
+    /// Reads and commits the group's offsets of the target and plan topics.
+    offsets: GroupOffsets<'a>,
     /// Per target and plan partition: the offset after the last record read.
     next_setting: HashMap<At, i64>,
     /// Ends of the inputs at start: until all are reached the board is partial.
@@ -354,7 +360,8 @@ impl<'a> Targets<'a> {
         let mut board = TargetsBoard::default();
         board.set_ramp(settings.ramp()?);
         let applied = |topic: &str| health.events.with_label_values(&[topic, "applied"]);
-        let (consumer, reported, ends) = assign_inputs(settings)?;
+        let mut offsets = GroupOffsets::new(settings, &settings.targets.group_id)?;
+        let (consumer, reported, ends) = assign_inputs(settings, &mut offsets)?;
         let mut me = Targets {
             settings,
             health,
@@ -366,6 +373,7 @@ impl<'a> Targets<'a> {
             notifier: Notifier::new(settings.alerts.clone()),
             out: Outputs::new(producer, health, &t.deadletter, SERVICE),
             reported,
+            offsets,
             next_setting: HashMap::new(),
             ends,
             read: Counters {
@@ -404,7 +412,6 @@ impl<'a> Targets<'a> {
 
     async fn on_tick(
         &mut self,
-        consumer: &StreamConsumer,
         exposed: &std::sync::RwLock<Arc<Vec<MetricFamily>>>,
     ) -> Result<(), Error> {
         let now = now_ms().div_euclid(1000);
@@ -421,7 +428,7 @@ impl<'a> Targets<'a> {
         if let Ok(mut s) = exposed.write() {
             *s = Arc::new(families);
         }
-        self.commit_reported(consumer);
+        self.commit_reported(None)?;
         let state = &self.health.state;
         state
             .with_label_values(&["targets"])
@@ -462,8 +469,8 @@ impl<'a> Targets<'a> {
     }
 
     /// Commits past the target and plan records read, so that a restart does not report
-    /// their rejects again.
-    fn commit_reported(&self, consumer: &StreamConsumer) {
+    /// their rejects again; waits up to `wait` for the outcome, else sees it next time.
+    fn commit_reported(&mut self, wait: Option<Duration>) -> Result<(), Error> {
         let mut tpl = TopicPartitionList::new();
         for ((topic, p), o) in &self.next_setting {
             if self
@@ -474,10 +481,10 @@ impl<'a> Targets<'a> {
                 let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
             }
         }
-        if tpl.count() > 0 {
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                warn!(error = %e, "offset commit failed; retried on the next tick");
-            }
+        match wait {
+            _ if tpl.count() == 0 => Ok(()),
+            Some(timeout) => self.offsets.commit_and_wait(&tpl, timeout),
+            None => self.offsets.commit(&tpl),
         }
     }
 
@@ -539,6 +546,7 @@ impl<'a> Targets<'a> {
 #[allow(clippy::type_complexity)]
 fn assign_inputs(
     settings: &Settings,
+    offsets: &mut GroupOffsets<'_>,
 ) -> Result<(StreamConsumer, HashMap<At, i64>, HashMap<At, i64>), Error> {
     let t = &settings.topics;
     let consumer: StreamConsumer = client_config(settings)
@@ -553,7 +561,8 @@ fn assign_inputs(
             tpl.add_partition(topic, p);
         }
     }
-    let reported = crate::kafka::committed_offsets(&consumer, &tpl)?
+    let reported = offsets
+        .committed(&tpl)?
         .elements()
         .iter()
         .filter_map(|e| match e.offset() {

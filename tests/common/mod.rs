@@ -394,12 +394,22 @@ pub struct Consumed {
     pub headers: BTreeMap<String, String>,
 }
 
-/// Reads a whole topic from the beginning up to its current end.
+/// Reads what is committed of a whole topic, from the beginning up to its current end, as a
+/// subscriber should (`read_committed`).
 pub fn read_topic(topic: &str) -> Vec<Consumed> {
+    read_topic_as(topic, "read_committed")
+}
+
+/// Reads a whole topic with the given `isolation.level`: `read_uncommitted` also returns
+/// records of aborted transactions.
+pub fn read_topic_as(topic: &str, isolation: &str) -> Vec<Consumed> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", "salespulse-e2e-reader")
         .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        // The last offset of a transactional partition is a marker, never delivered.
+        .set("enable.partition.eof", "true")
         .create()
         .expect("consumer");
     let md = c
@@ -427,10 +437,16 @@ pub fn read_topic(topic: &str) -> Vec<Consumed> {
         .any(|(p, e)| pos.get(p).copied().unwrap_or(0) < *e)
     {
         assert!(Instant::now() < deadline, "reading {topic} timed out");
-        let Some(m) = c.poll(Duration::from_millis(500)) else {
-            continue;
+        let m = match c.poll(Duration::from_millis(500)) {
+            None => continue,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                if let Some(e) = ends.get(&p) {
+                    pos.insert(p, *e);
+                }
+                continue;
+            }
+            Some(m) => m.expect("message"),
         };
-        let m = m.expect("message");
         pos.insert(m.partition(), m.offset() + 1);
         let headers = m
             .headers()

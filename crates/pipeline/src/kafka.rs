@@ -338,6 +338,15 @@ impl<'c, C: rdkafka::consumer::ConsumerContext + 'static> ReadToEnd<'c, C> {
                     self.pos.insert(m.partition(), m.offset() + 1);
                     return Ok(Some(m));
                 }
+                // A transactional topic's last offset is often a commit marker, which is
+                // never delivered: its end is known from the consumer reaching it
+                // (`enable.partition.eof`).
+                Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                    if let Some(end) = self.ends.get(&p).copied() {
+                        let at = self.pos.entry(p).or_default();
+                        *at = (*at).max(end);
+                    }
+                }
                 Err(e) if is_transient(&e) => {
                     self.transient_errors += 1;
                     tracing::warn!(error = %e, reading = %self.what, "transient Kafka error; reading on");

@@ -14,6 +14,7 @@ mod sink;
 mod snapshot;
 mod source;
 mod targets;
+mod transaction;
 
 pub use config::{ServiceArgs, Settings};
 pub use processor::Processor;
@@ -37,6 +38,10 @@ pub enum Error {
     },
     #[error("{0}: {1}")]
     Io(String, #[source] std::io::Error),
+    /// The instance's transactional producer cannot go on: a newer epoch fenced it (it was
+    /// paused past its transaction timeout) or it failed fatally. The instance starts over.
+    #[error("kafka: the transactional producer was fenced: {0}")]
+    Fenced(String),
 }
 
 impl Error {

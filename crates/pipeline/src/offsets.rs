@@ -98,6 +98,8 @@ impl<'a> GroupOffsets<'a> {
         client_config(settings)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
+            // Offsets committed in a transaction still open are not read as committed.
+            .set("isolation.level", "read_committed")
             .create_with_context(OffsetsContext(outcomes.clone()))
             .map_err(|e| Error::kafka("creating the offsets client", e))
     }

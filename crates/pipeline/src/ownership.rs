@@ -9,20 +9,21 @@
 //! snapshots. A single instance is assigned every slot.
 //!
 //! Hand-over is exact because the assignment protocol is eager: every member gives up all its
-//! slots (and stops exporting them, and flushes what it produced) before any member is given
-//! new ones.
+//! slots (and stops exporting them, and aborts what it produced since its last commit) before
+//! any member is given new ones. Each transaction commits under the group metadata of the
+//! assignment it exports for, which fences a member the group has moved on from
+//! (`crate::transaction`).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance};
+use rdkafka::producer::FutureProducer;
 use salespulse_aggregate::Subject;
 use salespulse_expose::Board;
-use tracing::{info, warn};
+use tracing::info;
 
 /// The slot of the deployment-wide duties.
 pub(crate) const LEADER_SLOT: i32 = 0;
@@ -45,9 +46,25 @@ pub(crate) fn slot_of(subject: &Subject, slots: i32) -> i32 {
     (h % slots.max(1) as u64) as i32
 }
 
+/// The slots group's generation and member id as of an assignment: transactions commit under
+/// it, so that the broker refuses them once the group has moved on.
+#[derive(Clone)]
+pub(crate) struct Member(pub Arc<ConsumerGroupMetadata>);
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Member")
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     slots: BTreeSet<i32>,
+    member: Option<Member>,
+    /// The open transaction was aborted when the slots were given up.
+    aborted: bool,
+    /// Aborting it failed fatally: the producer cannot go on.
+    fenced: Option<String>,
     /// Bumped at every change of `slots`.
     generation: u64,
     assigned: bool,
@@ -67,6 +84,23 @@ impl Ownership {
             .lock()
             .map(|s| (s.slots.clone(), s.generation))
             .unwrap_or_default()
+    }
+
+    /// The group metadata of the current assignment.
+    pub fn member(&self) -> Option<Member> {
+        self.0.lock().ok().and_then(|s| s.member.clone())
+    }
+
+    /// Whether the open transaction was aborted (when the slots were given up) since the last
+    /// call; an error when aborting failed fatally.
+    pub fn take_aborted(&self) -> Result<bool, String> {
+        let Ok(mut s) = self.0.lock() else {
+            return Ok(false);
+        };
+        if let Some(why) = s.fenced.take() {
+            return Err(why);
+        }
+        Ok(std::mem::take(&mut s.aborted))
     }
 
     /// Whether the group has assigned this instance its slots at least once.
@@ -92,38 +126,20 @@ impl Ownership {
     fn revoke(&self) {
         if let Ok(mut s) = self.0.lock() {
             s.slots = BTreeSet::new();
+            s.member = None;
             s.generation += 1;
             s.awaiting_since = Some(Instant::now());
         }
     }
 
-    fn assign(&self, slots: BTreeSet<i32>) {
+    fn assign(&self, slots: BTreeSet<i32>, member: Option<Member>) {
         if let Ok(mut s) = self.0.lock() {
             s.slots = slots;
+            s.member = member;
             s.generation += 1;
             s.assigned = true;
             s.awaiting_since = None;
         }
-    }
-}
-
-/// Input offsets whose outputs are all produced, for the leader to commit when it gives up
-/// its slots: the next leader's duties start exactly there.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Handover(Arc<Mutex<Option<Offsets>>>);
-
-/// (partition, next offset) pairs.
-type Offsets = Vec<(i32, i64)>;
-
-impl Handover {
-    pub fn set(&self, offsets: Option<Offsets>) {
-        if let Ok(mut h) = self.0.lock() {
-            *h = offsets;
-        }
-    }
-
-    fn take(&self) -> Option<Offsets> {
-        self.0.lock().ok().and_then(|mut h| h.take())
     }
 }
 
@@ -132,10 +148,6 @@ pub(crate) struct SlotsContext {
     pub ownership: Ownership,
     pub board: Arc<Board>,
     pub producer: FutureProducer,
-    /// Commits the input offsets of [`Handover`] for the service's group.
-    pub committer: BaseConsumer,
-    pub input: String,
-    pub handover: Handover,
 }
 
 impl std::fmt::Debug for SlotsContext {
@@ -152,32 +164,26 @@ impl ConsumerContext for SlotsContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance {
             // Nothing this instance exported may outlive its slots: the next owner starts from
-            // what is on the topic once this returns.
+            // what is committed on the topic once this returns, and redoes the rest.
             self.ownership.revoke();
             self.board.clear();
-            if let Err(e) = self.producer.flush(Duration::from_secs(30)) {
-                // Nothing is committed past outputs that may be lost: the next leader redoes them.
-                warn!(error = %e, "flushing before giving up slots failed");
-                return;
-            }
-            if let Some(offsets) = self.handover.take() {
-                let mut tpl = TopicPartitionList::new();
-                for (p, o) in offsets {
-                    let _ = tpl.add_partition_offset(&self.input, p, Offset::Offset(o));
-                }
-                if let Err(e) = self.committer.commit(&tpl, CommitMode::Sync) {
-                    warn!(error = %e, "committing before giving up the leader slot failed");
+            let aborted = crate::transaction::abort(&self.producer);
+            if let Ok(mut s) = self.ownership.0.lock() {
+                match aborted {
+                    Ok(()) => s.aborted = true,
+                    Err(e) => s.fenced = Some(e.to_string()),
                 }
             }
             info!("gave up every slot");
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let slots: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             info!(slots = ?slots, "assigned slots");
-            self.ownership.assign(slots);
+            let member = consumer.group_metadata().map(|m| Member(Arc::new(m)));
+            self.ownership.assign(slots, member);
         }
     }
 }
@@ -193,14 +199,14 @@ mod tests {
         o.awaiting();
         assert!(o.awaited().is_some());
         assert!(!o.assigned());
-        o.assign(BTreeSet::from([0, 1]));
+        o.assign(BTreeSet::from([0, 1]), None);
         assert!(o.awaited().is_none());
         assert!(o.assigned());
         o.revoke();
         assert!(o.awaited().is_some());
         assert!(o.current().0.is_empty());
         // An empty assignment is an assignment: nothing is due any more.
-        o.assign(BTreeSet::new());
+        o.assign(BTreeSet::new(), None);
         assert!(o.awaited().is_none());
         assert_eq!(o.current().1, 3, "every change bumps the generation");
     }

@@ -72,6 +72,13 @@ impl Role {
         self.leader = leads;
     }
 
+    /// The open transaction was aborted: the slots are taken over again at the next tick,
+    /// leadership included (its dead letters and celebrations are redone).
+    pub fn abandon(&mut self) {
+        self.taken = 0;
+        self.leader = false;
+    }
+
     /// Whether this instance leads now: commits offsets, writes snapshots, dead letters and
     /// celebrations. A leader keeps leading while it gives up its slots, so that it can commit
     /// what it processed in the rebalance callback.

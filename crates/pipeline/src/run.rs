@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::FutureExt;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use salespulse_aggregate::{Differ, Subject, SubjectSeries};
 use salespulse_decode::{Contract, Format};
@@ -38,11 +38,12 @@ use crate::events::{
 };
 use crate::kafka::{client_config, ensure_topics, partitions, ReadToEnd, TopicSpec};
 use crate::offsets::GroupOffsets;
-use crate::ownership::{slot_of, Handover, Ownership, SlotsContext, LEADER_SLOT};
+use crate::ownership::{slot_of, Ownership, SlotsContext, LEADER_SLOT};
 use crate::pacer::Pacer;
 use crate::processor::Processor;
 use crate::role::Role;
-use crate::sink::{create_producer, settle, Outputs};
+use crate::sink::{create_producer, Outputs};
+use crate::transaction::{transactional_id, Ended};
 use crate::snapshot::Manifest;
 use crate::source::{
     apply_roster, assign_input, catch_up_dead_letters, content_type, end_probe, read_board,
@@ -98,17 +99,42 @@ pub async fn run<P: Processor>(
         let topics = service_topics(&settings, &input, P::CELEBRATES);
         ensure_topics(&settings, &topics).await?;
     }
-    let producer = create_producer(&settings)?;
-    let shared = Shared {
+    let shared = || Shared {
         service: P::SERVICE,
         settings: &settings,
         svc: &svc,
         contract: &contract,
         input: &input,
         health: &health,
-        board,
-        ready,
+        board: board.clone(),
+        ready: ready.clone(),
     };
+    loop {
+        match run_instance::<P>(shared(), &mut shutdown).await {
+            Err(Error::Fenced(why)) => {
+                // A zombie's outputs were aborted; it starts over from what is committed.
+                warn!(error = %why, "this instance was fenced; starting over");
+                ready.store(false, Ordering::Relaxed);
+                board.clear();
+            }
+            r => {
+                http.abort();
+                return r;
+            }
+        }
+    }
+}
+
+/// Runs one instance (a transactional producer, the restored state and the loop) until
+/// `shutdown` resolves or an error stops it.
+async fn run_instance<P: Processor>(
+    shared: Shared<'_>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<(), Error> {
+    let (settings, health) = (shared.settings, shared.health);
+    let id = transactional_id(&shared.svc.group_id, P::SERVICE);
+    let producer = create_producer(settings, Some(&id))?;
+    tokio::task::block_in_place(|| crate::transaction::init(&producer))?;
     let (mut instance, io) = Instance::<P>::start(shared, &producer).await?;
 
     let p = &settings.publish;
@@ -123,7 +149,7 @@ pub async fn run<P: Processor>(
     loop {
         tokio::select! {
             biased;
-            _ = &mut shutdown => {
+            _ = &mut *shutdown => {
                 info!("shutting down: flushing outputs and committing offsets");
                 break;
             }
@@ -146,7 +172,6 @@ pub async fn run<P: Processor>(
         }
     }
     instance.stop().await?;
-    http.abort();
     info!("stopped cleanly");
     Ok(())
 }
@@ -197,7 +222,6 @@ struct Slots {
     /// Always a member, except while one is replaced by a fresh one.
     consumer: Option<BaseConsumer<SlotsContext>>,
     ownership: Ownership,
-    handover: Handover,
     count: i32,
 }
 
@@ -207,6 +231,8 @@ struct Snapshots {
     /// A snapshot's positions are those of one group in one service's input.
     owner: String,
     last: Option<Manifest>,
+    /// The newest snapshot whose transaction committed.
+    committed: Option<Manifest>,
     every: Duration,
     at: Instant,
 }
@@ -218,6 +244,8 @@ struct Snapshots {
 struct Celebrations {
     announced: HashSet<String>,
     pending: VecDeque<(Instant, String, serde_json::Value)>,
+    /// Announced in the open transaction: pending again if it is aborted.
+    in_txn: Vec<(Instant, String, serde_json::Value)>,
 }
 
 struct Instance<'a, P: Processor> {
@@ -238,8 +266,10 @@ struct Instance<'a, P: Processor> {
     celebrations: Celebrations,
     /// Reads and commits the input group's offsets.
     offsets: GroupOffsets<'a>,
-    /// Deliveries of what the previous tick produced: awaited before its offsets are committed.
-    acked_before: Vec<DeliveryFuture>,
+    /// The input group's metadata, under which the leader commits input offsets.
+    input_group: ConsumerGroupMetadata,
+    /// The input offsets committed last.
+    committed: std::collections::HashMap<i32, i64>,
     /// The ends of the input partitions as last measured, and the client that measures them.
     highs: BTreeMap<i32, i64>,
     end_probe: BaseConsumer,
@@ -255,8 +285,8 @@ impl<'a, P: Processor> Instance<'a, P> {
     async fn start(s: Shared<'a>, producer: &'a FutureProducer) -> Result<(Self, Inputs), Error> {
         let started = Instant::now();
         let (core, last) = restore_snapshot::<P>(&s).await?;
-        let (ownership, handover) = (Ownership::default(), Handover::default());
-        let consumer = join_slots(&s, producer, ownership.clone(), handover.clone())?;
+        let ownership = Ownership::default();
+        let consumer = join_slots(&s, producer, ownership.clone())?;
         let slots_topic = &s.settings.topics.slots;
         let count = i32::try_from(partitions(&consumer, slots_topic)?.len()).unwrap_or(1);
         let (roster, roster_end) = roster_consumer(s.settings, &s.svc.group_id)?;
@@ -286,7 +316,6 @@ impl<'a, P: Processor> Instance<'a, P> {
             slots: Slots {
                 consumer: Some(consumer),
                 ownership,
-                handover,
                 count,
             },
             positions,
@@ -294,13 +323,17 @@ impl<'a, P: Processor> Instance<'a, P> {
             snapshots: Snapshots {
                 enabled: s.svc.snapshot_interval_seconds > 0,
                 owner: format!("{}/{}", s.svc.group_id, P::SERVICE),
+                committed: last.clone(),
                 last,
                 every: Duration::from_secs(s.svc.snapshot_interval_seconds),
                 at: Instant::now(),
             },
             celebrations: Celebrations::default(),
             offsets,
-            acked_before: Vec::new(),
+            input_group: input
+                .group_metadata()
+                .ok_or_else(|| Error::Config("the input consumer has no group".into()))?,
+            committed: std::collections::HashMap::new(),
             highs: BTreeMap::new(),
             end_probe: end_probe(s.settings)?,
             at_end: BTreeSet::new(),
@@ -459,7 +492,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             return Ok(());
         }
         let topic = &self.shared.settings.topics.celebrations;
-        for (_, key, value) in std::mem::take(&mut self.celebrations.pending) {
+        for (at, key, value) in std::mem::take(&mut self.celebrations.pending) {
             if self.celebrations.announced.insert(key.clone()) {
                 let kind = value["celebration"].as_str().unwrap_or_default();
                 Announced {
@@ -473,6 +506,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                     .key(key.as_bytes())
                     .payload(payload.as_slice());
                 self.out.enqueue(rec).await?;
+                self.celebrations.in_txn.push((at, key, value));
             }
         }
         Ok(())
@@ -494,12 +528,14 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// Group membership: the rebalance callbacks run inside this poll. A leader that gives up
     /// its slots there commits what it has processed, outputs flushed.
     fn poll_slots(&mut self) -> Result<(), Error> {
-        let handover = self.role.leads().then(|| self.positions.handover());
-        self.slots.handover.set(handover);
         if let Some(consumer) = &self.slots.consumer {
             tokio::task::block_in_place(|| while consumer.poll(Duration::ZERO).is_some() {});
         }
-        self.slots.handover.set(None);
+        match self.slots.ownership.take_aborted() {
+            Ok(true) => self.aborted(),
+            Ok(false) => {}
+            Err(why) => return Err(Error::Fenced(why)),
+        }
         if let Some(waited) = self
             .slots
             .ownership
@@ -512,10 +548,10 @@ impl<'a, P: Processor> Instance<'a, P> {
                 waited_s = waited.as_secs(),
                 "no slot assignment since the last revocation; joining the slots group again"
             );
-            let (ownership, handover) = (self.slots.ownership.clone(), self.slots.handover.clone());
+            let ownership = self.slots.ownership.clone();
             // The old member leaves before the new one joins.
             drop(self.slots.consumer.take());
-            let fresh = join_slots(&self.shared, self.out.producer, ownership, handover)?;
+            let fresh = join_slots(&self.shared, self.out.producer, ownership)?;
             self.slots.consumer = Some(fresh);
         }
         Ok(())
@@ -642,30 +678,83 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.out.publish(&t.metrics, &changes, format).await
     }
 
-    /// Offsets move one tick behind: those read up to the previous tick are committed once
-    /// everything produced for them is acknowledged, which by now it almost always is, so the
-    /// loop rarely waits for the broker.
+    /// Commits the tick's transaction: what this instance produced since the last commit,
+    /// with the leader's input offsets (and snapshot, when one is due) and the slots group's
+    /// metadata, which the broker checks so that a member the group moved on from commits
+    /// nothing.
     async fn commit_and_snapshot(&mut self) -> Result<(), Error> {
-        settle(&mut self.acked_before).await?;
         let leads = self.role.leads();
-        if leads {
-            let pos = &self.positions;
-            let tpl = commit_list(self.shared.input, &pos.committable, &pos.quiet_until)?;
-            if tpl.count() > 0 {
-                self.offsets.commit(&tpl)?;
-            }
-        }
         let due = self.snapshots.at.elapsed() >= self.snapshots.every;
         if leads && self.snapshots.enabled && !self.role.is_restoring() && due {
-            // Everything produced for the records read so far must be durable before a
-            // snapshot says they are done.
-            self.out.settle().await?;
             self.write_snapshot().await?;
             self.snapshots.at = Instant::now();
         }
-        self.acked_before = self.out.take_pending();
-        self.positions.committable.clone_from(&self.positions.next);
+        self.commit_transaction().await
+    }
+
+    async fn commit_transaction(&mut self) -> Result<(), Error> {
+        let mut input = TopicPartitionList::new();
+        if self.role.leads() {
+            for (p, o) in self.positions.committable() {
+                input
+                    .add_partition_offset(self.shared.input, p, Offset::Offset(o))
+                    .map_err(|e| Error::kafka("building the commit", e))?;
+            }
+        }
+        let moved = input
+            .elements()
+            .iter()
+            .any(|e| self.committed.get(&e.partition()) != e.offset().to_raw().as_ref());
+        let produced = self.out.take_pending();
+        if produced.is_empty() && !moved {
+            return Ok(());
+        }
+        let member = self.slots.ownership.member();
+        let mut offsets = vec![(input, &self.input_group)];
+        let slots_topic = &self.shared.settings.topics.slots;
+        if let Some(m) = &member {
+            let mut tpl = TopicPartitionList::new();
+            for slot in self.slots.ownership.current().0 {
+                tpl.add_partition_offset(slots_topic, slot, Offset::Offset(0))
+                    .map_err(|e| Error::kafka("building the commit", e))?;
+            }
+            offsets.push((tpl, &m.0));
+        } else if !produced.is_empty() {
+            // Produced without an assignment to commit under: the slots were given up.
+            tokio::task::block_in_place(|| crate::transaction::abort(self.out.producer))?;
+            self.aborted();
+            return Ok(());
+        }
+        let producer = self.out.producer;
+        match tokio::task::block_in_place(|| crate::transaction::commit(producer, &offsets))? {
+            Ended::Committed => {
+                for e in offsets[0].0.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        self.committed.insert(e.partition(), o);
+                    }
+                }
+                self.celebrations.in_txn.clear();
+                self.snapshots.committed.clone_from(&self.snapshots.last);
+            }
+            Ended::Aborted => self.aborted(),
+        }
+        drop(produced);
         Ok(())
+    }
+
+    /// The open transaction was aborted: nothing produced since the last commit is visible.
+    /// The slots are taken over again (the metrics topic read back, and as leader the dead
+    /// letters redone from the committed offsets and celebrations re-announced).
+    fn aborted(&mut self) {
+        warn!("the open transaction was aborted; taking the slots over again");
+        let _ = self.out.take_pending();
+        self.role.abandon();
+        let c = &mut self.celebrations;
+        for (at, key, value) in c.in_txn.drain(..).rev() {
+            c.announced.remove(&key);
+            c.pending.push_front((at, key, value));
+        }
+        self.snapshots.last.clone_from(&self.snapshots.committed);
     }
 
     /// Saves the core's state as of the input positions; every output produced for the
@@ -767,21 +856,10 @@ impl<'a, P: Processor> Instance<'a, P> {
             let subjects = self.owned_changes(&slots);
             self.publish_changes(subjects).await?;
         }
-        settle(&mut self.acked_before).await?;
-        self.out.settle().await?;
-        if self.role.leads() {
-            let pos = &self.positions;
-            let tpl = commit_list(self.shared.input, &pos.next, &pos.quiet_until)?;
-            if tpl.count() > 0 {
-                if let Err(e) = self.offsets.commit_and_wait(&tpl, Duration::from_secs(10)) {
-                    // The next start replays from the offsets committed last: nothing is lost.
-                    warn!(error = %e, "committing offsets at shutdown failed");
-                }
-            }
-            if self.snapshots.enabled && !self.role.is_restoring() {
-                self.write_snapshot().await?;
-            }
+        if self.role.leads() && self.snapshots.enabled && !self.role.is_restoring() {
+            self.write_snapshot().await?;
         }
+        self.commit_transaction().await?;
         // The callbacks clear the board first.
         drop(self.slots);
         Ok(())
@@ -834,7 +912,6 @@ fn join_slots(
     s: &Shared<'_>,
     producer: &FutureProducer,
     ownership: Ownership,
-    handover: Handover,
 ) -> Result<BaseConsumer<SlotsContext>, Error> {
     let group = &s.svc.group_id;
     let mut c = client_config(s.settings);
@@ -846,19 +923,11 @@ fn join_slots(
         // A killed instance's slots move on after this long.
         c.set("session.timeout.ms", "10000");
     }
-    let committer = client_config(s.settings)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| Error::kafka("creating the offset committer", e))?;
     let consumer: BaseConsumer<SlotsContext> = c
         .create_with_context(SlotsContext {
             ownership: ownership.clone(),
             board: s.board.clone(),
             producer: producer.clone(),
-            committer,
-            input: s.input.to_owned(),
-            handover,
         })
         .map_err(|e| Error::kafka("creating the slots consumer", e))?;
     consumer
@@ -885,18 +954,3 @@ pub(crate) async fn serve_http(
     }))
 }
 
-/// The next offset of every partition that is past its restore point.
-fn commit_list(
-    topic: &str,
-    next: &std::collections::HashMap<i32, i64>,
-    restore_until: &std::collections::HashMap<i32, i64>,
-) -> Result<TopicPartitionList, Error> {
-    let mut tpl = TopicPartitionList::new();
-    for (p, o) in next {
-        if restore_until.get(p).is_none_or(|u| o >= u) {
-            tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
-                .map_err(|e| Error::kafka("building the commit", e))?;
-        }
-    }
-    Ok(tpl)
-}

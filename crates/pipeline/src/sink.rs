@@ -27,8 +27,14 @@ pub(crate) struct Outputs<'a> {
 
 /// The producer every output of a service goes through. Idempotence keeps each partition in
 /// the order produced when a batch is retried (a broker restart): the last record of a
-/// metric's key on the compacted topic is its value.
-pub(crate) fn create_producer(settings: &Settings) -> Result<FutureProducer, Error> {
+/// metric's key on the compacted topic is its value. With a transactional id, outputs are
+/// produced in transactions (`crate::transaction`); an instance killed mid-transaction has it
+/// aborted after `transaction.timeout.ms` (10 s unless set), until when `read_committed`
+/// readers of the partitions it wrote wait at its first record.
+pub(crate) fn create_producer(
+    settings: &Settings,
+    transactional_id: Option<&str>,
+) -> Result<FutureProducer, Error> {
     let mut config = client_config(settings);
     for (k, v) in [
         ("enable.idempotence", "true"),
@@ -37,6 +43,12 @@ pub(crate) fn create_producer(settings: &Settings) -> Result<FutureProducer, Err
     ] {
         if config.get(k).is_none() {
             config.set(k, v);
+        }
+    }
+    if let Some(id) = transactional_id {
+        config.set("transactional.id", id);
+        if config.get("transaction.timeout.ms").is_none() {
+            config.set("transaction.timeout.ms", "10000");
         }
     }
     config

@@ -33,8 +33,6 @@ pub(crate) struct Positions {
     pub restore_until: HashMap<i32, i64>,
     /// Records below these had their dead letters and celebrations produced already.
     pub quiet_until: HashMap<i32, i64>,
-    /// Offsets read up to the previous tick: committed once their outputs are acknowledged.
-    pub committable: HashMap<i32, i64>,
     /// Records replayed to restore the state.
     pub restore_total: i64,
 }
@@ -86,9 +84,9 @@ impl Positions {
             .is_none_or(|until| offset >= *until)
     }
 
-    /// The offsets a leader hands over when it gives up its slots: those past the quiet
-    /// range, whose outputs it has produced.
-    pub fn handover(&self) -> Vec<(i32, i64)> {
+    /// The offsets a leader commits: those past the quiet range, whose outputs it has
+    /// produced.
+    pub fn committable(&self) -> Vec<(i32, i64)> {
         self.next
             .iter()
             .filter(|(p, o)| self.quiet_until.get(p).is_none_or(|q| *o >= q))
@@ -412,6 +410,7 @@ pub(crate) async fn read_tail(
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true")
         .create()
         .map_err(|e| Error::kafka("creating a topic reader", e))?;
     let parts = partitions(&c, topic)?;
@@ -552,8 +551,8 @@ mod tests {
         assert_eq!(pos.restore_total, 30);
         assert!(pos.restoring());
         assert!(!pos.is_live(0, 69) && pos.is_live(0, 70) && pos.is_live(2, 3));
-        // A leader hands over only what it produced the outputs of.
-        let mut handed = pos.handover();
+        // A leader commits only what it produced the outputs of.
+        let mut handed = pos.committable();
         handed.sort();
         assert_eq!(handed, [(1, 10), (2, 3)]);
     }

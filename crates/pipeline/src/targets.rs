@@ -14,6 +14,7 @@ use std::time::Duration;
 use prometheus::proto::{Gauge, LabelPair, Metric as PromMetric, MetricFamily, MetricType};
 use prometheus::IntCounter;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -261,7 +262,7 @@ pub async fn run_targets(
     if settings.topics.create {
         ensure_topics(&settings, &targets_topics(&settings)).await?;
     }
-    let producer = create_producer(&settings)?;
+    let producer = create_producer(&settings, None)?;
     let (mut me, consumer) = Targets::start(&settings, &health, &producer).await?;
     let mut tick = tokio::time::interval(Duration::from_millis(settings.publish.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -277,6 +278,9 @@ pub async fn run_targets(
             }
             m = consumer.recv() => match m {
                 Ok(m) => me.on_record(&m).await?,
+                // The deals service's topics are transactional: their last offset is often a
+                // commit marker, never delivered, so the end is known from reaching it.
+                Err(KafkaError::PartitionEOF(p)) => me.reached_end_of(p, &consumer),
                 Err(e) => warn!(error = %e, "consumer error"),
             },
         }
@@ -408,6 +412,22 @@ impl<'a> Targets<'a> {
 
     fn caught_up(&self) -> bool {
         self.ends.is_empty()
+    }
+
+    /// Partition `p` of some input was read to its end; which topic it is, the consumer's
+    /// positions tell.
+    fn reached_end_of(&mut self, p: i32, consumer: &StreamConsumer) {
+        let Ok(positions) = consumer.position() else {
+            return;
+        };
+        for e in positions.elements().iter().filter(|e| e.partition() == p) {
+            let at = (e.topic().to_owned(), p);
+            if let (Some(end), Offset::Offset(o)) = (self.ends.get(&at), e.offset()) {
+                if o >= *end {
+                    self.ends.remove(&at);
+                }
+            }
+        }
     }
 
     async fn on_tick(
@@ -553,6 +573,7 @@ fn assign_inputs(
         .set("group.id", &settings.targets.group_id)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
         .create()
         .map_err(|e| Error::kafka("creating the consumer", e))?;
     let mut tpl = TopicPartitionList::new();

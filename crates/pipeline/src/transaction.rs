@@ -1,0 +1,161 @@
+//! Consume–transform–produce in Kafka transactions.
+//!
+//! Every instance has one transactional producer, and a transaction is always open: whatever
+//! the instance produces between two ticks (metric changes, dead letters, celebrations, a
+//! snapshot) goes into it, and the tick commits it together with the consumed input offsets
+//! (the leader's) and the instance's place in the slots group. Readers that read
+//! `read_committed` see all of a tick's outputs or none.
+//!
+//! Fencing comes from the slots group, as Kafka Streams' `exactly_once_v2` gets it from its
+//! consumer group: each commit carries the group metadata (generation and member id) of the
+//! assignment the instance exports under, so the broker refuses the commit of a member the
+//! group has moved on from — an instance paused past its session timeout — and what it
+//! produced is aborted. One paused past the transaction timeout finds its producer fenced
+//! (its transaction was aborted by the coordinator) and starts over.
+
+use std::time::Duration;
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::TopicPartitionList;
+use tracing::warn;
+
+use crate::Error;
+
+/// How long one transactional call may block.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a retriable commit is tried before the transaction is aborted instead.
+const COMMIT_TRIES: u32 = 3;
+
+/// A transactional id of its own for each process start: fencing is by group generation, and
+/// an instance killed mid-transaction has it aborted by the coordinator after
+/// `transaction.timeout.ms`.
+pub(crate) fn transactional_id(group: &str, service: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{group}-{service}-{}-{nanos:08x}", std::process::id())
+}
+
+/// How a transaction ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    Committed,
+    /// Refused (the group moved on, a record was refused): nothing of it is visible, and a new
+    /// transaction is open.
+    Aborted,
+}
+
+/// Errors after which the producer cannot go on (fenced by a newer epoch, or a fatal state).
+fn fatal(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(t) => t.is_fatal(),
+        _ => false,
+    }
+}
+
+fn requires_abort(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(t) => t.txn_requires_abort(),
+        _ => false,
+    }
+}
+
+fn retriable(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(t) => t.is_retriable(),
+        _ => false,
+    }
+}
+
+fn error(context: &str, e: KafkaError) -> Error {
+    if fatal(&e) {
+        Error::Fenced(e.to_string())
+    } else {
+        Error::kafka(context, e)
+    }
+}
+
+// Every call blocks until the broker answers; callers on the runtime wrap them in
+// `block_in_place`.
+
+/// Registers the producer's transactional id with the coordinator and opens the first
+/// transaction.
+pub(crate) fn init(producer: &FutureProducer) -> Result<(), Error> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match producer.init_transactions(CALL_TIMEOUT) {
+            Ok(()) => break,
+            Err(e) if retriable(&e) && std::time::Instant::now() < deadline => {
+                warn!(error = %e, "starting transactions failed; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(error("starting transactions", e)),
+        }
+    }
+    begin(producer)
+}
+
+fn begin(producer: &FutureProducer) -> Result<(), Error> {
+    producer
+        .begin_transaction()
+        .map_err(|e| error("beginning a transaction", e))
+}
+
+/// Commits the open transaction with `offsets` (each list with the group metadata it is
+/// committed under), then opens the next.
+pub(crate) fn commit(
+    producer: &FutureProducer,
+    offsets: &[(TopicPartitionList, &ConsumerGroupMetadata)],
+) -> Result<Ended, Error> {
+    let attempt = || -> Result<(), KafkaError> {
+        for (tpl, group) in offsets {
+            if tpl.count() > 0 {
+                producer.send_offsets_to_transaction(tpl, group, CALL_TIMEOUT)?;
+            }
+        }
+        let mut tries = 0;
+        loop {
+            match producer.commit_transaction(CALL_TIMEOUT) {
+                Err(e) if retriable(&e) && tries + 1 < COMMIT_TRIES => tries += 1,
+                r => return r,
+            }
+        }
+    };
+    match attempt() {
+        Ok(()) => {
+            begin(producer)?;
+            Ok(Ended::Committed)
+        }
+        Err(e) if fatal(&e) => Err(Error::Fenced(e.to_string())),
+        Err(e) => {
+            warn!(error = %e, abortable = requires_abort(&e), "committing a transaction failed; aborting it");
+            abort(producer)?;
+            Ok(Ended::Aborted)
+        }
+    }
+}
+
+/// Aborts the open transaction and opens the next.
+pub(crate) fn abort(producer: &FutureProducer) -> Result<(), Error> {
+    producer
+        .abort_transaction(CALL_TIMEOUT)
+        .map_err(|e| error("aborting a transaction", e))?;
+    begin(producer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transactional_ids_differ_between_services_and_groups() {
+        let a = transactional_id("g", "deals");
+        assert!(a.starts_with("g-deals-"));
+        assert_ne!(a, transactional_id("g", "activities"));
+        assert_ne!(a, transactional_id("h", "deals"));
+    }
+}

@@ -239,6 +239,14 @@ async fn sigkill_during_a_stream_changes_no_number() {
         };
         assert_eq!(state, expected, "alert {key} after {before:?}");
     }
+    // Every rejected input record dead-lettered once, as in the clean run.
+    let inputs = [topics.deals.as_str(), topics.activities.as_str()];
+    let dead = wait_same_dead_letters(
+        &topics.deadletter,
+        &clean_topics.deadletter,
+        &inputs,
+        Duration::from_secs(30),
+    );
     // Milestones are crossed whatever the date; alerts need some of a period to have elapsed.
     assert!(
         wins.len() > big_wins.len(),
@@ -249,12 +257,14 @@ async fn sigkill_during_a_stream_changes_no_number() {
          restarts (deals {}, activities {}, targets {}); {series} series equal to a clean run, \
          {published} metric records with 0 repeats; targets service: {target_series} series equal \
          to a clean run, {} alert records (every one a change of state); {} celebrations once \
-         each ({} big wins, as in the clean run); differences: 0",
+         each ({} big wins, as in the clean run); {} dead letters once each, as in the clean run; \
+         differences: 0",
         killed[0],
         killed[1],
         killed[2],
         alerts.len(),
         wins.len(),
-        big_wins.len()
+        big_wins.len(),
+        dead
     );
 }

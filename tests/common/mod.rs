@@ -412,6 +412,18 @@ pub fn read_topic_as(topic: &str, isolation: &str) -> Vec<Consumed> {
         .set("enable.partition.eof", "true")
         .create()
         .expect("consumer");
+    let high_watermarks: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .expect("consumer");
+    // The reader's own end, measured on a connection of its own (on the reader's, the query
+    // waits behind its fetch).
+    let stable: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer");
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
@@ -421,7 +433,8 @@ pub fn read_topic_as(topic: &str, isolation: &str) -> Vec<Consumed> {
     for p in &parts {
         tpl.add_partition_offset(topic, *p, Offset::Beginning)
             .expect("partition");
-        let (lo, hi) = c
+        // The high watermark: transactions open now are waited for.
+        let (lo, hi) = high_watermarks
             .fetch_watermarks(topic, *p, Duration::from_secs(10))
             .expect("watermarks");
         if hi > lo {
@@ -439,9 +452,13 @@ pub fn read_topic_as(topic: &str, isolation: &str) -> Vec<Consumed> {
         assert!(Instant::now() < deadline, "reading {topic} timed out");
         let m = match c.poll(Duration::from_millis(500)) {
             None => continue,
+            // Done once the last stable offset (this reader's end) passed the high watermark.
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 if let Some(e) = ends.get(&p) {
-                    pos.insert(p, *e);
+                    let end = stable.fetch_watermarks(topic, p, Duration::from_secs(10));
+                    if matches!(end, Ok((_, s)) if s >= *e) {
+                        pos.insert(p, *e);
+                    }
                 }
                 continue;
             }
@@ -468,6 +485,61 @@ pub fn read_topic_as(topic: &str, isolation: &str) -> Vec<Consumed> {
         });
     }
     out
+}
+
+/// The dead letters on `topic` of records from the `sources` topics, by source position
+/// (topic, partition, offset) with their reason; panics on a record dead-lettered twice.
+pub fn dead_letters_once(topic: &str, sources: &[&str]) -> BTreeMap<(String, i32, i64), String> {
+    let mut out = BTreeMap::new();
+    for r in read_topic(topic) {
+        let h = |k: &str| r.headers.get(k).cloned().unwrap_or_default();
+        if !sources.contains(&h("source.topic").as_str()) {
+            continue;
+        }
+        let at = (
+            h("source.topic"),
+            h("source.partition").parse().expect("source.partition"),
+            h("source.offset").parse().expect("source.offset"),
+        );
+        assert!(
+            out.insert(at.clone(), h("reason")).is_none(),
+            "the record at {at:?} was dead-lettered twice on {topic}"
+        );
+    }
+    out
+}
+
+/// Waits (bounded) until the dead letters of the `sources` records on `topic` are those on
+/// `clean` (a clean run's), each once; returns how many there are.
+pub fn wait_same_dead_letters(
+    topic: &str,
+    clean: &str,
+    sources: &[&str],
+    within: Duration,
+) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = dead_letters_once(topic, sources);
+        let want = dead_letters_once(clean, sources);
+        if got == want {
+            return got.len();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} dead letters, the clean run has {}: only here {:?}, only in the clean run {:?}",
+            got.len(),
+            want.len(),
+            got.keys()
+                .filter(|k| !want.contains_key(*k))
+                .take(10)
+                .collect::<Vec<_>>(),
+            want.keys()
+                .filter(|k| !got.contains_key(*k))
+                .take(10)
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// Parses exposition text into `family{sorted labels}` → value, skipping comments. Label

@@ -272,6 +272,7 @@ pub const READ_IDLE_LIMIT: Duration = Duration::from_secs(30);
 /// [`READ_IDLE_LIMIT`] fails, naming what it read.
 pub struct ReadToEnd<'c, C: rdkafka::consumer::ConsumerContext + 'static> {
     consumer: &'c rdkafka::consumer::StreamConsumer<C>,
+    /// The topic read.
     what: String,
     /// Offset after which each partition is done.
     ends: std::collections::HashMap<i32, i64>,
@@ -279,6 +280,9 @@ pub struct ReadToEnd<'c, C: rdkafka::consumer::ConsumerContext + 'static> {
     pos: std::collections::HashMap<i32, i64>,
     /// Transient errors met so far.
     pub transient_errors: u64,
+    /// A `read_committed` client that measures last stable offsets; on the reader's own
+    /// connection the query would wait behind its fetch, up to half a second per partition.
+    stable: Option<rdkafka::consumer::BaseConsumer>,
 }
 
 impl<C: rdkafka::consumer::ConsumerContext + 'static> std::fmt::Debug for ReadToEnd<'_, C> {
@@ -293,8 +297,14 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> std::fmt::Debug for ReadTo
 }
 
 impl<'c, C: rdkafka::consumer::ConsumerContext + 'static> ReadToEnd<'c, C> {
-    /// Reads `consumer` (assigned already) until each partition of `ends` reaches its end;
-    /// `from` gives where each partition starts (0 when absent).
+    /// Reads `consumer` (assigned already to partitions of topic `what`) until each partition
+    /// of `ends` reaches its end; `from` gives where each partition starts (0 when absent).
+    ///
+    /// On a transactional topic, pass the high watermarks as ends and read `read_committed`
+    /// with `enable.partition.eof`: a partition is done once the reader reached its end and
+    /// its last stable offset is at the high watermark measured before, so that what every
+    /// transaction open then (an instance killed mid-transaction, aborted after its timeout)
+    /// holds is decided before the reader says it has read everything.
     pub fn new(
         consumer: &'c rdkafka::consumer::StreamConsumer<C>,
         what: &str,
@@ -307,7 +317,14 @@ impl<'c, C: rdkafka::consumer::ConsumerContext + 'static> ReadToEnd<'c, C> {
             ends,
             pos: from,
             transient_errors: 0,
+            stable: None,
         }
+    }
+
+    /// Measures last stable offsets with `probe` (a `read_committed` client).
+    pub fn with_stable_probe(mut self, probe: rdkafka::consumer::BaseConsumer) -> Self {
+        self.stable = Some(probe);
+        self
     }
 
     fn done(&self) -> bool {
@@ -338,13 +355,20 @@ impl<'c, C: rdkafka::consumer::ConsumerContext + 'static> ReadToEnd<'c, C> {
                     self.pos.insert(m.partition(), m.offset() + 1);
                     return Ok(Some(m));
                 }
-                // A transactional topic's last offset is often a commit marker, which is
-                // never delivered: its end is known from the consumer reaching it
-                // (`enable.partition.eof`).
+                // A transactional topic's last offset is often a commit marker, which is never
+                // delivered: its end is known from the consumer reaching the last stable
+                // offset, once that is past the end to read to.
                 Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
                     if let Some(end) = self.ends.get(&p).copied() {
-                        let at = self.pos.entry(p).or_default();
-                        *at = (*at).max(end);
+                        let timeout = Duration::from_secs(5);
+                        let stable = tokio::task::block_in_place(|| match &self.stable {
+                            Some(probe) => probe.fetch_watermarks(&self.what, p, timeout),
+                            None => self.consumer.fetch_watermarks(&self.what, p, timeout),
+                        });
+                        if matches!(stable, Ok((_, lso)) if lso >= end) {
+                            let at = self.pos.entry(p).or_default();
+                            *at = (*at).max(end);
+                        }
                     }
                 }
                 Err(e) if is_transient(&e) => {

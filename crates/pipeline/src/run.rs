@@ -43,12 +43,12 @@ use crate::pacer::Pacer;
 use crate::processor::Processor;
 use crate::role::Role;
 use crate::sink::{create_producer, Outputs};
-use crate::transaction::{transactional_id, Ended};
 use crate::snapshot::Manifest;
 use crate::source::{
     apply_roster, assign_input, catch_up_dead_letters, content_type, end_probe, read_board,
     read_to_end, roster_consumer, InputConsumer, Positions, TopicCounters,
 };
+use crate::transaction::{transactional_id, Ended};
 use crate::Error;
 
 /// Most records handled between two looks at the clock and the shutdown signal.
@@ -233,6 +233,8 @@ struct Snapshots {
     last: Option<Manifest>,
     /// The newest snapshot whose transaction committed.
     committed: Option<Manifest>,
+    /// A snapshot was written in the open transaction.
+    in_txn: bool,
     every: Duration,
     at: Instant,
 }
@@ -324,6 +326,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 enabled: s.svc.snapshot_interval_seconds > 0,
                 owner: format!("{}/{}", s.svc.group_id, P::SERVICE),
                 committed: last.clone(),
+                in_txn: false,
                 last,
                 every: Duration::from_secs(s.svc.snapshot_interval_seconds),
                 at: Instant::now(),
@@ -706,7 +709,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             .iter()
             .any(|e| self.committed.get(&e.partition()) != e.offset().to_raw().as_ref());
         let produced = self.out.take_pending();
-        if produced.is_empty() && !moved {
+        if produced.is_empty() && !moved && !self.snapshots.in_txn {
             return Ok(());
         }
         let member = self.slots.ownership.member();
@@ -719,7 +722,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                     .map_err(|e| Error::kafka("building the commit", e))?;
             }
             offsets.push((tpl, &m.0));
-        } else if !produced.is_empty() {
+        } else if !produced.is_empty() || self.snapshots.in_txn {
             // Produced without an assignment to commit under: the slots were given up.
             tokio::task::block_in_place(|| crate::transaction::abort(self.out.producer))?;
             self.aborted();
@@ -735,6 +738,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 }
                 self.celebrations.in_txn.clear();
                 self.snapshots.committed.clone_from(&self.snapshots.last);
+                self.snapshots.in_txn = false;
             }
             Ended::Aborted => self.aborted(),
         }
@@ -755,6 +759,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             c.pending.push_front((at, key, value));
         }
         self.snapshots.last.clone_from(&self.snapshots.committed);
+        self.snapshots.in_txn = false;
     }
 
     /// Saves the core's state as of the input positions; every output produced for the
@@ -783,6 +788,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         }
         .emit(s.health);
         self.snapshots.last = Some(m);
+        self.snapshots.in_txn = true;
         Ok(())
     }
 
@@ -953,4 +959,3 @@ pub(crate) async fn serve_http(
         }
     }))
 }
-

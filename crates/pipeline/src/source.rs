@@ -405,15 +405,20 @@ pub(crate) async fn read_tail(
     start: Option<Start>,
     mut f: impl FnMut(&str, Option<&[u8]>),
 ) -> Result<Tail, Error> {
-    let c: StreamConsumer = client_config(settings)
+    let c: InputConsumer = client_config(settings)
         .set("group.id", "salespulse-topic-reader")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "true")
-        .create()
+        .create_with_context(InputContext)
         .map_err(|e| Error::kafka("creating a topic reader", e))?;
     let parts = partitions(&c, topic)?;
+    // The high watermarks: transactions open now are waited for (see `ReadToEnd`).
+    let probe: BaseConsumer = client_config(settings)
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .map_err(|e| Error::kafka("creating a metadata client", e))?;
     let mut tpl = TopicPartitionList::new();
     let mut from = HashMap::new();
     let mut ends = HashMap::new();
@@ -423,7 +428,7 @@ pub(crate) async fn read_tail(
         partitions: parts.len(),
     };
     for p in &parts {
-        let (low, high) = watermarks(&c, topic, *p)?;
+        let (low, high) = watermarks(&probe, topic, *p)?;
         let at = match start {
             None => low,
             Some(Start::Last(n)) => (high - n).max(low),
@@ -440,7 +445,11 @@ pub(crate) async fn read_tail(
     }
     c.assign(&tpl)
         .map_err(|e| Error::kafka("assigning partitions", e))?;
-    let mut reader = ReadToEnd::new(&c, topic, ends, from);
+    let stable: BaseConsumer = client_config(settings)
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| Error::kafka("creating a metadata client", e))?;
+    let mut reader = ReadToEnd::new(&c, topic, ends, from).with_stable_probe(stable);
     while let Some(m) = reader.next().await? {
         if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
             f(key, m.payload());

@@ -1,0 +1,227 @@
+//! Fencing: the leading deals instance is paused (SIGSTOP) while records flow, past its
+//! session timeout, until the other instance has taken every slot; then it is woken
+//! (SIGCONT). Whatever it produces after waking — it still believes it leads, and it reads the
+//! records the other instance handled meanwhile — must reach no topic: every rejected record
+//! is dead-lettered exactly once, every celebration announced once, and the metrics topic and
+//! `/metrics` equal a clean run.
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use salespulse_e2e::*;
+
+const RECORDS: u64 = 30_000;
+
+fn gauge(text: &str, family: &str) -> f64 {
+    parse_metrics(text)
+        .into_iter()
+        .find(|(k, _)| k.split('{').next() == Some(family))
+        .map_or(f64::NAN, |(_, v)| v)
+}
+
+fn signal(s: &Service, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &s.child.id().to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill {sig} {}", s.child.id());
+}
+
+async fn business_equal(instances: &[&Service], clean: &Service) -> (usize, Vec<String>) {
+    let mut union: BTreeMap<String, f64> = BTreeMap::new();
+    for s in instances {
+        if let Ok(r) = reqwest::get(s.url("/metrics")).await {
+            if let Ok(text) = r.text().await {
+                union.extend(business(&text));
+            }
+        }
+    }
+    let diffs = board_diffs(&union, &business(&clean.metrics().await));
+    (union.len(), diffs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_gets_nothing_into_any_topic_after_it_wakes() {
+    require_broker();
+    let topics = Topics::unique("fencing");
+    let group = format!("g-{}", topics.suffix);
+    let clean_topics = topics.clean();
+    let mut clean = Service::start(
+        "deals",
+        &clean_topics,
+        free_port(),
+        &format!("{group}-clean"),
+    );
+    clean.wait_ready(Duration::from_secs(60)).await;
+
+    let mut a = Service::start("deals", &topics, free_port(), &group);
+    a.wait_ready(Duration::from_secs(60)).await;
+    let mut b = Service::start("deals", &topics, free_port(), &group);
+    b.wait_ready(Duration::from_secs(60)).await;
+    // Both hold slots, one leads.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (zombie, survivor) = loop {
+        let (ta, tb) = (a.metrics().await, b.metrics().await);
+        let slots = (
+            gauge(&ta, "salespulse_owned_slots"),
+            gauge(&tb, "salespulse_owned_slots"),
+        );
+        let leads = (
+            gauge(&ta, "salespulse_leader"),
+            gauge(&tb, "salespulse_leader"),
+        );
+        if slots.0 > 0.0 && slots.1 > 0.0 && slots.0 + slots.1 == 12.0 {
+            match leads {
+                (1.0, 0.0) => break (a, b),
+                (0.0, 1.0) => break (b, a),
+                _ => {}
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slots not spread: {slots:?}, leaders {leads:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let (mut zombie, mut survivor) = (zombie, survivor);
+
+    let mut sim = simulator(&topics)
+        .args([
+            "--seed",
+            "11",
+            "--rate",
+            "2000",
+            "--records",
+            &RECORDS.to_string(),
+        ])
+        .args(["--backfill-days", "0", "--reps", "30", "--teams", "5"])
+        .args(["--malformed-share", "0.01"])
+        .spawn()
+        .expect("simulator starts");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Paused past its session timeout (10 s) and its transaction timeout (10 s): the survivor
+    // takes every slot and leads.
+    signal(&zombie, "-STOP");
+    let paused = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = survivor.metrics().await;
+        if gauge(&text, "salespulse_owned_slots") == 12.0
+            && gauge(&text, "salespulse_leader") == 1.0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the survivor never took every slot"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let took_over_after = paused.elapsed();
+    // Records the survivor handles while the zombie sleeps, which the zombie reads on waking.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal(&zombie, "-CONT");
+    let paused_for = paused.elapsed();
+
+    simulator_done(&mut sim, &topics);
+    zombie.wait_ready(Duration::from_secs(120)).await;
+    survivor.wait_ready(Duration::from_secs(120)).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let series = loop {
+        let (n, diffs) = business_equal(&[&zombie, &survivor], &clean).await;
+        if diffs.is_empty() {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} differences from the clean run:\n{}",
+            diffs.len(),
+            diffs
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+
+    // The zombie noticed: its transaction was refused or its producer fenced.
+    let log = std::fs::read_to_string(&zombie.log).unwrap_or_default();
+    let aborted = log.matches("the open transaction was aborted").count();
+    let fenced = log
+        .matches("this instance was fenced; starting over")
+        .count();
+    assert!(
+        aborted + fenced > 0,
+        "the paused instance never had a transaction refused:\n{}",
+        log_tail(&zombie.log)
+    );
+
+    // Exactly once on every topic.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let keys = loop {
+        let (got, _, _) = board_of(&topics.metrics);
+        let (want, _, _) = board_of(&clean_topics.metrics);
+        if got == want {
+            break got.len();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the metrics topics differ: {} vs {} keys",
+            got.len(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let dead = wait_same_dead_letters(
+        &topics.deadletter,
+        &clean_topics.deadletter,
+        &[&topics.deals],
+        Duration::from_secs(30),
+    );
+    assert!(dead > 0, "the stream had rejects to dead-letter");
+    let wins: Vec<Vec<u8>> = read_topic(&topics.celebrations)
+        .into_iter()
+        .filter_map(|r| r.key)
+        .collect();
+    let unique: HashSet<&Vec<u8>> = wins.iter().collect();
+    assert_eq!(
+        unique.len(),
+        wins.len(),
+        "a celebration was announced twice"
+    );
+    let clean_wins: HashSet<Vec<u8>> = read_topic(&clean_topics.celebrations)
+        .into_iter()
+        .filter_map(|r| r.key)
+        .collect();
+    assert_eq!(
+        unique.into_iter().cloned().collect::<HashSet<_>>(),
+        clean_wins,
+        "the same celebrations as the clean run"
+    );
+    // What aborted transactions hold: visible only to a reader of uncommitted data.
+    let uncommitted: usize = [&topics.deadletter, &topics.metrics, &topics.celebrations]
+        .iter()
+        .map(|t| read_topic_as(t, "read_uncommitted").len())
+        .sum();
+    let committed: usize = [&topics.deadletter, &topics.metrics, &topics.celebrations]
+        .iter()
+        .map(|t| read_topic(t).len())
+        .sum();
+    println!(
+        "fencing: {RECORDS} records; leader paused for {:.1} s (the other instance took every \
+         slot after {:.1} s); on waking it had {aborted} transaction(s) aborted and was fenced \
+         {fenced} time(s); {series} series equal to a clean run, metrics topic {keys} keys equal, \
+         {} dead letters once each, {} celebrations once each; {} records of aborted \
+         transactions on the output topics, none read committed",
+        paused_for.as_secs_f64(),
+        took_over_after.as_secs_f64(),
+        dead,
+        wins.len(),
+        uncommitted - committed,
+    );
+}

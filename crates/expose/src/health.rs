@@ -35,6 +35,8 @@ pub struct Health {
     pub announcements: IntCounterVec,
     /// Seconds until the next tick: how late a number on the board can be.
     pub tick_interval: Gauge,
+    /// Transactions ended, by outcome (`committed`, `aborted`, `fenced`).
+    pub transactions: IntCounterVec,
 }
 
 impl Health {
@@ -139,8 +141,17 @@ impl Health {
             "Seconds between two ticks (windows moved, changed series emitted), as paced now.",
         )
         .expect("valid metric");
+        let transactions = IntCounterVec::new(
+            Opts::new(
+                names::TRANSACTIONS_TOTAL,
+                "Kafka transactions of this instance's outputs ended, by outcome.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(transactions.clone()),
             Box::new(announcements.clone()),
             Box::new(tick_interval.clone()),
             Box::new(rejected.clone()),
@@ -179,6 +190,7 @@ impl Health {
             leader,
             announcements,
             tick_interval,
+            transactions,
         }
     }
 }

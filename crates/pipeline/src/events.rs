@@ -175,6 +175,27 @@ impl InternalEvent for TakeOverFailed<'_> {
     }
 }
 
+/// A transaction of the instance's outputs ended.
+pub(crate) struct TransactionEnded<'a> {
+    /// `committed`, `aborted` or `fenced`.
+    pub outcome: &'a str,
+    pub why: Option<&'a str>,
+}
+
+impl InternalEvent for TransactionEnded<'_> {
+    fn emit(self, health: &Health) {
+        match (self.outcome, self.why) {
+            ("committed", _) => {}
+            ("fenced", why) => warn!(why, "this instance was fenced; starting over"),
+            (_, why) => warn!(
+                why,
+                "the open transaction was aborted; taking the slots over again"
+            ),
+        }
+        health.transactions.with_label_values(&[self.outcome]).inc();
+    }
+}
+
 /// A celebration or an alert was produced to its topic.
 pub(crate) struct Announced<'a> {
     pub topic: &'a str,

@@ -34,7 +34,7 @@ use tracing::{error, info, warn};
 use crate::config::{ServiceSettings, Settings};
 use crate::events::{
     Announced, InternalEvent, SlotsTakenOver, SnapshotLoaded, SnapshotWritten, StateRestored,
-    TakeOverFailed,
+    TakeOverFailed, TransactionEnded,
 };
 use crate::kafka::{client_config, ensure_topics, partitions, ReadToEnd, TopicSpec};
 use crate::offsets::GroupOffsets;
@@ -113,7 +113,11 @@ pub async fn run<P: Processor>(
         match run_instance::<P>(shared(), &mut shutdown).await {
             Err(Error::Fenced(why)) => {
                 // A zombie's outputs were aborted; it starts over from what is committed.
-                warn!(error = %why, "this instance was fenced; starting over");
+                TransactionEnded {
+                    outcome: "fenced",
+                    why: Some(&why),
+                }
+                .emit(&health);
                 ready.store(false, Ordering::Relaxed);
                 board.clear();
             }
@@ -535,7 +539,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             tokio::task::block_in_place(|| while consumer.poll(Duration::ZERO).is_some() {});
         }
         match self.slots.ownership.take_aborted() {
-            Ok(true) => self.aborted(),
+            Ok(true) => self.aborted("the slots were given up"),
             Ok(false) => {}
             Err(why) => return Err(Error::Fenced(why)),
         }
@@ -725,12 +729,17 @@ impl<'a, P: Processor> Instance<'a, P> {
         } else if !produced.is_empty() || self.snapshots.in_txn {
             // Produced without an assignment to commit under: the slots were given up.
             tokio::task::block_in_place(|| crate::transaction::abort(self.out.producer))?;
-            self.aborted();
+            self.aborted("produced without an assignment");
             return Ok(());
         }
         let producer = self.out.producer;
         match tokio::task::block_in_place(|| crate::transaction::commit(producer, &offsets))? {
             Ended::Committed => {
+                TransactionEnded {
+                    outcome: "committed",
+                    why: None,
+                }
+                .emit(self.shared.health);
                 for e in offsets[0].0.elements() {
                     if let Offset::Offset(o) = e.offset() {
                         self.committed.insert(e.partition(), o);
@@ -740,7 +749,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 self.snapshots.committed.clone_from(&self.snapshots.last);
                 self.snapshots.in_txn = false;
             }
-            Ended::Aborted => self.aborted(),
+            Ended::Aborted => self.aborted("the commit was refused"),
         }
         drop(produced);
         Ok(())
@@ -749,8 +758,12 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// The open transaction was aborted: nothing produced since the last commit is visible.
     /// The slots are taken over again (the metrics topic read back, and as leader the dead
     /// letters redone from the committed offsets and celebrations re-announced).
-    fn aborted(&mut self) {
-        warn!("the open transaction was aborted; taking the slots over again");
+    fn aborted(&mut self, why: &str) {
+        TransactionEnded {
+            outcome: "aborted",
+            why: Some(why),
+        }
+        .emit(self.shared.health);
         let _ = self.out.take_pending();
         self.role.abandon();
         let c = &mut self.celebrations;

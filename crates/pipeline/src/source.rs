@@ -95,10 +95,11 @@ impl Positions {
     }
 }
 
-/// The input consumer's context. The end of a partition is expected (it ends a backlog, see
-/// the pacer) and comes back from `recv`; rust-rdkafka also hands it to the context as a
-/// global error, which the default context would log at error level for every fetch that
-/// reaches the end.
+/// The context of consumers that ask for partition ends: the input consumer's (the end of a
+/// partition ends a backlog, see the pacer) and topic readers' (the end of a transactional
+/// topic is known from reaching it). The end comes back from `recv`; rust-rdkafka also hands
+/// it to the context as a global error, which the default context would log at error level
+/// for every fetch that reaches the end.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct InputContext;
 

@@ -175,7 +175,11 @@ async fn run_instance<P: Processor>(
             }
         }
     }
-    instance.stop().await?;
+    match instance.stop().await {
+        // Stopping anyway: the next start redoes what the last transaction held.
+        Err(Error::Fenced(why)) => warn!(error = %why, "fenced while stopping"),
+        r => r?,
+    }
     info!("stopped cleanly");
     Ok(())
 }

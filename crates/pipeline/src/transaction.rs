@@ -24,10 +24,12 @@ use tracing::warn;
 use crate::Error;
 
 /// How long one transactional call may block.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How often a retriable commit is tried before the transaction is aborted instead.
-const COMMIT_TRIES: u32 = 3;
+/// How long a call that fails with a retriable error (the coordinator away) is tried again:
+/// as long as librdkafka keeps a record before it fails its delivery (`message.timeout.ms`).
+/// Meanwhile the loop waits; the service does not stop.
+const RETRY_FOR: Duration = Duration::from_secs(300);
 
 /// A transactional id of its own for each process start: fencing is by group generation, and
 /// an instance killed mid-transaction has it aborted by the coordinator after
@@ -114,16 +116,12 @@ pub(crate) fn commit(
     let attempt = || -> Result<(), KafkaError> {
         for (tpl, group) in offsets {
             if tpl.count() > 0 {
-                producer.send_offsets_to_transaction(tpl, group, CALL_TIMEOUT)?;
+                retrying("sending offsets", || {
+                    producer.send_offsets_to_transaction(tpl, group, CALL_TIMEOUT)
+                })?;
             }
         }
-        let mut tries = 0;
-        loop {
-            match producer.commit_transaction(CALL_TIMEOUT) {
-                Err(e) if retriable(&e) && tries + 1 < COMMIT_TRIES => tries += 1,
-                r => return r,
-            }
-        }
+        retrying("committing", || producer.commit_transaction(CALL_TIMEOUT))
     };
     match attempt() {
         Ok(()) => {
@@ -141,10 +139,25 @@ pub(crate) fn commit(
 
 /// Aborts the open transaction and opens the next.
 pub(crate) fn abort(producer: &FutureProducer) -> Result<(), Error> {
-    producer
-        .abort_transaction(CALL_TIMEOUT)
+    retrying("aborting", || producer.abort_transaction(CALL_TIMEOUT))
         .map_err(|e| error("aborting a transaction", e))?;
     begin(producer)
+}
+
+/// Calls `call` again while it fails with a retriable error, for up to [`RETRY_FOR`].
+fn retrying(
+    what: &str,
+    mut call: impl FnMut() -> Result<(), KafkaError>,
+) -> Result<(), KafkaError> {
+    let deadline = std::time::Instant::now() + RETRY_FOR;
+    loop {
+        match call() {
+            Err(e) if retriable(&e) && std::time::Instant::now() < deadline => {
+                warn!(error = %e, what, "a transactional call failed; retrying");
+            }
+            r => return r,
+        }
+    }
 }
 
 #[cfg(test)]

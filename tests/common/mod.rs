@@ -698,11 +698,14 @@ impl Drop for Prometheus {
 
 /// Waits (bounded) until `group` has committed every record of `topic`.
 pub fn wait_committed(group: &str, topic: &str, within: Duration) {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
+    let client = || -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", group)
+            .create()
+            .expect("consumer")
+    };
+    let mut c = client();
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
@@ -713,17 +716,24 @@ pub fn wait_committed(group: &str, topic: &str, within: Duration) {
         for p in &parts {
             tpl.add_partition(topic, *p);
         }
-        let committed = c
-            .committed_offsets(tpl, Duration::from_secs(5))
-            .expect("committed");
-        let done = parts.iter().all(|p| {
-            let (_, high) = c
-                .fetch_watermarks(topic, *p, Duration::from_secs(5))
-                .expect("watermarks");
-            match committed.find_partition(topic, *p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o >= high,
-                _ => high == 0,
-            }
+        // Offsets committed in a transaction still open (an instance killed mid-tick) are
+        // read only once it is decided: until then the request times out, and is sent again,
+        // by a new client (after a broker restart a client's coordinator requests can stay
+        // unsent).
+        let committed = c.committed_offsets(tpl, Duration::from_secs(5));
+        if committed.is_err() {
+            c = client();
+        }
+        let done = committed.is_ok_and(|committed| {
+            parts.iter().all(|p| {
+                let Ok((_, high)) = c.fetch_watermarks(topic, *p, Duration::from_secs(5)) else {
+                    return false;
+                };
+                match committed.find_partition(topic, *p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o >= high,
+                    _ => high == 0,
+                }
+            })
         });
         if done {
             return;

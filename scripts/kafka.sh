@@ -122,6 +122,9 @@ offsets.topic.num.partitions=3
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=3
+# A transaction left open by a killed instance is aborted within transaction.timeout.ms (10 s)
+# plus this interval; until then read_committed readers of its partitions wait.
+transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0

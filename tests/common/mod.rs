@@ -697,6 +697,14 @@ impl Drop for Prometheus {
 }
 
 /// Waits (bounded) until `group` has committed every record of `topic`.
+fn tpl_of(topic: &str, parts: &[i32]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for p in parts {
+        tpl.add_partition(topic, *p);
+    }
+    tpl
+}
+
 pub fn wait_committed(group: &str, topic: &str, within: Duration) {
     let client = || -> BaseConsumer {
         ClientConfig::new()
@@ -740,7 +748,15 @@ pub fn wait_committed(group: &str, topic: &str, within: Duration) {
         }
         assert!(
             Instant::now() < deadline,
-            "{group} did not commit all of {topic} within {within:?}"
+            "{group} did not commit all of {topic} within {within:?}: committed {:?}, ends {:?}",
+            c.committed_offsets(tpl_of(topic, &parts), Duration::from_secs(5))
+                .map(|t| t.elements().iter().map(|e| e.offset()).collect::<Vec<_>>()),
+            parts
+                .iter()
+                .map(|p| c
+                    .fetch_watermarks(topic, *p, Duration::from_secs(5))
+                    .map(|w| w.1))
+                .collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(200));
     }

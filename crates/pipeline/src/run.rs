@@ -604,6 +604,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             return Ok((false, 0));
         }
         let leads = slots.contains(&LEADER_SLOT);
+        self.wait_previous_owners(slots)?;
         self.differ = read_board(self.shared.settings, P::METRICS).await?;
         let count = self.slots.count;
         let owns = |s: &Subject| slots.contains(&slot_of(s, count));
@@ -636,6 +637,23 @@ impl<'a, P: Processor> Instance<'a, P> {
             self.take_leadership().await?;
         }
         Ok((leads, changes.len()))
+    }
+
+    /// Waits until no transaction of a previous owner of `slots` is undecided. Each
+    /// transaction commits offsets of its owner's slots, and a read of committed offsets that
+    /// asks for stable ones is answered only once the transactions holding them are committed
+    /// or aborted (as a Kafka Streams task waits for its input offsets): an owner blocked in
+    /// its commit while the group moved on (its coordinator away) may still commit, and what it
+    /// commits must be on the topic before the board is read back.
+    fn wait_previous_owners(&self, slots: &BTreeSet<i32>) -> Result<(), Error> {
+        let s = &self.shared;
+        let group = slots_group(s);
+        let mut offsets = GroupOffsets::new(s.settings, &group)?;
+        let mut tpl = TopicPartitionList::new();
+        for slot in slots {
+            tpl.add_partition(&s.settings.topics.slots, *slot);
+        }
+        offsets.committed(&tpl).map(|_| ())
     }
 
     /// Taking the leader slot: celebrations already announced are read back, and the dead
@@ -930,15 +948,19 @@ async fn restore_snapshot<P: Processor>(s: &Shared<'_>) -> Result<(P, Option<Man
     }
 }
 
+/// The consumer group that divides the slots among a service's instances.
+fn slots_group(s: &Shared<'_>) -> String {
+    format!("{}-{}-slots", s.svc.group_id, s.service)
+}
+
 /// Joins the slots group with a fresh member; called again when an assignment never comes.
 fn join_slots(
     s: &Shared<'_>,
     producer: &FutureProducer,
     ownership: Ownership,
 ) -> Result<BaseConsumer<SlotsContext>, Error> {
-    let group = &s.svc.group_id;
     let mut c = client_config(s.settings);
-    c.set("group.id", format!("{group}-{}-slots", s.service))
+    c.set("group.id", slots_group(s))
         // Eager: every member gives up its slots before any is handed out again.
         .set("partition.assignment.strategy", "roundrobin")
         .set("enable.auto.commit", "false");

@@ -42,7 +42,7 @@ use crate::ownership::{slot_of, Ownership, SlotsContext, LEADER_SLOT};
 use crate::pacer::Pacer;
 use crate::processor::Processor;
 use crate::role::Role;
-use crate::sink::{create_producer, Outputs};
+use crate::sink::{create_producer, settle, Outputs};
 use crate::snapshot::Manifest;
 use crate::source::{
     apply_roster, assign_input, catch_up_dead_letters, content_type, end_probe, read_board,
@@ -734,8 +734,8 @@ impl<'a, P: Processor> Instance<'a, P> {
             .elements()
             .iter()
             .any(|e| self.committed.get(&e.partition()) != e.offset().to_raw().as_ref());
-        let produced = self.out.take_pending();
-        if produced.is_empty() && !moved && !self.snapshots.in_txn {
+        let (mut produced, queued) = self.out.take_pending();
+        if queued == 0 && !moved && !self.snapshots.in_txn {
             return Ok(());
         }
         let member = self.slots.ownership.member();
@@ -748,14 +748,22 @@ impl<'a, P: Processor> Instance<'a, P> {
                     .map_err(|e| Error::kafka("building the commit", e))?;
             }
             offsets.push((tpl, &m.0));
-        } else if !produced.is_empty() || self.snapshots.in_txn {
+        } else if queued > 0 || self.snapshots.in_txn {
             // Produced without an assignment to commit under: the slots were given up.
             tokio::task::block_in_place(|| crate::transaction::abort(self.out.producer))?;
             self.aborted("produced without an assignment");
             return Ok(());
         }
         let producer = self.out.producer;
-        match tokio::task::block_in_place(|| crate::transaction::commit(producer, &offsets))? {
+        // Acknowledged first (see `transaction::commit`); a refused record aborts.
+        if let Err(e) = settle(&mut produced).await {
+            warn!(error = %e, "a record of the transaction was refused");
+            tokio::task::block_in_place(|| crate::transaction::abort(producer))?;
+            self.aborted("a record was refused");
+            return Ok(());
+        }
+        let r = tokio::task::block_in_place(|| crate::transaction::commit(producer, &offsets))?;
+        match r {
             Ended::Committed => {
                 TransactionEnded {
                     outcome: "committed",
@@ -773,7 +781,6 @@ impl<'a, P: Processor> Instance<'a, P> {
             }
             Ended::Aborted => self.aborted("the commit was refused"),
         }
-        drop(produced);
         Ok(())
     }
 

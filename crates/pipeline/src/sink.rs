@@ -23,6 +23,8 @@ pub(crate) struct Outputs<'a> {
     deadletter: &'a str,
     service: &'static str,
     pending: Vec<DeliveryFuture>,
+    /// Records queued since [`Outputs::take_pending`] last ran, awaited or not.
+    queued: u64,
 }
 
 /// The producer every output of a service goes through. Idempotence keeps each partition in
@@ -69,6 +71,7 @@ impl<'a> Outputs<'a> {
             deadletter,
             service,
             pending: Vec::new(),
+            queued: 0,
         }
     }
 
@@ -171,6 +174,7 @@ impl<'a> Outputs<'a> {
             match self.producer.send_result(rec) {
                 Ok(f) => {
                     self.pending.push(f);
+                    self.queued += 1;
                     return Ok(());
                 }
                 Err((
@@ -193,9 +197,13 @@ impl<'a> Outputs<'a> {
         settle(&mut self.pending).await
     }
 
-    /// The deliveries queued so far, to be awaited later.
-    pub fn take_pending(&mut self) -> Vec<DeliveryFuture> {
-        std::mem::take(&mut self.pending)
+    /// The deliveries not awaited yet, and how many records were queued since the last call
+    /// (some may have been awaited already, when the producer's queue was full).
+    pub fn take_pending(&mut self) -> (Vec<DeliveryFuture>, u64) {
+        (
+            std::mem::take(&mut self.pending),
+            std::mem::take(&mut self.queued),
+        )
     }
 }
 

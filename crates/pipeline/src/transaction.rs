@@ -108,7 +108,9 @@ fn begin(producer: &FutureProducer) -> Result<(), Error> {
 }
 
 /// Commits the open transaction with `offsets` (each list with the group metadata it is
-/// committed under), then opens the next.
+/// committed under), then opens the next. Deliveries should be awaited first: with records
+/// still in flight, rust-rdkafka's commit polls the delivery queue, which the producer's own
+/// thread serves, and so waits out its 100 ms poll.
 pub(crate) fn commit(
     producer: &FutureProducer,
     offsets: &[(TopicPartitionList, &ConsumerGroupMetadata)],

@@ -54,6 +54,9 @@ use crate::Error;
 /// Most records handled between two looks at the clock and the shutdown signal.
 const MAX_BATCH: usize = 2048;
 
+/// How long produce failures may go on, no transaction committing, before the service stops.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
+
 /// How many celebrations, and for how long, an instance that does not lead keeps in case the
 /// leader fails before announcing them.
 const MAX_PENDING_WINS: usize = 10_000;
@@ -158,7 +161,13 @@ async fn run_instance<P: Processor>(
                 break;
             }
             _ = &mut next_tick => {
-                let took = instance.on_tick().await?;
+                let took = match instance.on_tick().await {
+                    Ok(took) => took,
+                    Err(e) => {
+                        instance.produce_failed(e)?;
+                        Duration::ZERO
+                    }
+                };
                 pacer.record(took, instance.behind());
                 let interval = pacer.interval();
                 health.tick_interval.set(interval.as_secs_f64());
@@ -166,7 +175,9 @@ async fn run_instance<P: Processor>(
             }
             m = io.roster.recv() => instance.on_roster(m),
             m = io.input.recv() => {
-                instance.on_input(&io.input, m).await?;
+                if let Err(e) = instance.on_input(&io.input, m).await {
+                    instance.produce_failed(e)?;
+                }
                 // A backlog worked off: the board is brought up to date now, not at the end
                 // of an interval stretched for the backlog.
                 if pacer.stretched() && instance.caught_up() {
@@ -287,6 +298,8 @@ struct Instance<'a, P: Processor> {
     at_end: BTreeSet<i32>,
     lag_checked: Instant,
     max_lag: Option<i64>,
+    /// When the last transaction committed (or there was nothing to commit).
+    settled_at: Instant,
 }
 
 impl<'a, P: Processor> Instance<'a, P> {
@@ -350,6 +363,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             at_end: BTreeSet::new(),
             lag_checked: Instant::now(),
             max_lag: None,
+            settled_at: Instant::now(),
             shared: s,
         };
         me.load_roster(&roster, roster_end).await?;
@@ -438,8 +452,11 @@ impl<'a, P: Processor> Instance<'a, P> {
             match res {
                 Ok(outcome) => self.input_counters.count(m, outcome),
                 Err(e) => {
+                    // Past the record first: should its dead letter fail, the take-over
+                    // that follows the abort redoes it.
+                    self.positions.next.insert(p, m.offset() + 1);
                     self.input_counters.observe(m);
-                    self.out.dead_letter(m, &e).await?;
+                    return self.out.dead_letter(m, &e).await;
                 }
             }
         }
@@ -736,6 +753,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             .any(|e| self.committed.get(&e.partition()) != e.offset().to_raw().as_ref());
         let (mut produced, queued) = self.out.take_pending();
         if queued == 0 && !moved && !self.snapshots.in_txn {
+            self.settled_at = Instant::now();
             return Ok(());
         }
         let member = self.slots.ownership.member();
@@ -757,10 +775,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         let producer = self.out.producer;
         // Acknowledged first (see `transaction::commit`); a refused record aborts.
         if let Err(e) = settle(&mut produced).await {
-            warn!(error = %e, "a record of the transaction was refused");
-            tokio::task::block_in_place(|| crate::transaction::abort(producer))?;
-            self.aborted("a record was refused");
-            return Ok(());
+            return self.produce_failed(e);
         }
         let r = tokio::task::block_in_place(|| crate::transaction::commit(producer, &offsets))?;
         match r {
@@ -778,9 +793,24 @@ impl<'a, P: Processor> Instance<'a, P> {
                 self.celebrations.in_txn.clear();
                 self.snapshots.committed.clone_from(&self.snapshots.last);
                 self.snapshots.in_txn = false;
+                self.settled_at = Instant::now();
             }
             Ended::Aborted => self.aborted("the commit was refused"),
         }
+        Ok(())
+    }
+
+    /// A record that could not be produced (timed out while a partition had no leader, purged
+    /// by an abort) dooms the open transaction: it is aborted and the slots taken over again
+    /// from what is committed, rather than the service stopping. Failures that go on for
+    /// longer than librdkafka keeps a record stop it, with the error.
+    fn produce_failed(&mut self, e: Error) -> Result<(), Error> {
+        if !matches!(e, Error::Kafka { .. }) || self.settled_at.elapsed() > GIVE_UP_AFTER {
+            return Err(e);
+        }
+        warn!(error = %e, "producing failed; aborting the open transaction");
+        tokio::task::block_in_place(|| crate::transaction::abort(self.out.producer))?;
+        self.aborted("a record could not be produced");
         Ok(())
     }
 

@@ -84,7 +84,13 @@ pub fn start_deals(
         group,
     ])
     .env("SALESPULSE_TOPICS__DEALS", deals_topic);
-    for t in ["roster", "metrics", "deadletter", "snapshots", "celebrations"] {
+    for t in [
+        "roster",
+        "metrics",
+        "deadletter",
+        "snapshots",
+        "celebrations",
+    ] {
         cmd.env(
             format!("SALESPULSE_TOPICS__{}", t.to_uppercase()),
             format!("bench.{suffix}.{t}"),

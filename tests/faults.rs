@@ -88,11 +88,21 @@ async fn sigkill_during_a_stream_changes_no_number() {
         seed
     };
     let mut kills = 0;
+    // A bad target record before each round: each is dead-lettered once, however the targets
+    // service's kills fall between reading it and committing past it.
+    let p = producer();
+    let mut bad_targets = 0;
     // Kills of the deals, activities and targets services.
     let mut killed = [0usize; 3];
     let deadline = Instant::now() + Duration::from_secs(180);
     while kills < KILLS {
         assert!(Instant::now() < deadline, "only {kills} kills in time");
+        let bad = format!(
+            r#"{{"scope":"rep","id":"rep-bad-{kills}","metric":"bookings","period":"2026-Q9","value":1}}"#
+        );
+        let key = format!("rep/rep-bad-{kills}/bookings/x");
+        produce(&p, &topics.targets, Some(&key), Some(bad.as_bytes())).await;
+        bad_targets += 1;
         tokio::time::sleep(Duration::from_millis(800 + rand() % 1700)).await;
         // Alternate which service dies, sometimes two at once.
         match rand() % 4 {
@@ -247,6 +257,21 @@ async fn sigkill_during_a_stream_changes_no_number() {
         &inputs,
         Duration::from_secs(30),
     );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Panics on a record dead-lettered twice.
+        let got = dead_letters_once(&topics.deadletter, &[topics.targets.as_str()]);
+        if got.len() == bad_targets {
+            assert!(got.values().all(|r| r == "invalid_period"), "{got:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {bad_targets} bad targets dead-lettered",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // Milestones are crossed whatever the date; alerts need some of a period to have elapsed.
     assert!(
         wins.len() > big_wins.len(),
@@ -257,7 +282,8 @@ async fn sigkill_during_a_stream_changes_no_number() {
          restarts (deals {}, activities {}, targets {}); {series} series equal to a clean run, \
          {published} metric records with 0 repeats; targets service: {target_series} series equal \
          to a clean run, {} alert records (every one a change of state); {} celebrations once \
-         each ({} big wins, as in the clean run); {} dead letters once each, as in the clean run; \
+         each ({} big wins, as in the clean run); {} dead letters once each, as in the clean run, and {bad_targets} bad targets \
+         dead-lettered once each; \
          differences: 0",
         killed[0],
         killed[1],

@@ -55,7 +55,7 @@ use crate::Error;
 const MAX_BATCH: usize = 2048;
 
 /// How long produce failures may go on, no transaction committing, before the service stops.
-const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
+pub(crate) const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
 
 /// How many celebrations, and for how long, an instance that does not lead keeps in case the
 /// leader fails before announcing them.

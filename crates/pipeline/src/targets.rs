@@ -4,16 +4,20 @@
 //! The inputs are compacted and small next to the raw event topics, so the service rebuilds
 //! its state by reading them from the beginning at every start; its group's committed offsets
 //! only mark which target and plan records were already dead-lettered.
+//!
+//! Each tick's alerts, celebrations and dead letters commit in one Kafka transaction with
+//! those offsets. An aborted transaction leaves the decisions it held off the topics, so the
+//! loop starts over from them, as at a start.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::proto::{Gauge, LabelPair, Metric as PromMetric, MetricFamily, MetricType};
 use prometheus::IntCounter;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerGroupMetadata, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -27,12 +31,13 @@ use salespulse_targets::{
 use tracing::{info, warn};
 
 use crate::config::Settings;
-use crate::events::{Announced, InternalEvent};
+use crate::events::{Announced, InternalEvent, TransactionEnded};
 use crate::kafka::{client_config, ensure_topics, partitions, TopicSpec};
 use crate::offsets::GroupOffsets;
-use crate::run::now_ms;
-use crate::sink::{create_producer, Outputs};
+use crate::run::{now_ms, GIVE_UP_AFTER};
+use crate::sink::{create_producer, settle, Outputs};
 use crate::source::{format_of, read_to_end};
+use crate::transaction::{transactional_id, Ended};
 use crate::Error;
 
 /// Help text of each family the targets service exposes.
@@ -262,38 +267,105 @@ pub async fn run_targets(
     if settings.topics.create {
         ensure_topics(&settings, &targets_topics(&settings)).await?;
     }
-    let producer = create_producer(&settings, None)?;
-    let (mut me, consumer) = Targets::start(&settings, &health, &producer).await?;
+    // Set when a run first ends in an abort, cleared by one that committed: aborts that go
+    // on for longer than GIVE_UP_AFTER stop the service.
+    let mut failing_since = None;
+    let stopped = loop {
+        let served = serve(&settings, &health, &exposed, &ready, &mut shutdown).await;
+        ready.store(false, Ordering::Relaxed);
+        health.ready.set(0);
+        match served {
+            Ok(Served::Stopped) => break Ok(()),
+            Ok(Served::StartOver { committed }) => {
+                if committed {
+                    failing_since = None;
+                }
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > GIVE_UP_AFTER {
+                    break Err(Error::Config(
+                        "no transaction committed for five minutes".into(),
+                    ));
+                }
+            }
+            // A zombie's outputs were aborted; it starts over from the topics.
+            Err(Error::Fenced(why)) => TransactionEnded {
+                outcome: "fenced",
+                why: Some(&why),
+            }
+            .emit(&health),
+            Err(e) => break Err(e),
+        }
+    };
+    http.abort();
+    if stopped.is_ok() {
+        info!("stopped cleanly");
+    }
+    stopped
+}
+
+/// How one run of the loop ended.
+enum Served {
+    Stopped,
+    /// Its open transaction was aborted; `committed` tells whether one committed before.
+    StartOver {
+        committed: bool,
+    },
+}
+
+/// Rebuilds the state from the topics, then serves until `shutdown` resolves or a
+/// transaction is aborted.
+async fn serve(
+    settings: &Settings,
+    health: &Health,
+    exposed: &std::sync::RwLock<Arc<Vec<MetricFamily>>>,
+    ready: &AtomicBool,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<Served, Error> {
+    let id = transactional_id(&settings.targets.group_id, SERVICE);
+    let producer = create_producer(settings, Some(&id))?;
+    tokio::task::block_in_place(|| crate::transaction::init(&producer))?;
+    let (mut me, consumer) = Targets::start(settings, health, &producer).await?;
     let mut tick = tokio::time::interval(Duration::from_millis(settings.publish.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let step = tokio::select! {
             biased;
-            _ = &mut shutdown => break,
+            _ = &mut *shutdown => break,
             _ = tick.tick() => {
-                me.on_tick(&exposed).await?;
+                let step = me.on_tick(exposed).await;
                 let caught_up = me.caught_up();
                 ready.store(caught_up, Ordering::Relaxed);
                 health.ready.set(i64::from(caught_up));
+                step
             }
             m = consumer.recv() => match m {
-                Ok(m) => me.on_record(&m).await?,
+                Ok(m) => me.on_record(&m).await.map(|()| Ended::Committed),
                 // The deals service's topics are transactional: their last offset is often a
                 // commit marker, never delivered, so the end is known from reaching it.
-                Err(KafkaError::PartitionEOF(p)) => me.reached_end_of(p, &consumer),
-                Err(e) => warn!(error = %e, "consumer error"),
+                Err(KafkaError::PartitionEOF(p)) => {
+                    me.reached_end_of(p, &consumer);
+                    Ok(Ended::Committed)
+                }
+                Err(e) => {
+                    warn!(error = %e, "consumer error");
+                    Ok(Ended::Committed)
+                }
             },
+        };
+        match step {
+            Ok(Ended::Committed) => {}
+            Ok(Ended::Aborted) => return Ok(me.start_over("the commit was refused")),
+            Err(e) => return me.produce_failed(e),
         }
     }
     ready.store(false, Ordering::Relaxed);
-    me.out.settle().await?;
-    if let Err(e) = me.commit_reported(Some(Duration::from_secs(10))) {
+    match me.commit().await {
+        Ok(Ended::Committed) => {}
         // A restart then reports again the rejects read since the last commit.
-        warn!(error = %e, "committing offsets at shutdown failed");
+        Ok(Ended::Aborted) => warn!("the last transaction was aborted at shutdown"),
+        Err(e) => warn!(error = %e, "committing at shutdown failed"),
     }
-    http.abort();
-    info!("stopped cleanly");
-    Ok(())
+    Ok(Served::Stopped)
 }
 
 const SERVICE: &str = "targets";
@@ -332,8 +404,10 @@ struct Targets<'a> {
     out: Outputs<'a>,
     /// Target and plan records below these were dead-lettered by an earlier run.
     reported: HashMap<At, i64>,
-    /// Reads and commits the group's offsets of the target and plan topics.
-    offsets: GroupOffsets<'a>,
+    /// The group's metadata, under which the offsets past reported records commit.
+    group: ConsumerGroupMetadata,
+    /// A transaction of this run committed.
+    committed: bool,
     /// Per target and plan partition: the offset after the last record read.
     next_setting: HashMap<At, i64>,
     /// Ends of the inputs at start: until all are reached the board is partial.
@@ -366,6 +440,9 @@ impl<'a> Targets<'a> {
         let applied = |topic: &str| health.events.with_label_values(&[topic, "applied"]);
         let mut offsets = GroupOffsets::new(settings, &settings.targets.group_id)?;
         let (consumer, reported, ends) = assign_inputs(settings, &mut offsets)?;
+        let group = consumer
+            .group_metadata()
+            .ok_or_else(|| Error::Config("the targets consumer has no group".into()))?;
         let mut me = Targets {
             settings,
             health,
@@ -377,7 +454,8 @@ impl<'a> Targets<'a> {
             notifier: Notifier::new(settings.alerts.clone()),
             out: Outputs::new(producer, health, &t.deadletter, SERVICE),
             reported,
-            offsets,
+            group,
+            committed: false,
             next_setting: HashMap::new(),
             ends,
             read: Counters {
@@ -433,11 +511,9 @@ impl<'a> Targets<'a> {
     async fn on_tick(
         &mut self,
         exposed: &std::sync::RwLock<Arc<Vec<MetricFamily>>>,
-    ) -> Result<(), Error> {
+    ) -> Result<Ended, Error> {
         let now = now_ms().div_euclid(1000);
         let mut outs = self.board.series(now, &self.cal, &self.elapsed);
-        // Settle first: an event is decided only against what earlier ones delivered.
-        self.out.settle().await?;
         // Until every input is read to its end the board is partial; alerts and celebrations
         // decided on it would be wrong.
         if self.caught_up() {
@@ -448,7 +524,9 @@ impl<'a> Targets<'a> {
         if let Ok(mut s) = exposed.write() {
             *s = Arc::new(families);
         }
-        self.commit_reported(None)?;
+        // Committed before the next tick decides: an event is decided only against what
+        // earlier ones delivered.
+        let ended = self.commit().await?;
         let state = &self.health.state;
         state
             .with_label_values(&["targets"])
@@ -456,7 +534,7 @@ impl<'a> Targets<'a> {
         state
             .with_label_values(&["plans"])
             .set(self.board.plans() as i64);
-        Ok(())
+        Ok(ended)
     }
 
     /// Produces the alerts and celebrations the board's series decide.
@@ -485,13 +563,67 @@ impl<'a> Targets<'a> {
                 .headers(headers);
             self.out.enqueue(rec).await?;
         }
-        self.out.settle().await
+        Ok(())
     }
 
-    /// Commits past the target and plan records read, so that a restart does not report
-    /// their rejects again; waits up to `wait` for the outcome, else sees it next time.
-    fn commit_reported(&mut self, wait: Option<Duration>) -> Result<(), Error> {
+    /// Commits the open transaction: the tick's announcements and dead letters, with the
+    /// offsets past the target and plan records they report, so that a restart does not
+    /// report those again. Its records are acknowledged first (see `transaction::commit`).
+    async fn commit(&mut self) -> Result<Ended, Error> {
+        let tpl = self.unreported();
+        let (mut produced, queued) = self.out.take_pending();
+        if queued == 0 && tpl.count() == 0 {
+            return Ok(Ended::Committed);
+        }
+        settle(&mut produced).await?;
+        let (producer, group) = (self.out.producer, &self.group);
+        let ended = tokio::task::block_in_place(|| {
+            crate::transaction::commit(producer, &[(tpl.clone(), group)])
+        })?;
+        if ended == Ended::Committed {
+            TransactionEnded {
+                outcome: "committed",
+                why: None,
+            }
+            .emit(self.health);
+            self.committed = true;
+            for e in tpl.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    self.reported
+                        .insert((e.topic().to_owned(), e.partition()), o);
+                }
+            }
+        }
+        Ok(ended)
+    }
+
+    /// The transaction was aborted: the decisions it held are not on the topics.
+    fn start_over(&self, why: &str) -> Served {
+        TransactionEnded {
+            outcome: "aborted",
+            why: Some(why),
+        }
+        .emit(self.health);
+        Served::StartOver {
+            committed: self.committed,
+        }
+    }
+
+    /// A record that could not be produced dooms the open transaction: it is aborted and the
+    /// loop starts over. Other errors stop the service.
+    fn produce_failed(&self, e: Error) -> Result<Served, Error> {
+        if !matches!(e, Error::Kafka { .. }) {
+            return Err(e);
+        }
+        warn!(error = %e, "producing failed; aborting the open transaction");
+        tokio::task::block_in_place(|| crate::transaction::abort(self.out.producer))?;
+        Ok(self.start_over("a record could not be produced"))
+    }
+
+    /// Offsets past the target and plan records read since the last commit.
+    fn unreported(&self) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
+
         for ((topic, p), o) in &self.next_setting {
             if self
                 .reported
@@ -501,11 +633,7 @@ impl<'a> Targets<'a> {
                 let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
             }
         }
-        match wait {
-            _ if tpl.count() == 0 => Ok(()),
-            Some(timeout) => self.offsets.commit_and_wait(&tpl, timeout),
-            None => self.offsets.commit(&tpl),
-        }
+        tpl
     }
 
     async fn on_record(&mut self, m: &BorrowedMessage<'_>) -> Result<(), Error> {

@@ -1,16 +1,18 @@
-//! Crashes during a stream: the deals, activities and targets services are killed with SIGKILL
-//! at random moments, at least ten times, while the simulator streams 200,000 records, and
-//! restarted each time. At the end their numbers must equal those of a clean run over the same
+//! Crashes during a stream: instances of the deals and activities services (three of each, in
+//! one group) and the targets service are killed with SIGKILL at random moments, sixteen times,
+//! while the simulator streams 200,000 records, and restarted each time. At the end their numbers must equal those of a clean run over the same
 //! input, the metrics topic must rebuild the same board, and no output record may repeat: no
 //! celebration twice, no alert announcing the state it is already in.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use salespulse_e2e::*;
 
 const RECORDS: u64 = 200_000;
-const KILLS: usize = 12;
+const KILLS: usize = 16;
+/// Instances of the deals and of the activities service, in one group each.
+const INSTANCES: usize = 3;
 
 /// The targets service's series that depend on the inputs only, not on the instant they are
 /// computed at (expected-to-date, pace and projection move with the clock).
@@ -54,7 +56,7 @@ async fn sigkill_during_a_stream_changes_no_number() {
     require_broker();
     let topics = Topics::unique("faults");
     let group = format!("g-{}", topics.suffix);
-    let (dport, aport, tport) = (free_port(), free_port(), free_port());
+    let tport = free_port();
     // Alerts without delay, so that they fire and resolve while the kills land.
     set_service_env("targets", "SALESPULSE_ALERTS__HOLD_SECONDS", "0");
     set_service_env("targets", "SALESPULSE_ALERTS__MIN_ELAPSED", "0");
@@ -65,11 +67,16 @@ async fn sigkill_during_a_stream_changes_no_number() {
         "SALESPULSE_ACTIVITIES__SNAPSHOT_INTERVAL_SECONDS",
         "1",
     );
-    let mut deals = Service::start("deals", &topics, dport, &group);
-    let mut acts = Service::start("activities", &topics, aport, &group);
+    let start = |name: &str, n: usize| -> Vec<Service> {
+        (0..n)
+            .map(|_| Service::start(name, &topics, free_port(), &group))
+            .collect()
+    };
+    let mut pools = [start("deals", INSTANCES), start("activities", INSTANCES)];
     let mut targets = Service::start("targets", &topics, tport, &group);
-    deals.wait_ready(Duration::from_secs(60)).await;
-    acts.wait_ready(Duration::from_secs(60)).await;
+    for s in pools.iter_mut().flatten() {
+        s.wait_ready(Duration::from_secs(60)).await;
+    }
     targets.wait_ready(Duration::from_secs(60)).await;
     import_sample_targets(&topics);
 
@@ -104,30 +111,27 @@ async fn sigkill_during_a_stream_changes_no_number() {
         produce(&p, &topics.targets, Some(&key), Some(bad.as_bytes())).await;
         bad_targets += 1;
         tokio::time::sleep(Duration::from_millis(800 + rand() % 1700)).await;
-        // Alternate which service dies, sometimes two at once.
+        // A random instance of a random service dies (a deals and an activities instance at
+        // once every fourth round), and a new one starts on its port.
+        let mut kill_one = |pool: usize, r: u64| {
+            let i = usize::try_from(r).unwrap_or_default() % INSTANCES;
+            let s = &mut pools[pool][i];
+            let (name, port) = (s.name.clone(), s.port);
+            s.kill();
+            *s = Service::start(&name, &topics, port, &group);
+            killed[pool] += 1;
+        };
         match rand() % 4 {
-            0 => {
-                deals.kill();
-                deals = Service::start("deals", &topics, dport, &group);
-                killed[0] += 1;
-            }
-            1 => {
-                acts.kill();
-                acts = Service::start("activities", &topics, aport, &group);
-                killed[1] += 1;
-            }
+            0 => kill_one(0, rand()),
+            1 => kill_one(1, rand()),
             2 => {
                 targets.kill();
                 targets = Service::start("targets", &topics, tport, &group);
                 killed[2] += 1;
             }
             _ => {
-                deals.kill();
-                acts.kill();
-                deals = Service::start("deals", &topics, dport, &group);
-                acts = Service::start("activities", &topics, aport, &group);
-                killed[0] += 1;
-                killed[1] += 1;
+                kill_one(0, rand());
+                kill_one(1, rand());
             }
         }
         kills += 1;
@@ -138,8 +142,9 @@ async fn sigkill_during_a_stream_changes_no_number() {
     );
     simulator_done(&mut sim, &topics);
     let stream_secs = started.elapsed().as_secs_f64();
-    deals.wait_ready(Duration::from_secs(120)).await;
-    acts.wait_ready(Duration::from_secs(120)).await;
+    for s in pools.iter_mut().flatten() {
+        s.wait_ready(Duration::from_secs(120)).await;
+    }
     targets.wait_ready(Duration::from_secs(120)).await;
     committed_all(&group, &topics);
 
@@ -158,7 +163,7 @@ async fn sigkill_during_a_stream_changes_no_number() {
     committed_all(&clean_group, &clean_topics);
 
     let series = assert_same_boards(
-        &[&deals, &acts],
+        &pools.iter().flatten().collect::<Vec<_>>(),
         &[&clean_deals, &clean_acts],
         &format!("after {kills} kills"),
     )
@@ -204,27 +209,15 @@ async fn sigkill_during_a_stream_changes_no_number() {
 
     // Every celebration once; the deals service's big wins exactly those of the clean run (the
     // targets service's milestones and new leaders depend on the order the numbers moved in).
-    let keys = |topic: &str| -> Vec<String> {
-        read_topic(topic)
-            .into_iter()
-            .map(|r| String::from_utf8(r.key.unwrap_or_default()).expect("key"))
-            .collect()
-    };
-    let wins = keys(&topics.celebrations);
-    let unique: HashSet<&String> = wins.iter().collect();
-    assert_eq!(
-        unique.len(),
-        wins.len(),
-        "a celebration was announced twice"
-    );
-    let big = |keys: &[String]| -> HashSet<String> {
+    let wins = celebrations_once(&topics.celebrations);
+    let big = |keys: &BTreeSet<String>| -> HashSet<String> {
         keys.iter()
             .filter(|k| k.starts_with("big_win/"))
             .cloned()
             .collect()
     };
     let big_wins = big(&wins);
-    let clean_wins = big(&keys(&clean_topics.celebrations));
+    let clean_wins = big(&celebrations_once(&clean_topics.celebrations));
     let only_crashed: Vec<&String> = big_wins.difference(&clean_wins).collect();
     let only_clean: Vec<&String> = clean_wins.difference(&big_wins).collect();
     assert!(
@@ -279,7 +272,7 @@ async fn sigkill_during_a_stream_changes_no_number() {
     );
     println!(
         "faults: 1 stream of {RECORDS} records over {stream_secs:.0} s, {kills} rounds of SIGKILLs and \
-         restarts (deals {}, activities {}, targets {}); {series} series equal to a clean run, \
+         restarts ({INSTANCES} instances each of deals, killed {} times, and activities, {}; targets {}); {series} series equal to a clean run, \
          {published} metric records with 0 repeats; targets service: {target_series} series equal \
          to a clean run, {} alert records (every one a change of state); {} celebrations once \
          each ({} big wins, as in the clean run); {} dead letters once each, as in the clean run, and {bad_targets} bad targets \

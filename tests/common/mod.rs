@@ -1,7 +1,7 @@
 //! Shared helpers of the end-to-end tests: a real broker, the real service binaries, a real
 //! Prometheus, and unique topic names per test.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -485,6 +485,28 @@ pub fn read_topic_as(topic: &str, isolation: &str) -> Vec<Consumed> {
         });
     }
     out
+}
+
+/// The keys of the celebrations on `topic`; panics on one announced twice.
+pub fn celebrations_once(topic: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for r in read_topic(topic) {
+        let key = String::from_utf8(r.key.unwrap_or_default()).expect("celebration key");
+        assert!(
+            out.insert(key.clone()),
+            "{key} was announced twice on {topic}"
+        );
+    }
+    out
+}
+
+/// The celebrations on `topic`, each once and exactly those on `clean` (a clean run's);
+/// returns how many there are.
+pub fn same_celebrations_once(topic: &str, clean: &str) -> usize {
+    let got = celebrations_once(topic);
+    let want = celebrations_once(clean);
+    assert_eq!(got, want, "the same celebrations as the clean run");
+    got.len()
 }
 
 /// The dead letters on `topic` of records from the `sources` topics, by source position

@@ -1,25 +1,25 @@
 //! The salespulse service runtime: configuration, the Kafka source, and the loop that feeds
 //! an aggregation core and exposes and publishes its numbers.
 
+// By job, in the order a record meets them: `source` (reading Kafka, committed offsets),
+// `state` (the aggregation core's interface and its snapshots), `coordination` (which instance
+// exports what, and what it may write), `sink` (producing, in transactions); `run` and
+// `targets` are the service loops that wire them.
 pub mod config;
+mod coordination;
 mod events;
 pub mod kafka;
-mod offsets;
-mod ownership;
 mod pacer;
-mod processor;
-mod role;
 mod run;
 mod sink;
-mod snapshot;
 mod source;
+mod state;
 mod targets;
-mod transaction;
 
 pub use config::{ServiceArgs, Settings};
-pub use processor::Processor;
 pub use run::run;
 pub use source::read_to_end;
+pub use state::processor::Processor;
 pub use targets::run_targets;
 
 /// Why a service could not start or had to stop.

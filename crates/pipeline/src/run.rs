@@ -3,7 +3,7 @@
 //! Delivery: the consumed offsets are committed only after every dead-letter and metric
 //! record produced for them is acknowledged by the broker, so nothing is lost (at least once
 //! for side outputs). State is rebuilt at start-up from the newest snapshot (see
-//! [`crate::snapshot`]) and by replaying the input after it up to the committed offsets
+//! [`crate::state::snapshot`]) and by replaying the input after it up to the committed offsets
 //! without side effects, so the numbers after a restart are exactly those of an uninterrupted
 //! run; the last published board is read back from `sales.metrics` so that series that
 //! vanished meanwhile get their tombstones.
@@ -32,23 +32,23 @@ use salespulse_expose::{AppState, Board, Health};
 use tracing::{error, info, warn};
 
 use crate::config::{ServiceSettings, Settings};
+use crate::coordination::ownership::{slot_of, Ownership, SlotsContext, LEADER_SLOT};
+use crate::coordination::role::Role;
 use crate::events::{
     Announced, InternalEvent, SlotsTakenOver, SnapshotLoaded, SnapshotWritten, StateRestored,
     TakeOverFailed, TransactionEnded,
 };
 use crate::kafka::{client_config, ensure_topics, partitions, ReadToEnd, TopicSpec};
-use crate::offsets::GroupOffsets;
-use crate::ownership::{slot_of, Ownership, SlotsContext, LEADER_SLOT};
 use crate::pacer::Pacer;
-use crate::processor::Processor;
-use crate::role::Role;
+use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
-use crate::snapshot::Manifest;
+use crate::source::offsets::GroupOffsets;
 use crate::source::{
     apply_roster, assign_input, catch_up_dead_letters, content_type, end_probe, read_board,
     read_to_end, roster_consumer, InputConsumer, Positions, TopicCounters,
 };
-use crate::transaction::{transactional_id, Ended};
+use crate::state::processor::Processor;
+use crate::state::snapshot::Manifest;
 use crate::Error;
 
 /// Most records handled between two looks at the clock and the shutdown signal.
@@ -141,7 +141,7 @@ async fn run_instance<P: Processor>(
     let (settings, health) = (shared.settings, shared.health);
     let id = transactional_id(&shared.svc.group_id, P::SERVICE);
     let producer = create_producer(settings, Some(&id))?;
-    tokio::task::block_in_place(|| crate::transaction::init(&producer))?;
+    tokio::task::block_in_place(|| crate::sink::transaction::init(&producer))?;
     let (mut instance, io) = Instance::<P>::start(shared, &producer).await?;
 
     let p = &settings.publish;
@@ -768,7 +768,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             offsets.push((tpl, &m.0));
         } else if queued > 0 || self.snapshots.in_txn {
             // Produced without an assignment to commit under: the slots were given up.
-            tokio::task::block_in_place(|| crate::transaction::abort(self.out.producer))?;
+            tokio::task::block_in_place(|| crate::sink::transaction::abort(self.out.producer))?;
             self.aborted("produced without an assignment");
             return Ok(());
         }
@@ -777,7 +777,8 @@ impl<'a, P: Processor> Instance<'a, P> {
         if let Err(e) = settle(&mut produced).await {
             return self.produce_failed(e);
         }
-        let r = tokio::task::block_in_place(|| crate::transaction::commit(producer, &offsets))?;
+        let r =
+            tokio::task::block_in_place(|| crate::sink::transaction::commit(producer, &offsets))?;
         match r {
             Ended::Committed => {
                 TransactionEnded {
@@ -809,7 +810,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             return Err(e);
         }
         warn!(error = %e, "producing failed; aborting the open transaction");
-        tokio::task::block_in_place(|| crate::transaction::abort(self.out.producer))?;
+        tokio::task::block_in_place(|| crate::sink::transaction::abort(self.out.producer))?;
         self.aborted("a record could not be produced");
         Ok(())
     }
@@ -843,7 +844,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             self.positions.next.iter().map(|(p, o)| (*p, *o)).collect();
         let s = &self.shared;
         let previous = self.snapshots.last.as_ref();
-        let m = crate::snapshot::save(
+        let m = crate::state::snapshot::save(
             self.out.producer,
             s.settings,
             &self.snapshots.owner,
@@ -960,7 +961,7 @@ async fn restore_snapshot<P: Processor>(s: &Shared<'_>) -> Result<(P, Option<Man
     }
     let owner = format!("{}/{}", s.svc.group_id, P::SERVICE);
     let read = Instant::now();
-    let Some(saved) = crate::snapshot::load(s.settings, &owner).await? else {
+    let Some(saved) = crate::state::snapshot::load(s.settings, &owner).await? else {
         return Ok((core, None));
     };
     let read_seconds = read.elapsed().as_secs_f64();

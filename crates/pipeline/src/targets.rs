@@ -33,11 +33,11 @@ use tracing::{info, warn};
 use crate::config::Settings;
 use crate::events::{Announced, InternalEvent, TransactionEnded};
 use crate::kafka::{client_config, ensure_topics, partitions, TopicSpec};
-use crate::offsets::GroupOffsets;
 use crate::run::{now_ms, GIVE_UP_AFTER};
+use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
+use crate::source::offsets::GroupOffsets;
 use crate::source::{format_of, read_to_end};
-use crate::transaction::{transactional_id, Ended};
 use crate::Error;
 
 /// Help text of each family the targets service exposes.
@@ -323,7 +323,7 @@ async fn serve(
 ) -> Result<Served, Error> {
     let id = transactional_id(&settings.targets.group_id, SERVICE);
     let producer = create_producer(settings, Some(&id))?;
-    tokio::task::block_in_place(|| crate::transaction::init(&producer))?;
+    tokio::task::block_in_place(|| crate::sink::transaction::init(&producer))?;
     let (mut me, consumer) = Targets::start(settings, health, &producer).await?;
     let mut tick = tokio::time::interval(Duration::from_millis(settings.publish.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -578,7 +578,7 @@ impl<'a> Targets<'a> {
         settle(&mut produced).await?;
         let (producer, group) = (self.out.producer, &self.group);
         let ended = tokio::task::block_in_place(|| {
-            crate::transaction::commit(producer, &[(tpl.clone(), group)])
+            crate::sink::transaction::commit(producer, &[(tpl.clone(), group)])
         })?;
         if ended == Ended::Committed {
             TransactionEnded {
@@ -616,7 +616,7 @@ impl<'a> Targets<'a> {
             return Err(e);
         }
         warn!(error = %e, "producing failed; aborting the open transaction");
-        tokio::task::block_in_place(|| crate::transaction::abort(self.out.producer))?;
+        tokio::task::block_in_place(|| crate::sink::transaction::abort(self.out.producer))?;
         Ok(self.start_over("a record could not be produced"))
     }
 

@@ -12,7 +12,7 @@
 //! slots (and stops exporting them, and aborts what it produced since its last commit) before
 //! any member is given new ones. Each transaction commits under the group metadata of the
 //! assignment it exports for, which fences a member the group has moved on from
-//! (`crate::transaction`).
+//! (`crate::sink::transaction`).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -169,7 +169,7 @@ impl ConsumerContext for SlotsContext {
             // what is committed on the topic once this returns, and redoes the rest.
             self.ownership.revoke();
             self.board.clear();
-            let aborted = crate::transaction::abort(&self.producer);
+            let aborted = crate::sink::transaction::abort(&self.producer);
             if let Ok(mut s) = self.ownership.0.lock() {
                 match aborted {
                     Ok(()) => s.aborted = true,

@@ -1,6 +1,8 @@
 //! Outputs: changed series to the metrics topic, rejected records to the dead-letter topic,
 //! celebrations; and waiting for the broker to acknowledge them before offsets move.
 
+pub(crate) mod transaction;
+
 use std::time::Duration;
 
 use chrono::Utc;
@@ -30,7 +32,7 @@ pub(crate) struct Outputs<'a> {
 /// The producer every output of a service goes through. Idempotence keeps each partition in
 /// the order produced when a batch is retried (a broker restart): the last record of a
 /// metric's key on the compacted topic is its value. With a transactional id, outputs are
-/// produced in transactions (`crate::transaction`); an instance killed mid-transaction has it
+/// produced in transactions (`crate::sink::transaction`); an instance killed mid-transaction has it
 /// aborted after `transaction.timeout.ms` (10 s unless set), until when `read_committed`
 /// readers of the partitions it wrote wait at its first record.
 pub(crate) fn create_producer(

@@ -1,6 +1,8 @@
 //! Inputs: the service's input topic, where each of its partitions stands (restoring,
 //! quiet, live), the roster table, and reading compacted topics to their end.
 
+pub(crate) mod offsets;
+
 use std::collections::HashMap;
 
 use prometheus::{Gauge, IntCounter};
@@ -19,9 +21,9 @@ use tracing::warn;
 use crate::config::Settings;
 use crate::events::{InternalEvent, RosterRecordRejected, Source};
 use crate::kafka::{client_config, partitions, watermarks, ReadToEnd};
-use crate::offsets::GroupOffsets;
-use crate::processor::Processor;
 use crate::sink::Outputs;
+use crate::source::offsets::GroupOffsets;
+use crate::state::processor::Processor;
 use crate::Error;
 
 /// Where each input partition stands.

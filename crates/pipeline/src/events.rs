@@ -148,6 +148,18 @@ pub(crate) struct SlotsTakenOver<'a> {
     pub leader: bool,
     pub series: usize,
     pub published: usize,
+    pub steps: TakeOverSteps,
+}
+
+/// How long the waits of a take-over took.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct TakeOverSteps {
+    /// Until no transaction of the slots' previous owners was undecided.
+    pub previous_owners: std::time::Duration,
+    /// Reading the metrics topic back.
+    pub board: std::time::Duration,
+    /// Taking the lead: celebrations read back, dead letters caught up.
+    pub leadership: std::time::Duration,
 }
 
 impl InternalEvent for SlotsTakenOver<'_> {
@@ -155,7 +167,17 @@ impl InternalEvent for SlotsTakenOver<'_> {
         if self.slots.is_empty() {
             info!("holding no slot");
         } else {
-            info!(slots = ?self.slots, leader = self.leader, series = self.series, published = self.published, "took over the series of the assigned slots");
+            let s = self.steps;
+            info!(
+                slots = ?self.slots,
+                leader = self.leader,
+                series = self.series,
+                published = self.published,
+                previous_owners_s = s.previous_owners.as_secs_f64(),
+                board_s = s.board.as_secs_f64(),
+                leadership_s = s.leadership.as_secs_f64(),
+                "took over the series of the assigned slots"
+            );
         }
         health.owned_slots.set(self.slots.len() as i64);
         health.leader.set(i64::from(self.leader));
@@ -257,6 +279,7 @@ mod tests {
             leader: true,
             series: 10,
             published: 3,
+            steps: TakeOverSteps::default(),
         }
         .emit(&h);
         assert_eq!((h.owned_slots.get(), h.leader.get()), (3, 1));

@@ -8,6 +8,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::types::RDKafkaErrorCode as Code;
+use rdkafka::Offset;
 use tracing::info;
 
 use crate::config::Settings;
@@ -280,6 +281,9 @@ pub struct ReadToEnd<'c, C: rdkafka::consumer::ConsumerContext + 'static> {
     pos: std::collections::HashMap<i32, i64>,
     /// Transient errors met so far.
     pub transient_errors: u64,
+    /// Partitions whose last stable offset was seen past their end, and whose fetch started
+    /// over after that.
+    settled: std::collections::HashSet<i32>,
     /// A `read_committed` client that measures last stable offsets; on the reader's own
     /// connection the query would wait behind its fetch, up to half a second per partition.
     stable: Option<rdkafka::consumer::BaseConsumer>,
@@ -317,6 +321,7 @@ impl<'c, C: rdkafka::consumer::ConsumerContext + 'static> ReadToEnd<'c, C> {
             ends,
             pos: from,
             transient_errors: 0,
+            settled: std::collections::HashSet::new(),
             stable: None,
         }
     }
@@ -355,22 +360,7 @@ impl<'c, C: rdkafka::consumer::ConsumerContext + 'static> ReadToEnd<'c, C> {
                     self.pos.insert(m.partition(), m.offset() + 1);
                     return Ok(Some(m));
                 }
-                // A transactional topic's last offset is often a commit marker, which is never
-                // delivered: its end is known from the consumer reaching the last stable
-                // offset, once that is past the end to read to.
-                Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
-                    if let Some(end) = self.ends.get(&p).copied() {
-                        let timeout = Duration::from_secs(5);
-                        let stable = tokio::task::block_in_place(|| match &self.stable {
-                            Some(probe) => probe.fetch_watermarks(&self.what, p, timeout),
-                            None => self.consumer.fetch_watermarks(&self.what, p, timeout),
-                        });
-                        if matches!(stable, Ok((_, lso)) if lso >= end) {
-                            let at = self.pos.entry(p).or_default();
-                            *at = (*at).max(end);
-                        }
-                    }
-                }
+                Err(rdkafka::error::KafkaError::PartitionEOF(p)) => self.reached_end_of(p)?,
                 Err(e) if is_transient(&e) => {
                     self.transient_errors += 1;
                     tracing::warn!(error = %e, reading = %self.what, "transient Kafka error; reading on");
@@ -378,6 +368,41 @@ impl<'c, C: rdkafka::consumer::ConsumerContext + 'static> ReadToEnd<'c, C> {
                 Err(e) => return Err(Error::kafka(&format!("reading {}", self.what), e)),
             }
         }
+    }
+
+    /// A transactional topic's last offset is often a commit marker, which is never
+    /// delivered: its end is known from the consumer reaching the last stable offset, once
+    /// that is past the end to read to. An end reached while a transaction was open lies
+    /// before what the transaction and those after it hold, and the transaction may commit
+    /// before the last stable offset is measured; so once that is past the end, the partition
+    /// is fetched again from its next undelivered record, and the end that fetch reaches is
+    /// past the end to read to.
+    fn reached_end_of(&mut self, p: i32) -> Result<(), Error> {
+        let Some(end) = self.ends.get(&p).copied() else {
+            return Ok(());
+        };
+        if self.settled.contains(&p) {
+            let at = self.pos.entry(p).or_default();
+            *at = (*at).max(end);
+            return Ok(());
+        }
+        let timeout = Duration::from_secs(5);
+        let stable = tokio::task::block_in_place(|| match &self.stable {
+            Some(probe) => probe.fetch_watermarks(&self.what, p, timeout),
+            None => self.consumer.fetch_watermarks(&self.what, p, timeout),
+        });
+        if matches!(stable, Ok((_, lso)) if lso >= end) {
+            // Nothing delivered yet: the reader started at the beginning.
+            let next = self
+                .pos
+                .get(&p)
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            // A seek discards what was fetched before it and starts a new end-of-partition.
+            tokio::task::block_in_place(|| self.consumer.seek(&self.what, p, next, timeout))
+                .map_err(|e| Error::kafka(&format!("reading {}", self.what), e))?;
+            self.settled.insert(p);
+        }
+        Ok(())
     }
 }
 

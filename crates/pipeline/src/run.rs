@@ -36,7 +36,7 @@ use crate::coordination::ownership::{slot_of, Ownership, SlotsContext, LEADER_SL
 use crate::coordination::role::Role;
 use crate::events::{
     Announced, InternalEvent, SlotsTakenOver, SnapshotLoaded, SnapshotWritten, StateRestored,
-    TakeOverFailed, TransactionEnded,
+    TakeOverFailed, TakeOverSteps, TransactionEnded,
 };
 use crate::kafka::{client_config, ensure_topics, partitions, ReadToEnd, TopicSpec};
 use crate::pacer::Pacer;
@@ -592,7 +592,8 @@ impl<'a, P: Processor> Instance<'a, P> {
         let was_leader = self.role.leads();
         self.role.begin_take_over();
         self.shared.board.clear();
-        match self.take_over_slots(slots, was_leader).await {
+        let mut steps = TakeOverSteps::default();
+        match self.take_over_slots(slots, was_leader, &mut steps).await {
             Ok((leads, published)) => {
                 self.role.took_over(generation, leads);
                 SlotsTakenOver {
@@ -600,6 +601,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                     leader: leads,
                     series: self.shared.board.len(),
                     published,
+                    steps,
                 }
                 .emit(self.shared.health);
             }
@@ -615,14 +617,19 @@ impl<'a, P: Processor> Instance<'a, P> {
         &mut self,
         slots: &BTreeSet<i32>,
         was_leader: bool,
+        steps: &mut TakeOverSteps,
     ) -> Result<(bool, usize), Error> {
         if slots.is_empty() {
             self.differ = Differ::default();
             return Ok((false, 0));
         }
         let leads = slots.contains(&LEADER_SLOT);
+        let began = Instant::now();
         self.wait_previous_owners(slots)?;
+        steps.previous_owners = began.elapsed();
+        let began = Instant::now();
         self.differ = read_board(self.shared.settings, P::METRICS).await?;
+        steps.board = began.elapsed();
         let count = self.slots.count;
         let owns = |s: &Subject| slots.contains(&slot_of(s, count));
         let mut full: Vec<SubjectSeries> = self
@@ -651,7 +658,9 @@ impl<'a, P: Processor> Instance<'a, P> {
         let format = self.shared.settings.publish.format;
         self.out.publish(&t.metrics, &changes, format).await?;
         if leads && !was_leader {
+            let began = Instant::now();
             self.take_leadership().await?;
+            steps.leadership = began.elapsed();
         }
         Ok((leads, changes.len()))
     }

@@ -414,6 +414,10 @@ pub(crate) async fn read_tail(
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "true")
+        // The end of a partition is told by a fetch at it coming back empty, which the broker
+        // holds for up to `fetch.wait.max.ms` (500 ms by default): a reader that stops at the
+        // end waits only briefly.
+        .set("fetch.wait.max.ms", "10")
         .create_with_context(InputContext)
         .map_err(|e| Error::kafka("creating a topic reader", e))?;
     let parts = partitions(&c, topic)?;

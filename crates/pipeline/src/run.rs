@@ -1,8 +1,8 @@
 //! The service loop: restore, then consume → decode → aggregate → expose and publish.
 //!
-//! Delivery: the consumed offsets are committed only after every dead-letter and metric
-//! record produced for them is acknowledged by the broker, so nothing is lost (at least once
-//! for side outputs). State is rebuilt at start-up from the newest snapshot (see
+//! Delivery: each tick commits one Kafka transaction holding what it produced (metric
+//! changes, dead letters, celebrations, a snapshot) and the input offsets past the records
+//! behind it (see [`crate::sink::transaction`]), so outputs are exactly once. State is rebuilt at start-up from the newest snapshot (see
 //! [`crate::state::snapshot`]) and by replaying the input after it up to the committed offsets
 //! without side effects, so the numbers after a restart are exactly those of an uninterrupted
 //! run; the last published board is read back from `sales.metrics` so that series that
@@ -815,11 +815,10 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// from what is committed, rather than the service stopping. Failures that go on for
     /// longer than librdkafka keeps a record stop it, with the error.
     fn produce_failed(&mut self, e: Error) -> Result<(), Error> {
-        if !matches!(e, Error::Kafka { .. }) || self.settled_at.elapsed() > GIVE_UP_AFTER {
+        if self.settled_at.elapsed() > GIVE_UP_AFTER {
             return Err(e);
         }
-        warn!(error = %e, "producing failed; aborting the open transaction");
-        tokio::task::block_in_place(|| crate::sink::transaction::abort(self.out.producer))?;
+        crate::sink::transaction::abort_after(self.out.producer, e)?;
         self.aborted("a record could not be produced");
         Ok(())
     }

@@ -612,11 +612,7 @@ impl<'a> Targets<'a> {
     /// A record that could not be produced dooms the open transaction: it is aborted and the
     /// loop starts over. Other errors stop the service.
     fn produce_failed(&self, e: Error) -> Result<Served, Error> {
-        if !matches!(e, Error::Kafka { .. }) {
-            return Err(e);
-        }
-        warn!(error = %e, "producing failed; aborting the open transaction");
-        tokio::task::block_in_place(|| crate::sink::transaction::abort(self.out.producer))?;
+        crate::sink::transaction::abort_after(self.out.producer, e)?;
         Ok(self.start_over("a record could not be produced"))
     }
 

@@ -210,7 +210,8 @@ impl<'a> Outputs<'a> {
 }
 
 /// Waits until every queued record is acknowledged. A record the broker refused after
-/// librdkafka's own retries stops the service, so that offsets past it are never committed.
+/// librdkafka's own retries is an error: the caller aborts the open transaction, so that
+/// offsets past it are never committed.
 pub(crate) async fn settle(pending: &mut Vec<DeliveryFuture>) -> Result<(), Error> {
     for f in pending.drain(..) {
         match f.await {

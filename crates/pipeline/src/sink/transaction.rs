@@ -146,6 +146,16 @@ pub(crate) fn abort(producer: &FutureProducer) -> Result<(), Error> {
     begin(producer)
 }
 
+/// A record that could not be produced dooms the open transaction: aborts it (and opens
+/// the next). Errors other than Kafka's are handed back, untouched.
+pub(crate) fn abort_after(producer: &FutureProducer, e: Error) -> Result<(), Error> {
+    if !matches!(e, Error::Kafka { .. }) {
+        return Err(e);
+    }
+    warn!(error = %e, "producing failed; aborting the open transaction");
+    tokio::task::block_in_place(|| abort(producer))
+}
+
 /// Calls `call` again while it fails with a retriable error, for up to [`RETRY_FOR`].
 fn retrying(
     what: &str,

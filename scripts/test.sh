@@ -49,5 +49,9 @@ if [ "$status" != 0 ]; then
        on && /^---- .* stdout ----$/ { n = 0; print; next }
        on && n < 40 && !/^failures:$/ { n++; print }' "$log"
   echo "==== end of failed tests ===="
+  # Where and why each failed, a line or two each, last: what the tail of the output shows.
+  echo "==== why they failed ===="
+  awk '/^---- .* stdout ----$/ { name = $2 }
+       /panicked at / { print name ": " $0; getline; print "    " $0 }' "$log" | tail -n 40
 fi
 exit "$status"

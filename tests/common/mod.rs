@@ -219,7 +219,11 @@ pub fn simulator_done(sim: &mut Child, topics: &Topics) {
 /// The last 20 lines of a log file.
 pub fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
+    // A broker that is down is retried again and again; those lines would hide the rest.
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("Connection refused"))
+        .collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 

@@ -309,7 +309,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         let started = Instant::now();
         let (core, last) = restore_snapshot::<P>(&s).await?;
         let ownership = Ownership::default();
-        let consumer = join_slots(&s, producer, ownership.clone())?;
+        let consumer = join_slots(&s, ownership.clone())?;
         let slots_topic = &s.settings.topics.slots;
         let count = i32::try_from(partitions(&consumer, slots_topic)?.len()).unwrap_or(1);
         let (roster, roster_end) = roster_consumer(s.settings, &s.svc.group_id)?;
@@ -559,10 +559,11 @@ impl<'a, P: Processor> Instance<'a, P> {
         if let Some(consumer) = &self.slots.consumer {
             tokio::task::block_in_place(|| while consumer.poll(Duration::ZERO).is_some() {});
         }
-        match self.slots.ownership.take_aborted() {
-            Ok(true) => self.aborted("the slots were given up"),
-            Ok(false) => {}
-            Err(why) => return Err(Error::Fenced(why)),
+        if self.slots.ownership.take_given_up() {
+            // Before anything else is produced or committed: what the transaction holds was
+            // exported for slots this instance no longer has.
+            tokio::task::block_in_place(|| crate::sink::transaction::abort(self.out.producer))?;
+            self.aborted("the slots were given up");
         }
         if let Some(waited) = self
             .slots
@@ -579,7 +580,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             let ownership = self.slots.ownership.clone();
             // The old member leaves before the new one joins.
             drop(self.slots.consumer.take());
-            let fresh = join_slots(&self.shared, self.out.producer, ownership)?;
+            let fresh = join_slots(&self.shared, ownership)?;
             self.slots.consumer = Some(fresh);
         }
         Ok(())
@@ -1000,11 +1001,7 @@ fn slots_group(s: &Shared<'_>) -> String {
 }
 
 /// Joins the slots group with a fresh member; called again when an assignment never comes.
-fn join_slots(
-    s: &Shared<'_>,
-    producer: &FutureProducer,
-    ownership: Ownership,
-) -> Result<BaseConsumer<SlotsContext>, Error> {
+fn join_slots(s: &Shared<'_>, ownership: Ownership) -> Result<BaseConsumer<SlotsContext>, Error> {
     let mut c = client_config(s.settings);
     c.set("group.id", slots_group(s))
         // Eager: every member gives up its slots before any is handed out again.
@@ -1014,11 +1011,17 @@ fn join_slots(
         // A killed instance's slots move on after this long.
         c.set("session.timeout.ms", "10000");
     }
+    if c.get("max.poll.interval.ms").is_none() {
+        // Also the rebalance timeout: how long the group waits for a live member to rejoin
+        // before it goes on without it. Librdkafka heartbeats from its own thread, so a
+        // member whose loop is blocked (on a broker that is away) is not timed out by its
+        // session; after this long it leaves, and joins again when its loop comes back.
+        c.set("max.poll.interval.ms", "30000");
+    }
     let consumer: BaseConsumer<SlotsContext> = c
         .create_with_context(SlotsContext {
             ownership: ownership.clone(),
             board: s.board.clone(),
-            producer: producer.clone(),
         })
         .map_err(|e| Error::kafka("creating the slots consumer", e))?;
     consumer

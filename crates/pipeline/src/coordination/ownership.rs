@@ -9,10 +9,11 @@
 //! snapshots. A single instance is assigned every slot.
 //!
 //! Hand-over is exact because the assignment protocol is eager: every member gives up all its
-//! slots (and stops exporting them, and aborts what it produced since its last commit) before
-//! any member is given new ones. Each transaction commits under the group metadata of the
-//! assignment it exports for, which fences a member the group has moved on from
-//! (`crate::sink::transaction`).
+//! slots (and stops exporting them) before any member is given new ones. What a member
+//! produced since its last commit is aborted right after it gave its slots up, and until then
+//! a new owner reading the topic back waits for that transaction to be decided. Each
+//! transaction commits under the group metadata of the assignment it exports for, which fences
+//! a member the group has moved on from (`crate::sink::transaction`).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,6 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
 };
-use rdkafka::producer::FutureProducer;
 use salespulse_aggregate::Subject;
 use salespulse_expose::Board;
 use tracing::info;
@@ -63,10 +63,9 @@ impl std::fmt::Debug for Member {
 struct State {
     slots: BTreeSet<i32>,
     member: Option<Member>,
-    /// The open transaction was aborted when the slots were given up.
-    aborted: bool,
-    /// Aborting it failed fatally: the producer cannot go on.
-    fenced: Option<String>,
+    /// The slots were given up since the loop last looked: its open transaction must be
+    /// aborted.
+    given_up: bool,
     /// Bumped at every change of `slots`.
     generation: u64,
     assigned: bool,
@@ -93,16 +92,12 @@ impl Ownership {
         self.0.lock().ok().and_then(|s| s.member.clone())
     }
 
-    /// Whether the open transaction was aborted (when the slots were given up) since the last
-    /// call; an error when aborting failed fatally.
-    pub fn take_aborted(&self) -> Result<bool, String> {
-        let Ok(mut s) = self.0.lock() else {
-            return Ok(false);
-        };
-        if let Some(why) = s.fenced.take() {
-            return Err(why);
-        }
-        Ok(std::mem::take(&mut s.aborted))
+    /// Whether the slots were given up since the last call.
+    pub fn take_given_up(&self) -> bool {
+        self.0
+            .lock()
+            .map(|mut s| std::mem::take(&mut s.given_up))
+            .unwrap_or(false)
     }
 
     /// Whether the group has assigned this instance its slots at least once.
@@ -129,6 +124,7 @@ impl Ownership {
         if let Ok(mut s) = self.0.lock() {
             s.slots = BTreeSet::new();
             s.member = None;
+            s.given_up = true;
             s.generation += 1;
             s.awaiting_since = Some(Instant::now());
         }
@@ -149,7 +145,6 @@ impl Ownership {
 pub(crate) struct SlotsContext {
     pub ownership: Ownership,
     pub board: Arc<Board>,
-    pub producer: FutureProducer,
 }
 
 impl std::fmt::Debug for SlotsContext {
@@ -165,17 +160,11 @@ impl ClientContext for SlotsContext {}
 impl ConsumerContext for SlotsContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance {
-            // Nothing this instance exported may outlive its slots: the next owner starts from
-            // what is committed on the topic once this returns, and redoes the rest.
+            // Nothing this instance exported may outlive its slots: the loop aborts its open
+            // transaction as soon as this returns. Not here: with its coordinator away an
+            // abort can take many seconds, and the whole group's rebalance would wait for it.
             self.ownership.revoke();
             self.board.clear();
-            let aborted = crate::sink::transaction::abort(&self.producer);
-            if let Ok(mut s) = self.ownership.0.lock() {
-                match aborted {
-                    Ok(()) => s.aborted = true,
-                    Err(e) => s.fenced = Some(e.to_string()),
-                }
-            }
             info!("gave up every slot");
         }
     }
@@ -207,6 +196,8 @@ mod tests {
         o.revoke();
         assert!(o.awaited().is_some());
         assert!(o.current().0.is_empty());
+        assert!(o.take_given_up(), "a revocation dooms the open transaction");
+        assert!(!o.take_given_up(), "once");
         // An empty assignment is an assignment: nothing is due any more.
         o.assign(BTreeSet::new(), None);
         assert!(o.awaited().is_none());

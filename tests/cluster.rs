@@ -162,9 +162,10 @@ async fn brokers_and_instances_killed_in_turn_change_no_number() {
         }
         assert!(
             Instant::now() < deadline,
-            "the metrics topics differ: {} vs {} keys",
+            "the metrics topics differ: {} vs {} keys{}",
             crashed.len(),
-            reference.len()
+            reference.len(),
+            topic_diffs(&crashed, &reference)
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     };

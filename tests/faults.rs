@@ -179,9 +179,10 @@ async fn sigkill_during_a_stream_changes_no_number() {
         }
         assert!(
             Instant::now() < deadline,
-            "the metrics topics differ: {} vs {} keys",
+            "the metrics topics differ: {} vs {} keys{}",
             crashed.len(),
-            clean.len()
+            clean.len(),
+            topic_diffs(&crashed, &clean)
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     };

@@ -171,9 +171,10 @@ async fn a_paused_leader_gets_nothing_into_any_topic_after_it_wakes() {
         }
         assert!(
             Instant::now() < deadline,
-            "the metrics topics differ: {} vs {} keys",
+            "the metrics topics differ: {} vs {} keys{}",
             got.len(),
-            want.len()
+            want.len(),
+            topic_diffs(&got, &want)
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     };

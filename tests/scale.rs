@@ -241,9 +241,10 @@ async fn one_to_three_to_one_instances_during_a_stream() {
         }
         assert!(
             Instant::now() < deadline,
-            "the metrics topics differ: {} vs {} keys",
+            "the metrics topics differ: {} vs {} keys{}",
             scaled.len(),
-            want.len()
+            want.len(),
+            topic_diffs(&scaled, &want)
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     };

@@ -914,6 +914,17 @@ pub fn board_of(topic: &str) -> (BTreeMap<String, String>, usize, usize) {
     (latest, repeats, n)
 }
 
+/// The keys whose latest values differ between two topics read with [`board_of`], the first
+/// ten, one line each.
+pub fn topic_diffs(got: &BTreeMap<String, String>, want: &BTreeMap<String, String>) -> String {
+    let keys: BTreeSet<&String> = got.keys().chain(want.keys()).collect();
+    keys.into_iter()
+        .filter(|k| got.get(*k) != want.get(*k))
+        .take(10)
+        .map(|k| format!("\n  {k}: {:?}, expected {:?}", got.get(k), want.get(k)))
+        .collect()
+}
+
 /// The business series that differ between two boards, one line each.
 pub fn board_diffs(got: &BTreeMap<String, f64>, want: &BTreeMap<String, f64>) -> Vec<String> {
     got.iter()

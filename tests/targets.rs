@@ -322,6 +322,9 @@ async fn targets_pace_and_leaderboards_end_to_end() {
     assert!(targets.terminate().success());
     let mut targets = Service::start("targets", &topics, tport, &group);
     targets.wait_ready(Duration::from_secs(60)).await;
+    // A second instance of the group stands by from now on: it decides nothing while the
+    // first serves (every alert and celebration below is checked to be on its topic once).
+    let mut standby = Service::start("targets", &topics, free_port(), &group);
     converge(&targets, |m| {
         check(m, 2000.0)
             .into_iter()
@@ -363,9 +366,16 @@ async fn targets_pace_and_leaderboards_end_to_end() {
         recs.iter().any(|(k, _)| k == &leader)
     })
     .await;
-    assert!(targets.terminate().success());
-    let mut targets = Service::start("targets", &topics, tport, &group);
-    targets.wait_ready(Duration::from_secs(60)).await;
+    assert!(
+        !standby.is_ready().await,
+        "the second instance stands by while the first serves"
+    );
+    // The serving instance dies; the standby takes the lease over after the session timeout.
+    let killed = Instant::now();
+    targets.kill();
+    standby.wait_ready(Duration::from_secs(60)).await;
+    let took_over = killed.elapsed().as_secs_f64();
+    let targets = standby;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let alerts = read_json(&topics.alerts);
     let c: Vec<&str> = alerts
@@ -414,7 +424,8 @@ async fn targets_pace_and_leaderboards_end_to_end() {
         "every celebration exactly once, none repeated by the restart"
     );
     println!(
-        "targets: {} alert records, {} celebrations, no duplicates after a restart",
+        "targets: {} alert records, {} celebrations, no duplicates through a second instance \
+         standing by and taking over {took_over:.1} s after the first was SIGKILLed",
         alerts.len(),
         celebrations.len()
     );

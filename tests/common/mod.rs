@@ -296,6 +296,14 @@ impl Service {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Whether `/readyz` answers 200 now.
+    pub async fn is_ready(&self) -> bool {
+        match reqwest::get(self.url("/readyz")).await {
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
+        }
+    }
+
     /// Waits (bounded) until `/readyz` answers 200.
     pub async fn wait_ready(&mut self, within: Duration) {
         let deadline = Instant::now() + within;

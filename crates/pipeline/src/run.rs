@@ -38,7 +38,7 @@ use crate::events::{
     Announced, InternalEvent, SlotsTakenOver, SnapshotLoaded, SnapshotWritten, StateRestored,
     TakeOverFailed, TakeOverSteps, TransactionEnded,
 };
-use crate::kafka::{client_config, ensure_topics, partitions, ReadToEnd, TopicSpec};
+use crate::kafka::{ensure_topics, partitions, ReadToEnd, TopicSpec};
 use crate::pacer::Pacer;
 use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
@@ -1002,33 +1002,14 @@ fn slots_group(s: &Shared<'_>) -> String {
 
 /// Joins the slots group with a fresh member; called again when an assignment never comes.
 fn join_slots(s: &Shared<'_>, ownership: Ownership) -> Result<BaseConsumer<SlotsContext>, Error> {
-    let mut c = client_config(s.settings);
-    c.set("group.id", slots_group(s))
-        // Eager: every member gives up its slots before any is handed out again.
-        .set("partition.assignment.strategy", "roundrobin")
-        .set("enable.auto.commit", "false");
-    if c.get("session.timeout.ms").is_none() {
-        // A killed instance's slots move on after this long.
-        c.set("session.timeout.ms", "10000");
-    }
-    if c.get("max.poll.interval.ms").is_none() {
-        // Also the rebalance timeout: how long the group waits for a live member to rejoin
-        // before it goes on without it. Librdkafka heartbeats from its own thread, so a
-        // member whose loop is blocked (on a broker that is away) is not timed out by its
-        // session; after this long it leaves, and joins again when its loop comes back.
-        c.set("max.poll.interval.ms", "30000");
-    }
-    let consumer: BaseConsumer<SlotsContext> = c
-        .create_with_context(SlotsContext {
-            ownership: ownership.clone(),
+    crate::coordination::ownership::join(
+        s.settings,
+        &slots_group(s),
+        SlotsContext {
+            ownership,
             board: s.board.clone(),
-        })
-        .map_err(|e| Error::kafka("creating the slots consumer", e))?;
-    consumer
-        .subscribe(&[&s.settings.topics.slots])
-        .map_err(|e| Error::kafka("joining the slots group", e))?;
-    ownership.awaiting();
-    Ok(consumer)
+        },
+    )
 }
 
 /// Binds the HTTP endpoints and serves them in the background.

@@ -8,6 +8,14 @@
 //! Each tick's alerts, celebrations and dead letters commit in one Kafka transaction with
 //! those offsets. An aborted transaction leaves the decisions it held off the topics, so the
 //! loop starts over from them, as at a start.
+//!
+//! One instance of a group serves; others stand by. Which one is decided by Kafka's group
+//! protocol: the instances join the group `<targets.group_id>-targets-active` on the slots
+//! topic, and the member assigned slot 0 holds the lease. Its transactions commit under that
+//! group's metadata, so the broker refuses a commit from a holder the group has moved on from
+//! (paused or cut off past its session), and nothing it decided after that reaches a topic. A
+//! standby takes the lease over when the holder dies (after `session.timeout.ms`, 10 s) or
+//! stops, and starts from the topics as at a start.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,6 +39,7 @@ use salespulse_targets::{
 use tracing::{info, warn};
 
 use crate::config::Settings;
+use crate::coordination::ownership::{Ownership, SlotsContext, LEADER_SLOT};
 use crate::events::{Announced, InternalEvent, TransactionEnded};
 use crate::kafka::{client_config, ensure_topics, partitions, TopicSpec};
 use crate::run::{now_ms, GIVE_UP_AFTER};
@@ -257,6 +266,7 @@ pub async fn run_targets(
         snapshot: Arc::default(),
     };
     let exposed = app.snapshot.clone();
+    let board = app.board.clone();
     let http = crate::run::serve_http(settings.targets.listen, app, SERVICE).await?;
     // Serve /healthz (alive) and /readyz (not ready) while the cluster is unreachable.
     tokio::pin!(shutdown);
@@ -267,15 +277,20 @@ pub async fn run_targets(
     if settings.topics.create {
         ensure_topics(&settings, &targets_topics(&settings)).await?;
     }
+    let lease = Lease::join(&settings, board)?;
     // Set when a run first ends in an abort, cleared by one that committed: aborts that go
     // on for longer than GIVE_UP_AFTER stop the service.
     let mut failing_since = None;
     let stopped = loop {
-        let served = serve(&settings, &health, &exposed, &ready, &mut shutdown).await;
+        if !lease.wait(&mut shutdown).await {
+            break Ok(());
+        }
+        let served = serve(&settings, &health, &exposed, &ready, &lease, &mut shutdown).await;
         ready.store(false, Ordering::Relaxed);
         health.ready.set(0);
         match served {
             Ok(Served::Stopped) => break Ok(()),
+            Ok(Served::LeaseLost) => failing_since = None,
             Ok(Served::StartOver { committed }) => {
                 if committed {
                     failing_since = None;
@@ -306,6 +321,8 @@ pub async fn run_targets(
 /// How one run of the loop ended.
 enum Served {
     Stopped,
+    /// Another instance holds the lease now; this one's open transaction was aborted.
+    LeaseLost,
     /// Its open transaction was aborted; `committed` tells whether one committed before.
     StartOver {
         committed: bool,
@@ -319,12 +336,13 @@ async fn serve(
     health: &Health,
     exposed: &std::sync::RwLock<Arc<Vec<MetricFamily>>>,
     ready: &AtomicBool,
+    lease: &Lease,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<Served, Error> {
     let id = transactional_id(&settings.targets.group_id, SERVICE);
     let producer = create_producer(settings, Some(&id))?;
     tokio::task::block_in_place(|| crate::sink::transaction::init(&producer))?;
-    let (mut me, consumer) = Targets::start(settings, health, &producer).await?;
+    let (mut me, consumer) = Targets::start(settings, health, &producer, lease).await?;
     let mut tick = tokio::time::interval(Duration::from_millis(settings.publish.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -332,6 +350,17 @@ async fn serve(
             biased;
             _ = &mut *shutdown => break,
             _ = tick.tick() => {
+                if !lease.held() {
+                    // What the open transaction holds was decided without the lease.
+                    tokio::task::block_in_place(|| crate::sink::transaction::abort(&producer))?;
+                    TransactionEnded {
+                        outcome: "aborted",
+                        why: Some("the lease was given up"),
+                    }
+                    .emit(health);
+                    info!("gave up the lease: standing by");
+                    return Ok(Served::LeaseLost);
+                }
                 let step = me.on_tick(exposed).await;
                 let caught_up = me.caught_up();
                 ready.store(caught_up, Ordering::Relaxed);
@@ -385,11 +414,80 @@ fn targets_topics(settings: &Settings) -> Vec<TopicSpec> {
         spec(&t.celebrations, 1, true),
         spec(&t.metrics, t.partitions, true),
         spec(&t.deadletter, t.partitions, false),
+        spec(&t.slots, t.slot_count, false),
     ]
 }
 
 /// A (topic, partition) position.
 type At = (String, i32);
+
+/// This instance's place in the group that decides which targets instance serves.
+struct Lease {
+    consumer: rdkafka::consumer::BaseConsumer<SlotsContext>,
+    ownership: Ownership,
+}
+
+impl Lease {
+    fn join(settings: &Settings, board: Arc<Board>) -> Result<Self, Error> {
+        let ownership = Ownership::default();
+        let group = format!("{}-{SERVICE}-active", settings.targets.group_id);
+        let context = SlotsContext {
+            ownership: ownership.clone(),
+            board,
+        };
+        let consumer = crate::coordination::ownership::join(settings, &group, context)?;
+        Ok(Lease {
+            consumer,
+            ownership,
+        })
+    }
+
+    /// Serves the group's callbacks; whether this instance holds the lease and has not given
+    /// it up since it was last asked.
+    fn held(&self) -> bool {
+        tokio::task::block_in_place(|| while self.consumer.poll(Duration::ZERO).is_some() {});
+        let given_up = self.ownership.take_given_up();
+        !given_up && self.ownership.current().0.contains(&LEADER_SLOT)
+    }
+
+    /// Stands by until this instance holds the lease; false when `shutdown` came first.
+    async fn wait(&self, shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {
+        let mut said = false;
+        loop {
+            if self.held() {
+                info!("holding the lease: serving");
+                return true;
+            }
+            if !said && self.ownership.assigned() {
+                info!("another instance holds the lease: standing by");
+                said = true;
+            }
+            tokio::select! {
+                biased;
+                _ = &mut *shutdown => return false,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    /// The lease's slot, to commit in a transaction under the holder's group metadata (`None`
+    /// once given up).
+    fn holder(
+        &self,
+        slots_topic: &str,
+    ) -> Result<Option<(TopicPartitionList, crate::coordination::ownership::Member)>, Error> {
+        let Some(member) = self.ownership.member() else {
+            return Ok(None);
+        };
+        if !self.ownership.current().0.contains(&LEADER_SLOT) {
+            return Ok(None);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(slots_topic, LEADER_SLOT, Offset::Offset(0))
+            .map_err(|e| Error::kafka("building the commit", e))?;
+        Ok(Some((tpl, member)))
+    }
+}
 
 /// The state of the targets service and what it reads it from.
 struct Targets<'a> {
@@ -406,6 +504,8 @@ struct Targets<'a> {
     reported: HashMap<At, i64>,
     /// The group's metadata, under which the offsets past reported records commit.
     group: ConsumerGroupMetadata,
+    /// The lease held when this run started: each transaction commits under it.
+    lease: &'a Lease,
     /// A transaction of this run committed.
     committed: bool,
     /// Per target and plan partition: the offset after the last record read.
@@ -430,6 +530,7 @@ impl<'a> Targets<'a> {
         settings: &'a Settings,
         health: &'a Health,
         producer: &'a FutureProducer,
+        lease: &'a Lease,
     ) -> Result<(Self, StreamConsumer), Error> {
         let t = &settings.topics;
         let cal = settings.calendar()?;
@@ -455,6 +556,7 @@ impl<'a> Targets<'a> {
             out: Outputs::new(producer, health, &t.deadletter, SERVICE),
             reported,
             group,
+            lease,
             committed: false,
             next_setting: HashMap::new(),
             ends,
@@ -577,8 +679,12 @@ impl<'a> Targets<'a> {
         }
         settle(&mut produced).await?;
         let (producer, group) = (self.out.producer, &self.group);
+        let Some((slot, holder)) = self.lease.holder(&self.settings.topics.slots)? else {
+            // Given up since the tick began: the loop aborts at its next tick.
+            return Ok(Ended::Committed);
+        };
         let ended = tokio::task::block_in_place(|| {
-            crate::sink::transaction::commit(producer, &[(tpl.clone(), group)])
+            crate::sink::transaction::commit(producer, &[(tpl.clone(), group), (slot, &holder.0)])
         })?;
         if ended == Ended::Committed {
             TransactionEnded {

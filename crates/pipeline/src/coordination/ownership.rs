@@ -27,6 +27,10 @@ use salespulse_aggregate::Subject;
 use salespulse_expose::Board;
 use tracing::info;
 
+use crate::config::Settings;
+use crate::kafka::client_config;
+use crate::Error;
+
 /// The slot of the deployment-wide duties.
 pub(crate) const LEADER_SLOT: i32 = 0;
 
@@ -177,6 +181,39 @@ impl ConsumerContext for SlotsContext {
             self.ownership.assign(slots, member);
         }
     }
+}
+
+/// Joins `group` on the slots topic with a fresh member whose callbacks are `context`'s.
+pub(crate) fn join(
+    settings: &Settings,
+    group: &str,
+    context: SlotsContext,
+) -> Result<BaseConsumer<SlotsContext>, Error> {
+    let mut c = client_config(settings);
+    c.set("group.id", group)
+        // Eager: every member gives up its slots before any is handed out again.
+        .set("partition.assignment.strategy", "roundrobin")
+        .set("enable.auto.commit", "false");
+    if c.get("session.timeout.ms").is_none() {
+        // A killed instance's slots move on after this long.
+        c.set("session.timeout.ms", "10000");
+    }
+    if c.get("max.poll.interval.ms").is_none() {
+        // Also the rebalance timeout: how long the group waits for a live member to rejoin
+        // before it goes on without it. Librdkafka heartbeats from its own thread, so a
+        // member whose loop is blocked (on a broker that is away) is not timed out by its
+        // session; after this long it leaves, and joins again when its loop comes back.
+        c.set("max.poll.interval.ms", "30000");
+    }
+    let ownership = context.ownership.clone();
+    let consumer: BaseConsumer<SlotsContext> = c
+        .create_with_context(context)
+        .map_err(|e| Error::kafka("creating the slots consumer", e))?;
+    consumer
+        .subscribe(&[&settings.topics.slots])
+        .map_err(|e| Error::kafka("joining the slots group", e))?;
+    ownership.awaiting();
+    Ok(consumer)
 }
 
 #[cfg(test)]

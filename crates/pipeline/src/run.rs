@@ -1009,6 +1009,7 @@ fn join_slots(s: &Shared<'_>, ownership: Ownership) -> Result<BaseConsumer<Slots
             ownership,
             board: s.board.clone(),
         },
+        None,
     )
 }
 

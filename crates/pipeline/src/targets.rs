@@ -435,7 +435,16 @@ impl Lease {
             ownership: ownership.clone(),
             board,
         };
-        let consumer = crate::coordination::ownership::join(settings, &group, context)?;
+        // Members named by when they joined, oldest first: the instance serving keeps the
+        // lease when another joins (the assignor hands slot 0 to the first member by name),
+        // rather than starting over for each instance that comes up.
+        let joined = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        let client_id = format!("salespulse-{SERVICE}-{joined:016}");
+        let consumer =
+            crate::coordination::ownership::join(settings, &group, context, Some(&client_id))?;
         Ok(Lease {
             consumer,
             ownership,

@@ -184,12 +184,18 @@ impl ConsumerContext for SlotsContext {
 }
 
 /// Joins `group` on the slots topic with a fresh member whose callbacks are `context`'s.
+/// The broker names the member `<client_id>-<uuid>` (`client_id` is librdkafka's default,
+/// `rdkafka`, when `None`), and the assignor hands slot 0 to the member first in that order.
 pub(crate) fn join(
     settings: &Settings,
     group: &str,
     context: SlotsContext,
+    client_id: Option<&str>,
 ) -> Result<BaseConsumer<SlotsContext>, Error> {
     let mut c = client_config(settings);
+    if let Some(id) = client_id {
+        c.set("client.id", id);
+    }
     c.set("group.id", group)
         // Eager: every member gives up its slots before any is handed out again.
         .set("partition.assignment.strategy", "roundrobin")

@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use salespulse_decode::{ActivityEvent, Contract, MAX_KINDS};
 
 use crate::calendar::{Bounds, Calendar, Window, WINDOWS};
+use crate::exchange::{Contribution, Exchange, MergerOf, Router};
 use crate::ledger::{Cell, Ledger};
 use crate::series::{Metric, SeriesBuilder, SubjectSeries};
 use crate::weekly::{Measured, Weekly};
@@ -30,7 +31,7 @@ pub fn bucket_of(t: i64, now: i64) -> i64 {
 }
 
 /// One number per activity kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PerKind<T>(pub [T; MAX_KINDS]);
 
 impl<T: Default + Copy> Default for PerKind<T> {
@@ -128,7 +129,7 @@ impl<V: Measure> Buckets<V> {
 
 /// What a bucket holds: activities and talk seconds per kind, kept together so that an
 /// activity costs one bucket update.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tally {
     pub counts: Counts,
     pub secs: Secs,
@@ -202,6 +203,8 @@ pub struct ActivitiesCore {
     /// Seconds an id is remembered (the contract's `duplicate_window_days`).
     duplicate_window: i64,
     pruned_at: i64,
+    /// Set when this core holds only some partitions' activities (see `exchange.rs`).
+    router: Option<Router>,
 }
 
 impl ActivitiesCore {
@@ -219,6 +222,7 @@ impl ActivitiesCore {
             seen: crate::FastMap::default(),
             duplicate_window: contract.duplicate_window_seconds,
             pruned_at: now,
+            router: None,
         }
     }
 
@@ -362,6 +366,66 @@ impl ActivitiesCore {
         self.ledger
             .snapshot(&|s: &ActivitySummary, b: &mut SeriesBuilder<'_>| build(&self.kinds, s, b))
     }
+}
+
+impl Exchange for ActivityCell {
+    type Labels = Vec<Arc<str>>;
+    const MEMBERS: bool = false;
+    fn moves_each_minute(_: &ActivitySummary) -> bool {
+        false
+    }
+    fn relabel(_: &mut Vec<Arc<str>>, _: &Calendar, _: &Bounds) -> bool {
+        false
+    }
+    fn build(kinds: &Vec<Arc<str>>, s: &ActivitySummary, out: &mut SeriesBuilder<'_>) {
+        build(kinds, s, out);
+    }
+}
+
+impl ActivitiesCore {
+    /// Makes this core one of several that divide the activities: it sends its cells to
+    /// `slots` slots ([`ActivitiesCore::drain_contributions`]) instead of building series.
+    pub fn exchange(&mut self, slots: u32) {
+        self.router = Some(Router::new(slots));
+    }
+
+    /// What the cells changed since the last call add up to, for the slots that merge them.
+    pub fn drain_contributions(&mut self) -> Vec<Contribution> {
+        let cells = self.ledger.drain_cells();
+        self.router
+            .as_mut()
+            .map(|r| r.route(cells))
+            .unwrap_or_default()
+    }
+
+    /// As [`crate::DealsCore::begin_recovery`].
+    pub fn begin_recovery(&mut self) {
+        self.ledger.begin_recovery();
+    }
+
+    /// As [`crate::DealsCore::end_recovery`].
+    pub fn end_recovery(&mut self) {
+        let seen = self.ledger.end_recovery();
+        if let Some(r) = &mut self.router {
+            r.unknown(&seen);
+        }
+    }
+}
+
+/// The merger of activity cells (see `exchange.rs`).
+pub(crate) fn merger(
+    contract: &Contract,
+    cal: Calendar,
+    now_ms: i64,
+    slots: u32,
+) -> MergerOf<ActivityCell> {
+    let bounds = cal.bounds(now_ms.div_euclid(1000));
+    let kinds = contract
+        .kinds()
+        .iter()
+        .map(|k| Arc::from(k.as_str()))
+        .collect();
+    MergerOf::new(cal, bounds, kinds, slots)
 }
 
 /// The buckets of one (rep, own team) cell, as saved in a snapshot.

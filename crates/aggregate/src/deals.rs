@@ -11,6 +11,7 @@ use rust_decimal::Decimal;
 use salespulse_decode::{Contract, DealEvent, ForecastCategory, StageKind};
 
 use crate::calendar::{Bounds, Calendar, Window, WINDOWS};
+use crate::exchange::{Contribution, Exchange, MergerOf, Router};
 use crate::flow::{
     self, Exit, Fact, FlowCell, FlowClock, Fold, Scratch, Slots, Step, StepChange, EXIT_LABELS,
 };
@@ -24,7 +25,7 @@ use crate::Outcome;
 /// Windowed sums of deal facts; a single fact is a `DealSums` with one count set. Money is in
 /// cents of the reporting currency: amounts arrive rounded to the cent, so integer sums are
 /// exact and much cheaper than decimal ones.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DealSums {
     pub bookings: i128,
     pub won: i64,
@@ -62,7 +63,7 @@ impl Measure for DealSums {
 }
 
 /// Open pipeline of one stage, in cents.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OpenStage {
     pub amount: i128,
     pub deals: i64,
@@ -88,7 +89,7 @@ const ROLLUPS: [(&str, ForecastCategory); 3] = [
 ];
 
 /// What the open deals of a cell (or of a summary of cells) add up to now.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct OpenTotals {
     stages: Vec<OpenStage>,
     overdue_deals: i64,
@@ -251,7 +252,7 @@ pub(crate) struct DealCell {
     weekly: Weekly,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct DealSummary {
     sums: [DealSums; WINDOWS],
     open: OpenTotals,
@@ -560,6 +561,8 @@ pub struct DealsCore {
     big_win: Option<i128>,
     announcing: bool,
     wins: Vec<Win>,
+    /// Set when this core holds only some partitions' deals (see `exchange.rs`).
+    router: Option<Router>,
 }
 
 /// A deal that just became won with a large amount.
@@ -577,29 +580,7 @@ impl DealsCore {
     pub fn new(contract: &Contract, cal: Calendar, now_ms: i64) -> Self {
         let stages = contract.stages();
         let bounds = cal.bounds(now_ms.div_euclid(1000));
-        let arcs = |v: &[&str]| v.iter().map(|p| Arc::from(*p)).collect::<Vec<Arc<str>>>();
-        let mut labels = Labels {
-            stage_names: stages.iter().map(|s| Arc::from(s.name.as_str())).collect(),
-            stage_prob: stages.iter().map(|s| s.probability).collect(),
-            open_stages: stages
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.kind == StageKind::Open)
-                .map(|(i, _)| i)
-                .collect(),
-            period_names: arcs(&PERIOD_NAMES),
-            exits: arcs(&EXIT_LABELS),
-            categories: ForecastCategory::ALL
-                .iter()
-                .map(|c| Arc::from(c.label()))
-                .collect(),
-            rollups: arcs(&ROLLUPS.map(|r| r.0)),
-            forecast_periods: arcs(&FORECAST_PERIODS.map(|p| p.1)),
-            current: Vec::new(),
-            weeks: (0, Vec::new()),
-            now: bounds.now,
-        };
-        labels.set_current(&cal, &bounds);
+        let labels = Labels::new(contract, &cal, &bounds);
         DealsCore {
             stages: Stages {
                 kind: stages.iter().map(|s| s.kind).collect(),
@@ -624,6 +605,7 @@ impl DealsCore {
             big_win: None,
             announcing: true,
             wins: Vec::new(),
+            router: None,
         }
     }
 
@@ -1033,9 +1015,74 @@ impl DealsCore {
     }
 }
 
+impl Exchange for DealCell {
+    type Labels = Labels;
+    const MEMBERS: bool = true;
+    fn moves_each_minute(s: &DealSummary) -> bool {
+        s.open.any_open()
+    }
+    fn relabel(l: &mut Labels, cal: &Calendar, b: &Bounds) -> bool {
+        let minute = l.now.div_euclid(60);
+        l.now = b.now;
+        if minute == b.now.div_euclid(60) {
+            return false;
+        }
+        let before = (std::mem::take(&mut l.current), l.weeks.0);
+        l.set_current(cal, b);
+        before != (l.current.clone(), l.weeks.0)
+    }
+    fn build(l: &Labels, s: &DealSummary, out: &mut SeriesBuilder<'_>) {
+        build(l, s, out);
+    }
+}
+
+impl DealsCore {
+    /// Makes this core one of several that divide the deals: it sends its cells to `slots`
+    /// slots ([`DealsCore::drain_contributions`]) instead of building series.
+    pub fn exchange(&mut self, slots: u32) {
+        self.router = Some(Router::new(slots));
+    }
+
+    /// What the cells changed since the last call add up to, for the slots that merge them.
+    pub fn drain_contributions(&mut self) -> Vec<Contribution> {
+        let cells = self.ledger.drain_cells();
+        self.router
+            .as_mut()
+            .map(|r| r.route(cells))
+            .unwrap_or_default()
+    }
+
+    /// From now until [`DealsCore::end_recovery`], the cells touched (by a restored state and
+    /// the input replayed after it) are noted: what the run before sent for them is unknown.
+    pub fn begin_recovery(&mut self) {
+        self.ledger.begin_recovery();
+    }
+
+    /// The next [`DealsCore::drain_contributions`] sends every cell noted since
+    /// [`DealsCore::begin_recovery`] and withdraws it from every other slot.
+    pub fn end_recovery(&mut self) {
+        let seen = self.ledger.end_recovery();
+        if let Some(r) = &mut self.router {
+            r.unknown(&seen);
+        }
+    }
+}
+
+/// The merger of deal cells (see `exchange.rs`).
+pub(crate) fn merger(
+    contract: &Contract,
+    cal: Calendar,
+    now_ms: i64,
+    slots: u32,
+) -> MergerOf<DealCell> {
+    let bounds = cal.bounds(now_ms.div_euclid(1000));
+    let labels = Labels::new(contract, &cal, &bounds);
+    MergerOf::new(cal, bounds, labels, slots)
+}
+
 /// Label values and settings the series of a subject are built with.
 #[derive(Debug, Clone)]
-struct Labels {
+pub(crate) struct Labels {
     stage_names: Vec<Arc<str>>,
     stage_prob: Vec<Decimal>,
     /// Indexes of the open stages.
@@ -1055,6 +1102,34 @@ struct Labels {
 }
 
 impl Labels {
+    fn new(contract: &Contract, cal: &Calendar, bounds: &Bounds) -> Labels {
+        let stages = contract.stages();
+        let arcs = |v: &[&str]| v.iter().map(|p| Arc::from(*p)).collect::<Vec<Arc<str>>>();
+        let mut labels = Labels {
+            stage_names: stages.iter().map(|s| Arc::from(s.name.as_str())).collect(),
+            stage_prob: stages.iter().map(|s| s.probability).collect(),
+            open_stages: stages
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.kind == StageKind::Open)
+                .map(|(i, _)| i)
+                .collect(),
+            period_names: arcs(&PERIOD_NAMES),
+            exits: arcs(&EXIT_LABELS),
+            categories: ForecastCategory::ALL
+                .iter()
+                .map(|c| Arc::from(c.label()))
+                .collect(),
+            rollups: arcs(&ROLLUPS.map(|r| r.0)),
+            forecast_periods: arcs(&FORECAST_PERIODS.map(|p| p.1)),
+            current: Vec::new(),
+            weeks: (0, Vec::new()),
+            now: bounds.now,
+        };
+        labels.set_current(cal, bounds);
+        labels
+    }
+
     fn set_current(&mut self, cal: &Calendar, b: &Bounds) {
         let (quarter, month) = cal.period_names(cal.local_date(b.now));
         self.current = vec![Arc::from(month), Arc::from(quarter)];

@@ -5,8 +5,13 @@
 /// about n² / 2⁶⁵ among n ids remembered at once; the later one would then be taken for a
 /// duplicate.
 pub fn event_id_hash(id: &str) -> u64 {
+    fnv1a([id.as_bytes()])
+}
+
+/// FNV-1a (64 bits) of the concatenated bytes.
+pub fn fnv1a<const N: usize>(parts: [&[u8]; N]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.as_bytes() {
+    for b in parts.iter().flat_map(|p| p.iter()) {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }

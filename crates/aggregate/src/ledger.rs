@@ -65,6 +65,8 @@ pub(crate) struct Ledger<C: Cell> {
     info: HashMap<Arc<str>, RepInfo>,
     /// The clock the cells were last moved to.
     bounds: Option<Bounds>,
+    /// While recovering, every cell handed out (see [`Ledger::begin_recovery`]).
+    recovering: Option<HashSet<CellKey>>,
     /// The `metric` label of each of [`Cell::MEASURED`].
     measured: Vec<Arc<str>>,
     regions: Regions,
@@ -73,6 +75,25 @@ pub(crate) struct Ledger<C: Cell> {
     dirty_regions: HashSet<Arc<str>>,
     /// Regions whose series were last emitted non-empty.
     emitted_regions: HashSet<Arc<str>>,
+}
+
+/// A cell's key: its rep and the team its records named, if any.
+pub(crate) type CellKey = (Arc<str>, Option<Arc<str>>);
+
+/// What a rep's cells add up to, for the slots that merge them (see `exchange.rs`).
+pub(crate) struct RepCells<S> {
+    pub rep: Arc<str>,
+    pub cells: Vec<CellPart<S>>,
+}
+
+/// One cell of [`RepCells`].
+pub(crate) struct CellPart<S> {
+    /// The team its records named, if any.
+    pub team: Option<Arc<str>>,
+    /// That team, else the rep's roster team, else [`UNASSIGNED`].
+    pub effective: Arc<str>,
+    pub summary: S,
+    pub weekly: Weekly,
 }
 
 /// What the roster says about a rep besides its team.
@@ -100,6 +121,7 @@ impl<C: Cell> Ledger<C> {
             members: false,
             info: HashMap::default(),
             bounds: None,
+            recovering: None,
             measured: C::MEASURED.iter().map(|m| Arc::from(m.name)).collect(),
             regions: Regions::default(),
             regions_stale: false,
@@ -177,6 +199,9 @@ impl<C: Cell> Ledger<C> {
     /// marked as changed.
     pub fn cell(&mut self, rep: &Arc<str>, team: Option<&Arc<str>>, b: &Bounds) -> &mut C {
         self.dirty_org = true;
+        if let Some(seen) = &mut self.recovering {
+            seen.insert((rep.clone(), team.cloned()));
+        }
         // The clock moves at `advance`; a cell handed out before the first tick sets it.
         if self.bounds.is_none() {
             self.bounds = Some(*b);
@@ -222,6 +247,70 @@ impl<C: Cell> Ledger<C> {
             }
             self.dirty_reps.insert(rep);
         }
+    }
+
+    /// Whether `(rep, team)` has a cell.
+    pub fn has_cell(&self, rep: &str, team: Option<&Arc<str>>) -> bool {
+        self.reps
+            .get(rep)
+            .is_some_and(|e| e.cells.iter().any(|(t, _)| t.as_ref() == team))
+    }
+
+    /// Starts noting every cell handed out, besides those held now: a restored core that
+    /// replays its input does not know where the run before it sent them.
+    pub fn begin_recovery(&mut self) {
+        let mut seen = HashSet::default();
+        for (rep, entry) in &self.reps {
+            for (team, _) in &entry.cells {
+                seen.insert((rep.clone(), team.clone()));
+            }
+        }
+        self.recovering = Some(seen);
+    }
+
+    /// The cells noted since [`Ledger::begin_recovery`]; their reps are marked as changed.
+    pub fn end_recovery(&mut self) -> HashSet<CellKey> {
+        let seen = self.recovering.take().unwrap_or_default();
+        for (rep, _) in &seen {
+            self.dirty_reps.insert(rep.clone());
+        }
+        seen
+    }
+
+    /// The cells of every rep that changed since the last call, instead of their series: a
+    /// core that holds only some partitions' records sends them to be merged. What changed
+    /// for teams, regions and the org follows from the reps and is dropped here.
+    pub fn drain_cells(&mut self) -> Vec<RepCells<C::Summary>> {
+        self.mark_touched();
+        self.dirty_teams.clear();
+        self.dirty_regions.clear();
+        self.dirty_org = false;
+        let mut reps: Vec<Arc<str>> = self.dirty_reps.drain().collect();
+        reps.sort();
+        reps.into_iter()
+            .map(|rep| {
+                let cells = self
+                    .reps
+                    .get(&rep)
+                    .map(|e| {
+                        e.cells
+                            .iter()
+                            .map(|(team, cell)| {
+                                let mut summary = C::Summary::default();
+                                cell.merge_into(&mut summary);
+                                CellPart {
+                                    team: team.clone(),
+                                    effective: self.effective(&rep, team.as_ref()),
+                                    summary,
+                                    weekly: cell.weekly().clone(),
+                                }
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                RepCells { rep, cells }
+            })
+            .collect()
     }
 
     /// Removes the cell of `(rep, team)` if it holds nothing.

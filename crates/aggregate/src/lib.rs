@@ -9,6 +9,7 @@ mod activities;
 mod calendar;
 mod deals;
 mod diff;
+mod exchange;
 mod flow;
 mod ids;
 mod ledger;
@@ -25,6 +26,7 @@ pub use calendar::{
 };
 pub use deals::{DealSums, DealsCore, Win};
 pub use diff::{metric_of_key, of_activities, series_key, subject_of_key, Change, Differ};
+pub use exchange::{slot_of, Contribution, Merger, PartError, ORG_SLOT};
 pub use ledger::UNASSIGNED;
 pub use series::{Extra, Metric, Scope, Series, Subject, SubjectSeries, MAX_EXTRA, RATIO_DP};
 pub use state::StateError;

@@ -17,7 +17,7 @@ pub(crate) const SUMS: usize = 2;
 /// slots hold weeks `week - kept ..= week + 1`. A fact of a week outside them is not kept: a
 /// week is dropped as a whole when the clock leaves it behind, so a fact retracted after that
 /// finds no week to leave, and the sums stay those of the facts still inside.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Weekly {
     week: i64,
     slots: Vec<[i128; SUMS]>,
@@ -82,6 +82,23 @@ impl Weekly {
         self.slots.is_empty()
     }
 
+    /// Adds another's sums (a cell's part from another source) when both stand at the same
+    /// week with the same weeks kept.
+    pub fn add_weekly(&mut self, o: &Weekly) {
+        if o.slots.is_empty() || o.week != self.week {
+            return;
+        }
+        if self.slots.is_empty() {
+            self.slots = o.slots.clone();
+        } else if self.slots.len() == o.slots.len() {
+            for (a, x) in self.slots.iter_mut().zip(&o.slots) {
+                for (a, x) in a.iter_mut().zip(x) {
+                    *a += x;
+                }
+            }
+        }
+    }
+
     /// Whether a week of consistency (see [`Bounds::weeks`]), the current or the next holds
     /// a fact.
     pub fn any_measured(&self, b: &Bounds) -> bool {
@@ -119,7 +136,7 @@ impl Weekly {
 }
 
 /// One weekly sum of every kept complete week and the current one, added over cells.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct WeekSums {
     /// The current week: `sums` ends with it.
     pub week: i64,

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{Datelike, NaiveDate, TimeZone, Utc};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
-use salespulse_aggregate::{ActivitiesCore, Calendar, DealsCore, Outcome, SubjectSeries};
+use salespulse_aggregate::{
+    ActivitiesCore, Calendar, Contribution, DealsCore, Merger, Outcome, SubjectSeries,
+};
 use salespulse_decode::{ActivityEvent, Contract, DealEvent, ForecastCategory};
 
 const N0: i64 = 1_795_780_800; // 2026-11-27T12:00:00Z
@@ -961,6 +963,243 @@ impl Reference {
     }
 }
 
+/// Source partitions and slots of the divided cores in [`Split`].
+const SOURCES: usize = 3;
+const SLOTS: u32 = 4;
+
+/// The latest contribution per (slot, source, rep, team), as a compacted topic keeps it.
+type Topic = BTreeMap<(u32, usize, String, Option<String>), Vec<u8>>;
+
+/// The same records divided over source cores (deals by deal, activities by event id, as
+/// repeats of a record share its key) whose cells a merger per slot sums, each building the
+/// series of the subjects of its slot: the union of the mergers' series must be the single
+/// core's.
+struct Split {
+    deals: Vec<DealsCore>,
+    acts: Vec<ActivitiesCore>,
+    deal_mergers: Vec<Merger>,
+    act_mergers: Vec<Merger>,
+    deal_topic: Topic,
+    act_topic: Topic,
+    deal_board: BTreeMap<String, Decimal>,
+    act_board: BTreeMap<String, Decimal>,
+}
+
+impl Split {
+    fn new(contract: &Contract, now: i64) -> Split {
+        let cal = Calendar::utc();
+        Split {
+            deals: (0..SOURCES)
+                .map(|_| {
+                    let mut c = DealsCore::new(contract, cal, now * 1000);
+                    c.exchange(SLOTS);
+                    c
+                })
+                .collect(),
+            acts: (0..SOURCES)
+                .map(|_| {
+                    let mut c = ActivitiesCore::new(contract, cal, now * 1000);
+                    c.exchange(SLOTS);
+                    c
+                })
+                .collect(),
+            deal_mergers: Self::mergers(|| Merger::deals(contract, cal, now * 1000, SLOTS)),
+            act_mergers: Self::mergers(|| Merger::activities(contract, cal, now * 1000, SLOTS)),
+            deal_topic: Topic::new(),
+            act_topic: Topic::new(),
+            deal_board: BTreeMap::new(),
+            act_board: BTreeMap::new(),
+        }
+    }
+
+    fn mergers(new: impl Fn() -> Merger) -> Vec<Merger> {
+        (0..SLOTS)
+            .map(|slot| {
+                let mut m = new();
+                m.set_owned(vec![slot]);
+                m
+            })
+            .collect()
+    }
+
+    fn roster(&mut self, r: &HashMap<usize, usize>, rp: usize) {
+        let cores_d = self.deals.iter_mut();
+        for c in cores_d {
+            match r.get(&rp) {
+                Some(t) => {
+                    c.roster_upsert(&rep(rp), &team(*t));
+                    let (name, region, hired_at) = rep_info(rp, *t);
+                    c.roster_info(&rep(rp), name.as_deref(), region.as_deref(), hired_at);
+                }
+                None => c.roster_remove(&rep(rp)),
+            }
+        }
+        for c in &mut self.acts {
+            match r.get(&rp) {
+                Some(t) => {
+                    c.roster_upsert(&rep(rp), &team(*t));
+                    let (name, region, hired_at) = rep_info(rp, *t);
+                    c.roster_info(&rep(rp), name.as_deref(), region.as_deref(), hired_at);
+                }
+                None => c.roster_remove(&rep(rp)),
+            }
+        }
+        for m in self.deal_mergers.iter_mut().chain(&mut self.act_mergers) {
+            match r.get(&rp) {
+                Some(t) => {
+                    m.roster_upsert(&rep(rp), &team(*t));
+                    let (name, region, hired_at) = rep_info(rp, *t);
+                    m.roster_info(&rep(rp), name.as_deref(), region.as_deref(), hired_at);
+                }
+                None => m.roster_remove(&rep(rp)),
+            }
+        }
+    }
+
+    fn tick(&mut self, now: i64) {
+        self.deals.iter_mut().for_each(|c| c.tick(now * 1000));
+        self.acts.iter_mut().for_each(|c| c.tick(now * 1000));
+        for m in self.deal_mergers.iter_mut().chain(&mut self.act_mergers) {
+            m.tick(now * 1000);
+        }
+    }
+
+    fn send(topic: &mut Topic, mergers: &mut [Merger], source: usize, cs: Vec<Contribution>) {
+        for c in cs {
+            let key = (
+                c.slot,
+                source,
+                c.rep.to_string(),
+                c.team.as_deref().map(str::to_owned),
+            );
+            match &c.value {
+                Some(v) => topic.insert(key, v.clone()),
+                None => topic.remove(&key),
+            };
+            mergers[c.slot as usize]
+                .apply(&c, source as u32)
+                .expect("a contribution decodes");
+        }
+    }
+
+    /// Sends what the sources changed and applies the mergers' changes to the boards.
+    fn flush(&mut self) {
+        for (i, c) in self.deals.iter_mut().enumerate() {
+            Self::send(
+                &mut self.deal_topic,
+                &mut self.deal_mergers,
+                i,
+                c.drain_contributions(),
+            );
+        }
+        for (i, c) in self.acts.iter_mut().enumerate() {
+            Self::send(
+                &mut self.act_topic,
+                &mut self.act_mergers,
+                i,
+                c.drain_contributions(),
+            );
+        }
+        for m in &mut self.deal_mergers {
+            apply_changes(&mut self.deal_board, &m.drain_changes());
+        }
+        for m in &mut self.act_mergers {
+            apply_changes(&mut self.act_board, &m.drain_changes());
+        }
+    }
+
+    /// Restarts every source from its saved state and every merger from the topic, as
+    /// instances taking partitions over do.
+    fn restart(&mut self, contract: &Contract, r: &Reference) -> Result<(), TestCaseError> {
+        let cal = Calendar::utc();
+        for c in &mut self.deals {
+            let saved = c.save();
+            *c = DealsCore::new(contract, cal, r.now * 1000);
+            c.exchange(SLOTS);
+            c.begin_recovery();
+            c.restore(&saved)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
+        for c in &mut self.acts {
+            let saved = c.save();
+            *c = ActivitiesCore::new(contract, cal, r.now * 1000);
+            c.exchange(SLOTS);
+            c.begin_recovery();
+            c.restore(&saved)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
+        self.deal_mergers = Self::mergers(|| Merger::deals(contract, cal, r.now * 1000, SLOTS));
+        self.act_mergers = Self::mergers(|| Merger::activities(contract, cal, r.now * 1000, SLOTS));
+        let reps: Vec<usize> = r.roster.keys().copied().collect();
+        for rp in reps {
+            self.roster(&r.roster, rp);
+        }
+        for (topic, mergers) in [
+            (&self.deal_topic, &mut self.deal_mergers),
+            (&self.act_topic, &mut self.act_mergers),
+        ] {
+            for ((slot, source, rp, t), v) in topic {
+                let c = Contribution {
+                    slot: *slot,
+                    rep: rp.as_str().into(),
+                    team: t.as_deref().map(Into::into),
+                    value: Some(v.clone()),
+                };
+                mergers[*slot as usize]
+                    .apply(&c, *source as u32)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+        }
+        self.deals.iter_mut().for_each(DealsCore::end_recovery);
+        self.acts.iter_mut().for_each(ActivitiesCore::end_recovery);
+        self.deal_board.clear();
+        for m in &mut self.deal_mergers {
+            flatten(&m.snapshot(), &mut self.deal_board);
+        }
+        self.act_board.clear();
+        for m in &mut self.act_mergers {
+            flatten(&m.snapshot(), &mut self.act_board);
+        }
+        Ok(())
+    }
+
+    fn check(
+        &mut self,
+        want_deals: &BTreeMap<String, Decimal>,
+        want_acts: &BTreeMap<String, Decimal>,
+    ) -> Result<(), TestCaseError> {
+        let mut snap = BTreeMap::new();
+        for m in &mut self.deal_mergers {
+            flatten(&m.snapshot(), &mut snap);
+        }
+        prop_assert_eq!(
+            differences(&snap, want_deals),
+            Vec::<String>::new(),
+            "divided deal snapshot"
+        );
+        prop_assert_eq!(
+            differences(&self.deal_board, want_deals),
+            Vec::<String>::new(),
+            "divided deal changes replayed"
+        );
+        let mut snap = BTreeMap::new();
+        for m in &mut self.act_mergers {
+            flatten(&m.snapshot(), &mut snap);
+        }
+        prop_assert_eq!(
+            differences(&snap, want_acts),
+            Vec::<String>::new(),
+            "divided activity snapshot"
+        );
+        prop_assert_eq!(
+            differences(&self.act_board, want_acts),
+            Vec::<String>::new(),
+            "divided activity changes replayed"
+        );
+        Ok(())
+    }
+}
+
 /// Runs the steps; at step `restart_at` both cores are saved, dropped, and restored into new
 /// cores that know only the current roster, as a restarted service would.
 fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
@@ -978,8 +1217,10 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
     };
     let mut deal_board = BTreeMap::new();
     let mut act_board = BTreeMap::new();
+    let mut split = Split::new(&contract, N0);
     for (i, step) in steps.iter().enumerate() {
         if restart_at == Some(i) {
+            split.restart(&contract, &r)?;
             let (saved_deals, saved_acts) = (deals.save(), acts.save());
             deals = DealsCore::new(&contract, Calendar::utc(), r.now * 1000);
             acts = ActivitiesCore::new(&contract, Calendar::utc(), r.now * 1000);
@@ -1019,6 +1260,8 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
                     forecast_category: d.category.unwrap_or(DEFAULT_CATEGORY[usize::from(d.stage)]),
                 };
                 let got = deals.apply(&ev);
+                let got_split = split.deals[d.deal % SOURCES].apply(&ev);
+                prop_assert_eq!(got, got_split, "divided deal outcome of {:?}", d);
                 // Reference: dedup on every id the deal has seen, stale on occurred_at.
                 let want = match r.deals.get_mut(&d.deal) {
                     Some((_, _, ids)) if ids.contains(&d.event) => Outcome::Duplicate,
@@ -1067,6 +1310,8 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
                 };
                 let horizon = horizon(r.now);
                 let got = acts.apply(&ev);
+                let got_split = split.acts[a.event as usize % SOURCES].apply(&ev);
+                prop_assert_eq!(got, got_split, "divided activity outcome of {:?}", a);
                 let want = if a.at < horizon {
                     Outcome::Stale
                 } else if r
@@ -1090,11 +1335,13 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
                     deals.roster_info(&rep(*rp), name.as_deref(), region.as_deref(), hired_at);
                     acts.roster_info(&rep(*rp), name.as_deref(), region.as_deref(), hired_at);
                     r.roster.insert(*rp, *t);
+                    split.roster(&r.roster, *rp);
                 }
                 None => {
                     deals.roster_remove(&rep(*rp));
                     acts.roster_remove(&rep(*rp));
                     r.roster.remove(rp);
+                    split.roster(&r.roster, *rp);
                 }
             },
             Step::Tick(dt) => {
@@ -1102,8 +1349,10 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
                 r.max_horizon = starts(r.now).into_iter().map(|r| r.0).min().unwrap_or(0);
                 deals.tick(r.now * 1000);
                 acts.tick(r.now * 1000);
+                split.tick(r.now);
             }
         }
+        split.flush();
         apply_changes(&mut deal_board, &deals.drain_changes());
         apply_changes(&mut act_board, &acts.drain_changes());
     }
@@ -1120,6 +1369,7 @@ fn run(steps: &[Step], restart_at: Option<usize>) -> Result<(), TestCaseError> {
             prop_assert_eq!(x.name.as_deref(), want.as_deref(), "name of {:?}", x);
         }
     }
+    split.check(&r.deals_board(), &r.activities_board())?;
     let mut snap = BTreeMap::new();
     flatten(&deals.snapshot(), &mut snap);
     let want = r.deals_board();

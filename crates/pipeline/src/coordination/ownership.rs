@@ -34,22 +34,11 @@ use crate::Error;
 /// The slot of the deployment-wide duties.
 pub(crate) const LEADER_SLOT: i32 = 0;
 
-/// The slot a subject belongs to, the same in every process and release: FNV-1a of its
-/// scope and id.
+/// The slot a subject belongs to (see [`salespulse_aggregate::slot_of`]): the org's and the
+/// regions' series go with the deployment-wide duties.
 pub(crate) fn slot_of(subject: &Subject, slots: i32) -> i32 {
-    let (scope, id): (&[u8], &[u8]) = match subject {
-        Subject::Org => return LEADER_SLOT,
-        Subject::Rep(r) => (b"rep/", r.as_bytes()),
-        Subject::Team(t) => (b"team/", t.as_bytes()),
-        Subject::Region(g) => (b"region/", g.as_bytes()),
-    };
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in scope.iter().chain(id) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    // `slots` is at least 1 (checked with the configuration).
-    (h % slots.max(1) as u64) as i32
+    // `slots` is at least 1 (checked with the configuration), so both conversions hold.
+    salespulse_aggregate::slot_of(subject, slots.max(1) as u32) as i32
 }
 
 /// The slots group's generation and member id as of an assignment: transactions commit under

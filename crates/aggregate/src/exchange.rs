@@ -1,0 +1,470 @@
+//! Dividing ingest: a core that holds only some input partitions' records sends what each of
+//! its (rep, team) cells adds up to — a *contribution* — to the slots that need it, and a
+//! [`Merger`] per slot sums the contributions of every source into the series it owns.
+//!
+//! Every number of the single core is a function of per-cell sums (window sums, open
+//! pipeline, flow sums, weekly sums) that add over records. A cell of one partition's core
+//! therefore holds part of the cell of a core that saw every record, and the sum of the parts
+//! is that cell: a merger that holds, per cell, the latest part of every source builds
+//! exactly the series the single core would. The test `tests/reference.rs` checks it against
+//! a naive recomputation from the records.
+//!
+//! Where a cell goes: a subject's series are built from cells in one slot, the subject's
+//! [`slot_of`]:
+//! - a rep's series need all its cells: every cell goes to its rep's slot;
+//! - a team's series need every cell whose effective team it is: to that team's slot;
+//! - the org's and the regions' series need every cell: to [`ORG_SLOT`].
+//!
+//! A contribution is keyed by (source partition, rep, team named by the records); the latest
+//! value of a key replaces the one before and `None` withdraws it, as on a compacted topic.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use salespulse_decode::Contract;
+
+use crate::calendar::{Bounds, Calendar};
+use crate::ledger::{Cell, CellKey, Ledger, RepCells};
+use crate::series::{SeriesBuilder, Subject, SubjectSeries};
+use crate::weekly::Weekly;
+use crate::{FastMap, FastSet};
+
+/// The slot of the org's and the regions' series, which need every cell.
+pub const ORG_SLOT: u32 = 0;
+
+/// The slot a subject's series are built in, the same in every process and release: FNV-1a
+/// of its scope and id (regions and the org: [`ORG_SLOT`]).
+pub fn slot_of(subject: &Subject, slots: u32) -> u32 {
+    let h = match subject {
+        Subject::Org | Subject::Region(_) => return ORG_SLOT,
+        Subject::Rep(r) => crate::ids::fnv1a([&b"rep/"[..], r.as_bytes()]),
+        Subject::Team(t) => crate::ids::fnv1a([&b"team/"[..], t.as_bytes()]),
+    };
+    (h % u64::from(slots.max(1))) as u32
+}
+
+/// What one cell of a source core adds to the slot it is sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contribution {
+    pub slot: u32,
+    pub rep: Arc<str>,
+    /// The team the cell's records named, if any.
+    pub team: Option<Arc<str>>,
+    /// The encoded part ([`decode_part`]); `None` withdraws the part sent before.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Why a contribution is not merged.
+#[derive(Debug, thiserror::Error)]
+#[error("a contribution does not decode: {0}")]
+pub struct PartError(String);
+
+/// A cell's part as sent: its summary and its weekly sums (a rep's consistency).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Part<S> {
+    summary: S,
+    weekly: Weekly,
+}
+
+/// A cell whose contributions a [`Merger`] can sum.
+pub(crate) trait Exchange: Cell
+where
+    Self::Summary: Serialize + DeserializeOwned,
+{
+    /// What the series are built with besides the summary (label values, the clock).
+    type Labels;
+    /// Whether the rep's roster team gets a `member` series (one service per deployment).
+    const MEMBERS: bool;
+    /// Whether a summary's series move with the clock alone, once a minute (stage ages).
+    fn moves_each_minute(s: &Self::Summary) -> bool;
+    /// Moves the labels to the clock; returns whether every subject must be built again
+    /// (the current periods rolled over).
+    fn relabel(labels: &mut Self::Labels, cal: &Calendar, b: &Bounds) -> bool;
+    fn build(labels: &Self::Labels, s: &Self::Summary, out: &mut SeriesBuilder<'_>);
+}
+
+/// (team named by a cell's records, slot) of a part sent.
+type Sent = (Option<Arc<str>>, u32);
+
+/// Where a source core sent each cell last, so that a cell that moves (its rep's roster team
+/// changed) or empties is withdrawn where it was.
+#[derive(Debug, Default)]
+pub(crate) struct Router {
+    slots: u32,
+    /// Per rep: (team named by the cell's records, slot) of every part sent and standing.
+    sent: FastMap<Arc<str>, Vec<Sent>>,
+}
+
+impl Router {
+    pub fn new(slots: u32) -> Self {
+        Router {
+            slots: slots.max(1),
+            sent: FastMap::default(),
+        }
+    }
+
+    /// Cells whose parts may be in any slot (a restored core does not know what the run
+    /// before it sent): their next routing withdraws them from every slot they do not go to.
+    pub fn unknown(&mut self, cells: &FastSet<CellKey>) {
+        for (rep, team) in cells {
+            let sent = self.sent.entry(rep.clone()).or_default();
+            for slot in 0..self.slots {
+                if !sent.contains(&(team.clone(), slot)) {
+                    sent.push((team.clone(), slot));
+                }
+            }
+        }
+    }
+
+    /// The contributions of the drained reps: each cell to its slots, and a withdrawal where
+    /// a cell was sent before and is not now.
+    pub fn route<S: Serialize>(&mut self, drained: Vec<RepCells<S>>) -> Vec<Contribution> {
+        let mut out = Vec::new();
+        for rc in drained {
+            let mut now: Vec<Sent> = Vec::new();
+            for cell in rc.cells {
+                let mut targets = vec![
+                    slot_of(&Subject::Rep(rc.rep.clone()), self.slots),
+                    slot_of(&Subject::Team(cell.effective), self.slots),
+                    ORG_SLOT,
+                ];
+                targets.sort_unstable();
+                targets.dedup();
+                let value = postcard::to_stdvec(&Part {
+                    summary: cell.summary,
+                    weekly: cell.weekly,
+                })
+                .ok();
+                for slot in targets {
+                    now.push((cell.team.clone(), slot));
+                    out.push(Contribution {
+                        slot,
+                        rep: rc.rep.clone(),
+                        team: cell.team.clone(),
+                        value: value.clone(),
+                    });
+                }
+            }
+            let before = self.sent.remove(&rc.rep).unwrap_or_default();
+            for (team, slot) in before {
+                if !now.contains(&(team.clone(), slot)) {
+                    out.push(Contribution {
+                        slot,
+                        rep: rc.rep.clone(),
+                        team,
+                        value: None,
+                    });
+                }
+            }
+            if !now.is_empty() {
+                self.sent.insert(rc.rep, now);
+            }
+        }
+        out
+    }
+}
+
+/// A cell of a merger: the latest part of each source, and their sum.
+#[derive(Debug)]
+pub(crate) struct Merged<C: Exchange>
+where
+    C::Summary: Serialize + DeserializeOwned,
+{
+    parts: Vec<(u32, C::Summary, Weekly)>,
+    sum: C::Summary,
+    weekly: Weekly,
+    minute: i64,
+    _cell: PhantomData<C>,
+}
+
+impl<C: Exchange> Merged<C>
+where
+    C::Summary: Serialize + DeserializeOwned,
+{
+    /// Replaces (or withdraws, with `None`) the part of `source`.
+    fn set(&mut self, source: u32, part: Option<Part<C::Summary>>, b: &Bounds) {
+        self.parts.retain(|(s, _, _)| *s != source);
+        if let Some(p) = part {
+            self.parts.push((source, p.summary, p.weekly));
+        }
+        self.resum(b);
+    }
+
+    fn resum(&mut self, b: &Bounds) {
+        let mut sum = C::Summary::default();
+        let mut weekly = Weekly::new(b);
+        for (_, s, w) in &mut self.parts {
+            C::add_summary(&mut sum, s);
+            w.roll(b);
+            weekly.add_weekly(w);
+        }
+        self.sum = sum;
+        self.weekly = weekly;
+    }
+}
+
+impl<C: Exchange> Cell for Merged<C>
+where
+    C::Summary: Serialize + DeserializeOwned,
+{
+    type Summary = C::Summary;
+    fn new(b: &Bounds) -> Self {
+        Merged {
+            parts: Vec::new(),
+            sum: C::Summary::default(),
+            weekly: Weekly::new(b),
+            minute: b.now.div_euclid(60),
+            _cell: PhantomData,
+        }
+    }
+    fn advance(&mut self, b: &Bounds) -> bool {
+        // The parts' own numbers move when their sources send them again; what moves here is
+        // what the series derive from the clock: the weeks of consistency and stage ages.
+        let had_weeks = !self.weekly.is_empty();
+        let mut changed = false;
+        if self.weekly.roll(b) {
+            self.resum(b);
+            changed |= had_weeks;
+        }
+        let minute = b.now.div_euclid(60);
+        if minute != self.minute {
+            self.minute = minute;
+            changed |= C::moves_each_minute(&self.sum);
+        }
+        changed
+    }
+    fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+    fn merge_into(&self, s: &mut C::Summary) {
+        C::add_summary(s, &self.sum);
+    }
+    fn add_summary(into: &mut C::Summary, from: &C::Summary) {
+        C::add_summary(into, from);
+    }
+    const MEASURED: &'static [crate::weekly::Measured] = C::MEASURED;
+    fn weekly(&self) -> &Weekly {
+        &self.weekly
+    }
+}
+
+/// The series of the subjects of some slots, summed from the contributions sent to them.
+#[derive(Debug)]
+pub(crate) struct MergerOf<C: Exchange>
+where
+    C::Summary: Serialize + DeserializeOwned,
+{
+    cal: Calendar,
+    bounds: Bounds,
+    labels: C::Labels,
+    ledger: Ledger<Merged<C>>,
+    slots: u32,
+    owned: Vec<u32>,
+}
+
+impl<C: Exchange> MergerOf<C>
+where
+    C::Summary: Serialize + DeserializeOwned,
+    C::Labels: std::fmt::Debug,
+{
+    pub fn new(cal: Calendar, bounds: Bounds, labels: C::Labels, slots: u32) -> Self {
+        let ledger = Ledger::new();
+        MergerOf {
+            cal,
+            bounds,
+            labels,
+            ledger: if C::MEMBERS {
+                ledger.with_members()
+            } else {
+                ledger
+            },
+            slots: slots.max(1),
+            owned: Vec::new(),
+        }
+    }
+
+    fn owns(&self, s: &Subject) -> bool {
+        self.owned.contains(&slot_of(s, self.slots))
+    }
+
+    pub fn apply(&mut self, c: &Contribution, source: u32) -> Result<(), PartError> {
+        let part: Option<Part<C::Summary>> = match &c.value {
+            Some(v) => Some(postcard::from_bytes(v).map_err(|e| PartError(e.to_string()))?),
+            None => None,
+        };
+        let b = self.bounds;
+        let rep = self.ledger.intern(&c.rep);
+        let team = c.team.as_deref().map(|t| self.ledger.intern(t));
+        if part.is_none() && !self.ledger.has_cell(&rep, team.as_ref()) {
+            return Ok(());
+        }
+        self.ledger
+            .cell(&rep, team.as_ref(), &b)
+            .set(source, part, &b);
+        self.ledger.release(&rep, team.as_ref());
+        Ok(())
+    }
+
+    pub fn tick(&mut self, now_ms: i64) {
+        let now = now_ms.div_euclid(1000);
+        if now <= self.bounds.now {
+            return;
+        }
+        let hour = self.bounds.now.div_euclid(3_600);
+        self.bounds = self.cal.bounds(now);
+        self.ledger.advance(&self.bounds);
+        if C::relabel(&mut self.labels, &self.cal, &self.bounds) {
+            self.ledger.touch_all(|_| ());
+        }
+        if now.div_euclid(3_600) != hour {
+            self.ledger.gc_names();
+        }
+    }
+
+    pub fn set_owned(&mut self, owned: Vec<u32>) {
+        self.owned = owned;
+    }
+
+    pub fn ledger(&mut self) -> &mut Ledger<Merged<C>> {
+        &mut self.ledger
+    }
+
+    pub fn drain_changes(&mut self) -> Vec<SubjectSeries> {
+        let labels = &self.labels;
+        let mut out = self
+            .ledger
+            .drain(&|s: &C::Summary, b: &mut SeriesBuilder<'_>| C::build(labels, s, b));
+        out.retain(|s| self.owns(&s.subject));
+        out
+    }
+
+    pub fn snapshot(&mut self) -> Vec<SubjectSeries> {
+        let labels = &self.labels;
+        let mut out = self
+            .ledger
+            .snapshot(&|s: &C::Summary, b: &mut SeriesBuilder<'_>| C::build(labels, s, b));
+        out.retain(|s| self.owns(&s.subject));
+        out
+    }
+
+    pub fn cells(&self) -> usize {
+        self.ledger.cells()
+    }
+}
+
+/// The series of the subjects of some slots, summed from the contributions of every source
+/// core (see the module's documentation).
+#[derive(Debug)]
+pub struct Merger(Family);
+
+#[derive(Debug)]
+enum Family {
+    Deals(Box<MergerOf<crate::deals::DealCell>>),
+    Activities(Box<MergerOf<crate::activities::ActivityCell>>),
+}
+
+/// Calls the same method on either family's merger.
+macro_rules! each {
+    ($self:expr, $m:ident => $e:expr) => {
+        match &mut $self.0 {
+            Family::Deals($m) => $e,
+            Family::Activities($m) => $e,
+        }
+    };
+}
+
+impl Merger {
+    /// A merger of deal cells, building the series of the deals service.
+    pub fn deals(contract: &Contract, cal: Calendar, now_ms: i64, slots: u32) -> Self {
+        Merger(Family::Deals(Box::new(crate::deals::merger(
+            contract, cal, now_ms, slots,
+        ))))
+    }
+
+    /// A merger of activity cells, building the series of the activities service.
+    pub fn activities(contract: &Contract, cal: Calendar, now_ms: i64, slots: u32) -> Self {
+        Merger(Family::Activities(Box::new(crate::activities::merger(
+            contract, cal, now_ms, slots,
+        ))))
+    }
+
+    /// The slots whose subjects' series this merger builds; it holds whatever it is sent.
+    pub fn set_owned(&mut self, owned: Vec<u32>) {
+        each!(self, m => m.set_owned(owned))
+    }
+
+    /// Merges a contribution sent by source partition `source`.
+    pub fn apply(&mut self, c: &Contribution, source: u32) -> Result<(), PartError> {
+        each!(self, m => m.apply(c, source))
+    }
+
+    pub fn tick(&mut self, now_ms: i64) {
+        each!(self, m => m.tick(now_ms))
+    }
+
+    pub fn configure_regions(&mut self, teams: &[(String, String)]) {
+        each!(self, m => m.ledger().configure_regions(teams))
+    }
+
+    pub fn roster_upsert(&mut self, rep: &str, team: &str) {
+        each!(self, m => m.ledger().roster_upsert(rep, team))
+    }
+
+    pub fn roster_info(
+        &mut self,
+        rep: &str,
+        name: Option<&str>,
+        region: Option<&str>,
+        hired_at: Option<chrono::NaiveDate>,
+    ) {
+        each!(self, m => m.ledger().roster_info(rep, name, region, hired_at))
+    }
+
+    pub fn roster_remove(&mut self, rep: &str) {
+        each!(self, m => m.ledger().roster_remove(rep))
+    }
+
+    /// Series of the owned subjects that changed since the last call.
+    pub fn drain_changes(&mut self) -> Vec<SubjectSeries> {
+        each!(self, m => m.drain_changes())
+    }
+
+    /// Every current series of the owned subjects.
+    pub fn snapshot(&mut self) -> Vec<SubjectSeries> {
+        each!(self, m => m.snapshot())
+    }
+
+    /// Number of (rep, team) cells held.
+    pub fn cells(&mut self) -> usize {
+        each!(self, m => m.cells())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn slots_are_stable_and_spread() {
+        let n = 12;
+        assert_eq!(slot_of(&Subject::Org, n), ORG_SLOT);
+        assert_eq!(slot_of(&Subject::Region("emea".into()), n), ORG_SLOT);
+        let a = slot_of(&Subject::Rep("rep-001".into()), n);
+        assert_eq!(a, slot_of(&Subject::Rep("rep-001".into()), n));
+        // Fixed values: a change of the hash would move every subject at an upgrade.
+        assert_eq!(
+            slot_of(&Subject::Team("team-emea".into()), 1_000_003),
+            207_716
+        );
+        let mut used = BTreeSet::new();
+        for i in 0..200 {
+            used.insert(slot_of(&Subject::Rep(format!("rep-{i:03}").into()), n));
+            used.insert(slot_of(&Subject::Team(format!("team-{i}").into()), n));
+        }
+        assert_eq!(used.len(), 12, "200 reps and teams use every slot");
+        assert!(used.iter().all(|s| (0..n).contains(s)));
+    }
+}

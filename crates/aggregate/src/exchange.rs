@@ -324,6 +324,7 @@ where
     }
 
     pub fn set_owned(&mut self, owned: Vec<u32>) {
+        self.ledger.set_owned(self.slots, owned.clone());
         self.owned = owned;
     }
 

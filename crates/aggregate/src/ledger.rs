@@ -65,6 +65,8 @@ pub(crate) struct Ledger<C: Cell> {
     info: HashMap<Arc<str>, RepInfo>,
     /// The clock the cells were last moved to.
     bounds: Option<Bounds>,
+    /// The slots (of how many) whose subjects' series are built; all when `None`.
+    owned: Option<(u32, Vec<u32>)>,
     /// While recovering, every cell handed out (see [`Ledger::begin_recovery`]).
     recovering: Option<HashSet<CellKey>>,
     /// The `metric` label of each of [`Cell::MEASURED`].
@@ -121,6 +123,7 @@ impl<C: Cell> Ledger<C> {
             members: false,
             info: HashMap::default(),
             bounds: None,
+            owned: None,
             recovering: None,
             measured: C::MEASURED.iter().map(|m| Arc::from(m.name)).collect(),
             regions: Regions::default(),
@@ -254,6 +257,18 @@ impl<C: Cell> Ledger<C> {
         self.reps
             .get(rep)
             .is_some_and(|e| e.cells.iter().any(|(t, _)| t.as_ref() == team))
+    }
+
+    /// Builds only the series of the subjects of `owned` among `slots` slots (see
+    /// [`crate::slot_of`]); the cells of other subjects are held all the same.
+    pub fn set_owned(&mut self, slots: u32, owned: Vec<u32>) {
+        self.owned = Some((slots, owned));
+    }
+
+    fn owns(&self, subject: &Subject) -> bool {
+        self.owned
+            .as_ref()
+            .is_none_or(|(n, o)| o.contains(&crate::exchange::slot_of(subject, *n)))
     }
 
     /// Starts noting every cell handed out, besides those held now: a restored core that
@@ -698,18 +713,32 @@ impl<C: Cell> Ledger<C> {
         let mut reps: Vec<Arc<str>> = self.dirty_reps.drain().collect();
         reps.sort();
         for rep in reps {
-            out.push(self.series_of(&Subject::Rep(rep), build));
+            let subject = Subject::Rep(rep);
+            if self.owns(&subject) {
+                out.push(self.series_of(&subject, build));
+            }
         }
+        // A team's summary is needed for its own series and, with every other team's, for the
+        // org's and the regions'.
+        let org = self.owns(&Subject::Org);
         // Every change to a team's numbers marks it dirty, so after this loop `team_sums`
         // holds every team's current summary.
         let mut teams: Vec<Arc<str>> = self.dirty_teams.drain().collect();
         teams.sort();
         for team in teams {
+            let owned = self.owns(&Subject::Team(team.clone()));
+            if !owned && !org {
+                continue;
+            }
             if let Some(region) = self.region_of(&team) {
                 self.dirty_regions.insert(region);
             }
             let mut series = Vec::new();
             match self.summary_of_team(&team) {
+                Some(s) if !owned => {
+                    self.team_sums.insert(team.clone(), s);
+                    continue;
+                }
                 Some(s) => {
                     build(
                         &s,
@@ -726,6 +755,9 @@ impl<C: Cell> Ledger<C> {
                 }
                 None => {
                     self.team_sums.remove(&team);
+                    if !owned {
+                        continue;
+                    }
                 }
             }
             out.push(SubjectSeries {
@@ -736,6 +768,7 @@ impl<C: Cell> Ledger<C> {
         // A region's summary is the sum of its teams' (all current after the loop above).
         let mut regions: Vec<Arc<str>> = self.dirty_regions.drain().collect();
         regions.sort();
+        regions.retain(|r| self.owns(&Subject::Region(r.clone())));
         for region in regions {
             let teams = self
                 .team_sums
@@ -753,7 +786,7 @@ impl<C: Cell> Ledger<C> {
                 series,
             });
         }
-        if std::mem::take(&mut self.dirty_org) {
+        if std::mem::take(&mut self.dirty_org) && org {
             let mut series = Vec::new();
             if !self.reps.is_empty() {
                 let mut s = C::Summary::default();
@@ -798,6 +831,7 @@ impl<C: Cell> Ledger<C> {
         regions.dedup();
         subjects.extend(regions.into_iter().map(Subject::Region));
         subjects.push(Subject::Org);
+        subjects.retain(|s| self.owns(s));
         subjects.sort();
         let out: Vec<SubjectSeries> = subjects
             .iter()

@@ -392,9 +392,10 @@ impl ActivitiesCore {
     /// What the cells changed since the last call add up to, for the slots that merge them.
     pub fn drain_contributions(&mut self) -> Vec<Contribution> {
         let cells = self.ledger.drain_cells();
+        let now = self.bounds.now;
         self.router
             .as_mut()
-            .map(|r| r.route(cells))
+            .map(|r| r.route(cells, now))
             .unwrap_or_default()
     }
 

@@ -61,9 +61,14 @@ pub struct Contribution {
 #[error("a contribution does not decode: {0}")]
 pub struct PartError(String);
 
-/// A cell's part as sent: its summary and its weekly sums (a rep's consistency).
+/// A cell's part as sent: its summary and its weekly sums (a rep's consistency), with the
+/// sequence of the drain that sent it.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Part<S> {
+    /// Grows with every drain of the source core, and with the clock across the cores that
+    /// hold one partition in turn: of the parts of one source held in several slots, the
+    /// newest counts.
+    seq: u64,
     summary: S,
     weekly: Weekly,
 }
@@ -93,6 +98,8 @@ type Sent = (Option<Arc<str>>, u32);
 #[derive(Debug, Default)]
 pub(crate) struct Router {
     slots: u32,
+    /// Sequence of the last drain (see [`Part`]).
+    seq: u64,
     /// Per rep: (team named by the cell's records, slot) of every part sent and standing.
     sent: FastMap<Arc<str>, Vec<Sent>>,
 }
@@ -101,6 +108,7 @@ impl Router {
     pub fn new(slots: u32) -> Self {
         Router {
             slots: slots.max(1),
+            seq: 0,
             sent: FastMap::default(),
         }
     }
@@ -120,7 +128,12 @@ impl Router {
 
     /// The contributions of the drained reps: each cell to its slots, and a withdrawal where
     /// a cell was sent before and is not now.
-    pub fn route<S: Serialize>(&mut self, drained: Vec<RepCells<S>>) -> Vec<Contribution> {
+    pub fn route<S: Serialize>(
+        &mut self,
+        drained: Vec<RepCells<S>>,
+        now: i64,
+    ) -> Vec<Contribution> {
+        self.seq = (self.seq + 1).max(u64::try_from(now).unwrap_or(0).saturating_mul(1000));
         let mut out = Vec::new();
         for rc in drained {
             let mut now: Vec<Sent> = Vec::new();
@@ -133,6 +146,7 @@ impl Router {
                 targets.sort_unstable();
                 targets.dedup();
                 let value = postcard::to_stdvec(&Part {
+                    seq: self.seq,
                     summary: cell.summary,
                     weekly: cell.weekly,
                 })
@@ -166,13 +180,25 @@ impl Router {
     }
 }
 
-/// A cell of a merger: the latest part of each source, and their sum.
+/// One source's part of a cell as held in one slot.
+#[derive(Debug)]
+pub(crate) struct MergedPart<S> {
+    source: u32,
+    slot: u32,
+    seq: u64,
+    summary: S,
+    weekly: Weekly,
+}
+
+/// A cell of a merger: the latest part of each source in each owned slot (a source sends the
+/// same part to every slot of the cell), and the sum of each source's newest.
 #[derive(Debug)]
 pub(crate) struct Merged<C: Exchange>
 where
     C::Summary: Serialize + DeserializeOwned,
 {
-    parts: Vec<(u32, C::Summary, Weekly)>,
+    /// (source, slot, sequence, summary, weekly sums).
+    parts: Vec<MergedPart<C::Summary>>,
     sum: C::Summary,
     weekly: Weekly,
     minute: i64,
@@ -183,11 +209,17 @@ impl<C: Exchange> Merged<C>
 where
     C::Summary: Serialize + DeserializeOwned,
 {
-    /// Replaces (or withdraws, with `None`) the part of `source`.
-    fn set(&mut self, source: u32, part: Option<Part<C::Summary>>, b: &Bounds) {
-        self.parts.retain(|(s, _, _)| *s != source);
+    /// Replaces (or withdraws, with `None`) the part of `source` in `slot`.
+    fn set(&mut self, source: u32, slot: u32, part: Option<Part<C::Summary>>, b: &Bounds) {
+        self.parts.retain(|p| (p.source, p.slot) != (source, slot));
         if let Some(p) = part {
-            self.parts.push((source, p.summary, p.weekly));
+            self.parts.push(MergedPart {
+                source,
+                slot,
+                seq: p.seq,
+                summary: p.summary,
+                weekly: p.weekly,
+            });
         }
         self.resum(b);
     }
@@ -195,10 +227,19 @@ where
     fn resum(&mut self, b: &Bounds) {
         let mut sum = C::Summary::default();
         let mut weekly = Weekly::new(b);
-        for (_, s, w) in &mut self.parts {
-            C::add_summary(&mut sum, s);
-            w.roll(b);
-            weekly.add_weekly(w);
+        for p in &mut self.parts {
+            p.weekly.roll(b);
+        }
+        for (i, p) in self.parts.iter().enumerate() {
+            // One part per source: its newest, the first of equals.
+            let newest =
+                self.parts.iter().enumerate().all(|(j, q)| {
+                    q.source != p.source || q.seq < p.seq || (q.seq == p.seq && j >= i)
+                });
+            if newest {
+                C::add_summary(&mut sum, &p.summary);
+                weekly.add_weekly(&p.weekly);
+            }
         }
         self.sum = sum;
         self.weekly = weekly;
@@ -302,7 +343,7 @@ where
         }
         self.ledger
             .cell(&rep, team.as_ref(), &b)
-            .set(source, part, &b);
+            .set(source, c.slot, part, &b);
         self.ledger.release(&rep, team.as_ref());
         Ok(())
     }

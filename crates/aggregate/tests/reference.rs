@@ -966,6 +966,7 @@ impl Reference {
 /// Source partitions and slots of the divided cores in [`Split`].
 const SOURCES: usize = 3;
 const SLOTS: u32 = 4;
+const MERGERS: usize = 2;
 
 /// The latest contribution per (slot, source, rep, team), as a compacted topic keeps it.
 type Topic = BTreeMap<(u32, usize, String, Option<String>), Vec<u8>>;
@@ -1012,11 +1013,13 @@ impl Split {
         }
     }
 
+    /// Two mergers, each owning every other slot: a merger holds the parts sent to each of
+    /// its slots, and a withdrawal from one of them leaves the others.
     fn mergers(new: impl Fn() -> Merger) -> Vec<Merger> {
-        (0..SLOTS)
-            .map(|slot| {
+        (0..MERGERS)
+            .map(|i| {
                 let mut m = new();
-                m.set_owned(vec![slot]);
+                m.set_owned((0..SLOTS).filter(|s| *s as usize % MERGERS == i).collect());
                 m
             })
             .collect()
@@ -1076,7 +1079,7 @@ impl Split {
                 Some(v) => topic.insert(key, v.clone()),
                 None => topic.remove(&key),
             };
-            mergers[c.slot as usize]
+            mergers[c.slot as usize % MERGERS]
                 .apply(&c, source as u32)
                 .expect("a contribution decodes");
         }
@@ -1145,7 +1148,7 @@ impl Split {
                     team: t.as_deref().map(Into::into),
                     value: Some(v.clone()),
                 };
-                mergers[*slot as usize]
+                mergers[*slot as usize % MERGERS]
                     .apply(&c, *source as u32)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
             }

@@ -275,6 +275,12 @@ pub struct ServiceSettings {
     /// replays all retained input.
     #[serde(default = "default_snapshot_interval")]
     pub snapshot_interval_seconds: u64,
+    /// Divided ingest: the instances of the group each consume only the input partitions
+    /// Kafka assigns them, and sum each other's cells through the topic
+    /// `salespulse.cells.<group_id>.<service>` (docs/design.md, "Divided ingest"). Off: every
+    /// instance reads all input and the instances divide only what they export.
+    #[serde(default)]
+    pub divide_input: bool,
 }
 
 fn default_snapshot_interval() -> u64 {
@@ -292,6 +298,7 @@ impl Default for ServiceSettings {
             group_id: "salespulse".into(),
             ready_max_lag: default_ready_max_lag(),
             snapshot_interval_seconds: default_snapshot_interval(),
+            divide_input: false,
         }
     }
 }

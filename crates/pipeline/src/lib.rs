@@ -7,6 +7,7 @@
 // `targets` are the service loops that wire them.
 pub mod config;
 mod coordination;
+mod divided;
 mod events;
 pub mod kafka;
 mod pacer;

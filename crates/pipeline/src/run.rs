@@ -99,7 +99,14 @@ pub async fn run<P: Processor>(
         return Ok(());
     }
     if settings.topics.create {
-        let topics = service_topics(&settings, &input, P::CELEBRATES);
+        let mut topics = service_topics(&settings, &input, P::CELEBRATES);
+        if svc.divide_input {
+            topics.push(TopicSpec {
+                name: crate::divided::cells_topic(&svc.group_id, P::SERVICE),
+                partitions: settings.topics.slot_count,
+                compacted: true,
+            });
+        }
         ensure_topics(&settings, &topics).await?;
     }
     let shared = || Shared {
@@ -113,7 +120,12 @@ pub async fn run<P: Processor>(
         ready: ready.clone(),
     };
     loop {
-        match run_instance::<P>(shared(), &mut shutdown).await {
+        let ran = if svc.divide_input {
+            crate::divided::run_instance::<P>(shared(), &mut shutdown).await
+        } else {
+            run_instance::<P>(shared(), &mut shutdown).await
+        };
+        match ran {
             Err(Error::Fenced(why)) => {
                 // A zombie's outputs were aborted; it starts over from what is committed.
                 TransactionEnded {
@@ -225,15 +237,15 @@ struct Inputs {
 }
 
 /// What an instance shares with the rest of the process.
-struct Shared<'a> {
-    service: &'static str,
-    settings: &'a Settings,
-    svc: &'a ServiceSettings,
-    contract: &'a Contract,
-    input: &'a str,
-    health: &'a Health,
-    board: Arc<Board>,
-    ready: Arc<AtomicBool>,
+pub(crate) struct Shared<'a> {
+    pub service: &'static str,
+    pub settings: &'a Settings,
+    pub svc: &'a ServiceSettings,
+    pub contract: &'a Contract,
+    pub input: &'a str,
+    pub health: &'a Health,
+    pub board: Arc<Board>,
+    pub ready: Arc<AtomicBool>,
 }
 
 /// Membership of the slots group, which decides which instance exports which series.

@@ -1,7 +1,8 @@
 //! What differs between the services: which topic they read and which core they feed.
 
 use salespulse_aggregate::{
-    ActivitiesCore, Calendar, DealsCore, Metric, Outcome, StateError, SubjectSeries,
+    ActivitiesCore, Calendar, Contribution, DealsCore, Merger, Metric, Outcome, StateError,
+    SubjectSeries,
 };
 use salespulse_decode::{Contract, DecodeError, Format, RosterEvent};
 use salespulse_targets::EventRules;
@@ -47,6 +48,19 @@ pub trait Processor: Send + 'static {
     fn save(&self) -> Vec<u8>;
     /// Loads a snapshot into a core that has applied nothing yet.
     fn restore(&mut self, state: &[u8]) -> Result<(), StateError>;
+
+    /// Divided ingest (see `crate::divided`): this core holds one input partition's records
+    /// and sends its cells to `slots` slots instead of building series.
+    fn exchange(&mut self, slots: u32);
+    /// What the cells changed since the last call add up to, for the slots that merge them.
+    fn drain_contributions(&mut self) -> Vec<Contribution>;
+    /// Notes the cells touched from now on: the partition's records before the committed
+    /// offset are replayed, and what the run before sent for them is not known.
+    fn begin_recovery(&mut self);
+    /// The next contributions send every cell noted and withdraw it from every other slot.
+    fn end_recovery(&mut self);
+    /// The merger of this service's cells, building its series.
+    fn merger(contract: &Contract, cal: Calendar, now_ms: i64, slots: u32) -> Merger;
 
     /// Whether this service announces celebrations (to `sales.celebrations`).
     const CELEBRATES: bool = false;
@@ -124,6 +138,21 @@ impl Processor for DealsCore {
     }
     fn restore(&mut self, state: &[u8]) -> Result<(), StateError> {
         DealsCore::restore(self, state)
+    }
+    fn exchange(&mut self, slots: u32) {
+        DealsCore::exchange(self, slots);
+    }
+    fn drain_contributions(&mut self) -> Vec<Contribution> {
+        DealsCore::drain_contributions(self)
+    }
+    fn begin_recovery(&mut self) {
+        DealsCore::begin_recovery(self);
+    }
+    fn end_recovery(&mut self) {
+        DealsCore::end_recovery(self);
+    }
+    fn merger(contract: &Contract, cal: Calendar, now_ms: i64, slots: u32) -> Merger {
+        Merger::deals(contract, cal, now_ms, slots)
     }
 
     const CELEBRATES: bool = true;
@@ -220,5 +249,20 @@ impl Processor for ActivitiesCore {
     }
     fn restore(&mut self, state: &[u8]) -> Result<(), StateError> {
         ActivitiesCore::restore(self, state)
+    }
+    fn exchange(&mut self, slots: u32) {
+        ActivitiesCore::exchange(self, slots);
+    }
+    fn drain_contributions(&mut self) -> Vec<Contribution> {
+        ActivitiesCore::drain_contributions(self)
+    }
+    fn begin_recovery(&mut self) {
+        ActivitiesCore::begin_recovery(self);
+    }
+    fn end_recovery(&mut self) {
+        ActivitiesCore::end_recovery(self);
+    }
+    fn merger(contract: &Contract, cal: Calendar, now_ms: i64, slots: u32) -> Merger {
+        Merger::activities(contract, cal, now_ms, slots)
     }
 }

@@ -1,0 +1,896 @@
+//! Divided ingest (`divide_input = true`): the instances of a service in one consumer group
+//! each consume only the partitions Kafka assigns them, of two topics:
+//!
+//! - the input (`sales.deals`, `sales.activities`): one aggregation core per input partition
+//!   holds that partition's records and sends what each of its (rep, team) cells adds up to —
+//!   a contribution — to the cells topic;
+//! - the cells topic (`salespulse.cells.<group_id>.<service>`, compacted, one partition per
+//!   slot): a merger sums the contributions of the assigned slots and builds the series of
+//!   the subjects those slots own (`salespulse_aggregate::slot_of`), for `/metrics` and
+//!   `sales.metrics`.
+//!
+//! Every tick commits, in one transaction under the group's metadata, the contributions,
+//! series, dead letters and celebrations produced since the last one with the offsets of both
+//! topics past the records behind them. An assignment rebuilds the instance from the topics:
+//! each input partition replayed up to the group's committed offset without outputs, each
+//! slot's contributions read whole, and the metrics topic read back so that only what differs
+//! is published.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use salespulse_aggregate::{Contribution, Differ, Merger, Subject, SubjectSeries};
+use salespulse_decode::{Format, RosterEvent};
+use salespulse_expose::Board;
+use tracing::{info, warn};
+
+use crate::coordination::ownership::Member;
+use crate::events::{InternalEvent, TransactionEnded};
+use crate::kafka::{client_config, partitions, ReadToEnd};
+use crate::pacer::Pacer;
+use crate::run::{now_ms, Shared, GIVE_UP_AFTER};
+use crate::sink::transaction::{transactional_id, Ended};
+use crate::sink::{create_producer, settle, Outputs};
+use crate::source::offsets::GroupOffsets;
+use crate::source::{content_type, read_board, roster_consumer, InputContext, TopicCounters};
+use crate::state::processor::Processor;
+use crate::Error;
+
+/// Records handled per wake-up of the loop before it looks at the clock again.
+const MAX_BATCH: usize = 2048;
+
+/// The compacted topic of a service's cells.
+pub(crate) fn cells_topic(group_id: &str, service: &str) -> String {
+    format!("salespulse.cells.{group_id}.{service}")
+}
+
+/// The consumer group of a service's instances in divided ingest.
+fn group_of(group_id: &str, service: &str) -> String {
+    format!("{group_id}-{service}-divided")
+}
+
+/// The partitions the group has assigned this instance, as the rebalance callbacks leave them.
+#[derive(Debug, Default)]
+struct Share {
+    input: BTreeSet<i32>,
+    cells: BTreeSet<i32>,
+    /// The group's metadata as of the assignment: transactions commit under it, so that the
+    /// broker refuses them once the group has moved on.
+    member: Option<Member>,
+    /// Bumped at every revocation and assignment.
+    generation: u64,
+    /// Partitions are assigned (none may be): not between a revocation and the next
+    /// assignment, nor before the first.
+    assigned: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Assignment(Arc<Mutex<Share>>);
+
+impl Assignment {
+    fn current(&self) -> (BTreeSet<i32>, BTreeSet<i32>, Option<Member>, u64) {
+        self.0
+            .lock()
+            .map(|s| {
+                (
+                    s.input.clone(),
+                    s.cells.clone(),
+                    s.member.clone(),
+                    s.generation,
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    /// The generation, and whether partitions are assigned.
+    fn generation(&self) -> (u64, bool) {
+        self.0
+            .lock()
+            .map(|s| (s.generation, s.assigned))
+            .unwrap_or_default()
+    }
+}
+
+/// The member's callbacks: give everything up before a rebalance, note what comes after.
+struct TasksContext {
+    assignment: Assignment,
+    input: String,
+    board: Arc<Board>,
+}
+
+impl ClientContext for TasksContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        InputContext.error(error, reason);
+    }
+}
+
+impl ConsumerContext for TasksContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            // The loop aborts its open transaction when it sees the new generation; nothing
+            // exported may outlive the slots meanwhile.
+            self.board.clear();
+            if let Ok(mut s) = self.assignment.0.lock() {
+                *s = Share {
+                    generation: s.generation + 1,
+                    ..Share::default()
+                };
+            }
+            info!("gave up every partition");
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let (mut input, mut cells) = (BTreeSet::new(), BTreeSet::new());
+            for e in tpl.elements() {
+                if e.topic() == self.input {
+                    input.insert(e.partition());
+                } else {
+                    cells.insert(e.partition());
+                }
+            }
+            info!(input = ?input, slots = ?cells, "assigned partitions");
+            let member = consumer.group_metadata().map(|m| Member(Arc::new(m)));
+            if let Ok(mut s) = self.assignment.0.lock() {
+                *s = Share {
+                    input,
+                    cells,
+                    member,
+                    generation: s.generation + 1,
+                    assigned: true,
+                };
+            }
+        }
+    }
+}
+
+type TasksConsumer = StreamConsumer<TasksContext>;
+
+/// One input partition's core and the next offset it applies.
+struct Task<P> {
+    core: P,
+    next: i64,
+}
+
+/// The instance: its cores, its merger and what it has exported.
+struct Instance<'a, P: Processor> {
+    shared: Shared<'a>,
+    out: Outputs<'a>,
+    cells: String,
+    slots: u32,
+    group: String,
+    assignment: Assignment,
+    /// The generation the state below was built for; `None`: to be built again.
+    built: Option<u64>,
+    member: Option<Member>,
+    tasks: BTreeMap<i32, Task<P>>,
+    merger: Merger,
+    /// Per assigned slot, the offset its records are applied from (what the rebuild read).
+    cells_next: BTreeMap<i32, i64>,
+    differ: Differ,
+    roster: BTreeMap<String, RosterEvent>,
+    counters: TopicCounters,
+    roster_counters: TopicCounters,
+    /// The offsets committed last (input and cells), to commit only when they move.
+    committed: HashMap<(bool, i32), i64>,
+    settled_at: Instant,
+}
+
+/// Runs one instance in divided ingest until `shutdown` resolves or an error stops it.
+pub(crate) async fn run_instance<P: Processor>(
+    shared: Shared<'_>,
+    shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<(), Error> {
+    let (settings, health) = (shared.settings, shared.health);
+    let producer = create_producer(
+        settings,
+        Some(&transactional_id(&shared.svc.group_id, P::SERVICE)),
+    )?;
+    tokio::task::block_in_place(|| crate::sink::transaction::init(&producer))?;
+    let assignment = Assignment::default();
+    let consumer = join::<P>(&shared, assignment.clone())?;
+    let (roster, roster_end) = roster_consumer(settings, &shared.svc.group_id)?;
+    let mut me = Instance::<P>::new(shared, &producer, assignment, &consumer)?;
+    let mut reader = ReadToEnd::new(&roster, &settings.topics.roster, roster_end, HashMap::new());
+    while let Some(m) = reader.next().await? {
+        me.on_roster(&m);
+    }
+
+    let p = &settings.publish;
+    let ms = Duration::from_millis;
+    let mut pacer = Pacer::new(
+        ms(p.min_interval_ms),
+        ms(p.interval_ms),
+        ms(p.catch_up_interval_ms),
+    );
+    let next_tick = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(next_tick);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut *shutdown => {
+                info!("shutting down: committing what is done");
+                break;
+            }
+            _ = &mut next_tick => {
+                let began = Instant::now();
+                if let Err(e) = me.on_tick(&consumer).await {
+                    me.produce_failed(e)?;
+                }
+                pacer.record(began.elapsed(), false);
+                let interval = pacer.interval();
+                health.tick_interval.set(interval.as_secs_f64());
+                next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
+            }
+            m = roster.recv() => match m {
+                Ok(m) => me.on_roster(&m),
+                Err(e) => warn!(error = %e, "roster consumer error"),
+            },
+            m = consumer.recv() => {
+                if let Err(e) = me.on_records(&consumer, m).await {
+                    me.produce_failed(e)?;
+                }
+            }
+        }
+    }
+    if me.built.is_some() {
+        me.on_tick(&consumer).await?;
+    }
+    info!("stopped cleanly");
+    Ok(())
+}
+
+/// Joins the group on the input and cells topics.
+fn join<P: Processor>(s: &Shared<'_>, assignment: Assignment) -> Result<TasksConsumer, Error> {
+    let mut c = client_config(s.settings);
+    c.set("group.id", group_of(&s.svc.group_id, P::SERVICE))
+        // Eager: every member gives its partitions up before any is handed out again.
+        .set("partition.assignment.strategy", "roundrobin")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest");
+    for (k, v) in [
+        ("session.timeout.ms", "10000"),
+        ("max.poll.interval.ms", "30000"),
+    ] {
+        if c.get(k).is_none() {
+            c.set(k, v);
+        }
+    }
+    let consumer: TasksConsumer = c
+        .create_with_context(TasksContext {
+            assignment,
+            input: s.input.to_owned(),
+            board: s.board.clone(),
+        })
+        .map_err(|e| Error::kafka("creating the input consumer", e))?;
+    let cells = cells_topic(&s.svc.group_id, P::SERVICE);
+    consumer
+        .subscribe(&[s.input, &cells])
+        .map_err(|e| Error::kafka("joining the group", e))?;
+    Ok(consumer)
+}
+
+impl<'a, P: Processor> Instance<'a, P> {
+    fn new(
+        shared: Shared<'a>,
+        producer: &'a FutureProducer,
+        assignment: Assignment,
+        consumer: &TasksConsumer,
+    ) -> Result<Self, Error> {
+        let cells = cells_topic(&shared.svc.group_id, P::SERVICE);
+        let slots = u32::try_from(partitions(consumer, &cells)?.len())
+            .unwrap_or(1)
+            .max(1);
+        let merger = P::merger(
+            shared.contract,
+            shared.settings.calendar()?,
+            now_ms(),
+            slots,
+        );
+        Ok(Instance {
+            out: Outputs::new(
+                producer,
+                shared.health,
+                &shared.settings.topics.deadletter,
+                P::SERVICE,
+            ),
+            counters: TopicCounters::new(shared.health, shared.input),
+            roster_counters: TopicCounters::new(shared.health, &shared.settings.topics.roster),
+            group: group_of(&shared.svc.group_id, P::SERVICE),
+            cells,
+            slots,
+            assignment,
+            built: None,
+            member: None,
+            tasks: BTreeMap::new(),
+            merger,
+            cells_next: BTreeMap::new(),
+            differ: Differ::default(),
+            roster: BTreeMap::new(),
+            committed: HashMap::new(),
+            settled_at: Instant::now(),
+            shared,
+        })
+    }
+
+    fn new_core(&self) -> Result<P, Error> {
+        let s = &self.shared;
+        let mut core = P::new(s.contract, s.settings.calendar()?, now_ms());
+        core.configure_regions(&s.settings.regions.team_list());
+        if P::CELEBRATES {
+            core.enable_celebrations(&s.settings.alerts);
+        }
+        core.exchange(self.slots);
+        for ev in self.roster.values() {
+            core.roster(ev);
+        }
+        Ok(core)
+    }
+
+    fn new_merger(&self, owned: &BTreeSet<i32>) -> Result<Merger, Error> {
+        let s = &self.shared;
+        let mut m = P::merger(s.contract, s.settings.calendar()?, now_ms(), self.slots);
+        m.configure_regions(&s.settings.regions.team_list());
+        m.set_owned(owned.iter().map(|s| *s as u32).collect());
+        for ev in self.roster.values() {
+            roster_into(&mut m, ev);
+        }
+        Ok(m)
+    }
+
+    fn on_roster(&mut self, m: &BorrowedMessage<'_>) {
+        self.roster_counters.observe(m);
+        let s = &self.shared;
+        let format = Format::from_content_type(content_type(m));
+        match format.and_then(|f| s.contract.decode_roster(m.key(), m.payload(), f)) {
+            Ok(ev) => {
+                for t in self.tasks.values_mut() {
+                    t.core.roster(&ev);
+                }
+                roster_into(&mut self.merger, &ev);
+                self.roster.insert(ev.rep_id().to_owned(), ev);
+            }
+            Err(error) => crate::events::RosterRecordRejected {
+                source: crate::events::Source {
+                    topic: m.topic(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                },
+                error: &error,
+            }
+            .emit(s.health),
+        }
+    }
+
+    /// Handles a record and what is already fetched after it.
+    async fn on_records(
+        &mut self,
+        consumer: &TasksConsumer,
+        first: KafkaResult<BorrowedMessage<'_>>,
+    ) -> Result<(), Error> {
+        use futures_util::FutureExt;
+        let now = now_ms();
+        // Records of another assignment than the state's are read again by the rebuild that
+        // comes next (the input partitions are sought back to the committed offsets).
+        let current = self.built == Some(self.assignment.generation().0);
+        let mut m = Some(first);
+        let mut batch = 0;
+        while let Some(r) = m.take() {
+            match r {
+                Ok(_) if !current => {}
+                Ok(m) if m.topic() == self.shared.input => self.on_input(&m, now).await?,
+                Ok(m) => self.on_cells(&m),
+                Err(KafkaError::PartitionEOF(_)) => {}
+                Err(e) => warn!(error = %e, "input consumer error"),
+            }
+            batch += 1;
+            if batch < MAX_BATCH {
+                m = consumer.recv().now_or_never();
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_input(&mut self, m: &BorrowedMessage<'_>, now: i64) -> Result<(), Error> {
+        let contract = self.shared.contract;
+        let Some(task) = self.tasks.get_mut(&m.partition()) else {
+            return Ok(());
+        };
+        if m.offset() < task.next {
+            return Ok(());
+        }
+        task.next = m.offset() + 1;
+        let res = Format::from_content_type(content_type(m)).and_then(|f| {
+            task.core
+                .handle(contract, m.key(), m.payload().unwrap_or_default(), f, now)
+        });
+        match res {
+            Ok(outcome) => {
+                self.counters.count(m, outcome);
+                Ok(())
+            }
+            Err(e) => {
+                self.counters.observe(m);
+                self.out.dead_letter(m, &e).await
+            }
+        }
+    }
+
+    fn on_cells(&mut self, m: &BorrowedMessage<'_>) {
+        let s = m.partition();
+        let Some(next) = self.cells_next.get_mut(&s) else {
+            return;
+        };
+        if m.offset() < *next {
+            return;
+        }
+        *next = m.offset() + 1;
+        apply_cell(&mut self.merger, m);
+    }
+
+    /// One tick: rebuild after a rebalance, then move the clocks, send the cores' cells,
+    /// export the merger's changes and commit.
+    async fn on_tick(&mut self, consumer: &TasksConsumer) -> Result<(), Error> {
+        let (generation, assigned) = self.assignment.generation();
+        if self.built != Some(generation) {
+            if !assigned {
+                return self.give_up();
+            }
+            self.rebuild(consumer).await?;
+            if self.built.is_none() {
+                return Ok(());
+            }
+        }
+        let now = now_ms();
+        for (p, task) in &mut self.tasks {
+            task.core.tick(now);
+            for c in task.core.drain_contributions() {
+                let key = cell_key(*p as u32, &c);
+                let mut rec = FutureRecord::to(&self.cells)
+                    .partition(c.slot as i32)
+                    .key(&key);
+                if let Some(v) = &c.value {
+                    rec = rec.payload(v.as_slice());
+                }
+                self.out.enqueue(rec).await?;
+            }
+            if P::CELEBRATES {
+                for (key, value) in task.core.take_celebrations() {
+                    let value = serde_json::to_vec(&value).unwrap_or_default();
+                    let rec = FutureRecord::to(&self.shared.settings.topics.celebrations)
+                        .key(key.as_bytes())
+                        .payload(&value);
+                    self.out.enqueue(rec).await?;
+                }
+            }
+        }
+        self.merger.tick(now);
+        let changes = self.differ.diff(self.merger.drain_changes());
+        self.shared.board.apply(&changes);
+        let t = &self.shared.settings.topics;
+        self.out
+            .publish(&t.metrics, &changes, self.shared.settings.publish.format)
+            .await?;
+        self.counters.flush();
+        self.commit().await?;
+        self.report();
+        Ok(())
+    }
+
+    /// Between a revocation and the next assignment: what was produced for the partitions
+    /// given up is aborted, and nothing is exported.
+    fn give_up(&mut self) -> Result<(), Error> {
+        if self.built.take().is_some() {
+            tokio::task::block_in_place(|| crate::sink::transaction::abort(self.out.producer))?;
+            let _ = self.out.take_pending();
+            self.tasks.clear();
+            self.cells_next.clear();
+            self.member = None;
+            self.shared.ready.store(false, Ordering::Relaxed);
+            self.shared.board.clear();
+        }
+        Ok(())
+    }
+
+    /// Builds the instance again from the topics for the current assignment.
+    async fn rebuild(&mut self, consumer: &TasksConsumer) -> Result<(), Error> {
+        let began = Instant::now();
+        // Nothing produced for the assignment before may become visible.
+        tokio::task::block_in_place(|| crate::sink::transaction::abort(self.out.producer))?;
+        let _ = self.out.take_pending();
+        self.shared.ready.store(false, Ordering::Relaxed);
+        self.shared.board.clear();
+        self.built = None;
+        self.tasks.clear();
+        self.cells_next.clear();
+        self.committed.clear();
+        let (input, slots, member, generation) = self.assignment.current();
+        let settings = self.shared.settings;
+        // The group's committed offsets, once every transaction holding some is decided: what
+        // a previous owner committed is then on the topics.
+        let mut tpl = TopicPartitionList::new();
+        for p in &input {
+            tpl.add_partition(self.shared.input, *p);
+        }
+        for s in &slots {
+            tpl.add_partition(&self.cells, *s);
+        }
+        let group = self.group.clone();
+        let committed = GroupOffsets::new(settings, &group)?.committed(&tpl)?;
+        let offset_of =
+            |topic: &str, p: i32| match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            };
+        let mut replayed = 0u64;
+        for p in &input {
+            let mut core = self.new_core()?;
+            core.begin_recovery();
+            core.set_live(false);
+            let until = offset_of(self.shared.input, *p);
+            let mut next = 0;
+            if let Some(until) = until {
+                let now = now_ms();
+                let contract = self.shared.contract;
+                next = read_partition(settings, self.shared.input, *p, Some(until), |m| {
+                    let f = Format::from_content_type(content_type(m));
+                    let payload = m.payload().unwrap_or_default();
+                    let _ = f.and_then(|f| core.handle(contract, m.key(), payload, f, now));
+                    replayed += 1;
+                })
+                .await?
+                .max(until);
+            }
+            core.end_recovery();
+            core.set_live(true);
+            self.tasks.insert(*p, Task { core, next });
+        }
+        let mut merger = self.new_merger(&slots)?;
+        let mut contributions = 0u64;
+        for s in &slots {
+            let end = read_partition(settings, &self.cells, *s, None, |m| {
+                apply_cell(&mut merger, m);
+                contributions += 1;
+            })
+            .await?;
+            self.cells_next.insert(*s, end);
+            if let Some(c) = offset_of(&self.cells, *s) {
+                self.committed.insert((false, *s), c);
+            }
+        }
+        self.merger = merger;
+        // The consumer goes on from where each input partition was replayed to.
+        let mut seek = TopicPartitionList::new();
+        for (p, t) in &self.tasks {
+            seek.add_partition_offset(self.shared.input, *p, Offset::Offset(t.next))
+                .map_err(|e| Error::kafka("seeking", e))?;
+            if let Some(c) = offset_of(self.shared.input, *p) {
+                self.committed.insert((true, *p), c);
+            }
+        }
+        if !seek_all(consumer, seek) {
+            warn!("seeking the input partitions failed; building again at the next tick");
+            return Ok(());
+        }
+        self.take_over(&slots).await?;
+        self.member = member;
+        self.built = Some(generation);
+        self.shared.ready.store(true, Ordering::Relaxed);
+        let h = self.shared.health;
+        h.owned_slots.set(slots.len() as i64);
+        h.restore_replayed.set(replayed as i64);
+        h.restore_seconds.set(began.elapsed().as_secs_f64());
+        info!(
+            input = ?input,
+            slots = ?slots,
+            replayed,
+            contributions,
+            series = self.shared.board.len(),
+            seconds = began.elapsed().as_secs_f64(),
+            "built from the topics"
+        );
+        Ok(())
+    }
+
+    /// Reads the metrics topic back and publishes what differs for the owned subjects.
+    async fn take_over(&mut self, slots: &BTreeSet<i32>) -> Result<(), Error> {
+        let s = &self.shared;
+        self.differ = read_board(s.settings, P::METRICS).await?;
+        let n = self.slots;
+        let owns = |x: &Subject| slots.contains(&(salespulse_aggregate::slot_of(x, n) as i32));
+        let mut full = self.merger.snapshot();
+        let present: BTreeSet<&Subject> = full.iter().map(|x| &x.subject).collect();
+        let gone: Vec<Subject> = self
+            .differ
+            .subjects()
+            .filter(|x| owns(x) && !present.contains(x))
+            .cloned()
+            .collect();
+        full.extend(gone.into_iter().map(|subject| SubjectSeries {
+            subject,
+            series: Vec::new(),
+        }));
+        s.board.apply(&Differ::default().diff(full.clone()));
+        let changes = self.differ.diff(full);
+        let format = s.settings.publish.format;
+        self.out
+            .publish(&s.settings.topics.metrics, &changes, format)
+            .await
+    }
+
+    /// Commits the open transaction with the positions of both topics, under the group's
+    /// metadata as of the assignment.
+    async fn commit(&mut self) -> Result<(), Error> {
+        let Some(member) = self.member.clone() else {
+            return Ok(());
+        };
+        let mut tpl = TopicPartitionList::new();
+        let mut moved = false;
+        let positions = self
+            .tasks
+            .iter()
+            .map(|(p, t)| ((true, *p), t.next))
+            .chain(self.cells_next.iter().map(|(s, n)| ((false, *s), *n)));
+        for ((input, p), next) in positions {
+            let topic = if input {
+                self.shared.input
+            } else {
+                &self.cells
+            };
+            tpl.add_partition_offset(topic, p, Offset::Offset(next))
+                .map_err(|e| Error::kafka("building the commit", e))?;
+            moved |= self.committed.get(&(input, p)) != Some(&next);
+        }
+        let (mut produced, queued) = self.out.take_pending();
+        if queued == 0 && !moved {
+            self.settled_at = Instant::now();
+            return Ok(());
+        }
+        if let Err(e) = settle(&mut produced).await {
+            return self.produce_failed(e);
+        }
+        let producer = self.out.producer;
+        let offsets = [(tpl, &*member.0)];
+        match tokio::task::block_in_place(|| crate::sink::transaction::commit(producer, &offsets))?
+        {
+            Ended::Committed => {
+                TransactionEnded {
+                    outcome: "committed",
+                    why: None,
+                }
+                .emit(self.shared.health);
+                for e in offsets[0].0.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        let input = e.topic() == self.shared.input;
+                        self.committed.insert((input, e.partition()), o);
+                    }
+                }
+                self.settled_at = Instant::now();
+            }
+            Ended::Aborted => self.aborted("the commit was refused"),
+        }
+        Ok(())
+    }
+
+    /// A record that could not be produced dooms the open transaction: it is aborted and the
+    /// instance built again from what is committed.
+    fn produce_failed(&mut self, e: Error) -> Result<(), Error> {
+        if self.settled_at.elapsed() > GIVE_UP_AFTER {
+            return Err(e);
+        }
+        crate::sink::transaction::abort_after(self.out.producer, e)?;
+        self.aborted("a record could not be produced");
+        Ok(())
+    }
+
+    fn aborted(&mut self, why: &str) {
+        TransactionEnded {
+            outcome: "aborted",
+            why: Some(why),
+        }
+        .emit(self.shared.health);
+        let _ = self.out.take_pending();
+        self.built = None;
+    }
+
+    fn report(&mut self) {
+        let h = self.shared.health;
+        let deals: usize = self
+            .tasks
+            .values()
+            .map(|t| t.core.state_sizes().first().map_or(0, |x| x.1))
+            .sum();
+        h.state
+            .with_label_values(&["input_partitions"])
+            .set(self.tasks.len() as i64);
+        h.state.with_label_values(&["held"]).set(deals as i64);
+        h.state
+            .with_label_values(&["merged_cells"])
+            .set(self.merger.cells() as i64);
+        h.board_series.set(self.shared.board.len() as i64);
+        h.ready
+            .set(i64::from(self.shared.ready.load(Ordering::Relaxed)));
+    }
+}
+
+/// Moves the consumer to the given offsets; whether every partition moved. Records the loop
+/// skipped before a rebuild are read again only through this, so a partition that could not
+/// be moved yet (its fetch not started) is tried again for a few seconds.
+fn seek_all(consumer: &TasksConsumer, tpl: TopicPartitionList) -> bool {
+    if tpl.count() == 0 {
+        return true;
+    }
+    for _ in 0..40 {
+        let failed: Vec<String> = match tokio::task::block_in_place(|| {
+            consumer.seek_partitions(tpl.clone(), Duration::from_secs(5))
+        }) {
+            Ok(done) => done
+                .elements()
+                .iter()
+                .filter_map(|e| e.error().err().map(|x| format!("{}: {x}", e.partition())))
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        };
+        if failed.is_empty() {
+            return true;
+        }
+        info!(failed = ?failed, "seeking the input partitions; trying again");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    false
+}
+
+fn roster_into(m: &mut Merger, ev: &RosterEvent) {
+    match ev {
+        RosterEvent::Upsert {
+            rep_id,
+            team_id,
+            name,
+            region,
+            hired_at,
+        } => {
+            m.roster_upsert(rep_id, team_id);
+            m.roster_info(rep_id, name.as_deref(), region.as_deref(), *hired_at);
+        }
+        RosterEvent::Remove { rep_id } => m.roster_remove(rep_id),
+    }
+}
+
+/// The key of a contribution on the cells topic: the source partition, the rep and the team
+/// its records named, length-prefixed so that any id round-trips.
+fn cell_key(source: u32, c: &Contribution) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16 + c.rep.len());
+    k.extend_from_slice(&source.to_be_bytes());
+    k.extend_from_slice(&(c.rep.len() as u32).to_be_bytes());
+    k.extend_from_slice(c.rep.as_bytes());
+    if let Some(t) = &c.team {
+        k.extend_from_slice(t.as_bytes());
+        k.push(1);
+    } else {
+        k.push(0);
+    }
+    k
+}
+
+/// (source, rep, team) of a contribution's key.
+fn parse_cell_key(k: &[u8]) -> Option<(u32, &str, Option<&str>)> {
+    let source = u32::from_be_bytes(k.get(..4)?.try_into().ok()?);
+    let len = u32::from_be_bytes(k.get(4..8)?.try_into().ok()?) as usize;
+    let rep = std::str::from_utf8(k.get(8..8 + len)?).ok()?;
+    let (flag, rest) = k.get(8 + len..)?.split_last()?;
+    let team = match flag {
+        0 if rest.is_empty() => None,
+        1 => Some(std::str::from_utf8(rest).ok()?),
+        _ => return None,
+    };
+    Some((source, rep, team))
+}
+
+fn apply_cell(merger: &mut Merger, m: &BorrowedMessage<'_>) {
+    let Some((source, rep, team)) = m.key().and_then(parse_cell_key) else {
+        warn!(
+            partition = m.partition(),
+            offset = m.offset(),
+            "a contribution without a valid key; skipped"
+        );
+        return;
+    };
+    let c = Contribution {
+        slot: m.partition() as u32,
+        rep: rep.into(),
+        team: team.map(Into::into),
+        value: m.payload().map(<[u8]>::to_vec),
+    };
+    if let Err(e) = merger.apply(&c, source) {
+        warn!(error = %e, partition = m.partition(), offset = m.offset(), "a contribution does not decode; skipped");
+    }
+}
+
+/// Reads one partition of `topic` from its beginning up to `until` (its current end when
+/// `None`, waiting for the transactions open on it), handing each record to `f`; returns the
+/// offset it read to.
+async fn read_partition(
+    settings: &crate::config::Settings,
+    topic: &str,
+    partition: i32,
+    until: Option<i64>,
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<i64, Error> {
+    let c: StreamConsumer<InputContext> = client_config(settings)
+        .set("group.id", "salespulse-topic-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "10")
+        .create_with_context(InputContext)
+        .map_err(|e| Error::kafka("creating a topic reader", e))?;
+    let probe: BaseConsumer = client_config(settings)
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .map_err(|e| Error::kafka("creating a metadata client", e))?;
+    let (low, high) = crate::kafka::watermarks(&probe, topic, partition)?;
+    let end = until.unwrap_or(high).min(high);
+    if end <= low {
+        return Ok(end.max(low));
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(low))
+        .map_err(|e| Error::kafka("assigning partitions", e))?;
+    c.assign(&tpl)
+        .map_err(|e| Error::kafka("assigning partitions", e))?;
+    let stable: BaseConsumer = client_config(settings)
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| Error::kafka("creating a metadata client", e))?;
+    let mut reader = ReadToEnd::new(
+        &c,
+        topic,
+        HashMap::from([(partition, end)]),
+        HashMap::from([(partition, low)]),
+    )
+    .with_stable_probe(stable);
+    let mut at = low;
+    while let Some(m) = reader.next().await? {
+        if m.offset() >= end {
+            break;
+        }
+        at = m.offset() + 1;
+        f(&m);
+    }
+    Ok(at.max(end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contribution_keys_round_trip() {
+        for (rep, team) in [
+            ("rep-1", None),
+            ("rep/2\u{0}", Some("team\u{1}")),
+            ("", Some("")),
+        ] {
+            let c = Contribution {
+                slot: 3,
+                rep: rep.into(),
+                team: team.map(Into::into),
+                value: None,
+            };
+            let k = cell_key(7, &c);
+            assert_eq!(parse_cell_key(&k), Some((7, rep, team)));
+        }
+        assert_eq!(parse_cell_key(b"\0\0"), None);
+    }
+}

@@ -1,0 +1,196 @@
+//! Divided ingest (`divide_input = true`): three instances per service in one group each
+//! consume the input partitions Kafka assigns them and sum each other's cells through the
+//! cells topic. The input is divided, not copied (the records each instance consumed add up
+//! to the input), every business series is on exactly one instance and the union equals a
+//! clean single instance reading the same input, through a SIGKILL and a new instance
+//! mid-stream; the metrics topic rebuilds the clean board without a repeated value, and
+//! celebrations and dead letters are those of the clean run, once each.
+
+use std::collections::BTreeMap;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use salespulse_e2e::*;
+
+const RECORDS: u64 = 20_000;
+const SERVICES: [&str; 2] = ["deals", "activities"];
+
+fn stream(topics: &Topics, seed: u64) -> Child {
+    simulator(topics)
+        .args(["--seed", &seed.to_string()])
+        .args(["--rate", "5000", "--records", &RECORDS.to_string()])
+        .args(["--backfill-days", "0", "--reps", "40", "--teams", "6"])
+        .spawn()
+        .expect("simulator starts")
+}
+
+/// Records of `topic` an instance consumed live: its `salespulse_events_total` over outcomes.
+fn consumed(text: &str, topic: &str) -> f64 {
+    let label = format!("topic=\"{topic}\"");
+    parse_metrics(text)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("salespulse_events_total{") && k.contains(&label))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Waits (bounded) until the union of the instances' boards equals the clean board; panics
+/// if a series is on two instances.
+async fn wait_equal(instances: &[&Service], clean: &Service, what: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut union: BTreeMap<String, f64> = BTreeMap::new();
+        for s in instances {
+            for (k, v) in business(&s.metrics().await) {
+                assert!(
+                    union.insert(k.clone(), v).is_none(),
+                    "{k} is exported by two instances of {}",
+                    s.name
+                );
+            }
+        }
+        let diffs = board_diffs(&union, &business(&clean.metrics().await));
+        if diffs.is_empty() && !union.is_empty() {
+            return union.len();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} differences from the clean run:\n{}",
+            diffs.len(),
+            diffs
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_divide_the_input_and_equal_a_clean_run() {
+    require_broker();
+    let topics = Topics::unique("divided");
+    let group = format!("g-{}", topics.suffix);
+    let clean_topics = topics.clean();
+    let mut clean = Vec::new();
+    for name in SERVICES {
+        let mut s = Service::start(name, &clean_topics, free_port(), &format!("{group}-clean"));
+        s.wait_ready(Duration::from_secs(60)).await;
+        clean.push(s);
+    }
+    for name in SERVICES {
+        set_service_env(
+            name,
+            &format!("SALESPULSE_{}__DIVIDE_INPUT", name.to_uppercase()),
+            "true",
+        );
+    }
+    // Three instances per service, all assigned before records flow: their counts of
+    // consumed records then add up to the input exactly.
+    let mut divided: Vec<Vec<Service>> = SERVICES
+        .iter()
+        .map(|name| {
+            (0..3)
+                .map(|_| Service::start(name, &topics, free_port(), &group))
+                .collect()
+        })
+        .collect();
+    // Ready together twice in a row: the group has settled, no rebalance is under way.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut settled = 0;
+    while settled < 2 {
+        assert!(Instant::now() < deadline, "the instances did not settle");
+        let mut all = true;
+        for s in divided.iter().flatten() {
+            all &= s.is_ready().await;
+        }
+        settled = if all { settled + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let mut sim = stream(&topics, 11);
+    simulator_done(&mut sim, &topics);
+    let mut first = Vec::new();
+    for (i, name) in SERVICES.iter().enumerate() {
+        let instances: Vec<&Service> = divided[i].iter().collect();
+        let series = wait_equal(&instances, &clean[i], &format!("{name}, 3 instances")).await;
+        let input = if *name == "deals" {
+            &topics.deals
+        } else {
+            &topics.activities
+        };
+        let total = read_topic(input).len() as f64;
+        let mut counts = Vec::new();
+        for s in &instances {
+            counts.push(consumed(&s.metrics().await, input));
+        }
+        assert_eq!(
+            counts.iter().sum::<f64>(),
+            total,
+            "{name}: records consumed by the instances {counts:?} add up to the input"
+        );
+        assert!(
+            counts.iter().all(|c| *c > 0.0 && *c < total),
+            "{name}: each instance consumed part of the input, not all of it: {counts:?} of {total}"
+        );
+        first.push(format!(
+            "{name}: {series} series, input {total} records consumed as {counts:?}"
+        ));
+    }
+
+    // A SIGKILL and a new instance per service while the second stream flows.
+    let mut sim = stream(&topics, 12);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (i, name) in SERVICES.iter().enumerate() {
+        divided[i][0].kill();
+        divided[i][0] = Service::start(name, &topics, free_port(), &group);
+    }
+    simulator_done(&mut sim, &topics);
+    let mut second = Vec::new();
+    for (i, name) in SERVICES.iter().enumerate() {
+        divided[i][0].wait_ready(Duration::from_secs(120)).await;
+        let instances: Vec<&Service> = divided[i].iter().collect();
+        let series = wait_equal(&instances, &clean[i], &format!("{name}, after a kill")).await;
+        second.push(format!("{name}: {series} series"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (keys, repeats) = loop {
+        let (got, repeats, _) = board_of(&topics.metrics);
+        let (want, _, _) = board_of(&clean_topics.metrics);
+        if got == want {
+            break (got.len(), repeats);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the metrics topics differ: {} vs {} keys{}",
+            got.len(),
+            want.len(),
+            topic_diffs(&got, &want)
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert_eq!(
+        repeats, 0,
+        "records on the metrics topic that repeat their key's value"
+    );
+    let wins = same_celebrations_once(&topics.celebrations, &clean_topics.celebrations);
+    let inputs = [topics.deals.as_str(), topics.activities.as_str()];
+    let dead = wait_same_dead_letters(
+        &topics.deadletter,
+        &clean_topics.deadletter,
+        &inputs,
+        Duration::from_secs(30),
+    );
+    for name in SERVICES {
+        clear_service_env(name);
+    }
+    println!(
+        "divided: 2 streams of {RECORDS} records, 3 instances per service; {}; \
+         after a SIGKILL and a new instance mid-stream: {}; metrics topic {keys} keys equal to \
+         the clean run ({repeats} repeated values), {wins} celebrations once each, {dead} dead \
+         letters once each as in the clean run",
+        first.join("; "),
+        second.join("; ")
+    );
+}

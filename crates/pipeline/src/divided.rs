@@ -516,68 +516,14 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.cells_next.clear();
         self.committed.clear();
         let (input, slots, member, generation) = self.assignment.current();
-        let settings = self.shared.settings;
-        // The group's committed offsets, once every transaction holding some is decided: what
-        // a previous owner committed is then on the topics.
-        let mut tpl = TopicPartitionList::new();
-        for p in &input {
-            tpl.add_partition(self.shared.input, *p);
-        }
-        for s in &slots {
-            tpl.add_partition(&self.cells, *s);
-        }
-        let group = self.group.clone();
-        let committed = GroupOffsets::new(settings, &group)?.committed(&tpl)?;
-        let offset_of =
-            |topic: &str, p: i32| match committed.find_partition(topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            };
-        let mut replayed = 0u64;
-        for p in &input {
-            let mut core = self.new_core()?;
-            core.begin_recovery();
-            core.set_live(false);
-            let until = offset_of(self.shared.input, *p);
-            let mut next = 0;
-            if let Some(until) = until {
-                let now = now_ms();
-                let contract = self.shared.contract;
-                next = read_partition(settings, self.shared.input, *p, Some(until), |m| {
-                    let f = Format::from_content_type(content_type(m));
-                    let payload = m.payload().unwrap_or_default();
-                    let _ = f.and_then(|f| core.handle(contract, m.key(), payload, f, now));
-                    replayed += 1;
-                })
-                .await?
-                .max(until);
-            }
-            core.end_recovery();
-            core.set_live(true);
-            self.tasks.insert(*p, Task { core, next });
-        }
-        let mut merger = self.new_merger(&slots)?;
-        let mut contributions = 0u64;
-        for s in &slots {
-            let end = read_partition(settings, &self.cells, *s, None, |m| {
-                apply_cell(&mut merger, m);
-                contributions += 1;
-            })
-            .await?;
-            self.cells_next.insert(*s, end);
-            if let Some(c) = offset_of(&self.cells, *s) {
-                self.committed.insert((false, *s), c);
-            }
-        }
-        self.merger = merger;
+        let committed = self.read_committed(&input, &slots)?;
+        let replayed = self.replay_input(&input, &committed).await?;
+        let contributions = self.read_cells(&slots).await?;
         // The consumer goes on from where each input partition was replayed to.
         let mut seek = TopicPartitionList::new();
         for (p, t) in &self.tasks {
             seek.add_partition_offset(self.shared.input, *p, Offset::Offset(t.next))
                 .map_err(|e| Error::kafka("seeking", e))?;
-            if let Some(c) = offset_of(self.shared.input, *p) {
-                self.committed.insert((true, *p), c);
-            }
         }
         if !seek_all(consumer, seek) {
             warn!("seeking the input partitions failed; building again at the next tick");
@@ -601,6 +547,82 @@ impl<'a, P: Processor> Instance<'a, P> {
             "built from the topics"
         );
         Ok(())
+    }
+
+    /// The group's committed offsets of the assigned partitions (`true`: input), once every
+    /// transaction holding some is decided: what a previous owner committed is then on the
+    /// topics.
+    fn read_committed(
+        &mut self,
+        input: &BTreeSet<i32>,
+        slots: &BTreeSet<i32>,
+    ) -> Result<HashMap<(bool, i32), i64>, Error> {
+        let mut tpl = TopicPartitionList::new();
+        for p in input {
+            tpl.add_partition(self.shared.input, *p);
+        }
+        for s in slots {
+            tpl.add_partition(&self.cells, *s);
+        }
+        let group = self.group.clone();
+        let read = GroupOffsets::new(self.shared.settings, &group)?.committed(&tpl)?;
+        let mut out = HashMap::new();
+        for e in read.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                out.insert((e.topic() == self.shared.input, e.partition()), o);
+            }
+        }
+        self.committed.clone_from(&out);
+        Ok(out)
+    }
+
+    /// A core per assigned input partition, rebuilt by replaying the partition up to the
+    /// committed offset without outputs; returns the records replayed.
+    async fn replay_input(
+        &mut self,
+        input: &BTreeSet<i32>,
+        committed: &HashMap<(bool, i32), i64>,
+    ) -> Result<u64, Error> {
+        let (settings, contract) = (self.shared.settings, self.shared.contract);
+        let mut replayed = 0u64;
+        for p in input {
+            let mut core = self.new_core()?;
+            core.begin_recovery();
+            core.set_live(false);
+            let mut next = 0;
+            if let Some(until) = committed.get(&(true, *p)).copied() {
+                let now = now_ms();
+                next = read_partition(settings, self.shared.input, *p, Some(until), |m| {
+                    let f = Format::from_content_type(content_type(m));
+                    let payload = m.payload().unwrap_or_default();
+                    let _ = f.and_then(|f| core.handle(contract, m.key(), payload, f, now));
+                    replayed += 1;
+                })
+                .await?
+                .max(until);
+            }
+            core.end_recovery();
+            core.set_live(true);
+            self.tasks.insert(*p, Task { core, next });
+        }
+        Ok(replayed)
+    }
+
+    /// A merger of the assigned slots, from their contributions read whole; returns how many.
+    async fn read_cells(&mut self, slots: &BTreeSet<i32>) -> Result<u64, Error> {
+        let mut merger = self.new_merger(slots)?;
+        let mut contributions = 0u64;
+        for s in slots {
+            let end = read_partition(self.shared.settings, &self.cells, *s, None, |m| {
+                apply_cell(&mut merger, m);
+                contributions += 1;
+            })
+            .await?;
+            // Records the consumer delivers below this were read here.
+            self.cells_next.insert(*s, end);
+        }
+        self.merger = merger;
+        Ok(contributions)
     }
 
     /// Reads the metrics topic back and publishes what differs for the owned subjects.
@@ -706,18 +728,16 @@ impl<'a, P: Processor> Instance<'a, P> {
 
     fn report(&mut self) {
         let h = self.shared.health;
-        let deals: usize = self
-            .tasks
-            .values()
-            .map(|t| t.core.state_sizes().first().map_or(0, |x| x.1))
-            .sum();
-        h.state
-            .with_label_values(&["input_partitions"])
-            .set(self.tasks.len() as i64);
-        h.state.with_label_values(&["held"]).set(deals as i64);
-        h.state
-            .with_label_values(&["merged_cells"])
-            .set(self.merger.cells() as i64);
+        let mut sizes: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for t in self.tasks.values() {
+            for (kind, n) in t.core.state_sizes() {
+                *sizes.entry(kind).or_default() += n;
+            }
+        }
+        sizes.insert("merged_cells", self.merger.cells());
+        for (kind, n) in sizes {
+            h.state.with_label_values(&[kind]).set(n as i64);
+        }
         h.board_series.set(self.shared.board.len() as i64);
         h.ready
             .set(i64::from(self.shared.ready.load(Ordering::Relaxed)));

@@ -148,6 +148,10 @@ async fn broker_away_at_start_and_restarted_under_load() {
     let mut sim = simulator(&topics)
         .args(["--seed", "5", "--rate", "3000"])
         .args(["--records", &STREAM.to_string(), "--backfill-days", "0"])
+        // The records produced while the broker is away wait for it: its restart recovers
+        // its logs first, which takes longer than the simulator's usual flush on a loaded
+        // machine.
+        .args(["--flush-seconds", "150"])
         .spawn()
         .expect("simulator starts");
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -25,7 +25,6 @@ use crate::produce::{Sink, Stats, TopicSpec};
 use crate::rhythm::Backfill;
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// The services reject records stamped further ahead than this.
 const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
 const DAY_MS: i64 = 24 * 3_600_000;
@@ -39,8 +38,8 @@ const DAY_MS: i64 = 24 * 3_600_000;
 /// The roster goes out first, then the open pipeline the org starts with (about 40 deals a rep,
 /// at most 20,000, opened over the 90 days before the first record, with the records of their
 /// stages so far), then the backfill (if any) as fast as possible, then live records at --rate until --records
-/// is reached or SIGINT/SIGTERM arrives. On exit the producer is flushed (at most 30 s) and a
-/// summary is logged. A second signal exits at once.
+/// is reached or SIGINT/SIGTERM arrives. On exit the producer is flushed (at most
+/// --flush-seconds) and a summary is logged. A second signal exits at once.
 ///
 /// Deals stay days in a stage, some for weeks (stalled), in a backfill as in the pipeline the
 /// org starts with; live records also move deals ahead of their plan, so that stages change
@@ -87,6 +86,12 @@ struct Args {
     /// Stop after this many records in total, roster included; 0 runs until SIGINT/SIGTERM.
     #[arg(long, default_value_t = 0)]
     records: u64,
+
+    /// How long the exit waits for the broker to acknowledge what is still in flight (a
+    /// broker that is restarting may need longer); records still undelivered then are an
+    /// error.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    flush_seconds: u64,
 
     /// Encoding of record values, announced in the `content-type` header
     /// (application/json or application/x-protobuf).
@@ -428,12 +433,13 @@ async fn main() -> anyhow::Result<()> {
             args.records
         },
     };
+    let flush_timeout = Duration::from_secs(args.flush_seconds);
     let (result, in_flight) = tokio::task::spawn_blocking({
         let stop = Arc::clone(&stop);
         move || {
             let result = run(generator, &sink, plan, &stop);
             let produced = started.elapsed();
-            let in_flight = sink.flush(FLUSH_TIMEOUT);
+            let in_flight = sink.flush(flush_timeout);
             (result.map(|n| (n, produced)), in_flight)
         }
     })
@@ -454,7 +460,10 @@ async fn main() -> anyhow::Result<()> {
         ),
     );
     if in_flight > 0 {
-        bail!("{in_flight} records were still undelivered when the 30 s flush ended");
+        bail!(
+            "{in_flight} records were still undelivered when the {} s flush ended",
+            flush_timeout.as_secs()
+        );
     }
     if s.failed > 0 {
         bail!("{} records could not be delivered", s.failed);

@@ -22,8 +22,10 @@ use serde_json::Value;
 const TEAM: &str = "team-emea";
 /// How long the queries may take, once the records are consumed, to all return series.
 const SETTLE: Duration = Duration::from_secs(90);
-/// How long the values may take, once every query returns series, to match the plan.
-const VALUES: Duration = Duration::from_secs(30);
+/// How long the values may take, once every query returns series, to match the plan. A run
+/// of the whole suite once missed a rep's ramp ratio for the fiscal year at 30 s (every other
+/// run matched within seconds); the loop ends as soon as everything matches.
+const VALUES: Duration = Duration::from_secs(60);
 
 /// What the stale banner (the first panel of every board) shows: the `banner` label of the
 /// series its query returns.

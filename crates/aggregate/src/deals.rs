@@ -977,6 +977,11 @@ impl DealsCore {
         self.ledger.configure_regions(teams);
     }
 
+    /// Applies one roster record.
+    pub fn roster(&mut self, ev: &salespulse_decode::RosterEvent) {
+        self.ledger.roster(ev);
+    }
+
     pub fn roster_upsert(&mut self, rep: &str, team: &str) {
         self.ledger.roster_upsert(rep, team);
     }

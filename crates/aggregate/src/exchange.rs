@@ -450,6 +450,11 @@ impl Merger {
         each!(self, m => m.ledger().configure_regions(teams))
     }
 
+    /// Applies one roster record.
+    pub fn roster(&mut self, ev: &salespulse_decode::RosterEvent) {
+        each!(self, m => m.ledger().roster(ev))
+    }
+
     pub fn roster_upsert(&mut self, rep: &str, team: &str) {
         each!(self, m => m.ledger().roster_upsert(rep, team))
     }

@@ -380,6 +380,24 @@ impl<C: Cell> Ledger<C> {
         }
     }
 
+    /// Applies one roster record: a rep joins or moves (with its name, region and hiring
+    /// date), or leaves.
+    pub fn roster(&mut self, ev: &salespulse_decode::RosterEvent) {
+        match ev {
+            salespulse_decode::RosterEvent::Upsert {
+                rep_id,
+                team_id,
+                name,
+                region,
+                hired_at,
+            } => {
+                self.roster_upsert(rep_id, team_id);
+                self.roster_info(rep_id, name.as_deref(), region.as_deref(), *hired_at);
+            }
+            salespulse_decode::RosterEvent::Remove { rep_id } => self.roster_remove(rep_id),
+        }
+    }
+
     pub fn roster_upsert(&mut self, rep: &str, team: &str) {
         self.regions_stale = true;
         let rep = self.intern(rep);

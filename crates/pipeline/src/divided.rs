@@ -344,7 +344,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         m.configure_regions(&s.settings.regions.team_list());
         m.set_owned(owned.iter().map(|s| *s as u32).collect());
         for ev in self.roster.values() {
-            roster_into(&mut m, ev);
+            m.roster(ev);
         }
         Ok(m)
     }
@@ -358,7 +358,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 for t in self.tasks.values_mut() {
                     t.core.roster(&ev);
                 }
-                roster_into(&mut self.merger, &ev);
+                self.merger.roster(&ev);
                 self.roster.insert(ev.rep_id().to_owned(), ev);
             }
             Err(error) => crate::events::RosterRecordRejected {
@@ -769,22 +769,6 @@ fn seek_all(consumer: &TasksConsumer, tpl: TopicPartitionList) -> bool {
         std::thread::sleep(Duration::from_millis(250));
     }
     false
-}
-
-fn roster_into(m: &mut Merger, ev: &RosterEvent) {
-    match ev {
-        RosterEvent::Upsert {
-            rep_id,
-            team_id,
-            name,
-            region,
-            hired_at,
-        } => {
-            m.roster_upsert(rep_id, team_id);
-            m.roster_info(rep_id, name.as_deref(), region.as_deref(), *hired_at);
-        }
-        RosterEvent::Remove { rep_id } => m.roster_remove(rep_id),
-    }
 }
 
 /// The key of a contribution on the cells topic: the source partition, the rep and the team

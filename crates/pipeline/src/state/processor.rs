@@ -103,20 +103,7 @@ impl Processor for DealsCore {
         contract.with_deal(key, payload, format, now_ms, |_| ())
     }
     fn roster(&mut self, ev: &RosterEvent) {
-        match ev {
-            RosterEvent::Upsert {
-                rep_id,
-                team_id,
-                name,
-                region,
-                hired_at,
-                ..
-            } => {
-                self.roster_upsert(rep_id, team_id);
-                self.roster_info(rep_id, name.as_deref(), region.as_deref(), *hired_at);
-            }
-            RosterEvent::Remove { rep_id } => self.roster_remove(rep_id),
-        }
+        DealsCore::roster(self, ev);
     }
     fn configure_regions(&mut self, teams: &[(String, String)]) {
         Self::configure_regions(self, teams);
@@ -211,20 +198,7 @@ impl Processor for ActivitiesCore {
         contract.with_activity(key, payload, format, now_ms, |_| ())
     }
     fn roster(&mut self, ev: &RosterEvent) {
-        match ev {
-            RosterEvent::Upsert {
-                rep_id,
-                team_id,
-                name,
-                region,
-                hired_at,
-                ..
-            } => {
-                self.roster_upsert(rep_id, team_id);
-                self.roster_info(rep_id, name.as_deref(), region.as_deref(), *hired_at);
-            }
-            RosterEvent::Remove { rep_id } => self.roster_remove(rep_id),
-        }
+        ActivitiesCore::roster(self, ev);
     }
     fn configure_regions(&mut self, teams: &[(String, String)]) {
         Self::configure_regions(self, teams);

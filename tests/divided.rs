@@ -3,7 +3,7 @@
 //! cells topic. The input is divided, not copied (the records each instance consumed add up
 //! to the input), every business series is on exactly one instance and the union equals a
 //! clean single instance reading the same input, through a SIGKILL and a new instance
-//! mid-stream; the metrics topic rebuilds the clean board without a repeated value, and
+//! mid-stream, after which the partitions are restored from their snapshots; the metrics topic rebuilds the clean board without a repeated value, and
 //! celebrations and dead letters are those of the clean run, once each.
 
 use std::collections::BTreeMap;
@@ -68,6 +68,21 @@ async fn wait_equal(instances: &[&Service], clean: &Service, what: &str) -> usiz
     }
 }
 
+fn input_of<'a>(topics: &'a Topics, service: &str) -> &'a str {
+    if service == "deals" {
+        &topics.deals
+    } else {
+        &topics.activities
+    }
+}
+
+/// The value of an unlabelled gauge in a `/metrics` text (0 when absent).
+fn gauge(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_divide_the_input_and_equal_a_clean_run() {
     require_broker();
@@ -80,11 +95,14 @@ async fn three_instances_divide_the_input_and_equal_a_clean_run() {
         s.wait_ready(Duration::from_secs(60)).await;
         clean.push(s);
     }
+    // Snapshots every second: the partitions of a killed instance are restored from them.
     for name in SERVICES {
+        let upper = name.to_uppercase();
+        set_service_env(name, &format!("SALESPULSE_{upper}__DIVIDE_INPUT"), "true");
         set_service_env(
             name,
-            &format!("SALESPULSE_{}__DIVIDE_INPUT", name.to_uppercase()),
-            "true",
+            &format!("SALESPULSE_{upper}__SNAPSHOT_INTERVAL_SECONDS"),
+            "1",
         );
     }
     // Three instances per service, all assigned before records flow: their counts of
@@ -115,11 +133,7 @@ async fn three_instances_divide_the_input_and_equal_a_clean_run() {
     for (i, name) in SERVICES.iter().enumerate() {
         let instances: Vec<&Service> = divided[i].iter().collect();
         let series = wait_equal(&instances, &clean[i], &format!("{name}, 3 instances")).await;
-        let input = if *name == "deals" {
-            &topics.deals
-        } else {
-            &topics.activities
-        };
+        let input = input_of(&topics, name);
         let total = read_topic(input).len() as f64;
         let mut counts = Vec::new();
         for s in &instances {
@@ -152,7 +166,25 @@ async fn three_instances_divide_the_input_and_equal_a_clean_run() {
         divided[i][0].wait_ready(Duration::from_secs(120)).await;
         let instances: Vec<&Service> = divided[i].iter().collect();
         let series = wait_equal(&instances, &clean[i], &format!("{name}, after a kill")).await;
-        second.push(format!("{name}: {series} series"));
+        // The last rebuild of each instance restored its partitions from their snapshots and
+        // replayed only the records after them, not every record of its partitions.
+        let input = input_of(&topics, name);
+        let total = read_topic(input).len() as f64;
+        let mut replayed = Vec::new();
+        for s in &instances {
+            replayed.push(gauge(
+                &s.metrics().await,
+                "salespulse_restore_replayed_records",
+            ));
+        }
+        assert!(
+            replayed.iter().sum::<f64>() < total / 2.0,
+            "{name}: the rebuilds replayed {replayed:?} of {total} records: snapshots unused"
+        );
+        second.push(format!(
+            "{name}: {series} series, records replayed by the instances' last rebuilds \
+             {replayed:?} of {total}"
+        ));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let (keys, repeats) = loop {

@@ -33,7 +33,7 @@ use salespulse_expose::Board;
 use tracing::{info, warn};
 
 use crate::coordination::ownership::Member;
-use crate::events::{InternalEvent, TransactionEnded};
+use crate::events::{InternalEvent, SnapshotLoaded, SnapshotWritten, TransactionEnded};
 use crate::kafka::{client_config, partitions, ReadToEnd};
 use crate::pacer::Pacer;
 use crate::run::{now_ms, Shared, GIVE_UP_AFTER};
@@ -42,6 +42,7 @@ use crate::sink::{create_producer, settle, Outputs};
 use crate::source::offsets::GroupOffsets;
 use crate::source::{content_type, read_board, roster_consumer, InputContext, TopicCounters};
 use crate::state::processor::Processor;
+use crate::state::snapshot::Manifest;
 use crate::Error;
 
 /// Records handled per wake-up of the loop before it looks at the clock again.
@@ -53,6 +54,12 @@ pub(crate) fn cells_topic(group_id: &str, service: &str) -> String {
 }
 
 /// The consumer group of a service's instances in divided ingest.
+/// The owner of an input partition's snapshots (see `crate::state::snapshot`): its positions
+/// are those of the group in one partition of the service's input.
+fn snapshot_owner(group_id: &str, service: &str, partition: i32) -> String {
+    format!("{group_id}/{service}.p{partition}")
+}
+
 fn group_of(group_id: &str, service: &str) -> String {
     format!("{group_id}-{service}-divided")
 }
@@ -159,6 +166,11 @@ type TasksConsumer = StreamConsumer<TasksContext>;
 struct Task<P> {
     core: P,
     next: i64,
+    /// The partition's newest snapshot whose transaction committed, and the one written in
+    /// the open transaction (an aborted transaction rebuilds every task from the topics).
+    saved: Option<Manifest>,
+    saving: Option<Manifest>,
+    saved_at: Instant,
 }
 
 /// The instance: its cores, its merger and what it has exported.
@@ -223,7 +235,7 @@ pub(crate) async fn run_instance<P: Processor>(
             }
             _ = &mut next_tick => {
                 let began = Instant::now();
-                if let Err(e) = me.on_tick(&consumer).await {
+                if let Err(e) = me.on_tick(&consumer, false).await {
                     me.produce_failed(e)?;
                 }
                 pacer.record(began.elapsed(), false);
@@ -243,7 +255,7 @@ pub(crate) async fn run_instance<P: Processor>(
         }
     }
     if me.built.is_some() {
-        me.on_tick(&consumer).await?;
+        me.on_tick(&consumer, true).await?;
     }
     info!("stopped cleanly");
     Ok(())
@@ -324,7 +336,9 @@ impl<'a, P: Processor> Instance<'a, P> {
         })
     }
 
-    fn new_core(&self) -> Result<P, Error> {
+    /// An empty core for one input partition, noting the cells it will hold: what the run
+    /// before sent for them is not known (see `Processor::begin_recovery`).
+    fn recovering_core(&self) -> Result<P, Error> {
         let s = &self.shared;
         let mut core = P::new(s.contract, s.settings.calendar()?, now_ms());
         core.configure_regions(&s.settings.regions.team_list());
@@ -332,9 +346,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             core.enable_celebrations(&s.settings.alerts);
         }
         core.exchange(self.slots);
-        for ev in self.roster.values() {
-            core.roster(ev);
-        }
+        core.begin_recovery();
         Ok(core)
     }
 
@@ -440,8 +452,9 @@ impl<'a, P: Processor> Instance<'a, P> {
     }
 
     /// One tick: rebuild after a rebalance, then move the clocks, send the cores' cells,
-    /// export the merger's changes and commit.
-    async fn on_tick(&mut self, consumer: &TasksConsumer) -> Result<(), Error> {
+    /// snapshot the cores that are due (every one when `closing`), export the merger's
+    /// changes and commit.
+    async fn on_tick(&mut self, consumer: &TasksConsumer, closing: bool) -> Result<(), Error> {
         let (generation, assigned) = self.assignment.generation();
         if self.built != Some(generation) {
             if !assigned {
@@ -475,6 +488,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 }
             }
         }
+        self.write_snapshots(closing).await?;
         self.merger.tick(now);
         let changes = self.differ.diff(self.merger.drain_changes());
         self.shared.board.apply(&changes);
@@ -485,6 +499,47 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.counters.flush();
         self.commit().await?;
         self.report();
+        Ok(())
+    }
+
+    /// Writes, in the open transaction, the snapshot of every core that is due: its state as
+    /// of the records before `next`, whose contributions were drained just before. A task
+    /// handed over later restores it and replays only the records after it.
+    async fn write_snapshots(&mut self, closing: bool) -> Result<(), Error> {
+        let every = self.shared.svc.snapshot_interval_seconds;
+        if every == 0 {
+            return Ok(());
+        }
+        let every = Duration::from_secs(every);
+        let s = &self.shared;
+        for (p, t) in &mut self.tasks {
+            let previous = t.saving.as_ref().or(t.saved.as_ref());
+            // The clock alone changes nothing a restore would not derive again.
+            let unchanged = previous.and_then(|m| m.positions.get(p)) == Some(&t.next);
+            if unchanged || (!closing && t.saved_at.elapsed() < every) {
+                continue;
+            }
+            let took = Instant::now();
+            let state = t.core.save();
+            let m = crate::state::snapshot::save(
+                self.out.producer,
+                s.settings,
+                &snapshot_owner(&s.svc.group_id, P::SERVICE, *p),
+                &state,
+                BTreeMap::from([(*p, t.next)]),
+                previous,
+            )
+            .await?;
+            SnapshotWritten {
+                bytes: state.len(),
+                generation: m.generation,
+                taken_at_ms: m.taken_at_ms,
+                seconds: took.elapsed().as_secs_f64(),
+            }
+            .emit(s.health);
+            t.saving = Some(m);
+            t.saved_at = Instant::now();
+        }
         Ok(())
     }
 
@@ -517,8 +572,12 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.committed.clear();
         let (input, slots, member, generation) = self.assignment.current();
         let committed = self.read_committed(&input, &slots)?;
+        let step = Instant::now();
         let replayed = self.replay_input(&input, &committed).await?;
+        let input_seconds = step.elapsed().as_secs_f64();
+        let step = Instant::now();
         let contributions = self.read_cells(&slots).await?;
+        let cells_seconds = step.elapsed().as_secs_f64();
         // The consumer goes on from where each input partition was replayed to.
         let mut seek = TopicPartitionList::new();
         for (p, t) in &self.tasks {
@@ -529,7 +588,9 @@ impl<'a, P: Processor> Instance<'a, P> {
             warn!("seeking the input partitions failed; building again at the next tick");
             return Ok(());
         }
+        let step = Instant::now();
         self.take_over(&slots).await?;
+        let board_seconds = step.elapsed().as_secs_f64();
         self.member = member;
         self.built = Some(generation);
         self.shared.ready.store(true, Ordering::Relaxed);
@@ -543,6 +604,9 @@ impl<'a, P: Processor> Instance<'a, P> {
             replayed,
             contributions,
             series = self.shared.board.len(),
+            input_seconds,
+            cells_seconds,
+            board_seconds,
             seconds = began.elapsed().as_secs_f64(),
             "built from the topics"
         );
@@ -576,51 +640,134 @@ impl<'a, P: Processor> Instance<'a, P> {
         Ok(out)
     }
 
-    /// A core per assigned input partition, rebuilt by replaying the partition up to the
-    /// committed offset without outputs; returns the records replayed.
+    /// A core per assigned input partition: its newest snapshot, if it is not ahead of the
+    /// committed offset, then the records after it up to the committed offset, replayed
+    /// without outputs; returns the records replayed.
     async fn replay_input(
         &mut self,
         input: &BTreeSet<i32>,
         committed: &HashMap<(bool, i32), i64>,
     ) -> Result<u64, Error> {
         let (settings, contract) = (self.shared.settings, self.shared.contract);
-        let mut replayed = 0u64;
-        for p in input {
-            let mut core = self.new_core()?;
-            core.begin_recovery();
-            core.set_live(false);
-            let mut next = 0;
-            if let Some(until) = committed.get(&(true, *p)).copied() {
-                let now = now_ms();
-                next = read_partition(settings, self.shared.input, *p, Some(until), |m| {
-                    let f = Format::from_content_type(content_type(m));
-                    let payload = m.payload().unwrap_or_default();
-                    let _ = f.and_then(|f| core.handle(contract, m.key(), payload, f, now));
-                    replayed += 1;
-                })
-                .await?
-                .max(until);
+        let until = |p: &i32| committed.get(&(true, *p)).copied();
+        let restored = futures_util::future::try_join_all(
+            input
+                .iter()
+                .map(|p| self.restore_task(*p, until(p).unwrap_or(0))),
+        )
+        .await?;
+        let mut cores = BTreeMap::new();
+        let mut ranges = BTreeMap::new();
+        for (p, (mut core, saved)) in input.iter().zip(restored) {
+            for ev in self.roster.values() {
+                core.roster(ev);
             }
+            core.set_live(false);
+            let from = saved.as_ref().and_then(|m| m.positions.get(p).copied());
+            if let Some(until) = until(p) {
+                ranges.insert(*p, (from, Some(until)));
+            }
+            cores.insert(*p, (core, saved, from.unwrap_or(0)));
+        }
+        let mut replayed = 0u64;
+        let now = now_ms();
+        let read = read_partitions(settings, self.shared.input, &ranges, |m| {
+            let Some((core, _, _)) = cores.get_mut(&m.partition()) else {
+                return;
+            };
+            let f = Format::from_content_type(content_type(m));
+            let payload = m.payload().unwrap_or_default();
+            let _ = f.and_then(|f| core.handle(contract, m.key(), payload, f, now));
+            replayed += 1;
+        })
+        .await?;
+        for (p, (mut core, saved, from)) in cores {
             core.end_recovery();
             core.set_live(true);
-            self.tasks.insert(*p, Task { core, next });
+            let task = Task {
+                core,
+                next: read
+                    .get(&p)
+                    .copied()
+                    .unwrap_or(from)
+                    .max(until(&p).unwrap_or(0)),
+                saved,
+                saving: None,
+                saved_at: Instant::now(),
+            };
+            self.tasks.insert(p, task);
         }
         Ok(replayed)
+    }
+
+    /// A core for input partition `p`, noting the cells it holds (see
+    /// `Processor::begin_recovery`): restored from the partition's newest snapshot when there
+    /// is one that reflects no record at or past `committed`, else empty. The roster is
+    /// applied by the caller, after the state it may name reps of.
+    async fn restore_task(&self, p: i32, committed: i64) -> Result<(P, Option<Manifest>), Error> {
+        let s = &self.shared;
+        let mut core = self.recovering_core()?;
+        if s.svc.snapshot_interval_seconds == 0 {
+            return Ok((core, None));
+        }
+        let read = Instant::now();
+        let owner = snapshot_owner(&s.svc.group_id, P::SERVICE, p);
+        let Some(saved) = crate::state::snapshot::load(s.settings, &owner).await? else {
+            return Ok((core, None));
+        };
+        match saved.manifest.positions.get(&p) {
+            Some(&at) if at <= committed => {}
+            _ => {
+                warn!(
+                    partition = p,
+                    "snapshot ahead of the committed offset; replaying the partition"
+                );
+                return Ok((core, None));
+            }
+        }
+        let read_seconds = read.elapsed().as_secs_f64();
+        let restore = Instant::now();
+        match core.restore(&saved.state) {
+            Ok(()) => {
+                SnapshotLoaded {
+                    bytes: saved.state.len(),
+                    generation: saved.manifest.generation,
+                    taken_at_ms: saved.manifest.taken_at_ms,
+                    positions: &saved.manifest.positions,
+                    read_seconds,
+                    restore_seconds: restore.elapsed().as_secs_f64(),
+                }
+                .emit(s.health);
+                Ok((core, Some(saved.manifest)))
+            }
+            Err(e) => {
+                warn!(partition = p, error = %e, "snapshot not usable; replaying the partition");
+                Ok((self.recovering_core()?, None))
+            }
+        }
     }
 
     /// A merger of the assigned slots, from their contributions read whole; returns how many.
     async fn read_cells(&mut self, slots: &BTreeSet<i32>) -> Result<u64, Error> {
         let mut merger = self.new_merger(slots)?;
         let mut contributions = 0u64;
-        for s in slots {
-            let end = read_partition(self.shared.settings, &self.cells, *s, None, |m| {
-                apply_cell(&mut merger, m);
-                contributions += 1;
-            })
-            .await?;
-            // Records the consumer delivers below this were read here.
-            self.cells_next.insert(*s, end);
+        // Until compaction catches up, a key holds many values of which only the latest
+        // counts: only those are decoded and merged, and a withdrawn key not at all.
+        let mut latest: HashMap<(i32, Vec<u8>), Latest> = HashMap::new();
+        let whole = slots.iter().map(|s| (*s, (None, None))).collect();
+        let ends = read_partitions(self.shared.settings, &self.cells, &whole, |m| {
+            let key = (m.partition(), m.key().unwrap_or_default().to_vec());
+            latest.insert(key, (m.offset(), m.payload().map(<[u8]>::to_vec)));
+            contributions += 1;
+        })
+        .await?;
+        for ((slot, key), (offset, value)) in latest {
+            if value.is_some() {
+                apply_contribution(&mut merger, slot, offset, Some(&key), value.as_deref());
+            }
         }
+        // Records the consumer delivers below these were read here.
+        self.cells_next = ends;
         self.merger = merger;
         Ok(contributions)
     }
@@ -674,6 +821,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 .map_err(|e| Error::kafka("building the commit", e))?;
             moved |= self.committed.get(&(input, p)) != Some(&next);
         }
+        moved |= self.tasks.values().any(|t| t.saving.is_some());
         let (mut produced, queued) = self.out.take_pending();
         if queued == 0 && !moved {
             self.settled_at = Instant::now();
@@ -692,6 +840,11 @@ impl<'a, P: Processor> Instance<'a, P> {
                     why: None,
                 }
                 .emit(self.shared.health);
+                for t in self.tasks.values_mut() {
+                    if let Some(m) = t.saving.take() {
+                        t.saved = Some(m);
+                    }
+                }
                 for e in offsets[0].0.elements() {
                     if let Offset::Offset(o) = e.offset() {
                         let input = e.topic() == self.shared.input;
@@ -802,77 +955,102 @@ fn parse_cell_key(k: &[u8]) -> Option<(u32, &str, Option<&str>)> {
 }
 
 fn apply_cell(merger: &mut Merger, m: &BorrowedMessage<'_>) {
-    let Some((source, rep, team)) = m.key().and_then(parse_cell_key) else {
+    apply_contribution(merger, m.partition(), m.offset(), m.key(), m.payload());
+}
+
+fn apply_contribution(
+    merger: &mut Merger,
+    partition: i32,
+    offset: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) {
+    let Some((source, rep, team)) = key.and_then(parse_cell_key) else {
         warn!(
-            partition = m.partition(),
-            offset = m.offset(),
-            "a contribution without a valid key; skipped"
+            partition,
+            offset, "a contribution without a valid key; skipped"
         );
         return;
     };
     let c = Contribution {
-        slot: m.partition() as u32,
+        slot: partition as u32,
         rep: rep.into(),
         team: team.map(Into::into),
-        value: m.payload().map(<[u8]>::to_vec),
+        value: value.map(<[u8]>::to_vec),
     };
     if let Err(e) = merger.apply(&c, source) {
-        warn!(error = %e, partition = m.partition(), offset = m.offset(), "a contribution does not decode; skipped");
+        warn!(error = %e, partition, offset, "a contribution does not decode; skipped");
     }
 }
 
-/// Reads one partition of `topic` from its beginning up to `until` (its current end when
-/// `None`, waiting for the transactions open on it), handing each record to `f`; returns the
-/// offset it read to.
-async fn read_partition(
+/// A key's latest record on the cells topic: its offset and value.
+type Latest = (i64, Option<Vec<u8>>);
+
+/// Where to read a partition from (its beginning when `None`) and up to (its current end
+/// when `None`).
+type Range = (Option<i64>, Option<i64>);
+
+/// Reads partitions of `topic`, each over its range, with one consumer, waiting for the
+/// transactions open on them; hands each record to `f` and returns the offset each
+/// partition was read to.
+async fn read_partitions(
     settings: &crate::config::Settings,
     topic: &str,
-    partition: i32,
-    until: Option<i64>,
+    ranges: &BTreeMap<i32, Range>,
     mut f: impl FnMut(&BorrowedMessage<'_>),
-) -> Result<i64, Error> {
-    let c: StreamConsumer<InputContext> = client_config(settings)
-        .set("group.id", "salespulse-topic-reader")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("fetch.wait.max.ms", "10")
-        .create_with_context(InputContext)
-        .map_err(|e| Error::kafka("creating a topic reader", e))?;
+) -> Result<BTreeMap<i32, i64>, Error> {
     let probe: BaseConsumer = client_config(settings)
         .set("isolation.level", "read_uncommitted")
         .create()
         .map_err(|e| Error::kafka("creating a metadata client", e))?;
-    let (low, high) = crate::kafka::watermarks(&probe, topic, partition)?;
-    let end = until.unwrap_or(high).min(high);
-    if end <= low {
-        return Ok(end.max(low));
-    }
+    let mut at = BTreeMap::new();
+    let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(low))
-        .map_err(|e| Error::kafka("assigning partitions", e))?;
-    c.assign(&tpl)
-        .map_err(|e| Error::kafka("assigning partitions", e))?;
-    let stable: BaseConsumer = client_config(settings)
-        .set("isolation.level", "read_committed")
-        .create()
-        .map_err(|e| Error::kafka("creating a metadata client", e))?;
-    let mut reader = ReadToEnd::new(
-        &c,
-        topic,
-        HashMap::from([(partition, end)]),
-        HashMap::from([(partition, low)]),
-    )
-    .with_stable_probe(stable);
-    let mut at = low;
-    while let Some(m) = reader.next().await? {
-        if m.offset() >= end {
-            break;
+    for (p, (from, until)) in ranges {
+        let (low, high) = crate::kafka::watermarks(&probe, topic, *p)?;
+        let low = low.max(from.unwrap_or(0));
+        let end = until.unwrap_or(high).min(high);
+        at.insert(*p, low);
+        if end > low {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(low))
+                .map_err(|e| Error::kafka("assigning partitions", e))?;
+            ends.insert(*p, end);
         }
-        at = m.offset() + 1;
-        f(&m);
     }
-    Ok(at.max(end))
+    if !ends.is_empty() {
+        let c: StreamConsumer<InputContext> = client_config(settings)
+            .set("group.id", "salespulse-topic-reader")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", "10")
+            .create_with_context(InputContext)
+            .map_err(|e| Error::kafka("creating a topic reader", e))?;
+        c.assign(&tpl)
+            .map_err(|e| Error::kafka("assigning partitions", e))?;
+        let stable: BaseConsumer = client_config(settings)
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(|e| Error::kafka("creating a metadata client", e))?;
+        let starts = at.iter().map(|(p, o)| (*p, *o)).collect();
+        let mut reader = ReadToEnd::new(&c, topic, ends.clone(), starts).with_stable_probe(stable);
+        while let Some(m) = reader.next().await? {
+            let p = m.partition();
+            if ends.get(&p).is_none_or(|end| m.offset() >= *end) {
+                // What lies past the end is left for the consumer that goes on from there.
+                let mut past = TopicPartitionList::new();
+                past.add_partition(topic, p);
+                let _ = c.pause(&past);
+                continue;
+            }
+            at.insert(p, m.offset() + 1);
+            f(&m);
+        }
+    }
+    for (p, end) in ends {
+        at.entry(p).and_modify(|o| *o = (*o).max(end));
+    }
+    Ok(at)
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ pub struct TopicSpec {
     pub compacted: bool,
 }
 
+/// Segment age of the compacted topics created here (one hour).
+const COMPACTED_SEGMENT_MS: &str = "3600000";
+
 /// Creates the topics that do not exist yet. Existing topics are left as they are. A cluster
 /// with a broker away may time out or point at a controller that is gone: transient failures
 /// are tried again with back-off for up to [`ADMIN_RETRY_LIMIT`].
@@ -99,8 +102,11 @@ async fn create_missing(
                 t.partitions,
                 TopicReplication::Fixed(s.topics.replication_factor),
             );
+            // The cleaner never compacts the active segment: rolled hourly, a compacted topic
+            // read whole at start-up stays about the size of its latest values.
             if t.compacted {
                 nt.set("cleanup.policy", "compact")
+                    .set("segment.ms", COMPACTED_SEGMENT_MS)
             } else {
                 nt
             }

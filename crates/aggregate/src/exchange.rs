@@ -186,6 +186,8 @@ pub(crate) struct MergedPart<S> {
     source: u32,
     slot: u32,
     seq: u64,
+    /// FNV-1a of the part as sent.
+    digest: u64,
     summary: S,
     weekly: Weekly,
 }
@@ -199,6 +201,8 @@ where
 {
     /// (source, slot, sequence, summary, weekly sums).
     parts: Vec<MergedPart<C::Summary>>,
+    /// A part changed since `sum` and `weekly` were computed.
+    stale: bool,
     sum: C::Summary,
     weekly: Weekly,
     minute: i64,
@@ -209,22 +213,26 @@ impl<C: Exchange> Merged<C>
 where
     C::Summary: Serialize + DeserializeOwned,
 {
-    /// Replaces (or withdraws, with `None`) the part of `source` in `slot`.
-    fn set(&mut self, source: u32, slot: u32, part: Option<Part<C::Summary>>, b: &Bounds) {
+    /// Replaces (or withdraws, with `None`) the part of `source` in `slot`. The sum follows
+    /// at [`Cell::settle`]: the parts of every source that sent since the last drain are
+    /// summed once.
+    fn set(&mut self, source: u32, slot: u32, part: Option<(Part<C::Summary>, u64)>) {
         self.parts.retain(|p| (p.source, p.slot) != (source, slot));
-        if let Some(p) = part {
+        if let Some((p, digest)) = part {
             self.parts.push(MergedPart {
                 source,
                 slot,
                 seq: p.seq,
+                digest,
                 summary: p.summary,
                 weekly: p.weekly,
             });
         }
-        self.resum(b);
+        self.stale = true;
     }
 
     fn resum(&mut self, b: &Bounds) {
+        self.stale = false;
         let mut sum = C::Summary::default();
         let mut weekly = Weekly::new(b);
         for p in &mut self.parts {
@@ -254,6 +262,7 @@ where
     fn new(b: &Bounds) -> Self {
         Merged {
             parts: Vec::new(),
+            stale: false,
             sum: C::Summary::default(),
             weekly: Weekly::new(b),
             minute: b.now.div_euclid(60),
@@ -263,6 +272,7 @@ where
     fn advance(&mut self, b: &Bounds) -> bool {
         // The parts' own numbers move when their sources send them again; what moves here is
         // what the series derive from the clock: the weeks of consistency and stage ages.
+        self.settle(b);
         let had_weeks = !self.weekly.is_empty();
         let mut changed = false;
         if self.weekly.roll(b) {
@@ -288,6 +298,11 @@ where
     const MEASURED: &'static [crate::weekly::Measured] = C::MEASURED;
     fn weekly(&self) -> &Weekly {
         &self.weekly
+    }
+    fn settle(&mut self, b: &Bounds) {
+        if self.stale {
+            self.resum(b);
+        }
     }
 }
 
@@ -331,21 +346,48 @@ where
     }
 
     pub fn apply(&mut self, c: &Contribution, source: u32) -> Result<(), PartError> {
-        let part: Option<Part<C::Summary>> = match &c.value {
-            Some(v) => Some(postcard::from_bytes(v).map_err(|e| PartError(e.to_string()))?),
-            None => None,
-        };
         let b = self.bounds;
         let rep = self.ledger.intern(&c.rep);
         let team = c.team.as_deref().map(|t| self.ledger.intern(t));
+        let part = match &c.value {
+            Some(v) => Some(self.decode(&rep, team.as_ref(), source, v)?),
+            None => None,
+        };
         if part.is_none() && !self.ledger.has_cell(&rep, team.as_ref()) {
             return Ok(());
         }
         self.ledger
             .cell(&rep, team.as_ref(), &b)
-            .set(source, c.slot, part, &b);
+            .set(source, c.slot, part);
         self.ledger.release(&rep, team.as_ref());
         Ok(())
+    }
+
+    /// A part as sent, and its digest. A source sends the same part to each slot of the
+    /// cell: one already held from another slot (same source, same bytes) is copied, not
+    /// decoded again.
+    fn decode(
+        &self,
+        rep: &Arc<str>,
+        team: Option<&Arc<str>>,
+        source: u32,
+        v: &[u8],
+    ) -> Result<(Part<C::Summary>, u64), PartError> {
+        let digest = crate::ids::fnv1a([v]);
+        let held = self.ledger.get(rep, team).and_then(|cell| {
+            cell.parts
+                .iter()
+                .find(|p| p.source == source && p.digest == digest)
+        });
+        let part = match held {
+            Some(p) => Part {
+                seq: p.seq,
+                summary: p.summary.clone(),
+                weekly: p.weekly.clone(),
+            },
+            None => postcard::from_bytes(v).map_err(|e| PartError(e.to_string()))?,
+        };
+        Ok((part, digest))
     }
 
     pub fn tick(&mut self, now_ms: i64) {

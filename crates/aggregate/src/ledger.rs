@@ -32,6 +32,9 @@ pub(crate) trait Cell {
     /// What the cell's weekly sums measure, for a rep's consistency.
     const MEASURED: &'static [Measured];
     fn weekly(&self) -> &Weekly;
+    /// Brings what the cell shows up to date with what was put in it since the last call; the
+    /// ledger calls it before any summary of a changed cell is read.
+    fn settle(&mut self, _b: &Bounds) {}
 }
 
 #[derive(Debug)]
@@ -242,6 +245,11 @@ impl<C: Cell> Ledger<C> {
         for rep in std::mem::take(&mut self.touched) {
             if let Some(entry) = self.reps.get_mut(&rep) {
                 entry.touched = false;
+                if let Some(b) = &self.bounds {
+                    for (_, c) in &mut entry.cells {
+                        c.settle(b);
+                    }
+                }
                 for (t, _) in &entry.cells {
                     let eff = t.as_ref().or_else(|| self.roster.get(&rep));
                     self.dirty_teams
@@ -254,9 +262,17 @@ impl<C: Cell> Ledger<C> {
 
     /// Whether `(rep, team)` has a cell.
     pub fn has_cell(&self, rep: &str, team: Option<&Arc<str>>) -> bool {
-        self.reps
-            .get(rep)
-            .is_some_and(|e| e.cells.iter().any(|(t, _)| t.as_ref() == team))
+        self.get(rep, team).is_some()
+    }
+
+    /// The cell of `(rep, team)`, if there is one.
+    pub fn get(&self, rep: &str, team: Option<&Arc<str>>) -> Option<&C> {
+        let entry = self.reps.get(rep)?;
+        entry
+            .cells
+            .iter()
+            .find(|(t, _)| t.as_ref() == team)
+            .map(|(_, c)| c)
     }
 
     /// Builds only the series of the subjects of `owned` among `slots` slots (see
@@ -838,6 +854,18 @@ impl<C: Cell> Ledger<C> {
     {
         // What a snapshot shows is what later drains change: the regions are settled first.
         self.settle_regions();
+        if let Some(b) = &self.bounds {
+            for rep in &self.touched {
+                for (_, c) in self
+                    .reps
+                    .get_mut(rep)
+                    .into_iter()
+                    .flat_map(|e| &mut e.cells)
+                {
+                    c.settle(b);
+                }
+            }
+        }
         let mut subjects: Vec<Subject> = self.roster.keys().cloned().map(Subject::Rep).collect();
         subjects.extend(self.team_index.keys().cloned().map(Subject::Team));
         let mut regions: Vec<Arc<str>> = self

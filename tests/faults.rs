@@ -2,7 +2,9 @@
 //! one group) and the targets service are killed with SIGKILL at random moments, sixteen times,
 //! while the simulator streams 200,000 records, and restarted each time. At the end their numbers must equal those of a clean run over the same
 //! input, the metrics topic must rebuild the same board, and no output record may repeat: no
-//! celebration twice, no alert announcing the state it is already in.
+//! celebration twice, no alert announcing the state it is already in. It runs twice: with
+//! every instance reading all input (the default), and with the instances of each service
+//! dividing the input between them (`divide_input = true`).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
@@ -45,18 +47,46 @@ fn import_sample_targets(topics: &Topics) {
     );
 }
 
-fn committed_all(group: &str, topics: &Topics) {
-    for t in [&topics.deals, &topics.activities] {
-        wait_committed(group, t, Duration::from_secs(120));
+/// Waits until the group has committed every input record; instances that divide the input
+/// commit under a group per service (`<group>-<service>-divided`).
+fn committed_all(group: &str, topics: &Topics, divided: bool) {
+    for (service, t) in [("deals", &topics.deals), ("activities", &topics.activities)] {
+        let group = match divided {
+            true => format!("{group}-{service}-divided"),
+            false => group.to_owned(),
+        };
+        wait_committed(&group, t, Duration::from_secs(120));
     }
 }
 
+/// The two tests share the machine's two cores: one runs at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_stream_changes_no_number() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    kills_during_a_stream(false).await;
+}
+
+/// The same, with the deals and activities instances dividing the input between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_divided_ingest_changes_no_number() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    kills_during_a_stream(true).await;
+}
+
+async fn kills_during_a_stream(divided: bool) {
     require_broker();
-    let topics = Topics::unique("faults");
+    let topics = Topics::unique(if divided { "faults-divided" } else { "faults" });
     let group = format!("g-{}", topics.suffix);
     let tport = free_port();
+    for name in ["deals", "activities", "targets"] {
+        clear_service_env(name);
+    }
+    if divided {
+        set_service_env("deals", "SALESPULSE_DEALS__DIVIDE_INPUT", "true");
+        set_service_env("activities", "SALESPULSE_ACTIVITIES__DIVIDE_INPUT", "true");
+    }
     // Alerts without delay, so that they fire and resolve while the kills land.
     set_service_env("targets", "SALESPULSE_ALERTS__HOLD_SECONDS", "0");
     set_service_env("targets", "SALESPULSE_ALERTS__MIN_ELAPSED", "0");
@@ -146,7 +176,7 @@ async fn sigkill_during_a_stream_changes_no_number() {
         s.wait_ready(Duration::from_secs(120)).await;
     }
     targets.wait_ready(Duration::from_secs(120)).await;
-    committed_all(&group, &topics);
+    committed_all(&group, &topics, divided);
 
     // A clean run over the same input, into its own metrics topic.
     let clean_topics = topics.clean();
@@ -160,7 +190,7 @@ async fn sigkill_during_a_stream_changes_no_number() {
     clean_deals.wait_ready(Duration::from_secs(120)).await;
     clean_acts.wait_ready(Duration::from_secs(120)).await;
     clean_targets.wait_ready(Duration::from_secs(120)).await;
-    committed_all(&clean_group, &clean_topics);
+    committed_all(&clean_group, &clean_topics, false);
 
     let series = assert_same_boards(
         &pools.iter().flatten().collect::<Vec<_>>(),
@@ -271,8 +301,13 @@ async fn sigkill_during_a_stream_changes_no_number() {
         wins.len() > big_wins.len(),
         "the targets service announced no milestone during the kills"
     );
+    let mode = if divided {
+        "divided ingest"
+    } else {
+        "default mode"
+    };
     println!(
-        "faults: 1 stream of {RECORDS} records over {stream_secs:.0} s, {kills} rounds of SIGKILLs and \
+        "faults ({mode}): 1 stream of {RECORDS} records over {stream_secs:.0} s, {kills} rounds of SIGKILLs and \
          restarts ({INSTANCES} instances each of deals, killed {} times, and activities, {}; targets {}); {series} series equal to a clean run, \
          {published} metric records with 0 repeats; targets service: {target_series} series equal \
          to a clean run, {} alert records (every one a change of state); {} celebrations once \

@@ -16,7 +16,7 @@
 //! slot's contributions read whole, and the metrics topic read back so that only what differs
 //! is published.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,14 +33,16 @@ use salespulse_expose::Board;
 use tracing::{info, warn};
 
 use crate::coordination::ownership::Member;
-use crate::events::{InternalEvent, SnapshotLoaded, SnapshotWritten, TransactionEnded};
+use crate::events::{Announced, InternalEvent, SnapshotLoaded, SnapshotWritten, TransactionEnded};
 use crate::kafka::{client_config, partitions, ReadToEnd};
 use crate::pacer::Pacer;
 use crate::run::{now_ms, Shared, GIVE_UP_AFTER};
 use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
 use crate::source::offsets::GroupOffsets;
-use crate::source::{content_type, read_board, roster_consumer, InputContext, TopicCounters};
+use crate::source::{
+    content_type, read_board, read_to_end, roster_consumer, InputContext, TopicCounters,
+};
 use crate::state::processor::Processor;
 use crate::state::snapshot::Manifest;
 use crate::Error;
@@ -190,6 +192,8 @@ struct Instance<'a, P: Processor> {
     cells_next: BTreeMap<i32, i64>,
     differ: Differ,
     roster: BTreeMap<String, RosterEvent>,
+    /// Keys of the celebrations announced (read back at every rebuild).
+    announced: HashSet<String>,
     counters: TopicCounters,
     roster_counters: TopicCounters,
     /// The offsets committed last (input and cells), to commit only when they move.
@@ -330,6 +334,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             cells_next: BTreeMap::new(),
             differ: Differ::default(),
             roster: BTreeMap::new(),
+            announced: HashSet::new(),
             committed: HashMap::new(),
             settled_at: Instant::now(),
             shared,
@@ -479,11 +484,21 @@ impl<'a, P: Processor> Instance<'a, P> {
                 self.out.enqueue(rec).await?;
             }
             if P::CELEBRATES {
+                let topic = &self.shared.settings.topics.celebrations;
                 for (key, value) in task.core.take_celebrations() {
+                    // A celebration is announced once per key, as in the default mode: a deal
+                    // won again after a reopening is not celebrated again.
+                    if !self.announced.insert(key.clone()) {
+                        continue;
+                    }
+                    Announced {
+                        topic,
+                        key: &key,
+                        kind: value["celebration"].as_str().unwrap_or_default(),
+                    }
+                    .emit(self.shared.health);
                     let value = serde_json::to_vec(&value).unwrap_or_default();
-                    let rec = FutureRecord::to(&self.shared.settings.topics.celebrations)
-                        .key(key.as_bytes())
-                        .payload(&value);
+                    let rec = FutureRecord::to(topic).key(key.as_bytes()).payload(&value);
                     self.out.enqueue(rec).await?;
                 }
             }
@@ -588,6 +603,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             warn!("seeking the input partitions failed; building again at the next tick");
             return Ok(());
         }
+        self.read_announced().await?;
         let step = Instant::now();
         self.take_over(&slots).await?;
         let board_seconds = step.elapsed().as_secs_f64();
@@ -770,6 +786,21 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.cells_next = ends;
         self.merger = merger;
         Ok(contributions)
+    }
+
+    /// The keys of the celebrations on their topic: the deals of the assigned partitions
+    /// that were celebrated are not celebrated again.
+    async fn read_announced(&mut self) -> Result<(), Error> {
+        self.announced.clear();
+        if P::CELEBRATES {
+            let announced = &mut self.announced;
+            let s = self.shared.settings;
+            read_to_end(s, &s.topics.celebrations, |key, _| {
+                announced.insert(key.to_owned());
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Reads the metrics topic back and publishes what differs for the owned subjects.

@@ -60,18 +60,18 @@ fn committed_all(group: &str, topics: &Topics, divided: bool) {
 }
 
 /// The two tests share the machine's two cores: one runs at a time.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_stream_changes_no_number() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     kills_during_a_stream(false).await;
 }
 
 /// The same, with the deals and activities instances dividing the input between them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_in_divided_ingest_changes_no_number() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     kills_during_a_stream(true).await;
 }
 

@@ -3,7 +3,8 @@
 //! (SIGCONT). Whatever it produces after waking — it still believes it leads, and it reads the
 //! records the other instance handled meanwhile — must reach no topic: every rejected record
 //! is dead-lettered exactly once, every celebration announced once, and the metrics topic and
-//! `/metrics` equal a clean run.
+//! `/metrics` equal a clean run. It runs twice: in the default mode (the leader is paused)
+//! and with the instances dividing the input (`divide_input = true`).
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -42,12 +43,39 @@ async fn business_equal(instances: &[&Service], clean: &Service) -> (usize, Vec<
     (union.len(), diffs)
 }
 
+/// The two tests share the machine's two cores: one runs at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_gets_nothing_into_any_topic_after_it_wakes() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    paused_instance(false).await;
+}
+
+/// The same with the instances dividing the input: the paused one held input partitions and
+/// slots, which the other takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_instance_in_divided_ingest_gets_nothing_into_any_topic() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    paused_instance(true).await;
+}
+
+/// Whether an instance holds every slot (and, in the default mode, leads).
+fn holds_all(text: &str, divided: bool) -> bool {
+    gauge(text, "salespulse_owned_slots") == 12.0
+        && (divided || gauge(text, "salespulse_leader") == 1.0)
+}
+
+async fn paused_instance(divided: bool) {
     require_broker();
-    let topics = Topics::unique("fencing");
+    let topics = Topics::unique(if divided {
+        "fencing-divided"
+    } else {
+        "fencing"
+    });
     let group = format!("g-{}", topics.suffix);
     let clean_topics = topics.clean();
+    clear_service_env("deals");
     let mut clean = Service::start(
         "deals",
         &clean_topics,
@@ -56,6 +84,9 @@ async fn a_paused_leader_gets_nothing_into_any_topic_after_it_wakes() {
     );
     clean.wait_ready(Duration::from_secs(60)).await;
 
+    if divided {
+        set_service_env("deals", "SALESPULSE_DEALS__DIVIDE_INPUT", "true");
+    }
     let mut a = Service::start("deals", &topics, free_port(), &group);
     a.wait_ready(Duration::from_secs(60)).await;
     let mut b = Service::start("deals", &topics, free_port(), &group);
@@ -74,6 +105,8 @@ async fn a_paused_leader_gets_nothing_into_any_topic_after_it_wakes() {
         );
         if slots.0 > 0.0 && slots.1 > 0.0 && slots.0 + slots.1 == 12.0 {
             match leads {
+                // In divided ingest no instance leads: either may be paused.
+                _ if divided => break (a, b),
                 (1.0, 0.0) => break (a, b),
                 (0.0, 1.0) => break (b, a),
                 _ => {}
@@ -108,10 +141,7 @@ async fn a_paused_leader_gets_nothing_into_any_topic_after_it_wakes() {
     let paused = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let text = survivor.metrics().await;
-        if gauge(&text, "salespulse_owned_slots") == 12.0
-            && gauge(&text, "salespulse_leader") == 1.0
-        {
+        if holds_all(&survivor.metrics().await, divided) {
             break;
         }
         assert!(
@@ -197,8 +227,14 @@ async fn a_paused_leader_gets_nothing_into_any_topic_after_it_wakes() {
         .iter()
         .map(|t| read_topic_as(t, "read_uncommitted").len())
         .sum();
+    clear_service_env("deals");
+    let mode = if divided {
+        "divided ingest"
+    } else {
+        "default mode"
+    };
     println!(
-        "fencing: {RECORDS} records; leader paused for {:.1} s (the other instance took every \
+        "fencing ({mode}): {RECORDS} records; instance paused for {:.1} s (the other instance took every \
          slot after {:.1} s); on waking it had {aborted} transaction(s) aborted and was fenced \
          {fenced} time(s); {series} series equal to a clean run, metrics topic {keys} keys equal, \
          {} dead letters once each, {} celebrations once each; {} records of aborted \

@@ -2,7 +2,9 @@
 //! while records flow. With three, every business series is on exactly one instance's
 //! `/metrics`, the union equals a clean single instance reading the same input, and Prometheus
 //! `sum` over the instances gives the org totals; back at one, the survivor shows everything.
-//! The metrics topic rebuilds the clean board, and no celebration is announced twice.
+//! The metrics topic rebuilds the clean board, and no celebration is announced twice. It runs
+//! twice: in the default mode, and with the instances dividing the input
+//! (`divide_input = true`), where the instances started mid-stream read only part of it.
 
 use std::collections::BTreeMap;
 use std::process::Child;
@@ -30,8 +32,9 @@ fn gauge(text: &str, family: &str) -> f64 {
 }
 
 /// Waits (bounded) until the instances of one service hold every slot between them, each at
-/// least one, and exactly one of them leads.
-async fn wait_spread(instances: &[&Service], within: Duration) -> Vec<f64> {
+/// least one, and exactly one of them leads (none, dividing the input: no instance leads).
+async fn wait_spread(instances: &[&Service], within: Duration, divided: bool) -> Vec<f64> {
+    let want_leaders = if divided { 0.0 } else { 1.0 };
     let deadline = Instant::now() + within;
     loop {
         let mut slots = Vec::new();
@@ -41,7 +44,8 @@ async fn wait_spread(instances: &[&Service], within: Duration) -> Vec<f64> {
             slots.push(gauge(&text, "salespulse_owned_slots"));
             leaders += gauge(&text, "salespulse_leader");
         }
-        if slots.iter().all(|n| *n > 0.0) && slots.iter().sum::<f64>() == 12.0 && leaders == 1.0 {
+        let spread = slots.iter().all(|n| *n > 0.0) && slots.iter().sum::<f64>() == 12.0;
+        if spread && leaders == want_leaders {
             return slots;
         }
         assert!(
@@ -120,11 +124,39 @@ async fn wait_prom_sum(
     }
 }
 
+/// Records of `topic` an instance consumed live: its `salespulse_events_total` over outcomes.
+fn consumed(text: &str, topic: &str) -> f64 {
+    let label = format!("topic=\"{topic}\"");
+    parse_metrics(text)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("salespulse_events_total{") && k.contains(&label))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// The two tests share the machine's two cores: one runs at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_to_three_to_one_instances_during_a_stream() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    one_to_three_to_one(false).await;
+}
+
+/// The same with the instances dividing the input (`divide_input = true`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_to_three_to_one_instances_dividing_the_input() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    one_to_three_to_one(true).await;
+}
+
+async fn one_to_three_to_one(divided: bool) {
     require_broker();
-    let topics = Topics::unique("scale");
+    let topics = Topics::unique(if divided { "scale-divided" } else { "scale" });
     let group = format!("g-{}", topics.suffix);
+    for name in SERVICES {
+        clear_service_env(name);
+    }
 
     // The reference: one instance per service reading the same input into topics of its own.
     let clean_topics = topics.clean();
@@ -143,6 +175,12 @@ async fn one_to_three_to_one_instances_during_a_stream() {
         .collect();
     let all: Vec<u16> = ports.iter().flatten().copied().collect();
     let prom = Prometheus::start(&all, &topics.suffix);
+    if divided {
+        for name in SERVICES {
+            let key = format!("SALESPULSE_{}__DIVIDE_INPUT", name.to_uppercase());
+            set_service_env(name, &key, "true");
+        }
+    }
     let mut first = Vec::new();
     for (i, name) in SERVICES.iter().enumerate() {
         let mut s = Service::start(name, &topics, ports[i][0], &group);
@@ -168,9 +206,29 @@ async fn one_to_three_to_one_instances_during_a_stream() {
             s.wait_ready(Duration::from_secs(120)).await;
         }
         let instances = [&first[i], &more[i][0], &more[i][1]];
-        let slots = wait_spread(&instances, Duration::from_secs(60)).await;
+        let slots = wait_spread(&instances, Duration::from_secs(60), divided).await;
         let series = wait_equal(&instances, &clean[i], &format!("{name} with 3")).await;
-        three_phase.push(format!("{name}: slots {slots:?}, {series} series"));
+        let input = if *name == "deals" {
+            &topics.deals
+        } else {
+            &topics.activities
+        };
+        let total = read_topic(input).len() as f64;
+        let mut counts = Vec::new();
+        for s in instances {
+            counts.push(consumed(&s.metrics().await, input));
+        }
+        // Dividing the input, an instance started mid-stream reads only its partitions'
+        // records; copying it, every instance reads all of it.
+        if divided {
+            assert!(
+                counts[1..].iter().all(|c| *c < total),
+                "{name}: the instances started with three read part of the input, not all: {counts:?} of {total}"
+            );
+        }
+        three_phase.push(format!(
+            "{name}: slots {slots:?}, {series} series, input records read {counts:?} of {total}"
+        ));
     }
     // Nothing exported twice, and the sums over instances are the org totals.
     let twice = prom
@@ -219,7 +277,9 @@ async fn one_to_three_to_one_instances_during_a_stream() {
             12.0,
             "{name} holds every slot"
         );
-        assert_eq!(gauge(&text, "salespulse_leader"), 1.0, "{name} leads");
+        if !divided {
+            assert_eq!(gauge(&text, "salespulse_leader"), 1.0, "{name} leads");
+        }
         one_phase.push(format!("{name}: {series} series"));
     }
     let bookings_after = wait_prom_sum(
@@ -262,8 +322,16 @@ async fn one_to_three_to_one_instances_during_a_stream() {
         &inputs,
         Duration::from_secs(30),
     );
+    for name in SERVICES {
+        clear_service_env(name);
+    }
+    let mode = if divided {
+        "divided ingest"
+    } else {
+        "default mode"
+    };
     println!(
-        "scale: 2 streams of {RECORDS} records; 1 → 3 instances ({}); Prometheus sum over instances = org: \
+        "scale ({mode}): 2 streams of {RECORDS} records; 1 → 3 instances ({}); Prometheus sum over instances = org: \
          deals won 30d {bookings}, calls 30d {calls}; 3 → 1 ({}), deals won 30d {bookings_after}; \
          metrics topic {keys} keys equal to the clean run ({repeats} repeated values), \
          {} celebrations once each, {dead} dead letters once each as in the clean run; differences: 0",

@@ -1,6 +1,8 @@
 //! The services on a three-node cluster (replication factor 3, `min.insync.replicas=2`) while
 //! brokers are SIGKILLed and restarted in turn and service instances are killed and started
 //! while a broker is down: no instance exits by itself, and every number equals a clean run.
+//! It runs twice on the same cluster: with every instance reading all input (the default), and
+//! with the instances dividing the input (`divide_input = true`).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -66,16 +68,37 @@ fn alive(services: &mut [Service]) {
     }
 }
 
+/// One cluster for both modes: the instances reading all input, then dividing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brokers_and_instances_killed_in_turn_change_no_number() {
     let (_cluster, servers) = Cluster::start();
     // Every client of this test process (services, simulator, readers) uses the cluster.
     std::env::set_var("KAFKA_BOOTSTRAP", &servers);
     require_broker();
-    let topics = Topics::unique("cluster");
+    kills_in_turn(false).await;
+    kills_in_turn(true).await;
+}
+
+async fn kills_in_turn(divided: bool) {
+    let mode = if divided {
+        "divided ingest"
+    } else {
+        "default mode"
+    };
+    println!("cluster, {mode}:");
+    let topics = Topics::unique(if divided {
+        "cluster-divided"
+    } else {
+        "cluster"
+    });
     let group = format!("g-{}", topics.suffix);
     for s in ["deals", "activities"] {
+        clear_service_env(s);
         set_service_env(s, "SALESPULSE_TOPICS__REPLICATION_FACTOR", "3");
+        if divided {
+            let key = format!("SALESPULSE_{}__DIVIDE_INPUT", s.to_uppercase());
+            set_service_env(s, &key, "true");
+        }
     }
     let start = |name: &str| Service::start(name, &topics, free_port(), &group);
     let mut deals = vec![start("deals"), start("deals")];
@@ -129,7 +152,12 @@ async fn brokers_and_instances_killed_in_turn_change_no_number() {
     for s in deals.iter_mut().chain(acts.iter_mut()) {
         s.wait_ready(Duration::from_secs(120)).await;
     }
-    for t in [&topics.deals, &topics.activities] {
+    for (service, t) in [("deals", &topics.deals), ("activities", &topics.activities)] {
+        // Instances that divide the input commit under a group per service.
+        let group = match divided {
+            true => format!("{group}-{service}-divided"),
+            false => group.clone(),
+        };
         wait_committed(&group, t, Duration::from_secs(120));
     }
     alive(&mut deals);
@@ -138,6 +166,10 @@ async fn brokers_and_instances_killed_in_turn_change_no_number() {
     // A clean run over the same input on the same cluster, into outputs of its own.
     let clean_topics = topics.clean();
     let clean_group = format!("{group}-clean");
+    for s in ["deals", "activities"] {
+        clear_service_env(s);
+        set_service_env(s, "SALESPULSE_TOPICS__REPLICATION_FACTOR", "3");
+    }
     let mut clean = [
         Service::start("deals", &clean_topics, free_port(), &clean_group),
         Service::start("activities", &clean_topics, free_port(), &clean_group),

@@ -272,7 +272,8 @@ pub struct ServiceSettings {
     pub ready_max_lag: i64,
     /// Seconds between two snapshots of the state (one is also taken at shutdown); a start
     /// restores the newest one and replays only the input after it. 0: no snapshots, a start
-    /// replays all retained input.
+    /// replays all retained input. With `divide_input`, each input partition's core has
+    /// snapshots of its own, and a partition handed over is restored from them.
     #[serde(default = "default_snapshot_interval")]
     pub snapshot_interval_seconds: u64,
     /// Divided ingest: the instances of the group each consume only the input partitions

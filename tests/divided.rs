@@ -24,16 +24,6 @@ fn stream(topics: &Topics, seed: u64) -> Child {
         .expect("simulator starts")
 }
 
-/// Records of `topic` an instance consumed live: its `salespulse_events_total` over outcomes.
-fn consumed(text: &str, topic: &str) -> f64 {
-    let label = format!("topic=\"{topic}\"");
-    parse_metrics(text)
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("salespulse_events_total{") && k.contains(&label))
-        .map(|(_, v)| v)
-        .sum()
-}
-
 /// Waits (bounded) until the union of the instances' boards equals the clean board; panics
 /// if a series is on two instances.
 async fn wait_equal(instances: &[&Service], clean: &Service, what: &str) -> usize {

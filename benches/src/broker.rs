@@ -32,6 +32,18 @@ pub async fn create_topic(topic: &str) {
         .expect("topic created");
 }
 
+/// Produces a roster of `reps` reps (`rep-00000`, …) in `teams` teams (`team-0`, …) to `topic`.
+pub fn produce_roster(topic: &str, reps: usize, teams: usize) {
+    let members: Vec<(Vec<u8>, Vec<u8>)> = (0..reps)
+        .map(|r| {
+            let rep = format!("rep-{r:05}");
+            let v = serde_json::json!({ "rep_id": rep, "team_id": format!("team-{}", r % teams) });
+            (rep.into_bytes(), serde_json::to_vec(&v).unwrap_or_default())
+        })
+        .collect();
+    produce_all(topic, &members);
+}
+
 /// Produces every (key, value) to `topic` and waits until all are acknowledged.
 pub fn produce_all(topic: &str, recs: &[(Vec<u8>, Vec<u8>)]) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()

@@ -18,7 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use salespulse_bench::broker::{
     bootstrap, committed, cpu_seconds, create_topic, end_offsets, group_watcher, latest_values,
-    metrics_text, peak_rss_mib, produce_all, start_deals,
+    metrics_text, peak_rss_mib, produce_all, produce_roster, start_deals,
 };
 use salespulse_bench::deal_records;
 
@@ -54,14 +54,7 @@ async fn main() {
     // Only reps on the roster have rep series: 1,000 reps in 10 teams.
     let roster = format!("bench.{suffix}.roster");
     create_topic(&roster).await;
-    let members: Vec<(Vec<u8>, Vec<u8>)> = (0..1_000)
-        .map(|r| {
-            let rep = format!("rep-{r:05}");
-            let v = serde_json::json!({ "rep_id": rep, "team_id": format!("team-{}", r % 10) });
-            (rep.into_bytes(), serde_json::to_vec(&v).unwrap_or_default())
-        })
-        .collect();
-    produce_all(&roster, &members);
+    produce_roster(&roster, 1_000, 10);
 
     let port = 19_500 + (std::process::id() % 400) as u16;
     let group = format!("bench-{suffix}");

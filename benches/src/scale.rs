@@ -15,8 +15,8 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use salespulse_bench::broker::{
-    committed, cpu_seconds, create_topic, group_watcher, metrics_text, produce_all, start_deals,
-    terminate,
+    committed, cpu_seconds, create_topic, group_watcher, metrics_text, produce_all, produce_roster,
+    start_deals, terminate,
 };
 use salespulse_bench::deal_records;
 
@@ -80,14 +80,7 @@ async fn run(
     create_topic(&topic).await;
     let roster = format!("bench.{suffix}.roster");
     create_topic(&roster).await;
-    let members: Vec<(Vec<u8>, Vec<u8>)> = (0..1_000)
-        .map(|r| {
-            let rep = format!("rep-{r:05}");
-            let v = serde_json::json!({ "rep_id": rep, "team_id": format!("team-{}", r % 10) });
-            (rep.into_bytes(), serde_json::to_vec(&v).unwrap_or_default())
-        })
-        .collect();
-    produce_all(&roster, &members);
+    produce_roster(&roster, 1_000, 10);
 
     let group = format!("bench-scale-{suffix}");
     let env: &[(&str, &str)] = match divided {

@@ -588,6 +588,16 @@ pub fn wait_same_dead_letters(
     }
 }
 
+/// Records of `topic` an instance consumed live: its `salespulse_events_total` over outcomes.
+pub fn consumed(text: &str, topic: &str) -> f64 {
+    let label = format!("topic=\"{topic}\"");
+    parse_metrics(text)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("salespulse_events_total{") && k.contains(&label))
+        .map(|(_, v)| v)
+        .sum()
+}
+
 /// Parses exposition text into `family{sorted labels}` → value, skipping comments. Label
 /// values must not contain `",` (the tests' ids do not).
 pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {

@@ -33,7 +33,7 @@ use salespulse_expose::Board;
 use tracing::{info, warn};
 
 use crate::coordination::ownership::Member;
-use crate::events::{Announced, InternalEvent, SnapshotLoaded, SnapshotWritten, TransactionEnded};
+use crate::events::{Announced, InternalEvent, SnapshotWritten, TransactionEnded};
 use crate::kafka::{client_config, partitions, ReadToEnd};
 use crate::pacer::Pacer;
 use crate::run::{now_ms, Shared, GIVE_UP_AFTER};
@@ -41,7 +41,8 @@ use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
 use crate::source::offsets::GroupOffsets;
 use crate::source::{
-    content_type, read_board, read_to_end, roster_consumer, InputContext, TopicCounters,
+    content_type, read_board, read_partitions, read_to_end, roster_consumer, InputContext,
+    TopicCounters,
 };
 use crate::state::processor::Processor;
 use crate::state::snapshot::Manifest;
@@ -49,6 +50,9 @@ use crate::Error;
 
 /// Records handled per wake-up of the loop before it looks at the clock again.
 const MAX_BATCH: usize = 2048;
+
+/// How often the ends of the input partitions are measured: what paces ticks while behind.
+const LAG_EVERY: Duration = Duration::from_secs(1);
 
 /// The compacted topic of a service's cells.
 pub(crate) fn cells_topic(group_id: &str, service: &str) -> String {
@@ -199,6 +203,10 @@ struct Instance<'a, P: Processor> {
     /// The offsets committed last (input and cells), to commit only when they move.
     committed: HashMap<(bool, i32), i64>,
     settled_at: Instant,
+    /// Measures the ends of the assigned input partitions (`highs`), every [`LAG_EVERY`].
+    end_probe: BaseConsumer,
+    highs: HashMap<i32, i64>,
+    lag_checked: Instant,
 }
 
 /// Runs one instance in divided ingest until `shutdown` resolves or an error stops it.
@@ -242,7 +250,7 @@ pub(crate) async fn run_instance<P: Processor>(
                 if let Err(e) = me.on_tick(&consumer, false).await {
                     me.produce_failed(e)?;
                 }
-                pacer.record(began.elapsed(), false);
+                pacer.record(began.elapsed(), me.behind());
                 let interval = pacer.interval();
                 health.tick_interval.set(interval.as_secs_f64());
                 next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
@@ -254,6 +262,11 @@ pub(crate) async fn run_instance<P: Processor>(
             m = consumer.recv() => {
                 if let Err(e) = me.on_records(&consumer, m).await {
                     me.produce_failed(e)?;
+                }
+                // A backlog worked off: the board is brought up to date now, not at the end
+                // of an interval stretched for the backlog.
+                if pacer.stretched() && me.caught_up() {
+                    next_tick.as_mut().reset(tokio::time::Instant::now());
                 }
             }
         }
@@ -337,6 +350,9 @@ impl<'a, P: Processor> Instance<'a, P> {
             announced: HashSet::new(),
             committed: HashMap::new(),
             settled_at: Instant::now(),
+            end_probe: crate::source::end_probe(shared.settings)?,
+            highs: HashMap::new(),
+            lag_checked: Instant::now(),
             shared,
         })
     }
@@ -513,8 +529,53 @@ impl<'a, P: Processor> Instance<'a, P> {
             .await?;
         self.counters.flush();
         self.commit().await?;
+        self.measure_lag();
         self.report();
         Ok(())
+    }
+
+    /// The ends of the assigned input partitions and how far behind them each core is; a
+    /// round trip per partition, so at most every [`LAG_EVERY`] — but at every tick while
+    /// behind, so that reaching the ends measured means the backlog is worked off.
+    fn measure_lag(&mut self) {
+        if !self.behind() && self.lag_checked.elapsed() < LAG_EVERY {
+            return;
+        }
+        self.lag_checked = Instant::now();
+        let input = self.shared.input;
+        for (p, t) in &self.tasks {
+            let ends = tokio::task::block_in_place(|| {
+                self.end_probe
+                    .fetch_watermarks(input, *p, Duration::from_secs(2))
+            });
+            if let Ok((_, high)) = ends {
+                self.highs.insert(*p, high);
+                let lag = (high - t.next).max(0);
+                let partition = p.to_string();
+                let gauge = self
+                    .shared
+                    .health
+                    .lag
+                    .with_label_values(&[input, &partition]);
+                gauge.set(lag);
+            }
+        }
+    }
+
+    /// Whether an input partition is further behind than readiness allows, as last measured:
+    /// while it is, ticks are spaced out (see `crate::pacer`).
+    fn behind(&self) -> bool {
+        let max = self.shared.svc.ready_max_lag;
+        self.tasks
+            .iter()
+            .any(|(p, t)| self.highs.get(p).is_some_and(|h| h - t.next > max))
+    }
+
+    /// Whether every input partition was read to the end last measured.
+    fn caught_up(&self) -> bool {
+        self.tasks
+            .iter()
+            .all(|(p, t)| self.highs.get(p).is_none_or(|h| t.next >= *h))
     }
 
     /// Writes, in the open transaction, the snapshot of every core that is due: its state as
@@ -585,6 +646,8 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.tasks.clear();
         self.cells_next.clear();
         self.committed.clear();
+        self.highs.clear();
+        self.shared.health.lag.reset();
         let (input, slots, member, generation) = self.assignment.current();
         let committed = self.read_committed(&input, &slots)?;
         let step = Instant::now();
@@ -721,46 +784,13 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// is one that reflects no record at or past `committed`, else empty. The roster is
     /// applied by the caller, after the state it may name reps of.
     async fn restore_task(&self, p: i32, committed: i64) -> Result<(P, Option<Manifest>), Error> {
+        if self.shared.svc.snapshot_interval_seconds == 0 {
+            return Ok((self.recovering_core()?, None));
+        }
         let s = &self.shared;
-        let mut core = self.recovering_core()?;
-        if s.svc.snapshot_interval_seconds == 0 {
-            return Ok((core, None));
-        }
-        let read = Instant::now();
         let owner = snapshot_owner(&s.svc.group_id, P::SERVICE, p);
-        let Some(saved) = crate::state::snapshot::load(s.settings, &owner).await? else {
-            return Ok((core, None));
-        };
-        match saved.manifest.positions.get(&p) {
-            Some(&at) if at <= committed => {}
-            _ => {
-                warn!(
-                    partition = p,
-                    "snapshot ahead of the committed offset; replaying the partition"
-                );
-                return Ok((core, None));
-            }
-        }
-        let read_seconds = read.elapsed().as_secs_f64();
-        let restore = Instant::now();
-        match core.restore(&saved.state) {
-            Ok(()) => {
-                SnapshotLoaded {
-                    bytes: saved.state.len(),
-                    generation: saved.manifest.generation,
-                    taken_at_ms: saved.manifest.taken_at_ms,
-                    positions: &saved.manifest.positions,
-                    read_seconds,
-                    restore_seconds: restore.elapsed().as_secs_f64(),
-                }
-                .emit(s.health);
-                Ok((core, Some(saved.manifest)))
-            }
-            Err(e) => {
-                warn!(partition = p, error = %e, "snapshot not usable; replaying the partition");
-                Ok((self.recovering_core()?, None))
-            }
-        }
+        let usable = |m: &Manifest| m.positions.get(&p).is_some_and(|at| *at <= committed);
+        crate::run::load_snapshot(s, &owner, || self.recovering_core(), usable).await
     }
 
     /// A merger of the assigned slots, from their contributions read whole; returns how many.
@@ -1016,73 +1046,6 @@ fn apply_contribution(
 
 /// A key's latest record on the cells topic: its offset and value.
 type Latest = (i64, Option<Vec<u8>>);
-
-/// Where to read a partition from (its beginning when `None`) and up to (its current end
-/// when `None`).
-type Range = (Option<i64>, Option<i64>);
-
-/// Reads partitions of `topic`, each over its range, with one consumer, waiting for the
-/// transactions open on them; hands each record to `f` and returns the offset each
-/// partition was read to.
-async fn read_partitions(
-    settings: &crate::config::Settings,
-    topic: &str,
-    ranges: &BTreeMap<i32, Range>,
-    mut f: impl FnMut(&BorrowedMessage<'_>),
-) -> Result<BTreeMap<i32, i64>, Error> {
-    let probe: BaseConsumer = client_config(settings)
-        .set("isolation.level", "read_uncommitted")
-        .create()
-        .map_err(|e| Error::kafka("creating a metadata client", e))?;
-    let mut at = BTreeMap::new();
-    let mut ends = HashMap::new();
-    let mut tpl = TopicPartitionList::new();
-    for (p, (from, until)) in ranges {
-        let (low, high) = crate::kafka::watermarks(&probe, topic, *p)?;
-        let low = low.max(from.unwrap_or(0));
-        let end = until.unwrap_or(high).min(high);
-        at.insert(*p, low);
-        if end > low {
-            tpl.add_partition_offset(topic, *p, Offset::Offset(low))
-                .map_err(|e| Error::kafka("assigning partitions", e))?;
-            ends.insert(*p, end);
-        }
-    }
-    if !ends.is_empty() {
-        let c: StreamConsumer<InputContext> = client_config(settings)
-            .set("group.id", "salespulse-topic-reader")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true")
-            .set("fetch.wait.max.ms", "10")
-            .create_with_context(InputContext)
-            .map_err(|e| Error::kafka("creating a topic reader", e))?;
-        c.assign(&tpl)
-            .map_err(|e| Error::kafka("assigning partitions", e))?;
-        let stable: BaseConsumer = client_config(settings)
-            .set("isolation.level", "read_committed")
-            .create()
-            .map_err(|e| Error::kafka("creating a metadata client", e))?;
-        let starts = at.iter().map(|(p, o)| (*p, *o)).collect();
-        let mut reader = ReadToEnd::new(&c, topic, ends.clone(), starts).with_stable_probe(stable);
-        while let Some(m) = reader.next().await? {
-            let p = m.partition();
-            if ends.get(&p).is_none_or(|end| m.offset() >= *end) {
-                // What lies past the end is left for the consumer that goes on from there.
-                let mut past = TopicPartitionList::new();
-                past.add_partition(topic, p);
-                let _ = c.pause(&past);
-                continue;
-            }
-            at.insert(p, m.offset() + 1);
-            f(&m);
-        }
-    }
-    for (p, end) in ends {
-        at.entry(p).and_modify(|o| *o = (*o).max(end));
-    }
-    Ok(at)
-}
 
 #[cfg(test)]
 mod tests {

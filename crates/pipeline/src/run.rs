@@ -976,15 +976,33 @@ async fn restore_snapshot<P: Processor>(s: &Shared<'_>) -> Result<(P, Option<Man
         }
         Ok(core)
     };
-    let mut core = new_core()?;
     if s.svc.snapshot_interval_seconds == 0 {
-        return Ok((core, None));
+        return Ok((new_core()?, None));
     }
     let owner = format!("{}/{}", s.svc.group_id, P::SERVICE);
+    load_snapshot(s, &owner, new_core, |_| true).await
+}
+
+/// A core from `new_core` with the newest snapshot of `owner` loaded into it, if there is one
+/// that `usable` accepts and that decodes; else an empty one.
+pub(crate) async fn load_snapshot<P: Processor>(
+    s: &Shared<'_>,
+    owner: &str,
+    new_core: impl Fn() -> Result<P, Error>,
+    usable: impl Fn(&Manifest) -> bool,
+) -> Result<(P, Option<Manifest>), Error> {
+    let mut core = new_core()?;
     let read = Instant::now();
-    let Some(saved) = crate::state::snapshot::load(s.settings, &owner).await? else {
+    let Some(saved) = crate::state::snapshot::load(s.settings, owner).await? else {
         return Ok((core, None));
     };
+    if !usable(&saved.manifest) {
+        warn!(
+            owner,
+            "snapshot ahead of the committed offsets; replaying instead"
+        );
+        return Ok((core, None));
+    }
     let read_seconds = read.elapsed().as_secs_f64();
     let restore = Instant::now();
     match core.restore(&saved.state) {
@@ -1001,7 +1019,7 @@ async fn restore_snapshot<P: Processor>(s: &Shared<'_>) -> Result<(P, Option<Man
             Ok((core, Some(saved.manifest)))
         }
         Err(e) => {
-            warn!(error = %e, "snapshot not usable; replaying all input instead");
+            warn!(owner, error = %e, "snapshot not usable; replaying all input instead");
             Ok((new_core()?, None))
         }
     }

@@ -3,7 +3,7 @@
 
 pub(crate) mod offsets;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use prometheus::{Gauge, IntCounter};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
@@ -400,6 +400,43 @@ pub async fn read_to_end(
     Ok(())
 }
 
+/// A consumer that reads topics `read_committed` up to given ends, and the clients that measure
+/// those ends: high watermarks (`read_uncommitted`: transactions open now are waited for, see
+/// [`ReadToEnd`]) and last stable offsets.
+struct TopicReader {
+    consumer: InputConsumer,
+    probe: BaseConsumer,
+    stable: BaseConsumer,
+}
+
+impl TopicReader {
+    fn new(settings: &Settings) -> Result<TopicReader, Error> {
+        let consumer = client_config(settings)
+            .set("group.id", "salespulse-topic-reader")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
+            // The end of a partition is told by a fetch at it coming back empty, which the
+            // broker holds for up to `fetch.wait.max.ms` (500 ms by default): a reader that
+            // stops at the end waits only briefly.
+            .set("fetch.wait.max.ms", "10")
+            .create_with_context(InputContext)
+            .map_err(|e| Error::kafka("creating a topic reader", e))?;
+        let client = |isolation: &str| -> Result<BaseConsumer, Error> {
+            client_config(settings)
+                .set("isolation.level", isolation)
+                .create()
+                .map_err(|e| Error::kafka("creating a metadata client", e))
+        };
+        Ok(TopicReader {
+            consumer,
+            probe: client("read_uncommitted")?,
+            stable: client("read_committed")?,
+        })
+    }
+}
+
 /// Reads each partition of a topic from `start` (its beginning when `None`) to its current
 /// end, handing each record's key and value to `f`.
 pub(crate) async fn read_tail(
@@ -408,24 +445,8 @@ pub(crate) async fn read_tail(
     start: Option<Start>,
     mut f: impl FnMut(&str, Option<&[u8]>),
 ) -> Result<Tail, Error> {
-    let c: InputConsumer = client_config(settings)
-        .set("group.id", "salespulse-topic-reader")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "true")
-        // The end of a partition is told by a fetch at it coming back empty, which the broker
-        // holds for up to `fetch.wait.max.ms` (500 ms by default): a reader that stops at the
-        // end waits only briefly.
-        .set("fetch.wait.max.ms", "10")
-        .create_with_context(InputContext)
-        .map_err(|e| Error::kafka("creating a topic reader", e))?;
-    let parts = partitions(&c, topic)?;
-    // The high watermarks: transactions open now are waited for (see `ReadToEnd`).
-    let probe: BaseConsumer = client_config(settings)
-        .set("isolation.level", "read_uncommitted")
-        .create()
-        .map_err(|e| Error::kafka("creating a metadata client", e))?;
+    let r = TopicReader::new(settings)?;
+    let parts = partitions(&r.consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
     let mut from = HashMap::new();
     let mut ends = HashMap::new();
@@ -435,7 +456,7 @@ pub(crate) async fn read_tail(
         partitions: parts.len(),
     };
     for p in &parts {
-        let (low, high) = watermarks(&probe, topic, *p)?;
+        let (low, high) = watermarks(&r.probe, topic, *p)?;
         let at = match start {
             None => low,
             Some(Start::Last(n)) => (high - n).max(low),
@@ -450,19 +471,71 @@ pub(crate) async fn read_tail(
         tpl.add_partition_offset(topic, *p, Offset::Offset(at))
             .map_err(|e| Error::kafka("assigning partitions", e))?;
     }
-    c.assign(&tpl)
+    r.consumer
+        .assign(&tpl)
         .map_err(|e| Error::kafka("assigning partitions", e))?;
-    let stable: BaseConsumer = client_config(settings)
-        .set("isolation.level", "read_committed")
-        .create()
-        .map_err(|e| Error::kafka("creating a metadata client", e))?;
-    let mut reader = ReadToEnd::new(&c, topic, ends, from).with_stable_probe(stable);
+    let mut reader = ReadToEnd::new(&r.consumer, topic, ends, from).with_stable_probe(r.stable);
     while let Some(m) = reader.next().await? {
         if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
             f(key, m.payload());
         }
     }
     Ok(tail)
+}
+
+/// Where to read a partition from (its beginning when `None`) and up to (its current end
+/// when `None`).
+pub(crate) type Range = (Option<i64>, Option<i64>);
+
+/// Reads partitions of `topic`, each over its range, with one consumer, waiting for the
+/// transactions open on them; hands each record to `f` and returns the offset each
+/// partition was read to.
+pub(crate) async fn read_partitions(
+    settings: &Settings,
+    topic: &str,
+    ranges: &BTreeMap<i32, Range>,
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<BTreeMap<i32, i64>, Error> {
+    let r = TopicReader::new(settings)?;
+    let mut at = BTreeMap::new();
+    let mut ends = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for (p, (from, until)) in ranges {
+        let (low, high) = watermarks(&r.probe, topic, *p)?;
+        let low = low.max(from.unwrap_or(0));
+        let end = until.unwrap_or(high).min(high);
+        at.insert(*p, low);
+        if end > low {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(low))
+                .map_err(|e| Error::kafka("assigning partitions", e))?;
+            ends.insert(*p, end);
+        }
+    }
+    if ends.is_empty() {
+        return Ok(at);
+    }
+    r.consumer
+        .assign(&tpl)
+        .map_err(|e| Error::kafka("assigning partitions", e))?;
+    let starts = at.iter().map(|(p, o)| (*p, *o)).collect();
+    let mut reader =
+        ReadToEnd::new(&r.consumer, topic, ends.clone(), starts).with_stable_probe(r.stable);
+    while let Some(m) = reader.next().await? {
+        let p = m.partition();
+        if ends.get(&p).is_none_or(|end| m.offset() >= *end) {
+            // What lies past the end is left for the consumer that goes on from there.
+            let mut past = TopicPartitionList::new();
+            past.add_partition(topic, p);
+            let _ = r.consumer.pause(&past);
+            continue;
+        }
+        at.insert(p, m.offset() + 1);
+        f(&m);
+    }
+    for (p, end) in ends {
+        at.entry(p).and_modify(|o| *o = (*o).max(end));
+    }
+    Ok(at)
 }
 
 /// What [`read_tail`] read.

@@ -413,6 +413,14 @@ impl Settings {
                 "topics.partitions and topics.replication_factor must be at least 1".into(),
             ));
         }
+        // One targets instance serves at a time (docs/guarantees.md): it divides nothing.
+        if self.targets.divide_input {
+            return Err(Error::Config(
+                "targets.divide_input: the targets service does not divide its input (one \
+                 instance serves, the others stand by); set it in [deals] or [activities]"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -538,6 +546,17 @@ mod tests {
         std::fs::write(&path, "[quotas]\nramp_percent = [50, 150]\n").expect("write");
         let err = Settings::load(&args(Some(path)), "targets").expect_err("invalid");
         assert!(err.to_string().contains("ramp_percent[1] = 150"), "{err}");
+    }
+
+    #[test]
+    fn dividing_the_targets_input_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("c.toml");
+        let toml =
+            "[targets]\nlisten = \"127.0.0.1:9103\"\ngroup_id = \"t\"\ndivide_input = true\n";
+        std::fs::write(&path, toml).expect("write");
+        let err = Settings::load(&args(Some(path)), "targets").expect_err("invalid");
+        assert!(err.to_string().contains("targets.divide_input"), "{err}");
     }
 
     #[test]

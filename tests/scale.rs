@@ -124,16 +124,6 @@ async fn wait_prom_sum(
     }
 }
 
-/// Records of `topic` an instance consumed live: its `salespulse_events_total` over outcomes.
-fn consumed(text: &str, topic: &str) -> f64 {
-    let label = format!("topic=\"{topic}\"");
-    parse_metrics(text)
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("salespulse_events_total{") && k.contains(&label))
-        .map(|(_, v)| v)
-        .sum()
-}
-
 /// The two tests share the machine's two cores: one runs at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

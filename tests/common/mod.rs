@@ -570,19 +570,27 @@ pub fn wait_same_dead_letters(
         if got == want {
             return got.len();
         }
+        // With their reasons: what a record was rejected for tells which path rejected it.
+        type Letters = BTreeMap<(String, i32, i64), String>;
+        fn only<'a>(a: &'a Letters, b: &Letters) -> Vec<(&'a (String, i32, i64), &'a String)> {
+            a.iter()
+                .filter(|(k, _)| !b.contains_key(*k))
+                .take(10)
+                .collect()
+        }
+        let other_reason: Vec<_> = got
+            .iter()
+            .filter(|(k, r)| want.get(*k).is_some_and(|w| w != *r))
+            .take(10)
+            .collect();
         assert!(
             Instant::now() < deadline,
-            "{} dead letters, the clean run has {}: only here {:?}, only in the clean run {:?}",
+            "{} dead letters, the clean run has {}: only here {:?}, only in the clean run {:?}, \
+             another reason here {other_reason:?}",
             got.len(),
             want.len(),
-            got.keys()
-                .filter(|k| !want.contains_key(*k))
-                .take(10)
-                .collect::<Vec<_>>(),
-            want.keys()
-                .filter(|k| !got.contains_key(*k))
-                .take(10)
-                .collect::<Vec<_>>()
+            only(&got, &want),
+            only(&want, &got),
         );
         std::thread::sleep(Duration::from_secs(1));
     }

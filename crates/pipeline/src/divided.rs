@@ -33,7 +33,7 @@ use salespulse_expose::Board;
 use tracing::{info, warn};
 
 use crate::coordination::ownership::Member;
-use crate::events::{Announced, InternalEvent, SnapshotWritten, TransactionEnded};
+use crate::events::{Announced, InternalEvent, TransactionEnded};
 use crate::kafka::{client_config, partitions, ReadToEnd};
 use crate::pacer::Pacer;
 use crate::run::{now_ms, Shared, GIVE_UP_AFTER};
@@ -600,19 +600,13 @@ impl<'a, P: Processor> Instance<'a, P> {
             let m = crate::state::snapshot::save(
                 self.out.producer,
                 s.settings,
+                s.health,
                 &snapshot_owner(&s.svc.group_id, P::SERVICE, *p),
-                &state,
+                (&state, took),
                 BTreeMap::from([(*p, t.next)]),
                 previous,
             )
             .await?;
-            SnapshotWritten {
-                bytes: state.len(),
-                generation: m.generation,
-                taken_at_ms: m.taken_at_ms,
-                seconds: took.elapsed().as_secs_f64(),
-            }
-            .emit(s.health);
             t.saving = Some(m);
             t.saved_at = Instant::now();
         }

@@ -35,8 +35,8 @@ use crate::config::{ServiceSettings, Settings};
 use crate::coordination::ownership::{slot_of, Ownership, SlotsContext, LEADER_SLOT};
 use crate::coordination::role::Role;
 use crate::events::{
-    Announced, InternalEvent, SlotsTakenOver, SnapshotLoaded, SnapshotWritten, StateRestored,
-    TakeOverFailed, TakeOverSteps, TransactionEnded,
+    Announced, InternalEvent, SlotsTakenOver, SnapshotLoaded, StateRestored, TakeOverFailed,
+    TakeOverSteps, TransactionEnded,
 };
 use crate::kafka::{ensure_topics, partitions, ReadToEnd, TopicSpec};
 use crate::pacer::Pacer;
@@ -868,19 +868,13 @@ impl<'a, P: Processor> Instance<'a, P> {
         let m = crate::state::snapshot::save(
             self.out.producer,
             s.settings,
+            s.health,
             &self.snapshots.owner,
-            &state,
+            (&state, took),
             positions,
             previous,
         )
         .await?;
-        SnapshotWritten {
-            bytes: state.len(),
-            generation: m.generation,
-            taken_at_ms: m.taken_at_ms,
-            seconds: took.elapsed().as_secs_f64(),
-        }
-        .emit(s.health);
         self.snapshots.last = Some(m);
         self.snapshots.in_txn = true;
         Ok(())

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::config::Settings;
+use crate::events::InternalEvent;
 use crate::sink::settle;
 use crate::source::{read_tail, Start};
 use crate::Error;
@@ -166,12 +167,14 @@ impl Found {
     }
 }
 
-/// Writes a snapshot and waits until it is durable, then deletes the one it replaces.
+/// Writes a snapshot and waits until it is durable, then deletes the one it replaces; the
+/// write is reported (`SnapshotWritten`) from `began`, when the state was taken.
 pub(crate) async fn save(
     producer: &FutureProducer,
     settings: &Settings,
+    health: &salespulse_expose::Health,
     owner: &str,
-    state: &[u8],
+    (state, began): (&[u8], std::time::Instant),
     positions: BTreeMap<i32, i64>,
     previous: Option<&Manifest>,
 ) -> Result<Manifest, Error> {
@@ -216,6 +219,13 @@ pub(crate) async fn save(
         }
         settle(&mut pending).await?;
     }
+    crate::events::SnapshotWritten {
+        bytes: state.len(),
+        generation: manifest.generation,
+        taken_at_ms: manifest.taken_at_ms,
+        seconds: began.elapsed().as_secs_f64(),
+    }
+    .emit(health);
     Ok(manifest)
 }
 

@@ -6,7 +6,6 @@
 //! mid-stream, after which the partitions are restored from their snapshots; the metrics topic rebuilds the clean board without a repeated value, and
 //! celebrations and dead letters are those of the clean run, once each.
 
-use std::collections::BTreeMap;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -24,39 +23,9 @@ fn stream(topics: &Topics, seed: u64) -> Child {
         .expect("simulator starts")
 }
 
-/// Waits (bounded) until the union of the instances' boards equals the clean board; panics
-/// if a series is on two instances.
-async fn wait_equal(instances: &[&Service], clean: &Service, what: &str) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let mut union: BTreeMap<String, f64> = BTreeMap::new();
-        for s in instances {
-            for (k, v) in business(&s.metrics().await) {
-                assert!(
-                    union.insert(k.clone(), v).is_none(),
-                    "{k} is exported by two instances of {}",
-                    s.name
-                );
-            }
-        }
-        let diffs = board_diffs(&union, &business(&clean.metrics().await));
-        if diffs.is_empty() && !union.is_empty() {
-            return union.len();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {} differences from the clean run:\n{}",
-            diffs.len(),
-            diffs
-                .iter()
-                .take(20)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
+/// A stalled member holds a rebalance up for `max.poll.interval.ms` (30 s), and each
+/// rebalance rebuilds every instance: the wait is generous, and the time taken is reported.
+const AGREE_WITHIN: Duration = Duration::from_secs(150);
 
 fn input_of<'a>(topics: &'a Topics, service: &str) -> &'a str {
     if service == "deals" {
@@ -122,13 +91,29 @@ async fn three_instances_divide_the_input_and_equal_a_clean_run() {
     let mut first = Vec::new();
     for (i, name) in SERVICES.iter().enumerate() {
         let instances: Vec<&Service> = divided[i].iter().collect();
-        let series = wait_equal(&instances, &clean[i], &format!("{name}, 3 instances")).await;
+        let (series, took) = wait_union_equal(
+            &instances,
+            &clean[i],
+            &format!("{name}, 3 instances"),
+            AGREE_WITHIN,
+        )
+        .await;
         let input = input_of(&topics, name);
         let total = read_topic(input).len() as f64;
         let mut counts = Vec::new();
+        let mut assigned = Vec::new();
         for s in &instances {
-            counts.push(consumed(&s.metrics().await, input));
+            let text = s.metrics().await;
+            counts.push(consumed(&text, input));
+            let key =
+                format!("salespulse_rebalances_total{{change=\"assigned\",service=\"{name}\"}}");
+            assigned.push(parse_metrics(&text).get(&key).copied().unwrap_or(0.0));
         }
+        // Each instance holds a share, so each was handed one, and said so on /metrics.
+        assert!(
+            assigned.iter().all(|a| *a >= 1.0),
+            "{name}: assignments counted by the instances: {assigned:?}"
+        );
         assert_eq!(
             counts.iter().sum::<f64>(),
             total,
@@ -139,7 +124,8 @@ async fn three_instances_divide_the_input_and_equal_a_clean_run() {
             "{name}: each instance consumed part of the input, not all of it: {counts:?} of {total}"
         );
         first.push(format!(
-            "{name}: {series} series, input {total} records consumed as {counts:?}"
+            "{name}: {series} series equal after {took:.1?}, input {total} records consumed as {counts:?}, \
+             assignments per instance {assigned:?}"
         ));
     }
 
@@ -155,7 +141,13 @@ async fn three_instances_divide_the_input_and_equal_a_clean_run() {
     for (i, name) in SERVICES.iter().enumerate() {
         divided[i][0].wait_ready(Duration::from_secs(120)).await;
         let instances: Vec<&Service> = divided[i].iter().collect();
-        let series = wait_equal(&instances, &clean[i], &format!("{name}, after a kill")).await;
+        let (series, took) = wait_union_equal(
+            &instances,
+            &clean[i],
+            &format!("{name}, after a kill"),
+            AGREE_WITHIN,
+        )
+        .await;
         // The last rebuild of each instance restored its partitions from their snapshots and
         // replayed only the records after them, not every record of its partitions.
         let input = input_of(&topics, name);
@@ -172,7 +164,7 @@ async fn three_instances_divide_the_input_and_equal_a_clean_run() {
             "{name}: the rebuilds replayed {replayed:?} of {total} records: snapshots unused"
         );
         second.push(format!(
-            "{name}: {series} series, records replayed by the instances' last rebuilds \
+            "{name}: {series} series equal after {took:.1?}, records replayed by the instances' last rebuilds \
              {replayed:?} of {total}"
         ));
     }

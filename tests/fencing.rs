@@ -57,7 +57,6 @@ async fn a_paused_leader_gets_nothing_into_any_topic_after_it_wakes() {
 /// sometimes hangs after librdkafka reports the fatal error, instead of starting over (seen
 /// once in three runs); it produces nothing, but it stays ready with the series it had.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a fenced instance in divided ingest sometimes hangs instead of starting over"]
 async fn a_paused_instance_in_divided_ingest_gets_nothing_into_any_topic() {
     let _one = ONE_AT_A_TIME.lock().await;
     paused_instance(true).await;

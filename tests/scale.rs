@@ -6,11 +6,12 @@
 //! twice: in the default mode, and with the instances dividing the input
 //! (`divide_input = true`), where the instances started mid-stream read only part of it.
 
-use std::collections::BTreeMap;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use salespulse_e2e::*;
+
+const AGREE_WITHIN: Duration = Duration::from_secs(60);
 
 const RECORDS: u64 = 50_000;
 const SERVICES: [&str; 2] = ["deals", "activities"];
@@ -53,45 +54,6 @@ async fn wait_spread(instances: &[&Service], within: Duration, divided: bool) ->
             "slots not spread within {within:?}: {slots:?}, {leaders} leaders"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// Differences between the union of the instances' boards and the clean board; panics if a
-/// series is on two instances.
-async fn union_differs(instances: &[&Service], clean: &Service) -> (usize, Vec<String>) {
-    let mut union: BTreeMap<String, f64> = BTreeMap::new();
-    for s in instances {
-        for (k, v) in business(&s.metrics().await) {
-            assert!(
-                union.insert(k.clone(), v).is_none(),
-                "{k} is exported by two instances of {}",
-                s.name
-            );
-        }
-    }
-    let diffs = board_diffs(&union, &business(&clean.metrics().await));
-    (union.len(), diffs)
-}
-
-async fn wait_equal(instances: &[&Service], clean: &Service, what: &str) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (n, diffs) = union_differs(instances, clean).await;
-        if diffs.is_empty() {
-            return n;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {} differences from the clean run:\n{}",
-            diffs.len(),
-            diffs
-                .iter()
-                .take(20)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -197,7 +159,13 @@ async fn one_to_three_to_one(divided: bool) {
         }
         let instances = [&first[i], &more[i][0], &more[i][1]];
         let slots = wait_spread(&instances, Duration::from_secs(60), divided).await;
-        let series = wait_equal(&instances, &clean[i], &format!("{name} with 3")).await;
+        let (series, _) = wait_union_equal(
+            &instances,
+            &clean[i],
+            &format!("{name} with 3"),
+            AGREE_WITHIN,
+        )
+        .await;
         let input = if *name == "deals" {
             &topics.deals
         } else {
@@ -260,7 +228,13 @@ async fn one_to_three_to_one(divided: bool) {
     let mut one_phase = Vec::new();
     for (i, name) in SERVICES.iter().enumerate() {
         first[i].wait_ready(Duration::from_secs(120)).await;
-        let series = wait_equal(&[&first[i]], &clean[i], &format!("{name} back at 1")).await;
+        let (series, _) = wait_union_equal(
+            &[&first[i]],
+            &clean[i],
+            &format!("{name} back at 1"),
+            AGREE_WITHIN,
+        )
+        .await;
         let text = first[i].metrics().await;
         assert_eq!(
             gauge(&text, "salespulse_owned_slots"),

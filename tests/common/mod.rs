@@ -951,6 +951,54 @@ pub fn topic_diffs(got: &BTreeMap<String, String>, want: &BTreeMap<String, Strin
         .collect()
 }
 
+/// Waits (bounded by `within`) until the union of the instances' business series equals the
+/// clean instance's; panics if a series is on two instances, or at the deadline with the
+/// differences and each instance's readiness, series count and log tail. Returns the series
+/// and how long they took to agree.
+pub async fn wait_union_equal(
+    instances: &[&Service],
+    clean: &Service,
+    what: &str,
+    within: Duration,
+) -> (usize, Duration) {
+    let began = Instant::now();
+    loop {
+        let mut union: BTreeMap<String, f64> = BTreeMap::new();
+        for s in instances {
+            for (k, v) in business(&s.metrics().await) {
+                assert!(
+                    union.insert(k.clone(), v).is_none(),
+                    "{k} is exported by two instances of {}",
+                    s.name
+                );
+            }
+        }
+        let diffs = board_diffs(&union, &business(&clean.metrics().await));
+        if diffs.is_empty() && !union.is_empty() {
+            return (union.len(), began.elapsed());
+        }
+        if began.elapsed() >= within {
+            let mut states = String::new();
+            for s in instances {
+                states.push_str(&format!(
+                    "\n{} on port {}: ready {}, {} series; its log ends:\n{}",
+                    s.name,
+                    s.port,
+                    s.is_ready().await,
+                    business(&s.metrics().await).len(),
+                    log_tail(&s.log)
+                ));
+            }
+            panic!(
+                "{what}: {} differences from the clean run after {within:?}:\n{}\nthe instances:{states}",
+                diffs.len(),
+                diffs.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// The business series that differ between two boards, one line each.
 pub fn board_diffs(got: &BTreeMap<String, f64>, want: &BTreeMap<String, f64>) -> Vec<String> {
     got.iter()

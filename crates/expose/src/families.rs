@@ -124,4 +124,5 @@ pub mod health {
     pub const ANNOUNCEMENTS_TOTAL: &str = "salespulse_announcements_total";
     pub const TICK_INTERVAL: &str = "salespulse_tick_interval_seconds";
     pub const TRANSACTIONS_TOTAL: &str = "salespulse_transactions_total";
+    pub const REBALANCES_TOTAL: &str = "salespulse_rebalances_total";
 }

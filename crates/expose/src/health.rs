@@ -37,6 +37,8 @@ pub struct Health {
     pub tick_interval: Gauge,
     /// Transactions ended, by outcome (`committed`, `aborted`, `fenced`).
     pub transactions: IntCounterVec,
+    /// What the group did to this instance's share, by change (`assigned`, `revoked`).
+    pub rebalances: IntCounterVec,
 }
 
 impl Health {
@@ -149,8 +151,17 @@ impl Health {
             &["outcome"],
         )
         .expect("valid metric");
+        let rebalances = IntCounterVec::new(
+            Opts::new(
+                names::REBALANCES_TOTAL,
+                "Rebalances of the instance's group: partitions or slots handed to it (assigned) or taken away (revoked).",
+            ),
+            &["change"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rebalances.clone()),
             Box::new(transactions.clone()),
             Box::new(announcements.clone()),
             Box::new(tick_interval.clone()),
@@ -191,6 +202,7 @@ impl Health {
             announcements,
             tick_interval,
             transactions,
+            rebalances,
         }
     }
 }

@@ -29,11 +29,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use salespulse_aggregate::{Contribution, Differ, Merger, Subject, SubjectSeries};
 use salespulse_decode::{Format, RosterEvent};
-use salespulse_expose::Board;
+use salespulse_expose::{Board, Health};
 use tracing::{info, warn};
 
 use crate::coordination::ownership::Member;
-use crate::events::{Announced, InternalEvent, TransactionEnded};
+use crate::events::{Announced, Assigned, InternalEvent, Revoked, TransactionEnded};
 use crate::kafka::{client_config, partitions, ReadToEnd};
 use crate::pacer::Pacer;
 use crate::run::{now_ms, Shared, GIVE_UP_AFTER};
@@ -117,6 +117,7 @@ struct TasksContext {
     assignment: Assignment,
     input: String,
     board: Arc<Board>,
+    health: Health,
 }
 
 impl ClientContext for TasksContext {
@@ -137,7 +138,7 @@ impl ConsumerContext for TasksContext {
                     ..Share::default()
                 };
             }
-            info!("gave up every partition");
+            Revoked { what: "partition" }.emit(&self.health);
         }
     }
 
@@ -151,7 +152,11 @@ impl ConsumerContext for TasksContext {
                     cells.insert(e.partition());
                 }
             }
-            info!(input = ?input, slots = ?cells, "assigned partitions");
+            Assigned {
+                input: Some(&input),
+                slots: &cells,
+            }
+            .emit(&self.health);
             let member = consumer.group_metadata().map(|m| Member(Arc::new(m)));
             if let Ok(mut s) = self.assignment.0.lock() {
                 *s = Share {
@@ -238,38 +243,48 @@ pub(crate) async fn run_instance<P: Processor>(
     );
     let next_tick = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(next_tick);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut *shutdown => {
-                info!("shutting down: committing what is done");
-                break;
-            }
-            _ = &mut next_tick => {
-                let began = Instant::now();
-                if let Err(e) = me.on_tick(&consumer, false).await {
-                    me.produce_failed(e)?;
+    let ran: Result<(), Error> = async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut *shutdown => {
+                    info!("shutting down: committing what is done");
+                    return Ok(());
                 }
-                pacer.record(began.elapsed(), me.behind());
-                let interval = pacer.interval();
-                health.tick_interval.set(interval.as_secs_f64());
-                next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
-            }
-            m = roster.recv() => match m {
-                Ok(m) => me.on_roster(&m),
-                Err(e) => warn!(error = %e, "roster consumer error"),
-            },
-            m = consumer.recv() => {
-                if let Err(e) = me.on_records(&consumer, m).await {
-                    me.produce_failed(e)?;
+                _ = &mut next_tick => {
+                    let began = Instant::now();
+                    if let Err(e) = me.on_tick(&consumer, false).await {
+                        me.produce_failed(e)?;
+                    }
+                    pacer.record(began.elapsed(), me.behind());
+                    let interval = pacer.interval();
+                    health.tick_interval.set(interval.as_secs_f64());
+                    next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
                 }
-                // A backlog worked off: the board is brought up to date now, not at the end
-                // of an interval stretched for the backlog.
-                if pacer.stretched() && me.caught_up() {
-                    next_tick.as_mut().reset(tokio::time::Instant::now());
+                m = roster.recv() => match m {
+                    Ok(m) => me.on_roster(&m),
+                    Err(e) => warn!(error = %e, "roster consumer error"),
+                },
+                m = consumer.recv() => {
+                    if let Err(e) = me.on_records(&consumer, m).await {
+                        me.produce_failed(e)?;
+                    }
+                    // A backlog worked off: the board is brought up to date now, not at the end
+                    // of an interval stretched for the backlog.
+                    if pacer.stretched() && me.caught_up() {
+                        next_tick.as_mut().reset(tokio::time::Instant::now());
+                    }
                 }
             }
         }
+    }
+    .await;
+    if let Err(e) = ran {
+        // Not ready from here on, whatever the closing of the consumers takes.
+        me.give_up_state();
+        drop(me);
+        crate::kafka::close_aside("the group's consumers", (consumer, roster));
+        return Err(e);
     }
     if me.built.is_some() {
         me.on_tick(&consumer, true).await?;
@@ -301,6 +316,7 @@ fn join<P: Processor>(s: &Shared<'_>, assignment: Assignment) -> Result<TasksCon
             assignment,
             input: s.input.to_owned(),
             board: s.board.clone(),
+            health: s.health.clone(),
         })
         .map_err(|e| Error::kafka("creating the input consumer", e))?;
     let cells = cells_topic(&s.svc.group_id, P::SERVICE);
@@ -616,16 +632,23 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// Between a revocation and the next assignment: what was produced for the partitions
     /// given up is aborted, and nothing is exported.
     fn give_up(&mut self) -> Result<(), Error> {
-        if self.built.take().is_some() {
+        if self.built.is_some() {
+            self.give_up_state();
             tokio::task::block_in_place(|| crate::sink::transaction::abort(self.out.producer))?;
             let _ = self.out.take_pending();
-            self.tasks.clear();
-            self.cells_next.clear();
-            self.member = None;
-            self.shared.ready.store(false, Ordering::Relaxed);
-            self.shared.board.clear();
         }
         Ok(())
+    }
+
+    /// Forgets the partitions and slots held, first of all by no longer being ready: a failed
+    /// abort after this leaves an instance that serves nothing.
+    fn give_up_state(&mut self) {
+        self.shared.ready.store(false, Ordering::Relaxed);
+        self.shared.board.clear();
+        self.built = None;
+        self.tasks.clear();
+        self.cells_next.clear();
+        self.member = None;
     }
 
     /// Builds the instance again from the topics for the current assignment.

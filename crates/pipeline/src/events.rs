@@ -218,6 +218,36 @@ impl InternalEvent for TransactionEnded<'_> {
     }
 }
 
+/// The group took every partition (or slot) of this instance away: a rebalance began.
+pub(crate) struct Revoked {
+    /// What the group hands out: `partition` (divided ingest) or `slot`.
+    pub what: &'static str,
+}
+
+impl InternalEvent for Revoked {
+    fn emit(self, health: &Health) {
+        info!("gave up every {}", self.what);
+        health.rebalances.with_label_values(&["revoked"]).inc();
+    }
+}
+
+/// The group handed this instance its share: a rebalance ended.
+pub(crate) struct Assigned<'a> {
+    /// Input partitions (divided ingest only).
+    pub input: Option<&'a BTreeSet<i32>>,
+    pub slots: &'a BTreeSet<i32>,
+}
+
+impl InternalEvent for Assigned<'_> {
+    fn emit(self, health: &Health) {
+        match self.input {
+            Some(input) => info!(input = ?input, slots = ?self.slots, "assigned partitions"),
+            None => info!(slots = ?self.slots, "assigned slots"),
+        }
+        health.rebalances.with_label_values(&["assigned"]).inc();
+    }
+}
+
 /// A celebration or an alert was produced to its topic.
 pub(crate) struct Announced<'a> {
     pub topic: &'a str,

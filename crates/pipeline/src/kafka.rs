@@ -412,6 +412,24 @@ impl<'c, C: rdkafka::consumer::ConsumerContext + 'static> ReadToEnd<'c, C> {
     }
 }
 
+/// Drops `clients` (consumers of a group) on a thread of their own. Dropping a group consumer
+/// closes it, and the close waits for a final rebalance that librdkafka can leave pending
+/// indefinitely after a fatal error (confluentinc/librdkafka#4041, fede1024/rust-rdkafka#508):
+/// an instance starting over must not wait for it. A close that never ends leaves the group by
+/// itself once `max.poll.interval.ms` passes without a poll.
+pub(crate) fn close_aside<T: Send + 'static>(what: &'static str, clients: T) {
+    let spawned = std::thread::Builder::new()
+        .name("close-consumer".into())
+        .spawn(move || {
+            let began = std::time::Instant::now();
+            drop(clients);
+            tracing::debug!(what, seconds = began.elapsed().as_secs_f64(), "closed");
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(what, error = %e, "no thread to close on; closed in place");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -422,6 +440,22 @@ mod tests {
     use rdkafka::{Offset, TopicPartitionList};
 
     use super::*;
+
+    #[test]
+    fn a_close_that_blocks_does_not_hold_up_the_caller() {
+        struct BlocksOnDrop(std::sync::mpsc::Receiver<()>);
+        impl Drop for BlocksOnDrop {
+            fn drop(&mut self) {
+                let _ = self.0.recv_timeout(Duration::from_secs(5));
+            }
+        }
+        let (release, blocked) = std::sync::mpsc::channel();
+        let began = std::time::Instant::now();
+        close_aside("a client that never closes", BlocksOnDrop(blocked));
+        assert!(began.elapsed() < Duration::from_secs(1));
+        // Released: the thread that waits ends.
+        let _ = release.send(());
+    }
 
     #[test]
     fn transient_errors_are_told_from_fatal_ones() {

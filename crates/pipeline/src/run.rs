@@ -127,14 +127,13 @@ pub async fn run<P: Processor>(
         };
         match ran {
             Err(Error::Fenced(why)) => {
-                // A zombie's outputs were aborted; it starts over from what is committed.
+                // A zombie's outputs were aborted, and it stopped being ready as its loop
+                // ended; it starts over from what is committed.
                 TransactionEnded {
                     outcome: "fenced",
                     why: Some(&why),
                 }
                 .emit(&health);
-                ready.store(false, Ordering::Relaxed);
-                board.clear();
             }
             r => {
                 http.abort();
@@ -165,38 +164,49 @@ async fn run_instance<P: Processor>(
     );
     let next_tick = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(next_tick);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut *shutdown => {
-                info!("shutting down: flushing outputs and committing offsets");
-                break;
-            }
-            _ = &mut next_tick => {
-                let took = match instance.on_tick().await {
-                    Ok(took) => took,
-                    Err(e) => {
-                        instance.produce_failed(e)?;
-                        Duration::ZERO
-                    }
-                };
-                pacer.record(took, instance.behind());
-                let interval = pacer.interval();
-                health.tick_interval.set(interval.as_secs_f64());
-                next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
-            }
-            m = io.roster.recv() => instance.on_roster(m),
-            m = io.input.recv() => {
-                if let Err(e) = instance.on_input(&io.input, m).await {
-                    instance.produce_failed(e)?;
+    let ran: Result<(), Error> = async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut *shutdown => {
+                    info!("shutting down: flushing outputs and committing offsets");
+                    return Ok(());
                 }
-                // A backlog worked off: the board is brought up to date now, not at the end
-                // of an interval stretched for the backlog.
-                if pacer.stretched() && instance.caught_up() {
-                    next_tick.as_mut().reset(tokio::time::Instant::now());
+                _ = &mut next_tick => {
+                    let took = match instance.on_tick().await {
+                        Ok(took) => took,
+                        Err(e) => {
+                            instance.produce_failed(e)?;
+                            Duration::ZERO
+                        }
+                    };
+                    pacer.record(took, instance.behind());
+                    let interval = pacer.interval();
+                    health.tick_interval.set(interval.as_secs_f64());
+                    next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
+                }
+                m = io.roster.recv() => instance.on_roster(m),
+                m = io.input.recv() => {
+                    if let Err(e) = instance.on_input(&io.input, m).await {
+                        instance.produce_failed(e)?;
+                    }
+                    // A backlog worked off: the board is brought up to date now, not at the end
+                    // of an interval stretched for the backlog.
+                    if pacer.stretched() && instance.caught_up() {
+                        next_tick.as_mut().reset(tokio::time::Instant::now());
+                    }
                 }
             }
         }
+    }
+    .await;
+    if let Err(e) = ran {
+        instance.shared.ready.store(false, Ordering::Relaxed);
+        instance.shared.board.clear();
+        let slots = instance.slots.consumer.take();
+        drop(instance);
+        crate::kafka::close_aside("the group's consumers", (slots, io));
+        return Err(e);
     }
     match instance.stop().await {
         // Stopping anyway: the next start redoes what the last transaction held.
@@ -999,10 +1009,19 @@ pub(crate) async fn load_snapshot<P: Processor>(
     }
     let read_seconds = read.elapsed().as_secs_f64();
     let restore = Instant::now();
-    match core.restore(&saved.state) {
+    // Off the runtime's threads: the snapshots of a divided instance's partitions, loaded
+    // together, are decoded side by side.
+    let state = saved.state;
+    let (core, state, restored) = tokio::task::spawn_blocking(move || {
+        let restored = core.restore(&state);
+        (core, state, restored)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    match restored {
         Ok(()) => {
             SnapshotLoaded {
-                bytes: saved.state.len(),
+                bytes: state.len(),
                 generation: saved.manifest.generation,
                 taken_at_ms: saved.manifest.taken_at_ms,
                 positions: &saved.manifest.positions,
@@ -1032,6 +1051,7 @@ fn join_slots(s: &Shared<'_>, ownership: Ownership) -> Result<BaseConsumer<Slots
         SlotsContext {
             ownership,
             board: s.board.clone(),
+            health: s.health.clone(),
         },
         None,
     )

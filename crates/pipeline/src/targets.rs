@@ -277,7 +277,7 @@ pub async fn run_targets(
     if settings.topics.create {
         ensure_topics(&settings, &targets_topics(&settings)).await?;
     }
-    let lease = Lease::join(&settings, board)?;
+    let lease = Lease::join(&settings, board, &health)?;
     // Set when a run first ends in an abort, cleared by one that committed: aborts that go
     // on for longer than GIVE_UP_AFTER stop the service.
     let mut failing_since = None;
@@ -428,12 +428,13 @@ struct Lease {
 }
 
 impl Lease {
-    fn join(settings: &Settings, board: Arc<Board>) -> Result<Self, Error> {
+    fn join(settings: &Settings, board: Arc<Board>, health: &Health) -> Result<Self, Error> {
         let ownership = Ownership::default();
         let group = format!("{}-{SERVICE}-active", settings.targets.group_id);
         let context = SlotsContext {
             ownership: ownership.clone(),
             board,
+            health: health.clone(),
         };
         // Members named by when they joined, oldest first: the instance serving keeps the
         // lease when another joins (the assignor hands slot 0 to the first member by name),

@@ -24,10 +24,10 @@ use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
 };
 use salespulse_aggregate::Subject;
-use salespulse_expose::Board;
-use tracing::info;
+use salespulse_expose::{Board, Health};
 
 use crate::config::Settings;
+use crate::events::{Assigned, InternalEvent, Revoked};
 use crate::kafka::client_config;
 use crate::Error;
 
@@ -138,6 +138,7 @@ impl Ownership {
 pub(crate) struct SlotsContext {
     pub ownership: Ownership,
     pub board: Arc<Board>,
+    pub health: Health,
 }
 
 impl std::fmt::Debug for SlotsContext {
@@ -158,14 +159,18 @@ impl ConsumerContext for SlotsContext {
             // abort can take many seconds, and the whole group's rebalance would wait for it.
             self.ownership.revoke();
             self.board.clear();
-            info!("gave up every slot");
+            Revoked { what: "slot" }.emit(&self.health);
         }
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let slots: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            info!(slots = ?slots, "assigned slots");
+            Assigned {
+                input: None,
+                slots: &slots,
+            }
+            .emit(&self.health);
             let member = consumer.group_metadata().map(|m| Member(Arc::new(m)));
             self.ownership.assign(slots, member);
         }

@@ -421,6 +421,10 @@ impl TopicReader {
             // broker holds for up to `fetch.wait.max.ms` (500 ms by default): a reader that
             // stops at the end waits only briefly.
             .set("fetch.wait.max.ms", "10")
+            // A rebuild reads whole partitions of the cells and snapshot topics: fetch more
+            // of each per round trip than the 1 MiB default.
+            .set("max.partition.fetch.bytes", "16777216")
+            .set("fetch.max.bytes", "67108864")
             .create_with_context(InputContext)
             .map_err(|e| Error::kafka("creating a topic reader", e))?;
         let client = |isolation: &str| -> Result<BaseConsumer, Error> {

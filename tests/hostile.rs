@@ -446,4 +446,144 @@ async fn hostile_input_is_rejected_or_handled_and_nothing_breaks() {
     deals.wait_ready(Duration::from_secs(30)).await;
     acts.wait_ready(Duration::from_secs(30)).await;
     println!("hostile: both services up and ready; promtool clean; {rep_call_series} rep series kept, {refused} refused by the cap");
+
+    // A new deployment over the same input (a group and outputs of its own) whose instance
+    // reads the records before it holds the leader's slot, and so without the duty to
+    // dead-letter them: a member of the test's, first in the assignor's order, holds slot 0
+    // while the instance reads, then leaves. On taking the lead, the instance dead-letters
+    // what it read before, although the group has committed nothing yet.
+    let late_topics = topics.clean();
+    let late_group = format!("{group}-late");
+    let holder = hold_slot_zero(&format!("{late_group}-deals-slots"));
+    let mut late = Service::start("deals", &late_topics, free_port(), &late_group);
+    wait_read_to_end(&late, &topics.deals, 3, Duration::from_secs(120)).await;
+    drop(holder);
+    late.wait_ready(Duration::from_secs(120)).await;
+    wait_committed(&late_group, &topics.deals, Duration::from_secs(120));
+    let same = wait_same_dead_letters(
+        &late_topics.deadletter,
+        &topics.deadletter,
+        &[topics.deals.as_str()],
+        Duration::from_secs(30),
+    );
+    let log = without_colours(&std::fs::read_to_string(&late.log).unwrap_or_default());
+    let caught_up = log
+        .lines()
+        .find(|l| l.contains("leading:"))
+        .and_then(|l| l.split("dead_letters=").nth(1))
+        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+        .unwrap_or("?")
+        .to_owned();
+    assert_eq!(
+        caught_up,
+        same.to_string(),
+        "every rejected record was read before the lead was taken"
+    );
+    assert!(
+        late.terminate().success(),
+        "the late deals instance stopped cleanly"
+    );
+    println!(
+        "hostile: a deals instance that read every record before it led dead-lettered the same {same} records once each, on taking the lead"
+    );
+}
+
+/// The text of a log without its terminal colour codes (`ESC [ ... m`).
+fn without_colours(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A member of the slots group `group` that holds slot 0 (its name sorts before any
+/// service's, and the assignor hands slot 0 to the first) until it is dropped.
+struct SlotHolder {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn hold_slot_zero(group: &str) -> SlotHolder {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .set("client.id", "0-slot-holder")
+        .set("partition.assignment.strategy", "roundrobin")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "10000")
+        .create()
+        .expect("a slots consumer");
+    consumer
+        .subscribe(&["salespulse.slots"])
+        .expect("joins the slots group");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let (held, holding) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        // Polled, so that it takes part in every rebalance; bounded however the test ends.
+        let until = Instant::now() + Duration::from_secs(300);
+        while !stopping.load(Ordering::Relaxed) && Instant::now() < until {
+            let _ = consumer.poll(Duration::from_millis(100));
+            if consumer.assignment().is_ok_and(|a| a.count() > 0) {
+                let _ = held.send(());
+            }
+        }
+        consumer.unsubscribe();
+    });
+    holding
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the holder is assigned the slots within a minute");
+    SlotHolder {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+impl Drop for SlotHolder {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Waits (bounded) until `s` has read every partition of `topic` to its end, by its
+/// `salespulse_consumer_lag` (a follower counts no outcomes, but measures its lag).
+async fn wait_read_to_end(s: &Service, topic: &str, partitions: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    let label = format!("topic=\"{topic}\"");
+    loop {
+        // Up before it serves: an unanswered scrape shows nothing read.
+        let text = match reqwest::get(format!("http://127.0.0.1:{}/metrics", s.port)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let lags: Vec<f64> = parse_metrics(&text)
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("salespulse_consumer_lag{") && k.contains(&label))
+            .map(|(_, v)| v)
+            .collect();
+        if lags.len() == partitions && lags.iter().all(|l| *l == 0.0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} has not read {topic} to its end: lags {lags:?}",
+            s.name
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

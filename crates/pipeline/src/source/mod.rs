@@ -37,6 +37,8 @@ pub(crate) struct Positions {
     pub quiet_until: HashMap<i32, i64>,
     /// Records replayed to restore the state.
     pub restore_total: i64,
+    /// Where this instance started reading each partition.
+    pub first: HashMap<i32, i64>,
 }
 
 impl Positions {
@@ -55,6 +57,7 @@ impl Positions {
             }
             let from = saved.unwrap_or(low).max(low);
             pos.next.insert(p, from);
+            pos.first.insert(p, from);
             if let Some(c) = committed.filter(|c| *c > from) {
                 pos.restore_until.insert(p, c);
                 pos.restore_total += c - from;
@@ -88,6 +91,28 @@ impl Positions {
 
     /// The offsets a leader commits: those past the quiet range, whose outputs it has
     /// produced.
+    /// For a new leader, given the group's committed offsets: the records (partition, from,
+    /// until) this instance processed whose dead letters no leader made durable. A partition
+    /// the group never committed had none made durable (every transaction commits the
+    /// positions of the partitions its dead letters come from), so it is every record this
+    /// instance read of it. Where this instance is behind the committed offset it stays quiet
+    /// until it reaches it.
+    pub fn unannounced(&mut self, committed: impl Fn(i32) -> Option<i64>) -> Vec<(i32, i64, i64)> {
+        let mut ranges = Vec::new();
+        for (p, at) in &self.next {
+            let Some(c) = committed(*p).or_else(|| self.first.get(p).copied()) else {
+                continue;
+            };
+            if *at < c {
+                self.quiet_until.insert(*p, c);
+            } else if *at > c {
+                ranges.push((*p, c, *at));
+            }
+        }
+        ranges.sort_unstable();
+        ranges
+    }
+
     pub fn committable(&self) -> Vec<(i32, i64)> {
         self.next
             .iter()
@@ -304,18 +329,10 @@ pub(crate) async fn catch_up_dead_letters<P: Processor>(
         tpl.add_partition(input, *p);
     }
     let committed = offsets.committed(&tpl)?;
-    let mut ranges = Vec::new();
-    for (p, at) in pos.next.iter() {
-        let Some(Offset::Offset(c)) = committed.find_partition(input, *p).map(|e| e.offset())
-        else {
-            continue;
-        };
-        if *at < c {
-            pos.quiet_until.insert(*p, c);
-        } else if *at > c {
-            ranges.push((*p, c, *at));
-        }
-    }
+    let ranges = pos.unannounced(|p| match committed.find_partition(input, p)?.offset() {
+        Offset::Offset(c) => Some(c),
+        _ => None,
+    });
     if ranges.is_empty() {
         return Ok(0);
     }
@@ -648,6 +665,34 @@ mod tests {
         let mut handed = pos.committable();
         handed.sort();
         assert_eq!(handed, [(1, 10), (2, 3)]);
+    }
+
+    #[test]
+    fn a_new_leader_announces_what_it_read_past_the_committed_offsets_or_all_it_read() {
+        // Started at 0 (no snapshot) on partitions 0 and 1, at 5 on partition 2 (retention),
+        // at 30 on partition 3 (a snapshot).
+        let mut pos = Positions::plan(
+            &[(0, 0, None), (1, 0, None), (2, 5, None), (3, 0, Some(40))],
+            Some(&[(3, 30)].into()),
+        );
+        // Read up to here as a follower, dead-lettering nothing.
+        for (p, at) in [(0, 2_100), (1, 500), (2, 5), (3, 35)] {
+            pos.next.insert(p, at);
+        }
+        // The group committed only partition 1, at 400, and partition 3, at 40.
+        let committed = |p: i32| {
+            [(1, 400), (3, 40)]
+                .into_iter()
+                .find(|c| c.0 == p)
+                .map(|c| c.1)
+        };
+        assert_eq!(
+            pos.unannounced(committed),
+            // Partition 0 was never committed: every record read; partition 1 from the commit;
+            // partition 2 read nothing; partition 3 is behind the commit.
+            [(0, 0, 2_100), (1, 400, 500)]
+        );
+        assert_eq!(pos.quiet_until.get(&3), Some(&40));
     }
 
     #[test]

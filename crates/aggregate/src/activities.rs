@@ -1,15 +1,16 @@
 //! Activities: counts by kind per rep, team and org over every window.
 //!
 //! Counts are kept in buckets: one minute for the last 25 hours (so the `1h` and `24h` windows
-//! are exact to the minute), one hour for older activities. An activity counts in a window when
-//! its bucket's start lies in the window.
+//! are exact to the minute), one local hour of the calendar for older activities (so days,
+//! weeks, months, quarters and years hold exactly their own activities in every time zone). An
+//! activity counts in a window when its bucket's start lies in the window.
 
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use salespulse_decode::{ActivityEvent, Contract, MAX_KINDS};
 
-use crate::calendar::{Bounds, Calendar, Window, WINDOWS};
+use crate::calendar::{Bounds, Calendar, Grid, Window, WINDOWS};
 use crate::exchange::{Contribution, Exchange, MergerOf, Router};
 use crate::ledger::{Cell, Ledger};
 use crate::series::{Metric, SeriesBuilder, SubjectSeries};
@@ -19,16 +20,6 @@ use crate::Outcome;
 
 /// Minute buckets older than this are folded into hour buckets.
 pub const MINUTE_BUCKETS_SECONDS: i64 = 25 * 3_600;
-
-/// Bucket start of an activity at second `t`, once the clock has reached `now`.
-pub fn bucket_of(t: i64, now: i64) -> i64 {
-    let minute = t - t.rem_euclid(60);
-    if minute < now - MINUTE_BUCKETS_SECONDS {
-        t - t.rem_euclid(3_600)
-    } else {
-        minute
-    }
-}
 
 /// One number per activity kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,7 +57,7 @@ pub type Counts = PerKind<u32>;
 /// seconds, so the sums cannot overflow.
 pub type Secs = PerKind<u64>;
 
-/// Minute buckets for the last 25 hours, hour buckets before.
+/// Minute buckets for the last 25 hours, buckets of the calendar's local hours before.
 #[derive(Debug)]
 pub(crate) struct Buckets<V> {
     minutes: Windowed<V>,
@@ -76,8 +67,8 @@ pub(crate) struct Buckets<V> {
 impl<V: Measure> Buckets<V> {
     fn new(b: &Bounds) -> Self {
         Buckets {
-            minutes: Windowed::new(60, b),
-            hours: Windowed::new(3_600, b),
+            minutes: Windowed::new(Grid::MINUTES, b),
+            hours: Windowed::new(b.hours, b),
         }
     }
 

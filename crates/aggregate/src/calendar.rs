@@ -180,6 +180,66 @@ pub struct Calendar {
     fiscal_start_month: u32,
     /// Complete weeks a rep's consistency is measured over.
     consistency_weeks: u32,
+    hours: Grid,
+}
+
+/// Where buckets of time start: every `step` seconds from `phase` (Unix seconds modulo
+/// `step`).
+///
+/// A calendar's hours are local hours, not UTC ones, so that an hour bucket never straddles a
+/// local midnight, also where the offset from UTC is not a whole number of hours (India +5:30,
+/// Nepal +5:45). Where summer time moves the offset by half an hour (Lord Howe Island) no grid
+/// of whole hours fits both offsets, and the step is half an hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grid {
+    pub step: i64,
+    pub phase: i64,
+}
+
+impl Grid {
+    pub const MINUTES: Grid = Grid { step: 60, phase: 0 };
+    pub const UTC_HOURS: Grid = Grid {
+        step: 3_600,
+        phase: 0,
+    };
+
+    /// The grid of `tz`'s local hours, from its offsets over the years around now (the zone
+    /// database's offsets of earlier centuries include local mean times of odd seconds).
+    fn hours_of(tz: Tz) -> Grid {
+        use chrono::Offset;
+        let offsets = (2015..=2040)
+            .flat_map(|y| (1..=12).map(move |m| (y, m)))
+            .map(|(y, m)| {
+                let at = NaiveDate::from_ymd_opt(y, m, 1)
+                    .and_then(|d| d.and_hms_opt(12, 0, 0))
+                    .unwrap_or_default();
+                // Local midnights fall `-offset` seconds after a UTC midnight.
+                i64::from(-tz.offset_from_utc_datetime(&at).fix().local_minus_utc())
+            });
+        let mut step = 3_600;
+        let mut first = None;
+        for o in offsets {
+            let f = *first.get_or_insert(o);
+            step = gcd(step, (o - f).abs());
+        }
+        Grid {
+            step,
+            phase: first.unwrap_or(0).rem_euclid(step),
+        }
+    }
+
+    /// The start of the grid's bucket holding second `t`.
+    pub fn start(&self, t: i64) -> i64 {
+        t - (t - self.phase).rem_euclid(self.step)
+    }
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// The first week (see [`Calendar::week_index`]) a rep hired on `d` works in full: the week of
@@ -240,6 +300,8 @@ pub struct Bounds {
     /// Complete weeks whose weekly sums are kept: those of consistency, and at least
     /// [`KEPT_WEEKS`] (last quarter's and this quarter's weeks, for weekly bookings).
     pub kept: usize,
+    /// The calendar's local hours.
+    pub hours: Grid,
 }
 
 impl Calendar {
@@ -254,6 +316,7 @@ impl Calendar {
             tz,
             fiscal_start_month: fiscal_year_start_month,
             consistency_weeks: CONSISTENCY_WEEKS,
+            hours: Grid::hours_of(tz),
         })
     }
 
@@ -262,6 +325,7 @@ impl Calendar {
             tz: Tz::UTC,
             fiscal_start_month: 1,
             consistency_weeks: CONSISTENCY_WEEKS,
+            hours: Grid::UTC_HOURS,
         }
     }
 
@@ -392,6 +456,7 @@ impl Calendar {
             next_week: self.week_start(week + 1),
             weeks,
             kept: weeks.max(KEPT_WEEKS),
+            hours: self.hours,
         }
     }
 
@@ -470,6 +535,29 @@ mod tests {
         chrono::DateTime::parse_from_rfc3339(s)
             .expect("valid test time")
             .timestamp()
+    }
+
+    #[test]
+    fn local_hours_start_at_every_local_midnight() {
+        for (zone, step, midnight) in [
+            ("UTC", 3_600, "2026-11-27T00:00:00Z"),
+            ("Europe/Berlin", 3_600, "2026-11-27T00:00:00+01:00"),
+            ("Asia/Kolkata", 3_600, "2026-11-27T00:00:00+05:30"),
+            ("Asia/Kathmandu", 3_600, "2026-11-27T00:00:00+05:45"),
+            ("America/St_Johns", 3_600, "2026-07-01T00:00:00-02:30"),
+            ("America/St_Johns", 3_600, "2026-11-27T00:00:00-03:30"),
+            // Summer time moves the clock by half an hour: +10:30 in winter, +11 in summer.
+            ("Australia/Lord_Howe", 1_800, "2026-07-01T00:00:00+10:30"),
+            ("Australia/Lord_Howe", 1_800, "2026-11-27T00:00:00+11:00"),
+        ] {
+            let cal = Calendar::new(zone, 1).expect("a valid calendar");
+            let grid = cal.bounds(ts(midnight)).hours;
+            assert_eq!(grid.step, step, "{zone}");
+            let m = ts(midnight);
+            assert_eq!(grid.start(m), m, "{zone}: a bucket starts at {midnight}");
+            assert_eq!(grid.start(m - 1), m - step, "{zone}");
+            assert_eq!(grid.start(m + step - 1), m, "{zone}");
+        }
     }
 
     #[test]

@@ -20,9 +20,9 @@ mod state;
 mod weekly;
 mod windowed;
 
-pub use activities::{bucket_of, ActivitiesCore, Counts, MINUTE_BUCKETS_SECONDS};
+pub use activities::{ActivitiesCore, Counts, MINUTE_BUCKETS_SECONDS};
 pub use calendar::{
-    first_full_week, Bounds, Calendar, CalendarError, Window, CONSISTENCY_WEEKS, WINDOWS,
+    first_full_week, Bounds, Calendar, CalendarError, Grid, Window, CONSISTENCY_WEEKS, WINDOWS,
 };
 pub use deals::{DealSums, DealsCore, Win};
 pub use diff::{metric_of_key, of_activities, series_key, subject_of_key, Change, Differ};

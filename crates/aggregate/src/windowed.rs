@@ -4,8 +4,8 @@
 //! start passes it, so the cost of a record or of a clock tick does not depend on how long the
 //! windows are: every bucket is added to and removed from each window at most once.
 //!
-//! Bucket starts are multiples of a fixed step (a minute, an hour), so buckets are kept in a
-//! hash map rather than an ordered tree: adding to a bucket is one lookup, and the buckets
+//! Bucket starts lie on a fixed grid (a minute, a local hour: [`Grid`]), so buckets are kept in
+//! a hash map rather than an ordered tree: adding to a bucket is one lookup, and the buckets
 //! between two seconds are found by stepping through the starts between them (or, when that
 //! range holds more starts than there are buckets, by looking at every bucket).
 //!
@@ -13,7 +13,7 @@
 //! their start moves (at most once a day); a same-point window's end moves with the clock and
 //! adds the buckets it reaches, like the current windows do.
 
-use crate::calendar::{Bounds, CURRENT, WINDOWS};
+use crate::calendar::{Bounds, Grid, CURRENT, WINDOWS};
 
 /// A value that can be summed and un-summed exactly.
 pub trait Measure: Copy + Default + PartialEq {
@@ -34,13 +34,13 @@ impl Measure for i128 {
     }
 }
 
-/// Buckets keyed by their start (a multiple of `step` seconds) and their sums per window.
+/// Buckets keyed by their start (on a [`Grid`]) and their sums per window.
 ///
 /// Most ticks move no bucket in or out of any window; two lower bounds let `advance` see that
 /// without looking at the buckets, so a tick costs a few comparisons per cell.
 #[derive(Debug, Clone)]
 pub struct Windowed<V> {
-    step: i64,
+    grid: Grid,
     facts: crate::FastMap<i64, V>,
     sums: [V; WINDOWS],
     lo: [i64; WINDOWS],
@@ -58,10 +58,13 @@ pub struct Windowed<V> {
 }
 
 impl<V: Measure> Windowed<V> {
-    /// Buckets of `step` seconds (a bucket's start is a multiple of it).
-    pub fn new(step: i64, b: &Bounds) -> Self {
+    /// Buckets that start on `grid`.
+    pub fn new(grid: Grid, b: &Bounds) -> Self {
         Windowed {
-            step: step.max(1),
+            grid: Grid {
+                step: grid.step.max(1),
+                phase: grid.phase,
+            },
             facts: crate::FastMap::default(),
             sums: [V::default(); WINDOWS],
             lo: b.lo,
@@ -88,7 +91,13 @@ impl<V: Measure> Windowed<V> {
 
     /// The start of the bucket holding second `t`.
     pub fn bucket(&self, t: i64) -> i64 {
-        t - t.rem_euclid(self.step)
+        self.grid.start(t)
+    }
+
+    /// The first bucket start at or after `t`.
+    fn first_start(&self, t: i64) -> i64 {
+        let step = self.grid.step;
+        t + (step - (t - self.grid.phase).rem_euclid(step)) % step
     }
 
     /// Every bucket kept, in time order: (start, value).
@@ -134,11 +143,12 @@ impl<V: Measure> Windowed<V> {
         if from >= to || self.facts.is_empty() {
             return Vec::new();
         }
-        let first = from + (self.step - from.rem_euclid(self.step)) % self.step;
-        let starts = (to - first + self.step - 1) / self.step;
+        let step = self.grid.step;
+        let first = self.first_start(from);
+        let starts = (to - first + step - 1) / step;
         if starts <= self.facts.len() as i64 {
             (0..starts.max(0))
-                .map(|i| first + i * self.step)
+                .map(|i| first + i * step)
                 .filter(|t| self.facts.contains_key(t))
                 .collect()
         } else {
@@ -159,9 +169,8 @@ impl<V: Measure> Windowed<V> {
         if self.facts.is_empty() || from > limit {
             return i64::MAX;
         }
-        let first = from + (self.step - from.rem_euclid(self.step)) % self.step;
         let budget = self.facts.len() as i64;
-        let mut t = first;
+        let mut t = self.first_start(from);
         for _ in 0..budget {
             if t > limit {
                 return i64::MAX;
@@ -169,7 +178,7 @@ impl<V: Measure> Windowed<V> {
             if self.facts.contains_key(&t) {
                 return t;
             }
-            t += self.step;
+            t += self.grid.step;
         }
         self.facts
             .keys()
@@ -332,7 +341,7 @@ mod tests {
     fn bucket_leaves_rolling_hour_exactly_one_hour_after_its_start() {
         let cal = Calendar::utc();
         let t0 = 1_790_000_040;
-        let mut w = Windowed::<i64>::new(60, &cal.bounds(t0));
+        let mut w = Windowed::<i64>::new(Grid::MINUTES, &cal.bounds(t0));
         assert!(w.add(t0 + 5, &5, &cal.bounds(t0 + 5)));
         assert_eq!(w.sums()[Window::H1.index()], 5);
         w.advance(&cal.bounds(t0 + 3_599));
@@ -347,7 +356,7 @@ mod tests {
         let cal = Calendar::utc();
         let t0 = 1_790_000_040;
         let b = cal.bounds(t0);
-        let mut w = Windowed::<i64>::new(60, &b);
+        let mut w = Windowed::<i64>::new(Grid::MINUTES, &b);
         w.add(t0 + 60, &1, &b);
         assert_eq!(w.sums()[0], 0);
         assert!(w.advance(&cal.bounds(t0 + 60)));
@@ -359,7 +368,7 @@ mod tests {
         let cal = Calendar::utc();
         let t0 = 1_790_000_040;
         let b = cal.bounds(t0);
-        let mut w = Windowed::<i64>::new(3_600, &b);
+        let mut w = Windowed::<i64>::new(Grid::UTC_HOURS, &b);
         for h in 0..48 {
             w.add(t0 - h * 3_600, &1, &b);
         }
@@ -378,7 +387,7 @@ mod tests {
         let cal = Calendar::utc();
         let t0 = 1_790_000_040;
         let b = cal.bounds(t0);
-        let mut w = Windowed::<i64>::new(60, &b);
+        let mut w = Windowed::<i64>::new(Grid::MINUTES, &b);
         w.add(t0 - 600, &2, &b);
         w.add(t0 - 60, &3, &b);
         let folded = w.take_older_than(t0 - 120);

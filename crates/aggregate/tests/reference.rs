@@ -1626,3 +1626,109 @@ fn a_repeated_activity_is_a_duplicate_within_the_window_and_counts_again_after_i
         [Applied, Duplicate, Duplicate, Applied, Duplicate]
     );
 }
+
+/// Days, weeks and months are the calendar's local ones in every time zone, also where the
+/// offset from UTC is not a whole number of hours (India, Nepal, South Australia,
+/// Newfoundland, Lord Howe Island, whose summer time moves the clock by half an hour): once
+/// an activity is older than the minute buckets, it still counts on its own local day. The
+/// reference takes each activity's local date from the time zone database.
+#[test]
+fn local_days_weeks_and_months_hold_their_own_activities_in_every_time_zone() {
+    use chrono::Duration;
+    let contract = Contract::default();
+    let span_days = 75;
+    for zone in [
+        "Asia/Kolkata",
+        "Asia/Kathmandu",
+        "Australia/Adelaide",
+        "America/St_Johns",
+        "Australia/Lord_Howe",
+        "Europe/Berlin",
+        "UTC",
+    ] {
+        let tz: chrono_tz::Tz = zone.parse().expect("a zone of the database");
+        let local_date = |t: i64| {
+            tz.timestamp_opt(t, 0)
+                .single()
+                .expect("an instant")
+                .date_naive()
+        };
+        let midnight = |d: NaiveDate| {
+            tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight"))
+                .earliest()
+                .expect("a local midnight")
+                .timestamp()
+        };
+        let cal = Calendar::new(zone, 1).expect("a valid calendar");
+        let start = N0 - span_days * 86_400;
+        // Activities on both sides of every local midnight of the span, a second to an hour
+        // away from it.
+        let mut times = Vec::new();
+        for day in 1..=span_days {
+            let m = midnight(local_date(start) + Duration::days(day));
+            for d in [
+                -3_599, -1_801, -1_799, -900, -60, -1, 0, 1, 60, 899, 1_799, 1_801,
+            ] {
+                times.push(m + d);
+            }
+        }
+        times.retain(|t| *t <= N0);
+        times.sort_unstable();
+        // The clock moves with the activities, as a live service's does.
+        let mut acts = ActivitiesCore::new(&contract, cal, start * 1000);
+        for (i, t) in times.iter().enumerate() {
+            acts.tick(t * 1000);
+            let ev = ActivityEvent {
+                event_id: Cow::Owned(format!("a{i}")),
+                rep_id: Cow::Borrowed("r0"),
+                team_id: Some(Cow::Borrowed("t0")),
+                kind: 0,
+                occurred_at: t * 1000,
+                deal_id: None,
+                duration_seconds: None,
+            };
+            assert_eq!(acts.apply(&ev), Outcome::Applied);
+        }
+        for now in [
+            N0,
+            N0 + 3 * 3_600 + 1_234,
+            N0 + 86_400 + 1_800,
+            N0 + 9 * 86_400 + 2_700,
+        ] {
+            acts.tick(now * 1000);
+            let mut board = BTreeMap::new();
+            flatten(&acts.snapshot(), &mut board);
+            let today = local_date(now);
+            let monday = today - Duration::days(i64::from(today.weekday().num_days_from_monday()));
+            let month = today.with_day(1).expect("the first of the month");
+            let last_month = month
+                .checked_sub_months(chrono::Months::new(1))
+                .expect("last month");
+            let within = |from: NaiveDate, until: NaiveDate| {
+                times
+                    .iter()
+                    .filter(|t| **t <= now && (from..until).contains(&local_date(**t)))
+                    .count()
+            };
+            let tomorrow = today + Duration::days(1);
+            for (label, want) in [
+                ("today", within(today, tomorrow)),
+                ("yesterday", within(today - Duration::days(1), today)),
+                ("wtd", within(monday, tomorrow)),
+                ("last_week", within(monday - Duration::days(7), monday)),
+                ("mtd", within(month, tomorrow)),
+                ("last_month", within(last_month, month)),
+            ] {
+                let got = board
+                    .get(&format!("org|org||activities|call|{label}"))
+                    .copied()
+                    .unwrap_or_default();
+                assert_eq!(
+                    got,
+                    Decimal::from(want),
+                    "{zone}, {label} at {now}: the core counts {got}, the local dates {want}"
+                );
+            }
+        }
+    }
+}

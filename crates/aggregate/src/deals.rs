@@ -617,6 +617,16 @@ impl DealsCore {
         self.deals.len()
     }
 
+    /// Before `n` deals are restored: the maps get room for them (rather than rehashing every
+    /// deal held as they grow), and the deals' due seconds are indexed together (see
+    /// [`Schedule::begin_bulk`]).
+    pub(crate) fn begin_restore(&mut self, n: usize) {
+        self.deals.reserve(n);
+        self.ids.reserve(n);
+        self.clock.begin_bulk(n);
+        self.status.begin_bulk(n);
+    }
+
     /// Applies one validated record at the clock of the last [`DealsCore::tick`].
     pub fn apply(&mut self, ev: &DealEvent<'_>) -> Outcome {
         let h = id_hash(&ev.event_id);

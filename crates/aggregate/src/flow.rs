@@ -543,6 +543,11 @@ impl FlowClock {
         self.due.clear();
     }
 
+    /// See [`Schedule::begin_bulk`].
+    pub fn begin_bulk(&mut self, n: usize) {
+        self.due.begin_bulk(n);
+    }
+
     /// Moves the windows to `b` and returns the deals to look at again.
     pub fn advance(&mut self, b: &Bounds) -> Moved {
         // A to-date window starting anew moves the closed and same-point windows too.

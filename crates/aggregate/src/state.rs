@@ -172,6 +172,7 @@ impl DealsCore {
         if self.deals() != 0 {
             return Err(StateError::NotEmpty);
         }
+        self.begin_restore(saved.deals.len());
         for d in saved.deals {
             let mut recent = [0; crate::deals::RECENT_IDS];
             for (r, s) in recent.iter_mut().zip(&d.recent) {

@@ -112,7 +112,7 @@ impl Health {
         .expect("valid metric");
         let restore_seconds = Gauge::new(
             names::RESTORE_SECONDS,
-            "Seconds the start-up restore took (snapshot load and replay to the committed offsets).",
+            "Seconds the start-up restore took (snapshot load and replay to the committed offsets, the producer and clients connected alongside).",
         )
         .expect("valid metric");
         let restore_replayed = IntGauge::new(

@@ -152,7 +152,6 @@ async fn run_instance<P: Processor>(
     let (settings, health) = (shared.settings, shared.health);
     let id = transactional_id(&shared.svc.group_id, P::SERVICE);
     let producer = create_producer(settings, Some(&id))?;
-    tokio::task::block_in_place(|| crate::sink::transaction::init(&producer))?;
     let (mut instance, io) = Instance::<P>::start(shared, &producer).await?;
 
     let p = &settings.publish;
@@ -259,11 +258,13 @@ pub(crate) struct Shared<'a> {
 }
 
 /// Membership of the slots group, which decides which instance exports which series.
-struct Slots {
+struct Slots<'a> {
     /// Always a member, except while one is replaced by a fresh one.
     consumer: Option<BaseConsumer<SlotsContext>>,
     ownership: Ownership,
     count: i32,
+    /// Reads the slots' committed offsets; kept connected, as each take-over reads them.
+    offsets: GroupOffsets<'a>,
 }
 
 /// Snapshot schedule and the newest snapshot.
@@ -302,7 +303,7 @@ struct Instance<'a, P: Processor> {
     /// slots change). `/metrics` shows the same series: each tick's changes go to both.
     differ: Differ,
     role: Role,
-    slots: Slots,
+    slots: Slots<'a>,
     positions: Positions,
     parts: Vec<i32>,
     snapshots: Snapshots,
@@ -329,14 +330,20 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// joins the slots group.
     async fn start(s: Shared<'a>, producer: &'a FutureProducer) -> Result<(Self, Inputs), Error> {
         let started = Instant::now();
-        let (core, last) = restore_snapshot::<P>(&s).await?;
         let ownership = Ownership::default();
-        let consumer = join_slots(&s, ownership.clone())?;
-        let slots_topic = &s.settings.topics.slots;
-        let count = i32::try_from(partitions(&consumer, slots_topic)?.len()).unwrap_or(1);
-        let (roster, roster_end) = roster_consumer(s.settings, &s.svc.group_id)?;
+        let (core, last, connected) = restore_connected::<P>(&s, producer, &ownership)?;
+        let Connected {
+            slots: consumer,
+            slot_count: count,
+            slots_offsets,
+            roster: (roster, roster_end),
+            mut offsets,
+            end_probe,
+        } = connected;
+        // The input group's committed offsets are read after the snapshot: a transaction that
+        // commits a snapshot commits the input offsets it reflects, so the offsets read are
+        // never behind the snapshot's.
         let positions = last.as_ref().map(|m| &m.positions);
-        let mut offsets = GroupOffsets::new(s.settings, &s.svc.group_id)?;
         let (input, parts, positions) = assign_input(
             s.settings,
             &mut offsets,
@@ -362,6 +369,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 consumer: Some(consumer),
                 ownership,
                 count,
+                offsets: slots_offsets,
             },
             positions,
             parts,
@@ -381,7 +389,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 .ok_or_else(|| Error::Config("the input consumer has no group".into()))?,
             committed: std::collections::HashMap::new(),
             highs: BTreeMap::new(),
-            end_probe: end_probe(s.settings)?,
+            end_probe,
             at_end: BTreeSet::new(),
             lag_checked: Instant::now(),
             max_lag: None,
@@ -498,7 +506,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.poll_slots()?;
         let (slots, generation) = self.slots.ownership.current();
         if self.role.must_take_over(generation) {
-            self.take_over(&slots, generation).await;
+            self.take_over(&slots, generation).await?;
             // A new leader announces what it kept pending before this tick's commit and
             // snapshot say that the records behind it are done.
             self.announce_celebrations().await?;
@@ -610,8 +618,9 @@ impl<'a, P: Processor> Instance<'a, P> {
 
     /// Starts over from what the metrics topic holds for the newly assigned slots. Not leading
     /// (no commits, snapshots or announcements) until the take-over is complete; one that
-    /// fails (the broker away) is retried at the next tick, from the start.
-    async fn take_over(&mut self, slots: &BTreeSet<i32>, generation: u64) {
+    /// fails (the broker away) is retried at the next tick, from the start, and what it
+    /// produced is aborted: a new leader's dead letters are redone from the committed offsets.
+    async fn take_over(&mut self, slots: &BTreeSet<i32>, generation: u64) -> Result<(), Error> {
         let was_leader = self.role.leads();
         self.role.begin_take_over();
         self.shared.board.clear();
@@ -631,8 +640,11 @@ impl<'a, P: Processor> Instance<'a, P> {
             Err(error) => {
                 TakeOverFailed { error: &error }.emit(self.shared.health);
                 self.shared.board.clear();
+                tokio::task::block_in_place(|| crate::sink::transaction::abort(self.out.producer))?;
+                self.aborted("the take-over failed");
             }
         }
+        Ok(())
     }
 
     /// Returns whether this instance leads, and how many records it published.
@@ -650,9 +662,21 @@ impl<'a, P: Processor> Instance<'a, P> {
         let began = Instant::now();
         self.wait_previous_owners(slots)?;
         steps.previous_owners = began.elapsed();
+        // What the topic holds for these slots, read while a new leader reads what it needs.
         let began = Instant::now();
-        self.differ = read_board(self.shared.settings, P::METRICS).await?;
-        steps.board = began.elapsed();
+        let settings = self.shared.settings.clone();
+        let board = AbortOnDrop(tokio::spawn(async move {
+            let differ = read_board(&settings, P::METRICS).await;
+            (differ, began.elapsed())
+        }));
+        if leads && !was_leader {
+            let began = Instant::now();
+            self.take_leadership().await?;
+            steps.leadership = began.elapsed();
+        }
+        let (differ, took) = board.join().await;
+        self.differ = differ?;
+        steps.board = took;
         let count = self.slots.count;
         let owns = |s: &Subject| slots.contains(&slot_of(s, count));
         let mut full: Vec<SubjectSeries> = self
@@ -680,11 +704,6 @@ impl<'a, P: Processor> Instance<'a, P> {
         let t = &self.shared.settings.topics;
         let format = self.shared.settings.publish.format;
         self.out.publish(&t.metrics, &changes, format).await?;
-        if leads && !was_leader {
-            let began = Instant::now();
-            self.take_leadership().await?;
-            steps.leadership = began.elapsed();
-        }
         Ok((leads, changes.len()))
     }
 
@@ -694,29 +713,30 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// or aborted (as a Kafka Streams task waits for its input offsets): an owner blocked in
     /// its commit while the group moved on (its coordinator away) may still commit, and what it
     /// commits must be on the topic before the board is read back.
-    fn wait_previous_owners(&self, slots: &BTreeSet<i32>) -> Result<(), Error> {
-        let s = &self.shared;
-        let group = slots_group(s);
-        let mut offsets = GroupOffsets::new(s.settings, &group)?;
+    fn wait_previous_owners(&mut self, slots: &BTreeSet<i32>) -> Result<(), Error> {
         let mut tpl = TopicPartitionList::new();
         for slot in slots {
-            tpl.add_partition(&s.settings.topics.slots, *slot);
+            tpl.add_partition(&self.shared.settings.topics.slots, *slot);
         }
-        offsets.committed(&tpl).map(|_| ())
+        self.slots.offsets.committed(&tpl).map(|_| ())
     }
 
     /// Taking the leader slot: celebrations already announced are read back, and the dead
     /// letters the previous leader may not have produced are.
     async fn take_leadership(&mut self) -> Result<(), Error> {
         let s = &self.shared;
-        let announced = &mut self.celebrations.announced;
-        announced.clear();
-        if P::CELEBRATES {
-            read_to_end(s.settings, &s.settings.topics.celebrations, |key, _| {
-                announced.insert(key.to_owned());
-            })
-            .await?;
-        }
+        // Read alongside the dead letters' catch-up.
+        let announced = P::CELEBRATES.then(|| {
+            let settings = s.settings.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                let mut announced = HashSet::new();
+                read_to_end(&settings, &settings.topics.celebrations, |key, _| {
+                    announced.insert(key.to_owned());
+                })
+                .await
+                .map(|()| announced)
+            }))
+        });
         let caught = catch_up_dead_letters::<P>(
             s.settings,
             s.contract,
@@ -726,6 +746,10 @@ impl<'a, P: Processor> Instance<'a, P> {
             &mut self.out,
         )
         .await?;
+        self.celebrations.announced = match announced {
+            Some(read) => read.join().await?,
+            None => HashSet::new(),
+        };
         info!(
             dead_letters = caught,
             "leading: org series, dead letters, celebrations, offsets and snapshots"
@@ -968,6 +992,85 @@ impl<'a, P: Processor> Instance<'a, P> {
         drop(self.slots);
         Ok(())
     }
+}
+
+/// A task that is stopped when its handle is dropped unawaited (its caller failed first).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> T {
+        (&mut self.0)
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The clients an instance connects while its state is restored.
+struct Connected<'a> {
+    /// A member of the slots group, and the number of slots.
+    slots: BaseConsumer<SlotsContext>,
+    slot_count: i32,
+    slots_offsets: GroupOffsets<'a>,
+    /// The roster consumer and the ends of the roster's partitions.
+    roster: (StreamConsumer, std::collections::HashMap<i32, i64>),
+    offsets: GroupOffsets<'a>,
+    end_probe: BaseConsumer,
+}
+
+impl<'a> Connected<'a> {
+    /// Initialises the transactional producer (before anything is produced) and connects the
+    /// group's clients. Blocking: round trips to the broker.
+    fn connect(
+        s: &Shared<'a>,
+        producer: &FutureProducer,
+        ownership: Ownership,
+    ) -> Result<Connected<'a>, Error> {
+        crate::sink::transaction::init(producer)?;
+        let slots = join_slots(s, ownership)?;
+        let slot_count = partitions(&slots, &s.settings.topics.slots)?.len();
+        Ok(Connected {
+            slot_count: i32::try_from(slot_count).unwrap_or(1),
+            slots,
+            slots_offsets: GroupOffsets::new(s.settings, &slots_group(s))?,
+            roster: roster_consumer(s.settings, &s.svc.group_id)?,
+            offsets: GroupOffsets::new(s.settings, &s.svc.group_id)?,
+            end_probe: end_probe(s.settings)?,
+        })
+    }
+}
+
+/// Restores the core while the producer and the group's clients connect. Restoring is reading
+/// and rebuilding; connecting is round trips to the broker, some of them slow (finding the
+/// transaction coordinator): side by side, a start takes the longer of the two, not their sum.
+fn restore_connected<'a, P: Processor>(
+    s: &Shared<'a>,
+    producer: &FutureProducer,
+    ownership: &Ownership,
+) -> Result<(P, Option<Manifest>, Connected<'a>), Error> {
+    let runtime = tokio::runtime::Handle::current();
+    let (restored, connected) = tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let connecting = scope.spawn(|| {
+                // Stream consumers are driven by the runtime.
+                let _entered = runtime.enter();
+                Connected::connect(s, producer, ownership.clone())
+            });
+            let restored = runtime.block_on(restore_snapshot::<P>(s));
+            let connected = connecting
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            (restored, connected)
+        })
+    });
+    let connected = connected?;
+    let (core, last) = restored?;
+    Ok((core, last, connected))
 }
 
 /// A new core, restored from the newest snapshot when there is a usable one.

@@ -28,16 +28,16 @@ const READ_DEADLINE: Duration = Duration::from_secs(30);
 /// Reads one group's committed offsets.
 pub(crate) struct GroupOffsets<'a> {
     settings: &'a Settings,
-    group: &'a str,
+    group: String,
     client: BaseConsumer,
 }
 
 impl<'a> GroupOffsets<'a> {
-    pub fn new(settings: &'a Settings, group: &'a str) -> Result<Self, Error> {
+    pub fn new(settings: &'a Settings, group: &str) -> Result<Self, Error> {
         Ok(GroupOffsets {
             client: Self::client(settings, group)?,
             settings,
-            group,
+            group: group.to_owned(),
         })
     }
 
@@ -54,7 +54,7 @@ impl<'a> GroupOffsets<'a> {
 
     fn replace(&mut self, why: &str) -> Result<(), Error> {
         warn!(group = %self.group, why, "replacing the client that reads offsets");
-        self.client = Self::client(self.settings, self.group)?;
+        self.client = Self::client(self.settings, &self.group)?;
         Ok(())
     }
 

@@ -292,7 +292,7 @@ pub struct ReadToEnd<'c, C: rdkafka::consumer::ConsumerContext + 'static> {
     settled: std::collections::HashSet<i32>,
     /// A `read_committed` client that measures last stable offsets; on the reader's own
     /// connection the query would wait behind its fetch, up to half a second per partition.
-    stable: Option<rdkafka::consumer::BaseConsumer>,
+    stable: Option<&'c rdkafka::consumer::BaseConsumer>,
 }
 
 impl<C: rdkafka::consumer::ConsumerContext + 'static> std::fmt::Debug for ReadToEnd<'_, C> {
@@ -333,7 +333,7 @@ impl<'c, C: rdkafka::consumer::ConsumerContext + 'static> ReadToEnd<'c, C> {
     }
 
     /// Measures last stable offsets with `probe` (a `read_committed` client).
-    pub fn with_stable_probe(mut self, probe: rdkafka::consumer::BaseConsumer) -> Self {
+    pub fn with_stable_probe(mut self, probe: &'c rdkafka::consumer::BaseConsumer) -> Self {
         self.stable = Some(probe);
         self
     }

@@ -44,8 +44,8 @@ use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
 use crate::source::offsets::GroupOffsets;
 use crate::source::{
-    apply_roster, assign_input, catch_up_dead_letters, content_type, end_probe, read_board,
-    read_to_end, roster_consumer, InputConsumer, Positions, TopicCounters,
+    apply_roster, catch_up_dead_letters, content_type, end_probe, read_board, read_to_end,
+    roster_consumer, InputConsumer, InputToAssign, Positions, TopicCounters,
 };
 use crate::state::processor::Processor;
 use crate::state::snapshot::Manifest;
@@ -338,19 +338,14 @@ impl<'a, P: Processor> Instance<'a, P> {
             slots_offsets,
             roster: (roster, roster_end),
             mut offsets,
+            input,
             end_probe,
         } = connected;
         // The input group's committed offsets are read after the snapshot: a transaction that
         // commits a snapshot commits the input offsets it reflects, so the offsets read are
         // never behind the snapshot's.
         let positions = last.as_ref().map(|m| &m.positions);
-        let (input, parts, positions) = assign_input(
-            s.settings,
-            &mut offsets,
-            &s.svc.group_id,
-            s.input,
-            positions,
-        )?;
+        let (input, parts, positions) = input.assign(&mut offsets, positions)?;
         let out = Outputs::new(
             producer,
             s.health,
@@ -1020,18 +1015,24 @@ struct Connected<'a> {
     /// The roster consumer and the ends of the roster's partitions.
     roster: (StreamConsumer, std::collections::HashMap<i32, i64>),
     offsets: GroupOffsets<'a>,
+    input: InputToAssign,
     end_probe: BaseConsumer,
 }
 
 impl<'a> Connected<'a> {
     /// Initialises the transactional producer (before anything is produced) and connects the
-    /// group's clients. Blocking: round trips to the broker.
+    /// group's clients, and readers for what the first take-over reads back. Blocking: round
+    /// trips to the broker.
     fn connect(
         s: &Shared<'a>,
         producer: &FutureProducer,
         ownership: Ownership,
+        celebrates: bool,
     ) -> Result<Connected<'a>, Error> {
         crate::sink::transaction::init(producer)?;
+        let t = &s.settings.topics;
+        let read_back = [t.metrics.as_str(), t.celebrations.as_str()];
+        crate::source::warm_readers(s.settings, &read_back[..1 + usize::from(celebrates)]);
         let slots = join_slots(s, ownership)?;
         let slot_count = partitions(&slots, &s.settings.topics.slots)?.len();
         Ok(Connected {
@@ -1040,6 +1041,7 @@ impl<'a> Connected<'a> {
             slots_offsets: GroupOffsets::new(s.settings, &slots_group(s))?,
             roster: roster_consumer(s.settings, &s.svc.group_id)?,
             offsets: GroupOffsets::new(s.settings, &s.svc.group_id)?,
+            input: InputToAssign::connect(s.settings, &s.svc.group_id, s.input)?,
             end_probe: end_probe(s.settings)?,
         })
     }
@@ -1059,7 +1061,7 @@ fn restore_connected<'a, P: Processor>(
             let connecting = scope.spawn(|| {
                 // Stream consumers are driven by the runtime.
                 let _entered = runtime.enter();
-                Connected::connect(s, producer, ownership.clone())
+                Connected::connect(s, producer, ownership.clone(), P::CELEBRATES)
             });
             let restored = runtime.block_on(restore_snapshot::<P>(s));
             let connected = connecting

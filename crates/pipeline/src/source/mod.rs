@@ -162,58 +162,75 @@ pub(crate) fn end_probe(settings: &Settings) -> Result<BaseConsumer, Error> {
         .map_err(|e| Error::kafka("creating the client that measures lag", e))
 }
 
-/// Creates the input consumer of `group` (assigning partitions needs one; `offsets` reads and
-/// commits the group's offsets), assigns it the partitions of `topic` from where
-/// the snapshot left off, and returns them with the plan.
-pub(crate) fn assign_input(
-    settings: &Settings,
-    offsets: &mut GroupOffsets<'_>,
-    group: &str,
-    topic: &str,
-    snapshot: Option<&std::collections::BTreeMap<i32, i64>>,
-) -> Result<(InputConsumer, Vec<i32>, Positions), Error> {
-    let consumer: InputConsumer = client_config(settings)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        // The end of a partition ends a backlog: the loop then ticks without waiting out a
-        // stretched interval.
-        .set("enable.partition.eof", "true")
-        .create_with_context(InputContext)
-        .map_err(|e| Error::kafka("creating the input consumer", e))?;
-    let parts = {
-        let probe: BaseConsumer = client_config(settings)
-            .create()
-            .map_err(|e| Error::kafka("creating a metadata client", e))?;
-        partitions(&probe, topic)?
-    };
-    let mut tpl = TopicPartitionList::new();
-    for p in &parts {
-        tpl.add_partition(topic, *p);
+/// The input consumer of `group` (assigning partitions needs one; the group's offsets are
+/// read and committed apart), not assigned yet, with the low watermarks of the input's
+/// partitions.
+pub(crate) struct InputToAssign {
+    consumer: InputConsumer,
+    topic: String,
+    lows: Vec<(i32, i64)>,
+}
+
+impl InputToAssign {
+    /// Creates the consumer and reads where each partition of `topic` starts.
+    pub fn connect(settings: &Settings, group: &str, topic: &str) -> Result<Self, Error> {
+        let consumer: InputConsumer = client_config(settings)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            // The end of a partition ends a backlog: the loop then ticks without waiting out a
+            // stretched interval.
+            .set("enable.partition.eof", "true")
+            .create_with_context(InputContext)
+            .map_err(|e| Error::kafka("creating the input consumer", e))?;
+        let mut lows = Vec::new();
+        for p in partitions(&consumer, topic)? {
+            lows.push((p, watermarks(&consumer, topic, p)?.0));
+        }
+        Ok(InputToAssign {
+            consumer,
+            topic: topic.to_owned(),
+            lows,
+        })
     }
-    let committed = offsets.committed(&tpl)?;
-    let mut known = Vec::new();
-    for p in &parts {
-        let (low, _) = watermarks(&consumer, topic, *p)?;
-        let c = match committed.find_partition(topic, *p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Some(o),
-            _ => None,
-        };
-        known.push((*p, low, c));
-    }
-    let positions = Positions::plan(&known, snapshot);
-    let mut assign = TopicPartitionList::new();
-    for (p, from) in &positions.next {
-        assign
-            .add_partition_offset(topic, *p, Offset::Offset(*from))
+
+    /// Assigns the partitions from where the snapshot left off and the group's committed
+    /// offsets (read now) say, and returns them with the plan. A low watermark that moved
+    /// since it was read puts the start out of range: the consumer then starts at the new one.
+    pub fn assign(
+        self,
+        offsets: &mut GroupOffsets<'_>,
+        snapshot: Option<&std::collections::BTreeMap<i32, i64>>,
+    ) -> Result<(InputConsumer, Vec<i32>, Positions), Error> {
+        let topic = &self.topic;
+        let mut tpl = TopicPartitionList::new();
+        for (p, _) in &self.lows {
+            tpl.add_partition(topic, *p);
+        }
+        let committed = offsets.committed(&tpl)?;
+        let mut known = Vec::new();
+        for (p, low) in &self.lows {
+            let c = match committed.find_partition(topic, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            };
+            known.push((*p, *low, c));
+        }
+        let positions = Positions::plan(&known, snapshot);
+        let mut assign = TopicPartitionList::new();
+        for (p, from) in &positions.next {
+            assign
+                .add_partition_offset(topic, *p, Offset::Offset(*from))
+                .map_err(|e| Error::kafka("assigning partitions", e))?;
+        }
+        self.consumer
+            .assign(&assign)
             .map_err(|e| Error::kafka("assigning partitions", e))?;
+        let parts = self.lows.iter().map(|(p, _)| *p).collect();
+        Ok((self.consumer, parts, positions))
     }
-    consumer
-        .assign(&assign)
-        .map_err(|e| Error::kafka("assigning partitions", e))?;
-    Ok((consumer, parts, positions))
 }
 
 /// The health counters of one topic, resolved once: a labelled lookup per record would cost
@@ -426,7 +443,95 @@ struct TopicReader {
     stable: BaseConsumer,
 }
 
+/// Topic readers kept connected between reads, with the client settings they were made with.
+/// A new reader spends tens of milliseconds connecting its three clients and learning where
+/// partitions lead; a start and a take-over read several topics, one after the other.
+static IDLE_READERS: std::sync::Mutex<Vec<(String, TopicReader)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Readers kept idle at most: as many as a take-over reads side by side, and one more.
+const MAX_IDLE_READERS: usize = 3;
+
+/// A reader lent from the idle ones (or new). It goes back, unassigned, when dropped after a
+/// read that completed: one that failed or was dropped midway may be a client in trouble.
+struct Lent {
+    key: String,
+    reader: Option<TopicReader>,
+    completed: bool,
+}
+
+impl std::ops::Deref for Lent {
+    type Target = TopicReader;
+    fn deref(&self) -> &TopicReader {
+        self.reader.as_ref().expect("lent until dropped")
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let Some(reader) = self.reader.take() else {
+            return;
+        };
+        if !self.completed {
+            return;
+        }
+        // An idle reader fetches nothing, and a partition paused in one read is not paused
+        // in the next.
+        if let Ok(assigned) = reader.consumer.assignment() {
+            let _ = reader.consumer.resume(&assigned);
+        }
+        if reader.consumer.unassign().is_err() {
+            return;
+        }
+        let mut idle = IDLE_READERS.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push((std::mem::take(&mut self.key), reader));
+        }
+    }
+}
+
+/// Connects readers ahead of the reads of `topics`, one reader per topic: each learns the
+/// leaders of the topic's partitions. Errors are left for the reads to meet.
+pub(crate) fn warm_readers(settings: &Settings, topics: &[&str]) {
+    let readers: Vec<Lent> = topics
+        .iter()
+        .filter_map(|topic| {
+            let mut r = TopicReader::lend(settings).ok()?;
+            let parts = partitions(&r.consumer, topic).ok()?;
+            let first = *parts.first()?;
+            watermarks(&r.probe, topic, first).ok()?;
+            watermarks(&r.stable, topic, first).ok()?;
+            r.completed = true;
+            Some(r)
+        })
+        .collect();
+    drop(readers);
+}
+
 impl TopicReader {
+    /// An idle reader made with the same client settings, or a new one.
+    fn lend(settings: &Settings) -> Result<Lent, Error> {
+        let key = format!(
+            "{}|{:?}",
+            settings.kafka.bootstrap, settings.kafka.properties
+        );
+        let idle = {
+            let mut idle = IDLE_READERS.lock().unwrap_or_else(|e| e.into_inner());
+            idle.iter()
+                .position(|(k, _)| *k == key)
+                .map(|i| idle.swap_remove(i).1)
+        };
+        let reader = match idle {
+            Some(r) => r,
+            None => TopicReader::new(settings)?,
+        };
+        Ok(Lent {
+            key,
+            reader: Some(reader),
+            completed: false,
+        })
+    }
+
     fn new(settings: &Settings) -> Result<TopicReader, Error> {
         let consumer = client_config(settings)
             .set("group.id", "salespulse-topic-reader")
@@ -466,7 +571,7 @@ pub(crate) async fn read_tail(
     start: Option<Start>,
     mut f: impl FnMut(&str, Option<&[u8]>),
 ) -> Result<Tail, Error> {
-    let r = TopicReader::new(settings)?;
+    let mut r = TopicReader::lend(settings)?;
     let parts = partitions(&r.consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
     let mut from = HashMap::new();
@@ -495,12 +600,14 @@ pub(crate) async fn read_tail(
     r.consumer
         .assign(&tpl)
         .map_err(|e| Error::kafka("assigning partitions", e))?;
-    let mut reader = ReadToEnd::new(&r.consumer, topic, ends, from).with_stable_probe(r.stable);
+    let mut reader = ReadToEnd::new(&r.consumer, topic, ends, from).with_stable_probe(&r.stable);
     while let Some(m) = reader.next().await? {
         if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
             f(key, m.payload());
         }
     }
+    drop(reader);
+    r.completed = true;
     Ok(tail)
 }
 
@@ -517,7 +624,7 @@ pub(crate) async fn read_partitions(
     ranges: &BTreeMap<i32, Range>,
     mut f: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<BTreeMap<i32, i64>, Error> {
-    let r = TopicReader::new(settings)?;
+    let mut r = TopicReader::lend(settings)?;
     let mut at = BTreeMap::new();
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
@@ -533,6 +640,7 @@ pub(crate) async fn read_partitions(
         }
     }
     if ends.is_empty() {
+        r.completed = true;
         return Ok(at);
     }
     r.consumer
@@ -540,7 +648,7 @@ pub(crate) async fn read_partitions(
         .map_err(|e| Error::kafka("assigning partitions", e))?;
     let starts = at.iter().map(|(p, o)| (*p, *o)).collect();
     let mut reader =
-        ReadToEnd::new(&r.consumer, topic, ends.clone(), starts).with_stable_probe(r.stable);
+        ReadToEnd::new(&r.consumer, topic, ends.clone(), starts).with_stable_probe(&r.stable);
     while let Some(m) = reader.next().await? {
         let p = m.partition();
         if ends.get(&p).is_none_or(|end| m.offset() >= *end) {
@@ -556,6 +664,8 @@ pub(crate) async fn read_partitions(
     for (p, end) in ends {
         at.entry(p).and_modify(|o| *o = (*o).max(end));
     }
+    drop(reader);
+    r.completed = true;
     Ok(at)
 }
 

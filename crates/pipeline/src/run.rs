@@ -1021,18 +1021,13 @@ struct Connected<'a> {
 
 impl<'a> Connected<'a> {
     /// Initialises the transactional producer (before anything is produced) and connects the
-    /// group's clients, and readers for what the first take-over reads back. Blocking: round
-    /// trips to the broker.
+    /// group's clients. Blocking: round trips to the broker.
     fn connect(
         s: &Shared<'a>,
         producer: &FutureProducer,
         ownership: Ownership,
-        celebrates: bool,
     ) -> Result<Connected<'a>, Error> {
         crate::sink::transaction::init(producer)?;
-        let t = &s.settings.topics;
-        let read_back = [t.metrics.as_str(), t.celebrations.as_str()];
-        crate::source::warm_readers(s.settings, &read_back[..1 + usize::from(celebrates)]);
         let slots = join_slots(s, ownership)?;
         let slot_count = partitions(&slots, &s.settings.topics.slots)?.len();
         Ok(Connected {
@@ -1061,7 +1056,17 @@ fn restore_connected<'a, P: Processor>(
             let connecting = scope.spawn(|| {
                 // Stream consumers are driven by the runtime.
                 let _entered = runtime.enter();
-                Connected::connect(s, producer, ownership.clone(), P::CELEBRATES)
+                Connected::connect(s, producer, ownership.clone())
+            });
+            // The readers of what the first take-over reads back.
+            scope.spawn(|| {
+                let _entered = runtime.enter();
+                let t = &s.settings.topics;
+                let read_back = [t.metrics.as_str(), t.celebrations.as_str()];
+                crate::source::warm_readers(
+                    s.settings,
+                    &read_back[..1 + usize::from(P::CELEBRATES)],
+                );
             });
             let restored = runtime.block_on(restore_snapshot::<P>(s));
             let connected = connecting

@@ -39,9 +39,9 @@ const COMPACTED_SEGMENT_MS: &str = "3600000";
 /// with a broker away may time out or point at a controller that is gone: transient failures
 /// are tried again with back-off for up to [`ADMIN_RETRY_LIMIT`].
 pub async fn ensure_topics(s: &Settings, topics: &[TopicSpec]) -> Result<(), Error> {
-    let admin: AdminClient<DefaultClientContext> = client_config(s)
-        .create()
-        .map_err(|e| Error::kafka("creating the admin client", e))?;
+    // Made only when a topic is missing: dropping an admin client waits out the poll of its
+    // background thread (a tenth of a second), which every start would pay.
+    let mut admin: Option<AdminClient<DefaultClientContext>> = None;
     let deadline = tokio::time::Instant::now() + ADMIN_RETRY_LIMIT;
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -58,7 +58,15 @@ pub async fn ensure_topics(s: &Settings, topics: &[TopicSpec]) -> Result<(), Err
         if missing.is_empty() {
             return Ok(());
         }
-        match create_missing(s, &admin, &missing).await {
+        let admin = match &mut admin {
+            Some(admin) => admin,
+            None => admin.insert(
+                client_config(s)
+                    .create()
+                    .map_err(|e| Error::kafka("creating the admin client", e))?,
+            ),
+        };
+        match create_missing(s, admin, &missing).await {
             Ok(()) => return Ok(()),
             Err((context, e)) if is_transient(&e) && tokio::time::Instant::now() < deadline => {
                 tracing::warn!(error = %e, context, retry_in_ms = backoff.as_millis() as u64, "transient Kafka error; trying again");

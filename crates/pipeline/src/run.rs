@@ -1020,14 +1020,8 @@ struct Connected<'a> {
 }
 
 impl<'a> Connected<'a> {
-    /// Initialises the transactional producer (before anything is produced) and connects the
-    /// group's clients. Blocking: round trips to the broker.
-    fn connect(
-        s: &Shared<'a>,
-        producer: &FutureProducer,
-        ownership: Ownership,
-    ) -> Result<Connected<'a>, Error> {
-        crate::sink::transaction::init(producer)?;
+    /// Connects the group's clients. Blocking: round trips to the broker.
+    fn connect(s: &Shared<'a>, ownership: Ownership) -> Result<Connected<'a>, Error> {
         let slots = join_slots(s, ownership)?;
         let slot_count = partitions(&slots, &s.settings.topics.slots)?.len();
         Ok(Connected {
@@ -1042,31 +1036,25 @@ impl<'a> Connected<'a> {
     }
 }
 
-/// Restores the core while the producer and the group's clients connect. Restoring is reading
-/// and rebuilding; connecting is round trips to the broker, some of them slow (finding the
-/// transaction coordinator): side by side, a start takes the longer of the two, not their sum.
+/// Initialises the transactional producer, then restores the core while the group's clients
+/// connect. Restoring is reading and rebuilding; connecting is round trips to the broker: side
+/// by side, a start takes the longer of the two, not their sum. The producer comes first:
+/// once it has found its transaction coordinator the cluster answers, and clients made while
+/// a broker was away and no coordinator answered could stay without metadata for minutes
+/// (tests/cluster.rs).
 fn restore_connected<'a, P: Processor>(
     s: &Shared<'a>,
     producer: &FutureProducer,
     ownership: &Ownership,
 ) -> Result<(P, Option<Manifest>, Connected<'a>), Error> {
+    tokio::task::block_in_place(|| crate::sink::transaction::init(producer))?;
     let runtime = tokio::runtime::Handle::current();
     let (restored, connected) = tokio::task::block_in_place(|| {
         std::thread::scope(|scope| {
             let connecting = scope.spawn(|| {
                 // Stream consumers are driven by the runtime.
                 let _entered = runtime.enter();
-                Connected::connect(s, producer, ownership.clone())
-            });
-            // The readers of what the first take-over reads back.
-            scope.spawn(|| {
-                let _entered = runtime.enter();
-                let t = &s.settings.topics;
-                let read_back = [t.metrics.as_str(), t.celebrations.as_str()];
-                crate::source::warm_readers(
-                    s.settings,
-                    &read_back[..1 + usize::from(P::CELEBRATES)],
-                );
+                Connected::connect(s, ownership.clone())
             });
             let restored = runtime.block_on(restore_snapshot::<P>(s));
             let connected = connecting

@@ -443,95 +443,7 @@ struct TopicReader {
     stable: BaseConsumer,
 }
 
-/// Topic readers kept connected between reads, with the client settings they were made with.
-/// A new reader spends tens of milliseconds connecting its three clients and learning where
-/// partitions lead; a start and a take-over read several topics, one after the other.
-static IDLE_READERS: std::sync::Mutex<Vec<(String, TopicReader)>> =
-    std::sync::Mutex::new(Vec::new());
-
-/// Readers kept idle at most: as many as a take-over reads side by side, and one more.
-const MAX_IDLE_READERS: usize = 3;
-
-/// A reader lent from the idle ones (or new). It goes back, unassigned, when dropped after a
-/// read that completed: one that failed or was dropped midway may be a client in trouble.
-struct Lent {
-    key: String,
-    reader: Option<TopicReader>,
-    completed: bool,
-}
-
-impl std::ops::Deref for Lent {
-    type Target = TopicReader;
-    fn deref(&self) -> &TopicReader {
-        self.reader.as_ref().expect("lent until dropped")
-    }
-}
-
-impl Drop for Lent {
-    fn drop(&mut self) {
-        let Some(reader) = self.reader.take() else {
-            return;
-        };
-        if !self.completed {
-            return;
-        }
-        // An idle reader fetches nothing, and a partition paused in one read is not paused
-        // in the next.
-        if let Ok(assigned) = reader.consumer.assignment() {
-            let _ = reader.consumer.resume(&assigned);
-        }
-        if reader.consumer.unassign().is_err() {
-            return;
-        }
-        let mut idle = IDLE_READERS.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < MAX_IDLE_READERS {
-            idle.push((std::mem::take(&mut self.key), reader));
-        }
-    }
-}
-
-/// Connects readers ahead of the reads of `topics`, one reader per topic: each learns the
-/// leaders of the topic's partitions. Errors are left for the reads to meet.
-pub(crate) fn warm_readers(settings: &Settings, topics: &[&str]) {
-    let readers: Vec<Lent> = topics
-        .iter()
-        .filter_map(|topic| {
-            let mut r = TopicReader::lend(settings).ok()?;
-            let parts = partitions(&r.consumer, topic).ok()?;
-            let first = *parts.first()?;
-            watermarks(&r.probe, topic, first).ok()?;
-            watermarks(&r.stable, topic, first).ok()?;
-            r.completed = true;
-            Some(r)
-        })
-        .collect();
-    drop(readers);
-}
-
 impl TopicReader {
-    /// An idle reader made with the same client settings, or a new one.
-    fn lend(settings: &Settings) -> Result<Lent, Error> {
-        let key = format!(
-            "{}|{:?}",
-            settings.kafka.bootstrap, settings.kafka.properties
-        );
-        let idle = {
-            let mut idle = IDLE_READERS.lock().unwrap_or_else(|e| e.into_inner());
-            idle.iter()
-                .position(|(k, _)| *k == key)
-                .map(|i| idle.swap_remove(i).1)
-        };
-        let reader = match idle {
-            Some(r) => r,
-            None => TopicReader::new(settings)?,
-        };
-        Ok(Lent {
-            key,
-            reader: Some(reader),
-            completed: false,
-        })
-    }
-
     fn new(settings: &Settings) -> Result<TopicReader, Error> {
         let consumer = client_config(settings)
             .set("group.id", "salespulse-topic-reader")
@@ -571,7 +483,7 @@ pub(crate) async fn read_tail(
     start: Option<Start>,
     mut f: impl FnMut(&str, Option<&[u8]>),
 ) -> Result<Tail, Error> {
-    let mut r = TopicReader::lend(settings)?;
+    let r = TopicReader::new(settings)?;
     let parts = partitions(&r.consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
     let mut from = HashMap::new();
@@ -606,8 +518,6 @@ pub(crate) async fn read_tail(
             f(key, m.payload());
         }
     }
-    drop(reader);
-    r.completed = true;
     Ok(tail)
 }
 
@@ -624,7 +534,7 @@ pub(crate) async fn read_partitions(
     ranges: &BTreeMap<i32, Range>,
     mut f: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<BTreeMap<i32, i64>, Error> {
-    let mut r = TopicReader::lend(settings)?;
+    let r = TopicReader::new(settings)?;
     let mut at = BTreeMap::new();
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
@@ -640,7 +550,6 @@ pub(crate) async fn read_partitions(
         }
     }
     if ends.is_empty() {
-        r.completed = true;
         return Ok(at);
     }
     r.consumer
@@ -664,8 +573,6 @@ pub(crate) async fn read_partitions(
     for (p, end) in ends {
         at.entry(p).and_modify(|o| *o = (*o).max(end));
     }
-    drop(reader);
-    r.completed = true;
     Ok(at)
 }
 

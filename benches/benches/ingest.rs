@@ -118,14 +118,19 @@ fn main() {
         report(&label, N, s);
     }
 
-    if !wanted("memory") {
-        return;
+    if wanted("memory") {
+        memory_fixed_clock(&contract, now);
     }
+    memory_clock_running(&contract, now);
+}
+
+/// Live heap after ingesting at one instant, against ten times the records on the same keys.
+fn memory_fixed_clock(contract: &Contract, now: i64) {
     println!("\nmemory at steady state (live heap bytes of the core)");
     for (n, label) in [(200_000usize, "1x"), (2_000_000, "10x")] {
         let recs = deal_records(n, 20_000, 10_000, 30 * DAY_MS, now, true, 4);
         let before = live_bytes();
-        let core = ingest_deals(&contract, &recs, Format::Protobuf, now);
+        let core = ingest_deals(contract, &recs, Format::Protobuf, now);
         let used = live_bytes().saturating_sub(before);
         println!(
             "deals, 10000 reps, 20000 deals, {label} records ({n}): {:>8.1} MiB, {:>7.0} bytes/rep, {} deals held",
@@ -139,7 +144,7 @@ fn main() {
     for (n, label) in [(200_000usize, "1x"), (2_000_000, "10x")] {
         let recs = activity_records(n, 10_000, 30 * DAY_MS, now, true, 5);
         let before = live_bytes();
-        let core = ingest_activities(&contract, &recs, Format::Protobuf, now);
+        let core = ingest_activities(contract, &recs, Format::Protobuf, now);
         let used = live_bytes().saturating_sub(before);
         println!(
             "activities, 10000 reps, {label} records ({n}): {:>8.1} MiB, {:>7.0} bytes/rep, {} event ids remembered",
@@ -148,19 +153,32 @@ fn main() {
             core.remembered_ids()
         );
     }
+}
 
-    // A live service: the clock runs with the records, hour by hour, so that activity ids
-    // leave the duplicate window as they would in production. Ten times the days is ten
-    // times the records on the same reps.
-    println!("\nmemory with the clock running (activities, 1000 reps, 2000 activities an hour)");
-    for days in [10i64, 100] {
+/// A live service: the clock runs with the records, so that activity ids leave the duplicate
+/// window as they would in production. Ten times the days is ten times the records on the
+/// same reps: 10 and 100 days are younger than the two quarters of hour buckets a cell keeps
+/// at most; 300 days hold such two quarters whole (April to September), as 3,000 days do.
+fn memory_clock_running(contract: &Contract, now: i64) {
+    for (days, per_hour, step_hours) in [
+        (10i64, 2_000usize, 1i64),
+        (100, 2_000, 1),
+        (300, 200, 6),
+        (3_000, 200, 6),
+    ] {
+        let label = format!("memory with the clock running, {days} days");
+        if !wanted(&label) {
+            continue;
+        }
         let start = now - days * DAY_MS;
         let before = live_bytes();
-        let mut core = ActivitiesCore::new(&contract, Calendar::utc(), start);
-        for h in 0..days * 24 {
-            let end = start + (h + 1) * 3_600_000;
+        let mut core = ActivitiesCore::new(contract, Calendar::utc(), start);
+        let step = step_hours * 3_600_000;
+        for h in 0..days * 24 / step_hours {
+            let end = start + (h + 1) * step;
             core.tick(end);
-            let recs = activity_records(2_000, 1_000, 3_600_000, end, true, 1_000 + h as u64);
+            let n = per_hour * step_hours as usize;
+            let recs = activity_records(n, 1_000, step, end, true, 1_000 + h as u64);
             for (k, v) in &recs {
                 let _ =
                     contract.with_activity(Some(k), v, Format::Protobuf, end, |ev| core.apply(ev));
@@ -170,11 +188,12 @@ fn main() {
         }
         let used = live_bytes().saturating_sub(before);
         println!(
-            "activities, 1000 reps, {days} days ({} records): {:>8.1} MiB, {:>7.0} bytes/rep, {} event ids remembered",
-            days * 24 * 2_000,
+            "activities, 1000 reps, {per_hour} an hour, {days} days ({} records): {:>8.1} MiB, {:>7.0} bytes/rep, {} event ids remembered, {:?} minute/hour/year buckets",
+            days as usize * 24 * per_hour,
             used as f64 / 1048576.0,
             used as f64 / 1_000.0,
-            core.remembered_ids()
+            core.remembered_ids(),
+            core.buckets_held()
         );
     }
 }

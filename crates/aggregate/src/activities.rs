@@ -4,6 +4,11 @@
 //! are exact to the minute), one local hour of the calendar for older activities (so days,
 //! weeks, months, quarters and years hold exactly their own activities in every time zone). An
 //! activity counts in a window when its bucket's start lies in the window.
+//!
+//! Hours from before every window but `ytd` and `last_year` (before last quarter, in practice)
+//! are folded into one bucket per fiscal year: no window boundary lies inside a fiscal year
+//! there, so the year's bucket counts in exactly the windows its hours did. A year of a rep
+//! then holds at most two quarters of hour buckets, not two years of them.
 
 use std::sync::Arc;
 
@@ -57,11 +62,39 @@ pub type Counts = PerKind<u32>;
 /// seconds, so the sums cannot overflow.
 pub type Secs = PerKind<u64>;
 
-/// Minute buckets for the last 25 hours, buckets of the calendar's local hours before.
+/// Minute buckets for the last 25 hours, buckets of the calendar's local hours before, and
+/// one bucket per fiscal year for the hours that only `ytd` and `last_year` count.
 #[derive(Debug)]
 pub(crate) struct Buckets<V> {
     minutes: Windowed<V>,
     hours: Windowed<V>,
+    /// Keyed by the first bucket start of their fiscal year, on the hours' grid; made at the
+    /// first fold, as most cells of a young service never need it (a `Windowed` holds 17 sums).
+    years: Option<Box<Windowed<V>>>,
+}
+
+/// The earliest second any window other than `ytd` and `last_year` starts at: hours before it
+/// need not be told apart within their fiscal year.
+fn hourly_since(b: &Bounds) -> i64 {
+    Window::ALL
+        .into_iter()
+        .filter(|w| !matches!(w, Window::Ytd | Window::LastYear))
+        .map(|w| b.lo[w.index()])
+        .min()
+        .unwrap_or(b.now)
+}
+
+/// The fiscal year (`ytd`'s or `last_year`'s start) an hour before [`hourly_since`] is summed
+/// into; `None` when it is older than last year, where no window counts it.
+fn year_of(t: i64, b: &Bounds) -> Option<i64> {
+    let (this, last) = (b.lo[Window::Ytd.index()], b.lo[Window::LastYear.index()]);
+    if t >= this {
+        Some(this)
+    } else if t >= last {
+        Some(last)
+    } else {
+        None
+    }
 }
 
 impl<V: Measure> Buckets<V> {
@@ -69,6 +102,7 @@ impl<V: Measure> Buckets<V> {
         Buckets {
             minutes: Windowed::new(Grid::MINUTES, b),
             hours: Windowed::new(b.hours, b),
+            years: None,
         }
     }
 
@@ -83,29 +117,58 @@ impl<V: Measure> Buckets<V> {
     fn advance(&mut self, b: &Bounds) -> bool {
         let mut changed = self.minutes.advance(b);
         changed |= self.hours.advance(b);
+        if let Some(years) = &mut self.years {
+            changed |= years.advance(b);
+        }
         let folded = self.minutes.take_older_than(b.now - MINUTE_BUCKETS_SECONDS);
         changed |= !folded.is_empty();
         for (t, v) in folded {
             self.hours.add(t, &v, b);
         }
+        // Late activities and restored buckets land among the hours first; both are folded
+        // here, at the tick after they came.
+        let folded = self.hours.take_older_than(hourly_since(b));
+        changed |= !folded.is_empty();
+        // A quarter's roll-over folds about half the hours; a late activity, one.
+        if folded.len() * 4 >= self.hours.len().max(1) {
+            self.hours.shrink_to_fit();
+        }
+        for (t, v) in folded {
+            if let Some(year) = year_of(t, b) {
+                // At or after the year's start and at or before `t`, which is on the grid.
+                let years = self
+                    .years
+                    .get_or_insert_with(|| Box::new(Windowed::new(b.hours, b)));
+                years.add(years.first_start(year), &v, b);
+            }
+        }
         changed
     }
 
     fn is_empty(&self) -> bool {
-        self.minutes.is_empty() && self.hours.is_empty()
+        self.minutes.is_empty()
+            && self.hours.is_empty()
+            && self.years.as_ref().is_none_or(|y| y.is_empty())
     }
 
     fn merge_into(&self, s: &mut [V; WINDOWS]) {
-        for ((acc, m), h) in s.iter_mut().zip(self.minutes.sums()).zip(self.hours.sums()) {
-            acc.add(m);
-            acc.add(h);
+        for tier in [&self.minutes, &self.hours]
+            .into_iter()
+            .chain(self.years.as_deref())
+        {
+            for (acc, v) in s.iter_mut().zip(tier.sums()) {
+                acc.add(v);
+            }
         }
     }
 
-    /// (minute buckets, hour buckets), each as (start, value).
+    /// (minute buckets, hour and year buckets), each as (start, value). A year's bucket is
+    /// saved as an hour at its start, which the first tick after a restore folds again.
     #[allow(clippy::type_complexity)]
     fn saved(&self) -> (Vec<(i64, V)>, Vec<(i64, V)>) {
-        (self.minutes.facts(), self.hours.facts())
+        let mut hours = self.years.as_ref().map(|y| y.facts()).unwrap_or_default();
+        hours.extend(self.hours.facts());
+        (self.minutes.facts(), hours)
     }
 
     fn restore(&mut self, minutes: &[(i64, V)], hours: &[(i64, V)], b: &Bounds) {
@@ -277,6 +340,18 @@ impl ActivitiesCore {
     /// Number of (rep, team) cells held.
     pub fn cells(&self) -> usize {
         self.ledger.cells()
+    }
+
+    /// Minute, hour and fiscal-year buckets held, over all cells.
+    pub fn buckets_held(&self) -> [usize; 3] {
+        let mut out = [0; 3];
+        self.ledger.for_each_cell(|_, _, c| {
+            let b = &c.buckets;
+            out[0] += b.minutes.len();
+            out[1] += b.hours.len();
+            out[2] += b.years.as_ref().map_or(0, |y| y.len());
+        });
+        out
     }
 
     pub(crate) fn kinds(&self) -> &[Arc<str>] {
@@ -462,5 +537,97 @@ fn build(kinds: &[Arc<str>], s: &ActivitySummary, b: &mut SeriesBuilder<'_>) {
                 Decimal::from(s[w.index()].secs.0[k]),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400;
+
+    /// Each window's count recomputed from the raw activities: an activity counts where the
+    /// start of its minute (last 25 hours) or of its UTC hour lies.
+    fn naive(acts: &[i64], b: &Bounds) -> [i128; WINDOWS] {
+        let mut out = [0; WINDOWS];
+        for &t in acts {
+            let minute = t - t.rem_euclid(60);
+            let start = if minute < b.now - MINUTE_BUCKETS_SECONDS {
+                t - t.rem_euclid(3_600)
+            } else {
+                minute
+            };
+            for (w, n) in out.iter_mut().enumerate() {
+                if b.lo[w] <= start && start <= b.hi[w] {
+                    *n += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// Two and a half years of a busy rep, with late activities, a restore and two fiscal
+    /// years rolling over: every window matches the raw activities at every tick, and no more
+    /// than two quarters of hours are held.
+    #[test]
+    fn hours_folded_into_fiscal_years_count_as_before_and_stay_bounded() {
+        let cal = Calendar::utc();
+        let start = 1_735_689_600 + 3 * 3_600; // 2025-01-01T03:00:00Z
+        let mut b = cal.bounds(start);
+        let mut buckets: Buckets<i128> = Buckets::new(&b);
+        let mut acts = Vec::new();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: i64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as i64
+        };
+        let mut most_hours = 0;
+        for day in 1..=900 {
+            let now = start + day * DAY;
+            for _ in 0..12 {
+                // Mostly within the last day; one in twelve up to 400 days late.
+                let t = if next(12) == 0 {
+                    now - next(400 * DAY)
+                } else {
+                    now - next(DAY)
+                };
+                if t >= b.horizon {
+                    buckets.add(t, &1, &b);
+                    acts.push(t);
+                }
+            }
+            b = cal.bounds(now);
+            buckets.advance(&b);
+            acts.retain(|t| *t >= b.horizon);
+            if day == 450 {
+                let (minutes, hours) = buckets.saved();
+                buckets = Buckets::new(&b);
+                buckets.restore(&minutes, &hours, &b);
+                buckets.advance(&b);
+            }
+            let mut got = [0i128; WINDOWS];
+            buckets.merge_into(&mut got);
+            assert_eq!(got, naive(&acts, &b), "day {day}");
+            assert!(
+                buckets.years.as_ref().map_or(0, |y| y.len()) <= 2,
+                "day {day}"
+            );
+            let oldest_hour = buckets.hours.facts().first().map_or(i64::MAX, |f| f.0);
+            assert!(oldest_hour >= hourly_since(&b), "day {day}");
+            most_hours = most_hours.max(buckets.hours.len());
+        }
+        // Last quarter and this one, at most 184 days of hours, where all the hours since
+        // the start of last year were held before.
+        assert!(most_hours <= 184 * 24, "{most_hours} hour buckets");
+        let mut hours: Vec<i64> = acts.iter().map(|t| t - t.rem_euclid(3_600)).collect();
+        hours.sort_unstable();
+        hours.dedup();
+        assert!(
+            hours.len() > 2 * most_hours,
+            "{} against {most_hours}",
+            hours.len()
+        );
     }
 }

@@ -95,7 +95,7 @@ impl<V: Measure> Windowed<V> {
     }
 
     /// The first bucket start at or after `t`.
-    fn first_start(&self, t: i64) -> i64 {
+    pub fn first_start(&self, t: i64) -> i64 {
         let step = self.grid.step;
         t + (step - (t - self.grid.phase).rem_euclid(step)) % step
     }
@@ -304,6 +304,13 @@ impl<V: Measure> Windowed<V> {
         }
         // `first_in` may now be earlier than any bucket kept: still a lower bound.
         out
+    }
+
+    /// Gives back the room of buckets taken out. A map that buckets leave as fast as new ones
+    /// come (hours folded into years each quarter) would otherwise keep its largest size, and
+    /// double it once the places its removals leave behind fill up.
+    pub fn shrink_to_fit(&mut self) {
+        self.facts.shrink_to_fit();
     }
 
     fn reset_sums(&mut self) -> bool {

@@ -5,7 +5,7 @@
 
 use salespulse_aggregate::{ActivitiesCore, Calendar, DealsCore};
 use salespulse_bench::{
-    activity_records, deal_records, live_bytes, median_secs, Counting, Encoded,
+    activity_records, deal_records, funnel_deal_records, live_bytes, median_secs, Counting, Encoded,
 };
 use salespulse_decode::{Contract, Format};
 
@@ -118,22 +118,24 @@ fn main() {
         report(&label, N, s);
     }
 
-    if wanted("memory") {
-        memory_fixed_clock(&contract, now);
-    }
+    memory_fixed_clock(&contract, now);
     memory_clock_running(&contract, now);
 }
 
 /// Live heap after ingesting at one instant, against ten times the records on the same keys.
 fn memory_fixed_clock(contract: &Contract, now: i64) {
-    println!("\nmemory at steady state (live heap bytes of the core)");
+    // Filtered by "memory at steady state", and by "random stages", "funnel" or "activities".
+    let case = |name: &str| wanted(&format!("memory at steady state, {name}"));
     for (n, label) in [(200_000usize, "1x"), (2_000_000, "10x")] {
+        if !case("deals, random stages") {
+            break;
+        }
         let recs = deal_records(n, 20_000, 10_000, 30 * DAY_MS, now, true, 4);
         let before = live_bytes();
         let core = ingest_deals(contract, &recs, Format::Protobuf, now);
         let used = live_bytes().saturating_sub(before);
         println!(
-            "deals, 10000 reps, 20000 deals, {label} records ({n}): {:>8.1} MiB, {:>7.0} bytes/rep, {} deals held",
+            "memory at steady state, deals, random stages, 10000 reps, 20000 deals, {label} records ({n}): {:>8.1} MiB, {:>7.0} bytes/rep, {} deals held",
             used as f64 / 1048576.0,
             used as f64 / 10_000.0,
             core.deals()
@@ -142,12 +144,32 @@ fn memory_fixed_clock(contract: &Contract, now: i64) {
         drop(recs);
     }
     for (n, label) in [(200_000usize, "1x"), (2_000_000, "10x")] {
+        if !case("deals through the funnel") {
+            break;
+        }
+        let recs = funnel_deal_records(n, 20_000, 10_000, 30 * DAY_MS, now, 4);
+        let before = live_bytes();
+        let core = ingest_deals(contract, &recs, Format::Protobuf, now);
+        let used = live_bytes().saturating_sub(before);
+        println!(
+            "memory at steady state, deals through the funnel, 10000 reps, 20000 deals, {label} records ({n}): {:>8.1} MiB, {:>7.0} bytes/rep, {} deals held",
+            used as f64 / 1048576.0,
+            used as f64 / 10_000.0,
+            core.deals()
+        );
+        drop(core);
+        drop(recs);
+    }
+    for (n, label) in [(200_000usize, "1x"), (2_000_000, "10x")] {
+        if !case("activities") {
+            break;
+        }
         let recs = activity_records(n, 10_000, 30 * DAY_MS, now, true, 5);
         let before = live_bytes();
         let core = ingest_activities(contract, &recs, Format::Protobuf, now);
         let used = live_bytes().saturating_sub(before);
         println!(
-            "activities, 10000 reps, {label} records ({n}): {:>8.1} MiB, {:>7.0} bytes/rep, {} event ids remembered",
+            "memory at steady state, activities, 10000 reps, {label} records ({n}): {:>8.1} MiB, {:>7.0} bytes/rep, {} event ids remembered",
             used as f64 / 1048576.0,
             used as f64 / 10_000.0,
             core.remembered_ids()
@@ -188,7 +210,7 @@ fn memory_clock_running(contract: &Contract, now: i64) {
         }
         let used = live_bytes().saturating_sub(before);
         println!(
-            "activities, 1000 reps, {per_hour} an hour, {days} days ({} records): {:>8.1} MiB, {:>7.0} bytes/rep, {} event ids remembered, {:?} minute/hour/year buckets",
+            "memory with the clock running, activities, 1000 reps, {per_hour} an hour, {days} days ({} records): {:>8.1} MiB, {:>7.0} bytes/rep, {} event ids remembered, {:?} minute/hour/year buckets",
             days as usize * 24 * per_hour,
             used as f64 / 1048576.0,
             used as f64 / 1_000.0,

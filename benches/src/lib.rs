@@ -93,16 +93,95 @@ pub fn deal_records(
     proto: bool,
     seed: u64,
 ) -> Vec<Encoded> {
+    let shape = Shape {
+        deals,
+        reps,
+        span_ms,
+        now_ms,
+        proto,
+        in_turn: false,
+    };
+    encode_deals(n, &shape, seed, |r, _, _| STAGES[r.below(6) as usize])
+}
+
+/// As [`deal_records`], but each deal goes through the funnel once, as deals do: the deals take
+/// turns, `n / deals` records each, and a deal's stage follows its share of them (prospecting
+/// to negotiation, then won or lost for good) while the records in between change its amount.
+/// Ten times the records on the same deals are ten times the updates, not the stage changes.
+pub fn funnel_deal_records(
+    n: usize,
+    deals: u64,
+    reps: u64,
+    span_ms: i64,
+    now_ms: i64,
+    seed: u64,
+) -> Vec<Encoded> {
+    let shape = Shape {
+        deals,
+        reps,
+        span_ms,
+        now_ms,
+        proto: true,
+        in_turn: true,
+    };
+    let per_deal = (n as i64 / deals.max(1) as i64).max(1);
+    encode_deals(n, &shape, seed, move |_, d, seq| {
+        let open = (seq - 1) * 5 / per_deal;
+        if open < 4 {
+            STAGES[open as usize]
+        } else {
+            STAGES[4 + (d % 2) as usize]
+        }
+    })
+}
+
+/// The key space and time span of generated deal records.
+#[derive(Clone, Copy)]
+struct Shape {
+    deals: u64,
+    reps: u64,
+    span_ms: i64,
+    now_ms: i64,
+    proto: bool,
+    /// Deals in turn rather than at random, each closing once.
+    in_turn: bool,
+}
+
+/// `n` deal records of `shape`, each for a deal at random, in the stage `stage(rng, deal,
+/// record number of the deal)` gives.
+fn encode_deals(
+    n: usize,
+    shape: &Shape,
+    seed: u64,
+    mut stage_of: impl FnMut(&mut Rng, u64, i64) -> &'static str,
+) -> Vec<Encoded> {
+    let Shape {
+        deals,
+        reps,
+        span_ms,
+        now_ms,
+        proto,
+        in_turn,
+    } = *shape;
     let mut r = Rng::new(seed);
     let mut seq = vec![0i64; deals as usize];
+    let mut first_close = vec![None; if in_turn { deals as usize } else { 0 }];
     (0..n)
         .map(|i| {
-            let d = r.below(deals);
+            let d = if in_turn {
+                i as u64 % deals.max(1)
+            } else {
+                r.below(deals)
+            };
             seq[d as usize] += 1;
             let created = now_ms - span_ms + (d as i64 * 7919) % span_ms.max(1);
             let occurred = (created + seq[d as usize] * 60_000).min(now_ms);
-            let stage = STAGES[r.below(6) as usize];
-            let closed = stage.starts_with("closed").then_some(occurred);
+            let stage = stage_of(&mut r, d, seq[d as usize]);
+            let mut closed = stage.starts_with("closed").then_some(occurred);
+            if in_turn {
+                // A deal through the funnel closes once: its later records repeat that time.
+                closed = closed.map(|c| *first_close[d as usize].get_or_insert(c));
+            }
             let amount = format!("{}.{:02}", 1000 + r.below(200_000), r.below(100));
             let rep = format!("rep-{:05}", (d * 31 + r.below(2)) % reps);
             let deal_id = format!("deal-{d:07}");

@@ -122,59 +122,61 @@ fn main() {
     memory_clock_running(&contract, now);
 }
 
-/// Live heap after ingesting at one instant, against ten times the records on the same keys.
+/// Live heap after ingesting at one instant, against ten times the records on the same keys:
+/// deals with a stage at random on every record, deals through the funnel, activities.
+/// Filtered by "memory at steady state", and by "random stages", "funnel" or "activities".
 fn memory_fixed_clock(contract: &Contract, now: i64) {
-    // Filtered by "memory at steady state", and by "random stages", "funnel" or "activities".
-    let case = |name: &str| wanted(&format!("memory at steady state, {name}"));
-    for (n, label) in [(200_000usize, "1x"), (2_000_000, "10x")] {
-        if !case("deals, random stages") {
-            break;
+    for (n, x) in [(200_000usize, "1x"), (2_000_000, "10x")] {
+        let label = format!("memory at steady state, deals, random stages, 10000 reps, 20000 deals, {x} records ({n})");
+        if wanted(&label) {
+            let recs = deal_records(n, 20_000, 10_000, 30 * DAY_MS, now, true, 4);
+            let (core, used) = live_heap(|| ingest_deals(contract, &recs, Format::Protobuf, now));
+            print_heap(
+                &label,
+                used,
+                10_000,
+                &format!("{} deals held", core.deals()),
+            );
         }
-        let recs = deal_records(n, 20_000, 10_000, 30 * DAY_MS, now, true, 4);
-        let before = live_bytes();
-        let core = ingest_deals(contract, &recs, Format::Protobuf, now);
-        let used = live_bytes().saturating_sub(before);
-        println!(
-            "memory at steady state, deals, random stages, 10000 reps, 20000 deals, {label} records ({n}): {:>8.1} MiB, {:>7.0} bytes/rep, {} deals held",
-            used as f64 / 1048576.0,
-            used as f64 / 10_000.0,
-            core.deals()
-        );
-        drop(core);
-        drop(recs);
     }
-    for (n, label) in [(200_000usize, "1x"), (2_000_000, "10x")] {
-        if !case("deals through the funnel") {
-            break;
+    for (n, x) in [(200_000usize, "1x"), (2_000_000, "10x")] {
+        let label = format!("memory at steady state, deals through the funnel, 10000 reps, 20000 deals, {x} records ({n})");
+        if wanted(&label) {
+            let recs = funnel_deal_records(n, 20_000, 10_000, 30 * DAY_MS, now, 4);
+            let (core, used) = live_heap(|| ingest_deals(contract, &recs, Format::Protobuf, now));
+            print_heap(
+                &label,
+                used,
+                10_000,
+                &format!("{} deals held", core.deals()),
+            );
         }
-        let recs = funnel_deal_records(n, 20_000, 10_000, 30 * DAY_MS, now, 4);
-        let before = live_bytes();
-        let core = ingest_deals(contract, &recs, Format::Protobuf, now);
-        let used = live_bytes().saturating_sub(before);
-        println!(
-            "memory at steady state, deals through the funnel, 10000 reps, 20000 deals, {label} records ({n}): {:>8.1} MiB, {:>7.0} bytes/rep, {} deals held",
-            used as f64 / 1048576.0,
-            used as f64 / 10_000.0,
-            core.deals()
-        );
-        drop(core);
-        drop(recs);
     }
-    for (n, label) in [(200_000usize, "1x"), (2_000_000, "10x")] {
-        if !case("activities") {
-            break;
+    for (n, x) in [(200_000usize, "1x"), (2_000_000, "10x")] {
+        let label = format!("memory at steady state, activities, 10000 reps, {x} records ({n})");
+        if wanted(&label) {
+            let recs = activity_records(n, 10_000, 30 * DAY_MS, now, true, 5);
+            let (core, used) =
+                live_heap(|| ingest_activities(contract, &recs, Format::Protobuf, now));
+            let ids = core.remembered_ids();
+            print_heap(&label, used, 10_000, &format!("{ids} event ids remembered"));
         }
-        let recs = activity_records(n, 10_000, 30 * DAY_MS, now, true, 5);
-        let before = live_bytes();
-        let core = ingest_activities(contract, &recs, Format::Protobuf, now);
-        let used = live_bytes().saturating_sub(before);
-        println!(
-            "memory at steady state, activities, 10000 reps, {label} records ({n}): {:>8.1} MiB, {:>7.0} bytes/rep, {} event ids remembered",
-            used as f64 / 1048576.0,
-            used as f64 / 10_000.0,
-            core.remembered_ids()
-        );
     }
+}
+
+/// What `f` returns, and the heap it leaves allocated.
+fn live_heap<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let before = live_bytes();
+    let out = f();
+    (out, live_bytes().saturating_sub(before))
+}
+
+fn print_heap(label: &str, used: usize, reps: usize, held: &str) {
+    println!(
+        "{label}: {:>8.1} MiB, {:>7.0} bytes/rep, {held}",
+        used as f64 / 1048576.0,
+        used as f64 / reps as f64
+    );
 }
 
 /// A live service: the clock runs with the records, so that activity ids leave the duplicate
@@ -209,13 +211,14 @@ fn memory_clock_running(contract: &Contract, now: i64) {
             let _ = core.drain_changes();
         }
         let used = live_bytes().saturating_sub(before);
-        println!(
-            "memory with the clock running, activities, 1000 reps, {per_hour} an hour, {days} days ({} records): {:>8.1} MiB, {:>7.0} bytes/rep, {} event ids remembered, {:?} minute/hour/year buckets",
-            days as usize * 24 * per_hour,
-            used as f64 / 1048576.0,
-            used as f64 / 1_000.0,
+        let held = format!(
+            "{} event ids remembered, {:?} minute/hour/year buckets",
             core.remembered_ids(),
             core.buckets_held()
         );
+        let records = days as usize * 24 * per_hour;
+        let label =
+            format!("{label}, activities, 1000 reps, {per_hour} an hour ({records} records)");
+        print_heap(&label, used, 1_000, &held);
     }
 }

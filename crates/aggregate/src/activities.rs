@@ -106,11 +106,12 @@ impl<V: Measure> Buckets<V> {
         }
     }
 
-    fn add(&mut self, t: i64, v: &V, b: &Bounds) {
+    /// Applies `add` to the bucket of second `t` and to the window sums it is in.
+    fn add_by(&mut self, t: i64, b: &Bounds, add: impl Fn(&mut V)) {
         if self.minutes.bucket(t) < b.now - MINUTE_BUCKETS_SECONDS {
-            self.hours.add(t, v, b);
+            self.hours.add_by(t, b, add);
         } else {
-            self.minutes.add(t, v, b);
+            self.minutes.add_by(t, b, add);
         }
     }
 
@@ -311,13 +312,15 @@ impl ActivitiesCore {
         let rep = self.ledger.intern(&ev.rep_id);
         let team = ev.team_id.as_deref().map(|t| self.ledger.intern(t));
         let cell = self.ledger.cell(&rep, team.as_ref(), &b);
-        let mut one = Tally::default();
         let k = usize::from(ev.kind);
-        one.counts.0[k] = 1;
-        if let Some(d) = ev.duration_seconds.filter(|d| *d > 0) {
-            one.secs.0[k] = d.min(i64::from(u32::MAX)) as u64;
-        }
-        cell.buckets.add(t, &one, &b);
+        let secs = ev
+            .duration_seconds
+            .filter(|d| *d > 0)
+            .map_or(0, |d| d.min(i64::from(u32::MAX)) as u64);
+        cell.buckets.add_by(t, &b, |s: &mut Tally| {
+            s.counts.0[k] += 1;
+            s.secs.0[k] += secs;
+        });
         cell.weekly.add(self.cal.week_at(t, &b), [1, 0], 1, &b);
         Outcome::Applied
     }
@@ -594,7 +597,7 @@ mod tests {
                     now - next(DAY)
                 };
                 if t >= b.horizon {
-                    buckets.add(t, &1, &b);
+                    buckets.add_by(t, &b, |s| *s += 1);
                     acts.push(t);
                 }
             }

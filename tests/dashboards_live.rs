@@ -385,7 +385,9 @@ fn ramp_schedule() -> Vec<rust_decimal::Decimal> {
         .collect()
 }
 
-/// Each rep's `hired_at` on the roster topic (JSON records, the latest per rep).
+/// Each rep's `hired_at` on the roster topic (JSON records, the latest per rep), for the reps
+/// on it: a rep who left (`"active": false`, or a tombstone) has no hiring date and no ramp,
+/// as the services take it off the roster.
 fn hiring_dates(topic: &str) -> BTreeMap<String, chrono::NaiveDate> {
     let mut out = BTreeMap::new();
     for r in read_topic(topic) {
@@ -393,12 +395,16 @@ fn hiring_dates(topic: &str) -> BTreeMap<String, chrono::NaiveDate> {
             .value
             .and_then(|v| serde_json::from_slice::<Value>(&v).ok())
         else {
+            if let Some(rep) = r.key.and_then(|k| String::from_utf8(k).ok()) {
+                out.remove(&rep);
+            }
             continue;
         };
         let rep = v["rep_id"].as_str().unwrap_or_default().to_owned();
+        let on_roster = v["active"].as_bool() != Some(false);
         match v["hired_at"].as_str().and_then(|d| d.parse().ok()) {
-            Some(d) => out.insert(rep, d),
-            None => out.remove(&rep),
+            Some(d) if on_roster => out.insert(rep, d),
+            _ => out.remove(&rep),
         };
     }
     out

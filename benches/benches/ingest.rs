@@ -126,30 +126,26 @@ fn main() {
 /// deals with a stage at random on every record, deals through the funnel, activities.
 /// Filtered by "memory at steady state", and by "random stages", "funnel" or "activities".
 fn memory_fixed_clock(contract: &Contract, now: i64) {
-    for (n, x) in [(200_000usize, "1x"), (2_000_000, "10x")] {
-        let label = format!("memory at steady state, deals, random stages, 10000 reps, 20000 deals, {x} records ({n})");
-        if wanted(&label) {
-            let recs = deal_records(n, 20_000, 10_000, 30 * DAY_MS, now, true, 4);
-            let (core, used) = live_heap(|| ingest_deals(contract, &recs, Format::Protobuf, now));
-            print_heap(
-                &label,
-                used,
-                10_000,
-                &format!("{} deals held", core.deals()),
+    let deals: [(&str, Generator); 2] = [
+        ("deals, random stages", |n, now| {
+            deal_records(n, 20_000, 10_000, 30 * DAY_MS, now, true, 4)
+        }),
+        ("deals through the funnel", |n, now| {
+            funnel_deal_records(n, 20_000, 10_000, 30 * DAY_MS, now, 4)
+        }),
+    ];
+    for (name, records) in deals {
+        for (n, x) in [(200_000usize, "1x"), (2_000_000, "10x")] {
+            let label = format!(
+                "memory at steady state, {name}, 10000 reps, 20000 deals, {x} records ({n})"
             );
-        }
-    }
-    for (n, x) in [(200_000usize, "1x"), (2_000_000, "10x")] {
-        let label = format!("memory at steady state, deals through the funnel, 10000 reps, 20000 deals, {x} records ({n})");
-        if wanted(&label) {
-            let recs = funnel_deal_records(n, 20_000, 10_000, 30 * DAY_MS, now, 4);
-            let (core, used) = live_heap(|| ingest_deals(contract, &recs, Format::Protobuf, now));
-            print_heap(
-                &label,
-                used,
-                10_000,
-                &format!("{} deals held", core.deals()),
-            );
+            if wanted(&label) {
+                let recs = records(n, now);
+                let (core, used) =
+                    live_heap(|| ingest_deals(contract, &recs, Format::Protobuf, now));
+                let held = format!("{} deals held", core.deals());
+                print_heap(&label, used, 10_000, &held);
+            }
         }
     }
     for (n, x) in [(200_000usize, "1x"), (2_000_000, "10x")] {
@@ -163,6 +159,9 @@ fn memory_fixed_clock(contract: &Contract, now: i64) {
         }
     }
 }
+
+/// Records of a memory case: (count, now in ms).
+type Generator = fn(usize, i64) -> Vec<Encoded>;
 
 /// What `f` returns, and the heap it leaves allocated.
 fn live_heap<T>(f: impl FnOnce() -> T) -> (T, usize) {

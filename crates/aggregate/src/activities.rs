@@ -73,19 +73,8 @@ pub(crate) struct Buckets<V> {
     years: Option<Box<Windowed<V>>>,
 }
 
-/// The earliest second any window other than `ytd` and `last_year` starts at: hours before it
-/// need not be told apart within their fiscal year.
-fn hourly_since(b: &Bounds) -> i64 {
-    Window::ALL
-        .into_iter()
-        .filter(|w| !matches!(w, Window::Ytd | Window::LastYear))
-        .map(|w| b.lo[w.index()])
-        .min()
-        .unwrap_or(b.now)
-}
-
-/// The fiscal year (`ytd`'s or `last_year`'s start) an hour before [`hourly_since`] is summed
-/// into; `None` when it is older than last year, where no window counts it.
+/// The fiscal year (`ytd`'s or `last_year`'s start) an hour before [`Bounds::hourly_since`] is
+/// summed into; `None` when it is older than last year, where no window counts it.
 fn year_of(t: i64, b: &Bounds) -> Option<i64> {
     let (this, last) = (b.lo[Window::Ytd.index()], b.lo[Window::LastYear.index()]);
     if t >= this {
@@ -128,7 +117,7 @@ impl<V: Measure> Buckets<V> {
         }
         // Late activities and restored buckets land among the hours first; both are folded
         // here, at the tick after they came.
-        let folded = self.hours.take_older_than(hourly_since(b));
+        let folded = self.hours.take_older_than(b.hourly_since);
         changed |= !folded.is_empty();
         // A quarter's roll-over folds about half the hours; a late activity, one.
         if folded.len() * 4 >= self.hours.len().max(1) {
@@ -618,7 +607,7 @@ mod tests {
                 "day {day}"
             );
             let oldest_hour = buckets.hours.facts().first().map_or(i64::MAX, |f| f.0);
-            assert!(oldest_hour >= hourly_since(&b), "day {day}");
+            assert!(oldest_hour >= b.hourly_since, "day {day}");
             most_hours = most_hours.max(buckets.hours.len());
         }
         // Last quarter and this one, at most 184 days of hours, where all the hours since

@@ -292,6 +292,9 @@ pub struct Bounds {
     /// Earliest start among the windows and the weeks of consistency: older facts can never
     /// be counted again.
     pub horizon: i64,
+    /// Earliest start among the windows other than `ytd` and `last_year`: before it, facts
+    /// need not be told apart within their fiscal year (activities fold their hours there).
+    pub hourly_since: i64,
     /// The current local week (see [`Calendar::week_index`]) and when the next one starts.
     pub week: i64,
     pub next_week: i64,
@@ -446,12 +449,19 @@ impl Calendar {
         let weeks = self.consistency_weeks as usize;
         let first_week = self.week_start(week - weeks as i64);
         let horizon = lo.iter().copied().min().unwrap_or(now).min(first_week);
+        let hourly_since = Window::ALL
+            .into_iter()
+            .filter(|w| !matches!(w, Window::Ytd | Window::LastYear))
+            .map(|w| lo[w.index()])
+            .min()
+            .unwrap_or(now);
         Bounds {
             now,
             lo,
             hi,
             same,
             horizon,
+            hourly_since,
             week,
             next_week: self.week_start(week + 1),
             weeks,

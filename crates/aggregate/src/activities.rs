@@ -171,8 +171,8 @@ impl<V: Measure> Buckets<V> {
     }
 }
 
-/// What a bucket holds: activities and talk seconds per kind, kept together so that an
-/// activity costs one bucket update.
+/// Activities and talk seconds per kind: what a subject counts in a window, and how a
+/// snapshot saves a bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tally {
     pub counts: Counts,
@@ -193,9 +193,154 @@ impl Measure for Tally {
     }
 }
 
+/// What one kind's bucket holds: its activities and their talk seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct KindSums {
+    count: u32,
+    secs: u64,
+}
+
+impl Measure for KindSums {
+    fn add(&mut self, o: &Self) {
+        self.count += o.count;
+        self.secs += o.secs;
+    }
+    fn sub(&mut self, o: &Self) {
+        self.count -= o.count;
+        self.secs -= o.secs;
+    }
+    fn is_zero(&self) -> bool {
+        self.count == 0 && self.secs == 0
+    }
+}
+
+/// Marks a kind a cell has no buckets of in [`KindBuckets::index`].
+const NO_KIND: u8 = u8::MAX;
+
+/// A cell's buckets, kept apart for each activity kind it has seen.
+///
+/// A rep's hour mostly holds activities of one kind or two. A bucket of every kind (sixteen
+/// counts and sixteen sums) would cost twelve times what one kind's does, and hour buckets
+/// are nearly all of an activities service's memory.
+#[derive(Debug)]
+pub(crate) struct KindBuckets {
+    /// Position in `kinds` of each kind's buckets.
+    index: [u8; MAX_KINDS],
+    kinds: Vec<(u8, Buckets<KindSums>)>,
+}
+
+impl KindBuckets {
+    fn new() -> Self {
+        KindBuckets {
+            index: [NO_KIND; MAX_KINDS],
+            kinds: Vec::new(),
+        }
+    }
+
+    fn of_kind(&mut self, k: usize, b: &Bounds) -> &mut Buckets<KindSums> {
+        let mut i = usize::from(self.index[k]);
+        if i == usize::from(NO_KIND) {
+            i = self.kinds.len();
+            self.index[k] = i as u8;
+            self.kinds.push((k as u8, Buckets::new(b)));
+        }
+        &mut self.kinds[i].1
+    }
+
+    /// Counts one activity of kind `k` at second `t` with `secs` seconds of talk.
+    fn add(&mut self, t: i64, k: usize, secs: u64, b: &Bounds) {
+        let one = KindSums { count: 1, secs };
+        self.of_kind(k, b).add_by(t, b, |s| s.add(&one));
+    }
+
+    fn advance(&mut self, b: &Bounds) -> bool {
+        let mut changed = false;
+        for (_, buckets) in &mut self.kinds {
+            changed |= buckets.advance(b);
+        }
+        if self.kinds.iter().any(|(_, k)| k.is_empty()) {
+            self.kinds.retain(|(_, k)| !k.is_empty());
+            self.index = [NO_KIND; MAX_KINDS];
+            for (i, (k, _)) in self.kinds.iter().enumerate() {
+                self.index[usize::from(*k)] = i as u8;
+            }
+        }
+        changed
+    }
+
+    fn is_empty(&self) -> bool {
+        self.kinds.iter().all(|(_, k)| k.is_empty())
+    }
+
+    fn merge_into(&self, s: &mut ActivitySummary) {
+        let mut sums = [KindSums::default(); WINDOWS];
+        for (k, buckets) in &self.kinds {
+            let k = usize::from(*k);
+            sums.fill(KindSums::default());
+            buckets.merge_into(&mut sums);
+            for (acc, v) in s.iter_mut().zip(&sums) {
+                acc.counts.0[k] += v.count;
+                acc.secs.0[k] += v.secs;
+            }
+        }
+    }
+
+    /// (minute buckets, hour and year buckets) as in [`Buckets::saved`], the kinds of a
+    /// bucket's start together.
+    #[allow(clippy::type_complexity)]
+    fn saved(&self) -> (Vec<(i64, Tally)>, Vec<(i64, Tally)>) {
+        let mut minutes = std::collections::BTreeMap::<i64, Tally>::new();
+        let mut hours = std::collections::BTreeMap::<i64, Tally>::new();
+        for (k, buckets) in &self.kinds {
+            let k = usize::from(*k);
+            let (m, h) = buckets.saved();
+            for (into, tier) in [(&mut minutes, m), (&mut hours, h)] {
+                for (t, v) in tier {
+                    let tally = into.entry(t).or_default();
+                    tally.counts.0[k] += v.count;
+                    tally.secs.0[k] += v.secs;
+                }
+            }
+        }
+        (minutes.into_iter().collect(), hours.into_iter().collect())
+    }
+
+    fn restore(&mut self, minutes: &[(i64, Tally)], hours: &[(i64, Tally)], b: &Bounds) {
+        for k in 0..MAX_KINDS {
+            let of = |tier: &[(i64, Tally)]| -> Vec<(i64, KindSums)> {
+                tier.iter()
+                    .map(|(t, v)| {
+                        let sums = KindSums {
+                            count: v.counts.0[k],
+                            secs: v.secs.0[k],
+                        };
+                        (*t, sums)
+                    })
+                    .filter(|(_, v)| !v.is_zero())
+                    .collect()
+            };
+            let (m, h) = (of(minutes), of(hours));
+            if !m.is_empty() || !h.is_empty() {
+                self.of_kind(k, b).restore(&m, &h, b);
+            }
+        }
+    }
+
+    /// Minute, hour and fiscal-year buckets held, each kind's counted apart.
+    fn held(&self) -> [usize; 3] {
+        let mut out = [0; 3];
+        for (_, b) in &self.kinds {
+            out[0] += b.minutes.len();
+            out[1] += b.hours.len();
+            out[2] += b.years.as_ref().map_or(0, |y| y.len());
+        }
+        out
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct ActivityCell {
-    buckets: Buckets<Tally>,
+    buckets: KindBuckets,
     /// Activities of every kind per week, for the rep's consistency.
     weekly: Weekly,
 }
@@ -207,7 +352,7 @@ impl Cell for ActivityCell {
     type Summary = ActivitySummary;
     fn new(b: &Bounds) -> Self {
         ActivityCell {
-            buckets: Buckets::new(b),
+            buckets: KindBuckets::new(),
             weekly: Weekly::new(b),
         }
     }
@@ -306,10 +451,7 @@ impl ActivitiesCore {
             .duration_seconds
             .filter(|d| *d > 0)
             .map_or(0, |d| d.min(i64::from(u32::MAX)) as u64);
-        cell.buckets.add_by(t, &b, |s: &mut Tally| {
-            s.counts.0[k] += 1;
-            s.secs.0[k] += secs;
-        });
+        cell.buckets.add(t, k, secs, &b);
         cell.weekly.add(self.cal.week_at(t, &b), [1, 0], 1, &b);
         Outcome::Applied
     }
@@ -338,10 +480,9 @@ impl ActivitiesCore {
     pub fn buckets_held(&self) -> [usize; 3] {
         let mut out = [0; 3];
         self.ledger.for_each_cell(|_, _, c| {
-            let b = &c.buckets;
-            out[0] += b.minutes.len();
-            out[1] += b.hours.len();
-            out[2] += b.years.as_ref().map_or(0, |y| y.len());
+            for (all, n) in out.iter_mut().zip(c.buckets.held()) {
+                *all += n;
+            }
         });
         out
     }

@@ -278,9 +278,9 @@ impl DealCell {
         if mask == 0 {
             return;
         }
-        // Without branches: which windows count a fact varies from fact to fact.
-        for (w, sum) in self.sums.iter_mut().enumerate() {
-            let k = i64::from(sign) * i64::from(mask & (1 << w) != 0);
+        let k = i64::from(sign);
+        for w in flow::windows_of(mask) {
+            let sum = &mut self.sums[w];
             sum.bookings += f.bookings * i128::from(k);
             sum.won += f.won * k;
             sum.lost += f.lost * k;

@@ -1,9 +1,9 @@
 //! Activities: counts by kind per rep, team and org over every window.
 //!
-//! Counts are kept in buckets: one minute for the last 25 hours (so the `1h` and `24h` windows
-//! are exact to the minute), one local hour of the calendar for older activities (so days,
-//! weeks, months, quarters and years hold exactly their own activities in every time zone). An
-//! activity counts in a window when its bucket's start lies in the window.
+//! Counts are kept in buckets, apart for each kind: one minute for the last 25 hours (so the
+//! `1h` and `24h` windows are exact to the minute), one local hour of the calendar for older
+//! activities (so days, weeks, months, quarters and years hold exactly their own activities in
+//! every time zone). An activity counts in a window when its bucket's start lies in the window.
 //!
 //! Hours from before every window but `ytd` and `last_year` (before last quarter, in practice)
 //! are folded into one bucket per fiscal year: no window boundary lies inside a fiscal year
@@ -476,7 +476,7 @@ impl ActivitiesCore {
         self.ledger.cells()
     }
 
-    /// Minute, hour and fiscal-year buckets held, over all cells.
+    /// Minute, hour and fiscal-year buckets held, over all cells and kinds.
     pub fn buckets_held(&self) -> [usize; 3] {
         let mut out = [0; 3];
         self.ledger.for_each_cell(|_, _, c| {

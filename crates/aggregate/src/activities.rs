@@ -15,7 +15,7 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use salespulse_decode::{ActivityEvent, Contract, MAX_KINDS};
 
-use crate::calendar::{Bounds, Calendar, Grid, Window, WINDOWS};
+use crate::calendar::{Bounds, Calendar, Grid, Weeks, Window, WINDOWS};
 use crate::exchange::{Contribution, Exchange, MergerOf, Router};
 use crate::ledger::{Cell, Ledger};
 use crate::series::{Metric, SeriesBuilder, SubjectSeries};
@@ -385,6 +385,8 @@ pub struct ActivitiesCore {
     kinds: Vec<Arc<str>>,
     cal: Calendar,
     bounds: Bounds,
+    /// The weeks kept at `bounds`, for an activity's week without a time zone lookup.
+    weeks: Weeks,
     ledger: Ledger<ActivityCell>,
     /// Event ids (hashed) of the activities counted within the duplicate window, with the
     /// clock (Unix seconds) they were counted at.
@@ -399,6 +401,7 @@ pub struct ActivitiesCore {
 impl ActivitiesCore {
     pub fn new(contract: &Contract, cal: Calendar, now_ms: i64) -> Self {
         let now = now_ms.div_euclid(1000);
+        let bounds = cal.bounds(now);
         ActivitiesCore {
             kinds: contract
                 .kinds()
@@ -406,7 +409,8 @@ impl ActivitiesCore {
                 .map(|k| Arc::from(k.as_str()))
                 .collect(),
             cal,
-            bounds: cal.bounds(now),
+            bounds,
+            weeks: cal.weeks(&bounds),
             ledger: Ledger::new(),
             seen: crate::FastMap::default(),
             duplicate_window: contract.duplicate_window_seconds,
@@ -452,7 +456,11 @@ impl ActivitiesCore {
             .filter(|d| *d > 0)
             .map_or(0, |d| d.min(i64::from(u32::MAX)) as u64);
         cell.buckets.add(t, k, secs, &b);
-        cell.weekly.add(self.cal.week_at(t, &b), [1, 0], 1, &b);
+        let week = self
+            .weeks
+            .week_of(t)
+            .unwrap_or_else(|| self.cal.week_at(t, &b));
+        cell.weekly.add(week, [1, 0], 1, &b);
         Outcome::Applied
     }
 
@@ -461,7 +469,11 @@ impl ActivitiesCore {
         if now <= self.bounds.now {
             return;
         }
+        let week = self.bounds.week;
         self.bounds = self.cal.bounds(now);
+        if self.bounds.week != week {
+            self.weeks = self.cal.weeks(&self.bounds);
+        }
         self.ledger.advance(&self.bounds);
         if now - self.pruned_at >= 3_600 {
             let counted_since = now - self.duplicate_window;

@@ -307,6 +307,37 @@ pub struct Bounds {
     pub hours: Grid,
 }
 
+/// The local weeks kept at one clock, each with its start: the week of a second found without a
+/// time zone lookup.
+#[derive(Debug, Clone, Default)]
+pub struct Weeks {
+    /// Number of the first week.
+    first: i64,
+    /// Start of each week from `first`, and of the week after the last.
+    starts: Vec<i64>,
+}
+
+impl Weeks {
+    /// [`Calendar::week_index`] of `t`, when `t` is in one of the weeks; `None` otherwise.
+    pub fn week_of(&self, t: i64) -> Option<i64> {
+        let (lo, hi) = (*self.starts.first()?, *self.starts.last()?);
+        if t < lo || t >= hi {
+            return None;
+        }
+        // A week is 7 days but for a summer-time change in it: a guess from the first start
+        // is off by one week at most, near a week's start.
+        let guess = ((t - lo) / (7 * 86_400)) as usize;
+        let mut i = guess.min(self.starts.len() - 2);
+        while i > 0 && t < self.starts[i] {
+            i -= 1;
+        }
+        while t >= self.starts[i + 1] {
+            i += 1;
+        }
+        Some(self.first + i as i64)
+    }
+}
+
 impl Calendar {
     pub fn new(time_zone: &str, fiscal_year_start_month: u32) -> Result<Calendar, CalendarError> {
         let tz: Tz = time_zone
@@ -360,6 +391,15 @@ impl Calendar {
             b.week
         } else {
             self.week_index(t)
+        }
+    }
+
+    /// The starts of the weeks whose weekly sums are kept at `b`, for [`Weeks::week_of`].
+    pub fn weeks(&self, b: &Bounds) -> Weeks {
+        let first = b.week - b.kept as i64;
+        Weeks {
+            first,
+            starts: (first..=b.week + 2).map(|w| self.week_start(w)).collect(),
         }
     }
 
@@ -545,6 +585,34 @@ mod tests {
         chrono::DateTime::parse_from_rfc3339(s)
             .expect("valid test time")
             .timestamp()
+    }
+
+    /// The kept weeks give every second in them the week the time zone gives it, across
+    /// summer-time changes, and no week outside them.
+    #[test]
+    fn kept_weeks_match_the_time_zone() {
+        for zone in [
+            "UTC",
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "Asia/Kolkata",
+        ] {
+            let cal = Calendar::new(zone, 1).expect("valid zone");
+            let b = cal.bounds(ts("2026-11-04T10:00:00Z"));
+            let weeks = cal.weeks(&b);
+            let first = cal.week_start(b.week - b.kept as i64);
+            let end = cal.week_start(b.week + 2);
+            // Every 10 minutes and the seconds either side of each week's start.
+            let mut times: Vec<i64> = (first - 3_600..end + 3_600).step_by(600).collect();
+            for w in b.week - b.kept as i64..=b.week + 2 {
+                let s = cal.week_start(w);
+                times.extend([s - 1, s, s + 1]);
+            }
+            for t in times {
+                let want = (first..end).contains(&t).then(|| cal.week_index(t));
+                assert_eq!(weeks.week_of(t), want, "{zone} at {t}");
+            }
+        }
     }
 
     #[test]

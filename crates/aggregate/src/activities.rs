@@ -447,9 +447,9 @@ impl ActivitiesCore {
                 v.insert(b.now);
             }
         }
-        let rep = self.ledger.intern(&ev.rep_id);
-        let team = ev.team_id.as_deref().map(|t| self.ledger.intern(t));
-        let cell = self.ledger.cell(&rep, team.as_ref(), &b);
+        let cell = self
+            .ledger
+            .cell_named(&ev.rep_id, ev.team_id.as_deref(), &b);
         let k = usize::from(ev.kind);
         let secs = ev
             .duration_seconds

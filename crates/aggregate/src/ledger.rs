@@ -240,6 +240,30 @@ impl<C: Cell> Ledger<C> {
         &mut entry.cells[pos].1
     }
 
+    /// [`Ledger::cell`] by name: a cell that exists is found without interning its rep and
+    /// team (a lookup in the names and two shared counts changed, for every record).
+    pub fn cell_named(&mut self, rep: &str, team: Option<&str>, b: &Bounds) -> &mut C {
+        let found = match (&self.recovering, &self.bounds) {
+            (None, Some(_)) => self.reps.get_key_value(rep).and_then(|(key, e)| {
+                let pos = e.cells.iter().position(|(t, _)| t.as_deref() == team)?;
+                Some((pos, (!e.touched).then(|| key.clone())))
+            }),
+            _ => None,
+        };
+        let Some((pos, first_touch)) = found else {
+            let rep = self.intern(rep);
+            let team = team.map(|t| self.intern(t));
+            return self.cell(&rep, team.as_ref(), b);
+        };
+        self.dirty_org = true;
+        if let Some(key) = first_touch {
+            self.touched.push(key);
+        }
+        let entry = self.reps.get_mut(rep).expect("found above");
+        entry.touched = true;
+        &mut entry.cells[pos].1
+    }
+
     /// Marks the reps whose cells were handed out, and their cells' teams, as changed.
     fn mark_touched(&mut self) {
         for rep in std::mem::take(&mut self.touched) {

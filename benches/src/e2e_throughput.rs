@@ -121,14 +121,16 @@ fn bare_consumer(topic: &str, suffix: &str, n: usize) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
-/// What one consumer of the topic did: its rate between its first and its last committed
-/// progress; its records and CPU time since it started.
+/// What one consumer of the topic did, from its process's start until its committed offsets
+/// reached the end: start-up included, as the bare consumer's figure includes its connecting.
+/// (A service that works off the whole backlog before its first commit leaves no span between
+/// a first and a last commit to measure, so the rate is not taken between commits.)
 struct Run {
     rate: f64,
     records: f64,
     wall: f64,
     cpu: f64,
-    /// Cores busy between the first and the last committed progress.
+    /// Cores busy over the run.
     busy: f64,
     peak_mib: f64,
 }
@@ -141,8 +143,7 @@ impl Run {
 
 /// Follows `group`'s committed offsets on `topic` until they reach `n` (and, for a Kafka
 /// Streams application, until its repartition topics are consumed too). Progress is read from
-/// the commits, not from the process: commits trail processing by about a commit interval at
-/// both ends, so the rate is measured between the first and the last movement.
+/// the commits, not from the process, so the run ends once the last records are committed.
 async fn measure(
     mut child: Child,
     group: &str,
@@ -150,9 +151,8 @@ async fn measure(
     internal_prefix: Option<&str>,
     n: usize,
 ) -> (Run, Child) {
+    let spawned = Instant::now();
     let watcher = group_watcher(group);
-    let mut first: Option<(Instant, f64)> = None;
-    let mut cpu_at_first = 0.0;
     let deadline = Instant::now() + RUN_LIMIT;
     let (end, total) = loop {
         assert!(Instant::now() < deadline, "{group} did not finish in time");
@@ -160,26 +160,19 @@ async fn measure(
             panic!("{group} exited early: {status}");
         }
         let c = committed(&watcher, topic) as f64;
-        if c > 0.0 && first.is_none() {
-            first = Some((Instant::now(), c));
-            cpu_at_first = cpu_seconds(child.id());
-        }
         if c >= n as f64 && internal_prefix.is_none_or(|p| internal_consumed(&watcher, p)) {
             break (Instant::now(), c);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    // All the CPU the process used, start-up included: the first commit can come late in a
-    // short run, after most of the work.
     let cpu = cpu_seconds(child.id());
-    let (start, at_start) = first.unwrap_or((end, 0.0));
-    let wall = end.duration_since(start).as_secs_f64().max(1e-9);
+    let wall = end.duration_since(spawned).as_secs_f64().max(1e-9);
     let run = Run {
-        rate: (total - at_start) / wall,
+        rate: total / wall,
         records: total,
         wall,
         cpu,
-        busy: (cpu - cpu_at_first) / wall,
+        busy: cpu / wall,
         peak_mib: peak_rss_mib(child.id()),
     };
     (run, child)
@@ -206,7 +199,7 @@ fn internal_consumed(c: &BaseConsumer, app: &str) -> bool {
 fn report(what: &str, r: &Run) {
     println!("{what}: {:>10.0} records/s", r.rate);
     println!(
-        "  CPU {:.1} s in all, {:.0} records per CPU-second; {:.2} cores busy over the {:.1} s measured; peak RSS {:.0} MiB",
+        "  CPU {:.1} s in all, {:.0} records per CPU-second; {:.2} cores busy over the {:.1} s from its start; peak RSS {:.0} MiB",
         r.cpu,
         r.per_cpu_second(),
         r.busy,

@@ -66,7 +66,9 @@ impl Differ {
             round,
             key,
         } = self;
-        let mut out = Vec::new();
+        // Sized for every series changing, as at a take-over or after a backlog: growing a
+        // list of hundreds of thousands of changes by doubling copies it again and again.
+        let mut out = Vec::with_capacity(subjects.iter().map(|s| s.series.len()).sum());
         for s in subjects {
             *round = round.wrapping_add(1);
             let round = *round;

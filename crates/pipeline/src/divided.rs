@@ -41,8 +41,8 @@ use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
 use crate::source::offsets::GroupOffsets;
 use crate::source::{
-    content_type, read_board, read_partitions, read_to_end, roster_consumer, InputContext,
-    TopicCounters,
+    content_type, read_board, read_partitions, read_to_end, roster_consumer, InputContext, SetAll,
+    TopicCounters, LARGE_FETCHES,
 };
 use crate::state::processor::Processor;
 use crate::state::snapshot::Manifest;
@@ -302,7 +302,8 @@ fn join<P: Processor>(s: &Shared<'_>, assignment: Assignment) -> Result<TasksCon
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        .set_all(LARGE_FETCHES);
     for (k, v) in [
         ("session.timeout.ms", "10000"),
         ("max.poll.interval.ms", "30000"),

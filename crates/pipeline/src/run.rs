@@ -29,7 +29,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use salespulse_aggregate::{Differ, Subject, SubjectSeries};
 use salespulse_decode::{Contract, Format};
 use salespulse_expose::{AppState, Board, Health};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{ServiceSettings, Settings};
 use crate::coordination::ownership::{slot_of, Ownership, SlotsContext, LEADER_SLOT};
@@ -172,6 +172,7 @@ async fn run_instance<P: Processor>(
                     return Ok(());
                 }
                 _ = &mut next_tick => {
+                    let began = Instant::now();
                     let took = match instance.on_tick().await {
                         Ok(took) => took,
                         Err(e) => {
@@ -179,8 +180,16 @@ async fn run_instance<P: Processor>(
                             Duration::ZERO
                         }
                     };
-                    pacer.record(took, instance.behind());
+                    let behind = instance.behind();
+                    pacer.record(took, behind);
                     let interval = pacer.interval();
+                    debug!(
+                        work_s = took.as_secs_f64(),
+                        with_waits_s = began.elapsed().as_secs_f64(),
+                        behind,
+                        next_s = interval.as_secs_f64(),
+                        "ticked"
+                    );
                     health.tick_interval.set(interval.as_secs_f64());
                     next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
                 }

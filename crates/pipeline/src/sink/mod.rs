@@ -84,9 +84,9 @@ impl<'a> Outputs<'a> {
         changes: &[Change],
         format: PublishFormat,
     ) -> Result<(), Error> {
-        let as_of = Utc::now();
+        let mut values = salespulse_publish::Encoder::new(format, Utc::now());
         for c in changes {
-            let value = salespulse_publish::encode(c, format, as_of);
+            let value = values.value(c);
             let rec =
                 FutureRecord::to(topic)
                     .key(c.key.as_bytes())
@@ -94,8 +94,8 @@ impl<'a> Outputs<'a> {
                         key: "content-type",
                         value: Some(format.content_type()),
                     }));
-            let rec = match &value {
-                Some(v) => rec.payload(v.as_slice()),
+            let rec = match value {
+                Some(v) => rec.payload(v),
                 None => rec,
             };
             self.enqueue(rec).await?;

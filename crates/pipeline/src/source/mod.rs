@@ -143,6 +143,36 @@ impl ConsumerContext for InputContext {}
 /// The consumer of a service's input topic.
 pub(crate) type InputConsumer = StreamConsumer<InputContext>;
 
+/// Fetch sizes of the consumers that read backlogs (the input, and whole topics at a rebuild):
+/// up to 16 MiB a partition and 64 MiB a request per round trip, rather than librdkafka's 1 MiB
+/// a partition. With the default the loop working off a backlog waited for its next records
+/// about half the time (docs/benchmarks.md, End to end); a fetch still returns as soon as any
+/// record is there, so a service that is caught up waits no longer.
+pub(crate) const LARGE_FETCHES: [(&str, &str); 2] = [
+    ("max.partition.fetch.bytes", "16777216"),
+    ("fetch.max.bytes", "67108864"),
+];
+
+/// Sets several client properties at once.
+pub(crate) trait SetAll {
+    fn set_all(
+        &mut self,
+        props: impl IntoIterator<Item = (&'static str, &'static str)>,
+    ) -> &mut Self;
+}
+
+impl SetAll for rdkafka::config::ClientConfig {
+    fn set_all(
+        &mut self,
+        props: impl IntoIterator<Item = (&'static str, &'static str)>,
+    ) -> &mut Self {
+        for (k, v) in props {
+            self.set(k, v);
+        }
+        self
+    }
+}
+
 fn is_partition_end(error: &KafkaError) -> bool {
     matches!(
         error,
@@ -183,6 +213,7 @@ impl InputToAssign {
             // The end of a partition ends a backlog: the loop then ticks without waiting out a
             // stretched interval.
             .set("enable.partition.eof", "true")
+            .set_all(LARGE_FETCHES)
             .create_with_context(InputContext)
             .map_err(|e| Error::kafka("creating the input consumer", e))?;
         let mut lows = Vec::new();
@@ -455,10 +486,8 @@ impl TopicReader {
             // broker holds for up to `fetch.wait.max.ms` (500 ms by default): a reader that
             // stops at the end waits only briefly.
             .set("fetch.wait.max.ms", "10")
-            // A rebuild reads whole partitions of the cells and snapshot topics: fetch more
-            // of each per round trip than the 1 MiB default.
-            .set("max.partition.fetch.bytes", "16777216")
-            .set("fetch.max.bytes", "67108864")
+            // A rebuild reads whole partitions of the cells and snapshot topics.
+            .set_all(LARGE_FETCHES)
             .create_with_context(InputContext)
             .map_err(|e| Error::kafka("creating a topic reader", e))?;
         let client = |isolation: &str| -> Result<BaseConsumer, Error> {

@@ -205,7 +205,7 @@ pub struct PublishSettings {
     /// often while a tick costs under a fifth of it, and space ticks out up to `interval_ms`
     /// as the state grows. Equal to `interval_ms` (or above it): a fixed interval.
     pub min_interval_ms: u64,
-    /// Longest time between two ticks of the deals and activities services while they are
+    /// Time between two ticks of the deals and activities services while they are
     /// behind their input (catching up a backlog): intermediate values that would be out of
     /// date at once are not published. At or below `interval_ms`: ticks are never stretched.
     pub catch_up_interval_ms: u64,

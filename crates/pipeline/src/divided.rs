@@ -34,14 +34,14 @@ use tracing::{info, warn};
 
 use crate::coordination::ownership::Member;
 use crate::events::{Announced, Assigned, InternalEvent, Revoked, TransactionEnded};
-use crate::kafka::{client_config, partitions, ReadToEnd};
+use crate::kafka::{client_config, partitions, ReadToEnd, SetDefaults};
 use crate::pacer::Pacer;
 use crate::run::{now_ms, Shared, GIVE_UP_AFTER};
 use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
 use crate::source::offsets::GroupOffsets;
 use crate::source::{
-    content_type, read_board, read_partitions, read_to_end, roster_consumer, InputContext, SetAll,
+    content_type, read_board, read_partitions, read_to_end, roster_consumer, InputContext,
     TopicCounters, LARGE_FETCHES,
 };
 use crate::state::processor::Processor;
@@ -303,15 +303,11 @@ fn join<P: Processor>(s: &Shared<'_>, assignment: Assignment) -> Result<TasksCon
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
-        .set_all(LARGE_FETCHES);
-    for (k, v) in [
-        ("session.timeout.ms", "10000"),
-        ("max.poll.interval.ms", "30000"),
-    ] {
-        if c.get(k).is_none() {
-            c.set(k, v);
-        }
-    }
+        .set_defaults(LARGE_FETCHES)
+        .set_defaults([
+            ("session.timeout.ms", "10000"),
+            ("max.poll.interval.ms", "30000"),
+        ]);
     let consumer: TasksConsumer = c
         .create_with_context(TasksContext {
             assignment,

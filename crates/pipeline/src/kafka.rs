@@ -24,6 +24,29 @@ pub fn client_config(s: &Settings) -> ClientConfig {
     c
 }
 
+/// Client properties the project chooses but an operator may override in `kafka.properties`.
+pub(crate) trait SetDefaults {
+    /// Sets each property that is not set yet.
+    fn set_defaults(
+        &mut self,
+        props: impl IntoIterator<Item = (&'static str, &'static str)>,
+    ) -> &mut Self;
+}
+
+impl SetDefaults for ClientConfig {
+    fn set_defaults(
+        &mut self,
+        props: impl IntoIterator<Item = (&'static str, &'static str)>,
+    ) -> &mut Self {
+        for (k, v) in props {
+            if self.get(k).is_none() {
+                self.set(k, v);
+            }
+        }
+        self
+    }
+}
+
 /// A topic the service needs, with how to create it when missing.
 #[derive(Debug, Clone)]
 pub struct TopicSpec {

@@ -15,7 +15,7 @@ use salespulse_publish::PublishFormat;
 
 use crate::config::Settings;
 use crate::events::{InternalEvent, RecordRejected, Source};
-use crate::kafka::client_config;
+use crate::kafka::{client_config, SetDefaults};
 use crate::Error;
 
 /// The producer of one instance, with the deliveries it has not awaited yet.
@@ -40,20 +40,15 @@ pub(crate) fn create_producer(
     transactional_id: Option<&str>,
 ) -> Result<FutureProducer, Error> {
     let mut config = client_config(settings);
-    for (k, v) in [
+    config.set_defaults([
         ("enable.idempotence", "true"),
         ("linger.ms", "5"),
         ("compression.type", "lz4"),
-    ] {
-        if config.get(k).is_none() {
-            config.set(k, v);
-        }
-    }
+    ]);
     if let Some(id) = transactional_id {
-        config.set("transactional.id", id);
-        if config.get("transaction.timeout.ms").is_none() {
-            config.set("transaction.timeout.ms", "10000");
-        }
+        config
+            .set("transactional.id", id)
+            .set_defaults([("transaction.timeout.ms", "10000")]);
     }
     config
         .create()

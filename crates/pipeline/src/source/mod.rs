@@ -20,7 +20,7 @@ use tracing::warn;
 
 use crate::config::Settings;
 use crate::events::{InternalEvent, RosterRecordRejected, Source};
-use crate::kafka::{client_config, partitions, watermarks, ReadToEnd};
+use crate::kafka::{client_config, partitions, watermarks, ReadToEnd, SetDefaults};
 use crate::sink::Outputs;
 use crate::source::offsets::GroupOffsets;
 use crate::state::processor::Processor;
@@ -145,33 +145,13 @@ pub(crate) type InputConsumer = StreamConsumer<InputContext>;
 
 /// Fetch sizes of the consumers that read backlogs (the input, and whole topics at a rebuild):
 /// up to 16 MiB a partition and 64 MiB a request per round trip, rather than librdkafka's 1 MiB
-/// a partition. With the default the loop working off a backlog waited for its next records
+/// a partition, unless `kafka.properties` set them. With the default the loop working off a backlog waited for its next records
 /// about half the time (docs/benchmarks.md, End to end); a fetch still returns as soon as any
 /// record is there, so a service that is caught up waits no longer.
 pub(crate) const LARGE_FETCHES: [(&str, &str); 2] = [
     ("max.partition.fetch.bytes", "16777216"),
     ("fetch.max.bytes", "67108864"),
 ];
-
-/// Sets several client properties at once.
-pub(crate) trait SetAll {
-    fn set_all(
-        &mut self,
-        props: impl IntoIterator<Item = (&'static str, &'static str)>,
-    ) -> &mut Self;
-}
-
-impl SetAll for rdkafka::config::ClientConfig {
-    fn set_all(
-        &mut self,
-        props: impl IntoIterator<Item = (&'static str, &'static str)>,
-    ) -> &mut Self {
-        for (k, v) in props {
-            self.set(k, v);
-        }
-        self
-    }
-}
 
 fn is_partition_end(error: &KafkaError) -> bool {
     matches!(
@@ -213,7 +193,7 @@ impl InputToAssign {
             // The end of a partition ends a backlog: the loop then ticks without waiting out a
             // stretched interval.
             .set("enable.partition.eof", "true")
-            .set_all(LARGE_FETCHES)
+            .set_defaults(LARGE_FETCHES)
             .create_with_context(InputContext)
             .map_err(|e| Error::kafka("creating the input consumer", e))?;
         let mut lows = Vec::new();
@@ -487,7 +467,7 @@ impl TopicReader {
             // stops at the end waits only briefly.
             .set("fetch.wait.max.ms", "10")
             // A rebuild reads whole partitions of the cells and snapshot topics.
-            .set_all(LARGE_FETCHES)
+            .set_defaults(LARGE_FETCHES)
             .create_with_context(InputContext)
             .map_err(|e| Error::kafka("creating a topic reader", e))?;
         let client = |isolation: &str| -> Result<BaseConsumer, Error> {

@@ -367,6 +367,9 @@ pub(crate) struct DealState {
     pub status_due: i64,
 }
 
+/// A deal id, held inline when it is up to 24 bytes long (CRM ids are).
+pub(crate) type DealId = compact_str::CompactString;
+
 fn id_hash(s: &str) -> u64 {
     crate::ids::event_id_hash(s)
 }
@@ -549,9 +552,11 @@ pub struct DealsCore {
     cal: Calendar,
     bounds: Bounds,
     ledger: Ledger<DealCell>,
-    deals: crate::FastMap<Box<str>, DealState>,
+    /// Keyed by the id held in the entry itself (up to 24 bytes): a lookup compares it
+    /// where it finds the entry, rather than following a pointer to another cache line.
+    deals: crate::FastMap<DealId, DealState>,
     /// Deal ids by sequence number, to find the deal whose flow facts change windows.
-    ids: crate::FastMap<u64, Box<str>>,
+    ids: crate::FastMap<u64, DealId>,
     clock: FlowClock,
     /// When each open deal's stalled or overdue status may next change.
     status: Schedule,
@@ -794,7 +799,7 @@ impl DealsCore {
                 let cell = self.ledger.cell(&next.rep, next.team.as_ref(), &b);
                 self.stages
                     .contribute(cell, &next, true, &sc.new, &self.clock, &b);
-                self.ids.insert(seq, Box::from(ev.deal_id.as_ref()));
+                self.ids.insert(seq, DealId::from(ev.deal_id.as_ref()));
             }
         }
         self.scratch = sc;
@@ -815,7 +820,7 @@ impl DealsCore {
         match slot {
             Some(st) => *st = next,
             None => {
-                self.deals.insert(Box::from(ev.deal_id.as_ref()), next);
+                self.deals.insert(DealId::from(ev.deal_id.as_ref()), next);
             }
         }
         Outcome::Applied
@@ -860,6 +865,23 @@ impl DealsCore {
         if now.div_euclid(3_600) != hour {
             self.ledger.gc_names();
         }
+        self.drop_stale_dues();
+    }
+
+    /// Drops the schedules' stale entries once they outnumber the deals: a deal made due
+    /// earlier leaves its later entry behind, and a busy deal may do so at every record.
+    fn drop_stale_dues(&mut self) {
+        let (ids, deals) = (&self.ids, &self.deals);
+        let due_of = |seq: u64| ids.get(&seq).and_then(|id| deals.get(id));
+        let limit = 2 * deals.len() + 4_096;
+        if self.clock.scheduled() > limit {
+            self.clock
+                .retain(|(at, seq)| due_of(seq).is_some_and(|st| st.due == at));
+        }
+        if self.status.len() > limit {
+            self.status
+                .retain(|(at, seq)| due_of(seq).is_some_and(|st| st.status_due == at));
+        }
     }
 
     /// Moves the facts that entered or left windows in their owner's cell, and schedules each
@@ -894,8 +916,12 @@ impl DealsCore {
         };
         match &moved.deals {
             Some(due) => {
-                for seq in due {
-                    if let Some(st) = self.ids.get(seq).and_then(|id| self.deals.get_mut(id)) {
+                for &(at, seq) in due {
+                    let Some(st) = self.ids.get(&seq).and_then(|id| self.deals.get_mut(id)) else {
+                        continue;
+                    };
+                    // A stale entry: the deal was made due earlier since.
+                    if st.due == at {
                         visit(st);
                     }
                 }
@@ -907,10 +933,13 @@ impl DealsCore {
     /// Sets the stalled and overdue status of the open deals due for it.
     fn restatus(&mut self) {
         let b = self.bounds;
-        for seq in self.status.take_until(b.now) {
+        for (at, seq) in self.status.take_until(b.now) {
             let Some(st) = self.ids.get(&seq).and_then(|id| self.deals.get_mut(id)) else {
                 continue;
             };
+            if st.status_due != at {
+                continue;
+            }
             st.status_due = i64::MAX;
             let Some(old) = st.open else { continue };
             let new = old.at(b.now);
@@ -956,7 +985,7 @@ impl DealsCore {
 
     /// Adds a restored deal state and its contribution, as if its record had just been
     /// applied to a core that had never seen the deal.
-    pub(crate) fn insert_state(&mut self, id: Box<str>, mut st: DealState) {
+    pub(crate) fn insert_state(&mut self, id: DealId, mut st: DealState) {
         let b = self.bounds;
         let facts = flow::derive(&st.steps, &self.stages.kind, self.stages.slots).facts;
         let next = self

@@ -482,7 +482,7 @@ pub(crate) struct FlowClock {
 #[derive(Debug)]
 pub(crate) struct Moved {
     /// `None`: a to-date window started anew, so every deal.
-    pub deals: Option<Vec<u64>>,
+    pub deals: Option<Vec<crate::schedule::Due>>,
     pub lo: [i64; WINDOWS],
     pub hi: [i64; WINDOWS],
 }
@@ -555,6 +555,16 @@ impl FlowClock {
     /// Forgets every due second (before every deal is scheduled again).
     pub fn clear(&mut self) {
         self.due.clear();
+    }
+
+    /// See [`Schedule::len`].
+    pub fn scheduled(&self) -> usize {
+        self.due.len()
+    }
+
+    /// See [`Schedule::retain`].
+    pub fn retain(&mut self, live: impl FnMut(crate::schedule::Due) -> bool) {
+        self.due.retain(live);
     }
 
     /// See [`Schedule::begin_bulk`].
@@ -740,7 +750,7 @@ mod tests {
         assert_eq!(clock.advance(&cal.bounds(next - 1)).deals, Some(vec![]));
         assert_eq!(clock.mask(t0 - 10) & 1, 1, "still in the last hour");
         let moved = clock.advance(&cal.bounds(next));
-        assert_eq!(moved.deals, Some(vec![7]));
+        assert_eq!(moved.deals, Some(vec![(next, 7)]));
         assert_eq!((moved.mask(t0 - 10) & 1, clock.mask(t0 - 10) & 1), (1, 0));
 
         let future = [(t0 + 100_000, 0, 1)];

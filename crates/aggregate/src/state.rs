@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::activities::{ActivitiesCore, Counts, SavedBuckets, Secs, Tally};
 use salespulse_decode::ForecastCategory;
 
-use crate::deals::{DealState, DealsCore};
+use crate::deals::{DealId, DealState, DealsCore};
 use crate::flow::Step;
 
 /// Layout version of the encoded state; a snapshot of another version is not restored.
@@ -223,7 +223,7 @@ impl DealsCore {
                     d.id, st.stage
                 )));
             }
-            self.insert_state(d.id.into_boxed_str(), st);
+            self.insert_state(DealId::new(&d.id), st);
         }
         self.set_next_seq(saved.next_seq);
         Ok(())

@@ -25,6 +25,8 @@ use crate::Error;
 
 /// How long one transactional call may block.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`init`] waits for the producer's first broker connection.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a call that fails with a retriable error (the coordinator away) is tried again:
 /// as long as librdkafka keeps a record before it fails its delivery (`message.timeout.ms`).
@@ -88,6 +90,12 @@ fn error(context: &str, e: KafkaError) -> Error {
 /// transaction.
 pub(crate) fn init(producer: &FutureProducer) -> Result<(), Error> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // A producer just made has no broker connection up yet. Asked for its coordinator then,
+    // librdkafka finds no broker to ask and tries again on a 500 ms timer: half a second of
+    // many starts. A metadata request waits for the first connection. Its failure
+    // changes nothing, nor does a broker that does not answer within the wait: then
+    // `init_transactions` below reports and retries what is wrong, as it did without it.
+    let _ = producer.client().fetch_metadata(None, CONNECT_WAIT);
     loop {
         match producer.init_transactions(CALL_TIMEOUT) {
             Ok(()) => break,

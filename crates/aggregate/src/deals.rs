@@ -622,14 +622,13 @@ impl DealsCore {
         self.deals.len()
     }
 
-    /// Before `n` deals are restored: the maps get room for them (rather than rehashing every
-    /// deal held as they grow), and the deals' due seconds are indexed together (see
-    /// [`Schedule::begin_bulk`]).
+    /// Before `n` deals are restored: the maps and the schedules get room for them, rather
+    /// than moving every deal held each time they grow.
     pub(crate) fn begin_restore(&mut self, n: usize) {
         self.deals.reserve(n);
         self.ids.reserve(n);
-        self.clock.begin_bulk(n);
-        self.status.begin_bulk(n);
+        self.clock.reserve(n);
+        self.status.reserve(n);
     }
 
     /// Applies one validated record at the clock of the last [`DealsCore::tick`].

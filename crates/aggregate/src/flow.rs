@@ -567,9 +567,9 @@ impl FlowClock {
         self.due.retain(live);
     }
 
-    /// See [`Schedule::begin_bulk`].
-    pub fn begin_bulk(&mut self, n: usize) {
-        self.due.begin_bulk(n);
+    /// See [`Schedule::reserve`].
+    pub fn reserve(&mut self, n: usize) {
+        self.due.reserve(n);
     }
 
     /// Moves the windows to `b` and returns the deals to look at again.

@@ -36,7 +36,7 @@ impl Schedule {
     }
 
     /// Makes room for `n` more entries (a restore schedules every deal at once).
-    pub fn begin_bulk(&mut self, n: usize) {
+    pub fn reserve(&mut self, n: usize) {
         self.due.reserve(n);
     }
 

@@ -315,6 +315,13 @@ pub fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
 /// How long a reader may go without a record before it gives up.
 pub const READ_IDLE_LIMIT: Duration = Duration::from_secs(30);
 
+/// How long a reader waits for a record before it asks for its topic's metadata again.
+/// librdkafka fetches a partition again only once it knows the partition's new leader, and
+/// it asks for the leaders when a broker goes away, before the cluster has moved that
+/// broker's partitions (the controller waits out the broker's session, 9 s): a read under way
+/// when its leader was killed got nothing more until its idle limit ended it.
+const READ_STALL: Duration = Duration::from_secs(5);
+
 /// Reads assigned partitions up to given end offsets: the one loop behind loading the roster,
 /// reading a compacted topic whole and catching up on input. Transient errors (see
 /// [`is_transient`]) are logged and reading goes on; a reader that gets no record for
@@ -394,15 +401,21 @@ impl<'c, C: rdkafka::consumer::ConsumerContext + 'static> ReadToEnd<'c, C> {
             if self.done() {
                 return Ok(None);
             }
-            let got = tokio::time::timeout_at(deadline, self.consumer.recv())
-                .await
-                .map_err(|_| {
-                    Error::Config(format!(
+            let stall = deadline.min(tokio::time::Instant::now() + READ_STALL);
+            let Ok(got) = tokio::time::timeout_at(stall, self.consumer.recv()).await else {
+                if stall == deadline {
+                    return Err(Error::Config(format!(
                         "reading {} timed out: no record for {} s",
                         self.what,
                         READ_IDLE_LIMIT.as_secs()
-                    ))
-                })?;
+                    )));
+                }
+                // A failed request changes nothing: the next stall asks again.
+                let _ = self
+                    .consumer
+                    .fetch_metadata(Some(&self.what), Duration::from_secs(2));
+                continue;
+            };
             match got {
                 Ok(m) => {
                     self.pos.insert(m.partition(), m.offset() + 1);

@@ -18,7 +18,8 @@ use crate::schedule::Schedule;
 pub(crate) const MAX_STEPS: usize = 64;
 
 /// An applied state that changed the deal's stage, close time or expected close quarter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Saved state holds steps as tuples of these fields in this order (`crate::state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub(crate) struct Step {
     /// When the state took effect (Unix seconds): its `occurred_at`, or for the first step
     /// the deal's creation if earlier.

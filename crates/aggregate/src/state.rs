@@ -103,13 +103,18 @@ fn check(what: &'static str, saved: &[String], current: &[Arc<str>]) -> Result<(
     })
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StateError> {
-    // The version leads every layout, so it is read before anything else is trusted.
+/// The version leads every layout, so it is read before anything else is trusted.
+fn check_version(bytes: &[u8]) -> Result<(), StateError> {
     let (found, _) =
         postcard::take_from_bytes::<u32>(bytes).map_err(|e| StateError::Decode(e.to_string()))?;
     if found != VERSION {
         return Err(StateError::Version { found });
     }
+    Ok(())
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StateError> {
+    check_version(bytes)?;
     postcard::from_bytes(bytes).map_err(|e| StateError::Decode(e.to_string()))
 }
 
@@ -166,68 +171,202 @@ impl DealsCore {
 
     /// Loads saved state (taken under the same stage list) into a core that holds no deals;
     /// the roster may already be loaded.
+    ///
+    /// Each deal goes into the core as it is decoded, its strings borrowed from `bytes`: no
+    /// list of decoded deals is built first, to be moved and dropped again. After an error the
+    /// core may hold part of the state; it is to be dropped.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
-        let saved: SavedDeals = decode(bytes)?;
-        check("deal stages", &saved.stages, self.stage_names())?;
         if self.deals() != 0 {
             return Err(StateError::NotEmpty);
         }
-        self.begin_restore(saved.deals.len());
-        for d in saved.deals {
-            let mut recent = [0; crate::deals::RECENT_IDS];
-            for (r, s) in recent.iter_mut().zip(&d.recent) {
-                *r = *s;
-            }
-            let rep = self.intern(&d.rep);
-            let team = d.team.as_deref().map(|t| self.intern(t));
-            let st = DealState {
-                seq: d.seq,
-                rep,
-                team,
-                stage: d.stage,
-                amount: d.amount,
-                created_at: d.created_at,
-                occurred_at_ms: d.occurred_at_ms,
-                closed_at: d.closed_at,
-                expected: d.expected,
-                recent,
-                recent_next: d.recent_next % crate::deals::RECENT_IDS as u8,
-                due: i64::MAX,
-                open: None,
-                status_due: i64::MAX,
-                category: ForecastCategory::from_label(&d.category).ok_or_else(|| {
-                    StateError::Decode(format!(
-                        "deal {} has no forecast category {:?}",
-                        d.id, d.category
-                    ))
-                })?,
-                steps: d
-                    .steps
-                    .iter()
-                    .map(|&(at, stage, closed_at, amount, quarter)| Step {
-                        at,
-                        stage,
-                        closed_at,
-                        amount,
-                        quarter,
-                    })
-                    .collect(),
-                entered: d.entered,
-            };
-            if std::iter::once(st.stage)
-                .chain(st.steps.iter().map(|s| s.stage))
-                .any(|s| usize::from(s) >= saved.stages.len())
-            {
-                return Err(StateError::Decode(format!(
-                    "deal {} has no stage {}",
-                    d.id, st.stage
-                )));
-            }
-            self.insert_state(DealId::new(&d.id), st);
+        check_version(bytes)?;
+        let mut failed = None;
+        let mut de = postcard::Deserializer::from_bytes(bytes);
+        let decoded = serde::de::DeserializeSeed::deserialize(
+            RestoreDeals {
+                core: self,
+                failed: &mut failed,
+            },
+            &mut de,
+        );
+        match (failed, decoded) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => Err(StateError::Decode(e.to_string())),
+            (None, Ok(())) => Ok(()),
         }
-        self.set_next_seq(saved.next_seq);
+    }
+}
+
+/// A deal as saved, its strings borrowed from the saved bytes; the same layout as
+/// [`SavedDeal`].
+#[derive(Deserialize)]
+struct SavedDealRef<'a> {
+    id: &'a str,
+    seq: u64,
+    rep: &'a str,
+    #[serde(borrow)]
+    team: Option<&'a str>,
+    stage: u8,
+    amount: i128,
+    created_at: i64,
+    occurred_at_ms: i64,
+    closed_at: Option<i64>,
+    expected: Option<i32>,
+    recent: Recent,
+    recent_next: u8,
+    category: &'a str,
+    steps: Vec<Step>,
+    entered: i64,
+}
+
+/// The recent event ids of a deal, read into a fixed array (the saved list is never longer).
+struct Recent([u64; crate::deals::RECENT_IDS]);
+
+impl<'de> Deserialize<'de> for Recent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Recent;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "at most {} event ids", crate::deals::RECENT_IDS)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Recent, A::Error> {
+                let mut r = [0; crate::deals::RECENT_IDS];
+                let mut n = 0;
+                while let Some(id) = seq.next_element::<u64>()? {
+                    match r.get_mut(n) {
+                        Some(slot) => *slot = id,
+                        None => return Err(serde::de::Error::invalid_length(n + 1, &self)),
+                    }
+                    n += 1;
+                }
+                Ok(Recent(r))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// Decodes a [`SavedDeals`] into `core`, deal by deal. A saved state that decodes but does
+/// not fit this core (other stages, a stage or category it does not know) is told by
+/// `failed`, not as a decoding error.
+struct RestoreDeals<'c> {
+    core: &'c mut DealsCore,
+    failed: &'c mut Option<StateError>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for RestoreDeals<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        const FIELDS: &[&str] = &["version", "stages", "next_seq", "deals"];
+        d.deserialize_struct("SavedDeals", FIELDS, self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RestoreDeals<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("saved deals")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        use serde::de::Error;
+        let missing = |what| A::Error::custom(format!("the saved deals end before their {what}"));
+        let _version: u32 = seq.next_element()?.ok_or_else(|| missing("version"))?;
+        let stages: Vec<String> = seq.next_element()?.ok_or_else(|| missing("stages"))?;
+        if let Err(e) = check("deal stages", &stages, self.core.stage_names()) {
+            *self.failed = Some(e);
+            return Err(A::Error::custom("other stages"));
+        }
+        let next_seq: u64 = seq.next_element()?.ok_or_else(|| missing("sequence"))?;
+        let deals = InsertDeals {
+            core: &mut *self.core,
+            failed: &mut *self.failed,
+            stages: stages.len(),
+        };
+        seq.next_element_seed(deals)?
+            .ok_or_else(|| missing("deals"))?;
+        self.core.set_next_seq(next_seq);
         Ok(())
     }
+}
+
+/// The saved deals, each inserted into `core` as it is decoded.
+struct InsertDeals<'c> {
+    core: &'c mut DealsCore,
+    failed: &'c mut Option<StateError>,
+    stages: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for InsertDeals<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for InsertDeals<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of saved deals")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.core.begin_restore(seq.size_hint().unwrap_or(0));
+        while let Some(d) = seq.next_element::<SavedDealRef<'de>>()? {
+            if let Err(e) = insert_saved(self.core, d, self.stages) {
+                *self.failed = Some(e);
+                return Err(serde::de::Error::custom("a deal that does not fit"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn insert_saved(
+    core: &mut DealsCore,
+    d: SavedDealRef<'_>,
+    stages: usize,
+) -> Result<(), StateError> {
+    let category = ForecastCategory::from_label(d.category).ok_or_else(|| {
+        StateError::Decode(format!(
+            "deal {} has no forecast category {:?}",
+            d.id, d.category
+        ))
+    })?;
+    if std::iter::once(d.stage)
+        .chain(d.steps.iter().map(|s| s.stage))
+        .any(|s| usize::from(s) >= stages)
+    {
+        return Err(StateError::Decode(format!(
+            "deal {} has no stage {}",
+            d.id, d.stage
+        )));
+    }
+    let rep = core.intern(d.rep);
+    let team = d.team.map(|t| core.intern(t));
+    let st = DealState {
+        seq: d.seq,
+        rep,
+        team,
+        stage: d.stage,
+        amount: d.amount,
+        created_at: d.created_at,
+        occurred_at_ms: d.occurred_at_ms,
+        closed_at: d.closed_at,
+        expected: d.expected,
+        recent: d.recent.0,
+        recent_next: d.recent_next % crate::deals::RECENT_IDS as u8,
+        due: i64::MAX,
+        open: None,
+        status_due: i64::MAX,
+        category,
+        steps: d.steps,
+        entered: d.entered,
+    };
+    core.insert_state(DealId::new(d.id), st);
+    Ok(())
 }
 
 impl ActivitiesCore {
@@ -316,5 +455,112 @@ impl ActivitiesCore {
             self.insert_cell(&c.rep, c.team.as_deref(), &buckets);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use rust_decimal::Decimal;
+    use salespulse_decode::{Contract, ContractConfig, DealEvent};
+
+    use super::*;
+    use crate::Calendar;
+
+    const NOW_MS: i64 = 1_780_000_000_000;
+    const CATEGORY: [ForecastCategory; 6] = [
+        ForecastCategory::Pipeline,
+        ForecastCategory::Pipeline,
+        ForecastCategory::BestCase,
+        ForecastCategory::Commit,
+        ForecastCategory::Closed,
+        ForecastCategory::Omitted,
+    ];
+
+    /// Deals in every stage, two reps, one without a team, each moved once.
+    fn core_with_deals(contract: &Contract) -> DealsCore {
+        let mut core = DealsCore::new(contract, Calendar::utc(), NOW_MS);
+        for i in 0..12u8 {
+            for (n, stage) in [0, i % 6].into_iter().enumerate() {
+                let at = NOW_MS - 86_400_000 + i64::from(i) * 60_000 + n as i64 * 1_000;
+                let ev = DealEvent {
+                    event_id: Cow::Owned(format!("e{i}-{n}")),
+                    deal_id: Cow::Owned(format!("deal-{i}")),
+                    rep_id: Cow::Borrowed(if i % 2 == 0 { "rep-a" } else { "rep-b" }),
+                    team_id: (i % 3 != 0).then_some(Cow::Borrowed("team-1")),
+                    stage,
+                    amount: Decimal::new(125_000 + i64::from(i), 2),
+                    created_at: NOW_MS - 86_400_000,
+                    occurred_at: at,
+                    closed_at: (stage >= 4).then_some(at),
+                    expected_close_date: None,
+                    forecast_category: CATEGORY[usize::from(stage)],
+                };
+                core.apply(&ev);
+            }
+        }
+        core
+    }
+
+    #[test]
+    fn restored_deals_save_as_they_were_saved() {
+        let contract = Contract::default();
+        let saved = core_with_deals(&contract).save();
+        let mut restored = DealsCore::new(&contract, Calendar::utc(), NOW_MS);
+        restored.restore(&saved).expect("the state restores");
+        assert_eq!(restored.deals(), 12);
+        // The same deals, in the order of their sequence numbers (a map's order is its own).
+        let in_order = |bytes: &[u8]| {
+            let mut s: SavedDeals = decode(bytes).expect("decodes");
+            s.deals.sort_by_key(|d| d.seq);
+            postcard::to_stdvec(&s).expect("encodes")
+        };
+        assert_eq!(in_order(&restored.save()), in_order(&saved));
+        assert!(matches!(
+            restored.restore(&saved),
+            Err(StateError::NotEmpty)
+        ));
+    }
+
+    #[test]
+    fn state_that_does_not_fit_is_refused() {
+        let contract = Contract::default();
+        let saved = core_with_deals(&contract).save();
+        let fresh = |c: &Contract| DealsCore::new(c, Calendar::utc(), NOW_MS);
+
+        let mut fewer = ContractConfig::default();
+        fewer.stages.remove(1);
+        let fewer = Contract::new(fewer).expect("a valid contract");
+        assert!(matches!(
+            fresh(&fewer).restore(&saved),
+            Err(StateError::Config {
+                what: "deal stages",
+                ..
+            })
+        ));
+
+        let mut other_version = saved.clone();
+        other_version[0] = (VERSION + 1) as u8;
+        assert!(matches!(
+            fresh(&contract).restore(&other_version),
+            Err(StateError::Version { found }) if found == VERSION + 1
+        ));
+
+        let cut = &saved[..saved.len() - 7];
+        assert!(matches!(
+            fresh(&contract).restore(cut),
+            Err(StateError::Decode(_))
+        ));
+
+        // A deal in a stage past the stage list.
+        let mut bad: SavedDeals = decode(&saved).expect("decodes");
+        bad.deals[3].stage = 9;
+        let bad = postcard::to_stdvec(&bad).expect("encodes");
+        let refused = fresh(&contract).restore(&bad);
+        assert!(
+            matches!(&refused, Err(StateError::Decode(why)) if why.contains("no stage 9")),
+            "{refused:?}"
+        );
     }
 }

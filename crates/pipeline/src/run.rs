@@ -919,12 +919,13 @@ impl<'a, P: Processor> Instance<'a, P> {
     }
 
     /// A round trip to the broker per partition: done every few seconds, not per tick — but at
-    /// every tick while the last measure kept the instance from being ready, so that one that
-    /// has caught up (a replay ended, a backlog worked off) is ready at its next tick rather
-    /// than up to [`LAG_EVERY`] later.
+    /// every tick while the last measure kept a restored instance from being ready, so that one
+    /// that has caught up (a replay ended, a backlog worked off) is ready at its next tick
+    /// rather than up to [`LAG_EVERY`] later. A replay is never ready, and ticks often.
     fn measure_lag(&mut self) {
         let ready_max_lag = self.shared.svc.ready_max_lag;
-        let held_back = self.max_lag.is_none_or(|lag| lag > ready_max_lag);
+        let held_back =
+            !self.role.is_restoring() && self.max_lag.is_none_or(|lag| lag > ready_max_lag);
         if self.lag_checked.elapsed() < LAG_EVERY && !held_back {
             return;
         }

@@ -19,7 +19,7 @@ pub(crate) const MAX_STEPS: usize = 64;
 
 /// An applied state that changed the deal's stage, close time or expected close quarter.
 /// Saved state holds steps as tuples of these fields in this order (`crate::state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Step {
     /// When the state took effect (Unix seconds): its `occurred_at`, or for the first step
     /// the deal's creation if earlier.

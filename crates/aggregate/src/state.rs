@@ -6,6 +6,7 @@
 //! Restoring re-derives the cells from it at the current clock, so a snapshot taken before a
 //! window moved restores to the same numbers as an uninterrupted run.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -39,32 +40,37 @@ pub enum StateError {
 }
 
 #[derive(Serialize, Deserialize)]
-struct SavedDeals {
+struct SavedDeals<'a> {
     version: u32,
     stages: Vec<String>,
     next_seq: u64,
-    deals: Vec<SavedDeal>,
+    #[serde(borrow)]
+    deals: Vec<SavedDeal<'a>>,
 }
 
-/// (at, stage, closed_at, amount, quarter) of one step of a deal's history.
-type SavedStep = (i64, u8, Option<i64>, i64, Option<i32>);
-
+/// A deal as saved. Saving borrows its strings and steps from the core; restoring borrows
+/// the strings from the saved bytes.
 #[derive(Serialize, Deserialize)]
-struct SavedDeal {
-    id: String,
+struct SavedDeal<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
     seq: u64,
-    rep: String,
-    team: Option<String>,
+    #[serde(borrow)]
+    rep: Cow<'a, str>,
+    #[serde(borrow)]
+    team: Option<Cow<'a, str>>,
     stage: u8,
     amount: i128,
     created_at: i64,
     occurred_at_ms: i64,
     closed_at: Option<i64>,
     expected: Option<i32>,
-    recent: Vec<u64>,
+    recent: Recent,
     recent_next: u8,
-    category: String,
-    steps: Vec<SavedStep>,
+    #[serde(borrow)]
+    category: Cow<'a, str>,
+    /// Each step as the tuple of its fields, in their order.
+    steps: Cow<'a, [Step]>,
     entered: i64,
 }
 
@@ -144,24 +150,20 @@ impl DealsCore {
             next_seq,
             deals: deals
                 .map(|(id, st)| SavedDeal {
-                    id: id.to_owned(),
+                    id: Cow::Borrowed(id),
                     seq: st.seq,
-                    rep: st.rep.to_string(),
-                    team: st.team.as_deref().map(str::to_owned),
+                    rep: Cow::Borrowed(&st.rep),
+                    team: st.team.as_deref().map(Cow::Borrowed),
                     stage: st.stage,
                     amount: st.amount,
                     created_at: st.created_at,
                     occurred_at_ms: st.occurred_at_ms,
                     closed_at: st.closed_at,
                     expected: st.expected,
-                    recent: st.recent.to_vec(),
+                    recent: Recent(st.recent),
                     recent_next: st.recent_next,
-                    category: st.category.label().to_owned(),
-                    steps: st
-                        .steps
-                        .iter()
-                        .map(|s| (s.at, s.stage, s.closed_at, s.amount, s.quarter))
-                        .collect(),
+                    category: Cow::Borrowed(st.category.label()),
+                    steps: Cow::Borrowed(&st.steps),
                     entered: st.entered,
                 })
                 .collect(),
@@ -197,30 +199,15 @@ impl DealsCore {
     }
 }
 
-/// A deal as saved, its strings borrowed from the saved bytes; the same layout as
-/// [`SavedDeal`].
-#[derive(Deserialize)]
-struct SavedDealRef<'a> {
-    id: &'a str,
-    seq: u64,
-    rep: &'a str,
-    #[serde(borrow)]
-    team: Option<&'a str>,
-    stage: u8,
-    amount: i128,
-    created_at: i64,
-    occurred_at_ms: i64,
-    closed_at: Option<i64>,
-    expected: Option<i32>,
-    recent: Recent,
-    recent_next: u8,
-    category: &'a str,
-    steps: Vec<Step>,
-    entered: i64,
-}
-
-/// The recent event ids of a deal, read into a fixed array (the saved list is never longer).
+/// The recent event ids of a deal, saved as a list and read back into a fixed array (a saved
+/// list is never longer).
 struct Recent([u64; crate::deals::RECENT_IDS]);
+
+impl Serialize for Recent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0)
+    }
+}
 
 impl<'de> Deserialize<'de> for Recent {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -314,7 +301,7 @@ impl<'de> serde::de::Visitor<'de> for InsertDeals<'_> {
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         self.core.begin_restore(seq.size_hint().unwrap_or(0));
-        while let Some(d) = seq.next_element::<SavedDealRef<'de>>()? {
+        while let Some(d) = seq.next_element::<SavedDeal<'de>>()? {
             if let Err(e) = insert_saved(self.core, d, self.stages) {
                 *self.failed = Some(e);
                 return Err(serde::de::Error::custom("a deal that does not fit"));
@@ -324,12 +311,8 @@ impl<'de> serde::de::Visitor<'de> for InsertDeals<'_> {
     }
 }
 
-fn insert_saved(
-    core: &mut DealsCore,
-    d: SavedDealRef<'_>,
-    stages: usize,
-) -> Result<(), StateError> {
-    let category = ForecastCategory::from_label(d.category).ok_or_else(|| {
+fn insert_saved(core: &mut DealsCore, d: SavedDeal<'_>, stages: usize) -> Result<(), StateError> {
+    let category = ForecastCategory::from_label(&d.category).ok_or_else(|| {
         StateError::Decode(format!(
             "deal {} has no forecast category {:?}",
             d.id, d.category
@@ -344,8 +327,8 @@ fn insert_saved(
             d.id, d.stage
         )));
     }
-    let rep = core.intern(d.rep);
-    let team = d.team.map(|t| core.intern(t));
+    let rep = core.intern(&d.rep);
+    let team = d.team.as_deref().map(|t| core.intern(t));
     let st = DealState {
         seq: d.seq,
         rep,
@@ -362,10 +345,10 @@ fn insert_saved(
         open: None,
         status_due: i64::MAX,
         category,
-        steps: d.steps,
+        steps: d.steps.into_owned(),
         entered: d.entered,
     };
-    core.insert_state(DealId::new(d.id), st);
+    core.insert_state(DealId::new(&d.id), st);
     Ok(())
 }
 
@@ -512,7 +495,7 @@ mod tests {
         assert_eq!(restored.deals(), 12);
         // The same deals, in the order of their sequence numbers (a map's order is its own).
         let in_order = |bytes: &[u8]| {
-            let mut s: SavedDeals = decode(bytes).expect("decodes");
+            let mut s: SavedDeals = postcard::from_bytes(bytes).expect("decodes");
             s.deals.sort_by_key(|d| d.seq);
             postcard::to_stdvec(&s).expect("encodes")
         };
@@ -521,6 +504,46 @@ mod tests {
             restored.restore(&saved),
             Err(StateError::NotEmpty)
         ));
+    }
+
+    /// The layout of version 4 as first written, with owned values: a snapshot of this build
+    /// decodes into it and encodes back to the same bytes, so snapshots written before and
+    /// after borrowed saving read the same.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Version4 {
+        version: u32,
+        stages: Vec<String>,
+        next_seq: u64,
+        #[allow(clippy::type_complexity)]
+        deals: Vec<(
+            String,
+            u64,
+            String,
+            Option<String>,
+            u8,
+            i128,
+            i64,
+            i64,
+            Option<i64>,
+            Option<i32>,
+            Vec<u64>,
+            u8,
+            String,
+            Vec<(i64, u8, Option<i64>, i64, Option<i32>)>,
+            i64,
+        )>,
+    }
+
+    #[test]
+    fn saved_deals_keep_the_layout_of_their_version() {
+        let saved = core_with_deals(&Contract::default()).save();
+        let old: Version4 = postcard::from_bytes(&saved).expect("decodes in the first layout");
+        assert_eq!(old.deals.len(), 12);
+        assert!(old
+            .deals
+            .iter()
+            .all(|d| d.10.len() == crate::deals::RECENT_IDS));
+        assert_eq!(postcard::to_stdvec(&old).expect("encodes"), saved);
     }
 
     #[test]
@@ -554,7 +577,7 @@ mod tests {
         ));
 
         // A deal in a stage past the stage list.
-        let mut bad: SavedDeals = decode(&saved).expect("decodes");
+        let mut bad: SavedDeals = postcard::from_bytes(&saved).expect("decodes");
         bad.deals[3].stage = 9;
         let bad = postcard::to_stdvec(&bad).expect("encodes");
         let refused = fresh(&contract).restore(&bad);

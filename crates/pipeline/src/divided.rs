@@ -33,7 +33,9 @@ use salespulse_expose::{Board, Health};
 use tracing::{info, warn};
 
 use crate::coordination::ownership::Member;
-use crate::events::{Announced, Assigned, InternalEvent, Revoked, TransactionEnded};
+use crate::events::{
+    Announced, Assigned, InternalEvent, Revoked, TakeOverFailed, TransactionEnded,
+};
 use crate::kafka::{client_config, partitions, ReadToEnd, SetDefaults};
 use crate::pacer::Pacer;
 use crate::run::{now_ms, Shared, GIVE_UP_AFTER};
@@ -494,7 +496,22 @@ impl<'a, P: Processor> Instance<'a, P> {
             if !assigned {
                 return self.give_up();
             }
-            self.rebuild(consumer).await?;
+            match self.rebuild(consumer).await {
+                Err(Error::Fenced(why)) => return Err(Error::Fenced(why)),
+                // As a take-over in the default mode: a rebuild that the cluster interrupts
+                // (a read that timed out waiting for a broker's partitions or for a killed
+                // instance's transaction) is done again at the next tick, from the topics.
+                Err(error) => {
+                    TakeOverFailed { error: &error }.emit(self.shared.health);
+                    tokio::task::block_in_place(|| {
+                        crate::sink::transaction::abort(self.out.producer)
+                    })?;
+                    let _ = self.out.take_pending();
+                    self.give_up_state();
+                    return Ok(());
+                }
+                Ok(()) => {}
+            }
             if self.built.is_none() {
                 return Ok(());
             }

@@ -452,14 +452,6 @@ mod tests {
     use crate::Calendar;
 
     const NOW_MS: i64 = 1_780_000_000_000;
-    const CATEGORY: [ForecastCategory; 6] = [
-        ForecastCategory::Pipeline,
-        ForecastCategory::Pipeline,
-        ForecastCategory::BestCase,
-        ForecastCategory::Commit,
-        ForecastCategory::Closed,
-        ForecastCategory::Omitted,
-    ];
 
     /// Deals in every stage, two reps, one without a team, each moved once.
     fn core_with_deals(contract: &Contract) -> DealsCore {
@@ -478,7 +470,7 @@ mod tests {
                     occurred_at: at,
                     closed_at: (stage >= 4).then_some(at),
                     expected_close_date: None,
-                    forecast_category: CATEGORY[usize::from(stage)],
+                    forecast_category: contract.stages()[usize::from(stage)].forecast_category,
                 };
                 core.apply(&ev);
             }

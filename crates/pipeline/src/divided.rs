@@ -503,12 +503,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 // instance's transaction) is done again at the next tick, from the topics.
                 Err(error) => {
                     TakeOverFailed { error: &error }.emit(self.shared.health);
-                    tokio::task::block_in_place(|| {
-                        crate::sink::transaction::abort(self.out.producer)
-                    })?;
-                    let _ = self.out.take_pending();
-                    self.give_up_state();
-                    return Ok(());
+                    return self.abandon();
                 }
                 Ok(()) => {}
             }
@@ -647,10 +642,16 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// given up is aborted, and nothing is exported.
     fn give_up(&mut self) -> Result<(), Error> {
         if self.built.is_some() {
-            self.give_up_state();
-            tokio::task::block_in_place(|| crate::sink::transaction::abort(self.out.producer))?;
-            let _ = self.out.take_pending();
+            self.abandon()?;
         }
+        Ok(())
+    }
+
+    /// Forgets the state held and aborts what the open transaction holds.
+    fn abandon(&mut self) -> Result<(), Error> {
+        self.give_up_state();
+        tokio::task::block_in_place(|| crate::sink::transaction::abort(self.out.producer))?;
+        let _ = self.out.take_pending();
         Ok(())
     }
 

@@ -468,9 +468,10 @@ impl<'c, C: rdkafka::consumer::ConsumerContext + 'static> ReadToEnd<'c, C> {
 }
 
 /// Drops `clients` on a thread of their own. Dropping a client waits for its threads to end
-/// (about 100 ms), and dropping a group consumer closes it: the close waits for a final rebalance that librdkafka can leave pending
-/// indefinitely after a fatal error (confluentinc/librdkafka#4041, fede1024/rust-rdkafka#508):
-/// an instance starting over must not wait for it. A close that never ends leaves the group by
+/// (about 100 ms), and dropping a group consumer closes it: the close waits for a final
+/// rebalance that librdkafka can leave pending indefinitely after a fatal error
+/// (confluentinc/librdkafka#4041, fede1024/rust-rdkafka#508): an instance starting over must
+/// not wait for it. A close that never ends leaves the group by
 /// itself once `max.poll.interval.ms` passes without a poll.
 pub(crate) fn close_aside<T: Send + 'static>(what: &'static str, clients: T) {
     let spawned = std::thread::Builder::new()

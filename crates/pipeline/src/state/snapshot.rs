@@ -67,8 +67,9 @@ const FIRST_LOOK: i64 = 8;
 /// The topic holds every snapshot taken since compaction last ran (it never compacts the
 /// segment being written), so reading it whole costs time in proportion to the snapshots
 /// taken, not to the one wanted. The newest manifest is at the end, or near it (other owners'
-/// snapshots, or the tombstones of a save cut short, may come after it): looks back from the
-/// end, widening, find it; its chunks are then read from the offset of the first one.
+/// snapshots may come after it, and a save of an older build wrote the manifest only before
+/// its tombstones): looks back from the end, widening, find it; its chunks are then read from
+/// the offset of the first one.
 pub(crate) async fn load(settings: &Settings, owner: &str) -> Result<Option<Saved>, Error> {
     let topic = &settings.topics.snapshots;
     let mut look = FIRST_LOOK;

@@ -147,19 +147,35 @@ pub struct SamePoint {
 impl SamePoint {
     /// Last second of the previous period counted at `now`.
     pub fn hi(&self, now: i64) -> i64 {
-        let elapsed = i128::from((now - self.since).max(0));
+        let elapsed = (now - self.since).max(0);
+        // Periods are seconds long, so the product fits 64 bits; 128-bit division, far
+        // slower, is left for a product that would not.
+        if let Some(r) = elapsed.checked_mul(self.prev) {
+            return self.prev_lo + r / self.cur.max(1);
+        }
+        let elapsed = i128::from(elapsed);
         let reach = elapsed * i128::from(self.prev) / i128::from(self.cur.max(1));
-        self.prev_lo + i64::try_from(reach).unwrap_or(i64::MAX - self.prev_lo)
+        saturate(i128::from(self.prev_lo) + reach)
     }
 
     /// The first second (at or after the current period's start) at which a fact at `ts` of
     /// the previous period is counted.
     pub fn reaches(&self, ts: i64) -> i64 {
-        let d = i128::from((ts - self.prev_lo).max(0));
+        let d = (ts - self.prev_lo).max(0);
+        let p = self.prev.max(1);
+        // As in `hi`: 64 bits unless the product would not fit them.
+        if let Some(n) = d.checked_mul(self.cur).and_then(|n| n.checked_add(p - 1)) {
+            return self.since + n / p;
+        }
+        let d = i128::from(d);
         let (c, p) = (i128::from(self.cur), i128::from(self.prev.max(1)));
         let e = (d * c + p - 1) / p;
-        self.since + i64::try_from(e).unwrap_or(i64::MAX - self.since)
+        saturate(i128::from(self.since) + e)
     }
+}
+
+fn saturate(v: i128) -> i64 {
+    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// The configured calendar is unusable.
@@ -798,6 +814,35 @@ mod tests {
                     assert!(at == p.since || p.hi(at - 1) < fact, "{p:?} {d}");
                 }
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// The 64-bit arithmetic gives what exact 128-bit arithmetic gives, up to products
+        /// that need the wide path.
+        #[test]
+        fn same_point_matches_wide_arithmetic(
+            since in -4_000_000_000i64..4_000_000_000,
+            cur in 1i64..40_000_000_000,
+            prev in 1i64..40_000_000_000,
+            back in 0i64..40_000_000_000,
+            off in -1_000i64..80_000_000_000,
+        ) {
+            let p = SamePoint { since, cur, prev_lo: since - back, prev };
+            let wide_hi = {
+                let e = i128::from((since + off - p.since).max(0));
+                p.prev_lo as i128 + e * i128::from(prev) / i128::from(cur)
+            };
+            let ts = p.prev_lo + off;
+            let wide_reaches = {
+                let d = i128::from((ts - p.prev_lo).max(0));
+                i128::from(since) + (d * i128::from(cur) + i128::from(prev) - 1) / i128::from(prev)
+            };
+            // Seconds far past any calendar saturate instead; not compared here.
+            let fits = |v: i128| v.unsigned_abs() < u128::from(u64::MAX / 4);
+            proptest::prop_assume!(fits(wide_hi) && fits(wide_reaches));
+            proptest::prop_assert_eq!(i128::from(p.hi(since + off)), wide_hi);
+            proptest::prop_assert_eq!(i128::from(p.reaches(ts)), wide_reaches);
         }
     }
 

@@ -892,6 +892,7 @@ impl DealsCore {
             self.clock.clear();
         }
         let (clock, ledger, stages) = (&mut self.clock, &mut self.ledger, &self.stages);
+        let mut facts = Vec::new();
         let mut visit = |st: &mut DealState| {
             for (ts, f) in stages.facts(st).into_iter().flatten() {
                 let (before, after) = (moved.mask(ts), clock.mask(ts));
@@ -901,7 +902,7 @@ impl DealsCore {
                     cell.add_fact(&f, -1, before & !after);
                 }
             }
-            let facts = flow::derive(&st.steps, kinds, slots).facts;
+            flow::derive_into(&st.steps, kinds, slots, &mut facts);
             for &(ts, slot, v) in &facts {
                 let (before, after) = (moved.mask(ts), clock.mask(ts));
                 if before != after {
@@ -986,7 +987,9 @@ impl DealsCore {
     /// applied to a core that had never seen the deal.
     pub(crate) fn insert_state(&mut self, id: DealId, mut st: DealState) {
         let b = self.bounds;
-        let facts = flow::derive(&st.steps, &self.stages.kind, self.stages.slots).facts;
+        // One list for every deal restored, rather than one allocated per deal.
+        let mut facts = std::mem::take(&mut self.scratch.new);
+        flow::derive_into(&st.steps, &self.stages.kind, self.stages.slots, &mut facts);
         let next = self
             .clock
             .next_change(&facts)
@@ -1001,6 +1004,7 @@ impl DealsCore {
         let cell = self.ledger.cell(&st.rep, st.team.as_ref(), &b);
         self.stages
             .contribute(cell, &st, true, &facts, &self.clock, &b);
+        self.scratch.new = facts;
         self.ids.insert(st.seq, id.clone());
         self.deals.insert(id, st);
     }

@@ -91,6 +91,7 @@ pub(crate) type Fact = (i64, usize, i128);
 
 /// What a history says: its facts, and the open stage the deal is in now with the second it
 /// entered it (`None` when closed).
+#[cfg(test)]
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Derived {
     pub facts: Vec<Fact>,
@@ -267,13 +268,15 @@ impl Fold {
 }
 
 /// The facts of a history, by the rules of docs/metrics.md ("How deals move").
+#[cfg(test)]
 pub(crate) fn derive(steps: &[Step], kinds: &[StageKind], slots: Slots) -> Derived {
     let mut facts = Vec::new();
     let visit = derive_into(steps, kinds, slots, &mut facts);
     Derived { facts, visit }
 }
 
-/// [`derive`] into a reused list; returns the open visit.
+/// The facts of a history, by the rules of docs/metrics.md ("How deals move"), into a reused
+/// list (the deals core keeps one); returns the open visit.
 pub(crate) fn derive_into(
     steps: &[Step],
     kinds: &[StageKind],

@@ -38,13 +38,13 @@ use crate::events::{
 };
 use crate::kafka::{client_config, partitions, ReadToEnd, SetDefaults};
 use crate::pacer::Pacer;
-use crate::run::{now_ms, Shared, GIVE_UP_AFTER};
+use crate::run::{now_ms, AbortOnDrop, Shared, GIVE_UP_AFTER};
 use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
+use crate::source::follow::Ahead;
 use crate::source::offsets::GroupOffsets;
 use crate::source::{
-    content_type, read_board, read_partitions, read_to_end, roster_consumer, InputContext,
-    TopicCounters, LARGE_FETCHES,
+    content_type, read_partitions, roster_consumer, InputContext, TopicCounters, LARGE_FETCHES,
 };
 use crate::state::processor::Processor;
 use crate::state::snapshot::Manifest;
@@ -682,6 +682,14 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.shared.health.lag.reset();
         let (input, slots, member, generation) = self.assignment.current();
         let committed = self.read_committed(&input, &slots)?;
+        // The metrics and celebrations topics, read while the partitions' state is rebuilt:
+        // what previous owners wrote there is settled, as their offsets are.
+        let reads = {
+            let settings = self.shared.settings.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                Ahead::read(&settings, P::METRICS, P::CELEBRATES).await
+            }))
+        };
         let step = Instant::now();
         let replayed = self.replay_input(&input, &committed).await?;
         let input_seconds = step.elapsed().as_secs_f64();
@@ -698,8 +706,11 @@ impl<'a, P: Processor> Instance<'a, P> {
             warn!("seeking the input partitions failed; building again at the next tick");
             return Ok(());
         }
-        self.read_announced().await?;
         let step = Instant::now();
+        let Ahead { board, announced } = reads.join().await?;
+        // The deals of the assigned partitions that were celebrated are not celebrated again.
+        self.announced = announced.map(|a| a.kept.0).unwrap_or_default();
+        self.differ = board.kept.into_differ();
         self.take_over(&slots).await?;
         let board_seconds = step.elapsed().as_secs_f64();
         self.member = member;
@@ -850,25 +861,10 @@ impl<'a, P: Processor> Instance<'a, P> {
         Ok(contributions)
     }
 
-    /// The keys of the celebrations on their topic: the deals of the assigned partitions
-    /// that were celebrated are not celebrated again.
-    async fn read_announced(&mut self) -> Result<(), Error> {
-        self.announced.clear();
-        if P::CELEBRATES {
-            let announced = &mut self.announced;
-            let s = self.shared.settings;
-            read_to_end(s, &s.topics.celebrations, |key, _| {
-                announced.insert(key.to_owned());
-            })
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// Reads the metrics topic back and publishes what differs for the owned subjects.
+    /// Publishes what differs from the metrics topic (read back into `differ`) for the owned
+    /// subjects.
     async fn take_over(&mut self, slots: &BTreeSet<i32>) -> Result<(), Error> {
         let s = &self.shared;
-        self.differ = read_board(s.settings, P::METRICS).await?;
         let n = self.slots;
         let owns = |x: &Subject| slots.contains(&(salespulse_aggregate::slot_of(x, n) as i32));
         let mut full = self.merger.snapshot();

@@ -42,10 +42,11 @@ use crate::kafka::{ensure_topics, partitions, ReadToEnd, TopicSpec};
 use crate::pacer::Pacer;
 use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
+use crate::source::follow::Ahead;
 use crate::source::offsets::GroupOffsets;
 use crate::source::{
-    apply_roster, catch_up_dead_letters, content_type, end_probe, read_board, read_to_end,
-    roster_consumer, InputConsumer, InputToAssign, Positions, TopicCounters,
+    apply_roster, catch_up_dead_letters, content_type, end_probe, roster_consumer, InputConsumer,
+    InputToAssign, Positions, TopicCounters,
 };
 use crate::state::processor::Processor;
 use crate::state::snapshot::Manifest;
@@ -317,6 +318,8 @@ struct Instance<'a, P: Processor> {
     parts: Vec<i32>,
     snapshots: Snapshots,
     celebrations: Celebrations,
+    /// The topics the first take-over reads, as read since the start.
+    ahead: Option<AbortOnDrop<Result<Ahead, Error>>>,
     /// Reads and commits the input group's offsets.
     offsets: GroupOffsets<'a>,
     /// The input group's metadata, under which the leader commits input offsets.
@@ -339,6 +342,14 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// joins the slots group.
     async fn start(s: Shared<'a>, producer: &'a FutureProducer) -> Result<(Self, Inputs), Error> {
         let started = Instant::now();
+        // What the first take-over reads back (the metrics and celebrations topics) is read
+        // while the state is restored; the take-over then reads only what came after.
+        let ahead = {
+            let settings = s.settings.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                Ahead::read(&settings, P::METRICS, P::CELEBRATES).await
+            }))
+        };
         let ownership = Ownership::default();
         let (core, last, connected) = restore_connected::<P>(&s, producer, &ownership)?;
         let Connected {
@@ -387,6 +398,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 at: Instant::now(),
             },
             celebrations: Celebrations::default(),
+            ahead: Some(ahead),
             offsets,
             input_group: input
                 .group_metadata()
@@ -667,19 +679,34 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.wait_previous_owners(slots)?;
         steps.previous_owners = began.elapsed();
         // What the topic holds for these slots, read while a new leader reads what it needs.
+        // The celebrations too for a new leader, read on from where the start read them to
+        // when there is such a read (see `Instance::start`).
         let began = Instant::now();
         let settings = self.shared.settings.clone();
-        let board = AbortOnDrop(tokio::spawn(async move {
-            let differ = read_board(&settings, P::METRICS).await;
-            (differ, began.elapsed())
+        let becomes_leader = leads && !was_leader;
+        let ahead = self.ahead.take();
+        let reads = AbortOnDrop(tokio::spawn(async move {
+            let ahead = match ahead {
+                Some(a) => a.join().await.ok(),
+                None => None,
+            };
+            let read = match ahead {
+                Some(a) => a.read_on(&settings).await,
+                None => Ahead::read(&settings, P::METRICS, P::CELEBRATES && becomes_leader).await,
+            };
+            (read, began.elapsed())
         }));
-        if leads && !was_leader {
+        if becomes_leader {
             let began = Instant::now();
             self.take_leadership().await?;
             steps.leadership = began.elapsed();
         }
-        let (differ, took) = board.join().await;
-        self.differ = differ?;
+        let (read, took) = reads.join().await;
+        let Ahead { board, announced } = read?;
+        self.differ = board.kept.into_differ();
+        if becomes_leader {
+            self.celebrations.announced = announced.map(|a| a.kept.0).unwrap_or_default();
+        }
         steps.board = took;
         let count = self.slots.count;
         let owns = |s: &Subject| slots.contains(&slot_of(s, count));
@@ -725,22 +752,10 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.slots.offsets.committed(&tpl).map(|_| ())
     }
 
-    /// Taking the leader slot: celebrations already announced are read back, and the dead
-    /// letters the previous leader may not have produced are.
+    /// Taking the leader slot: the dead letters the previous leader may not have produced are
+    /// (the celebrations it announced are read alongside, see `take_over_slots`).
     async fn take_leadership(&mut self) -> Result<(), Error> {
         let s = &self.shared;
-        // Read alongside the dead letters' catch-up.
-        let announced = P::CELEBRATES.then(|| {
-            let settings = s.settings.clone();
-            AbortOnDrop(tokio::spawn(async move {
-                let mut announced = HashSet::new();
-                read_to_end(&settings, &settings.topics.celebrations, |key, _| {
-                    announced.insert(key.to_owned());
-                })
-                .await
-                .map(|()| announced)
-            }))
-        });
         let caught = catch_up_dead_letters::<P>(
             s.settings,
             s.contract,
@@ -750,10 +765,6 @@ impl<'a, P: Processor> Instance<'a, P> {
             &mut self.out,
         )
         .await?;
-        self.celebrations.announced = match announced {
-            Some(read) => read.join().await?,
-            None => HashSet::new(),
-        };
         info!(
             dead_letters = caught,
             "leading: org series, dead letters, celebrations, offsets and snapshots"
@@ -1005,10 +1016,10 @@ impl<'a, P: Processor> Instance<'a, P> {
 }
 
 /// A task that is stopped when its handle is dropped unawaited (its caller failed first).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+pub(crate) struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
 
 impl<T> AbortOnDrop<T> {
-    async fn join(mut self) -> T {
+    pub async fn join(mut self) -> T {
         (&mut self.0)
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
@@ -1062,10 +1073,13 @@ fn restore_connected<'a, P: Processor>(
     producer: &FutureProducer,
     ownership: &Ownership,
 ) -> Result<(P, Option<Manifest>, Connected<'a>), Error> {
-    tokio::task::block_in_place(|| crate::sink::transaction::init(producer))?;
     let runtime = tokio::runtime::Handle::current();
-    let (restored, connected) = tokio::task::block_in_place(|| {
+    // The producer's transactions start (fencing an earlier instance of the same id) while
+    // the snapshot is read: what that instance left open is aborted by then, and a read
+    // that reaches it waits until it is, as any `read_committed` read does.
+    let (restored, connected, initialised) = tokio::task::block_in_place(|| {
         std::thread::scope(|scope| {
+            let initialising = scope.spawn(|| crate::sink::transaction::init(producer));
             let connecting = scope.spawn(|| {
                 // Stream consumers are driven by the runtime.
                 let _entered = runtime.enter();
@@ -1075,9 +1089,13 @@ fn restore_connected<'a, P: Processor>(
             let connected = connecting
                 .join()
                 .unwrap_or_else(|e| std::panic::resume_unwind(e));
-            (restored, connected)
+            let initialised = initialising
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            (restored, connected, initialised)
         })
     });
+    initialised?;
     let connected = connected?;
     let (core, last) = restored?;
     Ok((core, last, connected))

@@ -1,6 +1,7 @@
 //! Inputs: the service's input topic, where each of its partitions stands (restoring,
 //! quiet, live), the roster table, and reading compacted topics to their end.
 
+pub(crate) mod follow;
 pub(crate) mod offsets;
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,7 +13,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
-use salespulse_aggregate::{metric_of_key, subject_of_key, Differ, Metric, Outcome};
+use salespulse_aggregate::Outcome;
 use salespulse_decode::{Contract, Format};
 use salespulse_expose::Health;
 use salespulse_publish::PublishFormat;
@@ -555,9 +556,34 @@ pub(crate) async fn read_partitions(
     settings: &Settings,
     topic: &str,
     ranges: &BTreeMap<i32, Range>,
-    mut f: impl FnMut(&BorrowedMessage<'_>),
+    f: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<BTreeMap<i32, i64>, Error> {
     let (r, _) = TopicReader::new(settings, topic)?;
+    read_ranges(r, topic, ranges, f).await
+}
+
+/// Reads every partition of `topic` from its offset in `from` (its beginning when absent) to
+/// its current end, as [`read_partitions`] does.
+pub(crate) async fn read_from(
+    settings: &Settings,
+    topic: &str,
+    from: &BTreeMap<i32, i64>,
+    f: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<BTreeMap<i32, i64>, Error> {
+    let (r, parts) = TopicReader::new(settings, topic)?;
+    let ranges = parts
+        .iter()
+        .map(|p| (*p, (from.get(p).copied(), None)))
+        .collect();
+    read_ranges(r, topic, &ranges, f).await
+}
+
+async fn read_ranges(
+    r: TopicReader,
+    topic: &str,
+    ranges: &BTreeMap<i32, Range>,
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<BTreeMap<i32, i64>, Error> {
     let mut at = BTreeMap::new();
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
@@ -619,48 +645,6 @@ pub(crate) enum Start {
     Last(i64),
     /// At this offset.
     At(i64),
-}
-
-/// Reads the compacted metrics topic to the end and keeps this service's latest values.
-pub(crate) async fn read_board(
-    settings: &Settings,
-    metrics: &'static [Metric],
-) -> Result<Differ, Error> {
-    let format = settings.publish.format;
-    // The service's own series: of its metrics, and of the shared ones (consistency) those of
-    // what it measures.
-    let activities = metrics.contains(&Metric::Activities);
-    let names: Vec<&str> = metrics.iter().map(|m| m.name()).collect();
-    let mut latest: HashMap<String, Option<(rust_decimal::Decimal, String)>> = HashMap::new();
-    read_to_end(settings, &settings.topics.metrics, |key, payload| {
-        if !metric_of_key(key).is_some_and(|n| names.contains(&n))
-            || salespulse_aggregate::of_activities(key) != Some(activities)
-        {
-            return;
-        }
-        // Records written as protobuf say so in their header; the rest follow the setting.
-        let value = payload.and_then(|p| {
-            salespulse_publish::decode(p, format)
-                .or_else(|| salespulse_publish::decode(p, other_format(format)))
-        });
-        latest.insert(key.to_owned(), value.map(|r| (r.value, r.name)));
-    })
-    .await?;
-    let mut differ = Differ::default();
-    for (k, v) in latest {
-        if let (Some(subject), Some((v, name))) = (subject_of_key(&k), v) {
-            let name = (!name.is_empty()).then_some(name.as_str());
-            differ.seed(subject, k, v, name);
-        }
-    }
-    Ok(differ)
-}
-
-fn other_format(f: PublishFormat) -> PublishFormat {
-    match f {
-        PublishFormat::Json => PublishFormat::Protobuf,
-        PublishFormat::Protobuf => PublishFormat::Json,
-    }
 }
 
 pub(crate) fn format_of(m: &BorrowedMessage<'_>, default: PublishFormat) -> PublishFormat {

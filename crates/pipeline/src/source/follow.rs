@@ -1,0 +1,162 @@
+//! Topics that a take-over reads whole: the metrics topic (what the board shows) and the
+//! celebrations announced. An instance starts reading them while its state is restored, and
+//! its first take-over reads only what came after, instead of reading both topics whole
+//! once the state is there.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rdkafka::Message;
+use rust_decimal::Decimal;
+use salespulse_aggregate::{metric_of_key, subject_of_key, Differ, Metric};
+use salespulse_publish::PublishFormat;
+
+use super::read_from;
+use crate::config::Settings;
+use crate::Error;
+
+/// What is kept of a topic's records. Reading a record twice must leave what reading it once
+/// does (the latest value of a key, a set of keys): a read that fails part of the way is read
+/// again from where the last complete one ended.
+pub(crate) trait Follow {
+    fn record(&mut self, key: &str, payload: Option<&[u8]>);
+}
+
+/// A topic read from its beginning once, and after that from where the last read ended.
+pub(crate) struct Followed<T> {
+    pub kept: T,
+    topic: String,
+    /// Partition -> offset of the first record not read.
+    at: BTreeMap<i32, i64>,
+}
+
+impl<T: Follow> Followed<T> {
+    pub fn new(topic: &str, kept: T) -> Followed<T> {
+        Followed {
+            kept,
+            topic: topic.to_owned(),
+            at: BTreeMap::new(),
+        }
+    }
+
+    /// Reads each partition from where the last read ended (its beginning at first) to its
+    /// current end, waiting for the transactions open on it, as a read of the whole topic
+    /// does.
+    pub async fn read_on(&mut self, settings: &Settings) -> Result<(), Error> {
+        let kept = &mut self.kept;
+        let at = read_from(settings, &self.topic, &self.at, |m| {
+            if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                kept.record(key, m.payload());
+            }
+        })
+        .await?;
+        self.at = at;
+        Ok(())
+    }
+}
+
+/// The keys of the celebrations announced.
+#[derive(Debug, Default)]
+pub(crate) struct Announced(pub HashSet<String>);
+
+impl Follow for Announced {
+    fn record(&mut self, key: &str, _: Option<&[u8]>) {
+        self.0.insert(key.to_owned());
+    }
+}
+
+/// A service's latest values on the compacted metrics topic.
+pub(crate) struct Board {
+    format: PublishFormat,
+    names: Vec<&'static str>,
+    activities: bool,
+    latest: HashMap<String, Option<(Decimal, String)>>,
+}
+
+impl Board {
+    /// The series of a service: of its metrics, and of the shared ones (consistency) those
+    /// of what it measures.
+    pub fn new(settings: &Settings, metrics: &'static [Metric]) -> Board {
+        Board {
+            format: settings.publish.format,
+            names: metrics.iter().map(|m| m.name()).collect(),
+            activities: metrics.contains(&Metric::Activities),
+            latest: HashMap::new(),
+        }
+    }
+
+    /// What this service last published, by subject.
+    pub fn into_differ(self) -> Differ {
+        let mut differ = Differ::default();
+        for (k, v) in self.latest {
+            if let (Some(subject), Some((v, name))) = (subject_of_key(&k), v) {
+                let name = (!name.is_empty()).then_some(name.as_str());
+                differ.seed(subject, k, v, name);
+            }
+        }
+        differ
+    }
+}
+
+impl Follow for Board {
+    fn record(&mut self, key: &str, payload: Option<&[u8]>) {
+        if !metric_of_key(key).is_some_and(|n| self.names.contains(&n))
+            || salespulse_aggregate::of_activities(key) != Some(self.activities)
+        {
+            return;
+        }
+        // Records written as protobuf say so in their header; the rest follow the setting.
+        let format = self.format;
+        let value = payload.and_then(|p| {
+            salespulse_publish::decode(p, format)
+                .or_else(|| salespulse_publish::decode(p, other_format(format)))
+        });
+        self.latest
+            .insert(key.to_owned(), value.map(|r| (r.value, r.name)));
+    }
+}
+
+fn other_format(f: PublishFormat) -> PublishFormat {
+    match f {
+        PublishFormat::Json => PublishFormat::Protobuf,
+        PublishFormat::Protobuf => PublishFormat::Json,
+    }
+}
+
+/// The two topics a take-over reads, read up to some point before it.
+pub(crate) struct Ahead {
+    pub board: Followed<Board>,
+    /// Only for a service that celebrates.
+    pub announced: Option<Followed<Announced>>,
+}
+
+impl Ahead {
+    /// Reads both topics side by side, from where `self` ended.
+    pub async fn read_on(mut self, settings: &Settings) -> Result<Ahead, Error> {
+        let Ahead { board, announced } = &mut self;
+        let announced = async {
+            match announced {
+                Some(a) => a.read_on(settings).await,
+                None => Ok(()),
+            }
+        };
+        let (b, a) = tokio::join!(board.read_on(settings), announced);
+        b.and(a)?;
+        Ok(self)
+    }
+
+    /// Both topics read from their beginning.
+    pub async fn read(
+        settings: &Settings,
+        metrics: &'static [Metric],
+        celebrates: bool,
+    ) -> Result<Ahead, Error> {
+        let topics = &settings.topics;
+        Ahead {
+            board: Followed::new(&topics.metrics, Board::new(settings, metrics)),
+            announced: celebrates
+                .then(|| Followed::new(&topics.celebrations, Announced::default())),
+        }
+        .read_on(settings)
+        .await
+    }
+}

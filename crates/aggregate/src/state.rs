@@ -299,17 +299,55 @@ impl<'de> serde::de::Visitor<'de> for InsertDeals<'_> {
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a list of saved deals")
     }
+    /// Decodes on this thread while another inserts what is decoded: inserting (the deal
+    /// map, the schedules, the cells' sums) is about three quarters of a rebuild, decoding
+    /// the rest.
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         self.core.begin_restore(seq.size_hint().unwrap_or(0));
-        while let Some(d) = seq.next_element::<SavedDeal<'de>>()? {
-            if let Err(e) = insert_saved(self.core, d, self.stages) {
-                *self.failed = Some(e);
-                return Err(serde::de::Error::custom("a deal that does not fit"));
-            }
+        let (core, stages) = (&mut *self.core, self.stages);
+        let (decoded, inserted) = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<SavedDeal<'de>>>(INSERT_QUEUE);
+            let inserter = scope.spawn(move || -> Result<(), StateError> {
+                for batch in rx {
+                    for d in batch {
+                        insert_saved(core, d, stages)?;
+                    }
+                }
+                Ok(())
+            });
+            let decoded = (|| {
+                let mut batch = Vec::with_capacity(INSERT_BATCH);
+                while let Some(d) = seq.next_element::<SavedDeal<'de>>()? {
+                    batch.push(d);
+                    if batch.len() == INSERT_BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(INSERT_BATCH));
+                        // A closed queue: the inserter stopped at a deal that does not fit.
+                        if tx.send(full).is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                let _ = tx.send(batch);
+                Ok(())
+            })();
+            drop(tx);
+            let inserted = inserter
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            (decoded, inserted)
+        });
+        if let Err(e) = inserted {
+            *self.failed = Some(e);
+            return Err(serde::de::Error::custom("a deal that does not fit"));
         }
-        Ok(())
+        decoded
     }
 }
+
+/// Deals handed from the decoding thread to the inserting one at a time, and batches that
+/// may wait between them.
+const INSERT_BATCH: usize = 256;
+const INSERT_QUEUE: usize = 8;
 
 fn insert_saved(core: &mut DealsCore, d: SavedDeal<'_>, stages: usize) -> Result<(), StateError> {
     let category = ForecastCategory::from_label(&d.category).ok_or_else(|| {

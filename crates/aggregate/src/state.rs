@@ -199,6 +199,104 @@ impl DealsCore {
     }
 }
 
+impl DealsCore {
+    /// Loads saved state as [`DealsCore::restore`] does, from the saved bytes in pieces, in
+    /// order and cut anywhere (as the chunks of a snapshot are), each deal decoded as soon as
+    /// its bytes are there: a start rebuilds while the rest of the snapshot is still being
+    /// read. After an error the core may hold part of the state; it is to be dropped.
+    pub fn restore_pieces(
+        &mut self,
+        pieces: impl Iterator<Item = Vec<u8>>,
+    ) -> Result<(), StateError> {
+        if self.deals() != 0 {
+            return Err(StateError::NotEmpty);
+        }
+        let mut bytes = Pieces {
+            buf: Vec::new(),
+            at: 0,
+            rest: pieces,
+        };
+        let found = bytes.take(|b| postcard::take_from_bytes::<u32>(b))?;
+        if found != VERSION {
+            return Err(StateError::Version { found });
+        }
+        let stages = bytes.take(|b| postcard::take_from_bytes::<Vec<String>>(b))?;
+        check("deal stages", &stages, self.stage_names())?;
+        let next_seq = bytes.take(|b| postcard::take_from_bytes::<u64>(b))?;
+        let n = bytes.take(|b| postcard::take_from_bytes::<u64>(b))?;
+        let n = usize::try_from(n).map_err(|e| StateError::Decode(e.to_string()))?;
+        // A piece is dropped once decoded: what is handed on owns its strings.
+        self.begin_restore(n);
+        let (decoded, inserted) = decode_and_insert(self, stages.len(), |push| {
+            for _ in 0..n {
+                let d = bytes.take(|b| {
+                    postcard::take_from_bytes::<SavedDeal<'_>>(b).map(|(d, r)| (d.into_owned(), r))
+                })?;
+                if !push(d) {
+                    break;
+                }
+            }
+            Ok::<(), StateError>(())
+        });
+        inserted?;
+        decoded?;
+        self.set_next_seq(next_seq);
+        Ok(())
+    }
+}
+
+/// Saved bytes arriving in pieces: what is decoded is taken from the front, and a value cut
+/// by the end of a piece is decoded again once the next piece is there.
+struct Pieces<I> {
+    buf: Vec<u8>,
+    at: usize,
+    rest: I,
+}
+
+impl<I: Iterator<Item = Vec<u8>>> Pieces<I> {
+    fn take<T>(
+        &mut self,
+        decode: impl Fn(&[u8]) -> postcard::Result<(T, &[u8])>,
+    ) -> Result<T, StateError> {
+        loop {
+            let left = &self.buf[self.at..];
+            match decode(left) {
+                Ok((t, rest)) => {
+                    self.at += left.len() - rest.len();
+                    return Ok(t);
+                }
+                Err(postcard::Error::DeserializeUnexpectedEnd) => {
+                    let Some(next) = self.rest.next() else {
+                        return Err(StateError::Decode("the saved state ends early".into()));
+                    };
+                    self.buf.drain(..self.at);
+                    self.at = 0;
+                    if self.buf.is_empty() {
+                        self.buf = next;
+                    } else {
+                        self.buf.extend_from_slice(&next);
+                    }
+                }
+                Err(e) => return Err(StateError::Decode(e.to_string())),
+            }
+        }
+    }
+}
+
+impl SavedDeal<'_> {
+    fn into_owned(self) -> SavedDeal<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        SavedDeal {
+            id: own(self.id),
+            rep: own(self.rep),
+            team: self.team.map(own),
+            category: own(self.category),
+            steps: Cow::Owned(self.steps.into_owned()),
+            ..self
+        }
+    }
+}
+
 /// The recent event ids of a deal, saved as a list and read back into a fixed array (a saved
 /// list is never longer).
 struct Recent([u64; crate::deals::RECENT_IDS]);
@@ -299,42 +397,15 @@ impl<'de> serde::de::Visitor<'de> for InsertDeals<'_> {
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a list of saved deals")
     }
-    /// Decodes on this thread while another inserts what is decoded: inserting (the deal
-    /// map, the schedules, the cells' sums) is about three quarters of a rebuild, decoding
-    /// the rest.
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         self.core.begin_restore(seq.size_hint().unwrap_or(0));
-        let (core, stages) = (&mut *self.core, self.stages);
-        let (decoded, inserted) = std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<SavedDeal<'de>>>(INSERT_QUEUE);
-            let inserter = scope.spawn(move || -> Result<(), StateError> {
-                for batch in rx {
-                    for d in batch {
-                        insert_saved(core, d, stages)?;
-                    }
+        let (decoded, inserted) = decode_and_insert(self.core, self.stages, |push| {
+            while let Some(d) = seq.next_element::<SavedDeal<'de>>()? {
+                if !push(d) {
+                    break;
                 }
-                Ok(())
-            });
-            let decoded = (|| {
-                let mut batch = Vec::with_capacity(INSERT_BATCH);
-                while let Some(d) = seq.next_element::<SavedDeal<'de>>()? {
-                    batch.push(d);
-                    if batch.len() == INSERT_BATCH {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(INSERT_BATCH));
-                        // A closed queue: the inserter stopped at a deal that does not fit.
-                        if tx.send(full).is_err() {
-                            return Ok(());
-                        }
-                    }
-                }
-                let _ = tx.send(batch);
-                Ok(())
-            })();
-            drop(tx);
-            let inserted = inserter
-                .join()
-                .unwrap_or_else(|e| std::panic::resume_unwind(e));
-            (decoded, inserted)
+            }
+            Ok(())
         });
         if let Err(e) = inserted {
             *self.failed = Some(e);
@@ -342,6 +413,43 @@ impl<'de> serde::de::Visitor<'de> for InsertDeals<'_> {
         }
         decoded
     }
+}
+
+/// Runs `decode` on this thread while another inserts into `core` what it decodes: inserting
+/// (the deal map, the schedules, the cells' sums) is about three quarters of a rebuild,
+/// decoding the rest. `decode` hands each deal to `push`, which says `false` once the
+/// inserting thread has stopped at a deal that does not fit.
+fn decode_and_insert<'d, E>(
+    core: &mut DealsCore,
+    stages: usize,
+    decode: impl FnOnce(&mut dyn FnMut(SavedDeal<'d>) -> bool) -> Result<(), E>,
+) -> (Result<(), E>, Result<(), StateError>) {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<SavedDeal<'d>>>(INSERT_QUEUE);
+        let inserter = scope.spawn(move || -> Result<(), StateError> {
+            for batch in rx {
+                for d in batch {
+                    insert_saved(core, d, stages)?;
+                }
+            }
+            Ok(())
+        });
+        let mut batch = Vec::with_capacity(INSERT_BATCH);
+        let decoded = decode(&mut |d| {
+            batch.push(d);
+            if batch.len() < INSERT_BATCH {
+                return true;
+            }
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(INSERT_BATCH));
+            tx.send(full).is_ok()
+        });
+        let _ = tx.send(batch);
+        drop(tx);
+        let inserted = inserter
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (decoded, inserted)
+    })
 }
 
 /// Deals handed from the decoding thread to the inserting one at a time, and batches that
@@ -533,6 +641,49 @@ mod tests {
         assert!(matches!(
             restored.restore(&saved),
             Err(StateError::NotEmpty)
+        ));
+    }
+
+    #[test]
+    fn saved_bytes_in_pieces_restore_what_the_whole_restores() {
+        let contract = Contract::default();
+        let core = core_with_deals(&contract);
+        let saved = core.save();
+        let mut whole = DealsCore::new(&contract, Calendar::utc(), NOW_MS);
+        whole.restore(&saved).expect("the state restores");
+        let in_order = |bytes: &[u8]| {
+            let mut s: SavedDeals = postcard::from_bytes(bytes).expect("decodes");
+            s.deals.sort_by_key(|d| d.seq);
+            postcard::to_stdvec(&s).expect("encodes")
+        };
+        // Pieces of one byte, of a size that cuts values anywhere, and one piece.
+        for size in [1, 7, 64, saved.len()] {
+            let mut pieced = DealsCore::new(&contract, Calendar::utc(), NOW_MS);
+            pieced
+                .restore_pieces(saved.chunks(size).map(<[u8]>::to_vec))
+                .expect("the pieces restore");
+            assert_eq!(pieced.deals(), whole.deals(), "pieces of {size}");
+            assert_eq!(
+                in_order(&pieced.save()),
+                in_order(&whole.save()),
+                "pieces of {size}"
+            );
+            assert_eq!(pieced.snapshot(), whole.snapshot(), "pieces of {size}");
+        }
+        // Cut short, or of other stages, they are refused.
+        let mut short = DealsCore::new(&contract, Calendar::utc(), NOW_MS);
+        let cut = saved[..saved.len() - 3].chunks(100).map(<[u8]>::to_vec);
+        assert!(matches!(
+            short.restore_pieces(cut),
+            Err(StateError::Decode(_))
+        ));
+        let mut fewer = ContractConfig::default();
+        fewer.stages.remove(1);
+        let other = Contract::new(fewer).expect("a valid contract");
+        let mut refused = DealsCore::new(&other, Calendar::utc(), NOW_MS);
+        assert!(matches!(
+            refused.restore_pieces(saved.chunks(100).map(<[u8]>::to_vec)),
+            Err(StateError::Config { .. })
         ));
     }
 

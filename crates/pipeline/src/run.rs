@@ -1126,41 +1126,43 @@ pub(crate) async fn load_snapshot<P: Processor>(
     new_core: impl Fn() -> Result<P, Error>,
     usable: impl Fn(&Manifest) -> bool,
 ) -> Result<(P, Option<Manifest>), Error> {
-    let mut core = new_core()?;
+    let core = new_core()?;
     let read = Instant::now();
-    let Some(saved) = crate::state::snapshot::load(s.settings, owner).await? else {
-        return Ok((core, None));
-    };
-    if !usable(&saved.manifest) {
-        warn!(
-            owner,
-            "snapshot ahead of the committed offsets; replaying instead"
-        );
-        return Ok((core, None));
-    }
+    // The state is rebuilt off the runtime's threads (the snapshots of a divided instance's
+    // partitions, loaded together, side by side) from each chunk as it is read.
+    let (pieces, received) = std::sync::mpsc::channel::<Vec<u8>>();
+    let restoring = tokio::task::spawn_blocking(move || {
+        let mut core = core;
+        let mut received = received.into_iter().peekable();
+        // Nothing sent: there is no snapshot to load.
+        received.peek()?;
+        let began = Instant::now();
+        let mut bytes = 0;
+        let mut counted = received.inspect(|p| bytes += p.len());
+        let restored = core.restore_pieces(&mut counted);
+        Some((core, restored, bytes, began.elapsed()))
+    });
+    let loaded = crate::state::snapshot::load(s.settings, owner, usable, pieces).await;
     let read_seconds = read.elapsed().as_secs_f64();
-    let restore = Instant::now();
-    // Off the runtime's threads: the snapshots of a divided instance's partitions, loaded
-    // together, are decoded side by side.
-    let state = saved.state;
-    let (core, state, restored) = tokio::task::spawn_blocking(move || {
-        let restored = core.restore(&state);
-        (core, state, restored)
-    })
-    .await
-    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let restored = restoring
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let (manifest, (core, restored, bytes, took)) = match (loaded?, restored) {
+        (Some(m), Some(r)) => (m, r),
+        _ => return Ok((new_core()?, None)),
+    };
     match restored {
         Ok(()) => {
             SnapshotLoaded {
-                bytes: state.len(),
-                generation: saved.manifest.generation,
-                taken_at_ms: saved.manifest.taken_at_ms,
-                positions: &saved.manifest.positions,
+                bytes,
+                generation: manifest.generation,
+                taken_at_ms: manifest.taken_at_ms,
+                positions: &manifest.positions,
                 read_seconds,
-                restore_seconds: restore.elapsed().as_secs_f64(),
+                restore_seconds: took.as_secs_f64(),
             }
             .emit(s.health);
-            Ok((core, Some(saved.manifest)))
+            Ok((core, Some(manifest)))
         }
         Err(e) => {
             warn!(owner, error = %e, "snapshot not usable; replaying all input instead");

@@ -48,6 +48,18 @@ pub trait Processor: Send + 'static {
     fn save(&self) -> Vec<u8>;
     /// Loads a snapshot into a core that has applied nothing yet.
     fn restore(&mut self, state: &[u8]) -> Result<(), StateError>;
+    /// Loads a snapshot given in pieces, in order and cut anywhere (its chunks as they are
+    /// read); a core that rebuilds from each piece as it comes overrides this.
+    fn restore_pieces(
+        &mut self,
+        pieces: &mut dyn Iterator<Item = Vec<u8>>,
+    ) -> Result<(), StateError> {
+        let mut state = Vec::new();
+        for p in pieces {
+            state.extend_from_slice(&p);
+        }
+        self.restore(&state)
+    }
 
     /// Divided ingest (see `crate::divided`): this core holds one input partition's records
     /// and sends its cells to `slots` slots instead of building series.
@@ -125,6 +137,12 @@ impl Processor for DealsCore {
     }
     fn restore(&mut self, state: &[u8]) -> Result<(), StateError> {
         DealsCore::restore(self, state)
+    }
+    fn restore_pieces(
+        &mut self,
+        pieces: &mut dyn Iterator<Item = Vec<u8>>,
+    ) -> Result<(), StateError> {
+        DealsCore::restore_pieces(self, pieces)
     }
     fn exchange(&mut self, slots: u32) {
         DealsCore::exchange(self, slots);

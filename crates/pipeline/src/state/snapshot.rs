@@ -40,13 +40,6 @@ pub(crate) struct Manifest {
     pub first_chunk: Option<(i32, i64)>,
 }
 
-/// A snapshot read back at start-up.
-#[derive(Debug)]
-pub(crate) struct Saved {
-    pub manifest: Manifest,
-    pub state: Vec<u8>,
-}
-
 fn manifest_key(owner: &str) -> String {
     format!("{owner}/manifest")
 }
@@ -62,7 +55,11 @@ fn chunk_key(owner: &str, generation: u64, chunk: u32) -> String {
 /// tombstones would read the chunks of the snapshot before it too (33 MiB for 200,000 deals).
 const FIRST_LOOK: i64 = 8;
 
-/// Reads the newest complete snapshot of `owner`, if any.
+/// Reads the newest snapshot of `owner` that `usable` accepts and sends its chunks to
+/// `pieces`, in order, as they are read: the state is rebuilt from the first while the rest
+/// are still on their way. Returns its manifest when every chunk was sent; `None` when there is
+/// none, or when what was sent is not the whole snapshot (the state rebuilt from it is then to
+/// be dropped).
 ///
 /// The topic holds every snapshot taken since compaction last ran (it never compacts the
 /// segment being written), so reading it whole costs time in proportion to the snapshots
@@ -70,10 +67,15 @@ const FIRST_LOOK: i64 = 8;
 /// snapshots may come after it, and a save of an older build wrote the manifest only before
 /// its tombstones): looks back from the end, widening, find it; its chunks are then read from
 /// the offset of the first one.
-pub(crate) async fn load(settings: &Settings, owner: &str) -> Result<Option<Saved>, Error> {
+pub(crate) async fn load(
+    settings: &Settings,
+    owner: &str,
+    usable: impl Fn(&Manifest) -> bool,
+    pieces: std::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<Option<Manifest>, Error> {
     let topic = &settings.topics.snapshots;
     let mut look = FIRST_LOOK;
-    let (tail, found, manifest) = loop {
+    let (tail, mut found, manifest) = loop {
         let mut found = Found::new(owner);
         let tail = read_tail(settings, topic, Some(Start::Last(look)), |k, p| {
             found.record(topic, k, p)
@@ -85,6 +87,14 @@ pub(crate) async fn load(settings: &Settings, owner: &str) -> Result<Option<Save
             None => look = look.saturating_mul(4),
         }
     };
+    if !usable(&manifest) {
+        warn!(
+            owner,
+            "snapshot ahead of the committed offsets; replaying instead"
+        );
+        return Ok(None);
+    }
+    let mut sent = Sent::new(owner, &manifest, pieces);
     // A single-partition topic (as created) has the chunks after the offset of the first; one
     // with more partitions, or a manifest of an older layout, is read whole.
     let first = manifest
@@ -92,24 +102,89 @@ pub(crate) async fn load(settings: &Settings, owner: &str) -> Result<Option<Save
         .filter(|_| tail.partitions == 1)
         .map(|(_, o)| o);
     let from = match first {
-        _ if tail.whole => return Ok(found.assemble(topic, owner, manifest)),
-        Some(o) if o >= tail.started => return Ok(found.assemble(topic, owner, manifest)),
-        Some(o) => Start::At(o),
-        None => Start::At(0),
+        _ if tail.whole => None,
+        Some(o) if o >= tail.started => None,
+        Some(o) => Some(Start::At(o)),
+        None => Some(Start::At(0)),
     };
-    let mut found = Found::new(owner);
-    read_tail(settings, topic, Some(from), |k, p| {
-        found.record(topic, k, p)
-    })
-    .await?;
-    Ok(match found.manifest.take() {
-        Some(manifest) => found.assemble(topic, owner, manifest),
-        None => None,
-    })
+    match from {
+        // The look back read every chunk.
+        None => {
+            for i in 0..manifest.chunks {
+                let key = chunk_key(owner, manifest.generation, i);
+                match found.chunks.remove(&key) {
+                    Some(c) => sent.record(&key, Some(&c)),
+                    None => break,
+                }
+            }
+        }
+        Some(from) => {
+            read_tail(settings, topic, Some(from), |k, p| sent.record(k, p)).await?;
+        }
+    }
+    Ok(sent.finish(topic).then_some(manifest))
 }
 
-/// What a read of the snapshot topic found of one owner: its newest manifest and the chunks
-/// not deleted since.
+/// The chunks of one snapshot, sent on in their order as they are read.
+struct Sent<'m> {
+    prefix: String,
+    manifest: &'m Manifest,
+    next: u32,
+    bytes: u64,
+    /// A chunk came out of order or was deleted: what was sent is not the snapshot.
+    broken: bool,
+    pieces: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl<'m> Sent<'m> {
+    fn new(owner: &str, manifest: &'m Manifest, pieces: std::sync::mpsc::Sender<Vec<u8>>) -> Self {
+        Sent {
+            prefix: format!("{owner}/{}/", manifest.generation),
+            manifest,
+            next: 0,
+            bytes: 0,
+            broken: false,
+            pieces,
+        }
+    }
+
+    fn record(&mut self, key: &str, payload: Option<&[u8]>) {
+        let Some(i) = key
+            .strip_prefix(&self.prefix)
+            .and_then(|i| i.parse::<u32>().ok())
+        else {
+            return;
+        };
+        if self.broken || i >= self.manifest.chunks {
+            return;
+        }
+        match payload {
+            Some(p) if i == self.next => {
+                self.next += 1;
+                self.bytes += p.len() as u64;
+                // A rebuild that stopped (the state does not fit) takes no more.
+                let _ = self.pieces.send(p.to_vec());
+            }
+            _ => self.broken = true,
+        }
+    }
+
+    fn finish(self, topic: &str) -> bool {
+        let m = self.manifest;
+        if self.broken || self.next != m.chunks {
+            warn!(topic = %topic, generation = m.generation, chunks = m.chunks, read = self.next, "snapshot incomplete; replaying all input instead");
+            return false;
+        }
+        if self.bytes != m.bytes {
+            warn!(topic = %topic, generation = m.generation, "snapshot size differs from its manifest; replaying all input instead");
+            return false;
+        }
+        true
+    }
+}
+
+/// What a look back at the end of the snapshot topic found of one owner: its newest manifest
+/// and the chunks not deleted since.
 struct Found {
     manifest_key: String,
     prefix: String,
@@ -146,28 +221,6 @@ impl Found {
                 }
             }
         }
-    }
-
-    /// The state the manifest describes, if every chunk of it was read.
-    fn assemble(mut self, topic: &str, owner: &str, manifest: Manifest) -> Option<Saved> {
-        let mut state = Vec::with_capacity(usize::try_from(manifest.bytes).unwrap_or(0));
-        for i in 0..manifest.chunks {
-            match self
-                .chunks
-                .remove(&chunk_key(owner, manifest.generation, i))
-            {
-                Some(c) => state.extend_from_slice(&c),
-                None => {
-                    warn!(topic = %topic, generation = manifest.generation, chunk = i, "snapshot incomplete; replaying all input instead");
-                    return None;
-                }
-            }
-        }
-        if state.len() as u64 != manifest.bytes {
-            warn!(topic = %topic, generation = manifest.generation, "snapshot size differs from its manifest; replaying all input instead");
-            return None;
-        }
-        Some(Saved { manifest, state })
     }
 }
 

@@ -319,7 +319,7 @@ struct Instance<'a, P: Processor> {
     snapshots: Snapshots,
     celebrations: Celebrations,
     /// The topics the first take-over reads, as read since the start.
-    ahead: Option<AbortOnDrop<Result<Ahead, Error>>>,
+    ahead: Option<ReadAhead>,
     /// Reads and commits the input group's offsets.
     offsets: GroupOffsets<'a>,
     /// The input group's metadata, under which the leader commits input offsets.
@@ -342,16 +342,8 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// joins the slots group.
     async fn start(s: Shared<'a>, producer: &'a FutureProducer) -> Result<(Self, Inputs), Error> {
         let started = Instant::now();
-        // What the first take-over reads back (the metrics and celebrations topics) is read
-        // while the state is restored; the take-over then reads only what came after.
-        let ahead = {
-            let settings = s.settings.clone();
-            AbortOnDrop(tokio::spawn(async move {
-                Ahead::read(&settings, P::METRICS, P::CELEBRATES).await
-            }))
-        };
         let ownership = Ownership::default();
-        let (core, last, connected) = restore_connected::<P>(&s, producer, &ownership)?;
+        let (core, last, connected, ahead) = restore_connected::<P>(&s, producer, &ownership)?;
         let Connected {
             slots: consumer,
             slot_count: count,
@@ -1016,6 +1008,9 @@ impl<'a, P: Processor> Instance<'a, P> {
 }
 
 /// A task that is stopped when its handle is dropped unawaited (its caller failed first).
+/// The metrics and celebrations topics read in the background.
+type ReadAhead = AbortOnDrop<Result<Ahead, Error>>;
+
 pub(crate) struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
 
 impl<T> AbortOnDrop<T> {
@@ -1072,14 +1067,22 @@ fn restore_connected<'a, P: Processor>(
     s: &Shared<'a>,
     producer: &FutureProducer,
     ownership: &Ownership,
-) -> Result<(P, Option<Manifest>, Connected<'a>), Error> {
+) -> Result<(P, Option<Manifest>, Connected<'a>, ReadAhead), Error> {
+    // Before any other client is made: clients made while a broker was away and no
+    // transaction coordinator answered could stay without metadata for minutes
+    // (docs/design.md, "State snapshots").
+    tokio::task::block_in_place(|| crate::sink::transaction::init(producer))?;
+    // What the first take-over reads back (the metrics and celebrations topics) is read
+    // while the state is restored; the take-over then reads only what came after.
+    let ahead = {
+        let settings = s.settings.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            Ahead::read(&settings, P::METRICS, P::CELEBRATES).await
+        }))
+    };
     let runtime = tokio::runtime::Handle::current();
-    // The producer's transactions start (fencing an earlier instance of the same id) while
-    // the snapshot is read: what that instance left open is aborted by then, and a read
-    // that reaches it waits until it is, as any `read_committed` read does.
-    let (restored, connected, initialised) = tokio::task::block_in_place(|| {
+    let (restored, connected) = tokio::task::block_in_place(|| {
         std::thread::scope(|scope| {
-            let initialising = scope.spawn(|| crate::sink::transaction::init(producer));
             let connecting = scope.spawn(|| {
                 // Stream consumers are driven by the runtime.
                 let _entered = runtime.enter();
@@ -1089,16 +1092,12 @@ fn restore_connected<'a, P: Processor>(
             let connected = connecting
                 .join()
                 .unwrap_or_else(|e| std::panic::resume_unwind(e));
-            let initialised = initialising
-                .join()
-                .unwrap_or_else(|e| std::panic::resume_unwind(e));
-            (restored, connected, initialised)
+            (restored, connected)
         })
     });
-    initialised?;
     let connected = connected?;
     let (core, last) = restored?;
-    Ok((core, last, connected))
+    Ok((core, last, connected, ahead))
 }
 
 /// A new core, restored from the newest snapshot when there is a usable one.

@@ -370,13 +370,64 @@ pub(crate) struct DealState {
 /// A deal id, held inline when it is up to 24 bytes long (CRM ids are).
 pub(crate) type DealId = compact_str::CompactString;
 
+/// A restored deal made ready for a core by a [`Preparer`]; its facts are kept apart.
+pub(crate) struct Prepared {
+    pub id: DealId,
+    pub st: DealState,
+    /// When its facts may next change windows.
+    pub next: i64,
+}
+
+/// Works out what a restored deal's place in the core depends on besides the core's maps
+/// and cells: its ids' shared copies, its facts, when they next change windows, its open
+/// pipeline part. A restore does not move the clock, so this is done from copies of the
+/// stages and the clock's windows on the thread that decodes, while another inserts
+/// ([`DealsCore::insert_prepared`]).
+pub(crate) struct Preparer {
+    stages: Stages,
+    clock: FlowClock,
+    now: i64,
+    /// The ids the core held when the restore began, and those met since: a deal carries the
+    /// core's own copy, which the core then takes as it is.
+    names: crate::FastSet<Arc<str>>,
+    scratch: Vec<Fact>,
+}
+
+impl Preparer {
+    pub fn name(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.names.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.names.insert(a.clone());
+        a
+    }
+
+    /// Fills in what `st` derives from its history and appends its facts to `facts`.
+    pub fn prepare(&mut self, id: DealId, mut st: DealState, facts: &mut Vec<Fact>) -> Prepared {
+        flow::derive_into(
+            &st.steps,
+            &self.stages.kind,
+            self.stages.slots,
+            &mut self.scratch,
+        );
+        let next = self
+            .clock
+            .next_change(&self.scratch)
+            .min(self.stages.next_change(&st, &self.clock));
+        st.open = self.stages.open_deal(&st, self.now);
+        facts.extend_from_slice(&self.scratch);
+        Prepared { id, st, next }
+    }
+}
+
 fn id_hash(s: &str) -> u64 {
     crate::ids::event_id_hash(s)
 }
 
 /// What the configured stages mean, and the current periods (day ranges, start inclusive)
 /// of the expected pipeline.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Stages {
     kind: Vec<StageKind>,
     periods: [(i32, i32); PERIODS],
@@ -979,23 +1030,25 @@ impl DealsCore {
         (self.next_seq, self.deals.iter().map(|(k, v)| (&**k, v)))
     }
 
-    pub(crate) fn intern(&mut self, s: &str) -> Arc<str> {
-        self.ledger.intern(s)
+    /// What a restore prepares its deals with, beside the core (see [`Preparer`]).
+    pub(crate) fn preparer(&self) -> Preparer {
+        Preparer {
+            stages: self.stages.clone(),
+            clock: self.clock.windows_only(),
+            now: self.bounds.now,
+            names: self.ledger.names(),
+            scratch: Vec::new(),
+        }
     }
 
-    /// Adds a restored deal state and its contribution, as if its record had just been
-    /// applied to a core that had never seen the deal.
-    pub(crate) fn insert_state(&mut self, id: DealId, mut st: DealState) {
+    /// Adds a restored deal state made ready by a [`Preparer`] and its contribution, as if its
+    /// record had just been applied to a core that had never seen the deal.
+    pub(crate) fn insert_prepared(&mut self, p: Prepared, facts: &[Fact]) {
         let b = self.bounds;
-        // One list for every deal restored, rather than one allocated per deal.
-        let mut facts = std::mem::take(&mut self.scratch.new);
-        flow::derive_into(&st.steps, &self.stages.kind, self.stages.slots, &mut facts);
-        let next = self
-            .clock
-            .next_change(&facts)
-            .min(self.stages.next_change(&st, &self.clock));
+        let Prepared { id, mut st, next } = p;
+        st.rep = self.ledger.adopt(st.rep);
+        st.team = st.team.map(|t| self.ledger.adopt(t));
         st.due = self.clock.schedule(st.seq, i64::MAX, next);
-        st.open = self.stages.open_deal(&st, b.now);
         st.status_due = self.status.schedule(
             st.seq,
             i64::MAX,
@@ -1003,8 +1056,7 @@ impl DealsCore {
         );
         let cell = self.ledger.cell(&st.rep, st.team.as_ref(), &b);
         self.stages
-            .contribute(cell, &st, true, &facts, &self.clock, &b);
-        self.scratch.new = facts;
+            .contribute(cell, &st, true, facts, &self.clock, &b);
         self.ids.insert(st.seq, id.clone());
         self.deals.insert(id, st);
     }

@@ -551,6 +551,16 @@ impl FlowClock {
         leaves.min(reached)
     }
 
+    /// The same windows with nothing scheduled: what [`FlowClock::next_change`] needs.
+    pub fn windows_only(&self) -> FlowClock {
+        FlowClock {
+            due: Schedule::default(),
+            lo: self.lo,
+            hi: self.hi,
+            same: self.same,
+        }
+    }
+
     /// Makes `seq` due at `next` if that is earlier than `due` (see [`Schedule::schedule`]).
     pub fn schedule(&mut self, seq: u64, due: i64, next: i64) -> i64 {
         self.due.schedule(seq, due, next)

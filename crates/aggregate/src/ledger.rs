@@ -190,6 +190,24 @@ impl<C: Cell> Ledger<C> {
         a
     }
 
+    /// A copy of the interned ids (for [`crate::deals::Preparer`]).
+    pub fn names(&self) -> HashSet<Arc<str>> {
+        self.names.clone()
+    }
+
+    /// Interns `a`, taking it as the shared copy when its id is new; one that is the shared
+    /// copy already comes back as it is, with no count changed.
+    pub fn adopt(&mut self, a: Arc<str>) -> Arc<str> {
+        match self.names.get(&*a) {
+            Some(have) if Arc::ptr_eq(have, &a) => a,
+            Some(have) => have.clone(),
+            None => {
+                self.names.insert(a.clone());
+                a
+            }
+        }
+    }
+
     /// Drops interned ids nothing refers to any more.
     pub fn gc_names(&mut self) {
         self.names.retain(|a| Arc::strong_count(a) > 1);

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::activities::{ActivitiesCore, Counts, SavedBuckets, Secs, Tally};
 use salespulse_decode::ForecastCategory;
 
-use crate::deals::{DealId, DealState, DealsCore};
-use crate::flow::Step;
+use crate::deals::{DealId, DealState, DealsCore, Prepared, Preparer};
+use crate::flow::{Fact, Step};
 
 /// Layout version of the encoded state; a snapshot of another version is not restored.
 const VERSION: u32 = 4;
@@ -227,19 +227,15 @@ impl DealsCore {
         let n = usize::try_from(n).map_err(|e| StateError::Decode(e.to_string()))?;
         // A piece is dropped once decoded: what is handed on owns its strings.
         self.begin_restore(n);
-        let (decoded, inserted) = decode_and_insert(self, stages.len(), |push| {
+        decode_and_insert(self, stages.len(), |push| {
             for _ in 0..n {
                 let d = bytes.take(|b| {
                     postcard::take_from_bytes::<SavedDeal<'_>>(b).map(|(d, r)| (d.into_owned(), r))
                 })?;
-                if !push(d) {
-                    break;
-                }
+                push(d)?;
             }
-            Ok::<(), StateError>(())
-        });
-        inserted?;
-        decoded?;
+            Ok(())
+        })?;
         self.set_next_seq(next_seq);
         Ok(())
     }
@@ -399,57 +395,67 @@ impl<'de> serde::de::Visitor<'de> for InsertDeals<'_> {
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         self.core.begin_restore(seq.size_hint().unwrap_or(0));
-        let (decoded, inserted) = decode_and_insert(self.core, self.stages, |push| {
+        let failed = self.failed;
+        decode_and_insert(self.core, self.stages, |push| {
             while let Some(d) = seq.next_element::<SavedDeal<'de>>()? {
-                if !push(d) {
-                    break;
+                if let Err(e) = push(d) {
+                    *failed = Some(e);
+                    return Err(serde::de::Error::custom("a deal that does not fit"));
                 }
             }
             Ok(())
-        });
-        if let Err(e) = inserted {
-            *self.failed = Some(e);
-            return Err(serde::de::Error::custom("a deal that does not fit"));
-        }
-        decoded
+        })
     }
 }
 
-/// Runs `decode` on this thread while another inserts into `core` what it decodes: inserting
-/// (the deal map, the schedules, the cells' sums) is about three quarters of a rebuild,
-/// decoding the rest. `decode` hands each deal to `push`, which says `false` once the
-/// inserting thread has stopped at a deal that does not fit.
+/// Runs `decode` on this thread while another inserts into `core` what it decodes: `decode`
+/// hands each deal to `push`, which checks it and prepares it (its facts, when they next
+/// change windows, its open pipeline part: see [`crate::deals::Preparer`]) on this thread;
+/// the other adds it to the deal map, the schedules and its cell's sums. The two halves
+/// take about the same time. A deal that does not fit this core is `push`'s error.
 fn decode_and_insert<'d, E>(
     core: &mut DealsCore,
     stages: usize,
-    decode: impl FnOnce(&mut dyn FnMut(SavedDeal<'d>) -> bool) -> Result<(), E>,
-) -> (Result<(), E>, Result<(), StateError>) {
+    decode: impl FnOnce(&mut dyn FnMut(SavedDeal<'d>) -> Result<(), StateError>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut preparer = core.preparer();
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<SavedDeal<'d>>>(INSERT_QUEUE);
-        let inserter = scope.spawn(move || -> Result<(), StateError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(INSERT_QUEUE);
+        let inserter = scope.spawn(move || {
             for batch in rx {
-                for d in batch {
-                    insert_saved(core, d, stages)?;
+                let mut facts = batch.facts.as_slice();
+                for (p, n) in batch.deals {
+                    let (mine, rest) = facts.split_at(n);
+                    core.insert_prepared(p, mine);
+                    facts = rest;
                 }
+            }
+        });
+        let mut batch = Batch::default();
+        let decoded = decode(&mut |d| {
+            let before = batch.facts.len();
+            let p = prepare_saved(&mut preparer, d, stages, &mut batch.facts)?;
+            batch.deals.push((p, batch.facts.len() - before));
+            if batch.deals.len() == INSERT_BATCH {
+                // The inserting thread only stops when this one does.
+                let _ = tx.send(std::mem::take(&mut batch));
             }
             Ok(())
         });
-        let mut batch = Vec::with_capacity(INSERT_BATCH);
-        let decoded = decode(&mut |d| {
-            batch.push(d);
-            if batch.len() < INSERT_BATCH {
-                return true;
-            }
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(INSERT_BATCH));
-            tx.send(full).is_ok()
-        });
         let _ = tx.send(batch);
         drop(tx);
-        let inserted = inserter
+        inserter
             .join()
             .unwrap_or_else(|e| std::panic::resume_unwind(e));
-        (decoded, inserted)
+        decoded
     })
+}
+
+/// Prepared deals on their way to the inserting thread, with their facts one after the other.
+#[derive(Default)]
+struct Batch {
+    deals: Vec<(Prepared, usize)>,
+    facts: Vec<Fact>,
 }
 
 /// Deals handed from the decoding thread to the inserting one at a time, and batches that
@@ -457,7 +463,12 @@ fn decode_and_insert<'d, E>(
 const INSERT_BATCH: usize = 256;
 const INSERT_QUEUE: usize = 8;
 
-fn insert_saved(core: &mut DealsCore, d: SavedDeal<'_>, stages: usize) -> Result<(), StateError> {
+fn prepare_saved(
+    prep: &mut Preparer,
+    d: SavedDeal<'_>,
+    stages: usize,
+    facts: &mut Vec<Fact>,
+) -> Result<Prepared, StateError> {
     let category = ForecastCategory::from_label(&d.category).ok_or_else(|| {
         StateError::Decode(format!(
             "deal {} has no forecast category {:?}",
@@ -473,8 +484,8 @@ fn insert_saved(core: &mut DealsCore, d: SavedDeal<'_>, stages: usize) -> Result
             d.id, d.stage
         )));
     }
-    let rep = core.intern(&d.rep);
-    let team = d.team.as_deref().map(|t| core.intern(t));
+    let rep = prep.name(&d.rep);
+    let team = d.team.as_deref().map(|t| prep.name(t));
     let st = DealState {
         seq: d.seq,
         rep,
@@ -494,8 +505,7 @@ fn insert_saved(core: &mut DealsCore, d: SavedDeal<'_>, stages: usize) -> Result
         steps: d.steps.into_owned(),
         entered: d.entered,
     };
-    core.insert_state(DealId::new(&d.id), st);
-    Ok(())
+    Ok(prep.prepare(DealId::new(&d.id), st, facts))
 }
 
 impl ActivitiesCore {

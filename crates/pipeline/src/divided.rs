@@ -32,6 +32,7 @@ use salespulse_decode::{Format, RosterEvent};
 use salespulse_expose::{Board, Health};
 use tracing::{info, warn};
 
+use crate::config::Settings;
 use crate::coordination::ownership::Member;
 use crate::events::{
     Announced, Assigned, InternalEvent, Revoked, TakeOverFailed, TransactionEnded,
@@ -690,12 +691,19 @@ impl<'a, P: Processor> Instance<'a, P> {
                 Ahead::read(&settings, P::METRICS, P::CELEBRATES).await
             }))
         };
-        let step = Instant::now();
-        let replayed = self.replay_input(&input, &committed).await?;
-        let input_seconds = step.elapsed().as_secs_f64();
-        let step = Instant::now();
-        let contributions = self.read_cells(&slots).await?;
-        let cells_seconds = step.elapsed().as_secs_f64();
+        // The cells topic is read back while the input partitions are restored: the two are
+        // independent, and a restore is mostly another thread's work.
+        let merger = self.new_merger(&slots)?;
+        let (settings, cells_topic) = (self.shared.settings, self.cells.clone());
+        let (replayed, cells) = tokio::join!(
+            timed(self.replay_input(&input, &committed)),
+            timed(read_cells(settings, &cells_topic, &slots, merger)),
+        );
+        let (replayed, input_seconds) = replayed?;
+        let ((merger, ends, contributions), cells_seconds) = cells?;
+        // Records the consumer delivers below these were read here.
+        self.cells_next = ends;
+        self.merger = merger;
         // The consumer goes on from where each input partition was replayed to.
         let mut seek = TopicPartitionList::new();
         for (p, t) in &self.tasks {
@@ -834,31 +842,6 @@ impl<'a, P: Processor> Instance<'a, P> {
         let owner = snapshot_owner(&s.svc.group_id, P::SERVICE, p);
         let usable = |m: &Manifest| m.positions.get(&p).is_some_and(|at| *at <= committed);
         crate::run::load_snapshot(s, &owner, || self.recovering_core(), usable).await
-    }
-
-    /// A merger of the assigned slots, from their contributions read whole; returns how many.
-    async fn read_cells(&mut self, slots: &BTreeSet<i32>) -> Result<u64, Error> {
-        let mut merger = self.new_merger(slots)?;
-        let mut contributions = 0u64;
-        // Until compaction catches up, a key holds many values of which only the latest
-        // counts: only those are decoded and merged, and a withdrawn key not at all.
-        let mut latest: HashMap<(i32, Vec<u8>), Latest> = HashMap::new();
-        let whole = slots.iter().map(|s| (*s, (None, None))).collect();
-        let ends = read_partitions(self.shared.settings, &self.cells, &whole, |m| {
-            let key = (m.partition(), m.key().unwrap_or_default().to_vec());
-            latest.insert(key, (m.offset(), m.payload().map(<[u8]>::to_vec)));
-            contributions += 1;
-        })
-        .await?;
-        for ((slot, key), (offset, value)) in latest {
-            if value.is_some() {
-                apply_contribution(&mut merger, slot, offset, Some(&key), value.as_deref());
-            }
-        }
-        // Records the consumer delivers below these were read here.
-        self.cells_next = ends;
-        self.merger = merger;
-        Ok(contributions)
     }
 
     /// Publishes what differs from the metrics topic (read back into `differ`) for the owned
@@ -1045,6 +1028,39 @@ fn parse_cell_key(k: &[u8]) -> Option<(u32, &str, Option<&str>)> {
 
 fn apply_cell(merger: &mut Merger, m: &BorrowedMessage<'_>) {
     apply_contribution(merger, m.partition(), m.offset(), m.key(), m.payload());
+}
+
+/// `merger` (of the assigned slots) with their contributions read whole; returns it, where
+/// each slot's partition was read to, and how many contributions were read.
+async fn read_cells(
+    settings: &Settings,
+    cells: &str,
+    slots: &BTreeSet<i32>,
+    mut merger: Merger,
+) -> Result<(Merger, BTreeMap<i32, i64>, u64), Error> {
+    let mut contributions = 0u64;
+    // Until compaction catches up, a key holds many values of which only the latest
+    // counts: only those are decoded and merged, and a withdrawn key not at all.
+    let mut latest: HashMap<(i32, Vec<u8>), Latest> = HashMap::new();
+    let whole = slots.iter().map(|s| (*s, (None, None))).collect();
+    let ends = read_partitions(settings, cells, &whole, |m| {
+        let key = (m.partition(), m.key().unwrap_or_default().to_vec());
+        latest.insert(key, (m.offset(), m.payload().map(<[u8]>::to_vec)));
+        contributions += 1;
+    })
+    .await?;
+    for ((slot, key), (offset, value)) in latest {
+        if value.is_some() {
+            apply_contribution(&mut merger, slot, offset, Some(&key), value.as_deref());
+        }
+    }
+    Ok((merger, ends, contributions))
+}
+
+/// What `f` gives, and the seconds it took.
+async fn timed<T, E>(f: impl std::future::Future<Output = Result<T, E>>) -> Result<(T, f64), E> {
+    let began = Instant::now();
+    f.await.map(|v| (v, began.elapsed().as_secs_f64()))
 }
 
 fn apply_contribution(

@@ -229,7 +229,7 @@ pub(crate) async fn run_instance<P: Processor>(
     )?;
     tokio::task::block_in_place(|| crate::sink::transaction::init(&producer))?;
     let assignment = Assignment::default();
-    let consumer = join::<P>(&shared, assignment.clone())?;
+    let consumer = tokio::task::block_in_place(|| join::<P>(&shared, assignment.clone()))?;
     let (roster, roster_end) = roster_consumer(settings, &shared.svc.group_id)?;
     let mut me = Instance::<P>::new(shared, &producer, assignment, &consumer)?;
     let mut reader = ReadToEnd::new(&roster, &settings.topics.roster, roster_end, HashMap::new());
@@ -320,6 +320,12 @@ fn join<P: Processor>(s: &Shared<'_>, assignment: Assignment) -> Result<TasksCon
         })
         .map_err(|e| Error::kafka("creating the input consumer", e))?;
     let cells = cells_topic(&s.svc.group_id, P::SERVICE);
+    // Both topics known to the consumer before it joins: a topic another instance has just
+    // created may not be in a broker's metadata yet, and a group whose leader does not know
+    // it assigns none of its partitions until the next metadata refresh, minutes later.
+    for topic in [s.input, &cells] {
+        partitions(&consumer, topic)?;
+    }
     consumer
         .subscribe(&[s.input, &cells])
         .map_err(|e| Error::kafka("joining the group", e))?;

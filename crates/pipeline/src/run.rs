@@ -1007,10 +1007,10 @@ impl<'a, P: Processor> Instance<'a, P> {
     }
 }
 
-/// A task that is stopped when its handle is dropped unawaited (its caller failed first).
 /// The metrics and celebrations topics read in the background.
 type ReadAhead = AbortOnDrop<Result<Ahead, Error>>;
 
+/// A task that is stopped when its handle is dropped unawaited (its caller failed first).
 pub(crate) struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
 
 impl<T> AbortOnDrop<T> {

@@ -14,9 +14,8 @@ use super::read_from;
 use crate::config::Settings;
 use crate::Error;
 
-/// What is kept of a topic's records. Reading a record twice must leave what reading it once
-/// does (the latest value of a key, a set of keys): a read that fails part of the way is read
-/// again from where the last complete one ended.
+/// What is kept of a topic's records (the latest value of a key, a set of keys). A read that
+/// fails leaves `at` where the last complete one ended, with part of what came after kept.
 pub(crate) trait Follow {
     fn record(&mut self, key: &str, payload: Option<&[u8]>);
 }

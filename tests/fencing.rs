@@ -53,9 +53,8 @@ async fn a_paused_leader_gets_nothing_into_any_topic_after_it_wakes() {
 }
 
 /// The same with the instances dividing the input: the paused one held input partitions and
-/// slots, which the other takes over. Ignored: a woken instance that finds its producer fenced
-/// sometimes hangs after librdkafka reports the fatal error, instead of starting over (seen
-/// once in three runs); it produces nothing, but it stays ready with the series it had.
+/// slots, which the other takes over. On waking it may find its producer fenced, its commit
+/// refused, or its partitions revoked (the open transaction aborted as they are given up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_instance_in_divided_ingest_gets_nothing_into_any_topic() {
     let _one = ONE_AT_A_TIME.lock().await;

@@ -656,9 +656,23 @@ impl<'a, P: Processor> Instance<'a, P> {
 
     /// Forgets the state held and aborts what the open transaction holds.
     fn abandon(&mut self) -> Result<(), Error> {
+        let held = self.built.is_some();
         self.give_up_state();
+        self.abort_given_up(held)
+    }
+
+    /// Aborts the open transaction: what it holds was produced for an assignment this
+    /// instance no longer has. Counted and logged as an abort when state was `held` for it.
+    fn abort_given_up(&mut self, held: bool) -> Result<(), Error> {
         tokio::task::block_in_place(|| crate::sink::transaction::abort(self.out.producer))?;
         let _ = self.out.take_pending();
+        if held {
+            TransactionEnded {
+                outcome: "aborted",
+                why: Some("the partitions were given up"),
+            }
+            .emit(self.shared.health);
+        }
         Ok(())
     }
 
@@ -677,8 +691,7 @@ impl<'a, P: Processor> Instance<'a, P> {
     async fn rebuild(&mut self, consumer: &TasksConsumer) -> Result<(), Error> {
         let began = Instant::now();
         // Nothing produced for the assignment before may become visible.
-        tokio::task::block_in_place(|| crate::sink::transaction::abort(self.out.producer))?;
-        let _ = self.out.take_pending();
+        self.abort_given_up(self.built.is_some())?;
         self.shared.ready.store(false, Ordering::Relaxed);
         self.shared.board.clear();
         self.built = None;

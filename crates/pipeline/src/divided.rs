@@ -620,6 +620,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         }
         let every = Duration::from_secs(every);
         let s = &self.shared;
+        let mut written = Vec::new();
         for (p, t) in &mut self.tasks {
             let previous = t.saving.as_ref().or(t.saved.as_ref());
             // The clock alone changes nothing a restore would not derive again.
@@ -641,6 +642,18 @@ impl<'a, P: Processor> Instance<'a, P> {
             .await?;
             t.saving = Some(m);
             t.saved_at = Instant::now();
+            written.push(*p);
+        }
+        if written.len() > 1 {
+            let manifests: Vec<_> = written
+                .iter()
+                .filter_map(|p| {
+                    let m = self.tasks.get(p)?.saving.as_ref()?;
+                    Some((snapshot_owner(&s.svc.group_id, P::SERVICE, *p), m))
+                })
+                .collect();
+            crate::state::snapshot::write_manifests(self.out.producer, s.settings, &manifests)
+                .await?;
         }
         Ok(())
     }

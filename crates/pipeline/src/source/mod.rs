@@ -5,6 +5,7 @@ pub(crate) mod follow;
 pub(crate) mod offsets;
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 
 use prometheus::{Gauge, IntCounter};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
@@ -442,7 +443,11 @@ pub async fn read_to_end(
     topic: &str,
     mut f: impl FnMut(&str, Option<&[u8]>),
 ) -> Result<(), Error> {
-    read_tail(settings, topic, None, &mut f).await?;
+    read_tail(settings, topic, None, |k, v| {
+        f(k, v);
+        ControlFlow::Continue(())
+    })
+    .await?;
     Ok(())
 }
 
@@ -499,12 +504,12 @@ impl TopicReader {
 }
 
 /// Reads each partition of a topic from `start` (its beginning when `None`) to its current
-/// end, handing each record's key and value to `f`.
+/// end, handing each record's key and value to `f`, until `f` breaks.
 pub(crate) async fn read_tail(
     settings: &Settings,
     topic: &str,
     start: Option<Start>,
-    mut f: impl FnMut(&str, Option<&[u8]>),
+    mut f: impl FnMut(&str, Option<&[u8]>) -> ControlFlow<()>,
 ) -> Result<Tail, Error> {
     let (r, parts) = TopicReader::new(settings, topic)?;
     let mut tpl = TopicPartitionList::new();
@@ -537,7 +542,9 @@ pub(crate) async fn read_tail(
     let mut reader = ReadToEnd::new(&r.consumer, topic, ends, from).with_stable_probe(&r.stable);
     while let Some(m) = reader.next().await? {
         if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
-            f(key, m.payload());
+            if f(key, m.payload()).is_break() {
+                break;
+            }
         }
     }
     drop(reader);

@@ -12,6 +12,7 @@
 //! `<group>/<service>`, because the positions are that group's in that service's input.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
@@ -78,7 +79,8 @@ pub(crate) async fn load(
     let (tail, mut found, manifest) = loop {
         let mut found = Found::new(owner);
         let tail = read_tail(settings, topic, Some(Start::Last(look)), |k, p| {
-            found.record(topic, k, p)
+            found.record(topic, k, p);
+            ControlFlow::Continue(())
         })
         .await?;
         match found.manifest.take() {
@@ -119,7 +121,16 @@ pub(crate) async fn load(
             }
         }
         Some(from) => {
-            read_tail(settings, topic, Some(from), |k, p| sent.record(k, p)).await?;
+            // Read up to the last chunk: what follows is other owners' snapshots (in divided
+            // ingest, each input partition has its own) and tombstones of older ones.
+            read_tail(settings, topic, Some(from), |k, p| {
+                sent.record(k, p);
+                match sent.complete() {
+                    true => ControlFlow::Break(()),
+                    false => ControlFlow::Continue(()),
+                }
+            })
+            .await?;
         }
     }
     Ok(sent.finish(topic).then_some(manifest))
@@ -167,6 +178,11 @@ impl<'m> Sent<'m> {
             }
             _ => self.broken = true,
         }
+    }
+
+    /// Every chunk was sent, or what was sent is known not to be the snapshot.
+    fn complete(&self) -> bool {
+        self.broken || self.next == self.manifest.chunks
     }
 
     fn finish(self, topic: &str) -> bool {
@@ -287,6 +303,24 @@ pub(crate) async fn save(
     }
     .emit(health);
     Ok(manifest)
+}
+
+/// Writes the manifests of snapshots saved one after the other once more, after all of them.
+/// A divided instance saves a snapshot per input partition; a start then finds every
+/// partition's newest manifest in the first short look back from the end (see `load`), and
+/// reads each snapshot's chunks only.
+pub(crate) async fn write_manifests(
+    producer: &FutureProducer,
+    settings: &Settings,
+    manifests: &[(String, &Manifest)],
+) -> Result<(), Error> {
+    let topic = &settings.topics.snapshots;
+    let mut pending = Vec::with_capacity(manifests.len());
+    for (owner, m) in manifests {
+        let body = serde_json::to_vec(m).unwrap_or_default();
+        pending.push(send(producer, topic, &manifest_key(owner), Some(&body)).await?);
+    }
+    settle(&mut pending).await
 }
 
 async fn send(

@@ -724,15 +724,18 @@ impl<'a, P: Processor> Instance<'a, P> {
             }))
         };
         // The cells topic is read back while the input partitions are restored: the two are
-        // independent, and a restore is mostly another thread's work.
-        let merger = self.new_merger(&slots)?;
-        let (settings, cells_topic) = (self.shared.settings, self.cells.clone());
-        let (replayed, cells) = tokio::join!(
-            timed(self.replay_input(&input, &committed)),
-            timed(read_cells(settings, &cells_topic, &slots, merger)),
-        );
-        let (replayed, input_seconds) = replayed?;
-        let ((merger, ends, contributions), cells_seconds) = cells?;
+        // independent. It is read in a task of its own, on a worker thread, rather than beside
+        // the restore in this one, which also hands every snapshot chunk on as it arrives.
+        let cells = {
+            let merger = self.new_merger(&slots)?;
+            let (settings, topic) = (self.shared.settings.clone(), self.cells.clone());
+            let slots = slots.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                timed(read_cells(&settings, &topic, &slots, merger)).await
+            }))
+        };
+        let (replayed, input_seconds) = timed(self.replay_input(&input, &committed)).await?;
+        let ((merger, ends, contributions), cells_seconds) = cells.join().await?;
         // Records the consumer delivers below these were read here.
         self.cells_next = ends;
         self.merger = merger;

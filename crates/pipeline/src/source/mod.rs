@@ -149,10 +149,14 @@ pub(crate) type InputConsumer = StreamConsumer<InputContext>;
 /// up to 16 MiB a partition and 64 MiB a request per round trip, rather than librdkafka's 1 MiB
 /// a partition, unless `kafka.properties` set them. With the default the loop working off a backlog waited for its next records
 /// about half the time (docs/benchmarks.md, End to end); a fetch still returns as soon as any
-/// record is there, so a service that is caught up waits no longer.
-pub(crate) const LARGE_FETCHES: [(&str, &str); 2] = [
+/// record is there, so a service that is caught up waits no longer. Such fetches fill
+/// librdkafka's local queue past its thresholds (64 MiB, or 100,000 records a partition)
+/// whenever the reader is slower than the broker, and librdkafka then postpones the next fetch
+/// of each partition by `fetch.queue.backoff.ms`, a whole second by default: here 10 ms.
+pub(crate) const LARGE_FETCHES: [(&str, &str); 3] = [
     ("max.partition.fetch.bytes", "16777216"),
     ("fetch.max.bytes", "67108864"),
+    ("fetch.queue.backoff.ms", "10"),
 ];
 
 fn is_partition_end(error: &KafkaError) -> bool {

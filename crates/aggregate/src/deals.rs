@@ -389,18 +389,13 @@ pub(crate) struct Preparer {
     now: i64,
     /// The ids the core held when the restore began, and those met since: a deal carries the
     /// core's own copy, which the core then takes as it is.
-    names: crate::FastSet<Arc<str>>,
+    names: crate::ledger::Names,
     scratch: Vec<Fact>,
 }
 
 impl Preparer {
     pub fn name(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.names.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(s);
-        self.names.insert(a.clone());
-        a
+        self.names.intern(s)
     }
 
     /// Fills in what `st` derives from its history and appends its facts to `facts`.

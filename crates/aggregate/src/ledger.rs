@@ -51,7 +51,7 @@ pub(crate) struct Ledger<C: Cell> {
     reps: HashMap<Arc<str>, RepEntry<C>>,
     roster: HashMap<Arc<str>, Arc<str>>,
     team_index: HashMap<Arc<str>, HashSet<Arc<str>>>,
-    names: HashSet<Arc<str>>,
+    names: Names,
     dirty_reps: HashSet<Arc<str>>,
     dirty_teams: HashSet<Arc<str>>,
     /// Reps whose cells were handed out since the last drain; they and their cells' teams
@@ -116,7 +116,7 @@ impl<C: Cell> Ledger<C> {
             reps: HashMap::default(),
             roster: HashMap::default(),
             team_index: HashMap::default(),
-            names: HashSet::default(),
+            names: Names::default(),
             dirty_reps: HashSet::default(),
             dirty_teams: HashSet::default(),
             touched: Vec::new(),
@@ -182,35 +182,22 @@ impl<C: Cell> Ledger<C> {
 
     /// A shared copy of an id, so that deals and cells do not each own one.
     pub fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.names.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(s);
-        self.names.insert(a.clone());
-        a
+        self.names.intern(s)
     }
 
     /// A copy of the interned ids (for [`crate::deals::Preparer`]).
-    pub fn names(&self) -> HashSet<Arc<str>> {
+    pub fn names(&self) -> Names {
         self.names.clone()
     }
 
-    /// Interns `a`, taking it as the shared copy when its id is new; one that is the shared
-    /// copy already comes back as it is, with no count changed.
+    /// See [`Names::adopt`].
     pub fn adopt(&mut self, a: Arc<str>) -> Arc<str> {
-        match self.names.get(&*a) {
-            Some(have) if Arc::ptr_eq(have, &a) => a,
-            Some(have) => have.clone(),
-            None => {
-                self.names.insert(a.clone());
-                a
-            }
-        }
+        self.names.adopt(a)
     }
 
     /// Drops interned ids nothing refers to any more.
     pub fn gc_names(&mut self) {
-        self.names.retain(|a| Arc::strong_count(a) > 1);
+        self.names.0.retain(|a| Arc::strong_count(a) > 1);
     }
 
     pub fn effective(&self, rep: &str, team: Option<&Arc<str>>) -> Arc<str> {
@@ -932,5 +919,35 @@ impl<C: Cell> Ledger<C> {
             }
         }
         out
+    }
+}
+
+/// Ids held once and shared: each deal and cell refers to the one copy of its rep's and team's
+/// ids.
+#[derive(Debug, Clone, Default)]
+pub struct Names(HashSet<Arc<str>>);
+
+impl Names {
+    /// The shared copy of `s`, made when it is new.
+    pub fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.0.insert(a.clone());
+        a
+    }
+
+    /// Interns `a`, taking it as the shared copy when its id is new; one that is the shared
+    /// copy already comes back as it is, with no count changed.
+    pub fn adopt(&mut self, a: Arc<str>) -> Arc<str> {
+        match self.0.get(&*a) {
+            Some(have) if Arc::ptr_eq(have, &a) => a,
+            Some(have) => have.clone(),
+            None => {
+                self.0.insert(a.clone());
+                a
+            }
+        }
     }
 }

@@ -44,9 +44,8 @@ use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
 use crate::source::follow::Ahead;
 use crate::source::offsets::GroupOffsets;
-use crate::source::{
-    content_type, read_partitions, roster_consumer, InputContext, TopicCounters, LARGE_FETCHES,
-};
+use crate::source::roster::Roster;
+use crate::source::{content_type, read_partitions, InputContext, TopicCounters, LARGE_FETCHES};
 use crate::state::processor::Processor;
 use crate::state::snapshot::Manifest;
 use crate::Error;
@@ -230,9 +229,16 @@ pub(crate) async fn run_instance<P: Processor>(
     tokio::task::block_in_place(|| crate::sink::transaction::init(&producer))?;
     let assignment = Assignment::default();
     let consumer = tokio::task::block_in_place(|| join::<P>(&shared, assignment.clone()))?;
-    let (roster, roster_end) = roster_consumer(settings, &shared.svc.group_id)?;
+    let mut roster =
+        tokio::task::block_in_place(|| Roster::connect(settings, &shared.svc.group_id))?;
     let mut me = Instance::<P>::new(shared, &producer, assignment, &consumer)?;
-    let mut reader = ReadToEnd::new(&roster, &settings.topics.roster, roster_end, HashMap::new());
+    let roster_end = std::mem::take(&mut roster.end);
+    let mut reader = ReadToEnd::new(
+        &roster.consumer,
+        &settings.topics.roster,
+        roster_end,
+        HashMap::new(),
+    );
     while let Some(m) = reader.next().await? {
         me.on_roster(&m);
     }
@@ -263,8 +269,11 @@ pub(crate) async fn run_instance<P: Processor>(
                     let interval = pacer.interval();
                     health.tick_interval.set(interval.as_secs_f64());
                     next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
+                    if let Err(e) = tokio::task::block_in_place(|| roster.watch(settings, health)) {
+                        warn!(error = %e, "could not replace the roster consumer; trying again later");
+                    }
                 }
-                m = roster.recv() => match m {
+                m = roster.consumer.recv() => match m {
                     Ok(m) => me.on_roster(&m),
                     Err(e) => warn!(error = %e, "roster consumer error"),
                 },

@@ -72,6 +72,25 @@ impl InternalEvent for RosterRecordRejected<'_> {
     }
 }
 
+/// The roster consumer stood still behind the end of some partitions and was replaced by one
+/// that goes on from the same positions.
+pub(crate) struct RosterConsumerReplaced<'a> {
+    pub topic: &'a str,
+    pub partitions: &'a [i32],
+    pub stalled_for: std::time::Duration,
+}
+
+impl InternalEvent for RosterConsumerReplaced<'_> {
+    fn emit(self, _health: &Health) {
+        warn!(
+            topic = self.topic,
+            partitions = ?self.partitions,
+            stalled_s = self.stalled_for.as_secs_f64(),
+            "the roster consumer read nothing while behind; replaced it"
+        );
+    }
+}
+
 /// The state was loaded from a snapshot at start-up.
 pub(crate) struct SnapshotLoaded<'a> {
     pub bytes: usize,

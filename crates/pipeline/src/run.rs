@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::FutureExt;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -44,9 +44,10 @@ use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
 use crate::source::follow::Ahead;
 use crate::source::offsets::GroupOffsets;
+use crate::source::roster::Roster;
 use crate::source::{
-    apply_roster, catch_up_dead_letters, content_type, end_probe, roster_consumer, InputConsumer,
-    InputToAssign, Positions, TopicCounters,
+    apply_roster, catch_up_dead_letters, content_type, end_probe, InputConsumer, InputToAssign,
+    Positions, TopicCounters,
 };
 use crate::state::processor::Processor;
 use crate::state::snapshot::Manifest;
@@ -153,7 +154,7 @@ async fn run_instance<P: Processor>(
     let (settings, health) = (shared.settings, shared.health);
     let id = transactional_id(&shared.svc.group_id, P::SERVICE);
     let producer = create_producer(settings, Some(&id))?;
-    let (mut instance, io) = Instance::<P>::start(shared, &producer).await?;
+    let (mut instance, mut io) = Instance::<P>::start(shared, &producer).await?;
 
     let p = &settings.publish;
     let ms = Duration::from_millis;
@@ -193,8 +194,11 @@ async fn run_instance<P: Processor>(
                     );
                     health.tick_interval.set(interval.as_secs_f64());
                     next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
+                    if let Err(e) = tokio::task::block_in_place(|| io.roster.watch(settings, health)) {
+                        warn!(error = %e, "could not replace the roster consumer; trying again later");
+                    }
                 }
-                m = io.roster.recv() => instance.on_roster(m),
+                m = io.roster.consumer.recv() => instance.on_roster(m),
                 m = io.input.recv() => {
                     if let Err(e) = instance.on_input(&io.input, m).await {
                         instance.produce_failed(e)?;
@@ -252,7 +256,7 @@ fn service_topics(settings: &Settings, input: &str, celebrates: bool) -> Vec<Top
 /// consumer can be handed to it.
 struct Inputs {
     input: InputConsumer,
-    roster: StreamConsumer,
+    roster: Roster,
 }
 
 /// What an instance shares with the rest of the process.
@@ -348,7 +352,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             slots: consumer,
             slot_count: count,
             slots_offsets,
-            roster: (roster, roster_end),
+            mut roster,
             mut offsets,
             input,
             end_probe,
@@ -404,7 +408,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             settled_at: Instant::now(),
             shared: s,
         };
-        me.load_roster(&roster, roster_end).await?;
+        me.load_roster(&mut roster).await?;
         let h = me.shared.health;
         h.restore_replayed.set(me.positions.restore_total);
         if !me.role.is_restoring() {
@@ -414,13 +418,10 @@ impl<'a, P: Processor> Instance<'a, P> {
         Ok((me, Inputs { input, roster }))
     }
 
-    async fn load_roster(
-        &mut self,
-        roster: &StreamConsumer,
-        end: std::collections::HashMap<i32, i64>,
-    ) -> Result<(), Error> {
+    async fn load_roster(&mut self, roster: &mut Roster) -> Result<(), Error> {
         let topic = &self.shared.settings.topics.roster;
-        let mut reader = ReadToEnd::new(roster, topic, end, Default::default());
+        let end = std::mem::take(&mut roster.end);
+        let mut reader = ReadToEnd::new(&roster.consumer, topic, end, Default::default());
         let mut records = 0u64;
         while let Some(m) = reader.next().await? {
             self.on_roster_record(&m);
@@ -1033,8 +1034,7 @@ struct Connected<'a> {
     slots: BaseConsumer<SlotsContext>,
     slot_count: i32,
     slots_offsets: GroupOffsets<'a>,
-    /// The roster consumer and the ends of the roster's partitions.
-    roster: (StreamConsumer, std::collections::HashMap<i32, i64>),
+    roster: Roster,
     offsets: GroupOffsets<'a>,
     input: InputToAssign,
     end_probe: BaseConsumer,
@@ -1049,7 +1049,7 @@ impl<'a> Connected<'a> {
             slot_count: i32::try_from(slot_count).unwrap_or(1),
             slots,
             slots_offsets: GroupOffsets::new(s.settings, &slots_group(s))?,
-            roster: roster_consumer(s.settings, &s.svc.group_id)?,
+            roster: Roster::connect(s.settings, &s.svc.group_id)?,
             offsets: GroupOffsets::new(s.settings, &s.svc.group_id)?,
             input: InputToAssign::connect(s.settings, &s.svc.group_id, s.input)?,
             end_probe: end_probe(s.settings)?,

@@ -3,6 +3,7 @@
 
 pub(crate) mod follow;
 pub(crate) mod offsets;
+pub(crate) mod roster;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
@@ -323,28 +324,6 @@ pub(crate) fn apply_roster<P: Processor>(
     }
 }
 
-/// The roster consumer: the roster is small and read whole by every instance, from the
-/// beginning, never committed (a global table). Returns it with the end of each partition
-/// at the time of the call.
-pub(crate) fn roster_consumer(
-    settings: &Settings,
-    group: &str,
-) -> Result<(StreamConsumer, HashMap<i32, i64>), Error> {
-    let topic = &settings.topics.roster;
-    let roster: StreamConsumer = client_config(settings)
-        .set("group.id", format!("{group}-roster"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        // Should its position ever be out of range, the table is read again from its start
-        // (upserts are idempotent) rather than from its end.
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .map_err(|e| Error::kafka("creating the roster consumer", e))?;
-    let parts = assign_from_beginning(&roster, topic)?;
-    let end = high_watermarks(&roster, topic, &parts)?;
-    Ok((roster, end))
-}
-
 /// On taking the leader slot: dead-letters the rejects among the records between the group's
 /// committed offsets (up to which the previous leader's dead letters are durable) and this
 /// instance's position, which it processed without that duty. Where this instance is behind
@@ -411,33 +390,6 @@ pub(crate) fn content_type<'a>(m: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
         .iter()
         .find(|h| h.key.eq_ignore_ascii_case("content-type"))
         .and_then(|h| h.value)
-}
-
-pub(crate) fn assign_from_beginning(c: &StreamConsumer, topic: &str) -> Result<Vec<i32>, Error> {
-    let parts = partitions(c, topic)?;
-    let mut tpl = TopicPartitionList::new();
-    for p in &parts {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)
-            .map_err(|e| Error::kafka("assigning partitions", e))?;
-    }
-    c.assign(&tpl)
-        .map_err(|e| Error::kafka("assigning partitions", e))?;
-    Ok(parts)
-}
-
-pub(crate) fn high_watermarks(
-    c: &StreamConsumer,
-    topic: &str,
-    parts: &[i32],
-) -> Result<HashMap<i32, i64>, Error> {
-    let mut out = HashMap::new();
-    for p in parts {
-        let (low, high) = watermarks(c, topic, *p)?;
-        if high > low {
-            out.insert(*p, high);
-        }
-    }
-    Ok(out)
 }
 
 /// Reads a topic from its beginning to its current end, handing each record's key and value

@@ -298,63 +298,6 @@ mod tests {
         );
     }
 
-    /// Records written in a transaction end in a commit marker the consumer never delivers:
-    /// a consumer that read them all is at the end, not behind it.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_commit_marker_after_the_last_record_is_not_a_stall() {
-        use rdkafka::mocking::MockCluster;
-        use rdkafka::producer::DefaultProducerContext;
-        use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-        use rdkafka::ClientConfig;
-
-        let cluster = MockCluster::new(1).expect("mock cluster");
-        cluster.create_topic("roster", 1, 1).expect("topic");
-        let mut settings = Settings::default();
-        settings.kafka.bootstrap = cluster.bootstrap_servers();
-        settings.topics.roster = "roster".into();
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-            .set("bootstrap.servers", cluster.bootstrap_servers())
-            .set("transactional.id", "roster-writer")
-            .create()
-            .expect("producer");
-        let timeout = Duration::from_secs(10);
-        tokio::task::block_in_place(|| {
-            producer.init_transactions(timeout).expect("init");
-            producer.begin_transaction().expect("begin");
-            for i in 0..3 {
-                let key = format!("rep-{i}");
-                producer
-                    .send(BaseRecord::to("roster").key(&key).payload("{}"))
-                    .map_err(|(e, _)| e)
-                    .expect("queued");
-            }
-            producer.commit_transaction(timeout).expect("committed");
-        });
-        let mut roster =
-            tokio::task::block_in_place(|| Roster::connect(&settings, "g")).expect("roster");
-        assert_eq!(
-            roster.end,
-            HashMap::from([(0, 4)]),
-            "three records and a marker"
-        );
-        roster.check_every = Duration::ZERO;
-        roster.stalls = Stalls::new(Duration::from_millis(200));
-        let mut read = Vec::new();
-        while read.len() < 3 {
-            read.extend(next(&roster.consumer).await);
-        }
-        assert_eq!(read, [0, 1, 2]);
-        // The marker is passed once the consumer is polled again.
-        assert_eq!(next(&roster.consumer).await, None);
-        let health = Health::new("test");
-        for _ in 0..5 {
-            tokio::task::block_in_place(|| roster.watch(&settings, &health)).expect("watched");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(roster.positions(), HashMap::from([(0, 4)]));
-        assert_eq!(health.lag.with_label_values(&["roster", "0"]).get(), 0);
-    }
-
     #[test]
     fn a_partition_behind_at_one_position_stalls_once_per_period() {
         let t0 = Instant::now();

@@ -72,21 +72,22 @@ impl InternalEvent for RosterRecordRejected<'_> {
     }
 }
 
-/// The roster consumer stood still behind the end of some partitions and was replaced by one
-/// that goes on from the same positions.
-pub(crate) struct RosterConsumerReplaced<'a> {
-    pub topic: &'a str,
-    pub partitions: &'a [i32],
+/// A consumer stood still behind the end of some partitions and was replaced (the roster's,
+/// by one that goes on from the same positions; the targets service's, by starting over).
+pub(crate) struct ConsumerReplaced<'a> {
+    pub what: &'a str,
+    /// (topic, partition) of each partition that stood still.
+    pub partitions: &'a [(String, i32)],
     pub stalled_for: std::time::Duration,
 }
 
-impl InternalEvent for RosterConsumerReplaced<'_> {
+impl InternalEvent for ConsumerReplaced<'_> {
     fn emit(self, _health: &Health) {
         warn!(
-            topic = self.topic,
+            consumer = self.what,
             partitions = ?self.partitions,
             stalled_s = self.stalled_for.as_secs_f64(),
-            "the roster consumer read nothing while behind; replaced it"
+            "a consumer read nothing for a while although behind; replaced it"
         );
     }
 }

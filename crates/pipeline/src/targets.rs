@@ -40,12 +40,13 @@ use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::coordination::ownership::{Ownership, SlotsContext, LEADER_SLOT};
-use crate::events::{Announced, InternalEvent, TransactionEnded};
+use crate::events::{Announced, ConsumerReplaced, InternalEvent, TransactionEnded};
 use crate::kafka::{client_config, ensure_topics, partitions, TopicSpec};
 use crate::run::{now_ms, GIVE_UP_AFTER};
 use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
 use crate::source::offsets::GroupOffsets;
+use crate::source::watch::Watch;
 use crate::source::{format_of, read_to_end};
 use crate::Error;
 
@@ -342,7 +343,7 @@ async fn serve(
     let id = transactional_id(&settings.targets.group_id, SERVICE);
     let producer = create_producer(settings, Some(&id))?;
     tokio::task::block_in_place(|| crate::sink::transaction::init(&producer))?;
-    let (mut me, consumer) = Targets::start(settings, health, &producer, lease).await?;
+    let (mut me, consumer, mut watch) = Targets::start(settings, health, &producer, lease).await?;
     let mut tick = tokio::time::interval(Duration::from_millis(settings.publish.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -360,6 +361,17 @@ async fn serve(
                     .emit(health);
                     info!("gave up the lease: standing by");
                     return Ok(Served::LeaseLost);
+                }
+                let stalled = tokio::task::block_in_place(|| watch.check(&consumer, health));
+                if !stalled.is_empty() {
+                    tokio::task::block_in_place(|| crate::sink::transaction::abort(&producer))?;
+                    ConsumerReplaced {
+                        what: "the targets service's consumer",
+                        partitions: &stalled,
+                        stalled_for: watch.stalled_for(),
+                    }
+                    .emit(health);
+                    return Ok(me.start_over("the consumer stood still behind the end"));
                 }
                 let step = me.on_tick(exposed).await;
                 let caught_up = me.caught_up();
@@ -541,7 +553,7 @@ impl<'a> Targets<'a> {
         health: &'a Health,
         producer: &'a FutureProducer,
         lease: &'a Lease,
-    ) -> Result<(Self, StreamConsumer), Error> {
+    ) -> Result<(Self, StreamConsumer, Watch), Error> {
         let t = &settings.topics;
         let cal = settings.calendar()?;
         let c = &settings.calendar;
@@ -550,7 +562,8 @@ impl<'a> Targets<'a> {
         board.set_ramp(settings.ramp()?);
         let applied = |topic: &str| health.events.with_label_values(&[topic, "applied"]);
         let mut offsets = GroupOffsets::new(settings, &settings.targets.group_id)?;
-        let (consumer, reported, ends) = assign_inputs(settings, &mut offsets)?;
+        let (consumer, reported, ends, from) = assign_inputs(settings, &mut offsets)?;
+        let watch = Watch::new(settings, from)?;
         let group = consumer
             .group_metadata()
             .ok_or_else(|| Error::Config("the targets consumer has no group".into()))?;
@@ -578,7 +591,7 @@ impl<'a> Targets<'a> {
             },
         };
         me.restore_announced().await?;
-        Ok((me, consumer))
+        Ok((me, consumer, watch))
     }
 
     /// What was already announced: events are new only against what their topics hold.
@@ -802,18 +815,29 @@ impl<'a> Targets<'a> {
 
 /// One consumer over the four inputs, every partition from its beginning; with where
 /// dead-lettering stopped last time (target and plan records below it were reported
-/// already) and the end of each partition now.
+/// already), the end of each partition now, and where each starts.
 #[allow(clippy::type_complexity)]
 fn assign_inputs(
     settings: &Settings,
     offsets: &mut GroupOffsets<'_>,
-) -> Result<(StreamConsumer, HashMap<At, i64>, HashMap<At, i64>), Error> {
+) -> Result<
+    (
+        StreamConsumer,
+        HashMap<At, i64>,
+        HashMap<At, i64>,
+        HashMap<At, i64>,
+    ),
+    Error,
+> {
     let t = &settings.topics;
     let consumer: StreamConsumer = client_config(settings)
         .set("group.id", &settings.targets.group_id)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
+        // A start offset gone by the time of the first fetch (retention moved the start)
+        // reads from the new start, not from the end.
+        .set("auto.offset.reset", "earliest")
         .create()
         .map_err(|e| Error::kafka("creating the consumer", e))?;
     let mut tpl = TopicPartitionList::new();
@@ -833,12 +857,16 @@ fn assign_inputs(
         .collect();
     let mut assign = TopicPartitionList::new();
     let mut ends = HashMap::new();
+    let mut from = HashMap::new();
     for topic in [&t.metrics, &t.targets, &t.plans, &t.celebrations] {
         for p in partitions(&consumer, topic)? {
-            assign
-                .add_partition_offset(topic, p, Offset::Beginning)
-                .map_err(|e| Error::kafka("assigning partitions", e))?;
             let (low, high) = crate::kafka::watermarks(&consumer, topic, p)?;
+            // Explicit offsets rather than `Offset::Beginning`: no offset lookup stands
+            // between the assignment and the first fetch.
+            assign
+                .add_partition_offset(topic, p, Offset::Offset(low))
+                .map_err(|e| Error::kafka("assigning partitions", e))?;
+            from.insert((topic.clone(), p), low);
             if high > low {
                 ends.insert((topic.clone(), p), high);
             }
@@ -847,7 +875,7 @@ fn assign_inputs(
     consumer
         .assign(&assign)
         .map_err(|e| Error::kafka("assigning partitions", e))?;
-    Ok((consumer, reported, ends))
+    Ok((consumer, reported, ends, from))
 }
 
 #[cfg(test)]

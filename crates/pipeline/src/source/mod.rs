@@ -4,6 +4,7 @@
 pub(crate) mod follow;
 pub(crate) mod offsets;
 pub(crate) mod roster;
+pub(crate) mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;

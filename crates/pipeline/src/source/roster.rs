@@ -1,135 +1,76 @@
-//! The roster consumer, and a watch on it. The roster is small and read whole by every
-//! instance, never committed (a global table): a consumer that silently stopped fetching it
-//! would leave every rep under the team it had when the consumer stopped, with nothing on the
-//! board or in the lag to say so. librdkafka can leave an assigned partition without fetches
-//! after a broker restart (confluentinc/librdkafka#5153, fede1024/rust-rdkafka#597); so each
-//! roster partition's position is compared with its end every few seconds, shown as lag,
-//! and a consumer that stands still behind the end is replaced by a new one that goes on
-//! from the same position.
+//! The roster consumer. The roster is small and read whole by every instance, never committed
+//! (a global table). A consumer that silently stopped fetching it would leave every rep under
+//! the team it had then, with nothing on the board to say so: it is watched
+//! ([`super::watch`]) and replaced by one that goes on from the same positions when it stands
+//! still behind the end.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use salespulse_expose::Health;
 
-use super::end_probe;
+use super::watch::{Tp, Watch};
 use crate::config::Settings;
-use crate::events::{InternalEvent, RosterConsumerReplaced};
+use crate::events::{ConsumerReplaced, InternalEvent};
 use crate::kafka::{client_config, partitions, watermarks};
 use crate::Error;
-
-/// How often the roster's positions are measured against its ends.
-const CHECK_EVERY: Duration = Duration::from_secs(5);
-/// How long a partition may stand still behind its end before its consumer is replaced. A
-/// roster partition holds a few records a rep: a consumer that reads none of them for this
-/// long while the broker answers is not slow but stuck.
-const STALL_AFTER: Duration = Duration::from_secs(15);
 
 /// The roster consumer of an instance, assigned every partition of the roster topic.
 pub(crate) struct Roster {
     pub consumer: StreamConsumer,
     /// The end of each non-empty partition when the consumer was made: a start reads up to it.
     pub end: HashMap<i32, i64>,
-    topic: String,
     group: String,
-    /// Where each partition was assigned from: its position until a record is read there.
-    from: HashMap<i32, i64>,
-    probe: BaseConsumer,
-    check_every: Duration,
-    stalls: Stalls,
-    checked: Instant,
+    watch: Watch,
 }
 
 impl Roster {
     /// Creates the consumer, assigned from the start of every partition. Blocking: round
     /// trips to the broker.
     pub fn connect(settings: &Settings, group: &str) -> Result<Roster, Error> {
-        let topic = settings.topics.roster.clone();
+        let topic = &settings.topics.roster;
         let consumer = consumer(settings, group)?;
         let mut from = HashMap::new();
         let mut end = HashMap::new();
-        for p in partitions(&consumer, &topic)? {
-            let (low, high) = watermarks(&consumer, &topic, p)?;
-            from.insert(p, low);
+        for p in partitions(&consumer, topic)? {
+            let (low, high) = watermarks(&consumer, topic, p)?;
+            from.insert((topic.clone(), p), low);
             if high > low {
                 end.insert(p, high);
             }
         }
         // Explicit offsets rather than `Offset::Beginning`: no offset lookup stands between
         // the assignment and the first fetch.
-        assign(&consumer, &topic, &from)?;
+        assign(&consumer, &from)?;
         Ok(Roster {
             consumer,
             end,
             group: group.to_owned(),
-            from,
-            probe: end_probe(settings)?,
-            check_every: CHECK_EVERY,
-            stalls: Stalls::new(STALL_AFTER),
-            checked: Instant::now(),
-            topic,
+            watch: Watch::new(settings, from)?,
         })
     }
 
-    /// Every few seconds: shows each partition's lag and replaces the consumer if a partition
-    /// stood still behind its end for too long. A partition whose end cannot be measured (the
-    /// broker away) is left out of that round. Blocking: a round trip per partition.
+    /// Every few seconds: shows each partition's lag, and replaces the consumer if a partition
+    /// stood still behind its end for too long. Blocking: a round trip per partition.
     pub fn watch(&mut self, settings: &Settings, health: &Health) -> Result<(), Error> {
-        if self.checked.elapsed() < self.check_every {
-            return Ok(());
-        }
-        self.checked = Instant::now();
-        let at = self.positions();
-        let mut measured = Vec::new();
-        for (&p, &pos) in &at {
-            if let Ok((_, end)) =
-                self.probe
-                    .fetch_watermarks(&self.topic, p, Duration::from_secs(2))
-            {
-                health
-                    .lag
-                    .with_label_values(&[&self.topic, &p.to_string()])
-                    .set((end - pos).max(0));
-                measured.push((p, pos, end));
-            }
-        }
-        let stalled = self.stalls.check(Instant::now(), measured);
+        let stalled = self.watch.check(&self.consumer, health);
         if stalled.is_empty() {
             return Ok(());
         }
+        let at = self.watch.positions(&self.consumer);
         let replacement = consumer(settings, &self.group)?;
-        assign(&replacement, &self.topic, &at)?;
+        assign(&replacement, &at)?;
         let old = std::mem::replace(&mut self.consumer, replacement);
         crate::kafka::close_aside("a stalled roster consumer", old);
-        self.from = at;
-        RosterConsumerReplaced {
-            topic: &self.topic,
+        self.watch.restart_from(at);
+        ConsumerReplaced {
+            what: "the roster consumer",
             partitions: &stalled,
-            stalled_for: self.stalls.after,
+            stalled_for: self.watch.stalled_for(),
         }
         .emit(health);
         Ok(())
-    }
-
-    /// The next offset to read in each partition.
-    fn positions(&self) -> HashMap<i32, i64> {
-        let read = self.consumer.position().ok();
-        self.from
-            .iter()
-            .map(|(&p, &from)| {
-                let pos = read
-                    .as_ref()
-                    .and_then(|l| l.find_partition(&self.topic, p))
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                    .map_or(from, |o| o.max(from));
-                (p, pos)
-            })
-            .collect()
     }
 }
 
@@ -145,79 +86,22 @@ fn consumer(settings: &Settings, group: &str) -> Result<StreamConsumer, Error> {
         .map_err(|e| Error::kafka("creating the roster consumer", e))
 }
 
-fn assign(c: &StreamConsumer, topic: &str, at: &HashMap<i32, i64>) -> Result<(), Error> {
+fn assign(c: &StreamConsumer, at: &HashMap<Tp, i64>) -> Result<(), Error> {
     let mut tpl = TopicPartitionList::new();
-    for (&p, &o) in at {
-        tpl.add_partition_offset(topic, p, Offset::Offset(o))
+    for ((topic, p), &o) in at {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(o))
             .map_err(|e| Error::kafka("assigning partitions", e))?;
     }
     c.assign(&tpl)
         .map_err(|e| Error::kafka("assigning partitions", e))
 }
 
-/// Partitions that stand still behind their end.
-#[derive(Debug)]
-pub(crate) struct Stalls {
-    after: Duration,
-    /// Partition -> the position it stood at, and since when, while behind its end.
-    seen: HashMap<i32, (i64, Instant)>,
-}
-
-impl Stalls {
-    pub fn new(after: Duration) -> Stalls {
-        Stalls {
-            after,
-            seen: HashMap::new(),
-        }
-    }
-
-    /// Takes the position and end of partitions measured at `now`; returns those that have
-    /// been behind their end at one position for `after` or longer, each at most once per
-    /// `after`. A partition not measured starts over: while its end cannot be read (the
-    /// broker away), standing still says nothing about the consumer.
-    pub fn check(
-        &mut self,
-        now: Instant,
-        measured: impl IntoIterator<Item = (i32, i64, i64)>,
-    ) -> Vec<i32> {
-        let mut stalled = Vec::new();
-        let mut seen = HashMap::with_capacity(self.seen.len());
-        for (p, pos, end) in measured {
-            if let Some(s) = self.seen.remove(&p) {
-                seen.insert(p, s);
-            }
-
-            if pos >= end {
-                seen.remove(&p);
-                continue;
-            }
-            match seen.get_mut(&p) {
-                Some((at, since)) if *at == pos => {
-                    if now.duration_since(*since) >= self.after {
-                        stalled.push(p);
-                        *since = now;
-                    }
-                }
-                _ => {
-                    seen.insert(p, (pos, now));
-                }
-            }
-        }
-        self.seen = seen;
-        stalled.sort_unstable();
-        stalled
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
-
-    const AFTER: Duration = Duration::from_secs(15);
-
-    fn secs(t0: Instant, s: u64) -> Instant {
-        t0 + Duration::from_secs(s)
-    }
+    use crate::source::watch::Stalls;
 
     /// The offset of the next record, if one comes within a moment.
     async fn next(c: &StreamConsumer) -> Option<i64> {
@@ -264,8 +148,8 @@ mod tests {
         let mut roster =
             tokio::task::block_in_place(|| Roster::connect(&settings, "g")).expect("roster");
         assert_eq!(roster.end, HashMap::from([(0, 3)]));
-        roster.check_every = Duration::ZERO;
-        roster.stalls = Stalls::new(Duration::from_millis(300));
+        roster.watch.check_every = Duration::ZERO;
+        roster.watch.stalls = Stalls::new(Duration::from_millis(300));
         let mut read = Vec::new();
         while read.len() < 3 {
             read.extend(next(&roster.consumer).await);
@@ -296,50 +180,5 @@ mod tests {
             0,
             "caught up"
         );
-    }
-
-    #[test]
-    fn a_partition_behind_at_one_position_stalls_once_per_period() {
-        let t0 = Instant::now();
-        let mut s = Stalls::new(AFTER);
-        assert!(s.check(secs(t0, 0), [(0, 10, 20)]).is_empty());
-        assert!(s.check(secs(t0, 14), [(0, 10, 20)]).is_empty());
-        assert_eq!(s.check(secs(t0, 15), [(0, 10, 20)]), vec![0]);
-        // Reported again only a whole period later.
-        assert!(s.check(secs(t0, 20), [(0, 10, 25)]).is_empty());
-        assert_eq!(s.check(secs(t0, 30), [(0, 10, 25)]), vec![0]);
-    }
-
-    #[test]
-    fn progress_or_reaching_the_end_starts_over() {
-        let t0 = Instant::now();
-        let mut s = Stalls::new(AFTER);
-        s.check(secs(t0, 0), [(0, 10, 20), (1, 5, 9)]);
-        // Partition 0 moved on; partition 1 caught up.
-        assert!(s.check(secs(t0, 10), [(0, 11, 20), (1, 9, 9)]).is_empty());
-        assert!(s.check(secs(t0, 20), [(0, 11, 20), (1, 9, 12)]).is_empty());
-        assert_eq!(s.check(secs(t0, 25), [(0, 11, 20), (1, 9, 12)]), vec![0]);
-        assert_eq!(s.check(secs(t0, 35), [(0, 20, 20), (1, 9, 12)]), vec![1]);
-    }
-
-    #[test]
-    fn a_partition_at_its_end_never_stalls() {
-        let t0 = Instant::now();
-        let mut s = Stalls::new(AFTER);
-        for t in 0..10 {
-            assert!(s.check(secs(t0, t * 10), [(0, 7, 7), (1, 0, 0)]).is_empty());
-        }
-    }
-
-    #[test]
-    fn an_unmeasured_partition_starts_over() {
-        let t0 = Instant::now();
-        let mut s = Stalls::new(AFTER);
-        s.check(secs(t0, 0), [(0, 3, 4), (1, 3, 4)]);
-        // The broker away: partition 1's end could not be read.
-        assert!(s.check(secs(t0, 10), [(0, 3, 4)]).is_empty());
-        assert_eq!(s.check(secs(t0, 16), [(0, 3, 4), (1, 3, 4)]), vec![0]);
-        assert!(s.check(secs(t0, 30), [(0, 3, 4), (1, 3, 4)]).is_empty());
-        assert_eq!(s.check(secs(t0, 31), [(0, 3, 4), (1, 3, 4)]), vec![0, 1]);
     }
 }

@@ -35,8 +35,8 @@ use crate::config::{ServiceSettings, Settings};
 use crate::coordination::ownership::{slot_of, Ownership, SlotsContext, LEADER_SLOT};
 use crate::coordination::role::Role;
 use crate::events::{
-    Announced, InternalEvent, SlotsTakenOver, SnapshotLoaded, StateRestored, TakeOverFailed,
-    TakeOverSteps, TransactionEnded,
+    Announced, ConsumerReplaced, InternalEvent, SlotsTakenOver, SnapshotLoaded, StateRestored,
+    TakeOverFailed, TakeOverSteps, TransactionEnded,
 };
 use crate::kafka::{ensure_topics, partitions, ReadToEnd, TopicSpec};
 use crate::pacer::Pacer;
@@ -45,9 +45,10 @@ use crate::sink::{create_producer, settle, Outputs};
 use crate::source::follow::Ahead;
 use crate::source::offsets::GroupOffsets;
 use crate::source::roster::Roster;
+use crate::source::watch::{Stalls, STALL_AFTER};
 use crate::source::{
-    apply_roster, catch_up_dead_letters, content_type, end_probe, InputConsumer, InputToAssign,
-    Positions, TopicCounters,
+    apply_roster, catch_up_dead_letters, content_type, end_probe, replace_input, InputConsumer,
+    InputToAssign, Positions, TopicCounters,
 };
 use crate::state::processor::Processor;
 use crate::state::snapshot::Manifest;
@@ -197,6 +198,24 @@ async fn run_instance<P: Processor>(
                     if let Err(e) = tokio::task::block_in_place(|| io.roster.watch(settings, health)) {
                         warn!(error = %e, "could not replace the roster consumer; trying again later");
                     }
+                    if let Some((stalled, at)) = instance.input_stalled(&io.input) {
+                        let (group, input) = (&instance.shared.svc.group_id, instance.shared.input);
+                        match tokio::task::block_in_place(|| replace_input(settings, group, input, &at)) {
+                            Ok(replacement) => {
+                                let old = std::mem::replace(&mut io.input, replacement);
+                                crate::kafka::close_aside("a stalled input consumer", old);
+                                let partitions: Vec<(String, i32)> =
+                                    stalled.iter().map(|p| (input.to_owned(), *p)).collect();
+                                ConsumerReplaced {
+                                    what: "the input consumer",
+                                    partitions: &partitions,
+                                    stalled_for: STALL_AFTER,
+                                }
+                                .emit(health);
+                            }
+                            Err(e) => warn!(error = %e, "could not replace the input consumer; trying again later"),
+                        }
+                    }
                 }
                 m = io.roster.consumer.recv() => instance.on_roster(m),
                 m = io.input.recv() => {
@@ -337,6 +356,10 @@ struct Instance<'a, P: Processor> {
     at_end: BTreeSet<i32>,
     lag_checked: Instant,
     max_lag: Option<i64>,
+    /// The partitions whose end the last lag round could read, until the stall check takes
+    /// them.
+    lag_round: Option<Vec<i32>>,
+    input_stalls: Stalls<i32>,
     /// When the last transaction committed (or there was nothing to commit).
     settled_at: Instant,
 }
@@ -405,6 +428,8 @@ impl<'a, P: Processor> Instance<'a, P> {
             at_end: BTreeSet::new(),
             lag_checked: Instant::now(),
             max_lag: None,
+            lag_round: None,
+            input_stalls: Stalls::new(STALL_AFTER),
             settled_at: Instant::now(),
             shared: s,
         };
@@ -936,12 +961,14 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.lag_checked = Instant::now();
         let input = self.shared.input;
         let mut worst = 0;
+        let mut measured = Vec::new();
         for p in &self.parts {
             let high = tokio::task::block_in_place(|| {
                 self.end_probe
                     .fetch_watermarks(input, *p, Duration::from_secs(2))
             });
             if let Ok((_, high)) = high {
+                measured.push(*p);
                 self.highs.insert(*p, high);
                 let lag = (high - self.positions.next.get(p).copied().unwrap_or(0)).max(0);
                 worst = worst.max(lag);
@@ -955,6 +982,41 @@ impl<'a, P: Processor> Instance<'a, P> {
             }
         }
         self.max_lag = Some(worst);
+        self.lag_round = Some(measured);
+    }
+
+    /// After a lag round: the input partitions that stood at one position behind their end
+    /// for too long (librdkafka can leave an assigned partition without fetches after a broker
+    /// restart, see `source/watch.rs`), with the position of every partition to go on from.
+    /// The position is librdkafka's where it has one: it moves past commit markers, which are
+    /// never handed over.
+    fn input_stalled(
+        &mut self,
+        consumer: &InputConsumer,
+    ) -> Option<(Vec<i32>, BTreeMap<i32, i64>)> {
+        let measured = self.lag_round.take()?;
+        let input = self.shared.input;
+        let read = consumer.position().ok();
+        let at: BTreeMap<i32, i64> = self
+            .parts
+            .iter()
+            .map(|p| {
+                let ours = self.positions.next.get(p).copied().unwrap_or(0);
+                let theirs = read
+                    .as_ref()
+                    .and_then(|l| l.find_partition(input, *p))
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+                (*p, theirs.map_or(ours, |o| o.max(ours)))
+            })
+            .collect();
+        let behind = measured
+            .iter()
+            .filter_map(|p| Some((*p, *at.get(p)?, *self.highs.get(p)?)));
+        let stalled = self.input_stalls.check(Instant::now(), behind);
+        (!stalled.is_empty()).then_some((stalled, at))
     }
 
     /// Whether every input partition was read to its end since the last tick.

@@ -192,18 +192,7 @@ pub(crate) struct InputToAssign {
 impl InputToAssign {
     /// Creates the consumer and reads where each partition of `topic` starts.
     pub fn connect(settings: &Settings, group: &str, topic: &str) -> Result<Self, Error> {
-        let consumer: InputConsumer = client_config(settings)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            // The end of a partition ends a backlog: the loop then ticks without waiting out a
-            // stretched interval.
-            .set("enable.partition.eof", "true")
-            .set_defaults(LARGE_FETCHES)
-            .create_with_context(InputContext)
-            .map_err(|e| Error::kafka("creating the input consumer", e))?;
+        let consumer = input_consumer(settings, group)?;
         let mut lows = Vec::new();
         for p in partitions(&consumer, topic)? {
             lows.push((p, watermarks(&consumer, topic, p)?.0));
@@ -250,6 +239,42 @@ impl InputToAssign {
         let parts = self.lows.iter().map(|(p, _)| *p).collect();
         Ok((self.consumer, parts, positions))
     }
+}
+
+/// The input consumer of `group`, not assigned yet.
+fn input_consumer(settings: &Settings, group: &str) -> Result<InputConsumer, Error> {
+    client_config(settings)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        // The end of a partition ends a backlog: the loop then ticks without waiting out a
+        // stretched interval.
+        .set("enable.partition.eof", "true")
+        .set_defaults(LARGE_FETCHES)
+        .create_with_context(InputContext)
+        .map_err(|e| Error::kafka("creating the input consumer", e))
+}
+
+/// A new input consumer of `group` in place of one that stood still, assigned at `at` (the
+/// next offset of each partition). Blocking.
+pub(crate) fn replace_input(
+    settings: &Settings,
+    group: &str,
+    topic: &str,
+    at: &BTreeMap<i32, i64>,
+) -> Result<InputConsumer, Error> {
+    let consumer = input_consumer(settings, group)?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in at {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
+            .map_err(|e| Error::kafka("assigning partitions", e))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| Error::kafka("assigning partitions", e))?;
+    Ok(consumer)
 }
 
 /// The health counters of one topic, resolved once: a labelled lookup per record would cost
@@ -622,6 +647,76 @@ pub(crate) fn format_of(m: &BorrowedMessage<'_>, default: PublishFormat) -> Publ
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An input consumer that stopped fetching (here: paused) is replaced by one that goes on
+    /// from the positions given: every record once, none skipped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replaced_input_consumer_goes_on_where_the_old_one_stood() {
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        use rdkafka::ClientConfig;
+        use std::time::Duration;
+
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("input", 2, 1).expect("topic");
+        let mut settings = Settings::default();
+        settings.kafka.bootstrap = cluster.bootstrap_servers();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .expect("producer");
+        let produce = |from: i32, to: i32| {
+            let producer = &producer;
+            async move {
+                for i in from..to {
+                    let key = i.to_string();
+                    producer
+                        .send(
+                            FutureRecord::to("input")
+                                .partition(i % 2)
+                                .key(&key)
+                                .payload("{}"),
+                            Duration::from_secs(5),
+                        )
+                        .await
+                        .expect("delivered");
+                }
+            }
+        };
+        // Reads records (not partition ends) until `n` came or none comes for a while.
+        async fn read(c: &InputConsumer, n: usize) -> Vec<(i32, i64)> {
+            let mut got = Vec::new();
+            while got.len() < n {
+                match tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
+                    Ok(Ok(m)) => got.push((m.partition(), m.offset())),
+                    Ok(Err(e)) if is_partition_end(&e) => {}
+                    Ok(Err(e)) => panic!("{e}"),
+                    Err(_) => break,
+                }
+            }
+            got.sort_unstable();
+            got
+        }
+        produce(0, 6).await;
+        let at = BTreeMap::from([(0, 0), (1, 0)]);
+        let first = tokio::task::block_in_place(|| replace_input(&settings, "g", "input", &at))
+            .expect("assigned");
+        assert_eq!(
+            read(&first, 6).await,
+            [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+        );
+        let stood = first.assignment().expect("assignment");
+        first.pause(&stood).expect("paused");
+        produce(6, 10).await;
+        assert!(
+            read(&first, 1).await.is_empty(),
+            "a paused consumer reads nothing"
+        );
+        let at = BTreeMap::from([(0, 3), (1, 3)]);
+        let second = tokio::task::block_in_place(|| replace_input(&settings, "g", "input", &at))
+            .expect("assigned");
+        assert_eq!(read(&second, 4).await, [(0, 3), (0, 4), (1, 3), (1, 4)]);
+    }
 
     #[test]
     fn the_end_of_a_partition_is_not_an_error_for_the_log() {

@@ -23,7 +23,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How long a partition may stand still behind its end before it counts as stalled. The
 /// watched topics are read as they are written: a consumer that reads nothing of a partition
 /// for this long while the broker answers and the partition has records for it is stuck.
-const STALL_AFTER: Duration = Duration::from_secs(15);
+pub(crate) const STALL_AFTER: Duration = Duration::from_secs(15);
 
 /// A topic partition.
 pub(crate) type Tp = (String, i32);

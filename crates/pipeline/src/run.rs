@@ -45,7 +45,7 @@ use crate::sink::{create_producer, settle, Outputs};
 use crate::source::follow::Ahead;
 use crate::source::offsets::GroupOffsets;
 use crate::source::roster::Roster;
-use crate::source::watch::{Stalls, STALL_AFTER};
+use crate::source::watch::{position_in, Stalls, STALL_AFTER};
 use crate::source::{
     apply_roster, catch_up_dead_letters, content_type, end_probe, replace_input, InputConsumer,
     InputToAssign, Positions, TopicCounters,
@@ -1002,14 +1002,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             .iter()
             .map(|p| {
                 let ours = self.positions.next.get(p).copied().unwrap_or(0);
-                let theirs = read
-                    .as_ref()
-                    .and_then(|l| l.find_partition(input, *p))
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    });
-                (*p, theirs.map_or(ours, |o| o.max(ours)))
+                (*p, position_in(read.as_ref(), input, *p, ours))
             })
             .collect();
         let behind = measured

@@ -11,7 +11,7 @@ use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::Offset;
+use rdkafka::{Offset, TopicPartitionList};
 use salespulse_expose::Health;
 
 use super::end_probe;
@@ -88,14 +88,7 @@ impl Watch {
         self.from
             .iter()
             .map(|((topic, p), &from)| {
-                let pos = read
-                    .as_ref()
-                    .and_then(|l| l.find_partition(topic, *p))
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                    .map_or(from, |o| o.max(from));
+                let pos = position_in(read.as_ref(), topic, *p, from);
                 ((topic.clone(), *p), pos)
             })
             .collect()
@@ -105,6 +98,23 @@ impl Watch {
     pub fn restart_from(&mut self, at: HashMap<Tp, i64>) {
         self.from = at;
     }
+}
+
+/// The next offset to read in partition `p` of `topic` by a consumer's positions `read`, at
+/// least `known`. A consumer's position moves past the commit markers it never hands over;
+/// it has none in a partition it has read nothing from yet.
+pub(crate) fn position_in(
+    read: Option<&TopicPartitionList>,
+    topic: &str,
+    p: i32,
+    known: i64,
+) -> i64 {
+    read.and_then(|l| l.find_partition(topic, p))
+        .and_then(|e| match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .map_or(known, |o| o.max(known))
 }
 
 /// Partitions that stand still behind their end.

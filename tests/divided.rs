@@ -102,13 +102,26 @@ async fn three_instances_divide_the_input_and_equal_a_clean_run() {
         let total = read_topic(input).len() as f64;
         let mut counts = Vec::new();
         let mut assigned = Vec::new();
+        let mut replaced = Vec::new();
         for s in &instances {
             let text = s.metrics().await;
             counts.push(consumed(&text, input));
             let key =
                 format!("salespulse_rebalances_total{{change=\"assigned\",service=\"{name}\"}}");
             assigned.push(parse_metrics(&text).get(&key).copied().unwrap_or(0.0));
+            replaced.push(
+                parse_metrics(&text)
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("salespulse_consumers_replaced_total"))
+                    .fold(0.0, |sum, (_, v)| sum + v),
+            );
         }
+        // Nothing here stalls a consumer: a replacement would be the stall check misreading
+        // a healthy one (for instance, commit markers taken for records left unread).
+        assert!(
+            replaced.iter().all(|r| *r == 0.0),
+            "{name}: consumers replaced by the instances: {replaced:?}"
+        );
         // Each instance holds a share, so each was handed one, and said so on /metrics.
         assert!(
             assigned.iter().all(|a| *a >= 1.0),
@@ -125,7 +138,7 @@ async fn three_instances_divide_the_input_and_equal_a_clean_run() {
         );
         first.push(format!(
             "{name}: {series} series equal after {took:.1?}, input {total} records consumed as {counts:?}, \
-             assignments per instance {assigned:?}"
+             assignments per instance {assigned:?}, consumers replaced {replaced:?}"
         ));
     }
 

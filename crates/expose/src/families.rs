@@ -125,4 +125,5 @@ pub mod health {
     pub const TICK_INTERVAL: &str = "salespulse_tick_interval_seconds";
     pub const TRANSACTIONS_TOTAL: &str = "salespulse_transactions_total";
     pub const REBALANCES_TOTAL: &str = "salespulse_rebalances_total";
+    pub const CONSUMERS_REPLACED_TOTAL: &str = "salespulse_consumers_replaced_total";
 }

@@ -39,6 +39,8 @@ pub struct Health {
     pub transactions: IntCounterVec,
     /// What the group did to this instance's share, by change (`assigned`, `revoked`).
     pub rebalances: IntCounterVec,
+    /// Consumers found standing still behind their end and replaced, by consumer.
+    pub consumers_replaced: IntCounterVec,
 }
 
 impl Health {
@@ -159,9 +161,18 @@ impl Health {
             &["change"],
         )
         .expect("valid metric");
+        let consumers_replaced = IntCounterVec::new(
+            Opts::new(
+                names::CONSUMERS_REPLACED_TOTAL,
+                "Consumers that read nothing for a while although behind their partitions' end, and were replaced, by consumer.",
+            ),
+            &["consumer"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rebalances.clone()),
+            Box::new(consumers_replaced.clone()),
             Box::new(transactions.clone()),
             Box::new(announcements.clone()),
             Box::new(tick_interval.clone()),
@@ -203,6 +214,7 @@ impl Health {
             tick_interval,
             transactions,
             rebalances,
+            consumers_replaced,
         }
     }
 }

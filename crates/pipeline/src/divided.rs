@@ -35,7 +35,7 @@ use tracing::{info, warn};
 use crate::config::Settings;
 use crate::coordination::ownership::Member;
 use crate::events::{
-    Announced, Assigned, InternalEvent, Revoked, TakeOverFailed, TransactionEnded,
+    Announced, Assigned, ConsumerReplaced, InternalEvent, Revoked, TakeOverFailed, TransactionEnded,
 };
 use crate::kafka::{client_config, partitions, ReadToEnd, SetDefaults};
 use crate::pacer::Pacer;
@@ -45,6 +45,7 @@ use crate::sink::{create_producer, settle, Outputs};
 use crate::source::follow::Ahead;
 use crate::source::offsets::GroupOffsets;
 use crate::source::roster::Roster;
+use crate::source::watch::{position_in, Stalls, STALL_AFTER};
 use crate::source::{content_type, read_partitions, InputContext, TopicCounters, LARGE_FETCHES};
 use crate::state::processor::Processor;
 use crate::state::snapshot::Manifest;
@@ -214,6 +215,10 @@ struct Instance<'a, P: Processor> {
     end_probe: BaseConsumer,
     highs: HashMap<i32, i64>,
     lag_checked: Instant,
+    /// Input partitions standing still behind their end (see `crate::source::watch`), and
+    /// those found so at the last measurement: the instance then starts over.
+    stalls: Stalls<i32>,
+    stalled: Vec<i32>,
 }
 
 /// Runs one instance in divided ingest until `shutdown` resolves or an error stops it.
@@ -221,7 +226,7 @@ pub(crate) async fn run_instance<P: Processor>(
     shared: Shared<'_>,
     shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> Result<(), Error> {
-    let (settings, health) = (shared.settings, shared.health);
+    let settings = shared.settings;
     let producer = create_producer(
         settings,
         Some(&transactional_id(&shared.svc.group_id, P::SERVICE)),
@@ -232,24 +237,8 @@ pub(crate) async fn run_instance<P: Processor>(
     let mut roster =
         tokio::task::block_in_place(|| Roster::connect(settings, &shared.svc.group_id))?;
     let mut me = Instance::<P>::new(shared, &producer, assignment, &consumer)?;
-    let roster_end = std::mem::take(&mut roster.end);
-    let mut reader = ReadToEnd::new(
-        &roster.consumer,
-        &settings.topics.roster,
-        roster_end,
-        HashMap::new(),
-    );
-    while let Some(m) = reader.next().await? {
-        me.on_roster(&m);
-    }
-
-    let p = &settings.publish;
-    let ms = Duration::from_millis;
-    let mut pacer = Pacer::new(
-        ms(p.min_interval_ms),
-        ms(p.interval_ms),
-        ms(p.catch_up_interval_ms),
-    );
+    me.read_roster(&mut roster).await?;
+    let mut pacer = Pacer::of(&settings.publish);
     let next_tick = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(next_tick);
     let ran: Result<(), Error> = async {
@@ -261,17 +250,8 @@ pub(crate) async fn run_instance<P: Processor>(
                     return Ok(());
                 }
                 _ = &mut next_tick => {
-                    let began = Instant::now();
-                    if let Err(e) = me.on_tick(&consumer, false).await {
-                        me.produce_failed(e)?;
-                    }
-                    pacer.record(began.elapsed(), me.behind());
-                    let interval = pacer.interval();
-                    health.tick_interval.set(interval.as_secs_f64());
+                    let interval = me.tick(&consumer, &mut roster, &mut pacer).await?;
                     next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
-                    if let Err(e) = tokio::task::block_in_place(|| roster.watch(settings, health)) {
-                        warn!(error = %e, "could not replace the roster consumer; trying again later");
-                    }
                 }
                 m = roster.consumer.recv() => match m {
                     Ok(m) => me.on_roster(&m),
@@ -384,8 +364,59 @@ impl<'a, P: Processor> Instance<'a, P> {
             end_probe: crate::source::end_probe(shared.settings)?,
             highs: HashMap::new(),
             lag_checked: Instant::now(),
+            stalls: Stalls::new(STALL_AFTER),
+            stalled: Vec::new(),
             shared,
         })
+    }
+
+    /// Reads the roster to its end, before any input.
+    async fn read_roster(&mut self, roster: &mut Roster) -> Result<(), Error> {
+        let end = std::mem::take(&mut roster.end);
+        let topic = &self.shared.settings.topics.roster;
+        let mut reader = ReadToEnd::new(&roster.consumer, topic, end, HashMap::new());
+        while let Some(m) = reader.next().await? {
+            self.on_roster(&m);
+        }
+        Ok(())
+    }
+
+    /// A tick of the loop, then the watch on both consumers. Returns how long until the next
+    /// tick, or [`Error::Stalled`] when an input partition stood still: the group's consumer
+    /// is not replaced in place as an assigned one is, the instance starts over and a new
+    /// member of the group takes the partitions on.
+    async fn tick(
+        &mut self,
+        consumer: &TasksConsumer,
+        roster: &mut Roster,
+        pacer: &mut Pacer,
+    ) -> Result<Duration, Error> {
+        let began = Instant::now();
+        if let Err(e) = self.on_tick(consumer, false).await {
+            self.produce_failed(e)?;
+        }
+        pacer.record(began.elapsed(), self.behind());
+        let interval = pacer.interval();
+        let (settings, health) = (self.shared.settings, self.shared.health);
+        health.tick_interval.set(interval.as_secs_f64());
+        if let Err(e) = tokio::task::block_in_place(|| roster.watch(settings, health)) {
+            warn!(error = %e, "could not replace the roster consumer; trying again later");
+        }
+        let stalled: Vec<(String, i32)> = std::mem::take(&mut self.stalled)
+            .into_iter()
+            .map(|p| (self.shared.input.to_owned(), p))
+            .collect();
+        if !stalled.is_empty() {
+            ConsumerReplaced {
+                consumer: "group",
+                what: "the group's input consumer (the instance starts over)",
+                partitions: &stalled,
+                stalled_for: STALL_AFTER,
+            }
+            .emit(health);
+            return Err(Error::Stalled(format!("input partitions {stalled:?}")));
+        }
+        Ok(interval)
     }
 
     /// An empty core for one input partition, noting the cells it will hold: what the run
@@ -570,7 +601,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             .await?;
         self.counters.flush();
         self.commit().await?;
-        self.measure_lag();
+        self.measure_lag(consumer);
         self.report();
         Ok(())
     }
@@ -578,12 +609,16 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// The ends of the assigned input partitions and how far behind them each core is; a
     /// round trip per partition, so at most every [`LAG_EVERY`] — but at every tick while
     /// behind, so that reaching the ends measured means the backlog is worked off.
-    fn measure_lag(&mut self) {
+    fn measure_lag(&mut self, consumer: &TasksConsumer) {
         if !self.behind() && self.lag_checked.elapsed() < LAG_EVERY {
             return;
         }
         self.lag_checked = Instant::now();
         let input = self.shared.input;
+        // The consumer's positions move past the commit markers it never hands over; a
+        // partition's applied offset does not.
+        let read = consumer.position().ok();
+        let mut measured = Vec::with_capacity(self.tasks.len());
         for (p, t) in &self.tasks {
             let ends = tokio::task::block_in_place(|| {
                 self.end_probe
@@ -599,8 +634,10 @@ impl<'a, P: Processor> Instance<'a, P> {
                     .lag
                     .with_label_values(&[input, &partition]);
                 gauge.set(lag);
+                measured.push((*p, position_in(read.as_ref(), input, *p, t.next), high));
             }
         }
+        self.stalled = self.stalls.check(Instant::now(), measured);
     }
 
     /// Whether an input partition is further behind than readiness allows, as last measured:
@@ -721,6 +758,8 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.cells_next.clear();
         self.committed.clear();
         self.highs.clear();
+        // A rebuild stands the loop still: positions from before it say nothing.
+        self.stalls = Stalls::new(STALL_AFTER);
         self.shared.health.lag.reset();
         let (input, slots, member, generation) = self.assignment.current();
         let committed = self.read_committed(&input, &slots)?;

@@ -75,6 +75,9 @@ impl InternalEvent for RosterRecordRejected<'_> {
 /// A consumer stood still behind the end of some partitions and was replaced (the roster's,
 /// by one that goes on from the same positions; the targets service's, by starting over).
 pub(crate) struct ConsumerReplaced<'a> {
+    /// Which consumer, as the `consumer` label of `salespulse_consumers_replaced_total`:
+    /// `roster`, `input`, `group` (divided ingest's) or `targets`.
+    pub consumer: &'static str,
     pub what: &'a str,
     /// (topic, partition) of each partition that stood still.
     pub partitions: &'a [(String, i32)],
@@ -82,7 +85,11 @@ pub(crate) struct ConsumerReplaced<'a> {
 }
 
 impl InternalEvent for ConsumerReplaced<'_> {
-    fn emit(self, _health: &Health) {
+    fn emit(self, health: &Health) {
+        health
+            .consumers_replaced
+            .with_label_values(&[self.consumer])
+            .inc();
         warn!(
             consumer = self.what,
             partitions = ?self.partitions,

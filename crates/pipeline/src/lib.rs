@@ -43,6 +43,11 @@ pub enum Error {
     /// paused past its transaction timeout) or it failed fatally. The instance starts over.
     #[error("kafka: the transactional producer was fenced: {0}")]
     Fenced(String),
+    /// The group's consumer stood still behind the end of some input partitions (librdkafka
+    /// can leave a partition without fetches after a broker restart). The instance starts
+    /// over with a new member of the group.
+    #[error("kafka: the input consumer stood still behind the end of {0}")]
+    Stalled(String),
 }
 
 impl Error {

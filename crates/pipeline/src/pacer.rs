@@ -31,6 +31,16 @@ pub(crate) struct Pacer {
 }
 
 impl Pacer {
+    /// As the `publish` settings give it.
+    pub fn of(p: &crate::config::PublishSettings) -> Pacer {
+        let ms = Duration::from_millis;
+        Pacer::new(
+            ms(p.min_interval_ms),
+            ms(p.interval_ms),
+            ms(p.catch_up_interval_ms),
+        )
+    }
+
     pub fn new(min: Duration, max: Duration, catch_up: Duration) -> Pacer {
         Pacer {
             min: min.min(max),

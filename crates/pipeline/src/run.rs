@@ -138,6 +138,9 @@ pub async fn run<P: Processor>(
                 }
                 .emit(&health);
             }
+            // Logged as the consumer was given up; what it left open is aborted by the next
+            // instance's transactional producer as it starts.
+            Err(Error::Stalled(_)) => {}
             r => {
                 http.abort();
                 return r;
@@ -152,18 +155,12 @@ async fn run_instance<P: Processor>(
     shared: Shared<'_>,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), Error> {
-    let (settings, health) = (shared.settings, shared.health);
+    let settings = shared.settings;
     let id = transactional_id(&shared.svc.group_id, P::SERVICE);
     let producer = create_producer(settings, Some(&id))?;
     let (mut instance, mut io) = Instance::<P>::start(shared, &producer).await?;
 
-    let p = &settings.publish;
-    let ms = Duration::from_millis;
-    let mut pacer = Pacer::new(
-        ms(p.min_interval_ms),
-        ms(p.interval_ms),
-        ms(p.catch_up_interval_ms),
-    );
+    let mut pacer = Pacer::of(&settings.publish);
     let next_tick = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(next_tick);
     let ran: Result<(), Error> = async {
@@ -175,47 +172,9 @@ async fn run_instance<P: Processor>(
                     return Ok(());
                 }
                 _ = &mut next_tick => {
-                    let began = Instant::now();
-                    let took = match instance.on_tick().await {
-                        Ok(took) => took,
-                        Err(e) => {
-                            instance.produce_failed(e)?;
-                            Duration::ZERO
-                        }
-                    };
-                    let behind = instance.behind();
-                    pacer.record(took, behind);
-                    let interval = pacer.interval();
-                    debug!(
-                        work_s = took.as_secs_f64(),
-                        with_waits_s = began.elapsed().as_secs_f64(),
-                        behind,
-                        next_s = interval.as_secs_f64(),
-                        "ticked"
-                    );
-                    health.tick_interval.set(interval.as_secs_f64());
+                    let interval = instance.tick(&mut pacer).await?;
                     next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
-                    if let Err(e) = tokio::task::block_in_place(|| io.roster.watch(settings, health)) {
-                        warn!(error = %e, "could not replace the roster consumer; trying again later");
-                    }
-                    if let Some((stalled, at)) = instance.input_stalled(&io.input) {
-                        let (group, input) = (&instance.shared.svc.group_id, instance.shared.input);
-                        match tokio::task::block_in_place(|| replace_input(settings, group, input, &at)) {
-                            Ok(replacement) => {
-                                let old = std::mem::replace(&mut io.input, replacement);
-                                crate::kafka::close_aside("a stalled input consumer", old);
-                                let partitions: Vec<(String, i32)> =
-                                    stalled.iter().map(|p| (input.to_owned(), *p)).collect();
-                                ConsumerReplaced {
-                                    what: "the input consumer",
-                                    partitions: &partitions,
-                                    stalled_for: STALL_AFTER,
-                                }
-                                .emit(health);
-                            }
-                            Err(e) => warn!(error = %e, "could not replace the input consumer; trying again later"),
-                        }
-                    }
+                    instance.watch(&mut io);
                 }
                 m = io.roster.consumer.recv() => instance.on_roster(m),
                 m = io.input.recv() => {
@@ -990,6 +949,60 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// restart, see `source/watch.rs`), with the position of every partition to go on from.
     /// The position is librdkafka's where it has one: it moves past commit markers, which are
     /// never handed over.
+    /// A tick of the loop; returns how long until the next.
+    async fn tick(&mut self, pacer: &mut Pacer) -> Result<Duration, Error> {
+        let began = Instant::now();
+        let took = match self.on_tick().await {
+            Ok(took) => took,
+            Err(e) => {
+                self.produce_failed(e)?;
+                Duration::ZERO
+            }
+        };
+        let behind = self.behind();
+        pacer.record(took, behind);
+        let interval = pacer.interval();
+        debug!(
+            work_s = took.as_secs_f64(),
+            with_waits_s = began.elapsed().as_secs_f64(),
+            behind,
+            next_s = interval.as_secs_f64(),
+            "ticked"
+        );
+        self.shared.health.tick_interval.set(interval.as_secs_f64());
+        Ok(interval)
+    }
+
+    /// Replaces the roster or input consumer when it stood still behind its end.
+    fn watch(&mut self, io: &mut Inputs) {
+        let (settings, health) = (self.shared.settings, self.shared.health);
+        if let Err(e) = tokio::task::block_in_place(|| io.roster.watch(settings, health)) {
+            warn!(error = %e, "could not replace the roster consumer; trying again later");
+        }
+        let Some((stalled, at)) = self.input_stalled(&io.input) else {
+            return;
+        };
+        let (group, input) = (&self.shared.svc.group_id, self.shared.input);
+        match tokio::task::block_in_place(|| replace_input(settings, group, input, &at)) {
+            Ok(replacement) => {
+                let old = std::mem::replace(&mut io.input, replacement);
+                crate::kafka::close_aside("a stalled input consumer", old);
+                let partitions: Vec<(String, i32)> =
+                    stalled.iter().map(|p| (input.to_owned(), *p)).collect();
+                ConsumerReplaced {
+                    consumer: "input",
+                    what: "the input consumer",
+                    partitions: &partitions,
+                    stalled_for: STALL_AFTER,
+                }
+                .emit(health);
+            }
+            Err(e) => {
+                warn!(error = %e, "could not replace the input consumer; trying again later")
+            }
+        }
+    }
+
     fn input_stalled(
         &mut self,
         consumer: &InputConsumer,

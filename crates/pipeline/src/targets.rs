@@ -366,6 +366,7 @@ async fn serve(
                 if !stalled.is_empty() {
                     tokio::task::block_in_place(|| crate::sink::transaction::abort(&producer))?;
                     ConsumerReplaced {
+                        consumer: "targets",
                         what: "the targets service's consumer",
                         partitions: &stalled,
                         stalled_for: watch.stalled_for(),

@@ -65,6 +65,7 @@ impl Roster {
         crate::kafka::close_aside("a stalled roster consumer", old);
         self.watch.restart_from(at);
         ConsumerReplaced {
+            consumer: "roster",
             what: "the roster consumer",
             partitions: &stalled,
             stalled_for: self.watch.stalled_for(),

@@ -123,6 +123,8 @@ pub(crate) struct Stalls<K> {
     after: Duration,
     /// Partition -> the position it stood at, and since when, while behind its end.
     seen: HashMap<K, (i64, Instant)>,
+    /// When the last round was measured.
+    last: Option<Instant>,
 }
 
 impl<K: Hash + Eq + Ord + Clone> Stalls<K> {
@@ -130,6 +132,7 @@ impl<K: Hash + Eq + Ord + Clone> Stalls<K> {
         Stalls {
             after,
             seen: HashMap::new(),
+            last: None,
         }
     }
 
@@ -142,6 +145,15 @@ impl<K: Hash + Eq + Ord + Clone> Stalls<K> {
         now: Instant,
         measured: impl IntoIterator<Item = (K, i64, i64)>,
     ) -> Vec<K> {
+        // Rounds a whole period apart say that the measuring loop stood still (the process
+        // was paused, a rebuild ran), not the consumer: every partition starts over.
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) >= self.after)
+        {
+            self.seen.clear();
+        }
+        self.last = Some(now);
         let mut stalled = Vec::new();
         let mut seen = HashMap::with_capacity(self.seen.len());
         for (p, pos, end) in measured {
@@ -209,6 +221,17 @@ mod tests {
         for t in 0..10 {
             assert!(s.check(secs(t0, t * 10), [(0, 7, 7), (1, 0, 0)]).is_empty());
         }
+    }
+
+    #[test]
+    fn rounds_a_period_apart_start_over() {
+        let t0 = Instant::now();
+        let mut s = Stalls::new(AFTER);
+        s.check(secs(t0, 0), [(0, 3, 4)]);
+        // The process stood still (SIGSTOP) between two rounds: its consumer did not.
+        assert!(s.check(secs(t0, 16), [(0, 3, 4)]).is_empty());
+        assert!(s.check(secs(t0, 26), [(0, 3, 4)]).is_empty());
+        assert_eq!(s.check(secs(t0, 31), [(0, 3, 4)]), vec![0]);
     }
 
     #[test]

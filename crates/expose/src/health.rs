@@ -169,6 +169,15 @@ impl Health {
             &["consumer"],
         )
         .expect("valid metric");
+        // At 0 from the start, so that the first replacement is an increase a rule can see.
+        let replaceable: &[&str] = if service == "targets" {
+            &["targets"]
+        } else {
+            &["roster", "input", "group"]
+        };
+        for consumer in replaceable {
+            consumers_replaced.with_label_values(&[consumer]);
+        }
         for c in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rebalances.clone()),

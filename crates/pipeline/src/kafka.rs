@@ -486,13 +486,65 @@ pub(crate) fn close_aside<T: Send + 'static>(what: &'static str, clients: T) {
     }
 }
 
+/// A librdkafka mock cluster for focused unit tests of the Kafka toolkit (the end-to-end
+/// suite runs against a real broker).
+#[cfg(test)]
+pub(crate) mod mock {
+    use std::time::Duration;
+
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+    use rdkafka::ClientConfig;
+
+    use crate::config::Settings;
+
+    /// A mock cluster with its topics, the services' settings pointing at it, and a producer.
+    pub(crate) struct Mock {
+        pub cluster: MockCluster<'static, DefaultProducerContext>,
+        pub settings: Settings,
+        producer: FutureProducer,
+    }
+
+    impl Mock {
+        /// `brokers` brokers and `topics` (name, partitions), replication factor 1.
+        pub fn new(brokers: i32, topics: &[(&str, i32)]) -> Mock {
+            let cluster = MockCluster::new(brokers).expect("mock cluster");
+            for (topic, partitions) in topics {
+                cluster.create_topic(topic, *partitions, 1).expect("topic");
+            }
+            let mut settings = Settings::default();
+            settings.kafka.bootstrap = cluster.bootstrap_servers();
+            let producer = ClientConfig::new()
+                .set("bootstrap.servers", cluster.bootstrap_servers())
+                .create()
+                .expect("producer");
+            Mock {
+                cluster,
+                settings,
+                producer,
+            }
+        }
+
+        /// Produces one record with key `key` and payload `{}`, to `partition` or the one the
+        /// key hashes to, and waits for its acknowledgement.
+        pub async fn produce(&self, topic: &str, partition: Option<i32>, key: &str) {
+            let mut record = FutureRecord::to(topic).key(key).payload("{}");
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
+            self.producer
+                .send(record, Duration::from_secs(5))
+                .await
+                .expect("delivered");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
     use rdkafka::consumer::{Consumer, StreamConsumer};
-    use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{FutureProducer, FutureRecord};
     use rdkafka::{Offset, TopicPartitionList};
 
     use super::*;
@@ -538,28 +590,14 @@ mod tests {
     /// its end: the reader meets transport errors and still reads every record.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reader_reads_on_while_brokers_are_down() {
-        let cluster = MockCluster::new(3).expect("mock cluster");
         let topic = "reader-topic";
-        cluster.create_topic(topic, 3, 1).expect("topic");
+        let mock = super::mock::Mock::new(3, &[(topic, 3)]);
+        let cluster = &mock.cluster;
         for p in 0..3 {
             cluster.partition_leader(topic, p, Some(1)).expect("leader");
         }
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", cluster.bootstrap_servers())
-            .create()
-            .expect("producer");
         for i in 0..90 {
-            let key = format!("k{i}");
-            producer
-                .send(
-                    FutureRecord::to(topic)
-                        .partition(i % 3)
-                        .key(&key)
-                        .payload("v"),
-                    Duration::from_secs(5),
-                )
-                .await
-                .expect("delivered");
+            mock.produce(topic, Some(i % 3), &format!("k{i}")).await;
         }
         cluster.broker_down(2).expect("down");
         cluster.broker_down(3).expect("down");

@@ -652,34 +652,15 @@ mod tests {
     /// from the positions given: every record once, none skipped.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_replaced_input_consumer_goes_on_where_the_old_one_stood() {
-        use rdkafka::mocking::MockCluster;
-        use rdkafka::producer::{FutureProducer, FutureRecord};
-        use rdkafka::ClientConfig;
         use std::time::Duration;
 
-        let cluster = MockCluster::new(1).expect("mock cluster");
-        cluster.create_topic("input", 2, 1).expect("topic");
-        let mut settings = Settings::default();
-        settings.kafka.bootstrap = cluster.bootstrap_servers();
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", cluster.bootstrap_servers())
-            .create()
-            .expect("producer");
+        let mock = crate::kafka::mock::Mock::new(1, &[("input", 2)]);
+        let settings = &mock.settings;
         let produce = |from: i32, to: i32| {
-            let producer = &producer;
+            let mock = &mock;
             async move {
                 for i in from..to {
-                    let key = i.to_string();
-                    producer
-                        .send(
-                            FutureRecord::to("input")
-                                .partition(i % 2)
-                                .key(&key)
-                                .payload("{}"),
-                            Duration::from_secs(5),
-                        )
-                        .await
-                        .expect("delivered");
+                    mock.produce("input", Some(i % 2), &i.to_string()).await;
                 }
             }
         };
@@ -699,7 +680,7 @@ mod tests {
         }
         produce(0, 6).await;
         let at = BTreeMap::from([(0, 0), (1, 0)]);
-        let first = tokio::task::block_in_place(|| replace_input(&settings, "g", "input", &at))
+        let first = tokio::task::block_in_place(|| replace_input(settings, "g", "input", &at))
             .expect("assigned");
         assert_eq!(
             read(&first, 6).await,
@@ -713,7 +694,7 @@ mod tests {
             "a paused consumer reads nothing"
         );
         let at = BTreeMap::from([(0, 3), (1, 3)]);
-        let second = tokio::task::block_in_place(|| replace_input(&settings, "g", "input", &at))
+        let second = tokio::task::block_in_place(|| replace_input(settings, "g", "input", &at))
             .expect("assigned");
         assert_eq!(read(&second, 4).await, [(0, 3), (0, 4), (1, 3), (1, 4)]);
     }

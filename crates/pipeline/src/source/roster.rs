@@ -117,37 +117,16 @@ mod tests {
     /// (here: paused), is replaced by one that reads on from where it stood.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_consumer_that_stands_still_is_replaced_and_reads_on_from_where_it_stood() {
-        use rdkafka::mocking::MockCluster;
-        use rdkafka::producer::{FutureProducer, FutureRecord};
-        use rdkafka::ClientConfig;
-
-        let cluster = MockCluster::new(1).expect("mock cluster");
-        cluster.create_topic("roster", 1, 1).expect("topic");
-        let mut settings = Settings::default();
-        settings.kafka.bootstrap = cluster.bootstrap_servers();
-        settings.topics.roster = "roster".into();
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", cluster.bootstrap_servers())
-            .create()
-            .expect("producer");
-        let produce = |i: usize| {
-            let key = format!("rep-{i}");
-            let producer = &producer;
-            async move {
-                producer
-                    .send(
-                        FutureRecord::to("roster").key(&key).payload("{}"),
-                        Duration::from_secs(5),
-                    )
-                    .await
-                    .expect("delivered");
-            }
-        };
+        let mut mock = crate::kafka::mock::Mock::new(1, &[("roster", 1)]);
+        mock.settings.topics.roster = "roster".into();
+        let (mock, settings) = (&mock, &mock.settings);
+        let produce =
+            |i: usize| async move { mock.produce("roster", None, &format!("rep-{i}")).await };
         for i in 0..3 {
             produce(i).await;
         }
         let mut roster =
-            tokio::task::block_in_place(|| Roster::connect(&settings, "g")).expect("roster");
+            tokio::task::block_in_place(|| Roster::connect(settings, "g")).expect("roster");
         assert_eq!(roster.end, HashMap::from([(0, 3)]));
         roster.watch.check_every = Duration::ZERO;
         roster.watch.stalls = Stalls::new(Duration::from_millis(300));
@@ -167,7 +146,7 @@ mod tests {
         let mut after = Vec::new();
         while after.len() < 2 {
             assert!(Instant::now() < deadline, "never read on; read {after:?}");
-            tokio::task::block_in_place(|| roster.watch(&settings, &health)).expect("watched");
+            tokio::task::block_in_place(|| roster.watch(settings, &health)).expect("watched");
             after.extend(next(&roster.consumer).await);
         }
         assert_eq!(
@@ -175,7 +154,7 @@ mod tests {
             [3, 4],
             "the new consumer starts where the old one stood"
         );
-        tokio::task::block_in_place(|| roster.watch(&settings, &health)).expect("watched");
+        tokio::task::block_in_place(|| roster.watch(settings, &health)).expect("watched");
         assert_eq!(
             health.lag.with_label_values(&["roster", "0"]).get(),
             0,

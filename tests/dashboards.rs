@@ -117,6 +117,7 @@ fn family_labels(name: &str) -> Option<Vec<&'static str>> {
         | "salespulse_board_series"
         | "salespulse_tick_interval_seconds" => vec!["service"],
         "salespulse_state_entries" => vec!["service", "kind"],
+        "salespulse_consumers_replaced_total" => vec!["service", "consumer"],
         "sales_period_elapsed_ratio" => vec!["period", "period_type"],
         "sales_rep_rank" => vec!["rep", "team", "metric", "window", "among"],
         "sales_rep_team_share" => vec!["rep", "team", "metric", "window"],

@@ -214,6 +214,9 @@ struct Instance<'a, P: Processor> {
     /// Measures the ends of the assigned input partitions (`highs`), every [`LAG_EVERY`].
     end_probe: BaseConsumer,
     highs: HashMap<i32, i64>,
+    /// librdkafka's position in each input partition as last measured: past what it never
+    /// hands over (commit markers, records of aborted transactions), where `next` stops.
+    read_to: HashMap<i32, i64>,
     lag_checked: Instant,
     /// Input partitions standing still behind their end (see `crate::source::watch`), and
     /// those found so at the last measurement: the instance then starts over.
@@ -363,6 +366,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             settled_at: Instant::now(),
             end_probe: crate::source::end_probe(shared.settings)?,
             highs: HashMap::new(),
+            read_to: HashMap::new(),
             lag_checked: Instant::now(),
             stalls: Stalls::new(STALL_AFTER),
             stalled: Vec::new(),
@@ -626,7 +630,9 @@ impl<'a, P: Processor> Instance<'a, P> {
             });
             if let Ok((_, high)) = ends {
                 self.highs.insert(*p, high);
-                let lag = (high - t.next).max(0);
+                let at = position_in(read.as_ref(), input, *p, t.next);
+                self.read_to.insert(*p, at);
+                let lag = (high - at).max(0);
                 let partition = p.to_string();
                 let gauge = self
                     .shared
@@ -634,7 +640,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                     .lag
                     .with_label_values(&[input, &partition]);
                 gauge.set(lag);
-                measured.push((*p, position_in(read.as_ref(), input, *p, t.next), high));
+                measured.push((*p, at, high));
             }
         }
         self.stalled = self.stalls.check(Instant::now(), measured);
@@ -644,16 +650,24 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// while it is, ticks are spaced out (see `crate::pacer`).
     fn behind(&self) -> bool {
         let max = self.shared.svc.ready_max_lag;
-        self.tasks
-            .iter()
-            .any(|(p, t)| self.highs.get(p).is_some_and(|h| h - t.next > max))
+        self.tasks.iter().any(|(p, t)| {
+            self.highs
+                .get(p)
+                .is_some_and(|h| h - self.read_to(*p, t) > max)
+        })
     }
 
     /// Whether every input partition was read to the end last measured.
     fn caught_up(&self) -> bool {
         self.tasks
             .iter()
-            .all(|(p, t)| self.highs.get(p).is_none_or(|h| t.next >= *h))
+            .all(|(p, t)| self.highs.get(p).is_none_or(|h| self.read_to(*p, t) >= *h))
+    }
+
+    /// How far input partition `p` is read: its next record to apply, or past it where
+    /// librdkafka's position was measured further.
+    fn read_to(&self, p: i32, t: &Task<P>) -> i64 {
+        self.read_to.get(&p).map_or(t.next, |r| (*r).max(t.next))
     }
 
     /// Writes, in the open transaction, the snapshot of every core that is due: its state as
@@ -758,6 +772,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.cells_next.clear();
         self.committed.clear();
         self.highs.clear();
+        self.read_to.clear();
         // A rebuild stands the loop still: positions from before it say nothing.
         self.stalls = Stalls::new(STALL_AFTER);
         self.shared.health.lag.reset();

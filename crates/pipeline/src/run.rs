@@ -172,7 +172,7 @@ async fn run_instance<P: Processor>(
                     return Ok(());
                 }
                 _ = &mut next_tick => {
-                    let interval = instance.tick(&mut pacer).await?;
+                    let interval = instance.tick(&io.input, &mut pacer).await?;
                     next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
                     instance.watch(&mut io);
                 }
@@ -489,7 +489,7 @@ impl<'a, P: Processor> Instance<'a, P> {
 
     /// Runs one tick; returns how long its work on the state took (moving the windows and
     /// exporting the changes), not counting waits for the broker.
-    async fn on_tick(&mut self) -> Result<Duration, Error> {
+    async fn on_tick(&mut self, input: &InputConsumer) -> Result<Duration, Error> {
         self.at_end.clear();
         self.check_restored();
         let began = Instant::now();
@@ -515,7 +515,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             work += began.elapsed();
         }
         self.commit_and_snapshot().await?;
-        self.measure_lag();
+        self.measure_lag(input);
         self.report_health();
         Ok(work)
     }
@@ -910,7 +910,7 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// every tick while the last measure kept a restored instance from being ready, so that one
     /// that has caught up (a replay ended, a backlog worked off) is ready at its next tick
     /// rather than up to [`LAG_EVERY`] later. A replay is never ready, and ticks often.
-    fn measure_lag(&mut self) {
+    fn measure_lag(&mut self, consumer: &InputConsumer) {
         let ready_max_lag = self.shared.svc.ready_max_lag;
         let held_back =
             !self.role.is_restoring() && self.max_lag.is_none_or(|lag| lag > ready_max_lag);
@@ -919,6 +919,9 @@ impl<'a, P: Processor> Instance<'a, P> {
         }
         self.lag_checked = Instant::now();
         let input = self.shared.input;
+        // librdkafka's position moves past what it never hands over (commit markers, records
+        // of aborted transactions); the offset after the last record applied does not.
+        let read = consumer.position().ok();
         let mut worst = 0;
         let mut measured = Vec::new();
         for p in &self.parts {
@@ -929,7 +932,8 @@ impl<'a, P: Processor> Instance<'a, P> {
             if let Ok((_, high)) = high {
                 measured.push(*p);
                 self.highs.insert(*p, high);
-                let lag = (high - self.positions.next.get(p).copied().unwrap_or(0)).max(0);
+                let applied = self.positions.next.get(p).copied().unwrap_or(0);
+                let lag = (high - position_in(read.as_ref(), input, *p, applied)).max(0);
                 worst = worst.max(lag);
                 let partition = p.to_string();
                 let gauge = self
@@ -944,15 +948,10 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.lag_round = Some(measured);
     }
 
-    /// After a lag round: the input partitions that stood at one position behind their end
-    /// for too long (librdkafka can leave an assigned partition without fetches after a broker
-    /// restart, see `source/watch.rs`), with the position of every partition to go on from.
-    /// The position is librdkafka's where it has one: it moves past commit markers, which are
-    /// never handed over.
     /// A tick of the loop; returns how long until the next.
-    async fn tick(&mut self, pacer: &mut Pacer) -> Result<Duration, Error> {
+    async fn tick(&mut self, input: &InputConsumer, pacer: &mut Pacer) -> Result<Duration, Error> {
         let began = Instant::now();
-        let took = match self.on_tick().await {
+        let took = match self.on_tick(input).await {
             Ok(took) => took,
             Err(e) => {
                 self.produce_failed(e)?;
@@ -1003,6 +1002,11 @@ impl<'a, P: Processor> Instance<'a, P> {
         }
     }
 
+    /// After a lag round: the input partitions that stood at one position behind their end
+    /// for too long (librdkafka can leave an assigned partition without fetches after a broker
+    /// restart, see `source/watch.rs`), with the position of every partition to go on from.
+    /// The position is librdkafka's where it has one: it moves past commit markers, which are
+    /// never handed over.
     fn input_stalled(
         &mut self,
         consumer: &InputConsumer,

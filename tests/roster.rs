@@ -53,8 +53,16 @@ fn bookings(board: &std::collections::BTreeMap<String, f64>, rep: &str, team: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_roster_written_in_transactions_is_read_to_its_end_and_followed() {
     require_broker();
-    let topics = Topics::unique("roster");
-    let mut deals = Service::start("deals", &topics, free_port(), "g-roster");
+    scenario("default").await;
+    // One after the other: the setting holds for every later start in this process.
+    set_service_env("deals", "SALESPULSE_DEALS__DIVIDE_INPUT", "true");
+    scenario("divided").await;
+}
+
+/// The whole test in one mode of the deals service (`default` or `divided` ingest).
+async fn scenario(mode: &str) {
+    let topics = Topics::unique(&format!("roster-{mode}"));
+    let mut deals = Service::start("deals", &topics, free_port(), &format!("g-roster-{mode}"));
     deals.wait_ready(Duration::from_secs(90)).await;
 
     let writer: BaseProducer = ClientConfig::new()
@@ -189,7 +197,7 @@ async fn a_roster_written_in_transactions_is_read_to_its_end_and_followed() {
         log_tail(&deals.log)
     );
     println!(
-        "roster: two transactions (3 records, 2 commit markers) read to the end; rep-b's numbers followed its move; \
+        "roster ({mode}): two transactions (3 records, 2 commit markers) read to the end; rep-b's numbers followed its move; \
          then an aborted transaction on the roster and the input counted nowhere; \
          roster lag over the 25 s after: {:?}; input lag: {:?}; roster and input consumers kept",
         lags.iter().map(|l| l.unwrap_or(-1.0)).collect::<Vec<_>>(),

@@ -447,6 +447,16 @@ impl<'c, C: rdkafka::consumer::ConsumerContext + 'static> ReadToEnd<'c, C> {
             *at = (*at).max(end);
             return Ok(());
         }
+        // librdkafka's position moves past what it never hands over (commit markers, records
+        // of aborted transactions) and never past the last stable offset. At or past the end,
+        // every record before the end is decided and was handed over or skipped, so the end
+        // is reached without measuring the last stable offset and fetching again.
+        let known = self.pos.get(&p).copied().unwrap_or(0);
+        let read = self.consumer.position().ok();
+        if crate::source::watch::position_in(read.as_ref(), &self.what, p, known) >= end {
+            self.pos.insert(p, known.max(end));
+            return Ok(());
+        }
         let timeout = Duration::from_secs(5);
         let stable = tokio::task::block_in_place(|| match &self.stable {
             Some(probe) => probe.fetch_watermarks(&self.what, p, timeout),

@@ -32,6 +32,32 @@ pub async fn create_topic(topic: &str) {
         .expect("topic created");
 }
 
+/// Deletes every topic whose name holds `run` (the run's id: its topics, the services' and the
+/// peer's internal ones). A run writes up to a few hundred MB; left on the broker, the runs
+/// add up to gigabytes and the broker serves the runs after them more slowly.
+pub async fn delete_topics_of(run: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
+    let names: Vec<String> = match admin.inner().fetch_metadata(None, Duration::from_secs(10)) {
+        Ok(md) => md
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .filter(|n| n.contains(run))
+            .collect(),
+        Err(e) => {
+            eprintln!("could not list the run's topics to delete them: {e}");
+            return;
+        }
+    };
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    if let Err(e) = admin.delete_topics(&names, &AdminOptions::new()).await {
+        eprintln!("could not delete the run's {} topics: {e}", names.len());
+    }
+}
+
 /// Produces a roster of `reps` reps (`rep-00000`, …) in `teams` teams (`team-0`, …) to `topic`.
 pub fn produce_roster(topic: &str, reps: usize, teams: usize) {
     let members: Vec<(Vec<u8>, Vec<u8>)> = (0..reps)

@@ -17,8 +17,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use salespulse_bench::broker::{
-    bootstrap, committed, cpu_seconds, create_topic, end_offsets, group_watcher, latest_values,
-    metrics_text, peak_rss_mib, produce_all, produce_roster, start_deals,
+    bootstrap, committed, cpu_seconds, create_topic, delete_topics_of, end_offsets, group_watcher,
+    latest_values, metrics_text, peak_rss_mib, produce_all, produce_roster, start_deals,
 };
 use salespulse_bench::deal_records;
 
@@ -74,6 +74,7 @@ async fn main() {
     println!("ratio service / bare consumer: {:.2}", svc.rate / bare);
 
     if !with_peer {
+        delete_topics_of(&suffix).await;
         return;
     }
     let app = format!("bench-peer-{suffix}");
@@ -92,6 +93,7 @@ async fn main() {
         svc.rate / peer.rate
     );
     compare(&board, &peer_totals(&out));
+    delete_topics_of(&suffix).await;
 }
 
 /// A bare consumer: polls every message and touches its payload, nothing else.

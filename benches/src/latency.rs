@@ -20,7 +20,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use salespulse_bench::broker::{
-    bootstrap, cpu_seconds, create_topic, produce_all, start_deals, terminate, PARTITIONS,
+    bootstrap, cpu_seconds, create_topic, delete_topics_of, produce_all, start_deals, terminate,
+    PARTITIONS,
 };
 use salespulse_bench::{deal_records, Rng};
 use salespulse_publish::PublishFormat;
@@ -139,6 +140,7 @@ async fn run(probes: usize, min: u64, max: u64) {
             q(1.0)
         );
     }
+    delete_topics_of(&suffix).await;
 }
 
 /// The service process, killed if the bench stops early.

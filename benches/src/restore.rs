@@ -12,8 +12,8 @@
 use std::time::{Duration, Instant};
 
 use salespulse_bench::broker::{
-    committed, cpu_seconds, create_topic, group_watcher, metrics_text, produce_all, start_deals,
-    terminate,
+    committed, cpu_seconds, create_topic, delete_topics_of, group_watcher, metrics_text,
+    produce_all, start_deals, terminate,
 };
 use salespulse_bench::deal_records;
 
@@ -140,4 +140,5 @@ async fn main() {
          from the snapshot {sc:.2}; ratio {:.1}x",
         rc / sc
     );
+    delete_topics_of(&suffix).await;
 }

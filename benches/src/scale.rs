@@ -15,8 +15,8 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use salespulse_bench::broker::{
-    committed, cpu_seconds, create_topic, group_watcher, metrics_text, produce_all, produce_roster,
-    start_deals, terminate,
+    committed, cpu_seconds, create_topic, delete_topics_of, group_watcher, metrics_text,
+    produce_all, produce_roster, start_deals, terminate,
 };
 use salespulse_bench::deal_records;
 
@@ -72,6 +72,7 @@ async fn main() {
             .map(|d| format!("{:.2}", d / held))
             .collect::<Vec<_>>()
     );
+    delete_topics_of(&base).await;
 }
 
 async fn run(

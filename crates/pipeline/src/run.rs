@@ -315,9 +315,9 @@ struct Instance<'a, P: Processor> {
     at_end: BTreeSet<i32>,
     lag_checked: Instant,
     max_lag: Option<i64>,
-    /// The partitions whose end the last lag round could read, until the stall check takes
-    /// them.
-    lag_round: Option<Vec<i32>>,
+    /// The partitions whose end the last lag round could read, with the position and end it
+    /// measured, until the stall check takes them.
+    lag_round: Option<Vec<(i32, i64, i64)>>,
     input_stalls: Stalls<i32>,
     /// When the last transaction committed (or there was nothing to commit).
     settled_at: Instant,
@@ -930,10 +930,11 @@ impl<'a, P: Processor> Instance<'a, P> {
                     .fetch_watermarks(input, *p, Duration::from_secs(2))
             });
             if let Ok((_, high)) = high {
-                measured.push(*p);
                 self.highs.insert(*p, high);
                 let applied = self.positions.next.get(p).copied().unwrap_or(0);
-                let lag = (high - position_in(read.as_ref(), input, *p, applied)).max(0);
+                let at = position_in(read.as_ref(), input, *p, applied);
+                measured.push((*p, at, high));
+                let lag = (high - at).max(0);
                 worst = worst.max(lag);
                 let partition = p.to_string();
                 let gauge = self
@@ -1012,6 +1013,10 @@ impl<'a, P: Processor> Instance<'a, P> {
         consumer: &InputConsumer,
     ) -> Option<(Vec<i32>, BTreeMap<i32, i64>)> {
         let measured = self.lag_round.take()?;
+        let stalled = self.input_stalls.check(Instant::now(), measured);
+        if stalled.is_empty() {
+            return None;
+        }
         let input = self.shared.input;
         let read = consumer.position().ok();
         let at: BTreeMap<i32, i64> = self
@@ -1022,11 +1027,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 (*p, position_in(read.as_ref(), input, *p, ours))
             })
             .collect();
-        let behind = measured
-            .iter()
-            .filter_map(|p| Some((*p, *at.get(p)?, *self.highs.get(p)?)));
-        let stalled = self.input_stalls.check(Instant::now(), behind);
-        (!stalled.is_empty()).then_some((stalled, at))
+        Some((stalled, at))
     }
 
     /// Whether every input partition was read to its end since the last tick.

@@ -1179,18 +1179,24 @@ fn terminal_board_differences(
     diffs
 }
 
-/// The rep and amount of the big wins the test books itself.
-const BIG_WIN_REP: &str = "rep-001";
+/// The rep of the big win booked before the simulator runs, and the amount of the big wins
+/// the test books itself.
+const EARLY_WIN_REP: &str = "rep-001";
 const BIG_WIN_AMOUNT: &str = "123456.78";
 
-/// A deal won now by [`BIG_WIN_REP`] for [`BIG_WIN_AMOUNT`] (above `alerts.big_deal_amount`),
-/// under the rep's roster team.
-async fn produce_big_win(p: &rdkafka::producer::FutureProducer, topic: &str, deal: &str) {
+/// A deal won now by `rep` for [`BIG_WIN_AMOUNT`] (above `alerts.big_deal_amount`), under the
+/// rep's roster team.
+async fn produce_big_win(
+    p: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    deal: &str,
+    rep: &str,
+) {
     let now = chrono::Utc::now();
     let at =
         |d: chrono::DateTime<chrono::Utc>| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let v = serde_json::json!({"event_id": format!("{deal}-won"), "deal_id": deal,
-        "rep_id": BIG_WIN_REP, "stage": "closed_won", "amount": BIG_WIN_AMOUNT,
+        "rep_id": rep, "stage": "closed_won", "amount": BIG_WIN_AMOUNT,
         "currency": "USD", "created_at": at(now - chrono::Duration::days(1)), "occurred_at": at(now)});
     produce_json(p, topic, deal, &v).await;
 }
@@ -1204,22 +1210,26 @@ fn celebration_time(v: &Value) -> Option<i64> {
 /// The sales floor's ticker against `sales.celebrations` read independently: after a big win
 /// booked now, the panel's rows are the newest (at most 10 of each kind, the default) of
 /// today's (UTC) celebrations on the topic, the big win with its amount and the rep's roster
-/// name. Returns how many rows it showed and the newest's headline.
+/// name. The win goes to the first rep on the roster at the end of the simulated history
+/// (the simulator deactivates some reps, depending on the day it runs). Returns how many rows
+/// it showed, the newest's headline and the rep of the big win.
 async fn ticker_check(
     client: &reqwest::Client,
     port: u16,
     producer: &rdkafka::producer::FutureProducer,
     topics: &Topics,
     deals: &str,
-) -> (usize, String) {
+) -> (usize, String, String) {
     let info = series_of(deals, "sales_rep_info");
     let roster = info
         .iter()
-        .find(|l| l.get("rep").map(String::as_str) == Some(BIG_WIN_REP))
-        .unwrap_or_else(|| panic!("{BIG_WIN_REP} has no sales_rep_info"));
+        .filter(|l| l.contains_key("rep"))
+        .min_by_key(|l| l.get("rep").cloned())
+        .expect("the simulated roster has reps with sales_rep_info");
+    let rep = roster["rep"].clone();
     let (name, team) = (roster.get("name"), roster.get("team"));
     const SHOWN: usize = 10;
-    produce_big_win(producer, &topics.deals, "ticker-late").await;
+    produce_big_win(producer, &topics.deals, "ticker-late", &rep).await;
     let when = board_query("sales-floor.json", "Today's wins and celebrations", "A");
     let amount = board_query("sales-floor.json", "Today's wins and celebrations", "B");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -1285,7 +1295,7 @@ async fn ticker_check(
             Some((l, _)) => {
                 if l.get("name") != name || l.get("team") != team {
                     diffs.push(format!(
-                        "the big win shows {l:?}, want {BIG_WIN_REP}'s roster name {name:?} and team {team:?}"
+                        "the big win shows {l:?}, want {rep}'s roster name {name:?} and team {team:?}"
                     ));
                 }
                 if l.get("headline").map(String::as_str) != Some("Won deal ticker-late") {
@@ -1312,6 +1322,7 @@ async fn ticker_check(
                 got.len(),
                 late.map(|(l, _)| l.get("headline").cloned().unwrap_or_default())
                     .unwrap_or_default(),
+                rep,
             );
         }
         assert!(
@@ -1379,7 +1390,7 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
     // A big win of today whatever the hour (the ticker's amounts have a series), before the
     // simulator's records so that the newest record is still one of the simulator's.
     let producer = producer();
-    produce_big_win(&producer, &topics.deals, "ticker-early").await;
+    produce_big_win(&producer, &topics.deals, "ticker-early", EARLY_WIN_REP).await;
     // Half a year of history for the simulated org (complete weeks for the consistency table,
     // the whole of last quarter for the closed-period and same-point panels), as fast as the
     // broker takes it.
@@ -1651,10 +1662,11 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
     println!("dashboards live: the banner says {live:?} with the default threshold, {stale:?} with STALE_AFTER_SECONDS=2 once the simulator has stopped");
 
     let names = roster_names(&checked);
-    let (rows, newest) = ticker_check(&client, prometheus.port, &producer, &topics, &checked).await;
+    let (rows, newest, big_win_rep) =
+        ticker_check(&client, prometheus.port, &producer, &topics, &checked).await;
     println!(
         "dashboards live: the ticker shows the {rows} newest of today's celebrations of each kind read from {}, among them a big win of {} for {} ({newest})",
-        topics.celebrations, BIG_WIN_AMOUNT, BIG_WIN_REP
+        topics.celebrations, BIG_WIN_AMOUNT, big_win_rep
     );
     println!(
         "dashboards live: {} reps under their roster names on the leaderboard, every rep-listing query, the $rep picker and the terminal board (e.g. {})",

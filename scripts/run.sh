@@ -89,16 +89,19 @@ announced() {
     | awk '{ n++; last = $0 } END { sub(/.*"key":"/, "", last); sub(/".*/, "", last); printf "%d (latest %s)", n, (n ? last : "none") }'
 }
 value() { curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" 'index($0, s) == 1 { print $2; exit }'; }
+# Money to the cent, as a sales floor reads it (the series are exact; a weighted pipeline has
+# fractions of a cent).
+money() { value "$1" "$2" | awk '{ printf "%.2f", $1 } END { if (!NR) print "-" }'; }
 # Sum of every series whose line matches the given regular expression (e.g. all stages).
 total() { curl -s "http://127.0.0.1:$1/metrics" | awk -v re="$2" '$0 ~ re { t += $2; n++ } END { if (n) printf "%.10g", t; else print "-" }'; }
 while true; do
   sleep 5
   printf '%s  org today: bookings %s  won %s  created %s | weighted pipeline %s | calls 1h %s  emails 1h %s\n' \
     "$(date +%H:%M:%S)" \
-    "$(value 9101 'sales_org_bookings{window="today"}')" \
+    "$(money 9101 'sales_org_bookings{window="today"}')" \
     "$(value 9101 'sales_org_deals_won{window="today"}')" \
-    "$(value 9101 'sales_org_pipeline_created{window="today"}')" \
-    "$(value 9101 'sales_org_weighted_pipeline ')" \
+    "$(money 9101 'sales_org_pipeline_created{window="today"}')" \
+    "$(money 9101 'sales_org_weighted_pipeline ')" \
     "$(value 9102 'sales_org_activities{kind="call",window="1h"}')" \
     "$(value 9102 'sales_org_activities{kind="email",window="1h"}')"
   # Ratios as percentages, as a sales floor reads them.
@@ -112,6 +115,6 @@ while true; do
     "$(total 9101 '^sales_org_stalled_deals[{]')" \
     "$(value 9101 'sales_org_overdue_deals ')" \
     "$(value 9101 'sales_org_close_date_pushed{window="qtd"}')" \
-    "$(curl -s http://127.0.0.1:9101/metrics | awk '/^sales_org_forecast_rollup[{]/ && /period_type="quarter"/ && /rollup="commit"/ { print $2; exit }')"
+    "$(curl -s http://127.0.0.1:9101/metrics | awk '/^sales_org_forecast_rollup[{]/ && /period_type="quarter"/ && /rollup="commit"/ { printf "%.2f", $2; exit }')"
   printf '          celebrations %s | alerts %s\n' "$(announced sales.celebrations)" "$(announced sales.alerts)"
 done

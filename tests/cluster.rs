@@ -103,6 +103,12 @@ async fn kills_in_turn(divided: bool) {
     let start = |name: &str| Service::start(name, &topics, free_port(), &group);
     let mut deals = vec![start("deals"), start("deals")];
     let mut acts = vec![start("activities"), start("activities")];
+    // Every instance's log, the killed ones' too: what a failure below is explained by.
+    let mut logs: Vec<(String, std::path::PathBuf)> = deals
+        .iter()
+        .chain(acts.iter())
+        .map(|s| (s.name.clone(), s.log.clone()))
+        .collect();
     for s in deals.iter_mut().chain(acts.iter_mut()) {
         s.wait_ready(Duration::from_secs(90)).await;
     }
@@ -133,6 +139,7 @@ async fn kills_in_turn(divided: bool) {
         pool[0].kill();
         pool.remove(0);
         let mut fresh = start(service);
+        logs.push((fresh.name.clone(), fresh.log.clone()));
         fresh.wait_ready(Duration::from_secs(120)).await;
         println!(
             "{service}: an instance killed and a new one ready while broker {broker} is down ({:.1} s in)",
@@ -192,13 +199,28 @@ async fn kills_in_turn(divided: bool) {
         if crashed == reference {
             break repeats;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the metrics topics differ: {} vs {} keys{}",
-            crashed.len(),
-            reference.len(),
-            topic_diffs(&crashed, &reference)
-        );
+        if Instant::now() >= deadline {
+            let differing: Vec<&String> = crashed
+                .keys()
+                .chain(reference.keys())
+                .filter(|k| crashed.get(*k) != reference.get(*k))
+                .take(3)
+                .collect();
+            let histories: String = logs
+                .iter()
+                .map(|(name, log)| {
+                    format!("\n--- {name} {}:\n{}", log.display(), log_events(log, 40))
+                })
+                .collect();
+            panic!(
+                "the metrics topics differ: {} vs {} keys{}\nthe first differing keys on {}:{}\nthe instances' histories:{histories}",
+                crashed.len(),
+                reference.len(),
+                topic_diffs(&crashed, &reference),
+                topics.metrics,
+                key_stories(&topics.metrics, &differing),
+            );
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     assert_eq!(

@@ -401,6 +401,8 @@ pub async fn produce(p: &FutureProducer, topic: &str, key: Option<&str>, value: 
 /// One consumed record.
 #[derive(Debug, Clone)]
 pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: BTreeMap<String, String>,
@@ -503,6 +505,8 @@ pub fn read_topic_as(topic: &str, isolation: &str) -> Vec<Consumed> {
             })
             .unwrap_or_default();
         out.push(Consumed {
+            partition: m.partition(),
+            offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().map(<[u8]>::to_vec),
             headers,
@@ -949,6 +953,85 @@ pub fn topic_diffs(got: &BTreeMap<String, String>, want: &BTreeMap<String, Strin
         .take(10)
         .map(|k| format!("\n  {k}: {:?}, expected {:?}", got.get(k), want.get(k)))
         .collect()
+}
+
+/// The last records of `keys` on a metrics topic, each marked committed or not (in an aborted
+/// or open transaction): whether a value missing from the committed topic was never written,
+/// written and aborted, or overwritten afterwards.
+pub fn key_stories(topic: &str, keys: &[&String]) -> String {
+    let committed: BTreeSet<(i32, i64)> = read_topic(topic)
+        .iter()
+        .map(|r| (r.partition, r.offset))
+        .collect();
+    let mut out = String::new();
+    let all = read_topic_as(topic, "read_uncommitted");
+    for key in keys {
+        let records: Vec<&Consumed> = all
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(key.as_bytes()))
+            .collect();
+        out.push_str(&format!("\n  {key}: {} records", records.len()));
+        for r in &records[records.len().saturating_sub(6)..] {
+            let value = r.value.as_deref().map_or("tombstone".into(), |v| {
+                serde_json::from_slice::<serde_json::Value>(v)
+                    .map(|j| j["value"].to_string())
+                    .unwrap_or_else(|_| "?".into())
+            });
+            let state = match committed.contains(&(r.partition, r.offset)) {
+                true => "committed",
+                false => "not committed",
+            };
+            out.push_str(&format!(
+                "\n    p{}@{} {value} {state}",
+                r.partition, r.offset
+            ));
+        }
+    }
+    out
+}
+
+/// The lines of a service log that tell its history in a group: assignments, take-overs,
+/// transactions aborted, fencing, stalls (the last `n`).
+pub fn log_events(log: &Path, n: usize) -> String {
+    const EVENTS: [&str; 10] = [
+        "assigned partitions",
+        "gave up",
+        "built from the topics",
+        "transaction was aborted",
+        "fenced",
+        "failed; aborting",
+        "taking over failed",
+        "replaced it",
+        "=== start",
+        "shutting down",
+    ];
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| EVENTS.iter().any(|e| l.contains(e)))
+        .map(|l| {
+            let plain = strip_ansi(l);
+            plain.chars().take(260).collect()
+        })
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Waits (bounded by `within`) until the union of the instances' business series equals the

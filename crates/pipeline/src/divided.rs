@@ -86,6 +86,9 @@ struct Share {
     /// Partitions are assigned (none may be): not between a revocation and the next
     /// assignment, nor before the first.
     assigned: bool,
+    /// The instance started over with a consumer of its own: this one's callbacks, as it
+    /// closes, must not clear the board the next instance serves.
+    retired: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -104,6 +107,13 @@ impl Assignment {
                 )
             })
             .unwrap_or_default()
+    }
+
+    /// Leaves the board to the instance that starts over after this one.
+    fn retire(&self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.retired = true;
+        }
     }
 
     /// The generation, and whether partitions are assigned.
@@ -132,15 +142,20 @@ impl ClientContext for TasksContext {
 impl ConsumerContext for TasksContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance {
+            let Ok(mut s) = self.assignment.0.lock() else {
+                return;
+            };
+            if s.retired {
+                return;
+            }
             // The loop aborts its open transaction when it sees the new generation; nothing
             // exported may outlive the slots meanwhile.
             self.board.clear();
-            if let Ok(mut s) = self.assignment.0.lock() {
-                *s = Share {
-                    generation: s.generation + 1,
-                    ..Share::default()
-                };
-            }
+            *s = Share {
+                generation: s.generation + 1,
+                ..Share::default()
+            };
+            drop(s);
             Revoked { what: "partition" }.emit(&self.health);
         }
     }
@@ -155,21 +170,25 @@ impl ConsumerContext for TasksContext {
                     cells.insert(e.partition());
                 }
             }
+            let Ok(mut s) = self.assignment.0.lock() else {
+                return;
+            };
+            if s.retired {
+                return;
+            }
+            *s = Share {
+                input,
+                cells,
+                member: consumer.group_metadata().map(|m| Member(Arc::new(m))),
+                generation: s.generation + 1,
+                assigned: true,
+                retired: false,
+            };
             Assigned {
-                input: Some(&input),
-                slots: &cells,
+                input: Some(&s.input),
+                slots: &s.cells,
             }
             .emit(&self.health);
-            let member = consumer.group_metadata().map(|m| Member(Arc::new(m)));
-            if let Ok(mut s) = self.assignment.0.lock() {
-                *s = Share {
-                    input,
-                    cells,
-                    member,
-                    generation: s.generation + 1,
-                    assigned: true,
-                };
-            }
         }
     }
 }
@@ -277,6 +296,7 @@ pub(crate) async fn run_instance<P: Processor>(
     if let Err(e) = ran {
         // Not ready from here on, whatever the closing of the consumers takes.
         me.give_up_state();
+        me.assignment.retire();
         drop(me);
         crate::kafka::close_aside("the group's consumers", (consumer, roster));
         return Err(e);
@@ -548,7 +568,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 return self.give_up();
             }
             match self.rebuild(consumer).await {
-                Err(Error::Fenced(why)) => return Err(Error::Fenced(why)),
+                Err(e @ (Error::Fenced(_) | Error::Wedged(_))) => return Err(e),
                 // As a take-over in the default mode: a rebuild that the cluster interrupts
                 // (a read that timed out waiting for a broker's partitions or for a killed
                 // instance's transaction) is done again at the next tick, from the topics.
@@ -1001,7 +1021,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             return self.produce_failed(e);
         }
         let producer = self.out.producer;
-        let offsets = [(tpl, &*member.0)];
+        let offsets = [(tpl, member.0.clone())];
         match tokio::task::block_in_place(|| crate::sink::transaction::commit(producer, &offsets))?
         {
             Ended::Committed => {

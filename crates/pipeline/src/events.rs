@@ -226,7 +226,7 @@ impl InternalEvent for TakeOverFailed<'_> {
 
 /// A transaction of the instance's outputs ended.
 pub(crate) struct TransactionEnded<'a> {
-    /// `committed`, `aborted` or `fenced`.
+    /// `committed`, `aborted`, `fenced` or `wedged`.
     pub outcome: &'a str,
     pub why: Option<&'a str>,
 }
@@ -236,6 +236,10 @@ impl InternalEvent for TransactionEnded<'_> {
         match (self.outcome, self.why) {
             ("committed", _) => {}
             ("fenced", why) => warn!(why, "this instance was fenced; starting over"),
+            ("wedged", why) => warn!(
+                why,
+                "a call of the transactional producer never returned; starting over with a new one"
+            ),
             (_, why) => warn!(
                 why,
                 "the open transaction was aborted; taking the slots over again"

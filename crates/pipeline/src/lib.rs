@@ -48,6 +48,10 @@ pub enum Error {
     /// over with a new member of the group.
     #[error("kafka: the input consumer stood still behind the end of {0}")]
     Stalled(String),
+    /// A call of the transactional producer did not return long after its timeout; the
+    /// producer is left to it and the instance starts over with a new one.
+    #[error("kafka: the transactional producer is wedged: {0}")]
+    Wedged(String),
 }
 
 impl Error {

@@ -138,6 +138,13 @@ pub async fn run<P: Processor>(
                 }
                 .emit(&health);
             }
+            // The open transaction is aborted by the coordinator after its timeout; the
+            // instance starts over with a producer of its own.
+            Err(Error::Wedged(why)) => TransactionEnded {
+                outcome: "wedged",
+                why: Some(&why),
+            }
+            .emit(&health),
             // Logged as the consumer was given up; what it left open is aborted by the next
             // instance's transactional producer as it starts.
             Err(Error::Stalled(_)) => {}
@@ -201,7 +208,9 @@ async fn run_instance<P: Processor>(
     }
     match instance.stop().await {
         // Stopping anyway: the next start redoes what the last transaction held.
-        Err(Error::Fenced(why)) => warn!(error = %why, "fenced while stopping"),
+        Err(Error::Fenced(why) | Error::Wedged(why)) => {
+            warn!(error = %why, "the producer could not go on while stopping")
+        }
         r => r?,
     }
     info!("stopped cleanly");
@@ -305,7 +314,7 @@ struct Instance<'a, P: Processor> {
     /// Reads and commits the input group's offsets.
     offsets: GroupOffsets<'a>,
     /// The input group's metadata, under which the leader commits input offsets.
-    input_group: ConsumerGroupMetadata,
+    input_group: Arc<ConsumerGroupMetadata>,
     /// The input offsets committed last.
     committed: std::collections::HashMap<i32, i64>,
     /// The ends of the input partitions as last measured, and the client that measures them.
@@ -380,6 +389,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             offsets,
             input_group: input
                 .group_metadata()
+                .map(Arc::new)
                 .ok_or_else(|| Error::Config("the input consumer has no group".into()))?,
             committed: std::collections::HashMap::new(),
             highs: BTreeMap::new(),
@@ -805,7 +815,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             return Ok(());
         }
         let member = self.slots.ownership.member();
-        let mut offsets = vec![(input, &self.input_group)];
+        let mut offsets = vec![(input, self.input_group.clone())];
         let slots_topic = &self.shared.settings.topics.slots;
         if let Some(m) = &member {
             let mut tpl = TopicPartitionList::new();
@@ -813,7 +823,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 tpl.add_partition_offset(slots_topic, slot, Offset::Offset(0))
                     .map_err(|e| Error::kafka("building the commit", e))?;
             }
-            offsets.push((tpl, &m.0));
+            offsets.push((tpl, m.0.clone()));
         } else if queued > 0 || self.snapshots.in_txn {
             // Produced without an assignment to commit under: the slots were given up.
             tokio::task::block_in_place(|| crate::sink::transaction::abort(self.out.producer))?;

@@ -309,6 +309,11 @@ pub async fn run_targets(
                 why: Some(&why),
             }
             .emit(&health),
+            Err(Error::Wedged(why)) => TransactionEnded {
+                outcome: "wedged",
+                why: Some(&why),
+            }
+            .emit(&health),
             Err(e) => break Err(e),
         }
     };
@@ -526,7 +531,7 @@ struct Targets<'a> {
     /// Target and plan records below these were dead-lettered by an earlier run.
     reported: HashMap<At, i64>,
     /// The group's metadata, under which the offsets past reported records commit.
-    group: ConsumerGroupMetadata,
+    group: Arc<ConsumerGroupMetadata>,
     /// The lease held when this run started: each transaction commits under it.
     lease: &'a Lease,
     /// A transaction of this run committed.
@@ -567,6 +572,7 @@ impl<'a> Targets<'a> {
         let watch = Watch::new(settings, from)?;
         let group = consumer
             .group_metadata()
+            .map(Arc::new)
             .ok_or_else(|| Error::Config("the targets consumer has no group".into()))?;
         let mut me = Targets {
             settings,
@@ -708,7 +714,10 @@ impl<'a> Targets<'a> {
             return Ok(Ended::Committed);
         };
         let ended = tokio::task::block_in_place(|| {
-            crate::sink::transaction::commit(producer, &[(tpl.clone(), group), (slot, &holder.0)])
+            crate::sink::transaction::commit(
+                producer,
+                &[(tpl.clone(), group.clone()), (slot, holder.0.clone())],
+            )
         })?;
         if ended == Ended::Committed {
             TransactionEnded {

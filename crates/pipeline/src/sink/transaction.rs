@@ -13,6 +13,7 @@
 //! produced is aborted. One paused past the transaction timeout finds its producer fenced
 //! (its transaction was aborted by the coordinator) and starts over.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -25,6 +26,11 @@ use crate::Error;
 
 /// How long one transactional call may block.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a call that takes a timeout may go past it before the producer counts as wedged.
+/// librdkafka's `send_offsets_to_transaction` can wait forever for a group coordinator that
+/// went away, whatever its timeout (confluentinc/librdkafka#5456, #5511): the instance, its
+/// loop blocked, would serve a frozen board while the group moves on without it.
+const WEDGED_AFTER: Duration = Duration::from_secs(20);
 /// How long [`init`] waits for the producer's first broker connection.
 const CONNECT_WAIT: Duration = Duration::from_secs(2);
 
@@ -121,19 +127,30 @@ fn begin(producer: &FutureProducer) -> Result<(), Error> {
 /// thread serves, and so waits out its 100 ms poll.
 pub(crate) fn commit(
     producer: &FutureProducer,
-    offsets: &[(TopicPartitionList, &ConsumerGroupMetadata)],
+    offsets: &[(TopicPartitionList, Arc<ConsumerGroupMetadata>)],
 ) -> Result<Ended, Error> {
-    let attempt = || -> Result<(), KafkaError> {
+    let attempt = || -> Result<Result<(), KafkaError>, Error> {
         for (tpl, group) in offsets {
             if tpl.count() > 0 {
-                retrying("sending offsets", || {
-                    producer.send_offsets_to_transaction(tpl, group, CALL_TIMEOUT)
+                let sent = retrying("sending offsets", || {
+                    let (p, tpl, group) = (producer.clone(), tpl.clone(), group.clone());
+                    bounded("sending offsets to the transaction", move || {
+                        p.send_offsets_to_transaction(&tpl, &group, CALL_TIMEOUT)
+                    })
                 })?;
+                if sent.is_err() {
+                    return Ok(sent);
+                }
             }
         }
-        retrying("committing", || producer.commit_transaction(CALL_TIMEOUT))
+        retrying("committing", || {
+            let p = producer.clone();
+            bounded("committing the transaction", move || {
+                p.commit_transaction(CALL_TIMEOUT)
+            })
+        })
     };
-    match attempt() {
+    match attempt()? {
         Ok(()) => {
             begin(producer)?;
             Ok(Ended::Committed)
@@ -149,8 +166,13 @@ pub(crate) fn commit(
 
 /// Aborts the open transaction and opens the next.
 pub(crate) fn abort(producer: &FutureProducer) -> Result<(), Error> {
-    retrying("aborting", || producer.abort_transaction(CALL_TIMEOUT))
-        .map_err(|e| error("aborting a transaction", e))?;
+    retrying("aborting", || {
+        let p = producer.clone();
+        bounded("aborting the transaction", move || {
+            p.abort_transaction(CALL_TIMEOUT)
+        })
+    })?
+    .map_err(|e| error("aborting a transaction", e))?;
     begin(producer)
 }
 
@@ -167,22 +189,80 @@ pub(crate) fn abort_after(producer: &FutureProducer, e: Error) -> Result<(), Err
 /// Calls `call` again while it fails with a retriable error, for up to [`RETRY_FOR`].
 fn retrying(
     what: &str,
-    mut call: impl FnMut() -> Result<(), KafkaError>,
-) -> Result<(), KafkaError> {
+    mut call: impl FnMut() -> Result<Result<(), KafkaError>, Error>,
+) -> Result<Result<(), KafkaError>, Error> {
     let deadline = std::time::Instant::now() + RETRY_FOR;
     loop {
-        match call() {
+        match call()? {
             Err(e) if retriable(&e) && std::time::Instant::now() < deadline => {
                 warn!(error = %e, what, "a transactional call failed; retrying");
             }
-            r => return r,
+            r => return Ok(r),
         }
     }
+}
+
+/// Runs a transactional call on a thread of its own and waits for it for [`CALL_TIMEOUT`]
+/// and [`WEDGED_AFTER`] more. A call that has not returned by then holds the producer's
+/// transactional state for good: [`Error::Wedged`], and the instance starts over with a new
+/// producer, leaving the call's thread behind. The coordinator aborts the transaction it left
+/// open after `transaction.timeout.ms`.
+fn bounded(
+    what: &'static str,
+    call: impl FnOnce() -> Result<(), KafkaError> + Send + 'static,
+) -> Result<Result<(), KafkaError>, Error> {
+    within(CALL_TIMEOUT + WEDGED_AFTER, what, call)
+}
+
+fn within(
+    limit: Duration,
+    what: &'static str,
+    call: impl FnOnce() -> Result<(), KafkaError> + Send + 'static,
+) -> Result<Result<(), KafkaError>, Error> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("txn-call".into())
+        .spawn(move || {
+            let _ = tx.send(call());
+        })
+        .map_err(|e| Error::Io(format!("starting a thread for {what}"), e))?;
+    rx.recv_timeout(limit).map_err(|_| {
+        Error::Wedged(format!(
+            "{what} did not return within {:.0} s",
+            limit.as_secs_f64()
+        ))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_that_never_returns_in_time_wedges_the_producer() {
+        let quick = within(Duration::from_secs(5), "a quick call", || Ok(()));
+        assert!(matches!(quick, Ok(Ok(()))), "{quick:?}");
+        let refused = within(Duration::from_secs(5), "a refused call", || {
+            Err(KafkaError::Canceled)
+        });
+        assert!(
+            matches!(refused, Ok(Err(KafkaError::Canceled))),
+            "{refused:?}"
+        );
+        let began = std::time::Instant::now();
+        let stuck = within(Duration::from_millis(100), "a stuck call", || {
+            std::thread::sleep(Duration::from_secs(3));
+            Ok(())
+        });
+        assert!(
+            matches!(&stuck, Err(Error::Wedged(why)) if why.contains("a stuck call")),
+            "{stuck:?}"
+        );
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "waited for the stuck call"
+        );
+    }
 
     #[test]
     fn transactional_ids_differ_between_services_and_groups() {

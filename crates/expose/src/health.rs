@@ -35,7 +35,7 @@ pub struct Health {
     pub announcements: IntCounterVec,
     /// Seconds until the next tick: how late a number on the board can be.
     pub tick_interval: Gauge,
-    /// Transactions ended, by outcome (`committed`, `aborted`, `fenced`).
+    /// Transactions ended, by outcome (`committed`, `aborted`, `fenced`, `wedged`).
     pub transactions: IntCounterVec,
     /// What the group did to this instance's share, by change (`assigned`, `revoked`).
     pub rebalances: IntCounterVec,

@@ -231,4 +231,21 @@ async fn kills_in_turn(divided: bool) {
         "{series} series on /metrics of the {} instances equal a clean run; the metrics topics equal too",
         got.len()
     );
+    // How the instances came through: starts over after a fenced producer, or after a
+    // transactional call that never returned (see docs/design.md).
+    let count = |needle: &str| -> usize {
+        logs.iter()
+            .map(|(_, log)| {
+                std::fs::read_to_string(log)
+                    .unwrap_or_default()
+                    .matches(needle)
+                    .count()
+            })
+            .sum()
+    };
+    println!(
+        "the instances started over {} times after a fenced producer and {} after a wedged one",
+        count("this instance was fenced"),
+        count("never returned; starting over")
+    );
 }

@@ -497,24 +497,6 @@ async fn hostile_input_is_rejected_or_handled_and_nothing_breaks() {
     );
 }
 
-/// The text of a log without its terminal colour codes (`ESC [ ... m`).
-fn without_colours(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// A member of the slots group `group` that holds slot 0 (its name sorts before any
 /// service's, and the assignor hands slot 0 to the first) until it is dropped.
 struct SlotHolder {

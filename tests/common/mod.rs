@@ -1010,14 +1010,15 @@ pub fn log_events(log: &Path, n: usize) -> String {
         .lines()
         .filter(|l| EVENTS.iter().any(|e| l.contains(e)))
         .map(|l| {
-            let plain = strip_ansi(l);
+            let plain = without_colours(l);
             plain.chars().take(260).collect()
         })
         .collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-fn strip_ansi(s: &str) -> String {
+/// The text of a log without its terminal colour codes (`ESC [ ... m`).
+pub fn without_colours(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {

@@ -993,8 +993,12 @@ pub fn key_stories(topic: &str, keys: &[&String]) -> String {
 /// The lines of a service log that tell its history in a group: assignments, take-overs,
 /// transactions aborted, fencing, stalls (the last `n`).
 pub fn log_events(log: &Path, n: usize) -> String {
-    const EVENTS: [&str; 10] = [
+    const EVENTS: [&str; 14] = [
         "assigned partitions",
+        "assigned slots",
+        "took over the series",
+        "roster loaded",
+        "leading:",
         "gave up",
         "built from the topics",
         "transaction was aborted",
@@ -1129,23 +1133,60 @@ pub async fn assert_same_boards(got: &[&Service], want: &[&Service], what: &str)
         if diffs.is_empty() && twice.is_empty() {
             return a.len();
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {} differences ({} series against {}):\n{}\nseries on two instances: {:?}\nreps whose teams differ (got / want): {:?}",
-            diffs.len(),
-            a.len(),
-            b.len(),
-            diffs
-                .iter()
-                .take(20)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n"),
-            &twice[..twice.len().min(10)],
-            teams_differ(&a, &b)
-        );
+        if Instant::now() >= deadline {
+            let mut instances = String::new();
+            for s in got.iter().chain(want) {
+                instances.push_str(&instance_report(s).await);
+            }
+            panic!(
+                "{what}: {} differences ({} series against {}):\n{}\nseries on two instances: {:?}\nreps whose teams differ (got / want): {:?}\nthe instances (got, then want):{instances}",
+                diffs.len(),
+                a.len(),
+                b.len(),
+                diffs
+                    .iter()
+                    .take(20)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                &twice[..twice.len().min(10)],
+                teams_differ(&a, &b)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// What an instance says of itself, for a failure to be explained by: its readiness, the
+/// operational series that tell what it read and holds (leadership, slots, records by outcome,
+/// lag, state, replaced consumers, rebalances, transactions) and the history in its log.
+async fn instance_report(s: &Service) -> String {
+    const OPS: [&str; 10] = [
+        "salespulse_leader",
+        "salespulse_owned_slots",
+        "salespulse_board_series",
+        "salespulse_events_total",
+        "salespulse_consumer_lag",
+        "salespulse_state_entries",
+        "salespulse_consumers_replaced_total",
+        "salespulse_rebalances_total",
+        "salespulse_transactions_total",
+        "salespulse_restore_replayed_records",
+    ];
+    let text = s.metrics().await;
+    let ops: Vec<&str> = text
+        .lines()
+        .filter(|l| OPS.iter().any(|m| l.starts_with(m)))
+        .collect();
+    format!(
+        "\n--- {} :{} (ready {}) {}:\n{}\n{}",
+        s.name,
+        s.port,
+        s.is_ready().await,
+        s.log.display(),
+        ops.join("\n"),
+        log_events(&s.log, 25)
+    )
 }
 
 /// Reps whose series sit under other teams in one board than in the other.

@@ -201,6 +201,7 @@ async fn run_instance<P: Processor>(
     if let Err(e) = ran {
         instance.shared.ready.store(false, Ordering::Relaxed);
         instance.shared.board.clear();
+        instance.slots.ownership.retire();
         let slots = instance.slots.consumer.take();
         drop(instance);
         crate::kafka::close_aside("the group's consumers", (slots, io));

@@ -65,6 +65,9 @@ struct State {
     /// Since when an assignment is due: from joining the group or from a revocation until the
     /// next assignment (which may be empty).
     awaiting_since: Option<Instant>,
+    /// The instance started over with a member of its own: this one's callbacks, as its
+    /// consumer closes aside, must not clear the board the next instance serves.
+    retired: bool,
 }
 
 /// The slots this instance holds, shared between the rebalance callbacks and the loop.
@@ -113,6 +116,17 @@ impl Ownership {
         }
     }
 
+    /// Leaves the board to the instance that starts over after this one.
+    pub fn retire(&self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.retired = true;
+        }
+    }
+
+    fn retired(&self) -> bool {
+        self.0.lock().map(|s| s.retired).unwrap_or(false)
+    }
+
     fn revoke(&self) {
         if let Ok(mut s) = self.0.lock() {
             s.slots = BTreeSet::new();
@@ -154,6 +168,9 @@ impl ClientContext for SlotsContext {}
 impl ConsumerContext for SlotsContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance {
+            if self.ownership.retired() {
+                return;
+            }
             // Nothing this instance exported may outlive its slots: the loop aborts its open
             // transaction as soon as this returns. Not here: with its coordinator away an
             // abort can take many seconds, and the whole group's rebalance would wait for it.
@@ -165,6 +182,9 @@ impl ConsumerContext for SlotsContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            if self.ownership.retired() {
+                return;
+            }
             let slots: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             Assigned {
                 input: None,

@@ -231,6 +231,24 @@ pub(crate) struct TransactionEnded<'a> {
     pub why: Option<&'a str>,
 }
 
+impl<'a> TransactionEnded<'a> {
+    /// The end of an instance whose producer cannot go on: fenced (a zombie, whose outputs
+    /// were aborted) or wedged (a call that never returned; the coordinator aborts its
+    /// transaction after the timeout). The instance starts over with a new producer from what
+    /// is committed. `None` for any other error.
+    pub fn starting_over(e: &'a crate::Error) -> Option<Self> {
+        let (outcome, why) = match e {
+            crate::Error::Fenced(why) => ("fenced", why),
+            crate::Error::Wedged(why) => ("wedged", why),
+            _ => return None,
+        };
+        Some(TransactionEnded {
+            outcome,
+            why: Some(why),
+        })
+    }
+}
+
 impl InternalEvent for TransactionEnded<'_> {
     fn emit(self, health: &Health) {
         match (self.outcome, self.why) {
@@ -301,6 +319,21 @@ impl InternalEvent for Announced<'_> {
 mod tests {
     use super::*;
     use salespulse_decode::Reason;
+
+    #[test]
+    fn only_a_fenced_or_wedged_producer_starts_the_instance_over_and_counts_so() {
+        let h = Health::new("deals");
+        let fenced = crate::Error::Fenced("epoch bumped".into());
+        let wedged = crate::Error::Wedged("no answer".into());
+        for (e, outcome) in [(&fenced, "fenced"), (&wedged, "wedged")] {
+            let ended = TransactionEnded::starting_over(e).expect("starts over");
+            assert_eq!(ended.outcome, outcome);
+            ended.emit(&h);
+            assert_eq!(h.transactions.with_label_values(&[outcome]).get(), 1);
+        }
+        let stalled = crate::Error::Stalled("input".into());
+        assert!(TransactionEnded::starting_over(&stalled).is_none());
+    }
 
     #[test]
     fn a_rejected_record_counts_under_its_topic_and_reason() {

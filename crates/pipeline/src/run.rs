@@ -128,23 +128,12 @@ pub async fn run<P: Processor>(
         } else {
             run_instance::<P>(shared(), &mut shutdown).await
         };
+        // It stopped being ready as its loop ended.
+        if let Some(ended) = ran.as_ref().err().and_then(TransactionEnded::starting_over) {
+            ended.emit(&health);
+            continue;
+        }
         match ran {
-            Err(Error::Fenced(why)) => {
-                // A zombie's outputs were aborted, and it stopped being ready as its loop
-                // ended; it starts over from what is committed.
-                TransactionEnded {
-                    outcome: "fenced",
-                    why: Some(&why),
-                }
-                .emit(&health);
-            }
-            // The open transaction is aborted by the coordinator after its timeout; the
-            // instance starts over with a producer of its own.
-            Err(Error::Wedged(why)) => TransactionEnded {
-                outcome: "wedged",
-                why: Some(&why),
-            }
-            .emit(&health),
             // Logged as the consumer was given up; what it left open is aborted by the next
             // instance's transactional producer as it starts.
             Err(Error::Stalled(_)) => {}

@@ -303,18 +303,10 @@ pub async fn run_targets(
                     ));
                 }
             }
-            // A zombie's outputs were aborted; it starts over from the topics.
-            Err(Error::Fenced(why)) => TransactionEnded {
-                outcome: "fenced",
-                why: Some(&why),
-            }
-            .emit(&health),
-            Err(Error::Wedged(why)) => TransactionEnded {
-                outcome: "wedged",
-                why: Some(&why),
-            }
-            .emit(&health),
-            Err(e) => break Err(e),
+            Err(e) => match TransactionEnded::starting_over(&e) {
+                Some(ended) => ended.emit(&health),
+                None => break Err(e),
+            },
         }
     };
     http.abort();

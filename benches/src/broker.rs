@@ -106,6 +106,20 @@ pub fn start_deals(
     group: &str,
     env: &[(&str, &str)],
 ) -> Child {
+    // BENCH_SERVICE_LOG=<file> keeps the service's log (appended to) for a look at its timing.
+    let log = std::env::var_os("BENCH_SERVICE_LOG").map(std::path::PathBuf::from);
+    start_deals_logged(suffix, deals_topic, port, group, env, log.as_deref())
+}
+
+/// As [`start_deals`], the service's log (JSON lines) appended to `log` when given.
+pub fn start_deals_logged(
+    suffix: &str,
+    deals_topic: &str,
+    port: u16,
+    group: &str,
+    env: &[(&str, &str)],
+    log: Option<&std::path::Path>,
+) -> Child {
     let bin = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into())
         + "/release/salespulse-deals";
     let mut cmd = Command::new(&bin);
@@ -134,13 +148,12 @@ pub fn start_deals(
             format!("bench.{suffix}.{t}"),
         );
     }
-    // BENCH_SERVICE_LOG=<file> keeps the service's log (appended to) for a look at its timing.
-    let log = std::env::var_os("BENCH_SERVICE_LOG").map_or_else(Stdio::null, |path| {
+    let log = log.map_or_else(Stdio::null, |path| {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&path)
-            .map_or_else(|e| panic!("{}: {e}", path.to_string_lossy()), Stdio::from)
+            .open(path)
+            .map_or_else(|e| panic!("{}: {e}", path.display()), Stdio::from)
     });
     cmd.envs(env.iter().copied())
         .stdout(Stdio::null())

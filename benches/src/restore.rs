@@ -9,6 +9,12 @@
 //! restores every input partition from its own snapshot (or replays it) and reads the cells
 //! topic back, as an instance does that takes partitions over.
 //!
+//! Last, three hand-overs: two instances share the group, one stops, and the other takes over
+//! what it held — in the default mode its slots (the state is whole in every instance: only the
+//! series are read back), with `--divided` its input partitions (restored from their
+//! snapshots, the cells read back). Each is timed from the survivor's log, from giving up what
+//! it held (the rebalance reaching it) to serving everything.
+//!
 //! Needs a broker (`scripts/kafka.sh start`) and release binaries:
 //! `cargo build --release --bins && cargo run --release -p salespulse-bench --bin restore -- [records] [--divided]`
 
@@ -16,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use salespulse_bench::broker::{
     committed, cpu_seconds, create_topic, delete_topics_of, group_watcher, metrics_text,
-    produce_all, start_deals, terminate,
+    produce_all, start_deals, start_deals_logged, terminate,
 };
 use salespulse_bench::deal_records;
 
@@ -44,6 +50,117 @@ async fn gauge(port: u16, family: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(f64::NAN)
+}
+
+/// Slots of the group (`topics.slot_count` in config/salespulse.toml): a survivor holds them all.
+const SLOTS: f64 = 12.0;
+
+/// One hand-over in group `group`: instances A and B start (B logging to a file of its own),
+/// and once both hold a share, A stops (SIGTERM: it commits, writes its snapshot and leaves the
+/// group). Returns B's seconds from giving up its share to serving all of it, from B's log, and
+/// what B's own log line says the take-over or rebuild took.
+async fn handover(
+    suffix: &str,
+    topic: &str,
+    group: &str,
+    mode: &[(&str, &str)],
+    (pa, pb): (u16, u16),
+    round: usize,
+) -> (f64, f64) {
+    let log = std::env::temp_dir().join(format!("bench-handover-{suffix}-{round}.log"));
+    let _ = std::fs::remove_file(&log);
+    let t = Instant::now();
+    let mut a = start_deals(suffix, topic, pa, group, mode);
+    ready_after(pa, t).await;
+    let t = Instant::now();
+    let mut b = start_deals_logged(suffix, topic, pb, group, mode, Some(&log));
+    ready_after(pb, t).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (sa, sb) = (
+            gauge(pa, "salespulse_owned_slots").await,
+            gauge(pb, "salespulse_owned_slots").await,
+        );
+        let ready = gauge(pa, "salespulse_ready").await + gauge(pb, "salespulse_ready").await;
+        if sa > 0.0 && sb > 0.0 && sa + sb == SLOTS && ready == 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no share for each instance within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    terminate(&mut a);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (took, own) = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .skip(before)
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let message = |e: &serde_json::Value| e["message"].as_str().unwrap_or_default().to_owned();
+        let at = |e: &serde_json::Value| {
+            chrono::DateTime::parse_from_rfc3339(e["timestamp"].as_str().unwrap_or_default())
+                .map(|t| t.timestamp_micros() as f64 / 1e6)
+                .unwrap_or(f64::NAN)
+        };
+        let gave_up = events
+            .iter()
+            .position(|e| message(e).starts_with("gave up every"));
+        let done = gave_up.and_then(|i| {
+            events[i..].iter().find(|e| {
+                let m = message(e);
+                m == "took over the series of the assigned slots" || m == "built from the topics"
+            })
+        });
+        if let (Some(i), Some(d)) = (gave_up, done) {
+            // Default mode: the take-over's parts (waiting for the previous owners'
+            // transactions, the board read back, the leader's duties); divided: the rebuild.
+            let own = match d["seconds"].as_f64() {
+                Some(s) => s,
+                None => ["previous_owners_s", "board_s", "leadership_s"]
+                    .iter()
+                    .map(|k| d[*k].as_f64().unwrap_or(f64::NAN))
+                    .sum(),
+            };
+            let parts: Vec<String> = [
+                "previous_owners_s",
+                "board_s",
+                "leadership_s",
+                "input_seconds",
+                "cells_seconds",
+                "board_seconds",
+                "contributions",
+                "replayed",
+            ]
+            .iter()
+            .filter_map(|k| d[*k].as_f64().map(|v| format!("{k} {v:.3}")))
+            .collect();
+            println!(
+                "  hand-over {}: {:.3} s; {}",
+                round + 1,
+                at(d) - at(&events[i]),
+                parts.join(", ")
+            );
+            break (at(d) - at(&events[i]), own);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no hand-over in {} within 120 s",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(gauge(pb, "salespulse_owned_slots").await, SLOTS);
+    terminate(&mut b);
+    let _ = std::fs::remove_file(&log);
+    (took, own)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -158,6 +275,24 @@ async fn main() {
         "CPU-seconds of the service from start to ready, median of {ROUNDS}: full replay {rc:.2}, \
          from the snapshot {sc:.2}; ratio {:.1}x",
         rc / sc
+    );
+    let (mut handed, mut handed_own) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (took, own) = handover(&suffix, &topic, &group, mode, (port, port + 1), round).await;
+        handed.push(took);
+        handed_own.push(own);
+    }
+    let h = median(handed);
+    println!(
+        "hand-over ({}), median of {ROUNDS}: {h:.3} s from giving up to serving everything \
+         (the service's own measure {:.3} s); full replay / this = {:.1}x",
+        if divided {
+            "the input partitions of an instance that stopped, restored from their snapshots"
+        } else {
+            "the slots of an instance that stopped, its state already whole in the other"
+        },
+        median(handed_own),
+        r / h
     );
     delete_topics_of(&suffix).await;
 }

@@ -57,6 +57,12 @@ const MAX_BATCH: usize = 2048;
 /// How often the ends of the input partitions are measured: what paces ticks while behind.
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
+/// Segment age of the cells topic. Every rebuild reads its assigned slots' partitions whole,
+/// and each rebuild adds every cell its sources hold (and withdraws each from the slots it does
+/// not go to): rolled every minute, the cleaner keeps it near its latest values, where an
+/// hour's segment would hold every rebuild and tick of that hour.
+pub(crate) const CELLS_SEGMENT_MS: u64 = 60_000;
+
 /// The compacted topic of a service's cells.
 pub(crate) fn cells_topic(group_id: &str, service: &str) -> String {
     format!("salespulse.cells.{group_id}.{service}")

@@ -64,10 +64,12 @@ pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
     pub compacted: bool,
+    /// A compacted topic's segment age in milliseconds, when not [`COMPACTED_SEGMENT_MS`].
+    pub segment_ms: Option<u64>,
 }
 
 /// Segment age of the compacted topics created here (one hour).
-const COMPACTED_SEGMENT_MS: &str = "3600000";
+const COMPACTED_SEGMENT_MS: u64 = 3_600_000;
 
 /// Creates the topics that do not exist yet. Existing topics are left as they are. A cluster
 /// with a broker away may time out or point at a controller that is gone: transient failures
@@ -136,19 +138,24 @@ async fn create_missing(
     admin: &AdminClient<DefaultClientContext>,
     topics: &[TopicSpec],
 ) -> Result<(), (String, rdkafka::error::KafkaError)> {
+    // The cleaner never compacts the active segment: rolled hourly, a compacted topic read
+    // whole at start-up stays about the size of its latest values plus an hour of changes.
+    let segments: Vec<String> = topics
+        .iter()
+        .map(|t| t.segment_ms.unwrap_or(COMPACTED_SEGMENT_MS).to_string())
+        .collect();
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| {
+        .zip(&segments)
+        .map(|(t, segment_ms)| {
             let nt = NewTopic::new(
                 &t.name,
                 t.partitions,
                 TopicReplication::Fixed(s.topics.replication_factor),
             );
-            // The cleaner never compacts the active segment: rolled hourly, a compacted topic
-            // read whole at start-up stays about the size of its latest values.
             if t.compacted {
                 nt.set("cleanup.policy", "compact")
-                    .set("segment.ms", COMPACTED_SEGMENT_MS)
+                    .set("segment.ms", segment_ms)
             } else {
                 nt
             }

@@ -108,6 +108,7 @@ pub async fn run<P: Processor>(
                 name: crate::divided::cells_topic(&svc.group_id, P::SERVICE),
                 partitions: settings.topics.slot_count,
                 compacted: true,
+                segment_ms: Some(crate::divided::CELLS_SEGMENT_MS),
             });
         }
         ensure_topics(&settings, &topics).await?;
@@ -214,6 +215,7 @@ fn service_topics(settings: &Settings, input: &str, celebrates: bool) -> Vec<Top
         name: name.to_owned(),
         partitions,
         compacted,
+        segment_ms: None,
     };
     let mut topics = vec![
         spec(input, t.partitions, false),

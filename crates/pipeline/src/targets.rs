@@ -416,6 +416,7 @@ fn targets_topics(settings: &Settings) -> Vec<TopicSpec> {
         name: name.to_owned(),
         partitions,
         compacted,
+        segment_ms: None,
     };
     vec![
         spec(&t.targets, 1, true),

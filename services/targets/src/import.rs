@@ -159,6 +159,7 @@ pub async fn write(settings: &Settings, topic: &str, rows: Vec<Record>) -> anyho
                 name: topic.clone(),
                 partitions: 1,
                 compacted: true,
+                segment_ms: None,
             }],
         )
         .await?;

@@ -181,6 +181,10 @@ pub(crate) struct SlotsTakenOver<'a> {
 /// How long the waits of a take-over took.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct TakeOverSteps {
+    /// Until `/metrics` served the slots' series, from the instance's own state.
+    pub serving: std::time::Duration,
+    /// The whole take-over, up to what differs published to the metrics topic.
+    pub total: std::time::Duration,
     /// Until no transaction of the slots' previous owners was undecided.
     pub previous_owners: std::time::Duration,
     /// Reading the metrics topic back.
@@ -200,6 +204,8 @@ impl InternalEvent for SlotsTakenOver<'_> {
                 leader = self.leader,
                 series = self.series,
                 published = self.published,
+                serving_s = s.serving.as_secs_f64(),
+                seconds = s.total.as_secs_f64(),
                 previous_owners_s = s.previous_owners.as_secs_f64(),
                 board_s = s.board.as_secs_f64(),
                 leadership_s = s.leadership.as_secs_f64(),

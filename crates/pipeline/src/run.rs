@@ -654,6 +654,23 @@ impl<'a, P: Processor> Instance<'a, P> {
             return Ok((false, 0));
         }
         let leads = slots.contains(&LEADER_SLOT);
+        let start = Instant::now();
+        let count = self.slots.count;
+        let owns = |s: &Subject| slots.contains(&slot_of(s, count));
+        let mut full: Vec<SubjectSeries> = self
+            .core
+            .snapshot()
+            .into_iter()
+            .filter(|s| owns(&s.subject))
+            .collect();
+        // Every instance holds the whole state, so the board (empty since the revocation)
+        // serves the slots' series at once; the topic is read back after, to publish only what
+        // differs from what it holds. No record is applied until the take-over ends, so the
+        // board and the topic get the same state.
+        self.shared
+            .board
+            .apply(&Differ::default().diff(full.clone()));
+        steps.serving = start.elapsed();
         let began = Instant::now();
         self.wait_previous_owners(slots)?;
         steps.previous_owners = began.elapsed();
@@ -687,14 +704,6 @@ impl<'a, P: Processor> Instance<'a, P> {
             self.celebrations.announced = announced.map(|a| a.kept.0).unwrap_or_default();
         }
         steps.board = took;
-        let count = self.slots.count;
-        let owns = |s: &Subject| slots.contains(&slot_of(s, count));
-        let mut full: Vec<SubjectSeries> = self
-            .core
-            .snapshot()
-            .into_iter()
-            .filter(|s| owns(&s.subject))
-            .collect();
         let present: BTreeSet<&Subject> = full.iter().map(|s| &s.subject).collect();
         let gone: Vec<Subject> = self
             .differ
@@ -706,14 +715,11 @@ impl<'a, P: Processor> Instance<'a, P> {
             subject,
             series: Vec::new(),
         }));
-        // The board starts empty; the topic only needs what differs from what it holds.
-        self.shared
-            .board
-            .apply(&Differ::default().diff(full.clone()));
         let changes = self.differ.diff(full);
         let t = &self.shared.settings.topics;
         let format = self.shared.settings.publish.format;
         self.out.publish(&t.metrics, &changes, format).await?;
+        steps.total = start.elapsed();
         Ok((leads, changes.len()))
     }
 

@@ -97,7 +97,7 @@ async fn handover(
         .count();
     terminate(&mut a);
     let deadline = Instant::now() + Duration::from_secs(120);
-    let (took, own) = loop {
+    let (serving, done) = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let events: Vec<serde_json::Value> = text
             .lines()
@@ -120,15 +120,13 @@ async fn handover(
             })
         });
         if let (Some(i), Some(d)) = (gave_up, done) {
-            // Default mode: the take-over's parts (waiting for the previous owners'
-            // transactions, the board read back, the leader's duties); divided: the rebuild.
-            let own = d["seconds"].as_f64().unwrap_or(f64::NAN);
-            let took = at(d) - at(&events[i]);
-            // Default mode: the board serves the slots' series before the metrics topic is
-            // read back and what differs published; divided: once the rebuild is done.
-            let serving = match d["serving_s"].as_f64() {
-                Some(s) => took - own + s,
-                None => took,
+            let done = at(d) - at(&events[i]);
+            // Default mode: the board serves the slots' series `serving_s` into a take-over of
+            // `seconds`, before the metrics topic is read back and what differs published;
+            // divided: once the rebuild is done.
+            let serving = match (d["serving_s"].as_f64(), d["seconds"].as_f64()) {
+                (Some(s), Some(all)) => done - all + s,
+                _ => done,
             };
             let parts: Vec<String> = [
                 "serving_s",
@@ -146,11 +144,11 @@ async fn handover(
             .filter_map(|k| d[*k].as_f64().map(|v| format!("{k} {v:.3}")))
             .collect();
             println!(
-                "  hand-over {}: serving at {serving:.3} s, done at {took:.3} s; {}",
+                "  hand-over {}: serving at {serving:.3} s, done at {done:.3} s; {}",
                 round + 1,
                 parts.join(", ")
             );
-            break (serving, took);
+            break (serving, done);
         }
         assert!(
             Instant::now() < deadline,
@@ -162,7 +160,7 @@ async fn handover(
     assert_eq!(gauge(pb, "salespulse_owned_slots").await, SLOTS);
     terminate(&mut b);
     let _ = std::fs::remove_file(&log);
-    (took, own)
+    (serving, done)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -1068,14 +1068,7 @@ pub async fn wait_union_equal(
         if began.elapsed() >= within {
             let mut states = String::new();
             for s in instances {
-                states.push_str(&format!(
-                    "\n{} on port {}: ready {}, {} series; its log ends:\n{}",
-                    s.name,
-                    s.port,
-                    s.is_ready().await,
-                    business(&s.metrics().await).len(),
-                    log_tail(&s.log)
-                ));
+                states.push_str(&instance_report(s).await);
             }
             panic!(
                 "{what}: {} differences from the clean run after {within:?}:\n{}\nthe instances:{states}",

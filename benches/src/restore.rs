@@ -121,9 +121,10 @@ async fn handover(
         });
         if let (Some(i), Some(d)) = (gave_up, done) {
             let done = at(d) - at(&events[i]);
-            // Default mode: the board serves the slots' series `serving_s` into a take-over of
-            // `seconds`, before the metrics topic is read back and what differs published;
-            // divided: once the rebuild is done.
+            // The board serves the slots' series `serving_s` into a take-over (default mode) or
+            // a rebuild (divided) of `seconds`: in the default mode from the instance's own
+            // state, before the metrics topic is read back and what differs published; divided,
+            // from the metrics topic read back, before the partitions' state is built.
             let serving = match (d["serving_s"].as_f64(), d["seconds"].as_f64()) {
                 (Some(s), Some(all)) => done - all + s,
                 _ => done,
@@ -137,6 +138,10 @@ async fn handover(
                 "input_seconds",
                 "cells_seconds",
                 "board_seconds",
+                "served",
+                "committed_s",
+                "series",
+                "metrics_records",
                 "contributions",
                 "replayed",
             ]

@@ -213,6 +213,85 @@ pub fn of_activities(key: &str) -> Option<bool> {
     Some(metric.of_activities(measured))
 }
 
+/// The series a key written by [`series_key`] names, with the value and rep's name published
+/// under it: what a board read back from `sales.metrics` shows. `None` when the key is not
+/// one that [`series_key`] writes for the series parsed. (A label value holding `,name=` of a
+/// later label gives a key that another series has too; it is read as the one whose values
+/// hold no such text.)
+pub fn series_of_key(key: &str, value: Decimal, name: Option<&str>) -> Option<Series> {
+    let mut parts = key.split('/');
+    let (scope, id, metric, labels, window) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    if parts.next().is_some() {
+        return None;
+    }
+    let scope = crate::Scope::ALL.into_iter().find(|s| s.label() == scope)?;
+    let metric = crate::Metric::from_name(metric)?;
+    let window = match window {
+        "" => None,
+        w => Some(crate::Window::from_label(w)?),
+    };
+    let extra_names = metric.extra_labels();
+    let mut names: Vec<&str> = Vec::with_capacity(extra_names.len() + 1);
+    if scope == crate::Scope::Rep {
+        names.push("team");
+    }
+    names.extend_from_slice(extra_names);
+    let mut values: Vec<Option<Arc<str>>> = vec![None; names.len()];
+    let mut rest = labels;
+    let mut next = 0;
+    while !rest.is_empty() {
+        let i = (next..names.len()).find(|&i| {
+            rest.strip_prefix(names[i])
+                .is_some_and(|r| r.starts_with('='))
+        })?;
+        let after = &rest[names[i].len() + 1..];
+        // The value runs to the next label this metric may carry, or to the end.
+        let end = names[i + 1..]
+            .iter()
+            .filter_map(|n| after.find(&format!(",{n}=")))
+            .min()
+            .unwrap_or(after.len());
+        values[i] = Some(Arc::from(unescape(&after[..end])));
+        rest = after[end..].strip_prefix(',').unwrap_or(&after[end..]);
+        next = i + 1;
+    }
+    let id: Arc<str> = Arc::from(unescape(id));
+    let mut values = values.into_iter();
+    let label_team = if scope == crate::Scope::Rep {
+        values.next().flatten()
+    } else {
+        None
+    };
+    let mut extra: crate::Extra = Default::default();
+    for (slot, v) in extra.iter_mut().zip(values) {
+        *slot = v;
+    }
+    let (rep, team, region) = match scope {
+        crate::Scope::Rep => (Some(id), label_team, None),
+        crate::Scope::Team => (None, Some(id), None),
+        crate::Scope::Region => (None, None, Some(id)),
+        crate::Scope::Org => (None, None, None),
+    };
+    let series = Series {
+        scope,
+        metric,
+        rep,
+        team,
+        region,
+        window,
+        extra,
+        value,
+        name: name.map(Arc::from),
+    };
+    (series_key(&series) == key).then_some(series)
+}
+
 fn unescape(s: &str) -> String {
     s.replace("%2F", "/").replace("%25", "%")
 }
@@ -247,7 +326,86 @@ mod tests {
         assert_eq!(metric_of_key(&k), Some("activities"));
     }
 
+    #[test]
+    fn a_board_read_back_gives_the_series_its_keys_were_written_for() {
+        let a = |s: &str| Some(Arc::from(s));
+        let mut forecast = rep_series("r,1", 7);
+        forecast.metric = Metric::Forecast;
+        forecast.window = None;
+        forecast.extra = [a("commit"), a("quarter"), a("2026-Q4")];
+        forecast.name = a("Ada, L.");
+        let mut info = rep_series("r2", 1);
+        info.metric = Metric::Info;
+        info.window = None;
+        info.extra = [a("Bo"), None, a("2026-01-05")];
+        let team = Series {
+            scope: Scope::Team,
+            rep: None,
+            team: a("t/1"),
+            ..rep_series("x", 3)
+        };
+        let region = Series {
+            scope: Scope::Region,
+            rep: None,
+            team: None,
+            region: a("emea"),
+            metric: Metric::Bookings,
+            extra: [None, None, None],
+            window: Some(Window::Qtd),
+            ..rep_series("x", 4)
+        };
+        let org = Series {
+            scope: Scope::Org,
+            rep: None,
+            team: None,
+            metric: Metric::OpenPipeline,
+            extra: [a("stage,=1"), None, None],
+            window: None,
+            ..rep_series("x", 5)
+        };
+        for s in [rep_series("a/b%c", 1), forecast, info, team, region, org] {
+            let k = series_key(&s);
+            assert_eq!(
+                series_of_key(&k, s.value, s.name.as_deref()).as_ref(),
+                Some(&s),
+                "{k}"
+            );
+        }
+        assert_eq!(series_of_key("rep/r/no_such_metric//1h", Decimal::ONE, None), None);
+        assert_eq!(series_of_key("rep/r/activities/kind=call/2h", Decimal::ONE, None), None);
+        assert_eq!(series_of_key("rep/r/activities/colour=red/1h", Decimal::ONE, None), None);
+    }
+
     proptest::proptest! {
+        /// A key read back names the series it was written for, or none: never another one,
+        /// whatever the ids hold and whatever the label values hold short of `=` (with it, a
+        /// value can end in `,name=` of a later label, and two series share a key).
+        #[test]
+        fn a_key_read_back_never_names_another_series(
+            rep in "[a-c,=/%]{0,4}",
+            team in proptest::option::of("[a-c,/%]{0,4}"),
+            kinds in proptest::collection::vec(proptest::option::of("[a-c,/%]{0,4}"), 3),
+            metric in 0usize..Metric::ALL.len(),
+            window in proptest::option::of(0usize..Window::ALL.len()),
+        ) {
+            let metric = Metric::ALL[metric];
+            let mut extra: crate::Extra = Default::default();
+            for (slot, v) in extra.iter_mut().zip(kinds).take(metric.extra_labels().len()) {
+                *slot = v.map(|v| Arc::from(v.as_str()));
+            }
+            let s = Series {
+                metric,
+                team: team.map(|t| Arc::from(t.as_str())),
+                window: window.map(|w| Window::ALL[w]),
+                extra,
+                ..rep_series(&rep, 2)
+            };
+            let k = series_key(&s);
+            if let Some(got) = series_of_key(&k, s.value, None) {
+                proptest::prop_assert_eq!(got, s);
+            }
+        }
+
         /// Applying the changes of every round to a plain map gives the latest series of every
         /// subject, and only keys whose value changed are emitted.
         #[test]

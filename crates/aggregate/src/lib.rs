@@ -25,7 +25,9 @@ pub use calendar::{
     first_full_week, Bounds, Calendar, CalendarError, Grid, Window, CONSISTENCY_WEEKS, WINDOWS,
 };
 pub use deals::{DealSums, DealsCore, Win};
-pub use diff::{metric_of_key, of_activities, series_key, subject_of_key, Change, Differ};
+pub use diff::{
+    metric_of_key, of_activities, series_key, series_of_key, subject_of_key, Change, Differ,
+};
 pub use exchange::{slot_of, Contribution, Merger, PartError, ORG_SLOT};
 pub use ledger::UNASSIGNED;
 pub use series::{Extra, Metric, Scope, Series, Subject, SubjectSeries, MAX_EXTRA, RATIO_DP};

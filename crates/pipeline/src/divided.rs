@@ -218,7 +218,9 @@ struct Instance<'a, P: Processor> {
     out: Outputs<'a>,
     cells: String,
     slots: u32,
-    group: String,
+    /// Reads the group's committed offsets at every rebuild; kept connected, as a new client
+    /// first waits for a connection and its group coordinator (about 0.1 s).
+    offsets: GroupOffsets<'a>,
     assignment: Assignment,
     /// The generation the state below was built for; `None`: to be built again.
     built: Option<u64>,
@@ -376,7 +378,10 @@ impl<'a, P: Processor> Instance<'a, P> {
             ),
             counters: TopicCounters::new(shared.health, shared.input),
             roster_counters: TopicCounters::new(shared.health, &shared.settings.topics.roster),
-            group: group_of(&shared.svc.group_id, P::SERVICE),
+            offsets: GroupOffsets::new(
+                shared.settings,
+                &group_of(&shared.svc.group_id, P::SERVICE),
+            )?,
             cells,
             slots,
             assignment,
@@ -804,13 +809,30 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.shared.health.lag.reset();
         let (input, slots, member, generation) = self.assignment.current();
         let committed = self.read_committed(&input, &slots)?;
+        let committed_s = began.elapsed().as_secs_f64();
         // The metrics and celebrations topics, read while the partitions' state is rebuilt:
         // what previous owners wrote there is settled, as their offsets are.
+        // Until the state is built, the board serves the slots' series as the previous owners
+        // last committed them, rather than nothing: a scrape in between gets every series, at
+        // most a tick older than the rebuild makes it.
+        // The read has a thread of its own, so that the restore and the cells read, which can
+        // keep every worker of the runtime busy, do not hold the board back.
+        let (filling, _stop_filling) = Filling::new();
         let reads = {
             let settings = self.shared.settings.clone();
-            AbortOnDrop(tokio::spawn(async move {
-                Ahead::read(&settings, P::METRICS, P::CELEBRATES).await
-            }))
+            let board = self.shared.board.clone();
+            let (owned, n) = (slots.clone(), self.slots);
+            crate::run::on_own_thread("read-back", async move {
+                let mut shown = Differ::default();
+                let mut serving_s = 0.0;
+                let owns = |x: &Subject| owned.contains(&(salespulse_aggregate::slot_of(x, n) as i32));
+                let ahead = Ahead::read_serving(&settings, P::METRICS, P::CELEBRATES, |read| {
+                    filling.apply(&board, &shown.diff(read.series_of(owns)));
+                    serving_s = began.elapsed().as_secs_f64();
+                })
+                .await?;
+                Ok((ahead, shown, serving_s))
+            })
         };
         // The cells topic is read back while the input partitions are restored: the two are
         // independent. It is read in a task of its own, on a worker thread, rather than beside
@@ -839,11 +861,12 @@ impl<'a, P: Processor> Instance<'a, P> {
             return Ok(());
         }
         let step = Instant::now();
-        let Ahead { board, announced } = reads.join().await?;
+        let (Ahead { board, announced }, shown, serving_s) = reads.await?;
+        let (served, metrics_records) = (shown.series(), board.kept.records);
         // The deals of the assigned partitions that were celebrated are not celebrated again.
         self.announced = announced.map(|a| a.kept.0).unwrap_or_default();
         self.differ = board.kept.into_differ();
-        self.take_over(&slots).await?;
+        self.take_over(&slots, shown).await?;
         let board_seconds = step.elapsed().as_secs_f64();
         self.member = member;
         self.built = Some(generation);
@@ -858,6 +881,10 @@ impl<'a, P: Processor> Instance<'a, P> {
             replayed,
             contributions,
             series = self.shared.board.len(),
+            served,
+            committed_s,
+            serving_s,
+            metrics_records,
             input_seconds,
             cells_seconds,
             board_seconds,
@@ -882,8 +909,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         for s in slots {
             tpl.add_partition(&self.cells, *s);
         }
-        let group = self.group.clone();
-        let read = GroupOffsets::new(self.shared.settings, &group)?.committed(&tpl)?;
+        let read = self.offsets.committed(&tpl)?;
         let mut out = HashMap::new();
         for e in read.elements() {
             if let Offset::Offset(o) = e.offset() {
@@ -969,8 +995,8 @@ impl<'a, P: Processor> Instance<'a, P> {
     }
 
     /// Publishes what differs from the metrics topic (read back into `differ`) for the owned
-    /// subjects.
-    async fn take_over(&mut self, slots: &BTreeSet<i32>) -> Result<(), Error> {
+    /// subjects, and brings the board from what it served meanwhile (`shown`) to them.
+    async fn take_over(&mut self, slots: &BTreeSet<i32>, mut shown: Differ) -> Result<(), Error> {
         let s = &self.shared;
         let n = self.slots;
         let owns = |x: &Subject| slots.contains(&(salespulse_aggregate::slot_of(x, n) as i32));
@@ -986,7 +1012,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             subject,
             series: Vec::new(),
         }));
-        s.board.apply(&Differ::default().diff(full.clone()));
+        s.board.apply(&shown.diff(full.clone()));
         let changes = self.differ.diff(full);
         let format = s.settings.publish.format;
         self.out
@@ -1096,6 +1122,35 @@ impl<'a, P: Processor> Instance<'a, P> {
 /// Moves the consumer to the given offsets; whether every partition moved. Records the loop
 /// skipped before a rebuild are read again only through this, so a partition that could not
 /// be moved yet (its fetch not started) is tried again for a few seconds.
+/// Whether a rebuild's read-back thread may still fill the board. The rebuild holds a
+/// [`StopFilling`] of it: however the rebuild ends, a read finishing later leaves the board to
+/// whatever the instance holds by then.
+#[derive(Clone)]
+struct Filling(Arc<Mutex<bool>>);
+
+impl Filling {
+    fn new() -> (Filling, StopFilling) {
+        let f = Filling(Arc::new(Mutex::new(true)));
+        (f.clone(), StopFilling(f))
+    }
+
+    fn apply(&self, board: &Board, changes: &[salespulse_aggregate::Change]) {
+        // Held while applying: a rebuild that ended cannot clear the board in between.
+        let live = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if *live {
+            board.apply(changes);
+        }
+    }
+}
+
+struct StopFilling(Filling);
+
+impl Drop for StopFilling {
+    fn drop(&mut self) {
+        *self.0 .0.lock().unwrap_or_else(|e| e.into_inner()) = false;
+    }
+}
+
 fn seek_all(consumer: &TasksConsumer, tpl: TopicPartitionList) -> bool {
     if tpl.count() == 0 {
         return true;

@@ -1109,6 +1109,36 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// Runs `work` on a thread of its own, with a runtime of its own: it is not held back by the
+/// CPU-bound tasks that may occupy every worker of the service's runtime meanwhile (a
+/// rebuild's restore and reads), and it runs to its end even if no one waits for it any more.
+pub(crate) fn on_own_thread<T: Send + 'static>(
+    name: &str,
+    work: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, Error>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let out = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Io("starting a runtime".into(), e))
+                .and_then(|rt| rt.block_on(work));
+            let _ = tx.send(out);
+        });
+    let what = name.to_owned();
+    async move {
+        spawned.map_err(|e| Error::Io(format!("starting {what}"), e))?;
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::Io(
+                format!("{what} ended without a result"),
+                std::io::Error::other("the thread panicked"),
+            ))
+        })
+    }
+}
+
 /// The clients an instance connects while its state is restored.
 struct Connected<'a> {
     /// A member of the slots group, and the number of slots.

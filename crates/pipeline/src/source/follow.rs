@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rdkafka::Message;
 use rust_decimal::Decimal;
-use salespulse_aggregate::{metric_of_key, subject_of_key, Differ, Metric};
+use salespulse_aggregate::{
+    metric_of_key, series_of_key, subject_of_key, Differ, Metric, Series, Subject, SubjectSeries,
+};
 use salespulse_publish::PublishFormat;
 
 use super::read_from;
@@ -69,6 +71,8 @@ pub(crate) struct Board {
     names: Vec<&'static str>,
     activities: bool,
     latest: HashMap<String, Option<(Decimal, String)>>,
+    /// Records of this service's metrics read.
+    pub records: u64,
 }
 
 impl Board {
@@ -80,7 +84,30 @@ impl Board {
             names: metrics.iter().map(|m| m.name()).collect(),
             activities: metrics.contains(&Metric::Activities),
             latest: HashMap::new(),
+            records: 0,
         }
+    }
+
+    /// The series this service last published for the subjects `owns` picks, as a board
+    /// shows them: what the metrics topic held when it was read, committed by the previous
+    /// owners, which a take-over serves while it builds its own state.
+    pub fn series_of(&self, owns: impl Fn(&Subject) -> bool) -> Vec<SubjectSeries> {
+        let mut by: HashMap<Subject, Vec<Series>> = HashMap::new();
+        for (k, v) in &self.latest {
+            let (Some(subject), Some((value, name))) = (subject_of_key(k), v) else {
+                continue;
+            };
+            if !owns(&subject) {
+                continue;
+            }
+            let name = (!name.is_empty()).then_some(name.as_str());
+            if let Some(s) = series_of_key(k, *value, name) {
+                by.entry(subject).or_default().push(s);
+            }
+        }
+        by.into_iter()
+            .map(|(subject, series)| SubjectSeries { subject, series })
+            .collect()
     }
 
     /// What this service last published, by subject.
@@ -103,6 +130,7 @@ impl Follow for Board {
         {
             return;
         }
+        self.records += 1;
         // Records written as protobuf say so in their header; the rest follow the setting.
         let format = self.format;
         let value = payload.and_then(|p| {
@@ -141,6 +169,34 @@ impl Ahead {
         let (b, a) = tokio::join!(board.read_on(settings), announced);
         b.and(a)?;
         Ok(self)
+    }
+
+    /// Both topics read from their beginning; `serve` is given the board as soon as its
+    /// topic is read, while the celebrations (a larger topic) may still be.
+    pub async fn read_serving(
+        settings: &Settings,
+        metrics: &'static [Metric],
+        celebrates: bool,
+        serve: impl FnOnce(&Board),
+    ) -> Result<Ahead, Error> {
+        let topics = &settings.topics;
+        let mut board = Followed::new(&topics.metrics, Board::new(settings, metrics));
+        let mut announced =
+            celebrates.then(|| Followed::new(&topics.celebrations, Announced::default()));
+        let board_read = async {
+            board.read_on(settings).await?;
+            serve(&board.kept);
+            Ok::<_, Error>(())
+        };
+        let announced_read = async {
+            match &mut announced {
+                Some(a) => a.read_on(settings).await,
+                None => Ok(()),
+            }
+        };
+        let (b, a) = tokio::join!(board_read, announced_read);
+        b.and(a)?;
+        Ok(Ahead { board, announced })
     }
 
     /// Both topics read from their beginning.

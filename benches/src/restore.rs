@@ -51,7 +51,17 @@ async fn serving_and_ready(port: u16, started: Instant, series: f64) -> (f64, f6
     let mut serving = None;
     loop {
         assert!(Instant::now() < deadline, "not ready within 900 s");
-        if serving.is_none() && gauge(port, "salespulse_board_series").await >= series {
+        let board = match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            // Not listening yet.
+            Err(_) => String::new(),
+        };
+        let served = board
+            .lines()
+            .find(|l| l.starts_with("salespulse_board_series"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        if serving.is_none() && served.is_some_and(|n| n >= series) {
             serving = Some(started.elapsed().as_secs_f64());
         }
         if let Some(serving) = serving {

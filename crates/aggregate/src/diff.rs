@@ -371,9 +371,18 @@ mod tests {
                 "{k}"
             );
         }
-        assert_eq!(series_of_key("rep/r/no_such_metric//1h", Decimal::ONE, None), None);
-        assert_eq!(series_of_key("rep/r/activities/kind=call/2h", Decimal::ONE, None), None);
-        assert_eq!(series_of_key("rep/r/activities/colour=red/1h", Decimal::ONE, None), None);
+        assert_eq!(
+            series_of_key("rep/r/no_such_metric//1h", Decimal::ONE, None),
+            None
+        );
+        assert_eq!(
+            series_of_key("rep/r/activities/kind=call/2h", Decimal::ONE, None),
+            None
+        );
+        assert_eq!(
+            series_of_key("rep/r/activities/colour=red/1h", Decimal::ONE, None),
+            None
+        );
     }
 
     proptest::proptest! {

@@ -825,7 +825,8 @@ impl<'a, P: Processor> Instance<'a, P> {
             crate::run::on_own_thread("read-back", async move {
                 let mut shown = Differ::default();
                 let mut serving_s = 0.0;
-                let owns = |x: &Subject| owned.contains(&(salespulse_aggregate::slot_of(x, n) as i32));
+                let owns =
+                    |x: &Subject| owned.contains(&(salespulse_aggregate::slot_of(x, n) as i32));
                 let ahead = Ahead::read_serving(&settings, P::METRICS, P::CELEBRATES, |read| {
                     filling.apply(&board, &shown.diff(read.series_of(owns)));
                     serving_s = began.elapsed().as_secs_f64();
@@ -1273,6 +1274,40 @@ type Latest = (i64, Option<Vec<u8>>);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Once the rebuild that made it has ended, a fill changes nothing on the board.
+    #[test]
+    fn a_rebuild_that_ended_stops_its_fill() {
+        use salespulse_aggregate::{series_key, Change, Metric, Scope, Series};
+        let board = Board::new(salespulse_expose::Exposed::default());
+        let change = |cents: i64| {
+            let s = Series {
+                scope: Scope::Org,
+                metric: Metric::OpenPipeline,
+                rep: None,
+                team: None,
+                region: None,
+                window: None,
+                extra: Default::default(),
+                value: rust_decimal::Decimal::new(cents, 2),
+                name: None,
+            };
+            vec![Change {
+                key: series_key(&s),
+                series: Some(s),
+            }]
+        };
+        let (filling, stop) = Filling::new();
+        filling.apply(&board, &change(100));
+        assert_eq!(board.len(), 1);
+        drop(stop);
+        board.clear();
+        filling.apply(&board, &change(200));
+        assert!(
+            board.is_empty(),
+            "a fill after its rebuild ended reached the board"
+        );
+    }
 
     #[test]
     fn contribution_keys_round_trip() {

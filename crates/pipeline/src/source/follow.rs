@@ -215,3 +215,75 @@ impl Ahead {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rust_decimal::Decimal;
+    use salespulse_aggregate::{series_key, Change, Scope, Window};
+
+    use super::*;
+
+    fn bookings(scope: Scope, id: &str, cents: i64, name: Option<&str>) -> Series {
+        let id: Arc<str> = Arc::from(id);
+        Series {
+            scope,
+            metric: Metric::Bookings,
+            rep: (scope == Scope::Rep).then(|| id.clone()),
+            team: match scope {
+                Scope::Rep => Some(Arc::from("t1")),
+                Scope::Team => Some(id.clone()),
+                _ => None,
+            },
+            region: None,
+            window: Some(Window::Qtd),
+            extra: Default::default(),
+            value: Decimal::new(cents, 2),
+            name: name.map(Arc::from),
+        }
+    }
+
+    /// A board read back serves what was last published for the subjects asked for: the
+    /// newest value of each key, in either format, without tombstoned or other services' keys.
+    #[test]
+    fn a_board_read_back_serves_the_latest_series_of_the_owned_subjects() {
+        let mut board = Board::new(&Settings::default(), &Metric::DEALS);
+        let as_of = chrono::Utc::now();
+        let mut publish = |s: &Series, format: PublishFormat| {
+            let change = Change {
+                key: series_key(s),
+                series: Some(s.clone()),
+            };
+            let payload = salespulse_publish::encode(&change, format, as_of);
+            board.record(&change.key, payload.as_deref());
+        };
+        let ada = bookings(Scope::Rep, "ada", 100, Some("Ada L."));
+        publish(&ada, PublishFormat::Json);
+        let ada = bookings(Scope::Rep, "ada", 250, Some("Ada L."));
+        publish(&ada, PublishFormat::Protobuf);
+        let team = bookings(Scope::Team, "t1", 250, None);
+        publish(&team, PublishFormat::Json);
+        let org = bookings(Scope::Org, "org", 250, None);
+        publish(&org, PublishFormat::Json);
+        // A rep gone since, and an activities series on the same topic.
+        let bo = bookings(Scope::Rep, "bo", 5, None);
+        publish(&bo, PublishFormat::Json);
+        board.record(&series_key(&bo), None);
+        board.record("rep/ada/activities/team=t1,kind=call/qtd", Some(b"{}"));
+
+        let owned = |x: &Subject| !matches!(x, Subject::Team(_));
+        let mut got: Vec<Series> = board
+            .series_of(owned)
+            .into_iter()
+            .flat_map(|s| {
+                assert!(owned(&s.subject));
+                s.series
+            })
+            .collect();
+        got.sort_by_key(series_key);
+        let mut want = vec![ada, org];
+        want.sort_by_key(series_key);
+        assert_eq!(got, want);
+    }
+}

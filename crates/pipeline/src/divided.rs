@@ -827,11 +827,12 @@ impl<'a, P: Processor> Instance<'a, P> {
                 let mut serving_s = 0.0;
                 let owns =
                     |x: &Subject| owned.contains(&(salespulse_aggregate::slot_of(x, n) as i32));
-                let ahead = Ahead::read_serving(&settings, P::METRICS, P::CELEBRATES, |read| {
+                let serve = async |read: &crate::source::follow::Board| {
                     filling.apply(&board, &shown.diff(read.series_of(owns)));
                     serving_s = began.elapsed().as_secs_f64();
-                })
-                .await?;
+                };
+                let ahead =
+                    Ahead::read_serving(&settings, P::METRICS, P::CELEBRATES, serve).await?;
                 Ok((ahead, shown, serving_s))
             })
         };

@@ -32,6 +32,7 @@ use salespulse_expose::{AppState, Board, Health};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{ServiceSettings, Settings};
+use crate::coordination::early::EarlyBoard;
 use crate::coordination::ownership::{slot_of, Ownership, SlotsContext, LEADER_SLOT};
 use crate::coordination::role::Role;
 use crate::events::{
@@ -303,6 +304,9 @@ struct Instance<'a, P: Processor> {
     celebrations: Celebrations,
     /// The topics the first take-over reads, as read since the start.
     ahead: Option<ReadAhead>,
+    /// What the board serves since the start, read from the metrics topic for the slots of
+    /// the generation named (see [`EarlyBoard`]), until the first take-over.
+    early: Option<(u64, Differ)>,
     /// Reads and commits the input group's offsets.
     offsets: GroupOffsets<'a>,
     /// The input group's metadata, under which the leader commits input offsets.
@@ -330,7 +334,8 @@ impl<'a, P: Processor> Instance<'a, P> {
     async fn start(s: Shared<'a>, producer: &'a FutureProducer) -> Result<(Self, Inputs), Error> {
         let started = Instant::now();
         let ownership = Ownership::default();
-        let (core, last, connected, ahead) = restore_connected::<P>(&s, producer, &ownership)?;
+        let (core, last, connected, ahead, early) =
+            restore_connected::<P>(&s, producer, &ownership)?;
         let Connected {
             slots: consumer,
             slot_count: count,
@@ -378,6 +383,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             },
             celebrations: Celebrations::default(),
             ahead: Some(ahead),
+            early,
             offsets,
             input_group: input
                 .group_metadata()
@@ -618,9 +624,20 @@ impl<'a, P: Processor> Instance<'a, P> {
     async fn take_over(&mut self, slots: &BTreeSet<i32>, generation: u64) -> Result<(), Error> {
         let was_leader = self.role.leads();
         self.role.begin_take_over();
-        self.shared.board.clear();
+        // A board served since the start for these very slots is brought to the state;
+        // otherwise it starts empty.
+        let shown = match self.early.take() {
+            Some((g, shown)) if g == generation => shown,
+            _ => {
+                self.shared.board.clear();
+                Differ::default()
+            }
+        };
         let mut steps = TakeOverSteps::default();
-        match self.take_over_slots(slots, was_leader, &mut steps).await {
+        match self
+            .take_over_slots(slots, was_leader, &mut steps, shown)
+            .await
+        {
             Ok((leads, published)) => {
                 self.role.took_over(generation, leads);
                 SlotsTakenOver {
@@ -648,6 +665,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         slots: &BTreeSet<i32>,
         was_leader: bool,
         steps: &mut TakeOverSteps,
+        mut shown: Differ,
     ) -> Result<(bool, usize), Error> {
         if slots.is_empty() {
             self.differ = Differ::default();
@@ -663,13 +681,22 @@ impl<'a, P: Processor> Instance<'a, P> {
             .into_iter()
             .filter(|s| owns(&s.subject))
             .collect();
-        // Every instance holds the whole state, so the board (empty since the revocation)
-        // serves the slots' series at once; the topic is read back after, to publish only what
-        // differs from what it holds. No record is applied until the take-over ends, so the
-        // board and the topic get the same state.
-        self.shared
-            .board
-            .apply(&Differ::default().diff(full.clone()));
+        // Every instance holds the whole state, so the board (empty since the revocation, or
+        // what the start served, `shown`) serves the slots' series at once; the topic is read
+        // back after, to publish only what differs from what it holds. No record is applied
+        // until the take-over ends, so the board and the topic get the same state.
+        let mut board = full.clone();
+        let present: BTreeSet<&Subject> = full.iter().map(|s| &s.subject).collect();
+        let gone: Vec<Subject> = shown
+            .subjects()
+            .filter(|s| !present.contains(s))
+            .cloned()
+            .collect();
+        board.extend(gone.into_iter().map(|subject| SubjectSeries {
+            subject,
+            series: Vec::new(),
+        }));
+        self.shared.board.apply(&shown.diff(board));
         steps.serving = start.elapsed();
         let began = Instant::now();
         self.wait_previous_owners(slots)?;
@@ -1178,17 +1205,35 @@ fn restore_connected<'a, P: Processor>(
     s: &Shared<'a>,
     producer: &FutureProducer,
     ownership: &Ownership,
-) -> Result<(P, Option<Manifest>, Connected<'a>, ReadAhead), Error> {
+) -> Result<
+    (
+        P,
+        Option<Manifest>,
+        Connected<'a>,
+        ReadAhead,
+        Option<(u64, Differ)>,
+    ),
+    Error,
+> {
     // Before any other client is made: clients made while a broker was away and no
     // transaction coordinator answered could stay without metadata for minutes
     // (docs/design.md, "State snapshots").
     tokio::task::block_in_place(|| crate::sink::transaction::init(producer))?;
     // What the first take-over reads back (the metrics and celebrations topics) is read
-    // while the state is restored; the take-over then reads only what came after.
+    // while the state is restored; the take-over then reads only what came after. Once the
+    // metrics topic is read and the slots are assigned, the board serves the slots' series
+    // from it until the first take-over, if both come before the restore ends.
+    let early = EarlyBoard::open();
     let ahead = {
         let settings = s.settings.clone();
+        let (early, ownership, board) = (early.clone(), ownership.clone(), s.board.clone());
         AbortOnDrop(tokio::spawn(async move {
-            Ahead::read(&settings, P::METRICS, P::CELEBRATES).await
+            let serve = async |read: &crate::source::follow::Board| {
+                while !early.fill(read, &ownership, &board) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            Ahead::read_serving(&settings, P::METRICS, P::CELEBRATES, serve).await
         }))
     };
     let runtime = tokio::runtime::Handle::current();
@@ -1197,18 +1242,28 @@ fn restore_connected<'a, P: Processor>(
             let connecting = scope.spawn(|| {
                 // Stream consumers are driven by the runtime.
                 let _entered = runtime.enter();
-                Connected::connect(s, ownership.clone())
+                let connected = Connected::connect(s, ownership.clone())?;
+                // The assignment comes with polls of the member, which the loop does later.
+                while early.is_open() && !ownership.assigned() {
+                    let _ = connected.slots.poll(Duration::from_millis(5));
+                }
+                if ownership.assigned() {
+                    let (slots, generation) = ownership.current();
+                    early.assigned(slots, generation, connected.slot_count);
+                }
+                Ok(connected)
             });
             let restored = runtime.block_on(restore_snapshot::<P>(s));
+            let shown = early.close();
             let connected = connecting
                 .join()
                 .unwrap_or_else(|e| std::panic::resume_unwind(e));
-            (restored, connected)
+            (restored.map(|r| (r, shown)), connected)
         })
     });
     let connected = connected?;
-    let (core, last) = restored?;
-    Ok((core, last, connected, ahead))
+    let ((core, last), shown) = restored?;
+    Ok((core, last, connected, ahead, shown))
 }
 
 /// A new core, restored from the newest snapshot when there is a usable one.

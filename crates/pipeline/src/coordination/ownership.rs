@@ -116,6 +116,20 @@ impl Ownership {
         }
     }
 
+    /// Runs `f` if the slots are still those of generation `generation`, with the
+    /// assignment held meanwhile: a revocation, which clears the board after it bumps the
+    /// generation, then comes after `f`. Returns whether `f` ran.
+    pub fn if_current(&self, generation: u64, f: impl FnOnce()) -> bool {
+        let Ok(s) = self.0.lock() else {
+            return false;
+        };
+        if s.generation != generation || s.retired {
+            return false;
+        }
+        f();
+        true
+    }
+
     /// Leaves the board to the instance that starts over after this one.
     pub fn retire(&self) {
         if let Ok(mut s) = self.0.lock() {
@@ -127,7 +141,7 @@ impl Ownership {
         self.0.lock().map(|s| s.retired).unwrap_or(false)
     }
 
-    fn revoke(&self) {
+    pub(crate) fn revoke(&self) {
         if let Ok(mut s) = self.0.lock() {
             s.slots = BTreeSet::new();
             s.member = None;
@@ -137,7 +151,7 @@ impl Ownership {
         }
     }
 
-    fn assign(&self, slots: BTreeSet<i32>, member: Option<Member>) {
+    pub(crate) fn assign(&self, slots: BTreeSet<i32>, member: Option<Member>) {
         if let Ok(mut s) = self.0.lock() {
             s.slots = slots;
             s.member = member;

@@ -177,7 +177,7 @@ impl Ahead {
         settings: &Settings,
         metrics: &'static [Metric],
         celebrates: bool,
-        serve: impl FnOnce(&Board),
+        serve: impl std::ops::AsyncFnOnce(&Board),
     ) -> Result<Ahead, Error> {
         let topics = &settings.topics;
         let mut board = Followed::new(&topics.metrics, Board::new(settings, metrics));
@@ -185,7 +185,7 @@ impl Ahead {
             celebrates.then(|| Followed::new(&topics.celebrations, Announced::default()));
         let board_read = async {
             board.read_on(settings).await?;
-            serve(&board.kept);
+            serve(&board.kept).await;
             Ok::<_, Error>(())
         };
         let announced_read = async {

@@ -32,7 +32,7 @@ use salespulse_expose::{AppState, Board, Health};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{ServiceSettings, Settings};
-use crate::coordination::early::EarlyBoard;
+use crate::coordination::early::{EarlyBoard, Shown};
 use crate::coordination::ownership::{slot_of, Ownership, SlotsContext, LEADER_SLOT};
 use crate::coordination::role::Role;
 use crate::events::{
@@ -306,7 +306,7 @@ struct Instance<'a, P: Processor> {
     ahead: Option<ReadAhead>,
     /// What the board serves since the start, read from the metrics topic for the slots of
     /// the generation named (see [`EarlyBoard`]), until the first take-over.
-    early: Option<(u64, Differ)>,
+    early: Option<Shown>,
     /// Reads and commits the input group's offsets.
     offsets: GroupOffsets<'a>,
     /// The input group's metadata, under which the leader commits input offsets.
@@ -1195,6 +1195,10 @@ impl<'a> Connected<'a> {
     }
 }
 
+/// A restored core, the newest snapshot's manifest, the clients connected meanwhile, the
+/// topics being read ahead, and what the board was filled with (see [`EarlyBoard`]).
+type Restored<'a, P> = (P, Option<Manifest>, Connected<'a>, ReadAhead, Option<Shown>);
+
 /// Initialises the transactional producer, then restores the core while the group's clients
 /// connect. Restoring is reading and rebuilding; connecting is round trips to the broker: side
 /// by side, a start takes the longer of the two, not their sum. The producer comes first:
@@ -1205,16 +1209,7 @@ fn restore_connected<'a, P: Processor>(
     s: &Shared<'a>,
     producer: &FutureProducer,
     ownership: &Ownership,
-) -> Result<
-    (
-        P,
-        Option<Manifest>,
-        Connected<'a>,
-        ReadAhead,
-        Option<(u64, Differ)>,
-    ),
-    Error,
-> {
+) -> Result<Restored<'a, P>, Error> {
     // Before any other client is made: clients made while a broker was away and no
     // transaction coordinator answered could stay without metadata for minutes
     // (docs/design.md, "State snapshots").

@@ -14,6 +14,10 @@ use salespulse_expose::Board;
 use super::ownership::{slot_of, Ownership};
 use crate::source::follow;
 
+/// What a start's board was filled with: the generation of the slots it is for, and the
+/// series it shows.
+pub(crate) type Shown = (u64, Differ);
+
 /// Shared by the thread that joins the slots group, the task that reads the metrics topic,
 /// and the start, which closes it when the restore ends.
 #[derive(Clone)]
@@ -25,7 +29,7 @@ struct Early {
     /// The slots assigned while restoring: (slots, their generation, slot count).
     slots: Option<(BTreeSet<i32>, u64, i32)>,
     /// What the board was filled with, for slots of which generation.
-    shown: Option<(u64, Differ)>,
+    shown: Option<Shown>,
 }
 
 impl EarlyBoard {
@@ -73,7 +77,7 @@ impl EarlyBoard {
     }
 
     /// Ends the filling (the restore is done): what the board was filled with, if it was.
-    pub fn close(&self) -> Option<(u64, Differ)> {
+    pub fn close(&self) -> Option<Shown> {
         let mut e = self.lock();
         e.open = false;
         e.shown.take()

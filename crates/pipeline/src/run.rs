@@ -156,7 +156,15 @@ async fn run_instance<P: Processor>(
     let settings = shared.settings;
     let id = transactional_id(&shared.svc.group_id, P::SERVICE);
     let producer = create_producer(settings, Some(&id))?;
-    let (mut instance, mut io) = Instance::<P>::start(shared, &producer).await?;
+    let board = shared.board.clone();
+    let (mut instance, mut io) = match Instance::<P>::start(shared, &producer).await {
+        Ok(started) => started,
+        Err(e) => {
+            // What the start served (see `EarlyBoard`) is for slots it no longer holds.
+            board.clear();
+            return Err(e);
+        }
+    };
 
     let mut pacer = Pacer::of(&settings.publish);
     let next_tick = tokio::time::sleep(Duration::ZERO);

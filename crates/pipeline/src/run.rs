@@ -1155,7 +1155,10 @@ pub(crate) fn on_own_thread<T: Send + 'static>(
     let spawned = std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
-            let out = tokio::runtime::Builder::new_current_thread()
+            // One worker, on a runtime that lets the readers block in place (a current-thread
+            // runtime does not).
+            let out = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
                 .enable_all()
                 .build()
                 .map_err(|e| Error::Io("starting a runtime".into(), e))
@@ -1373,4 +1376,23 @@ pub(crate) async fn serve_http(
             error!(error = %e, "HTTP server stopped");
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The topic readers block in place while they measure an end: work on a thread of its
+    /// own may do so, and its result or its panic comes back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_on_its_own_thread_may_block_in_place() {
+        let got = on_own_thread("test", async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok(tokio::task::block_in_place(|| 7))
+        })
+        .await;
+        assert_eq!(got.ok(), Some(7));
+        let panicked: Result<(), Error> = on_own_thread("test", async { panic!("gone") }).await;
+        assert!(panicked.is_err());
+    }
 }

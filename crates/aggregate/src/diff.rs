@@ -58,6 +58,28 @@ impl Differ {
         self.by_subject.values().map(|m| m.len()).sum()
     }
 
+    /// [`Differ::diff`] of `current`, where every subject remembered that `keep` picks and
+    /// `current` lacks is gone: all its series get tombstones.
+    pub fn diff_with_gone(
+        &mut self,
+        mut current: Vec<SubjectSeries>,
+        keep: impl Fn(&Subject) -> bool,
+    ) -> Vec<Change> {
+        let present: std::collections::HashSet<&Subject> =
+            current.iter().map(|s| &s.subject).collect();
+        let gone: Vec<Subject> = self
+            .by_subject
+            .keys()
+            .filter(|s| keep(s) && !present.contains(s))
+            .cloned()
+            .collect();
+        current.extend(gone.into_iter().map(|subject| SubjectSeries {
+            subject,
+            series: Vec::new(),
+        }));
+        self.diff(current)
+    }
+
     /// The changes that bring what was emitted to the given current series of each subject:
     /// new and changed values, and tombstones for the subject's series not among them.
     pub fn diff(&mut self, subjects: Vec<SubjectSeries>) -> Vec<Change> {
@@ -324,6 +346,26 @@ mod tests {
         assert_eq!(k, "rep/a%2Fb%25c/activities/team=t%2F1,kind=call/1h");
         assert_eq!(subject_of_key(&k), Some(Subject::Rep(Arc::from("a/b%c"))));
         assert_eq!(metric_of_key(&k), Some("activities"));
+    }
+
+    #[test]
+    fn subjects_missing_from_the_current_series_are_gone_where_kept() {
+        let subject = |r: &str| Subject::Rep(Arc::from(r));
+        let of = |r: &str| SubjectSeries {
+            subject: subject(r),
+            series: vec![rep_series(r, 1)],
+        };
+        let mut d = Differ::default();
+        d.diff(vec![of("a"), of("b"), of("c")]);
+        let changes = d.diff_with_gone(vec![of("a")], |s| *s != subject("c"));
+        assert_eq!(
+            changes,
+            vec![Change {
+                key: series_key(&rep_series("b", 1)),
+                series: None
+            }]
+        );
+        assert_eq!(d.series(), 2, "c is kept: not this caller's to remove");
     }
 
     #[test]

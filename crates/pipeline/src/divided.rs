@@ -27,7 +27,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use salespulse_aggregate::{Contribution, Differ, Merger, Subject, SubjectSeries};
+use salespulse_aggregate::{Contribution, Differ, Merger, Subject};
 use salespulse_decode::{Format, RosterEvent};
 use salespulse_expose::{Board, Health};
 use tracing::{info, warn};
@@ -810,32 +810,8 @@ impl<'a, P: Processor> Instance<'a, P> {
         let (input, slots, member, generation) = self.assignment.current();
         let committed = self.read_committed(&input, &slots)?;
         let committed_s = began.elapsed().as_secs_f64();
-        // The metrics and celebrations topics, read while the partitions' state is rebuilt:
-        // what previous owners wrote there is settled, as their offsets are.
-        // Until the state is built, the board serves the slots' series as the previous owners
-        // last committed them, rather than nothing: a scrape in between gets every series, at
-        // most a tick older than the rebuild makes it.
-        // The read has a thread of its own, so that the restore and the cells read, which can
-        // keep every worker of the runtime busy, do not hold the board back.
         let (filling, _stop_filling) = Filling::new();
-        let reads = {
-            let settings = self.shared.settings.clone();
-            let board = self.shared.board.clone();
-            let (owned, n) = (slots.clone(), self.slots);
-            crate::run::on_own_thread("read-back", async move {
-                let mut shown = Differ::default();
-                let mut serving_s = 0.0;
-                let owns =
-                    |x: &Subject| owned.contains(&(salespulse_aggregate::slot_of(x, n) as i32));
-                let serve = async |read: &crate::source::follow::Board| {
-                    filling.apply(&board, &shown.diff(read.series_of(owns)));
-                    serving_s = began.elapsed().as_secs_f64();
-                };
-                let ahead =
-                    Ahead::read_serving(&settings, P::METRICS, P::CELEBRATES, serve).await?;
-                Ok((ahead, shown, serving_s))
-            })
-        };
+        let reads = self.read_back(&slots, filling, began);
         // The cells topic is read back while the input partitions are restored: the two are
         // independent. It is read in a task of its own, on a worker thread, rather than beside
         // the restore in this one, which also hands every snapshot chunk on as it arrives.
@@ -894,6 +870,35 @@ impl<'a, P: Processor> Instance<'a, P> {
             "built from the topics"
         );
         Ok(())
+    }
+
+    /// The metrics and celebrations topics, read while the partitions' state is rebuilt: what
+    /// previous owners wrote there is settled, as their offsets are. As soon as the metrics
+    /// topic is read, the board serves the owned slots' series from it (through `filling`),
+    /// the numbers of the last commit, rather than nothing until the state is built. The read
+    /// has a thread of its own, so that the restore and the cells read, which can keep every
+    /// worker of the runtime busy, do not hold the board back. Yields what was read, what the
+    /// board was filled with and when, in seconds after `began`.
+    fn read_back(
+        &self,
+        slots: &BTreeSet<i32>,
+        filling: Filling,
+        began: Instant,
+    ) -> impl std::future::Future<Output = Result<(Ahead, Differ, f64), Error>> {
+        let settings = self.shared.settings.clone();
+        let board = self.shared.board.clone();
+        let (owned, n) = (slots.clone(), self.slots);
+        crate::run::on_own_thread("read-back", async move {
+            let mut shown = Differ::default();
+            let mut serving_s = 0.0;
+            let owns = |x: &Subject| owned.contains(&(salespulse_aggregate::slot_of(x, n) as i32));
+            let serve = async |read: &crate::source::follow::Board| {
+                filling.apply(&board, &shown.diff(read.series_of(owns)));
+                serving_s = began.elapsed().as_secs_f64();
+            };
+            let ahead = Ahead::read_serving(&settings, P::METRICS, P::CELEBRATES, serve).await?;
+            Ok((ahead, shown, serving_s))
+        })
     }
 
     /// The group's committed offsets of the assigned partitions (`true`: input), once every
@@ -1002,20 +1007,9 @@ impl<'a, P: Processor> Instance<'a, P> {
         let s = &self.shared;
         let n = self.slots;
         let owns = |x: &Subject| slots.contains(&(salespulse_aggregate::slot_of(x, n) as i32));
-        let mut full = self.merger.snapshot();
-        let present: BTreeSet<&Subject> = full.iter().map(|x| &x.subject).collect();
-        let gone: Vec<Subject> = self
-            .differ
-            .subjects()
-            .filter(|x| owns(x) && !present.contains(x))
-            .cloned()
-            .collect();
-        full.extend(gone.into_iter().map(|subject| SubjectSeries {
-            subject,
-            series: Vec::new(),
-        }));
-        s.board.apply(&shown.diff(full.clone()));
-        let changes = self.differ.diff(full);
+        let full = self.merger.snapshot();
+        s.board.apply(&shown.diff_with_gone(full.clone(), owns));
+        let changes = self.differ.diff_with_gone(full, owns);
         let format = s.settings.publish.format;
         self.out
             .publish(&s.settings.topics.metrics, &changes, format)

@@ -683,7 +683,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         let start = Instant::now();
         let count = self.slots.count;
         let owns = |s: &Subject| slots.contains(&slot_of(s, count));
-        let mut full: Vec<SubjectSeries> = self
+        let full: Vec<SubjectSeries> = self
             .core
             .snapshot()
             .into_iter()
@@ -693,18 +693,9 @@ impl<'a, P: Processor> Instance<'a, P> {
         // what the start served, `shown`) serves the slots' series at once; the topic is read
         // back after, to publish only what differs from what it holds. No record is applied
         // until the take-over ends, so the board and the topic get the same state.
-        let mut board = full.clone();
-        let present: BTreeSet<&Subject> = full.iter().map(|s| &s.subject).collect();
-        let gone: Vec<Subject> = shown
-            .subjects()
-            .filter(|s| !present.contains(s))
-            .cloned()
-            .collect();
-        board.extend(gone.into_iter().map(|subject| SubjectSeries {
-            subject,
-            series: Vec::new(),
-        }));
-        self.shared.board.apply(&shown.diff(board));
+        self.shared
+            .board
+            .apply(&shown.diff_with_gone(full.clone(), |_| true));
         steps.serving = start.elapsed();
         let began = Instant::now();
         self.wait_previous_owners(slots)?;
@@ -739,18 +730,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             self.celebrations.announced = announced.map(|a| a.kept.0).unwrap_or_default();
         }
         steps.board = took;
-        let present: BTreeSet<&Subject> = full.iter().map(|s| &s.subject).collect();
-        let gone: Vec<Subject> = self
-            .differ
-            .subjects()
-            .filter(|s| owns(s) && !present.contains(s))
-            .cloned()
-            .collect();
-        full.extend(gone.into_iter().map(|subject| SubjectSeries {
-            subject,
-            series: Vec::new(),
-        }));
-        let changes = self.differ.diff(full);
+        let changes = self.differ.diff_with_gone(full, owns);
         let t = &self.shared.settings.topics;
         let format = self.shared.settings.publish.format;
         self.out.publish(&t.metrics, &changes, format).await?;

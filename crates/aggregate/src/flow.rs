@@ -124,6 +124,11 @@ pub(crate) fn push_step(
             return StepChange::Unchanged;
         }
     }
+    if steps.len() >= MAX_STEPS && steps.len() == steps.capacity() {
+        // At the cap the push is followed by forgetting the oldest step: room for one more
+        // step, not twice as many (which a deal would then hold for good).
+        steps.reserve_exact(1);
+    }
     steps.push(step);
     let len = steps.len();
     // A first visit that ended before every window changes no number once forgotten: its

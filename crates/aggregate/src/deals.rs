@@ -729,19 +729,18 @@ impl DealsCore {
         let amount = cents(ev.amount);
         let occurred = ev.occurred_at.div_euclid(1000);
         let created_at = ev.created_at.div_euclid(1000);
-        let step = Step {
-            at: if previous.is_some() {
+        let step = Step::new(
+            if previous.is_some() {
                 occurred
             } else {
                 created_at.min(occurred)
             },
-            stage: ev.stage,
+            ev.stage,
             closed_at,
-            amount: i64::try_from(amount).unwrap_or(i64::MAX),
-            quarter: ev
-                .expected_close_date
+            i64::try_from(amount).unwrap_or(i64::MAX),
+            ev.expected_close_date
                 .map(|d| self.cal.fiscal_quarter_index(d)),
-        };
+        );
         let (kinds, slots) = (&self.stages.kind, self.stages.slots);
         let moved = previous
             .as_ref()

@@ -1115,9 +1115,6 @@ impl<'a, P: Processor> Instance<'a, P> {
     }
 }
 
-/// Moves the consumer to the given offsets; whether every partition moved. Records the loop
-/// skipped before a rebuild are read again only through this, so a partition that could not
-/// be moved yet (its fetch not started) is tried again for a few seconds.
 /// Whether a rebuild's read-back thread may still fill the board. The rebuild holds a
 /// [`StopFilling`] of it: however the rebuild ends, a read finishing later leaves the board to
 /// whatever the instance holds by then.
@@ -1147,6 +1144,9 @@ impl Drop for StopFilling {
     }
 }
 
+/// Moves the consumer to the given offsets; whether every partition moved. Records the loop
+/// skipped before a rebuild are read again only through this, so a partition that could not
+/// be moved yet (its fetch not started) is tried again for a few seconds.
 fn seek_all(consumer: &TasksConsumer, tpl: TopicPartitionList) -> bool {
     if tpl.count() == 0 {
         return true;

@@ -16,7 +16,7 @@ use rust_decimal::Decimal;
 use salespulse_decode::{ActivityEvent, Contract, MAX_KINDS};
 
 use crate::calendar::{Bounds, Calendar, Grid, Weeks, Window, WINDOWS};
-use crate::exchange::{Contribution, Exchange, MergerOf, Router};
+use crate::exchange::{Contribution, Exchange, MergerOf};
 use crate::ledger::{Cell, Ledger};
 use crate::series::{Metric, SeriesBuilder, SubjectSeries};
 use crate::weekly::{Measured, Weekly};
@@ -394,8 +394,6 @@ pub struct ActivitiesCore {
     /// Seconds an id is remembered (the contract's `duplicate_window_days`).
     duplicate_window: i64,
     pruned_at: i64,
-    /// Set when this core holds only some partitions' activities (see `exchange.rs`).
-    router: Option<Router>,
 }
 
 impl ActivitiesCore {
@@ -415,7 +413,6 @@ impl ActivitiesCore {
             seen: crate::FastMap::default(),
             duplicate_window: contract.duplicate_window_seconds,
             pruned_at: now,
-            router: None,
         }
     }
 
@@ -602,17 +599,12 @@ impl ActivitiesCore {
     /// Makes this core one of several that divide the activities: it sends its cells to
     /// `slots` slots ([`ActivitiesCore::drain_contributions`]) instead of building series.
     pub fn exchange(&mut self, slots: u32) {
-        self.router = Some(Router::new(slots));
+        self.ledger.exchange(slots);
     }
 
     /// What the cells changed since the last call add up to, for the slots that merge them.
     pub fn drain_contributions(&mut self) -> Vec<Contribution> {
-        let cells = self.ledger.drain_cells();
-        let now = self.bounds.now;
-        self.router
-            .as_mut()
-            .map(|r| r.route(cells, now))
-            .unwrap_or_default()
+        self.ledger.drain_contributions(self.bounds.now)
     }
 
     /// As [`crate::DealsCore::begin_recovery`].
@@ -622,10 +614,7 @@ impl ActivitiesCore {
 
     /// As [`crate::DealsCore::end_recovery`].
     pub fn end_recovery(&mut self) {
-        let seen = self.ledger.end_recovery();
-        if let Some(r) = &mut self.router {
-            r.unknown(&seen);
-        }
+        self.ledger.end_recovery();
     }
 }
 

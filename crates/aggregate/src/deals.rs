@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use salespulse_decode::{Contract, DealEvent, ForecastCategory, StageKind};
 
 use crate::calendar::{Bounds, Calendar, Window, WINDOWS};
-use crate::exchange::{Contribution, Exchange, MergerOf, Router};
+use crate::exchange::{Contribution, Exchange, MergerOf};
 use crate::flow::{
     self, Exit, Fact, FlowCell, FlowClock, Fold, Scratch, Slots, Step, StepChange, EXIT_LABELS,
 };
@@ -612,8 +612,6 @@ pub struct DealsCore {
     big_win: Option<i128>,
     announcing: bool,
     wins: Vec<Win>,
-    /// Set when this core holds only some partitions' deals (see `exchange.rs`).
-    router: Option<Router>,
 }
 
 /// A deal that just became won with a large amount.
@@ -656,7 +654,6 @@ impl DealsCore {
             big_win: None,
             announcing: true,
             wins: Vec::new(),
-            router: None,
         }
     }
 
@@ -1133,17 +1130,12 @@ impl DealsCore {
     /// Makes this core one of several that divide the deals: it sends its cells to `slots`
     /// slots ([`DealsCore::drain_contributions`]) instead of building series.
     pub fn exchange(&mut self, slots: u32) {
-        self.router = Some(Router::new(slots));
+        self.ledger.exchange(slots);
     }
 
     /// What the cells changed since the last call add up to, for the slots that merge them.
     pub fn drain_contributions(&mut self) -> Vec<Contribution> {
-        let cells = self.ledger.drain_cells();
-        let now = self.bounds.now;
-        self.router
-            .as_mut()
-            .map(|r| r.route(cells, now))
-            .unwrap_or_default()
+        self.ledger.drain_contributions(self.bounds.now)
     }
 
     /// From now until [`DealsCore::end_recovery`], the cells touched (by a restored state and
@@ -1155,10 +1147,7 @@ impl DealsCore {
     /// The next [`DealsCore::drain_contributions`] sends every cell noted since
     /// [`DealsCore::begin_recovery`] and withdraws it from every other slot.
     pub fn end_recovery(&mut self) {
-        let seen = self.ledger.end_recovery();
-        if let Some(r) = &mut self.router {
-            r.unknown(&seen);
-        }
+        self.ledger.end_recovery();
     }
 }
 

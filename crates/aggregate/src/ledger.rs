@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::{FastMap as HashMap, FastSet as HashSet};
 
 use crate::calendar::Bounds;
+use crate::exchange::{Contribution, Router};
 use crate::regions::Regions;
 use crate::series::{Metric, Scope, Series, SeriesBuilder, Subject, SubjectSeries};
 use crate::weekly::{Measured, Weekly};
@@ -72,6 +73,9 @@ pub(crate) struct Ledger<C: Cell> {
     owned: Option<(u32, Vec<u32>)>,
     /// While recovering, every cell handed out (see [`Ledger::begin_recovery`]).
     recovering: Option<HashSet<CellKey>>,
+    /// Where the cells go when this ledger is one of several that divide the records (see
+    /// [`Ledger::exchange`]).
+    router: Option<Router>,
     /// The `metric` label of each of [`Cell::MEASURED`].
     measured: Vec<Arc<str>>,
     regions: Regions,
@@ -128,6 +132,7 @@ impl<C: Cell> Ledger<C> {
             bounds: None,
             owned: None,
             recovering: None,
+            router: None,
             measured: C::MEASURED.iter().map(|m| Arc::from(m.name)).collect(),
             regions: Regions::default(),
             regions_stale: false,
@@ -328,19 +333,45 @@ impl<C: Cell> Ledger<C> {
         self.recovering = Some(seen);
     }
 
-    /// The cells noted since [`Ledger::begin_recovery`]; their reps are marked as changed.
-    pub fn end_recovery(&mut self) -> HashSet<CellKey> {
+    /// The cells noted since [`Ledger::begin_recovery`] are marked as changed, and the next
+    /// [`Ledger::drain_contributions`] sends each of them and withdraws it from every other
+    /// slot: where the run before sent them is unknown.
+    pub fn end_recovery(&mut self) {
         let seen = self.recovering.take().unwrap_or_default();
         for (rep, _) in &seen {
             self.dirty_reps.insert(rep.clone());
         }
-        seen
+        if let Some(r) = &mut self.router {
+            r.unknown(&seen);
+        }
+    }
+
+    /// Makes this ledger one of several that divide the records: it sends its cells to
+    /// `slots` slots ([`Ledger::drain_contributions`]) instead of building series.
+    pub fn exchange(&mut self, slots: u32) {
+        self.router = Some(Router::new(slots));
+    }
+
+    /// What the cells changed since the last call add up to, for the slots that merge them
+    /// (none unless [`Ledger::exchange`] was called).
+    pub fn drain_contributions(&mut self, now: i64) -> Vec<Contribution>
+    where
+        C::Summary: serde::Serialize,
+    {
+        if self.router.is_none() {
+            return Vec::new();
+        }
+        let cells = self.drain_cells();
+        self.router
+            .as_mut()
+            .map(|r| r.route(cells, now))
+            .unwrap_or_default()
     }
 
     /// The cells of every rep that changed since the last call, instead of their series: a
     /// core that holds only some partitions' records sends them to be merged. What changed
     /// for teams, regions and the org follows from the reps and is dropped here.
-    pub fn drain_cells(&mut self) -> Vec<RepCells<C::Summary>> {
+    fn drain_cells(&mut self) -> Vec<RepCells<C::Summary>> {
         self.mark_touched();
         self.dirty_teams.clear();
         self.dirty_regions.clear();

@@ -40,6 +40,7 @@ use crate::events::{
 use crate::kafka::{client_config, partitions, ReadToEnd, SetDefaults};
 use crate::pacer::Pacer;
 use crate::run::{now_ms, AbortOnDrop, Shared, GIVE_UP_AFTER};
+use crate::sink::gate::Gate;
 use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
 use crate::source::follow::Ahead;
@@ -810,7 +811,8 @@ impl<'a, P: Processor> Instance<'a, P> {
         let (input, slots, member, generation) = self.assignment.current();
         let committed = self.read_committed(&input, &slots)?;
         let committed_s = began.elapsed().as_secs_f64();
-        let (filling, _stop_filling) = Filling::new();
+        let filling = Gate::open();
+        let _stop_filling = filling.closed_on_drop();
         let reads = self.read_back(&slots, filling, began);
         // The cells topic is read back while the input partitions are restored: the two are
         // independent. It is read in a task of its own, on a worker thread, rather than beside
@@ -882,7 +884,7 @@ impl<'a, P: Processor> Instance<'a, P> {
     fn read_back(
         &self,
         slots: &BTreeSet<i32>,
-        filling: Filling,
+        filling: Gate<()>,
         began: Instant,
     ) -> impl std::future::Future<Output = Result<(Ahead, Differ, f64), Error>> {
         let settings = self.shared.settings.clone();
@@ -893,7 +895,8 @@ impl<'a, P: Processor> Instance<'a, P> {
             let mut serving_s = 0.0;
             let owns = |x: &Subject| owned.contains(&(salespulse_aggregate::slot_of(x, n) as i32));
             let serve = async |read: &crate::source::follow::Board| {
-                filling.apply(&board, &shown.diff(read.series_of(owns)));
+                let changes = shown.diff(read.series_of(owns));
+                filling.with(|_| board.apply(&changes));
                 serving_s = began.elapsed().as_secs_f64();
             };
             let ahead = Ahead::read_serving(&settings, P::METRICS, P::CELEBRATES, serve).await?;
@@ -1115,35 +1118,6 @@ impl<'a, P: Processor> Instance<'a, P> {
     }
 }
 
-/// Whether a rebuild's read-back thread may still fill the board. The rebuild holds a
-/// [`StopFilling`] of it: however the rebuild ends, a read finishing later leaves the board to
-/// whatever the instance holds by then.
-#[derive(Clone)]
-struct Filling(Arc<Mutex<bool>>);
-
-impl Filling {
-    fn new() -> (Filling, StopFilling) {
-        let f = Filling(Arc::new(Mutex::new(true)));
-        (f.clone(), StopFilling(f))
-    }
-
-    fn apply(&self, board: &Board, changes: &[salespulse_aggregate::Change]) {
-        // Held while applying: a rebuild that ended cannot clear the board in between.
-        let live = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if *live {
-            board.apply(changes);
-        }
-    }
-}
-
-struct StopFilling(Filling);
-
-impl Drop for StopFilling {
-    fn drop(&mut self) {
-        *self.0 .0.lock().unwrap_or_else(|e| e.into_inner()) = false;
-    }
-}
-
 /// Moves the consumer to the given offsets; whether every partition moved. Records the loop
 /// skipped before a rebuild are read again only through this, so a partition that could not
 /// be moved yet (its fetch not started) is tried again for a few seconds.
@@ -1292,12 +1266,13 @@ mod tests {
                 series: Some(s),
             }]
         };
-        let (filling, stop) = Filling::new();
-        filling.apply(&board, &change(100));
+        let filling: Gate<()> = Gate::open();
+        let stop = filling.closed_on_drop();
+        filling.with(|_| board.apply(&change(100)));
         assert_eq!(board.len(), 1);
         drop(stop);
         board.clear();
-        filling.apply(&board, &change(200));
+        filling.with(|_| board.apply(&change(200)));
         assert!(
             board.is_empty(),
             "a fill after its rebuild ended reached the board"

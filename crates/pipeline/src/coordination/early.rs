@@ -6,12 +6,12 @@
 //! the board to the state.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 
 use salespulse_aggregate::Differ;
 use salespulse_expose::Board;
 
 use super::ownership::{slot_of, Ownership};
+use crate::sink::gate::Gate;
 use crate::source::follow;
 
 /// What a start's board was filled with: the generation of the slots it is for, and the
@@ -21,11 +21,10 @@ pub(crate) type Shown = (u64, Differ);
 /// Shared by the thread that joins the slots group, the task that reads the metrics topic,
 /// and the start, which closes it when the restore ends.
 #[derive(Clone)]
-pub(crate) struct EarlyBoard(Arc<Mutex<Early>>);
+pub(crate) struct EarlyBoard(Gate<Early>);
 
+#[derive(Default)]
 struct Early {
-    /// The restore has not ended: the board may still be filled.
-    open: bool,
     /// The slots assigned while restoring: (slots, their generation, slot count).
     slots: Option<(BTreeSet<i32>, u64, i32)>,
     /// What the board was filled with, for slots of which generation.
@@ -34,53 +33,43 @@ struct Early {
 
 impl EarlyBoard {
     pub fn open() -> EarlyBoard {
-        EarlyBoard(Arc::new(Mutex::new(Early {
-            open: true,
-            slots: None,
-            shown: None,
-        })))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Early> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        EarlyBoard(Gate::open())
     }
 
     /// The group assigned `slots` (of `count`) as generation `generation`.
     pub fn assigned(&self, slots: BTreeSet<i32>, generation: u64, count: i32) {
-        let mut e = self.lock();
-        if e.open {
-            e.slots = Some((slots, generation, count));
-        }
+        self.0.with(|e| e.slots = Some((slots, generation, count)));
     }
 
     /// Fills the board from the metrics topic as read, for the assigned slots if they are
     /// still assigned. Returns `false` while the slots are not known (try again).
     pub fn fill(&self, read: &follow::Board, ownership: &Ownership, board: &Board) -> bool {
-        let mut e = self.lock();
-        if !e.open || e.shown.is_some() {
-            return true;
-        }
-        let Some((slots, generation, count)) = e.slots.clone() else {
-            return false;
-        };
-        let mut shown = Differ::default();
-        let changes = shown.diff(read.series_of(|x| slots.contains(&slot_of(x, count))));
-        if ownership.if_current(generation, || board.apply(&changes)) {
-            e.shown = Some((generation, shown));
-        }
-        true
+        self.0
+            .with(|e| {
+                if e.shown.is_some() {
+                    return true;
+                }
+                let Some((slots, generation, count)) = &e.slots else {
+                    return false;
+                };
+                let mut shown = Differ::default();
+                let changes = shown.diff(read.series_of(|x| slots.contains(&slot_of(x, *count))));
+                if ownership.if_current(*generation, || board.apply(&changes)) {
+                    e.shown = Some((*generation, shown));
+                }
+                true
+            })
+            .unwrap_or(true)
     }
 
     /// Whether the board may still be filled.
     pub fn is_open(&self) -> bool {
-        self.lock().open
+        self.0.is_open()
     }
 
     /// Ends the filling (the restore is done): what the board was filled with, if it was.
     pub fn close(&self) -> Option<Shown> {
-        let mut e = self.lock();
-        e.open = false;
-        e.shown.take()
+        self.0.close().shown
     }
 }
 

@@ -1,6 +1,7 @@
 //! Outputs: changed series to the metrics topic, rejected records to the dead-letter topic,
 //! celebrations; and waiting for the broker to acknowledge them before offsets move.
 
+pub(crate) mod gate;
 pub(crate) mod transaction;
 
 use std::time::Duration;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use salespulse_aggregate::{Calendar, DealsCore, Differ};
+use salespulse_aggregate::{series_of_key, subject_of_key, Calendar, Change, DealsCore, Differ};
 use salespulse_bench::{deal_records, median_secs};
 use salespulse_decode::{Contract, Format};
 use salespulse_expose::{render, AppState, Board, Health};
@@ -28,7 +28,9 @@ fn main() {
     core.tick(now + 1000);
     let board = Arc::new(Board::default());
     let mut shown = Differ::default();
-    board.apply(&shown.diff(core.drain_changes()));
+    let changes = shown.diff(core.drain_changes());
+    board.apply(&changes);
+    read_back(&changes);
     let state = AppState {
         board: board.clone(),
         health: Health::new("bench"),
@@ -87,4 +89,31 @@ fn main() {
         "ingest (decode + aggregate + board updates), no scrapes:        {idle:>10.0} records/s"
     );
     println!("ingest while another thread scrapes /metrics back to back:     {busy:>10.0} records/s ({scrapes} scrapes, ratio {:.2})", busy / idle);
+}
+
+/// What a start or a rebuild spends turning the metrics topic's records back into series to
+/// serve (the keys parsed by `series_of_key`, each checked by writing it again): with 10,000
+/// reps, every series of the board.
+fn read_back(changes: &[Change]) {
+    let records: Vec<(&str, rust_decimal::Decimal, Option<&str>)> = changes
+        .iter()
+        .filter_map(|c| {
+            let s = c.series.as_ref()?;
+            Some((c.key.as_str(), s.value, s.name.as_deref()))
+        })
+        .collect();
+    let mut parsed = 0;
+    let secs = median_secs(5, || {
+        parsed = records
+            .iter()
+            .filter(|(k, v, n)| subject_of_key(k).is_some() && series_of_key(k, *v, *n).is_some())
+            .count();
+    });
+    assert_eq!(parsed, records.len(), "every key written parses back");
+    println!(
+        "series read back from their keys: {parsed} of {}, median {:.0} ms ({:.2} us a series)",
+        records.len(),
+        secs * 1000.0,
+        secs * 1e6 / parsed.max(1) as f64
+    );
 }

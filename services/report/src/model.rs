@@ -4,7 +4,7 @@
 //! quarter as `qtd` and the last one, closed, as `last_quarter`. A report of the current
 //! quarter is a report to date; a report of last quarter carries every correction made since.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{Datelike, Duration, NaiveDate};
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -204,159 +204,21 @@ pub fn build(
 ) -> Result<Report, ReportError> {
     let window = window_of(s)?;
     let (first, end) = s.period.days(s.calendar);
-    let label = window.label();
-    let in_window = |r: &&MetricRecord| r.window == label;
-
-    // Reps on the roster: name, roster team and hiring date from `info`.
-    let mut info: BTreeMap<&str, (&str, &str, Option<NaiveDate>)> = BTreeMap::new();
-    for r in records
-        .iter()
-        .filter(|r| r.scope == "rep" && r.metric == "info")
-    {
-        let name = r.labels.get("name").map_or(r.id.as_str(), String::as_str);
-        let hired = r
-            .labels
-            .get("hired_at")
-            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
-        info.insert(r.id.as_str(), (name, r.team.as_str(), hired));
-    }
-    let team_known = |t: &str| records.iter().any(|r| r.scope == "team" && r.id == t);
+    let index = Index::new(records);
     if let Some(t) = s.team {
-        if !team_known(t) {
+        if !index.teams.contains(t) {
             return Err(ReportError::UnknownTeam(t.to_owned()));
         }
     }
-    let wanted_team = |t: &str| s.team.is_none_or(|w| w == t);
-
-    // Sums per subject; a rep's over every team its series sit under.
-    let mut reps: BTreeMap<&str, (Sums, Option<Decimal>)> = BTreeMap::new();
-    let mut teams: BTreeMap<&str, (Sums, Option<Decimal>)> = BTreeMap::new();
-    let mut org: Option<(Sums, Option<Decimal>)> = None;
-    let mut cycles: Vec<(&MetricRecord, Decimal)> = Vec::new();
-    for r in records.iter().filter(in_window) {
-        let entry = match r.scope.as_str() {
-            "rep" => reps.entry(r.id.as_str()).or_default(),
-            "team" => teams.entry(r.id.as_str()).or_default(),
-            "org" => org.get_or_insert_with(Default::default),
-            _ => continue,
-        };
-        entry.0.add(r);
-        if r.metric == "sales_cycle_seconds" {
-            cycles.push((r, r.value));
-        }
-    }
-    // Mean cycles weigh by the deals won of the same series.
-    for (r, mean) in cycles {
-        let won = records
-            .iter()
-            .find(|x| {
-                x.metric == "deals_won"
-                    && x.scope == r.scope
-                    && x.id == r.id
-                    && x.team == r.team
-                    && x.window == r.window
-            })
-            .map_or(Decimal::ZERO, |x| x.value);
-        let entry = match r.scope.as_str() {
-            "rep" => reps.get_mut(r.id.as_str()),
-            "team" => teams.get_mut(r.id.as_str()),
-            _ => org.as_mut(),
-        };
-        if let Some(e) = entry {
-            *e.1.get_or_insert(Decimal::ZERO) += mean * won;
-        }
-    }
-
-    let target_of = |scope: Scope, id: &str| {
-        targets.iter().find(|t| {
-            t.scope == scope
-                && t.id == id
-                && t.metric == TargetMetric::Bookings
-                && t.kind.is_none()
-                && t.period == s.period
-        })
-    };
-    let consistency = |metric: &str, id: &str| {
-        records
-            .iter()
-            .find(|r| {
-                r.scope == "rep"
-                    && r.id == id
-                    && r.metric == metric
-                    && r.labels.get("metric").map(String::as_str) == Some("bookings")
-            })
-            .map(|r| r.value)
-    };
-
-    // Reps: those on the roster with a series or a target, in the team asked for.
-    let mut rep_ids: BTreeSet<&str> = reps.keys().copied().collect();
-    rep_ids.extend(
-        targets
-            .iter()
-            .filter(|t| t.scope == Scope::Rep && t.period == s.period)
-            .map(|t| t.id.as_str()),
-    );
-    let mut rep_rows = Vec::new();
-    for id in rep_ids {
-        let Some((name, team, hired)) = info.get(id).copied() else {
-            continue;
-        };
-        if !wanted_team(team) {
-            continue;
-        }
-        let empty = (Sums::default(), None);
-        let (sums, cyc) = reps.get(id).unwrap_or(&empty);
-        let mut row = sums.row(id, name, team, *cyc);
-        if let Some(t) = target_of(Scope::Rep, id) {
-            let share = hired.and_then(|h| s.ramp.period_share(h, first, end));
-            let target = match share {
-                Some(sh) => {
-                    (t.value * sh).round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
-                }
-                None => t.value,
-            };
-            row.target = Some(target);
-            row.ramp = share;
-            row.attainment = ratio(row.bookings, target);
-        }
-        row.weekly_mean = consistency("consistency_mean", id);
-        row.cv = consistency("consistency_cv", id);
-        rep_rows.push(row);
-    }
-    rank(&mut rep_rows, |r| &mut r.rank, |_| true);
-    let team_names: BTreeSet<String> = rep_rows.iter().map(|r| r.team.clone()).collect();
-    for t in &team_names {
-        rank(&mut rep_rows, |r| &mut r.team_rank, |r| r.team == *t);
-    }
-    rep_rows.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
-
-    let mut team_rows = Vec::new();
-    for (id, (sums, cyc)) in &teams {
-        if !wanted_team(id) {
-            continue;
-        }
-        let mut row = sums.row(id, id, id, *cyc);
-        if let Some(t) = target_of(Scope::Team, id) {
-            row.target = Some(t.value);
-            row.attainment = ratio(row.bookings, t.value);
-        }
-        summarise_reps(&mut row, rep_rows.iter().filter(|r| r.team == *id));
-        team_rows.push(row);
-    }
-    rank(&mut team_rows, |r| &mut r.rank, |_| true);
-    team_rows.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
-
-    let org_row = match (&org, s.team) {
-        (Some((sums, cyc)), None) => {
-            let mut row = sums.row("org", "Org", "", *cyc);
-            if let Some(t) = target_of(Scope::Org, "org").or_else(|| {
-                targets.iter().find(|t| {
-                    t.scope == Scope::Org
-                        && t.metric == TargetMetric::Bookings
-                        && t.kind.is_none()
-                        && t.period == s.period
-                })
-            }) {
+    let label = window.label();
+    let subjects = Subjects::sum(records.iter().filter(|r| r.window == label), &index);
+    let targets = Targets { all: targets, s };
+    let rep_rows = rep_rows(&subjects, &index, &targets, s, (first, end));
+    let team_rows = team_rows(&subjects, &rep_rows, &targets, s.team);
+    let org_row = match (&subjects.org, s.team) {
+        (Some((sums, cycles)), None) => {
+            let mut row = sums.row("org", "Org", "", *cycles);
+            if let Some(t) = targets.of(Scope::Org, "org").or_else(|| targets.org_any()) {
                 row.target = Some(t.value);
                 row.attainment = ratio(row.bookings, t.value);
             }
@@ -365,7 +227,6 @@ pub fn build(
         }
         _ => None,
     };
-
     // Weekly bookings per team: the weeks whose Monday falls from the week of the first day
     // up to the last day.
     let monday = |d: NaiveDate| d - Duration::days(i64::from(d.weekday().num_days_from_monday()));
@@ -374,42 +235,16 @@ pub fn build(
         .iter_weeks()
         .take_while(|w| *w <= last)
         .collect();
-    let mut weekly = Vec::new();
-    for t in team_rows.iter().map(|r| r.id.as_str()) {
-        let bookings = weeks
-            .iter()
-            .map(|w| {
-                let week = w.to_string();
-                records
-                    .iter()
-                    .filter(|r| {
-                        r.scope == "team"
-                            && r.id == t
-                            && r.metric == "weekly_bookings"
-                            && r.labels.get("week") == Some(&week)
-                    })
-                    .map(|r| r.value)
-                    .sum()
-            })
-            .collect();
-        weekly.push(TeamWeeks {
-            team: t.to_owned(),
-            bookings,
-        });
-    }
-
-    let mut distribution = [0; BUCKETS.len()];
-    for a in rep_rows.iter().filter_map(|r| r.attainment) {
-        let pct = a * Decimal::ONE_HUNDRED;
-        let i = BUCKETS
-            .iter()
-            .rposition(|(_, lo)| pct >= Decimal::from(*lo))
-            .unwrap_or(0);
-        distribution[i] += 1;
-    }
+    let weekly = team_rows
+        .iter()
+        .map(|t| TeamWeeks {
+            team: t.id.clone(),
+            bookings: weeks.iter().map(|w| index.weekly(&t.id, *w)).collect(),
+        })
+        .collect();
     let as_of = records
         .iter()
-        .filter(in_window)
+        .filter(|r| r.window == label)
         .map(|r| r.as_of.as_str())
         .max()
         .unwrap_or_default()
@@ -423,12 +258,235 @@ pub fn build(
         currency: s.currency.to_owned(),
         org: org_row,
         teams: team_rows,
+        distribution: distribution(&rep_rows),
         reps: rep_rows,
         weeks,
         weekly,
-        distribution,
         as_of,
     })
+}
+
+/// What the report looks up in the records besides the window's sums, each found once
+/// rather than by a scan of every record per row: an org of 10,000 reps publishes millions
+/// of series.
+struct Index<'a> {
+    /// Reps on the roster: name, roster team and hiring date.
+    info: HashMap<&'a str, (&'a str, &'a str, Option<NaiveDate>)>,
+    /// Teams with a series.
+    teams: HashSet<&'a str>,
+    /// Deals won of each series: (scope, id, team, window).
+    won: HashMap<(&'a str, &'a str, &'a str, &'a str), Decimal>,
+    /// A rep's bookings consistency: (rep, metric).
+    consistency: HashMap<(&'a str, &'a str), Decimal>,
+    /// A team's weekly bookings: (team, Monday).
+    weekly: HashMap<(&'a str, &'a str), Decimal>,
+}
+
+impl<'a> Index<'a> {
+    fn new(records: &'a [MetricRecord]) -> Index<'a> {
+        let mut index = Index {
+            info: HashMap::new(),
+            teams: HashSet::new(),
+            won: HashMap::new(),
+            consistency: HashMap::new(),
+            weekly: HashMap::new(),
+        };
+        for r in records {
+            let (scope, id, metric) = (r.scope.as_str(), r.id.as_str(), r.metric.as_str());
+            match (scope, metric) {
+                ("rep", "info") => {
+                    let name = r.labels.get("name").map_or(id, String::as_str);
+                    let hired = r
+                        .labels
+                        .get("hired_at")
+                        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+                    index.info.insert(id, (name, r.team.as_str(), hired));
+                }
+                ("rep", "consistency_mean" | "consistency_cv")
+                    if r.labels.get("metric").map(String::as_str) == Some("bookings") =>
+                {
+                    index.consistency.entry((id, metric)).or_insert(r.value);
+                }
+                ("team", "weekly_bookings") => {
+                    if let Some(week) = r.labels.get("week") {
+                        *index.weekly.entry((id, week.as_str())).or_default() += r.value;
+                    }
+                }
+                _ => {}
+            }
+            if scope == "team" {
+                index.teams.insert(id);
+            }
+            if metric == "deals_won" {
+                let key = (scope, id, r.team.as_str(), r.window.as_str());
+                index.won.entry(key).or_insert(r.value);
+            }
+        }
+        index
+    }
+
+    fn weekly(&self, team: &str, monday: NaiveDate) -> Decimal {
+        let week = monday.to_string();
+        self.weekly
+            .get(&(team, week.as_str()))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// The window's sums per subject, and Σ mean cycle × deals won of the series with a sales
+/// cycle (mean cycles weigh by the deals won of the same series). A rep's are over every
+/// team its series sit under.
+#[derive(Default)]
+struct Subjects<'a> {
+    reps: BTreeMap<&'a str, (Sums, Option<Decimal>)>,
+    teams: BTreeMap<&'a str, (Sums, Option<Decimal>)>,
+    org: Option<(Sums, Option<Decimal>)>,
+}
+
+impl<'a> Subjects<'a> {
+    fn sum(in_window: impl Iterator<Item = &'a MetricRecord>, index: &Index<'_>) -> Subjects<'a> {
+        let mut s = Subjects::default();
+        for r in in_window {
+            let entry = match r.scope.as_str() {
+                "rep" => s.reps.entry(r.id.as_str()).or_default(),
+                "team" => s.teams.entry(r.id.as_str()).or_default(),
+                "org" => s.org.get_or_insert_with(Default::default),
+                _ => continue,
+            };
+            entry.0.add(r);
+            if r.metric == "sales_cycle_seconds" {
+                let key = (
+                    r.scope.as_str(),
+                    r.id.as_str(),
+                    r.team.as_str(),
+                    r.window.as_str(),
+                );
+                let won = index.won.get(&key).copied().unwrap_or_default();
+                *entry.1.get_or_insert(Decimal::ZERO) += r.value * won;
+            }
+        }
+        s
+    }
+}
+
+/// The period's bookings targets.
+struct Targets<'a> {
+    all: &'a [Target],
+    s: &'a Settings<'a>,
+}
+
+impl Targets<'_> {
+    fn of(&self, scope: Scope, id: &str) -> Option<&Target> {
+        self.all
+            .iter()
+            .find(|t| t.scope == scope && t.id == id && self.is_bookings(t))
+    }
+
+    /// The org's target under whatever id it was set.
+    fn org_any(&self) -> Option<&Target> {
+        self.all
+            .iter()
+            .find(|t| t.scope == Scope::Org && self.is_bookings(t))
+    }
+
+    fn is_bookings(&self, t: &Target) -> bool {
+        t.metric == TargetMetric::Bookings && t.kind.is_none() && t.period == self.s.period
+    }
+
+    /// The reps with a target of any metric this period.
+    fn reps(&self) -> impl Iterator<Item = &str> {
+        self.all
+            .iter()
+            .filter(|t| t.scope == Scope::Rep && t.period == self.s.period)
+            .map(|t| t.id.as_str())
+    }
+}
+
+/// Reps on the roster with a series or a target, in the team asked for, ranked in the org
+/// and in their team.
+fn rep_rows(
+    subjects: &Subjects<'_>,
+    index: &Index<'_>,
+    targets: &Targets<'_>,
+    s: &Settings<'_>,
+    (first, end): (NaiveDate, NaiveDate),
+) -> Vec<Row> {
+    let mut ids: BTreeSet<&str> = subjects.reps.keys().copied().collect();
+    ids.extend(targets.reps());
+    let mut rows = Vec::new();
+    for id in ids {
+        let Some((name, team, hired)) = index.info.get(id).copied() else {
+            continue;
+        };
+        if s.team.is_some_and(|w| w != team) {
+            continue;
+        }
+        let empty = (Sums::default(), None);
+        let (sums, cycles) = subjects.reps.get(id).unwrap_or(&empty);
+        let mut row = sums.row(id, name, team, *cycles);
+        if let Some(t) = targets.of(Scope::Rep, id) {
+            let share = hired.and_then(|h| s.ramp.period_share(h, first, end));
+            let target = match share {
+                Some(sh) => {
+                    (t.value * sh).round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+                }
+                None => t.value,
+            };
+            row.target = Some(target);
+            row.ramp = share;
+            row.attainment = ratio(row.bookings, target);
+        }
+        row.weekly_mean = index.consistency.get(&(id, "consistency_mean")).copied();
+        row.cv = index.consistency.get(&(id, "consistency_cv")).copied();
+        rows.push(row);
+    }
+    rank(&mut rows, |r| &mut r.rank, |_| true);
+    let team_names: BTreeSet<String> = rows.iter().map(|r| r.team.clone()).collect();
+    for t in &team_names {
+        rank(&mut rows, |r| &mut r.team_rank, |r| r.team == *t);
+    }
+    rows.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
+    rows
+}
+
+/// Teams with a series, in the team asked for, ranked, with their reps summarised.
+fn team_rows(
+    subjects: &Subjects<'_>,
+    rep_rows: &[Row],
+    targets: &Targets<'_>,
+    only: Option<&str>,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (id, (sums, cycles)) in &subjects.teams {
+        if only.is_some_and(|w| w != *id) {
+            continue;
+        }
+        let mut row = sums.row(id, id, id, *cycles);
+        if let Some(t) = targets.of(Scope::Team, id) {
+            row.target = Some(t.value);
+            row.attainment = ratio(row.bookings, t.value);
+        }
+        summarise_reps(&mut row, rep_rows.iter().filter(|r| r.team == *id));
+        rows.push(row);
+    }
+    rank(&mut rows, |r| &mut r.rank, |_| true);
+    rows.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
+    rows
+}
+
+/// Reps per attainment bucket (see [`BUCKETS`]).
+fn distribution(reps: &[Row]) -> [usize; BUCKETS.len()] {
+    let mut out = [0; BUCKETS.len()];
+    for a in reps.iter().filter_map(|r| r.attainment) {
+        let pct = a * Decimal::ONE_HUNDRED;
+        let i = BUCKETS
+            .iter()
+            .rposition(|(_, lo)| pct >= Decimal::from(*lo))
+            .unwrap_or(0);
+        out[i] += 1;
+    }
+    out
 }
 
 /// Ranks the rows that `among` selects by bookings, most first; equal bookings share a rank.

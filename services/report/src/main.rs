@@ -46,55 +46,7 @@ async fn main() -> anyhow::Result<()> {
     let ramp = settings.ramp()?;
     let rules = settings.target_rules()?;
 
-    // Both topics are compacted: the latest record of a key is its value, a tombstone none.
-    let format = settings.publish.format;
-    let mut metrics: HashMap<String, MetricRecord> = HashMap::new();
-    let mut unreadable = 0usize;
-    read_to_end(
-        &settings,
-        &settings.topics.metrics,
-        |key, payload| match payload.map(|p| salespulse_publish::decode(p, format)) {
-            None => {
-                metrics.remove(key);
-            }
-            Some(Some(r)) => {
-                metrics.insert(key.to_owned(), r);
-            }
-            Some(None) => unreadable += 1,
-        },
-    )
-    .await
-    .with_context(|| format!("reading {}", settings.topics.metrics))?;
-    let mut targets: HashMap<String, Target> = HashMap::new();
-    read_to_end(&settings, &settings.topics.targets, |key, payload| {
-        match payload.map(|p| rules.parse(p)) {
-            None => {
-                targets.remove(key);
-            }
-            Some(Ok(t)) => {
-                targets.insert(key.to_owned(), t);
-            }
-            // Bad target records are dead-lettered by the targets service.
-            Some(Err(_)) => unreadable += 1,
-        }
-    })
-    .await
-    .with_context(|| format!("reading {}", settings.topics.targets))?;
-    if unreadable > 0 {
-        tracing::warn!(
-            records = unreadable,
-            "records that cannot be read were left out"
-        );
-    }
-    if metrics.is_empty() {
-        bail!(
-            "{} holds no metrics: are the deals and activities services running against this broker?",
-            settings.topics.metrics
-        );
-    }
-
-    let records: Vec<MetricRecord> = metrics.into_values().collect();
-    let targets: Vec<Target> = targets.into_values().collect();
+    let (records, targets) = read_published(&settings, &rules).await?;
     let report = build(
         &records,
         &targets,
@@ -122,4 +74,62 @@ async fn main() -> anyhow::Result<()> {
         report.reps.len()
     );
     Ok(())
+}
+
+/// The latest value of every key of the metrics and targets topics. Both are compacted: the
+/// latest record of a key is its value, a tombstone none.
+async fn read_published(
+    settings: &Settings,
+    rules: &salespulse_targets::TargetRules,
+) -> anyhow::Result<(Vec<MetricRecord>, Vec<Target>)> {
+    let format = settings.publish.format;
+    let mut metrics: HashMap<String, MetricRecord> = HashMap::new();
+    let mut unreadable = 0usize;
+    read_to_end(
+        settings,
+        &settings.topics.metrics,
+        |key, payload| match payload.map(|p| salespulse_publish::decode(p, format)) {
+            None => {
+                metrics.remove(key);
+            }
+            Some(Some(r)) => {
+                metrics.insert(key.to_owned(), r);
+            }
+            Some(None) => unreadable += 1,
+        },
+    )
+    .await
+    .with_context(|| format!("reading {}", settings.topics.metrics))?;
+    let mut targets: HashMap<String, Target> = HashMap::new();
+    read_to_end(settings, &settings.topics.targets, |key, payload| {
+        match payload.map(|p| rules.parse(p)) {
+            None => {
+                targets.remove(key);
+            }
+            Some(Ok(t)) => {
+                targets.insert(key.to_owned(), t);
+            }
+            // Bad target records are dead-lettered by the targets service.
+            Some(Err(_)) => unreadable += 1,
+        }
+    })
+    .await
+    .with_context(|| format!("reading {}", settings.topics.targets))?;
+    if unreadable > 0 {
+        tracing::warn!(
+            records = unreadable,
+            "records that cannot be read were left out"
+        );
+    }
+    if metrics.is_empty() {
+        bail!(
+            "{} holds no metrics: are the deals and activities services running against this broker?",
+            settings.topics.metrics
+        );
+    }
+
+    Ok((
+        metrics.into_values().collect(),
+        targets.into_values().collect(),
+    ))
 }

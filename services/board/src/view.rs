@@ -198,6 +198,30 @@ pub fn build(
         ("kind", ""),
     ];
 
+    let mut reps = rep_rows(deals, targets, window, &quarter);
+    let total_reps = reps.len();
+    reps.truncate(top);
+    let teams = team_rows(deals, targets, window, &quarter);
+
+    Board {
+        window: window.to_owned(),
+        period,
+        org_bookings_today: single(deals, "sales_org_bookings", &[("window", "today")]),
+        org_deals_won_today: single(deals, "sales_org_deals_won", &[("window", "today")]),
+        reps,
+        total_reps,
+        teams,
+    }
+}
+
+/// Every rep with bookings, a rank or wins, in the order of the leaderboard: the targets
+/// service's rank when there is one, else by bookings.
+fn rep_rows(
+    deals: &[Sample],
+    targets: &[Sample],
+    window: &str,
+    quarter: &[(&str, &str)],
+) -> Vec<RepRow> {
     let bookings = sums(
         deals,
         "sales_rep_bookings",
@@ -215,8 +239,8 @@ pub fn build(
         ("kind", ""),
     ];
     let ranks = sums(targets, "sales_rep_rank", &rank_with, "rep", "team");
-    let attainment = values(targets, "sales_rep_attainment_ratio", &quarter, "rep");
-    let pace = values(targets, "sales_rep_pace_ratio", &quarter, "rep");
+    let attainment = values(targets, "sales_rep_attainment_ratio", quarter, "rep");
+    let pace = values(targets, "sales_rep_pace_ratio", quarter, "rep");
     let names = rep_names(deals);
 
     let mut reps: BTreeMap<&str, RepRow> = BTreeMap::new();
@@ -259,12 +283,19 @@ pub fn build(
                 .then_with(|| a.rep.cmp(&b.rep))
         });
     }
-    let total_reps = reps.len();
-    reps.truncate(top);
+    reps
+}
 
+/// Every team with bookings, a target or an attainment, most bookings first.
+fn team_rows(
+    deals: &[Sample],
+    targets: &[Sample],
+    window: &str,
+    quarter: &[(&str, &str)],
+) -> Vec<TeamRow> {
     let team_bookings = values(deals, "sales_team_bookings", &[("window", window)], "team");
-    let team_target = values(targets, "sales_team_target", &quarter, "team");
-    let team_attainment = values(targets, "sales_team_attainment_ratio", &quarter, "team");
+    let team_target = values(targets, "sales_team_target", quarter, "team");
+    let team_attainment = values(targets, "sales_team_attainment_ratio", quarter, "team");
     let mut teams: Vec<TeamRow> = team_bookings
         .keys()
         .chain(team_target.keys())
@@ -283,16 +314,7 @@ pub fn build(
             .then_with(|| desc(a.attainment, b.attainment))
             .then_with(|| a.team.cmp(&b.team))
     });
-
-    Board {
-        window: window.to_owned(),
-        period,
-        org_bookings_today: single(deals, "sales_org_bookings", &[("window", "today")]),
-        org_deals_won_today: single(deals, "sales_org_deals_won", &[("window", "today")]),
-        reps,
-        total_reps,
-        teams,
-    }
+    teams
 }
 
 /// `1234567.891` as `1,234,567.89`.

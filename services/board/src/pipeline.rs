@@ -266,6 +266,22 @@ pub fn render(p: &Pipeline, time: &str, notices: &[String], color: bool) -> Stri
     }
     out.push('\n');
 
+    stages_table(&mut out, p, &who, color);
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "Stalled: {} | Overdue: {}",
+        deals_and_amount(p.stalled, p.stalled_amount, color),
+        deals_and_amount(p.overdue, p.overdue_amount, color),
+    );
+    out.push('\n');
+
+    forecast_table(&mut out, p, color);
+    out
+}
+
+/// The open pipeline by stage, with its totals.
+fn stages_table(out: &mut String, p: &Pipeline, who: &str, color: bool) {
     let w = FLOW_WINDOW;
     if p.stages.is_empty() {
         let _ = writeln!(out, "No pipeline data for the {who}.");
@@ -308,17 +324,12 @@ pub fn render(p: &Pipeline, time: &str, notices: &[String], color: bool) -> Stri
             alarming(total(|s| s.stalled)),
             Cell::from(opt(total(|s| s.stalled_amount), money)),
         ]);
-        table(&mut out, &columns, rows, color);
+        table(out, &columns, rows, color);
     }
-    out.push('\n');
-    let _ = writeln!(
-        out,
-        "Stalled: {} | Overdue: {}",
-        deals_and_amount(p.stalled, p.stalled_amount, color),
-        deals_and_amount(p.overdue, p.overdue_amount, color),
-    );
-    out.push('\n');
+}
 
+/// The quarter's forecast by rollup against the target.
+fn forecast_table(out: &mut String, p: &Pipeline, color: bool) {
     let quarter = p.period.as_deref().map(printable);
     let heading = match &quarter {
         Some(q) => format!("Forecast {q}"),
@@ -358,8 +369,7 @@ pub fn render(p: &Pipeline, time: &str, notices: &[String], color: bool) -> Stri
         ("Amount".to_owned(), Align::Right),
         ("Of target".to_owned(), Align::Left),
     ];
-    table(&mut out, &columns, rows, color);
-    out
+    table(out, &columns, rows, color);
 }
 
 #[cfg(test)]

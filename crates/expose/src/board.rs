@@ -3,11 +3,11 @@
 //! A sharded map keeps a scrape from ever holding a lock the ingest loop needs for long.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::Mutex;
 
 use dashmap::DashMap;
-use prometheus::proto::{Gauge, LabelPair, Metric as PromMetric, MetricFamily, MetricType};
 use rust_decimal::prelude::ToPrimitive;
 use salespulse_aggregate::{Change, Metric, Scope, Window};
 
@@ -46,7 +46,9 @@ impl Exposed {
 #[derive(Debug, Default)]
 pub struct Board {
     /// Looked up once per changed series per tick: a fast hash, seeded per process.
-    series: DashMap<String, Entry, foldhash::fast::RandomState>,
+    /// Entries are shared so that a scrape copies a pointer out of each shard and writes
+    /// the text with no lock held: the ingest loop's writes never wait for the formatting.
+    series: DashMap<String, Arc<Entry>, foldhash::fast::RandomState>,
     exposed: Exposed,
     /// Series per family; written by the single loop that applies changes.
     counts: Mutex<HashMap<(Scope, Metric), usize>>,
@@ -134,12 +136,12 @@ impl Board {
                     let value = s.value.to_f64().unwrap_or(f64::NAN);
                     self.series.insert(
                         c.key.clone(),
-                        Entry {
+                        Arc::new(Entry {
                             scope: s.scope,
                             metric: s.metric,
                             labels,
                             value,
-                        },
+                        }),
                     );
                 }
                 Some(_) => {}
@@ -152,8 +154,48 @@ impl Board {
         self.series.get(key).map(|e| e.value)
     }
 
-    /// All business families, in a stable order.
-    pub fn gather(&self) -> Vec<MetricFamily> {
+    /// Writes every business family in Prometheus' text format, families in a stable order,
+    /// as the `prometheus` crate's encoder writes them (a test holds the two equal). The
+    /// encoder would first need the whole board copied into its protobuf structures, two
+    /// strings a label: for 10,000 reps, about 3 million series, that copy took most of a
+    /// scrape's time and memory (docs/benchmarks.md).
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        let mut families: BTreeMap<(Scope, Metric), Vec<Arc<Entry>>> = BTreeMap::new();
+        for e in self.series.iter() {
+            families
+                .entry((e.scope, e.metric))
+                .or_default()
+                .push(Arc::clone(e.value()));
+        }
+        for ((scope, metric), entries) in families {
+            let name = family_name(scope, metric);
+            let _ = write!(out, "# HELP {name} ");
+            escape_into(out, &help(scope, metric), false);
+            let _ = writeln!(out, "\n# TYPE {name} gauge");
+            for e in entries {
+                out.extend_from_slice(name.as_bytes());
+                let mut separator = b'{';
+                for (n, v) in &e.labels {
+                    out.push(separator);
+                    out.extend_from_slice(n.as_bytes());
+                    out.extend_from_slice(b"=\"");
+                    escape_into(out, v, true);
+                    out.push(b'"');
+                    separator = b',';
+                }
+                if !e.labels.is_empty() {
+                    out.push(b'}');
+                }
+                // `Display`, as the encoder writes a value.
+                let _ = writeln!(out, " {}", e.value);
+            }
+        }
+    }
+
+    /// All business families, in a stable order, as the `prometheus` crate's structures.
+    #[cfg(test)]
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::proto::{Gauge, LabelPair, Metric as PromMetric, MetricFamily, MetricType};
         let mut families: BTreeMap<(Scope, Metric), Vec<PromMetric>> = BTreeMap::new();
         for e in self.series.iter() {
             let mut m = PromMetric::default();
@@ -184,5 +226,22 @@ impl Board {
                 f
             })
             .collect()
+    }
+}
+
+/// The text format's escapes: backslash and newline, and in label values the double quote.
+fn escape_into(out: &mut Vec<u8>, v: &str, quote: bool) {
+    let needs = |b: &u8| *b == b'\\' || *b == b'\n' || (quote && *b == b'"');
+    if !v.as_bytes().iter().any(needs) {
+        out.extend_from_slice(v.as_bytes());
+        return;
+    }
+    for b in v.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'"' if quote => out.extend_from_slice(b"\\\""),
+            _ => out.push(b),
+        }
     }
 }

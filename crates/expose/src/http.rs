@@ -35,17 +35,18 @@ pub fn router(state: AppState) -> Router {
 /// Renders the exposition text: the business families, then the health families.
 pub fn render(state: &AppState) -> Vec<u8> {
     state.health.board_series.set(state.board.len() as i64);
-    let mut families = state.board.gather();
+    // The board writes its own families; the few others go through the crate's encoder.
+    let mut buf = Vec::with_capacity(state.board.len() * 96);
+    state.board.write_text(&mut buf);
     let snapshot = state
         .snapshot
         .read()
         .map(|s| Arc::clone(&s))
         .unwrap_or_default();
-    families.extend(snapshot.iter().cloned());
+    let mut families: Vec<prometheus::proto::MetricFamily> = snapshot.to_vec();
     families.extend(state.health.registry.gather());
     // The encoder refuses empty families: the counter appears with its first refusal.
     families.extend(refused_family(&state.board));
-    let mut buf = Vec::with_capacity(families.len() * 1024);
     if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
         buf.clear();
         buf.extend_from_slice(format!("# encoding failed: {e}\n").as_bytes());

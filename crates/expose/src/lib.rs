@@ -130,4 +130,67 @@ mod tests {
             .expect("response");
         assert_eq!(res.status(), StatusCode::OK);
     }
+
+    /// The board's own text writer against the `prometheus` crate's encoder, over series of
+    /// several families, values of every shape and label values that need escaping.
+    #[test]
+    fn the_board_writes_what_the_crate_encoder_writes() {
+        use prometheus::Encoder;
+        let board = Board::default();
+        let mut changes = Vec::new();
+        let reps = [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "new\nline",
+            "ünïcode ✓",
+            "",
+        ];
+        let values = [
+            Decimal::new(12345, 2),
+            Decimal::ZERO,
+            Decimal::new(-35, 1),
+            Decimal::new(1, 6),
+            Decimal::from(10_i64.pow(15)),
+            Decimal::new(1, 28),
+        ];
+        for (i, rep) in reps.iter().enumerate() {
+            for (metric, window) in [
+                (Metric::Bookings, Some(Window::Today)),
+                (Metric::DealsWon, Some(Window::Qtd)),
+                (Metric::OpenPipeline, None),
+            ] {
+                for scope in [Scope::Rep, Scope::Team, Scope::Org] {
+                    let s = Series {
+                        scope,
+                        metric,
+                        rep: (scope == Scope::Rep).then(|| Arc::from(*rep)),
+                        team: (scope != Scope::Org)
+                            .then(|| Arc::from(format!("team{i}\"").as_str())),
+                        region: None,
+                        window,
+                        extra: Default::default(),
+                        value: values[i],
+                        name: None,
+                    };
+                    changes.push(Change {
+                        key: series_key(&s),
+                        series: Some(s),
+                    });
+                }
+            }
+        }
+        board.apply(&changes);
+        assert!(board.len() > 30, "{} series", board.len());
+        let mut ours = Vec::new();
+        board.write_text(&mut ours);
+        let mut theirs = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&board.gather(), &mut theirs)
+            .expect("encodes");
+        assert_eq!(
+            String::from_utf8(ours).expect("utf-8"),
+            String::from_utf8(theirs).expect("utf-8")
+        );
+    }
 }

@@ -766,9 +766,15 @@ impl TargetsBoard {
             let rank = |members: &[(&str, Decimal)]| -> Vec<(String, usize)> {
                 let mut sorted: Vec<&(&str, Decimal)> = members.iter().collect();
                 sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-                let mut ranks = Vec::with_capacity(sorted.len());
+                // Equal values are next to each other: each shares the rank of the first.
+                let mut ranks: Vec<(String, usize)> = Vec::with_capacity(sorted.len());
+                let mut run: Option<(Decimal, usize)> = None;
                 for (i, (rep, v)) in sorted.iter().enumerate() {
-                    let r = sorted.iter().position(|(_, x)| x == v).unwrap_or(i) + 1;
+                    let r = match run {
+                        Some((x, r)) if x == *v => r,
+                        _ => i + 1,
+                    };
+                    run = Some((*v, r));
                     ranks.push(((*rep).to_owned(), r));
                 }
                 ranks

@@ -1,0 +1,49 @@
+//! The targets service's board with a large org: the time one evaluation of every series
+//! (targets, pace, leaderboards, distributions) takes, which the service does every tick.
+//!
+//! Run: `cargo bench -p salespulse-bench --bench targets`
+
+use rust_decimal::Decimal;
+use salespulse_aggregate::{Calendar, Scope, Window};
+use salespulse_bench::{median_secs, Rng};
+use salespulse_targets::{Actual, Elapsed, TargetsBoard, RANKED};
+
+fn main() {
+    let cal = Calendar::utc();
+    let elapsed = Elapsed::new(cal, false, []);
+    let now = chrono::Utc::now().timestamp();
+    for reps in [1_000u32, 10_000] {
+        let mut board = TargetsBoard::default();
+        let mut rng = Rng::new(7);
+        for r in 0..reps {
+            let (rep, team) = (format!("rep-{r:05}"), format!("team-{:03}", r % 500));
+            board.set_member(&format!("member/{rep}"), Some((rep.clone(), team.clone())));
+            for metric in RANKED {
+                for window in Window::ALL {
+                    // Many reps share a value (ties share a rank).
+                    let value = Decimal::from(rng.below(5_000));
+                    let key = format!("{rep}/{}/{}", metric.name(), window.label());
+                    board.set_actual(
+                        &key,
+                        Some(Actual {
+                            scope: Scope::Rep,
+                            id: rep.clone(),
+                            team: team.clone(),
+                            metric,
+                            kind: None,
+                            window,
+                            value,
+                        }),
+                    );
+                }
+            }
+        }
+        let mut series = 0;
+        let secs = median_secs(3, || series = board.series(now, &cal, &elapsed).len());
+        assert!(series as u32 > reps, "a rank for every rep");
+        println!(
+            "targets board, {reps} reps: {series} series, one evaluation median {:.0} ms",
+            secs * 1000.0
+        );
+    }
+}

@@ -358,14 +358,12 @@ impl<C: Cell> Ledger<C> {
     where
         C::Summary: serde::Serialize,
     {
-        if self.router.is_none() {
+        let Some(mut router) = self.router.take() else {
             return Vec::new();
-        }
-        let cells = self.drain_cells();
-        self.router
-            .as_mut()
-            .map(|r| r.route(cells, now))
-            .unwrap_or_default()
+        };
+        let out = router.route(self.drain_cells(), now);
+        self.router = Some(router);
+        out
     }
 
     /// The cells of every rep that changed since the last call, instead of their series: a

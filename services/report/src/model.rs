@@ -212,7 +212,10 @@ pub fn build(
     }
     let label = window.label();
     let subjects = Subjects::sum(records.iter().filter(|r| r.window == label), &index);
-    let targets = Targets { all: targets, s };
+    let targets = Targets {
+        all: targets,
+        period: s.period,
+    };
     let rep_rows = rep_rows(&subjects, &index, &targets, s, (first, end));
     let team_rows = team_rows(&subjects, &rep_rows, &targets, s.team);
     let org_row = match (&subjects.org, s.team) {
@@ -373,7 +376,7 @@ impl<'a> Subjects<'a> {
 /// The period's bookings targets.
 struct Targets<'a> {
     all: &'a [Target],
-    s: &'a Settings<'a>,
+    period: Period,
 }
 
 impl Targets<'_> {
@@ -391,14 +394,14 @@ impl Targets<'_> {
     }
 
     fn is_bookings(&self, t: &Target) -> bool {
-        t.metric == TargetMetric::Bookings && t.kind.is_none() && t.period == self.s.period
+        t.metric == TargetMetric::Bookings && t.kind.is_none() && t.period == self.period
     }
 
     /// The reps with a target of any metric this period.
     fn reps(&self) -> impl Iterator<Item = &str> {
         self.all
             .iter()
-            .filter(|t| t.scope == Scope::Rep && t.period == self.s.period)
+            .filter(|t| t.scope == Scope::Rep && t.period == self.period)
             .map(|t| t.id.as_str())
     }
 }

@@ -1,11 +1,13 @@
 //! The targets service's board with a large org: the time one evaluation of every series
-//! (targets, pace, leaderboards, distributions) takes, which the service does every tick.
+//! (targets, pace, leaderboards, distributions) takes, and with it the exposition text that
+//! `/metrics` serves until the next: what the service does every tick.
 //!
 //! Run: `cargo bench -p salespulse-bench --bench targets`
 
 use rust_decimal::Decimal;
 use salespulse_aggregate::{Calendar, Scope, Window};
 use salespulse_bench::{median_secs, Rng};
+use salespulse_pipeline::targets_exposition;
 use salespulse_targets::{Actual, Elapsed, TargetsBoard, RANKED};
 
 fn main() {
@@ -41,9 +43,18 @@ fn main() {
         let mut series = 0;
         let secs = median_secs(3, || series = board.series(now, &cal, &elapsed).len());
         assert!(series as u32 > reps, "a rank for every rep");
+        let mut bytes = 0;
+        let tick = median_secs(3, || {
+            let text = targets_exposition(board.series(now, &cal, &elapsed));
+            bytes = text.len();
+        });
+        assert!(bytes > series * 40, "a line for every series");
         println!(
-            "targets board, {reps} reps: {series} series, one evaluation median {:.0} ms",
-            secs * 1000.0
+            "targets board, {reps} reps: {series} series, one evaluation median {:.0} ms; \
+             with its exposition text ({:.1} MiB) {:.0} ms",
+            secs * 1000.0,
+            bytes as f64 / (1 << 20) as f64,
+            tick * 1000.0
         );
     }
 }

@@ -3,7 +3,6 @@
 //! A sharded map keeps a scrape from ever holding a lock the ingest loop needs for long.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::Mutex;
 
@@ -12,6 +11,7 @@ use rust_decimal::prelude::ToPrimitive;
 use salespulse_aggregate::{Change, Metric, Scope, Window};
 
 use crate::families::{family_name, help};
+use crate::text;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -155,10 +155,7 @@ impl Board {
     }
 
     /// Writes every business family in Prometheus' text format, families in a stable order,
-    /// as the `prometheus` crate's encoder writes them (a test holds the two equal). The
-    /// encoder would first need the whole board copied into its protobuf structures, two
-    /// strings a label: for 10,000 reps, about 3 million series, that copy took most of a
-    /// scrape's time and memory (docs/benchmarks.md).
+    /// as the `prometheus` crate's encoder writes them (see [`crate::text`]).
     pub fn write_text(&self, out: &mut Vec<u8>) {
         let mut families: BTreeMap<(Scope, Metric), Vec<Arc<Entry>>> = BTreeMap::new();
         for e in self.series.iter() {
@@ -169,25 +166,9 @@ impl Board {
         }
         for ((scope, metric), entries) in families {
             let name = family_name(scope, metric);
-            let _ = write!(out, "# HELP {name} ");
-            escape_into(out, &help(scope, metric), false);
-            let _ = writeln!(out, "\n# TYPE {name} gauge");
+            text::gauge_header(out, &name, &help(scope, metric));
             for e in entries {
-                out.extend_from_slice(name.as_bytes());
-                let mut separator = b'{';
-                for (n, v) in &e.labels {
-                    out.push(separator);
-                    out.extend_from_slice(n.as_bytes());
-                    out.extend_from_slice(b"=\"");
-                    escape_into(out, v, true);
-                    out.push(b'"');
-                    separator = b',';
-                }
-                if !e.labels.is_empty() {
-                    out.push(b'}');
-                }
-                // `Display`, as the encoder writes a value.
-                let _ = writeln!(out, " {}", e.value);
+                text::sample(out, &name, &e.labels, e.value);
             }
         }
     }
@@ -226,22 +207,5 @@ impl Board {
                 f
             })
             .collect()
-    }
-}
-
-/// The text format's escapes: backslash and newline, and in label values the double quote.
-fn escape_into(out: &mut Vec<u8>, v: &str, quote: bool) {
-    let needs = |b: &u8| *b == b'\\' || *b == b'\n' || (quote && *b == b'"');
-    if !v.as_bytes().iter().any(needs) {
-        out.extend_from_slice(v.as_bytes());
-        return;
-    }
-    for b in v.bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'"' if quote => out.extend_from_slice(b"\\\""),
-            _ => out.push(b),
-        }
     }
 }

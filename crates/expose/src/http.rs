@@ -12,8 +12,9 @@ use prometheus::{Encoder, TextEncoder};
 
 use crate::{Board, Health};
 
-/// Families computed elsewhere and replaced whole at each tick (the targets service's).
-pub type Snapshot = std::sync::RwLock<Arc<Vec<prometheus::proto::MetricFamily>>>;
+/// Families computed elsewhere and replaced whole at each tick (the targets service's), as
+/// exposition text (see [`crate::text`]): a scrape copies the bytes, not millions of series.
+pub type Snapshot = std::sync::RwLock<Arc<Vec<u8>>>;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -36,15 +37,15 @@ pub fn router(state: AppState) -> Router {
 pub fn render(state: &AppState) -> Vec<u8> {
     state.health.board_series.set(state.board.len() as i64);
     // The board writes its own families; the few others go through the crate's encoder.
-    let mut buf = Vec::with_capacity(state.board.len() * 96);
-    state.board.write_text(&mut buf);
     let snapshot = state
         .snapshot
         .read()
         .map(|s| Arc::clone(&s))
         .unwrap_or_default();
-    let mut families: Vec<prometheus::proto::MetricFamily> = snapshot.to_vec();
-    families.extend(state.health.registry.gather());
+    let mut buf = Vec::with_capacity(state.board.len() * 96 + snapshot.len());
+    state.board.write_text(&mut buf);
+    buf.extend_from_slice(&snapshot);
+    let mut families = state.health.registry.gather();
     // The encoder refuses empty families: the counter appears with its first refusal.
     families.extend(refused_family(&state.board));
     if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {

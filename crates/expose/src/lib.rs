@@ -5,6 +5,7 @@ mod board;
 mod families;
 mod health;
 mod http;
+pub mod text;
 
 pub use board::{Board, Exposed};
 pub use families::{family_name, health as health_names, help};

@@ -21,7 +21,7 @@ pub use config::{ServiceArgs, Settings};
 pub use run::run;
 pub use source::read_to_end;
 pub use state::processor::Processor;
-pub use targets::run_targets;
+pub use targets::{exposition as targets_exposition, run_targets};
 
 /// Why a service could not start or had to stop.
 #[derive(Debug, thiserror::Error)]

@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus::proto::{Gauge, LabelPair, Metric as PromMetric, MetricFamily, MetricType};
 use prometheus::IntCounter;
 use rdkafka::consumer::{Consumer, ConsumerGroupMetadata, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -112,7 +111,40 @@ fn help(family: &str) -> &'static str {
     }
 }
 
-fn families(out: Vec<Out>) -> Vec<MetricFamily> {
+/// The exposition text of a tick's series: families by name, each family's series in the
+/// order the board gave them.
+pub fn exposition(outs: Vec<Out>) -> Vec<u8> {
+    // Grouped without sorting the series: a family's come mostly one after another.
+    let mut families: Vec<(&str, Vec<&Out>)> = Vec::new();
+    let mut place: HashMap<&str, usize> = HashMap::new();
+    let mut last: Option<(&str, usize)> = None;
+    for o in &outs {
+        let at = match last {
+            Some((family, at)) if family == o.family => at,
+            _ => *place.entry(o.family.as_str()).or_insert_with(|| {
+                families.push((o.family.as_str(), Vec::new()));
+                families.len() - 1
+            }),
+        };
+        families[at].1.push(o);
+        last = Some((o.family.as_str(), at));
+    }
+    families.sort_unstable_by_key(|(family, _)| *family);
+    let mut text = Vec::with_capacity(outs.len() * 96);
+    for (family, series) in families {
+        salespulse_expose::text::gauge_header(&mut text, family, help(family));
+        for o in series {
+            salespulse_expose::text::sample(&mut text, family, &o.labels, o.value);
+        }
+    }
+    text
+}
+
+/// The series of a tick in the `prometheus` crate's structures, which its encoder writes as
+/// [`exposition`] must.
+#[cfg(test)]
+fn families(out: Vec<Out>) -> Vec<prometheus::proto::MetricFamily> {
+    use prometheus::proto::{Gauge, LabelPair, Metric as PromMetric, MetricFamily, MetricType};
     let mut by_family: std::collections::BTreeMap<String, Vec<PromMetric>> = Default::default();
     for o in out {
         let mut m = PromMetric::default();
@@ -332,7 +364,7 @@ enum Served {
 async fn serve(
     settings: &Settings,
     health: &Health,
-    exposed: &std::sync::RwLock<Arc<Vec<MetricFamily>>>,
+    exposed: &salespulse_expose::Snapshot,
     ready: &AtomicBool,
     lease: &Lease,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
@@ -635,7 +667,7 @@ impl<'a> Targets<'a> {
 
     async fn on_tick(
         &mut self,
-        exposed: &std::sync::RwLock<Arc<Vec<MetricFamily>>>,
+        exposed: &salespulse_expose::Snapshot,
     ) -> Result<Ended, Error> {
         let now = now_ms().div_euclid(1000);
         let mut outs = self.board.series(now, &self.cal, &self.elapsed);
@@ -645,9 +677,9 @@ impl<'a> Targets<'a> {
             self.announce(&outs, now).await?;
         }
         outs.extend(self.ticker.series(now));
-        let families = families(outs);
+        let text = exposition(outs);
         if let Ok(mut s) = exposed.write() {
-            *s = Arc::new(families);
+            *s = Arc::new(text);
         }
         // Committed before the next tick decides: an event is decided only against what
         // earlier ones delivered.
@@ -991,5 +1023,33 @@ mod tests {
             assert!(help(&format!("sales_{scope}_reps_attaining_ratio")).starts_with("Share"));
             assert!(help(&format!("sales_{scope}_attainment_median")).starts_with("Median"));
         }
+    }
+
+    #[test]
+    fn the_tick_writes_what_the_crate_encoder_writes() {
+        use prometheus::Encoder;
+        let out = |family: &str, labels: &[(&'static str, &str)], value: f64| Out {
+            family: family.to_owned(),
+            labels: labels.iter().map(|(n, v)| (*n, (*v).to_owned())).collect(),
+            value,
+        };
+        // Families interleaved as the board pushes them, label values that need escaping,
+        // and values of every shape.
+        let outs = vec![
+            out("sales_rep_target", &[("rep", "a\"b"), ("team", "x\\y")], 1000.0),
+            out("sales_rep_rank", &[("rep", "a"), ("among", "org")], 1.0),
+            out("sales_rep_target", &[("rep", "c\nd"), ("team", "}")], 0.1 + 0.2),
+            out("sales_period_elapsed_ratio", &[], -0.0),
+            out("sales_rep_rank", &[("rep", "b"), ("among", "org")], f64::NAN),
+            out("sales_rep_pace_ratio", &[("rep", "e")], f64::INFINITY),
+            out("sales_rep_gap", &[("rep", "é ü")], -12345.678),
+            out("sales_org_attainment_median", &[], 1e21),
+        ];
+        let mut theirs = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&families(outs.clone()), &mut theirs)
+            .expect("encoded");
+        let ours = exposition(outs);
+        assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
     }
 }

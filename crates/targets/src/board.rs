@@ -14,6 +14,10 @@ use crate::plan::Plan;
 use crate::ramp::Ramp;
 use crate::target::{Target, TargetMetric};
 
+/// A map looked up per series of a tick: a fast hash, not one that resists chosen keys (the
+/// keys are the org's own names, already on the board).
+type Fast<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// One actual value as published on `sales.metrics`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actual {
@@ -108,8 +112,8 @@ pub struct TargetsBoard {
 /// Of roster records (rep, value, arrival), the value of each rep's latest.
 fn latest_per_rep<'a, V: Copy>(
     records: impl Iterator<Item = (&'a str, V, u64)>,
-) -> HashMap<&'a str, V> {
-    let mut latest: HashMap<&str, (V, u64)> = HashMap::new();
+) -> Fast<&'a str, V> {
+    let mut latest: Fast<&str, (V, u64)> = Fast::default();
     for (rep, v, seq) in records {
         let e = latest.entry(rep).or_insert((v, seq));
         if seq > e.1 {
@@ -142,7 +146,7 @@ fn ratio(num: Decimal, den: Decimal) -> Option<f64> {
 fn subject_labels(
     scope: Scope,
     id: &str,
-    teams: &HashMap<&str, &str>,
+    teams: &Fast<&str, &str>,
 ) -> Vec<(&'static str, String)> {
     match scope {
         Scope::Rep => {
@@ -235,7 +239,7 @@ impl TargetsBoard {
     }
 
     /// Each rep's hiring date, from its latest info record.
-    fn hiring_dates(&self) -> HashMap<&str, chrono::NaiveDate> {
+    fn hiring_dates(&self) -> Fast<&str, chrono::NaiveDate> {
         latest_per_rep(
             self.hired
                 .values()
@@ -248,7 +252,7 @@ impl TargetsBoard {
     fn quota(
         &self,
         t: &Target,
-        hired: &HashMap<&str, chrono::NaiveDate>,
+        hired: &Fast<&str, chrono::NaiveDate>,
         cal: &Calendar,
     ) -> (Decimal, Option<Decimal>) {
         let share = (t.scope == Scope::Rep)
@@ -405,20 +409,22 @@ impl TargetsBoard {
     /// can keep a rep under a team it left. Ties go to the first team by name, so the choice
     /// is the same every tick and in every process. While a move is being published a rep can
     /// briefly have two membership records; the latest one counts.
-    fn rep_teams(&self) -> HashMap<&str, &str> {
-        let mut teams = self.majority_teams();
-        teams.extend(latest_per_rep(
+    fn rep_teams(&self) -> Fast<&str, &str> {
+        let roster = latest_per_rep(
             self.members
                 .values()
                 .map(|(rep, team, seq)| (rep.as_str(), team.as_str(), *seq)),
-        ));
+        );
+        let mut teams = self.majority_teams(|rep| !roster.contains_key(rep));
+        teams.extend(roster);
         teams
     }
 
-    fn majority_teams(&self) -> HashMap<&str, &str> {
-        let mut votes: HashMap<&str, BTreeMap<&str, usize>> = HashMap::new();
+    /// The team most of each rep's rep-scope actuals carry, for the reps `wanted`.
+    fn majority_teams(&self, wanted: impl Fn(&str) -> bool) -> Fast<&str, &str> {
+        let mut votes: Fast<&str, BTreeMap<&str, usize>> = Fast::default();
         for (i, team, _) in self.actuals.values() {
-            if i.scope == Scope::Rep {
+            if i.scope == Scope::Rep && wanted(&i.id) {
                 *votes
                     .entry(i.id.as_str())
                     .or_default()
@@ -591,8 +597,8 @@ impl TargetsBoard {
     fn attainment_distribution(
         &self,
         quarter: Period,
-        teams: &HashMap<&str, &str>,
-        hired: &HashMap<&str, chrono::NaiveDate>,
+        teams: &Fast<&str, &str>,
+        hired: &Fast<&str, chrono::NaiveDate>,
         cal: &Calendar,
         out: &mut Vec<Out>,
     ) {
@@ -639,8 +645,8 @@ impl TargetsBoard {
     fn commissions(
         &self,
         periods: &BTreeMap<Period, f64>,
-        teams: &HashMap<&str, &str>,
-        hired: &HashMap<&str, chrono::NaiveDate>,
+        teams: &Fast<&str, &str>,
+        hired: &Fast<&str, chrono::NaiveDate>,
         cal: &Calendar,
         out: &mut Vec<Out>,
     ) {
@@ -698,7 +704,7 @@ impl TargetsBoard {
     fn rep_quotas(
         &self,
         periods: &BTreeMap<Period, f64>,
-        hired: &HashMap<&str, chrono::NaiveDate>,
+        hired: &Fast<&str, chrono::NaiveDate>,
         cal: &Calendar,
     ) -> HashMap<(&str, TargetMetric, Period), Decimal> {
         let mut targets: Vec<(&String, &Target)> = self
@@ -720,9 +726,9 @@ impl TargetsBoard {
 
     /// `sales_*_activities_per_win{window}`: the subject's activities of every kind / its
     /// deals won, per window (a rep's under every team); none in a window without a win.
-    fn activities_per_win(&self, teams: &HashMap<&str, &str>, out: &mut Vec<Out>) {
-        let mut won: BTreeMap<(Scope, &str, Window), Decimal> = BTreeMap::new();
-        let mut activities: HashMap<(Scope, &str, Window), Decimal> = HashMap::new();
+    fn activities_per_win(&self, teams: &Fast<&str, &str>, out: &mut Vec<Out>) {
+        let mut won: Fast<(Scope, &str, Window), Decimal> = Fast::default();
+        let mut activities: Fast<(Scope, &str, Window), Decimal> = Fast::default();
         for (idx, v) in &self.index {
             let at = (idx.scope, idx.id.as_str(), idx.window);
             match idx.metric {
@@ -731,6 +737,8 @@ impl TargetsBoard {
                 TargetMetric::Bookings | TargetMetric::PipelineCreated => {}
             }
         }
+        let mut won: Vec<((Scope, &str, Window), Decimal)> = won.into_iter().collect();
+        won.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for ((scope, id, window), won) in won {
             let done = activities
                 .get(&(scope, id, window))
@@ -751,57 +759,92 @@ impl TargetsBoard {
 
     /// Ranks (1 = top, equal values share a rank) within the team and the org, and each rep's
     /// share of the team total, per ranked metric and window.
-    fn leaderboards(&self, teams: &HashMap<&str, &str>, out: &mut Vec<Out>) {
-        let mut values: BTreeMap<(TargetMetric, Window), BTreeMap<&str, Decimal>> = BTreeMap::new();
+    ///
+    /// The reps are numbered once in name order, so that the 3 × 17 boards each sort and
+    /// group numbers rather than names: with 10,000 reps that is half a million values a tick.
+    fn leaderboards(&self, teams: &Fast<&str, &str>, out: &mut Vec<Out>) {
+        let ranked = |idx: &Idx| idx.scope == Scope::Rep && RANKED.contains(&idx.metric);
+        let mut reps: Vec<&str> = self
+            .index
+            .keys()
+            .filter(|idx| ranked(idx))
+            .map(|idx| idx.id.as_str())
+            .collect();
+        reps.sort_unstable();
+        reps.dedup();
+        let number: Fast<&str, usize> = reps.iter().enumerate().map(|(n, r)| (*r, n)).collect();
+        // Team numbers in name order too; a rep's team by its number.
+        let team_name = |rep: &str| {
+            teams
+                .get(rep)
+                .copied()
+                .unwrap_or(salespulse_aggregate::UNASSIGNED)
+        };
+        let mut team_names: Vec<&str> = reps.iter().map(|r| team_name(r)).collect();
+        team_names.sort_unstable();
+        team_names.dedup();
+        let team_of: Vec<usize> = reps
+            .iter()
+            .map(|r| {
+                team_names
+                    .binary_search(&team_name(r))
+                    .unwrap_or_default()
+            })
+            .collect();
+        // Each board's values by rep number, summed over the series (kinds) of a rep.
+        let mut boards: BTreeMap<(TargetMetric, Window), Vec<Option<Decimal>>> = BTreeMap::new();
         for (idx, v) in &self.index {
-            if idx.scope == Scope::Rep && RANKED.contains(&idx.metric) {
-                *values
-                    .entry((idx.metric, idx.window))
-                    .or_default()
-                    .entry(idx.id.as_str())
-                    .or_default() += *v;
+            if !ranked(idx) {
+                continue;
             }
-        }
-        for ((metric, window), reps) in values {
-            let rank = |members: &[(&str, Decimal)]| -> Vec<(String, usize)> {
-                let mut sorted: Vec<&(&str, Decimal)> = members.iter().collect();
-                sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-                // Equal values are next to each other: each shares the rank of the first.
-                let mut ranks: Vec<(String, usize)> = Vec::with_capacity(sorted.len());
-                let mut run: Option<(Decimal, usize)> = None;
-                for (i, (rep, v)) in sorted.iter().enumerate() {
-                    let r = match run {
-                        Some((x, r)) if x == *v => r,
-                        _ => i + 1,
-                    };
-                    run = Some((*v, r));
-                    ranks.push(((*rep).to_owned(), r));
-                }
-                ranks
+            let Some(n) = number.get(idx.id.as_str()) else {
+                continue;
             };
-            let all: Vec<(&str, Decimal)> = reps.iter().map(|(r, v)| (*r, *v)).collect();
-            let mut by_team: BTreeMap<&str, Vec<(&str, Decimal)>> = BTreeMap::new();
-            for (r, v) in &all {
-                let team = teams
-                    .get(r)
-                    .copied()
-                    .unwrap_or(salespulse_aggregate::UNASSIGNED);
-                by_team.entry(team).or_default().push((r, *v));
+            let values = boards
+                .entry((idx.metric, idx.window))
+                .or_insert_with(|| vec![None; reps.len()]);
+            *values[*n].get_or_insert(Decimal::ZERO) += *v;
+        }
+        // Rep numbers sorted by value, highest first, then by name (the number); each with
+        // its rank, equal values being next to each other and sharing the first one's.
+        fn rank(members: &mut [(usize, Decimal)]) -> impl Iterator<Item = (usize, usize)> + '_ {
+            members.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut run: Option<(Decimal, usize)> = None;
+            members.iter().enumerate().map(move |(i, (rep, v))| {
+                let r = match run {
+                    Some((x, r)) if x == *v => r,
+                    _ => i + 1,
+                };
+                run = Some((*v, r));
+                (*rep, r)
+            })
+        }
+        // An org rank, a team rank and a team share a value.
+        let values = boards.values().flatten().filter(|v| v.is_some()).count();
+        out.reserve(3 * values);
+        let mut by_team: Vec<Vec<(usize, Decimal)>> = vec![Vec::new(); team_names.len()];
+        for ((metric, window), values) in boards {
+            let mut all: Vec<(usize, Decimal)> = values
+                .iter()
+                .enumerate()
+                .filter_map(|(n, v)| v.map(|v| (n, v)))
+                .collect();
+            for members in &mut by_team {
+                members.clear();
             }
-            let base = |rep: &str, team: &str| {
+            for (n, v) in &all {
+                by_team[team_of[*n]].push((*n, *v));
+            }
+            let base = |rep: usize| {
                 vec![
-                    ("rep", rep.to_owned()),
-                    ("team", team.to_owned()),
+                    ("rep", reps[rep].to_owned()),
+                    ("team", team_names[team_of[rep]].to_owned()),
                     ("metric", metric.name().to_owned()),
                     ("window", window.label().to_owned()),
                 ]
             };
-            for (rep, r) in rank(&all) {
-                let team = teams
-                    .get(rep.as_str())
-                    .copied()
-                    .unwrap_or(salespulse_aggregate::UNASSIGNED);
-                let mut labels = base(&rep, team);
+            for (rep, r) in rank(&mut all) {
+                let mut labels = base(rep);
                 labels.push(("among", "org".into()));
                 out.push(Out {
                     family: "sales_rep_rank".into(),
@@ -809,10 +852,14 @@ impl TargetsBoard {
                     value: r as f64,
                 });
             }
-            for (team, members) in &by_team {
+            for members in &mut by_team {
+                if members.is_empty() {
+                    continue;
+                }
                 let total: Decimal = members.iter().map(|(_, v)| *v).sum();
+                let shares: Vec<(usize, Decimal)> = members.clone();
                 for (rep, r) in rank(members) {
-                    let mut labels = base(&rep, team);
+                    let mut labels = base(rep);
                     labels.push(("among", "team".into()));
                     out.push(Out {
                         family: "sales_rep_rank".into(),
@@ -821,11 +868,11 @@ impl TargetsBoard {
                     });
                 }
                 if total > Decimal::ZERO {
-                    for (rep, v) in members {
+                    for (rep, v) in shares {
                         out.push(Out {
                             family: "sales_rep_team_share".into(),
-                            labels: base(rep, team),
-                            value: f(*v / total),
+                            labels: base(rep),
+                            value: f(v / total),
                         });
                     }
                 }

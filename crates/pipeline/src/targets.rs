@@ -154,7 +154,7 @@ fn families(out: Vec<Out>) -> Vec<prometheus::proto::MetricFamily> {
                 .map(|(n, v)| {
                     let mut l = LabelPair::default();
                     l.set_name(n.to_owned());
-                    l.set_value(v);
+                    l.set_value(v.to_string());
                     l
                 })
                 .collect(),
@@ -162,7 +162,7 @@ fn families(out: Vec<Out>) -> Vec<prometheus::proto::MetricFamily> {
         let mut g = Gauge::default();
         g.set_value(o.value);
         m.set_gauge(g);
-        by_family.entry(o.family).or_default().push(m);
+        by_family.entry(o.family.to_string()).or_default().push(m);
     }
     by_family
         .into_iter()
@@ -665,10 +665,7 @@ impl<'a> Targets<'a> {
         }
     }
 
-    async fn on_tick(
-        &mut self,
-        exposed: &salespulse_expose::Snapshot,
-    ) -> Result<Ended, Error> {
+    async fn on_tick(&mut self, exposed: &salespulse_expose::Snapshot) -> Result<Ended, Error> {
         let now = now_ms().div_euclid(1000);
         let mut outs = self.board.series(now, &self.cal, &self.elapsed);
         // Until every input is read to its end the board is partial; alerts and celebrations
@@ -1029,18 +1026,30 @@ mod tests {
     fn the_tick_writes_what_the_crate_encoder_writes() {
         use prometheus::Encoder;
         let out = |family: &str, labels: &[(&'static str, &str)], value: f64| Out {
-            family: family.to_owned(),
-            labels: labels.iter().map(|(n, v)| (*n, (*v).to_owned())).collect(),
+            family: family.into(),
+            labels: labels.iter().map(|(n, v)| (*n, (*v).into())).collect(),
             value,
         };
         // Families interleaved as the board pushes them, label values that need escaping,
         // and values of every shape.
         let outs = vec![
-            out("sales_rep_target", &[("rep", "a\"b"), ("team", "x\\y")], 1000.0),
+            out(
+                "sales_rep_target",
+                &[("rep", "a\"b"), ("team", "x\\y")],
+                1000.0,
+            ),
             out("sales_rep_rank", &[("rep", "a"), ("among", "org")], 1.0),
-            out("sales_rep_target", &[("rep", "c\nd"), ("team", "}")], 0.1 + 0.2),
+            out(
+                "sales_rep_target",
+                &[("rep", "c\nd"), ("team", "}")],
+                0.1 + 0.2,
+            ),
             out("sales_period_elapsed_ratio", &[], -0.0),
-            out("sales_rep_rank", &[("rep", "b"), ("among", "org")], f64::NAN),
+            out(
+                "sales_rep_rank",
+                &[("rep", "b"), ("among", "org")],
+                f64::NAN,
+            ),
             out("sales_rep_pace_ratio", &[("rep", "e")], f64::INFINITY),
             out("sales_rep_gap", &[("rep", "é ü")], -12345.678),
             out("sales_org_attainment_median", &[], 1e21),
@@ -1050,6 +1059,9 @@ mod tests {
             .encode(&families(outs.clone()), &mut theirs)
             .expect("encoded");
         let ours = exposition(outs);
-        assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs)
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use compact_str::{format_compact, CompactString, ToCompactString};
 use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
 use rust_decimal::{Decimal, RoundingStrategy};
 use salespulse_aggregate::{Calendar, Scope, Window, RATIO_DP};
@@ -40,10 +41,13 @@ struct Idx {
 }
 
 /// One output series.
+///
+/// Its names are held inline up to 24 bytes, as ids, periods and family names are: a large
+/// org's tick builds millions of these, and a heap string each was most of its time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Out {
-    pub family: String,
-    pub labels: Vec<(&'static str, String)>,
+    pub family: CompactString,
+    pub labels: Vec<(&'static str, CompactString)>,
     pub value: f64,
 }
 
@@ -147,17 +151,17 @@ fn subject_labels(
     scope: Scope,
     id: &str,
     teams: &Fast<&str, &str>,
-) -> Vec<(&'static str, String)> {
+) -> Vec<(&'static str, CompactString)> {
     match scope {
         Scope::Rep => {
             let team = teams
                 .get(id)
                 .copied()
                 .unwrap_or(salespulse_aggregate::UNASSIGNED);
-            vec![("rep", id.to_owned()), ("team", team.to_owned())]
+            vec![("rep", id.into()), ("team", team.into())]
         }
-        Scope::Team => vec![("team", id.to_owned())],
-        Scope::Region => vec![("region", id.to_owned())],
+        Scope::Team => vec![("team", id.into())],
+        Scope::Region => vec![("region", id.into())],
         Scope::Org => Vec::new(),
     }
 }
@@ -165,18 +169,18 @@ fn subject_labels(
 /// The distribution series of one team (`subject` = its `team` label) or of the org.
 fn push_distribution(
     scope: Scope,
-    subject: Vec<(&'static str, String)>,
+    subject: Vec<(&'static str, CompactString)>,
     reps: &[RepAttainment],
     out: &mut Vec<Out>,
 ) {
     let Some(dist) = Distribution::of(reps) else {
         return;
     };
-    let family = |name: &str| format!("sales_{}_{name}", scope.label());
+    let family = |name: &str| format_compact!("sales_{}_{name}", scope.label());
     let reps_with_target = Decimal::from(dist.reps);
     for (threshold, n) in &dist.attaining {
         let mut labels = subject.clone();
-        labels.push(("threshold", threshold.to_string()));
+        labels.push(("threshold", threshold.to_compact_string()));
         out.push(Out {
             family: family("reps_attaining"),
             labels: labels.clone(),
@@ -478,15 +482,15 @@ impl TargetsBoard {
             let share = periods.get(&t.period).copied().unwrap_or_default();
             let subject = subject_labels(t.scope, &t.id, &teams);
             let mut labels = subject.clone();
-            labels.push(("metric", t.metric.name().to_owned()));
+            labels.push(("metric", t.metric.name().into()));
             if let Some(k) = &t.kind {
-                labels.push(("kind", k.clone()));
+                labels.push(("kind", k.as_str().into()));
             }
-            labels.push(("period", t.period.to_string()));
-            labels.push(("period_type", t.period.kind.label().to_owned()));
+            labels.push(("period", t.period.to_compact_string()));
+            labels.push(("period_type", t.period.kind.label().into()));
             let mut push = |name: &str, value: f64| {
                 out.push(Out {
-                    family: format!("sales_{}_{name}", t.scope.label()),
+                    family: format_compact!("sales_{}_{name}", t.scope.label()),
                     labels: labels.clone(),
                     value,
                 });
@@ -536,8 +540,8 @@ impl TargetsBoard {
         let quarter = Period::containing(PeriodType::Quarter, now, cal);
         for ((rep, period), share) in ramps {
             let mut labels = subject_labels(Scope::Rep, rep, &teams);
-            labels.push(("period", period.to_string()));
-            labels.push(("period_type", period.kind.label().to_owned()));
+            labels.push(("period", period.to_compact_string()));
+            labels.push(("period_type", period.kind.label().into()));
             out.push(Out {
                 family: "sales_rep_ramp_ratio".into(),
                 labels,
@@ -551,8 +555,8 @@ impl TargetsBoard {
             out.push(Out {
                 family: "sales_period_elapsed_ratio".into(),
                 labels: vec![
-                    ("period", p.to_string()),
-                    ("period_type", p.kind.label().to_owned()),
+                    ("period", p.to_compact_string()),
+                    ("period_type", p.kind.label().into()),
                 ],
                 value: *share,
             });
@@ -567,7 +571,7 @@ impl TargetsBoard {
     fn forecast_coverage(
         &self,
         t: &Target,
-        subject: &[(&'static str, String)],
+        subject: &[(&'static str, CompactString)],
         out: &mut Vec<Out>,
     ) {
         let Some(by_rollup) = self.rollups.get(&(t.scope, t.id.clone(), t.period)) else {
@@ -578,11 +582,11 @@ impl TargetsBoard {
                 continue;
             };
             let mut labels = subject.to_vec();
-            labels.push(("rollup", rollup.clone()));
-            labels.push(("period_type", t.period.kind.label().to_owned()));
-            labels.push(("period", t.period.to_string()));
+            labels.push(("rollup", rollup.as_str().into()));
+            labels.push(("period_type", t.period.kind.label().into()));
+            labels.push(("period", t.period.to_compact_string()));
             out.push(Out {
-                family: format!("sales_{}_forecast_coverage", t.scope.label()),
+                family: format_compact!("sales_{}_forecast_coverage", t.scope.label()),
                 labels,
                 value,
             });
@@ -632,7 +636,7 @@ impl TargetsBoard {
             org.push(r);
         }
         for (team, reps) in &by_team {
-            push_distribution(Scope::Team, vec![("team", (*team).to_owned())], reps, out);
+            push_distribution(Scope::Team, vec![("team", (*team).into())], reps, out);
         }
         push_distribution(Scope::Org, Vec::new(), &org, out);
     }
@@ -678,12 +682,12 @@ impl TargetsBoard {
                 period.kind.window(),
             );
             let mut labels = subject_labels(Scope::Rep, &plan.rep, teams);
-            labels.push(("period_type", period.kind.label().to_owned()));
-            labels.push(("period", period.to_string()));
+            labels.push(("period_type", period.kind.label().into()));
+            labels.push(("period", period.to_compact_string()));
             let mut push = |family: &str, attainment: Option<Decimal>| {
                 if let Some(pay) = attainment.and_then(|a| plan.payout_cents(a)) {
                     out.push(Out {
-                        family: family.to_owned(),
+                        family: family.into(),
                         labels: labels.clone(),
                         value: f(pay),
                     });
@@ -748,9 +752,9 @@ impl TargetsBoard {
                 continue;
             };
             let mut labels = subject_labels(scope, id, teams);
-            labels.push(("window", window.label().to_owned()));
+            labels.push(("window", window.label().into()));
             out.push(Out {
-                family: format!("sales_{}_activities_per_win", scope.label()),
+                family: format_compact!("sales_{}_activities_per_win", scope.label()),
                 labels,
                 value,
             });
@@ -785,11 +789,7 @@ impl TargetsBoard {
         team_names.dedup();
         let team_of: Vec<usize> = reps
             .iter()
-            .map(|r| {
-                team_names
-                    .binary_search(&team_name(r))
-                    .unwrap_or_default()
-            })
+            .map(|r| team_names.binary_search(&team_name(r)).unwrap_or_default())
             .collect();
         // Each board's values by rep number, summed over the series (kinds) of a rep.
         let mut boards: BTreeMap<(TargetMetric, Window), Vec<Option<Decimal>>> = BTreeMap::new();
@@ -835,13 +835,16 @@ impl TargetsBoard {
             for (n, v) in &all {
                 by_team[team_of[*n]].push((*n, *v));
             }
+            // Room for `among` too: a rank's labels are allocated once.
             let base = |rep: usize| {
-                vec![
-                    ("rep", reps[rep].to_owned()),
-                    ("team", team_names[team_of[rep]].to_owned()),
-                    ("metric", metric.name().to_owned()),
-                    ("window", window.label().to_owned()),
-                ]
+                let mut labels = Vec::with_capacity(5);
+                labels.extend([
+                    ("rep", reps[rep].into()),
+                    ("team", team_names[team_of[rep]].into()),
+                    ("metric", metric.name().into()),
+                    ("window", window.label().into()),
+                ]);
+                labels
             };
             for (rep, r) in rank(&mut all) {
                 let mut labels = base(rep);
@@ -905,9 +908,9 @@ impl TargetsBoard {
                 out.push(Out {
                     family: "sales_region_rank".into(),
                     labels: vec![
-                        ("region", (*region).to_owned()),
-                        ("metric", metric.name().to_owned()),
-                        ("window", window.label().to_owned()),
+                        ("region", (*region).into()),
+                        ("metric", metric.name().into()),
+                        ("window", window.label().into()),
                     ],
                     value: rank as f64,
                 });
@@ -1178,6 +1181,74 @@ mod tests {
         assert!(get(&out, "sales_rep_rank", &[("rep", "d")]).is_none());
     }
 
+    proptest::proptest! {
+        /// Every rank and share against a recount from the actuals: a rank is one more than
+        /// the reps with a larger total, in the org or the rep's roster team.
+        #[test]
+        fn leaderboards_match_a_recount(
+            series in proptest::collection::vec((0usize..12, 0usize..3, 0usize..3, 0i64..5), 0..80),
+            roster in proptest::collection::vec(0usize..3, 12),
+        ) {
+            let cal = Calendar::utc();
+            let windows = [Window::Today, Window::Qtd, Window::Ytd];
+            let mut b = TargetsBoard::default();
+            for (rep, team) in roster.iter().enumerate() {
+                b.set_member(&format!("m{rep}"), Some((format!("r{rep}"), format!("t{team}"))));
+            }
+            let mut totals: BTreeMap<(TargetMetric, Window, usize), Decimal> = BTreeMap::new();
+            for (n, (rep, metric, window, v)) in series.iter().enumerate() {
+                let (metric, window) = (RANKED[*metric], windows[*window]);
+                // A series' own team does not count: the roster's does.
+                let a = actual(&format!("r{rep}"), "elsewhere", metric, window, *v);
+                b.set_actual(&n.to_string(), Some(a));
+                *totals.entry((metric, window, *rep)).or_default() += Decimal::from(*v);
+            }
+            let out = b.series(ts("2026-11-15T12:00:00Z"), &cal, &Elapsed::new(cal, true, []));
+            let ranks = out.iter().filter(|o| o.family == "sales_rep_rank").count();
+            proptest::prop_assert_eq!(ranks, 2 * totals.len());
+            for ((metric, window, rep), v) in &totals {
+                let board = totals.iter().filter(|((m, w, _), _)| m == metric && w == window);
+                let team_of = |r: usize| roster[r];
+                let above_org = board.clone().filter(|(_, x)| *x > v).count();
+                let above_team = board
+                    .clone()
+                    .filter(|((_, _, r), x)| team_of(*r) == team_of(*rep) && *x > v)
+                    .count();
+                let total: Decimal = board
+                    .filter(|((_, _, r), _)| team_of(*r) == team_of(*rep))
+                    .map(|(_, x)| *x)
+                    .sum();
+                let (rep, team) = (format!("r{rep}"), format!("t{}", team_of(*rep)));
+                let labels = |among: &'static str| {
+                    vec![
+                        ("rep", rep.as_str()),
+                        ("team", team.as_str()),
+                        ("metric", metric.name()),
+                        ("window", window.label()),
+                        ("among", among),
+                    ]
+                };
+                let value = |family: &str, labels: &[(&str, &str)]| {
+                    get(&out, family, labels).map(|o| o.value)
+                };
+                proptest::prop_assert_eq!(
+                    value("sales_rep_rank", &labels("org")),
+                    Some((above_org + 1) as f64)
+                );
+                proptest::prop_assert_eq!(
+                    value("sales_rep_rank", &labels("team")),
+                    Some((above_team + 1) as f64)
+                );
+                let share = value("sales_rep_team_share", &labels("org")[..4]);
+                if total > Decimal::ZERO {
+                    proptest::prop_assert_eq!(share, Some(f(*v / total)));
+                } else {
+                    proptest::prop_assert_eq!(share, None);
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_rep_with_series_under_two_teams_is_shown_under_the_team_most_carry() {
         let cal = Calendar::utc();
@@ -1282,15 +1353,15 @@ mod tests {
     }
 
     /// Every series of `family`, as (labels, value), in output order.
-    fn all(out: &[Out], family: &str) -> Vec<(Vec<(&'static str, String)>, f64)> {
+    fn all(out: &[Out], family: &str) -> Vec<(Vec<(&'static str, CompactString)>, f64)> {
         out.iter()
             .filter(|o| o.family == family)
             .map(|o| (o.labels.clone(), o.value))
             .collect()
     }
 
-    fn labels(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-        pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+    fn labels(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, CompactString)> {
+        pairs.iter().map(|(k, v)| (*k, (*v).into())).collect()
     }
 
     #[test]
@@ -1480,7 +1551,7 @@ mod tests {
                         .iter()
                         .find(|(k, _)| *k == "threshold")
                         .expect("threshold");
-                    (t.1.clone(), v)
+                    (t.1.to_string(), v)
                 })
                 .collect()
         };
@@ -2107,7 +2178,7 @@ mod tests {
                 o.labels
                     .iter()
                     .find(|(k, _)| *k == n)
-                    .map(|(_, v)| v.clone())
+                    .map(|(_, v)| v.to_string())
                     .unwrap_or_default()
             };
             let scope = o.family["sales_".len()..o.family.len() - "_target".len()].to_owned();
@@ -2238,7 +2309,9 @@ mod tests {
                 all(&out, "sales_period_elapsed_ratio")
                     .into_iter()
                     .filter_map(|(l, _)| {
-                        l.into_iter().find(|(k, _)| *k == "period").map(|(_, v)| v)
+                        l.into_iter()
+                            .find(|(k, _)| *k == "period")
+                            .map(|(_, v)| v.to_string())
                     })
                     .collect()
             };

@@ -159,11 +159,11 @@ impl Ticker {
             }
             *n += 1;
             let labels = vec![
-                ("celebration", e.kind.clone()),
-                ("id", key.clone()),
-                ("rep", e.rep.clone()),
-                ("team", e.team.clone()),
-                ("headline", e.headline.clone()),
+                ("celebration", e.kind.as_str().into()),
+                ("id", key.as_str().into()),
+                ("rep", e.rep.as_str().into()),
+                ("team", e.team.as_str().into()),
+                ("headline", e.headline.as_str().into()),
             ];
             if let Some(a) = e.amount.and_then(|a| a.to_f64()) {
                 out.push(Out {
@@ -203,8 +203,14 @@ mod tests {
         t.series(now)
             .into_iter()
             .map(|o| {
-                let id = o.labels.iter().find(|l| l.0 == "id").expect("id").1.clone();
-                (o.family, id, o.value)
+                let id = o
+                    .labels
+                    .iter()
+                    .find(|l| l.0 == "id")
+                    .expect("id")
+                    .1
+                    .to_string();
+                (o.family.to_string(), id, o.value)
             })
             .collect()
     }
@@ -261,12 +267,11 @@ mod tests {
             ]
         );
         let team_milestone = t.series(now).into_iter().next().expect("a series");
-        assert!(team_milestone.labels.contains(&(
-            "headline",
-            "100 % of the 2026-Q4 deals won target".to_owned()
-        )));
-        assert!(team_milestone.labels.contains(&("team", "emea".to_owned())));
-        assert!(team_milestone.labels.contains(&("rep", String::new())));
+        assert!(team_milestone
+            .labels
+            .contains(&("headline", "100 % of the 2026-Q4 deals won target".into())));
+        assert!(team_milestone.labels.contains(&("team", "emea".into())));
+        assert!(team_milestone.labels.contains(&("rep", "".into())));
         // A newer milestone replaces the older one, not the big win.
         let later = milestone
             .to_string()
@@ -308,10 +313,10 @@ mod tests {
             now,
         );
         let first = t.series(now).into_iter().next().expect("a series");
-        assert!(first.labels.contains(&("rep", "rep-2".to_owned())));
+        assert!(first.labels.contains(&("rep", "rep-2".into())));
         assert!(first.labels.contains(&(
             "headline",
-            "New number one of the team, 2026-Q4 bookings".to_owned()
+            "New number one of the team, 2026-Q4 bookings".into()
         )));
     }
 }

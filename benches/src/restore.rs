@@ -337,13 +337,14 @@ async fn main() {
     println!(
         "hand-over ({}), median of {ROUNDS}, from giving up its share: serving every series \
          on /metrics after {h:.3} s, done (the metrics topic up to date) after {d:.3} s; \
-         full replay / serving = {:.1}x",
+         full replay / serving = {:.1}x, full replay / done = {:.1}x",
         if divided {
             "the input partitions of an instance that stopped, restored from their snapshots"
         } else {
             "the slots of an instance that stopped, its state already whole in the other"
         },
-        r / h
+        r / h,
+        r / d
     );
     delete_topics_of(&suffix).await;
 }

@@ -43,7 +43,7 @@ use crate::kafka::{ensure_topics, partitions, ReadToEnd, TopicSpec};
 use crate::pacer::Pacer;
 use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
-use crate::source::follow::Ahead;
+use crate::source::follow::{Ahead, Announced as AnnouncedKeys, Followed};
 use crate::source::offsets::GroupOffsets;
 use crate::source::roster::Roster;
 use crate::source::watch::{position_in, Stalls, STALL_AFTER};
@@ -289,6 +289,11 @@ struct Snapshots {
 #[derive(Default)]
 struct Celebrations {
     announced: HashSet<String>,
+    /// Where the last read of the topic into `announced` ended (partition -> offset of the
+    /// first record not read). Every instance keeps what it read, leader or not: one that
+    /// takes the leader slot reads only what came after, not the whole topic (in a hand-over,
+    /// that read was most of the wait; docs/benchmarks.md).
+    read_to: BTreeMap<i32, i64>,
     pending: VecDeque<(Instant, String, serde_json::Value)>,
     /// Announced in the open transaction: pending again if it is aborted.
     in_txn: Vec<(Instant, String, serde_json::Value)>,
@@ -707,6 +712,15 @@ impl<'a, P: Processor> Instance<'a, P> {
         let settings = self.shared.settings.clone();
         let becomes_leader = leads && !was_leader;
         let ahead = self.ahead.take();
+        // Taken out for the read; a take-over that fails reads the topic whole next time.
+        let announced = (P::CELEBRATES && becomes_leader).then(|| {
+            let c = &mut self.celebrations;
+            Followed::resumed(
+                &settings.topics.celebrations,
+                AnnouncedKeys(std::mem::take(&mut c.announced)),
+                std::mem::take(&mut c.read_to),
+            )
+        });
         let reads = AbortOnDrop(tokio::spawn(async move {
             let ahead = match ahead {
                 Some(a) => a.join().await.ok(),
@@ -714,7 +728,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             };
             let read = match ahead {
                 Some(a) => a.read_on(&settings).await,
-                None => Ahead::read(&settings, P::METRICS, P::CELEBRATES && becomes_leader).await,
+                None => Ahead::read(&settings, P::METRICS, announced).await,
             };
             (read, began.elapsed())
         }));
@@ -726,8 +740,10 @@ impl<'a, P: Processor> Instance<'a, P> {
         let (read, took) = reads.join().await;
         let Ahead { board, announced } = read?;
         self.differ = board.kept.into_differ();
-        if becomes_leader {
-            self.celebrations.announced = announced.map(|a| a.kept.0).unwrap_or_default();
+        // Kept whoever leads: the first take-over's comes from the start's read ahead.
+        if let Some((AnnouncedKeys(keys), at)) = announced.map(Followed::into_parts) {
+            self.celebrations.announced = keys;
+            self.celebrations.read_to = at;
         }
         steps.board = took;
         let changes = self.differ.diff_with_gone(full, owns);

@@ -39,6 +39,21 @@ impl<T: Follow> Followed<T> {
         }
     }
 
+    /// A topic read before up to `at` (partition -> offset of the first record not read),
+    /// with what was kept of it.
+    pub fn resumed(topic: &str, kept: T, at: BTreeMap<i32, i64>) -> Followed<T> {
+        Followed {
+            kept,
+            topic: topic.to_owned(),
+            at,
+        }
+    }
+
+    /// What was kept, and where the last read ended.
+    pub fn into_parts(self) -> (T, BTreeMap<i32, i64>) {
+        (self.kept, self.at)
+    }
+
     /// Reads each partition from where the last read ended (its beginning at first) to its
     /// current end, waiting for the transactions open on it, as a read of the whole topic
     /// does.
@@ -199,17 +214,16 @@ impl Ahead {
         Ok(Ahead { board, announced })
     }
 
-    /// Both topics read from their beginning.
+    /// The metrics topic read from its beginning, and the celebrations, if given, from where
+    /// they were last read.
     pub async fn read(
         settings: &Settings,
         metrics: &'static [Metric],
-        celebrates: bool,
+        announced: Option<Followed<Announced>>,
     ) -> Result<Ahead, Error> {
-        let topics = &settings.topics;
         Ahead {
-            board: Followed::new(&topics.metrics, Board::new(settings, metrics)),
-            announced: celebrates
-                .then(|| Followed::new(&topics.celebrations, Announced::default())),
+            board: Followed::new(&settings.topics.metrics, Board::new(settings, metrics)),
+            announced,
         }
         .read_on(settings)
         .await

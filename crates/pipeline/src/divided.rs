@@ -43,7 +43,7 @@ use crate::run::{now_ms, AbortOnDrop, Shared, GIVE_UP_AFTER};
 use crate::sink::gate::Gate;
 use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
-use crate::source::follow::Ahead;
+use crate::source::follow::{Ahead, Announced as AnnouncedKeys, Followed};
 use crate::source::offsets::GroupOffsets;
 use crate::source::roster::Roster;
 use crate::source::watch::{position_in, Stalls, STALL_AFTER};
@@ -232,8 +232,13 @@ struct Instance<'a, P: Processor> {
     cells_next: BTreeMap<i32, i64>,
     differ: Differ,
     roster: BTreeMap<String, RosterEvent>,
-    /// Keys of the celebrations announced (read back at every rebuild).
+    /// Keys of the celebrations announced: read back at a rebuild, from where the last
+    /// rebuild's read ended (`announced_to`) when there was one, so that a rebuild does not
+    /// read a topic that only grows from its beginning every time.
     announced: HashSet<String>,
+    announced_to: Option<BTreeMap<i32, i64>>,
+    /// Announced in the open transaction: taken out of `announced` again if it is aborted.
+    announced_in_txn: Vec<String>,
     counters: TopicCounters,
     roster_counters: TopicCounters,
     /// The offsets committed last (input and cells), to commit only when they move.
@@ -394,6 +399,8 @@ impl<'a, P: Processor> Instance<'a, P> {
             differ: Differ::default(),
             roster: BTreeMap::new(),
             announced: HashSet::new(),
+            announced_to: None,
+            announced_in_txn: Vec::new(),
             committed: HashMap::new(),
             settled_at: Instant::now(),
             end_probe: crate::source::end_probe(shared.settings)?,
@@ -615,6 +622,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                     if !self.announced.insert(key.clone()) {
                         continue;
                     }
+                    self.announced_in_txn.push(key.clone());
                     Announced {
                         topic,
                         key: &key,
@@ -771,6 +779,7 @@ impl<'a, P: Processor> Instance<'a, P> {
     fn abort_given_up(&mut self, held: bool) -> Result<(), Error> {
         tokio::task::block_in_place(|| crate::sink::transaction::abort(self.out.producer))?;
         let _ = self.out.take_pending();
+        self.unannounce_aborted();
         if held {
             TransactionEnded {
                 outcome: "aborted",
@@ -813,7 +822,16 @@ impl<'a, P: Processor> Instance<'a, P> {
         let committed_s = began.elapsed().as_secs_f64();
         let filling = Gate::open();
         let _stop_filling = filling.closed_on_drop();
-        let reads = self.read_back(&slots, filling, began);
+        // Taken out for the read; a rebuild that fails reads the topic whole next time.
+        let announced = P::CELEBRATES.then(|| {
+            let topic = &self.shared.settings.topics.celebrations;
+            let keys = AnnouncedKeys(std::mem::take(&mut self.announced));
+            match self.announced_to.take() {
+                Some(at) => Followed::resumed(topic, keys, at),
+                None => Followed::new(topic, AnnouncedKeys::default()),
+            }
+        });
+        let reads = self.read_back(&slots, filling, began, announced);
         // The cells topic is read back while the input partitions are restored: the two are
         // independent. It is read in a task of its own, on a worker thread, rather than beside
         // the restore in this one, which also hands every snapshot chunk on as it arrives.
@@ -844,7 +862,10 @@ impl<'a, P: Processor> Instance<'a, P> {
         let (Ahead { board, announced }, shown, serving_s) = reads.await?;
         let (served, metrics_records) = (shown.series(), board.kept.records);
         // The deals of the assigned partitions that were celebrated are not celebrated again.
-        self.announced = announced.map(|a| a.kept.0).unwrap_or_default();
+        if let Some((AnnouncedKeys(keys), at)) = announced.map(Followed::into_parts) {
+            self.announced = keys;
+            self.announced_to = Some(at);
+        }
         self.differ = board.kept.into_differ();
         self.take_over(&slots, shown).await?;
         let board_seconds = step.elapsed().as_secs_f64();
@@ -886,6 +907,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         slots: &BTreeSet<i32>,
         filling: Gate<()>,
         began: Instant,
+        announced: Option<Followed<AnnouncedKeys>>,
     ) -> impl std::future::Future<Output = Result<(Ahead, Differ, f64), Error>> {
         let settings = self.shared.settings.clone();
         let board = self.shared.board.clone();
@@ -899,7 +921,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 filling.with(|_| board.apply(&changes));
                 serving_s = began.elapsed().as_secs_f64();
             };
-            let ahead = Ahead::read_serving(&settings, P::METRICS, P::CELEBRATES, serve).await?;
+            let ahead = Ahead::read_serving(&settings, P::METRICS, announced, serve).await?;
             Ok((ahead, shown, serving_s))
         })
     }
@@ -1066,6 +1088,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                         t.saved = Some(m);
                     }
                 }
+                self.announced_in_txn.clear();
                 for e in offsets[0].0.elements() {
                     if let Offset::Offset(o) = e.offset() {
                         let input = e.topic() == self.shared.input;
@@ -1097,7 +1120,16 @@ impl<'a, P: Processor> Instance<'a, P> {
         }
         .emit(self.shared.health);
         let _ = self.out.take_pending();
+        self.unannounce_aborted();
         self.built = None;
+    }
+
+    /// The celebrations of an aborted transaction are not on their topic: they may be
+    /// announced again.
+    fn unannounce_aborted(&mut self) {
+        for key in self.announced_in_txn.drain(..) {
+            self.announced.remove(&key);
+        }
     }
 
     fn report(&mut self) {

@@ -1235,7 +1235,9 @@ fn restore_connected<'a, P: Processor>(
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             };
-            Ahead::read_serving(&settings, P::METRICS, P::CELEBRATES, serve).await
+            let announced = P::CELEBRATES
+                .then(|| Followed::new(&settings.topics.celebrations, AnnouncedKeys::default()));
+            Ahead::read_serving(&settings, P::METRICS, announced, serve).await
         }))
     };
     let runtime = tokio::runtime::Handle::current();

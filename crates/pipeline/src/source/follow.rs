@@ -186,18 +186,16 @@ impl Ahead {
         Ok(self)
     }
 
-    /// Both topics read from their beginning; `serve` is given the board as soon as its
-    /// topic is read, while the celebrations (a larger topic) may still be.
+    /// The metrics topic read from its beginning, and the celebrations, if given, from where
+    /// they were last read; `serve` is given the board as soon as its topic is read, while the
+    /// celebrations (a larger topic) may still be.
     pub async fn read_serving(
         settings: &Settings,
         metrics: &'static [Metric],
-        celebrates: bool,
+        mut announced: Option<Followed<Announced>>,
         serve: impl std::ops::AsyncFnOnce(&Board),
     ) -> Result<Ahead, Error> {
-        let topics = &settings.topics;
-        let mut board = Followed::new(&topics.metrics, Board::new(settings, metrics));
-        let mut announced =
-            celebrates.then(|| Followed::new(&topics.celebrations, Announced::default()));
+        let mut board = Followed::new(&settings.topics.metrics, Board::new(settings, metrics));
         let board_read = async {
             board.read_on(settings).await?;
             serve(&board.kept).await;

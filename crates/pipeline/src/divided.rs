@@ -236,7 +236,7 @@ struct Instance<'a, P: Processor> {
     /// rebuild's read ended (`announced_to`) when there was one, so that a rebuild does not
     /// read a topic that only grows from its beginning every time.
     announced: HashSet<String>,
-    announced_to: Option<BTreeMap<i32, i64>>,
+    announced_to: BTreeMap<i32, i64>,
     /// Announced in the open transaction: taken out of `announced` again if it is aborted.
     announced_in_txn: Vec<String>,
     counters: TopicCounters,
@@ -399,7 +399,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             differ: Differ::default(),
             roster: BTreeMap::new(),
             announced: HashSet::new(),
-            announced_to: None,
+            announced_to: BTreeMap::new(),
             announced_in_txn: Vec::new(),
             committed: HashMap::new(),
             settled_at: Instant::now(),
@@ -824,12 +824,11 @@ impl<'a, P: Processor> Instance<'a, P> {
         let _stop_filling = filling.closed_on_drop();
         // Taken out for the read; a rebuild that fails reads the topic whole next time.
         let announced = P::CELEBRATES.then(|| {
-            let topic = &self.shared.settings.topics.celebrations;
-            let keys = AnnouncedKeys(std::mem::take(&mut self.announced));
-            match self.announced_to.take() {
-                Some(at) => Followed::resumed(topic, keys, at),
-                None => Followed::new(topic, AnnouncedKeys::default()),
-            }
+            Followed::resumed(
+                &self.shared.settings.topics.celebrations,
+                AnnouncedKeys(std::mem::take(&mut self.announced)),
+                std::mem::take(&mut self.announced_to),
+            )
         });
         let reads = self.read_back(&slots, filling, began, announced);
         // The cells topic is read back while the input partitions are restored: the two are
@@ -864,7 +863,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         // The deals of the assigned partitions that were celebrated are not celebrated again.
         if let Some((AnnouncedKeys(keys), at)) = announced.map(Followed::into_parts) {
             self.announced = keys;
-            self.announced_to = Some(at);
+            self.announced_to = at;
         }
         self.differ = board.kept.into_differ();
         self.take_over(&slots, shown).await?;

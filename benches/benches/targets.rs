@@ -1,6 +1,7 @@
 //! The targets service's board with a large org: the time one evaluation of every series
 //! (targets, pace, leaderboards, distributions) takes, and with it the exposition text that
-//! `/metrics` serves until the next: what the service does every tick.
+//! `/metrics` serves until the next: what the service does every tick; then the same with
+//! `[expose] windows` narrowed to five windows.
 //!
 //! Run: `cargo bench -p salespulse-bench --bench targets`
 
@@ -51,7 +52,7 @@ fn main() {
             snapshot: Default::default(),
         };
         let tick = median_secs(3, || {
-            let text = targets_exposition(board.series(now, &cal, &elapsed));
+            let text = targets_exposition(board.series(now, &cal, &elapsed), &Default::default());
             *state.snapshot.write().expect("lock") = std::sync::Arc::new(text);
         });
         let mut bytes = 0;
@@ -61,6 +62,32 @@ fn main() {
             "targets board, {reps} reps: {series} series, one evaluation median {:.0} ms; \
              a tick (with its exposition) {:.0} ms; a scrape ({:.1} MiB) {:.0} ms",
             secs * 1000.0,
+            tick * 1000.0,
+            bytes as f64 / (1 << 20) as f64,
+            scrape * 1000.0
+        );
+        // `[expose] windows` narrowed to the to-date windows of the boards.
+        let windows = [
+            Window::Today,
+            Window::Wtd,
+            Window::Mtd,
+            Window::Qtd,
+            Window::Ytd,
+        ];
+        board.show_windows(windows);
+        let exposed = salespulse_expose::Exposed {
+            windows: windows.into_iter().collect(),
+            ..Default::default()
+        };
+        let tick = median_secs(3, || {
+            let text = targets_exposition(board.series(now, &cal, &elapsed), &exposed);
+            *state.snapshot.write().expect("lock") = std::sync::Arc::new(text);
+        });
+        let scrape = median_secs(3, || bytes = salespulse_expose::render(&state).len());
+        println!(
+            "targets board, {reps} reps, [expose] windows = {} windows: a tick {:.0} ms; \
+             a scrape ({:.1} MiB) {:.0} ms",
+            windows.len(),
             tick * 1000.0,
             bytes as f64 / (1 << 20) as f64,
             scrape * 1000.0

@@ -34,6 +34,19 @@ pub struct Exposed {
 }
 
 impl Exposed {
+    /// Whether a series whose `window` and `metric` labels have these values is shown: the
+    /// targets service's series, which name their window and the metric they measure in
+    /// labels. An absent label, or a value that names no window or metric, admits it.
+    pub fn admits_labels(&self, window: Option<&str>, metric: Option<&str>) -> bool {
+        let window_shown = window
+            .and_then(Window::from_label)
+            .is_none_or(|w| self.windows.is_empty() || self.windows.contains(&w));
+        let metric_shown = metric
+            .and_then(Metric::from_name)
+            .is_none_or(|m| self.metrics.is_empty() || self.metrics.contains(&m));
+        window_shown && metric_shown
+    }
+
     fn admits(&self, metric: Metric, window: Option<Window>) -> bool {
         (self.metrics.is_empty() || self.metrics.contains(&metric))
             && match window {

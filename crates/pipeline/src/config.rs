@@ -226,9 +226,11 @@ impl Default for PublishSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExposeSettings {
-    /// Windows shown on `/metrics` (empty: all).
+    /// Windows shown on `/metrics` (empty: all); in the targets service, by the series'
+    /// `window` label.
     pub windows: Vec<String>,
-    /// Metrics shown on `/metrics`, without scope, e.g. `bookings` (empty: all).
+    /// Metrics shown on `/metrics`, without scope, e.g. `bookings` (empty: all); in the
+    /// targets service, by the series' `metric` label.
     pub metrics: Vec<String>,
     /// Most series one family may show on `/metrics`; further new series are refused and
     /// counted in `salespulse_series_refused_total` (0: no limit).

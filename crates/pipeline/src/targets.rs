@@ -30,7 +30,7 @@ use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use salespulse_aggregate::{Calendar, Scope, Window};
-use salespulse_expose::{AppState, Board, Health};
+use salespulse_expose::{AppState, Board, Exposed, Health};
 use salespulse_targets::{
     Actual, Elapsed, EventTopic, Expected, Notifier, Out, Period, PeriodType, PlanRecord, Rollup,
     TargetMetric, TargetRules, TargetsBoard, Ticker,
@@ -112,13 +112,23 @@ fn help(family: &str) -> &'static str {
 }
 
 /// The exposition text of a tick's series: families by name, each family's series in the
-/// order the board gave them.
-pub fn exposition(outs: Vec<Out>) -> Vec<u8> {
+/// order the board gave them; those of a window or metric `[expose]` leaves out are not
+/// written.
+pub fn exposition(outs: Vec<Out>, exposed: &Exposed) -> Vec<u8> {
+    fn label<'o>(o: &'o Out, name: &str) -> Option<&'o str> {
+        o.labels
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+    let narrowed = !exposed.windows.is_empty() || !exposed.metrics.is_empty();
+    let shown =
+        |o: &Out| !narrowed || exposed.admits_labels(label(o, "window"), label(o, "metric"));
     // Grouped without sorting the series: a family's come mostly one after another.
     let mut families: Vec<(&str, Vec<&Out>)> = Vec::new();
     let mut place: HashMap<&str, usize> = HashMap::new();
     let mut last: Option<(&str, usize)> = None;
-    for o in &outs {
+    for o in outs.iter().filter(|o| shown(o)) {
         let at = match last {
             Some((family, at)) if family == o.family => at,
             _ => *place.entry(o.family.as_str()).or_insert_with(|| {
@@ -550,6 +560,8 @@ struct Targets<'a> {
     cal: Calendar,
     elapsed: Elapsed,
     board: TargetsBoard,
+    /// What `/metrics` shows of the board's series.
+    exposed: Exposed,
     ticker: Ticker,
     notifier: Notifier,
     out: Outputs<'a>,
@@ -591,6 +603,8 @@ impl<'a> Targets<'a> {
         let elapsed = Elapsed::new(cal, c.business_days, c.holidays.clone());
         let mut board = TargetsBoard::default();
         board.set_ramp(settings.ramp()?);
+        let exposed = settings.exposed()?;
+        board.show_windows(exposed.windows.iter().copied());
         let applied = |topic: &str| health.events.with_label_values(&[topic, "applied"]);
         let mut offsets = GroupOffsets::new(settings, &settings.targets.group_id)?;
         let (consumer, reported, ends, from) = assign_inputs(settings, &mut offsets)?;
@@ -606,6 +620,7 @@ impl<'a> Targets<'a> {
             cal,
             elapsed,
             board,
+            exposed,
             ticker: Ticker::new(settings.alerts.celebrations_shown, cal),
             notifier: Notifier::new(settings.alerts.clone()),
             out: Outputs::new(producer, health, &t.deadletter, SERVICE),
@@ -674,7 +689,7 @@ impl<'a> Targets<'a> {
             self.announce(&outs, now).await?;
         }
         outs.extend(self.ticker.series(now));
-        let text = exposition(outs);
+        let text = exposition(outs, &self.exposed);
         if let Ok(mut s) = exposed.write() {
             *s = Arc::new(text);
         }
@@ -1058,10 +1073,64 @@ mod tests {
         prometheus::TextEncoder::new()
             .encode(&families(outs.clone()), &mut theirs)
             .expect("encoded");
-        let ours = exposition(outs);
+        let ours = exposition(outs, &Exposed::default());
         assert_eq!(
             String::from_utf8_lossy(&ours),
             String::from_utf8_lossy(&theirs)
+        );
+    }
+
+    /// `[expose] windows` and `metrics` leave out the series of other windows and metrics;
+    /// series that name neither stay.
+    #[test]
+    fn the_exposition_leaves_out_what_expose_narrows() {
+        use salespulse_aggregate::{Metric, Window};
+        let out = |family: &str, labels: &[(&'static str, &str)]| Out {
+            family: family.into(),
+            labels: labels.iter().map(|(n, v)| (*n, (*v).into())).collect(),
+            value: 1.0,
+        };
+        let outs = vec![
+            out(
+                "sales_rep_rank",
+                &[("metric", "bookings"), ("window", "qtd")],
+            ),
+            out(
+                "sales_rep_rank",
+                &[("metric", "bookings"), ("window", "today")],
+            ),
+            out(
+                "sales_rep_rank",
+                &[("metric", "deals_won"), ("window", "today")],
+            ),
+            out("sales_rep_activities_per_win", &[("window", "mtd")]),
+            out("sales_rep_activities_per_win", &[("window", "today")]),
+            out("sales_rep_target", &[("metric", "deals_won")]),
+            out("sales_rep_target", &[("metric", "bookings")]),
+            out("sales_period_elapsed_ratio", &[("period_type", "week")]),
+        ];
+        let lines = |exposed: &Exposed| -> Vec<String> {
+            String::from_utf8(exposition(outs.clone(), exposed))
+                .expect("text")
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(lines(&Exposed::default()).len(), outs.len());
+        let exposed = Exposed {
+            windows: [Window::Today].into_iter().collect(),
+            metrics: [Metric::Bookings].into_iter().collect(),
+            max_series_per_family: 0,
+        };
+        assert_eq!(
+            lines(&exposed),
+            [
+                "sales_period_elapsed_ratio{period_type=\"week\"} 1",
+                "sales_rep_activities_per_win{window=\"today\"} 1",
+                "sales_rep_rank{metric=\"bookings\",window=\"today\"} 1",
+                "sales_rep_target{metric=\"bookings\"} 1",
+            ]
         );
     }
 }

@@ -111,6 +111,9 @@ pub struct TargetsBoard {
     hired: HashMap<String, (String, chrono::NaiveDate, u64)>,
     /// The ramp schedule of new hires' quotas.
     ramp: Ramp,
+    /// The windows whose ranks, team shares, region ranks and activities per win are
+    /// computed (empty: every window). See [`TargetsBoard::show_windows`].
+    windows: Vec<Window>,
 }
 
 /// Of roster records (rep, value, arrival), the value of each rep's latest.
@@ -225,6 +228,20 @@ impl TargetsBoard {
     /// Sets the ramp schedule that scales the targets of reps in their first months.
     pub fn set_ramp(&mut self, ramp: Ramp) {
         self.ramp = ramp;
+    }
+
+    /// Computes the window-labelled series (ranks, team shares, region ranks, activities per
+    /// win) only for `windows` (empty: every window), as `[expose] windows` narrows
+    /// `/metrics`. With 10,000 reps those are most of a tick's series and of its time. The
+    /// reps' quarter-to-date ranks are computed whatever the windows: the new-leader
+    /// celebration is decided on them, and the exposition leaves them out when not shown.
+    pub fn show_windows(&mut self, windows: impl IntoIterator<Item = Window>) {
+        self.windows = windows.into_iter().collect();
+    }
+
+    /// Whether series of window `w` are computed.
+    fn shows(&self, w: Window) -> bool {
+        self.windows.is_empty() || self.windows.contains(&w)
     }
 
     /// Applies one roster info record of `sales.metrics`: a rep's hiring date (`None`: a
@@ -733,7 +750,7 @@ impl TargetsBoard {
     fn activities_per_win(&self, teams: &Fast<&str, &str>, out: &mut Vec<Out>) {
         let mut won: Fast<(Scope, &str, Window), Decimal> = Fast::default();
         let mut activities: Fast<(Scope, &str, Window), Decimal> = Fast::default();
-        for (idx, v) in &self.index {
+        for (idx, v) in self.index.iter().filter(|(idx, _)| self.shows(idx.window)) {
             let at = (idx.scope, idx.id.as_str(), idx.window);
             match idx.metric {
                 TargetMetric::DealsWon => *won.entry(at).or_default() += *v,
@@ -767,7 +784,11 @@ impl TargetsBoard {
     /// The reps are numbered once in name order, so that the 3 × 17 boards each sort and
     /// group numbers rather than names: with 10,000 reps that is half a million values a tick.
     fn leaderboards(&self, teams: &Fast<&str, &str>, out: &mut Vec<Out>) {
-        let ranked = |idx: &Idx| idx.scope == Scope::Rep && RANKED.contains(&idx.metric);
+        let ranked = |idx: &Idx| {
+            idx.scope == Scope::Rep
+                && RANKED.contains(&idx.metric)
+                && (idx.window == Window::Qtd || self.shows(idx.window))
+        };
         let mut reps: Vec<&str> = self
             .index
             .keys()
@@ -870,7 +891,8 @@ impl TargetsBoard {
                         value: r as f64,
                     });
                 }
-                if total > Decimal::ZERO {
+                // The quarter-to-date board is computed for its ranks even when not shown.
+                if total > Decimal::ZERO && self.shows(window) {
                     for (rep, v) in shares {
                         out.push(Out {
                             family: "sales_rep_team_share".into(),
@@ -890,7 +912,8 @@ impl TargetsBoard {
         let mut values: BTreeMap<(TargetMetric, Window), Vec<(&str, Decimal)>> = BTreeMap::new();
         let mut totals: HashMap<(TargetMetric, Window, &str), Decimal> = HashMap::new();
         for (idx, v) in &self.index {
-            if idx.scope == Scope::Region && RANKED.contains(&idx.metric) {
+            if idx.scope == Scope::Region && RANKED.contains(&idx.metric) && self.shows(idx.window)
+            {
                 *totals
                     .entry((idx.metric, idx.window, idx.id.as_str()))
                     .or_default() += *v;
@@ -1645,6 +1668,92 @@ mod tests {
         for (plan, _) in crate::plans_from_rows(&rows, &rules()).expect("valid plans") {
             b.set_plan(&plan.key(), Some(plan));
         }
+    }
+
+    /// Narrowed to some windows, the board computes the window-labelled series of those
+    /// windows only, each as the whole board computes it, and the reps' quarter-to-date ranks
+    /// whatever the windows; every other series is unchanged.
+    #[test]
+    fn shown_windows_narrow_the_window_series_and_keep_the_qtd_ranks() {
+        let cal = Calendar::utc();
+        let elapsed = Elapsed::new(cal, false, []);
+        let now = ts("2026-11-16T12:00:00Z");
+        let t = rules()
+            .from_fields("rep", "a", "bookings", None, "2026-Q4", "1000", None)
+            .expect("a rep target");
+        let mut b = TargetsBoard::default();
+        b.set_target(&t.key(), Some(t));
+        let windows = [Window::Today, Window::Mtd, Window::Qtd, Window::Ytd];
+        for (n, w) in windows.into_iter().enumerate() {
+            let v = 10 * (n as i64 + 1);
+            for (rep, team, extra) in [("a", "x", 5), ("b", "x", 0), ("c", "y", 7)] {
+                let key = |m: &str| format!("{rep}/{m}/{}", w.label());
+                let booked = actual(rep, team, TargetMetric::Bookings, w, v + extra);
+                b.set_actual(&key("bookings"), Some(booked));
+                b.set_actual(&key("won"), Some(won(Scope::Rep, rep, team, w, 1 + extra)));
+                let calls = activity(Scope::Rep, rep, team, "call", w, v);
+                b.set_actual(&key("call"), Some(calls));
+            }
+            for (region, x) in [("europe", 3), ("americas", 4)] {
+                let r = Actual {
+                    scope: Scope::Region,
+                    id: region.into(),
+                    team: String::new(),
+                    metric: TargetMetric::Bookings,
+                    kind: None,
+                    window: w,
+                    value: Decimal::from(v * x),
+                };
+                b.set_actual(&format!("{region}/{}", w.label()), Some(r));
+            }
+        }
+        let key = |o: &Out| format!("{} {:?} {}", o.family, o.labels, o.value);
+        let window = |o: &Out| {
+            o.labels
+                .iter()
+                .find(|(n, _)| *n == "window")
+                .map(|(_, v)| v.to_string())
+        };
+        let whole: Vec<Out> = b.series(now, &cal, &elapsed);
+        b.show_windows([Window::Today, Window::Ytd]);
+        let narrowed: Vec<Out> = b.series(now, &cal, &elapsed);
+        let qtd_rank =
+            |o: &Out| o.family == "sales_rep_rank" && window(o).as_deref() == Some("qtd");
+        let mut want: Vec<String> = whole
+            .iter()
+            .filter(|o| match window(o).as_deref() {
+                None | Some("today" | "ytd") => true,
+                Some(_) => qtd_rank(o),
+            })
+            .map(key)
+            .collect();
+        let mut got: Vec<String> = narrowed.iter().map(key).collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+        for family in [
+            "sales_rep_rank",
+            "sales_rep_team_share",
+            "sales_region_rank",
+            "sales_rep_activities_per_win",
+        ] {
+            for w in ["today", "ytd"] {
+                assert!(
+                    narrowed
+                        .iter()
+                        .any(|o| o.family == family && window(o).as_deref() == Some(w)),
+                    "{family} of {w} shown"
+                );
+            }
+            assert!(
+                whole
+                    .iter()
+                    .any(|o| o.family == family && window(o).as_deref() == Some("mtd")),
+                "{family} of mtd on the whole board"
+            );
+        }
+        assert!(narrowed.iter().any(qtd_rank), "the qtd ranks are kept");
+        assert!(narrowed.iter().any(|o| o.family == "sales_rep_target"));
     }
 
     #[test]

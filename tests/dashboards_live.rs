@@ -18,8 +18,52 @@ use std::time::{Duration, Instant};
 use salespulse_e2e::*;
 use serde_json::Value;
 
-/// The team the boards are looked at for; its reps are the candidates for `$rep`.
-const TEAM: &str = "team-emea";
+/// The team the boards are looked at for; its reps are the candidates for `$rep`. Chosen once
+/// the simulator is done ([`choose_team`]).
+static TEAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The team the boards are looked at for.
+fn team() -> &'static str {
+    TEAM.get()
+        .expect("the team is chosen once the simulator is done")
+}
+
+/// `team-emea`, or, when the simulated roster leaves it with no rep on it, the team with the
+/// most. The simulator moves reps between teams as it goes, and how its draws fall depends on
+/// the time of day a run starts (its daily rhythm), so a team can end up empty.
+fn choose_team(roster: &str) -> String {
+    let mut latest: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for r in read_topic(roster) {
+        let Some(rep) = r.key.and_then(|k| String::from_utf8(k).ok()) else {
+            continue;
+        };
+        let v = r
+            .value
+            .and_then(|v| serde_json::from_slice::<Value>(&v).ok());
+        let team = v
+            .filter(|v| v["active"].as_bool() != Some(false))
+            .and_then(|v| v["team_id"].as_str().map(str::to_owned));
+        latest.insert(rep, team);
+    }
+    let mut members: BTreeMap<String, usize> = BTreeMap::new();
+    for team in latest.into_values().flatten() {
+        *members.entry(team).or_default() += 1;
+    }
+    println!("reps on the roster by team: {members:?}");
+    if members.contains_key("team-emea") {
+        return "team-emea".into();
+    }
+    let most = members
+        .values()
+        .copied()
+        .max()
+        .expect("a rep on the roster");
+    members
+        .into_iter()
+        .find(|(_, n)| *n == most)
+        .map(|(team, _)| team)
+        .expect("a team")
+}
 /// How long the queries may take, once the records are consumed, to all return series.
 const SETTLE: Duration = Duration::from_secs(90);
 /// How long the values may take, once every query returns series, to match the plan. A run
@@ -277,7 +321,8 @@ async fn prometheus_ready(port: u16, within: Duration) {
 /// roster), most bookings this quarter first.
 async fn candidate_reps(client: &reqwest::Client, port: u16) -> Vec<String> {
     let mut reps: Vec<(String, f64)> = Vec::new();
-    let q = format!("max by (rep) (sales_rep_member{{team=\"{TEAM}\"}})");
+    let team = team();
+    let q = format!("max by (rep) (sales_rep_member{{team=\"{team}\"}})");
     for (labels, _) in instant(client, port, &q).await.unwrap_or_default() {
         if let Some(r) = labels.get("rep") {
             reps.push((r.clone(), f64::NEG_INFINITY));
@@ -293,17 +338,17 @@ async fn candidate_reps(client: &reqwest::Client, port: u16) -> Vec<String> {
     reps.into_iter().map(|(r, _)| r).collect()
 }
 
-/// The queries that fail for one choice of `$rep`: their origin, and `origin: expr` with
-/// the reason.
+/// The queries that fail for one choice of `$team` and `$rep`: their origin, and
+/// `origin: expr` with the reason.
 async fn failures(
     client: &reqwest::Client,
     port: u16,
     queries: &[Query],
-    rep: &str,
+    (team, rep): (&str, &str),
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for q in queries {
-        let expr = substitute(&q.expr, &[("team", TEAM), ("rep", rep)]);
+        let expr = substitute(&q.expr, &[("team", team), ("rep", rep)]);
         match instant(client, port, &expr).await {
             Ok(series) if series.is_empty() => {
                 // A change against the previous period has no value while the previous period
@@ -748,7 +793,7 @@ async fn name_differences(
 
     // Every query of every board: a rep's series carries its name, once.
     for q in queries() {
-        let expr = substitute(&q.expr, &[("team", TEAM), ("rep", rep)]);
+        let expr = substitute(&q.expr, &[("team", team()), ("rep", rep)]);
         let Ok(series) = instant(client, port, &expr).await else {
             continue; // reported by the queries' own check
         };
@@ -774,7 +819,7 @@ async fn name_differences(
     // The `$rep` picker: the team's members on the roster, each under its name.
     let members: std::collections::BTreeSet<String> = series_of(deals, "sales_rep_member")
         .into_iter()
-        .filter(|l| l.get("team").map(String::as_str) == Some(TEAM))
+        .filter(|l| l.get("team").map(String::as_str) == Some(team()))
         .filter_map(|l| l.get("rep").cloned())
         .collect();
     let (query, _) = queries()
@@ -782,7 +827,7 @@ async fn name_differences(
         .find(|q| q.origin == "rep.json / variable rep")
         .map(|q| (q.expr, ()))
         .expect("the rep board's $rep");
-    match instant(client, port, &substitute(&query, &[("team", TEAM)])).await {
+    match instant(client, port, &substitute(&query, &[("team", team())])).await {
         Ok(series) => {
             let mut listed = std::collections::BTreeSet::new();
             for (labels, _) in &series {
@@ -1025,17 +1070,22 @@ async fn value_differences(
     );
     // Team board, "Gap to quarter target" of $team.
     let title = "Gap to quarter target";
-    let expr = substitute(&board_query("team.json", title, "A"), &[("team", TEAM)]);
+    let expr = substitute(&board_query("team.json", title, "A"), &[("team", team())]);
     let got = instant(client, port, &expr)
         .await
         .ok()
         .and_then(|s| s.first().map(|(_, v)| *v));
-    let booked = team_qtd.get(TEAM).copied().unwrap_or_default();
-    let want = (target("team", TEAM, &quarter).unwrap_or(f64::NAN) - booked).max(0.0);
-    expect(&mut diffs, format!("team / {title} / {TEAM}"), got, want);
+    let booked = team_qtd.get(team()).copied().unwrap_or_default();
+    let want = (target("team", team(), &quarter).unwrap_or(f64::NAN) - booked).max(0.0);
+    expect(
+        &mut diffs,
+        format!("team / {title} / {}", team()),
+        got,
+        want,
+    );
     // Rep board: the quarter's attainment and target, and attainment by period: the current
     // year, quarter, month and week, each its window's bookings over its own target.
-    let vars = [("team", TEAM), ("rep", rep)];
+    let vars = [("team", team()), ("rep", rep)];
     let booked = rep_qtd.get(rep).copied().unwrap_or_default();
     let rep_target = target("rep", rep, &quarter).unwrap_or(f64::NAN);
     for (title, ref_id, want) in [
@@ -1348,7 +1398,7 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
     let started = Instant::now();
     let queries = queries();
     for q in &queries {
-        let expr = substitute(&q.expr, &[("team", TEAM), ("rep", "rep-000")]);
+        let expr = substitute(&q.expr, &[("team", "team-emea"), ("rep", "rep-000")]);
         assert!(!has_variable(&expr), "{}: unsubstituted variable", q.origin);
     }
     let topics = Topics::unique("dashboards-live");
@@ -1381,7 +1431,7 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
             expr: "sum(sales_rep_bookings".into(),
         },
     ];
-    let probed = failures(&client, prometheus.port, &probes, "").await;
+    let probed = failures(&client, prometheus.port, &probes, ("", "")).await;
     assert!(
         probed.len() == 2 && probed[0].1.ends_with("no series") && probed[1].1.contains("bad_data"),
         "an empty and a malformed query are reported as such: {probed:?}"
@@ -1421,6 +1471,12 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
         log_tail(&sim_log)
     );
     let sim_finished = Instant::now();
+    let roster = topics.roster.clone();
+    let chosen = tokio::task::spawn_blocking(move || choose_team(&roster))
+        .await
+        .expect("reading the roster");
+    TEAM.set(chosen).expect("the team is chosen once");
+    let team = team();
     println!(
         "simulator done after {:.1} s",
         started.elapsed().as_secs_f64()
@@ -1496,7 +1552,7 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
     let deadline = Instant::now() + SETTLE;
     let (rep, failed, skipped) = loop {
         check_alive(&mut [&mut deals, &mut acts, &mut targets]);
-        let mut failed = failures(&client, prometheus.port, &shared, "").await;
+        let mut failed = failures(&client, prometheus.port, &shared, (team, "")).await;
         let mut rep = String::new();
         let mut skipped = Vec::new();
         if failed.is_empty() {
@@ -1504,12 +1560,12 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
             if candidates.is_empty() {
                 failed.push((
                     "variable rep".into(),
-                    format!("no rep of {TEAM} in sales_rep_member"),
+                    format!("no rep of {team} in sales_rep_member"),
                 ));
             }
             let mut fewest: Option<(String, Vec<(String, String)>)> = None;
             for r in candidates {
-                let f = failures(&client, prometheus.port, &per_rep, &r).await;
+                let f = failures(&client, prometheus.port, &per_rep, (team, &r)).await;
                 if f.is_empty() {
                     rep = r;
                     fewest = None;
@@ -1547,7 +1603,7 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
             context.push(format!("{q}: {got:?}"));
         }
         panic!(
-            "{} of {total} dashboard queries failed or returned no series after {SETTLE:?} ($team={TEAM}, $rep={rep:?}):\n{}\n\ncontext:\n{}\n\ntargets service log:\n{}",
+            "{} of {total} dashboard queries failed or returned no series after {SETTLE:?} ($team={team}, $rep={rep:?}):\n{}\n\ncontext:\n{}\n\ntargets service log:\n{}",
             failed.len(),
             failed.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("\n"),
             context.join("\n"),
@@ -1588,7 +1644,7 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
         }
         assert!(
             Instant::now() < deadline,
-            "the boards do not show the current period's numbers of the plan, or the reps' roster names, after {VALUES:?} ($team={TEAM}, $rep={rep}):\n{}\n\ntargets service log:\n{}",
+            "the boards do not show the current period's numbers of the plan, or the reps' roster names, after {VALUES:?} ($team={team}, $rep={rep}):\n{}\n\ntargets service log:\n{}",
             diffs.join("\n"),
             log_tail(&targets.log)
         );
@@ -1679,7 +1735,7 @@ async fn every_dashboard_query_returns_series_on_simulated_data() {
             .join(", ")
     );
     println!(
-        "dashboards live: {total} queries, all returned series ($team={TEAM}, $rep={rep}; {:.1} s)",
+        "dashboards live: {total} queries, all returned series ($team={team}, $rep={rep}; {:.1} s)",
         started.elapsed().as_secs_f64()
     );
 }

@@ -17,7 +17,14 @@ use crate::text;
 struct Entry {
     scope: Scope,
     metric: Metric,
-    labels: Vec<(&'static str, Arc<str>)>,
+    /// The labels as the text format writes them (`{rep="a",window="qtd"}`; empty without
+    /// labels), written when the series first shows and shared by its later values: a key
+    /// names one series, so its labels never change. A scrape then writes each series from
+    /// one string rather than reaching each label's own.
+    labels: Arc<str>,
+    /// The labels as pairs, for the test that holds the text to the `prometheus` crate's.
+    #[cfg(test)]
+    pairs: Arc<Vec<(&'static str, Arc<str>)>>,
     value: f64,
 }
 
@@ -69,6 +76,27 @@ pub struct Board {
     refused: DashMap<String, u64>,
 }
 
+/// A series' labels in the order `/metrics` shows them.
+fn label_pairs(s: &salespulse_aggregate::Series) -> Vec<(&'static str, Arc<str>)> {
+    let mut labels: Vec<(&'static str, Arc<str>)> = Vec::with_capacity(4);
+    if let Some(r) = &s.rep {
+        labels.push(("rep", r.clone()));
+    }
+    if let Some(t) = &s.team {
+        labels.push(("team", t.clone()));
+    }
+    if let Some(g) = &s.region {
+        labels.push(("region", g.clone()));
+    }
+    for (name, v) in s.metric.extra_pairs(&s.extra) {
+        labels.push((name, v.clone()));
+    }
+    if let Some(w) = s.window {
+        labels.push(("window", Arc::from(w.label())));
+    }
+    labels
+}
+
 impl Board {
     pub fn new(exposed: Exposed) -> Self {
         Board {
@@ -118,44 +146,40 @@ impl Board {
                     }
                 }
                 Some(s) if self.exposed.admits(s.metric, s.window) => {
-                    let is_new = !self.series.contains_key(&c.key);
+                    // Read apart from the insert: a shard's guard held across it would deadlock.
+                    let shown = self.series.get(&c.key).map(|e| Arc::clone(e.value()));
                     let n = counts.entry((s.scope, s.metric)).or_default();
-                    if is_new && cap > 0 && *n >= cap {
+                    if shown.is_none() && cap > 0 && *n >= cap {
                         *self
                             .refused
                             .entry(family_name(s.scope, s.metric))
                             .or_default() += 1;
                         continue;
                     }
-                    if is_new {
-                        *n += 1;
-                    }
-                    let mut labels: Vec<(&'static str, Arc<str>)> = Vec::with_capacity(4);
-                    if let Some(r) = &s.rep {
-                        labels.push(("rep", r.clone()));
-                    }
-                    if let Some(t) = &s.team {
-                        labels.push(("team", t.clone()));
-                    }
-                    if let Some(g) = &s.region {
-                        labels.push(("region", g.clone()));
-                    }
-                    for (name, v) in s.metric.extra_pairs(&s.extra) {
-                        labels.push((name, v.clone()));
-                    }
-                    if let Some(w) = s.window {
-                        labels.push(("window", Arc::from(w.label())));
-                    }
                     let value = s.value.to_f64().unwrap_or(f64::NAN);
-                    self.series.insert(
-                        c.key.clone(),
-                        Arc::new(Entry {
+                    let entry = match shown {
+                        Some(e) => Entry {
                             scope: s.scope,
                             metric: s.metric,
-                            labels,
+                            labels: Arc::clone(&e.labels),
+                            #[cfg(test)]
+                            pairs: Arc::clone(&e.pairs),
                             value,
-                        }),
-                    );
+                        },
+                        None => {
+                            *n += 1;
+                            let pairs = label_pairs(s);
+                            Entry {
+                                scope: s.scope,
+                                metric: s.metric,
+                                labels: text::labels(&pairs).into(),
+                                #[cfg(test)]
+                                pairs: Arc::new(pairs),
+                                value,
+                            }
+                        }
+                    };
+                    self.series.insert(c.key.clone(), Arc::new(entry));
                 }
                 Some(_) => {}
             }
@@ -181,7 +205,7 @@ impl Board {
             let name = family_name(scope, metric);
             text::gauge_header(out, &name, &help(scope, metric));
             for e in entries {
-                text::sample(out, &name, &e.labels, e.value);
+                text::sample_labelled(out, &name, &e.labels, e.value);
             }
         }
     }
@@ -194,7 +218,7 @@ impl Board {
         for e in self.series.iter() {
             let mut m = PromMetric::default();
             m.set_label(
-                e.labels
+                e.pairs
                     .iter()
                     .map(|(n, v)| {
                         let mut l = LabelPair::default();

@@ -183,15 +183,30 @@ mod tests {
         }
         board.apply(&changes);
         assert!(board.len() > 30, "{} series", board.len());
-        let mut ours = Vec::new();
-        board.write_text(&mut ours);
-        let mut theirs = Vec::new();
-        prometheus::TextEncoder::new()
-            .encode(&board.gather(), &mut theirs)
-            .expect("encodes");
-        assert_eq!(
-            String::from_utf8(ours).expect("utf-8"),
-            String::from_utf8(theirs).expect("utf-8")
-        );
+        let texts = |board: &Board| {
+            let mut ours = Vec::new();
+            board.write_text(&mut ours);
+            let mut theirs = Vec::new();
+            prometheus::TextEncoder::new()
+                .encode(&board.gather(), &mut theirs)
+                .expect("encodes");
+            (
+                String::from_utf8(ours).expect("utf-8"),
+                String::from_utf8(theirs).expect("utf-8"),
+            )
+        };
+        let (first, theirs) = texts(&board);
+        assert_eq!(first, theirs);
+        // New values of the same series: written under the labels written when they showed.
+        for c in &mut changes {
+            if let Some(s) = &mut c.series {
+                s.value = s.value * Decimal::from(3) + Decimal::new(7, 1);
+            }
+        }
+        board.apply(&changes);
+        let (second, theirs) = texts(&board);
+        assert_eq!(second, theirs);
+        assert_ne!(second, first, "the values changed");
+        assert_eq!(second.lines().count(), first.lines().count());
     }
 }

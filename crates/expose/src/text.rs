@@ -17,6 +17,27 @@ pub fn gauge_header(out: &mut Vec<u8>, name: &str, help: &str) {
 /// One sample of family `name`.
 pub fn sample<S: AsRef<str>>(out: &mut Vec<u8>, name: &str, labels: &[(&str, S)], value: f64) {
     out.extend_from_slice(name.as_bytes());
+    write_labels(out, labels);
+    write_value(out, value);
+}
+
+/// One sample of family `name` whose labels were written by [`labels`] before.
+pub fn sample_labelled(out: &mut Vec<u8>, name: &str, labels: &str, value: f64) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(labels.as_bytes());
+    write_value(out, value);
+}
+
+/// Labels as a sample writes them, `{name="value",...}` (empty for none), to be written
+/// with [`sample_labelled`] as often as the series' value changes.
+pub fn labels<S: AsRef<str>>(labels: &[(&str, S)]) -> String {
+    let mut out = Vec::with_capacity(16 * labels.len());
+    write_labels(&mut out, labels);
+    // Only whole strings and ASCII were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn write_labels<S: AsRef<str>>(out: &mut Vec<u8>, labels: &[(&str, S)]) {
     let mut separator = b'{';
     for (n, v) in labels {
         out.push(separator);
@@ -29,8 +50,12 @@ pub fn sample<S: AsRef<str>>(out: &mut Vec<u8>, name: &str, labels: &[(&str, S)]
     if !labels.is_empty() {
         out.push(b'}');
     }
-    // `Display`, as the encoder writes a value; a whole number (counts, ranks) by way of an
-    // integer, which writes the same digits without the float's shortest-digits search.
+}
+
+/// ` value` and the line's end. `Display`, as the encoder writes a value; a whole number
+/// (counts, ranks) by way of an integer, which writes the same digits without the float's
+/// shortest-digits search.
+fn write_value(out: &mut Vec<u8>, value: f64) {
     if value.fract() == 0.0 && value.abs() < 1e15 && !(value == 0.0 && value.is_sign_negative()) {
         let _ = writeln!(out, " {}", value as i64);
     } else {

@@ -45,21 +45,24 @@ impl Exposed {
     /// targets service's series, which name their window and the metric they measure in
     /// labels. An absent label, or a value that names no window or metric, admits it.
     pub fn admits_labels(&self, window: Option<&str>, metric: Option<&str>) -> bool {
-        let window_shown = window
+        window
             .and_then(Window::from_label)
-            .is_none_or(|w| self.windows.is_empty() || self.windows.contains(&w));
-        let metric_shown = metric
-            .and_then(Metric::from_name)
-            .is_none_or(|m| self.metrics.is_empty() || self.metrics.contains(&m));
-        window_shown && metric_shown
+            .is_none_or(|w| self.shows_window(w))
+            && metric
+                .and_then(Metric::from_name)
+                .is_none_or(|m| self.shows_metric(m))
     }
 
     fn admits(&self, metric: Metric, window: Option<Window>) -> bool {
-        (self.metrics.is_empty() || self.metrics.contains(&metric))
-            && match window {
-                Some(w) => self.windows.is_empty() || self.windows.contains(&w),
-                None => true,
-            }
+        self.shows_metric(metric) && window.is_none_or(|w| self.shows_window(w))
+    }
+
+    fn shows_window(&self, w: Window) -> bool {
+        self.windows.is_empty() || self.windows.contains(&w)
+    }
+
+    fn shows_metric(&self, m: Metric) -> bool {
+        self.metrics.is_empty() || self.metrics.contains(&m)
     }
 }
 

@@ -32,22 +32,11 @@ fn team() -> &'static str {
 /// most. The simulator moves reps between teams as it goes, and how its draws fall depends on
 /// the time of day a run starts (its daily rhythm), so a team can end up empty.
 fn choose_team(roster: &str) -> String {
-    let mut latest: BTreeMap<String, Option<String>> = BTreeMap::new();
-    for r in read_topic(roster) {
-        let Some(rep) = r.key.and_then(|k| String::from_utf8(k).ok()) else {
-            continue;
-        };
-        let v = r
-            .value
-            .and_then(|v| serde_json::from_slice::<Value>(&v).ok());
-        let team = v
-            .filter(|v| v["active"].as_bool() != Some(false))
-            .and_then(|v| v["team_id"].as_str().map(str::to_owned));
-        latest.insert(rep, team);
-    }
     let mut members: BTreeMap<String, usize> = BTreeMap::new();
-    for team in latest.into_values().flatten() {
-        *members.entry(team).or_default() += 1;
+    for v in on_roster(roster).values() {
+        if let Some(team) = v["team_id"].as_str() {
+            *members.entry(team.to_owned()).or_default() += 1;
+        }
     }
     println!("reps on the roster by team: {members:?}");
     if members.contains_key("team-emea") {
@@ -430,10 +419,9 @@ fn ramp_schedule() -> Vec<rust_decimal::Decimal> {
         .collect()
 }
 
-/// Each rep's `hired_at` on the roster topic (JSON records, the latest per rep), for the reps
-/// on it: a rep who left (`"active": false`, or a tombstone) has no hiring date and no ramp,
-/// as the services take it off the roster.
-fn hiring_dates(topic: &str) -> BTreeMap<String, chrono::NaiveDate> {
+/// The latest record of each rep on the roster topic (JSON records), for the reps on it: a
+/// rep who left (`"active": false`, or a tombstone) is not, as the services take it off.
+fn on_roster(topic: &str) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for r in read_topic(topic) {
         let Some(v) = r
@@ -446,13 +434,22 @@ fn hiring_dates(topic: &str) -> BTreeMap<String, chrono::NaiveDate> {
             continue;
         };
         let rep = v["rep_id"].as_str().unwrap_or_default().to_owned();
-        let on_roster = v["active"].as_bool() != Some(false);
-        match v["hired_at"].as_str().and_then(|d| d.parse().ok()) {
-            Some(d) if on_roster => out.insert(rep, d),
-            _ => out.remove(&rep),
-        };
+        if v["active"].as_bool() != Some(false) {
+            out.insert(rep, v);
+        } else {
+            out.remove(&rep);
+        }
     }
     out
+}
+
+/// Each rep's `hired_at` on the roster topic, for the reps on it: a rep who left has no
+/// hiring date and no ramp.
+fn hiring_dates(topic: &str) -> BTreeMap<String, chrono::NaiveDate> {
+    on_roster(topic)
+        .into_iter()
+        .filter_map(|(rep, v)| Some((rep, v["hired_at"].as_str()?.parse().ok()?)))
+        .collect()
 }
 
 /// First and end (exclusive) day of a period named as in the plan (fiscal year = calendar

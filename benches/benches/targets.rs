@@ -51,12 +51,17 @@ fn main() {
             ready: Default::default(),
             snapshot: Default::default(),
         };
-        let tick = median_secs(3, || {
-            let text = targets_exposition(board.series(now, &cal, &elapsed), &Default::default());
-            *state.snapshot.write().expect("lock") = std::sync::Arc::new(text);
-        });
-        let mut bytes = 0;
-        let scrape = median_secs(3, || bytes = salespulse_expose::render(&state).len());
+        // A tick, then a scrape of what it left: (tick seconds, scrape seconds, bytes).
+        let tick_and_scrape = |board: &TargetsBoard, exposed: &salespulse_expose::Exposed| {
+            let tick = median_secs(3, || {
+                let text = targets_exposition(board.series(now, &cal, &elapsed), exposed);
+                *state.snapshot.write().expect("lock") = std::sync::Arc::new(text);
+            });
+            let mut bytes = 0;
+            let scrape = median_secs(3, || bytes = salespulse_expose::render(&state).len());
+            (tick, scrape, bytes)
+        };
+        let (tick, scrape, bytes) = tick_and_scrape(&board, &Default::default());
         assert!(bytes > series * 40, "a line for every series");
         println!(
             "targets board, {reps} reps: {series} series, one evaluation median {:.0} ms; \
@@ -79,11 +84,7 @@ fn main() {
             windows: windows.into_iter().collect(),
             ..Default::default()
         };
-        let tick = median_secs(3, || {
-            let text = targets_exposition(board.series(now, &cal, &elapsed), &exposed);
-            *state.snapshot.write().expect("lock") = std::sync::Arc::new(text);
-        });
-        let scrape = median_secs(3, || bytes = salespulse_expose::render(&state).len());
+        let (tick, scrape, bytes) = tick_and_scrape(&board, &exposed);
         println!(
             "targets board, {reps} reps, [expose] windows = {} windows: a tick {:.0} ms; \
              a scrape ({:.1} MiB) {:.0} ms",

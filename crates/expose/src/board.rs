@@ -162,12 +162,8 @@ impl Board {
                     let value = s.value.to_f64().unwrap_or(f64::NAN);
                     let entry = match shown {
                         Some(e) => Entry {
-                            scope: s.scope,
-                            metric: s.metric,
-                            labels: Arc::clone(&e.labels),
-                            #[cfg(test)]
-                            pairs: Arc::clone(&e.pairs),
                             value,
+                            ..Entry::clone(&e)
                         },
                         None => {
                             *n += 1;

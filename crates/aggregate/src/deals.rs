@@ -677,6 +677,9 @@ impl DealsCore {
     /// Applies one validated record at the clock of the last [`DealsCore::tick`].
     pub fn apply(&mut self, ev: &DealEvent<'_>) -> Outcome {
         let h = id_hash(&ev.event_id);
+        // Most records go to the cell of the rep they name: its lookup starts before the deal
+        // map's, so that the two wait for memory together (see `Ledger::warm`).
+        self.ledger.warm(&ev.rep_id);
         // The previous state, its history taken out rather than copied.
         // One lookup: the state is replaced through the same reference at the end.
         let mut slot = self.deals.get_mut(ev.deal_id.as_ref());

@@ -250,6 +250,15 @@ impl<C: Cell> Ledger<C> {
         &mut entry.cells[pos].1
     }
 
+    /// Reads the rep's first cell, so that its cache lines are on their way while the caller
+    /// does other work. With thousands of reps the cells are out of cache: a deal record would
+    /// otherwise wait for the deal map's entry and only then, after it, for the cell.
+    pub fn warm(&self, rep: &str) {
+        if let Some(e) = self.reps.get(rep) {
+            std::hint::black_box(e.cells.first().map(|(team, _)| team.is_some()));
+        }
+    }
+
     /// [`Ledger::cell`] by name: a cell that exists is found without interning its rep and
     /// team (a lookup in the names and two shared counts changed, for every record).
     pub fn cell_named(&mut self, rep: &str, team: Option<&str>, b: &Bounds) -> &mut C {

@@ -8,9 +8,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use salespulse_aggregate::{series_of_key, subject_of_key, Calendar, Change, DealsCore, Differ};
-use salespulse_bench::{deal_records, median_secs};
+use salespulse_bench::{deal_records, live_bytes, median_secs, Counting};
 use salespulse_decode::{Contract, Format};
 use salespulse_expose::{render, AppState, Board, Health};
+
+// The services' allocator, counting what is held.
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
 fn main() {
     let contract = Contract::default();
@@ -29,7 +33,15 @@ fn main() {
     let board = Arc::new(Board::default());
     let mut shown = Differ::default();
     let changes = shown.diff(core.drain_changes());
+    let before = live_bytes();
     board.apply(&changes);
+    let held = live_bytes().saturating_sub(before);
+    println!(
+        "board: {} series, {:.1} MiB held ({} bytes a series)",
+        board.len(),
+        held as f64 / 1048576.0,
+        held / board.len().max(1)
+    );
     read_back(&changes);
     let state = AppState {
         board: board.clone(),
@@ -38,7 +50,7 @@ fn main() {
         snapshot: Arc::default(),
     };
     let mut bytes = 0;
-    let render_s = median_secs(5, || bytes = render(&state).len());
+    let render_s = median_secs(5, || bytes = render(&state).iter().map(|p| p.len()).sum());
     println!(
         "/metrics with {reps} reps: {} series, {:.1} MiB, render median {:.0} ms",
         board.len(),

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -33,8 +34,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Renders the exposition text: the business families, then the health families.
-pub fn render(state: &AppState) -> Vec<u8> {
+/// Renders the exposition text in pieces, to be sent one after the other: the business
+/// families, then the health families.
+pub fn render(state: &AppState) -> Vec<Bytes> {
     state.health.board_series.set(state.board.len() as i64);
     // The board writes its own families; the few others go through the crate's encoder.
     let snapshot = state
@@ -42,17 +44,28 @@ pub fn render(state: &AppState) -> Vec<u8> {
         .read()
         .map(|s| Arc::clone(&s))
         .unwrap_or_default();
-    let mut buf = Vec::with_capacity(state.board.len() * 96 + snapshot.len());
-    state.board.write_text(&mut buf);
-    buf.extend_from_slice(&snapshot);
+    let mut pieces: Vec<Bytes> = state.board.text().into_iter().map(Bytes::from).collect();
+    // Shared, not copied: the targets service's families are tens of megabytes at 10,000 reps.
+    pieces.push(Bytes::from_owner(Shared(snapshot)));
     let mut families = state.health.registry.gather();
     // The encoder refuses empty families: the counter appears with its first refusal.
     families.extend(refused_family(&state.board));
-    if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
-        buf.clear();
-        buf.extend_from_slice(format!("# encoding failed: {e}\n").as_bytes());
+    let mut health = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&families, &mut health) {
+        pieces.clear();
+        health = format!("# encoding failed: {e}\n").into_bytes();
     }
-    buf
+    pieces.push(Bytes::from(health));
+    pieces
+}
+
+/// A snapshot's bytes as a piece of the response, without a copy.
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// `salespulse_series_refused_total{family}`: new series the per-family cap kept off `/metrics`.
@@ -89,7 +102,12 @@ fn refused_family(board: &Board) -> Option<prometheus::proto::MetricFamily> {
 async fn metrics(State(state): State<AppState>) -> Response {
     // Rendering a large board is CPU work; keep it off the async workers.
     match tokio::task::spawn_blocking(move || render(&state)).await {
-        Ok(body) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response(),
+        Ok(pieces) => {
+            let body = Body::from_stream(futures_util::stream::iter(
+                pieces.into_iter().map(Ok::<_, std::convert::Infallible>),
+            ));
+            ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

@@ -184,8 +184,7 @@ mod tests {
         board.apply(&changes);
         assert!(board.len() > 30, "{} series", board.len());
         let texts = |board: &Board| {
-            let mut ours = Vec::new();
-            board.write_text(&mut ours);
+            let ours = board.text().concat();
             let mut theirs = Vec::new();
             prometheus::TextEncoder::new()
                 .encode(&board.gather(), &mut theirs)

@@ -39,7 +39,7 @@ use crate::events::{
 };
 use crate::kafka::{client_config, partitions, ReadToEnd, SetDefaults};
 use crate::pacer::Pacer;
-use crate::run::{now_ms, AbortOnDrop, Shared, GIVE_UP_AFTER};
+use crate::run::{now_ms, AbortOnDrop, Shared};
 use crate::sink::gate::Gate;
 use crate::sink::transaction::{transactional_id, Ended};
 use crate::sink::{create_producer, settle, Outputs};
@@ -1104,10 +1104,7 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// A record that could not be produced dooms the open transaction: it is aborted and the
     /// instance built again from what is committed.
     fn produce_failed(&mut self, e: Error) -> Result<(), Error> {
-        if self.settled_at.elapsed() > GIVE_UP_AFTER {
-            return Err(e);
-        }
-        crate::sink::transaction::abort_after(self.out.producer, e)?;
+        crate::sink::transaction::abort_unless_stalled(self.out.producer, self.settled_at, e)?;
         self.aborted("a record could not be produced");
         Ok(())
     }

@@ -58,9 +58,6 @@ use crate::Error;
 /// Most records handled between two looks at the clock and the shutdown signal.
 const MAX_BATCH: usize = 2048;
 
-/// How long produce failures may go on, no transaction committing, before the service stops.
-pub(crate) const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
-
 /// How many celebrations, and for how long, an instance that does not lead keeps in case the
 /// leader fails before announcing them.
 const MAX_PENDING_WINS: usize = 10_000;
@@ -893,10 +890,7 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// from what is committed, rather than the service stopping. Failures that go on for
     /// longer than librdkafka keeps a record stop it, with the error.
     fn produce_failed(&mut self, e: Error) -> Result<(), Error> {
-        if self.settled_at.elapsed() > GIVE_UP_AFTER {
-            return Err(e);
-        }
-        crate::sink::transaction::abort_after(self.out.producer, e)?;
+        crate::sink::transaction::abort_unless_stalled(self.out.producer, self.settled_at, e)?;
         self.aborted("a record could not be produced");
         Ok(())
     }

@@ -24,6 +24,9 @@ use tracing::warn;
 
 use crate::Error;
 
+/// How long produce failures may go on, no transaction committing, before the service stops.
+pub(crate) const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
+
 /// How long one transactional call may block.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a call that takes a timeout may go past it before the producer counts as wedged.
@@ -184,6 +187,20 @@ pub(crate) fn abort_after(producer: &FutureProducer, e: Error) -> Result<(), Err
     }
     warn!(error = %e, "producing failed; aborting the open transaction");
     tokio::task::block_in_place(|| abort(producer))
+}
+
+/// [`abort_after`] for a loop that commits as it goes: once nothing has been committed for
+/// longer than [`GIVE_UP_AFTER`] (since `settled_at`), longer than librdkafka keeps a record,
+/// the failure stops the service with its error instead.
+pub(crate) fn abort_unless_stalled(
+    producer: &FutureProducer,
+    settled_at: std::time::Instant,
+    e: Error,
+) -> Result<(), Error> {
+    if settled_at.elapsed() > GIVE_UP_AFTER {
+        return Err(e);
+    }
+    abort_after(producer, e)
 }
 
 /// Calls `call` again while it fails with a retriable error, for up to [`RETRY_FOR`].

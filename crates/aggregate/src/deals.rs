@@ -680,10 +680,10 @@ impl DealsCore {
         // Most records go to the cell of the rep they name: its lookup starts before the deal
         // map's, so that the two wait for memory together (see `Ledger::warm`).
         self.ledger.warm(&ev.rep_id);
-        // The previous state, its history taken out rather than copied.
-        // One lookup: the state is replaced through the same reference at the end.
+        // One lookup: the previous state is read in place, its history taken out, and replaced
+        // through the same reference at the end.
         let mut slot = self.deals.get_mut(ev.deal_id.as_ref());
-        let (previous, old_steps) = match slot.as_deref_mut() {
+        let old_steps = match slot.as_deref_mut() {
             Some(st) => {
                 if st.recent.contains(&h) {
                     return Outcome::Duplicate;
@@ -693,11 +693,11 @@ impl DealsCore {
                 if ev.occurred_at < st.occurred_at_ms {
                     return Outcome::Stale;
                 }
-                let steps = std::mem::take(&mut st.steps);
-                (Some(st.clone()), steps)
+                std::mem::take(&mut st.steps)
             }
-            None => (None, Vec::new()),
+            None => Vec::new(),
         };
+        let previous = slot.as_deref();
         let kind = self.stages.kind[usize::from(ev.stage)];
         let closed_at = match kind {
             StageKind::Open => None,

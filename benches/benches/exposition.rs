@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use salespulse_aggregate::{series_of_key, subject_of_key, Calendar, Change, DealsCore, Differ};
-use salespulse_bench::{deal_records, live_bytes, median_secs, Counting};
+use salespulse_bench::{deal_records, live_bytes, median_secs, scrape_bytes, Counting};
 use salespulse_decode::{Contract, Format};
 use salespulse_expose::{render, AppState, Board, Health};
 
@@ -50,7 +50,7 @@ fn main() {
         snapshot: Arc::default(),
     };
     let mut bytes = 0;
-    let render_s = median_secs(5, || bytes = render(&state).iter().map(|p| p.len()).sum());
+    let render_s = median_secs(5, || bytes = scrape_bytes(&state));
     println!(
         "/metrics with {reps} reps: {} series, {:.1} MiB, render median {:.0} ms",
         board.len(),

@@ -58,12 +58,7 @@ fn main() {
                 *state.snapshot.write().expect("lock") = std::sync::Arc::new(text);
             });
             let mut bytes = 0;
-            let scrape = median_secs(3, || {
-                bytes = salespulse_expose::render(&state)
-                    .iter()
-                    .map(|p| p.len())
-                    .sum()
-            });
+            let scrape = median_secs(3, || bytes = salespulse_bench::scrape_bytes(&state));
             (tick, scrape, bytes)
         };
         let (tick, scrape, bytes) = tick_and_scrape(&board, &Default::default());

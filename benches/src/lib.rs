@@ -264,6 +264,14 @@ pub fn activity_records(
         .collect()
 }
 
+/// Renders `/metrics` as a scrape does and returns its size in bytes (the pieces summed).
+pub fn scrape_bytes(state: &salespulse_expose::AppState) -> usize {
+    salespulse_expose::render(state)
+        .iter()
+        .map(|p| p.len())
+        .sum()
+}
+
 /// Runs `f` `runs` times and returns the median seconds.
 pub fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
     let mut t: Vec<f64> = (0..runs)

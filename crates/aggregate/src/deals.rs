@@ -339,7 +339,7 @@ impl Cell for DealCell {
 /// How many recent event ids each deal remembers to recognise a repeated record.
 pub(crate) const RECENT_IDS: usize = 8;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct DealState {
     pub seq: u64,
     pub rep: Arc<str>,

@@ -22,10 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use salespulse_aggregate::{Contribution, Differ, Merger, Subject};
 use salespulse_decode::{Format, RosterEvent};
@@ -96,10 +97,14 @@ struct Share {
     /// The instance started over with a consumer of its own: this one's callbacks, as it
     /// closes, must not clear the board the next instance serves.
     retired: bool,
+    /// The group asked for the partitions back and waits until the loop gives them up (see
+    /// [`Instance::hand_back`]).
+    revoking: bool,
 }
 
+/// The share as the callbacks leave it, and the loop's wake-up when the group asks for it back.
 #[derive(Debug, Clone, Default)]
-struct Assignment(Arc<Mutex<Share>>);
+struct Assignment(Arc<Mutex<Share>>, Arc<tokio::sync::Notify>);
 
 impl Assignment {
     fn current(&self) -> (BTreeSet<i32>, BTreeSet<i32>, Option<Member>, u64) {
@@ -116,11 +121,42 @@ impl Assignment {
             .unwrap_or_default()
     }
 
-    /// Leaves the board to the instance that starts over after this one.
-    fn retire(&self) {
-        if let Ok(mut s) = self.0.lock() {
-            s.retired = true;
+    /// Leaves the board to the instance that starts over after this one, and gives up the
+    /// partitions the group asked for, if it did: a consumer closes only once they are.
+    fn retire(&self, consumer: &TasksConsumer) {
+        let revoking = self
+            .0
+            .lock()
+            .map(|mut s| {
+                s.retired = true;
+                std::mem::take(&mut s.revoking)
+            })
+            .unwrap_or_default();
+        if revoking {
+            let _ = consumer.unassign();
         }
+    }
+
+    /// Whether the group asks for the partitions back; the loop answers once.
+    fn take_revoking(&self) -> bool {
+        self.0
+            .lock()
+            .map(|mut s| std::mem::take(&mut s.revoking))
+            .unwrap_or_default()
+    }
+
+    /// The partitions given up: nothing exported may outlive them.
+    fn revoked(&self, board: &Board, health: &Health) {
+        let Ok(mut s) = self.0.lock() else {
+            return;
+        };
+        board.clear();
+        *s = Share {
+            generation: s.generation + 1,
+            ..Share::default()
+        };
+        drop(s);
+        Revoked { what: "partition" }.emit(health);
     }
 
     /// The generation, and whether partitions are assigned.
@@ -132,11 +168,10 @@ impl Assignment {
     }
 }
 
-/// The member's callbacks: give everything up before a rebalance, note what comes after.
+/// The member's callbacks: note what the group asks back and what it hands out.
 struct TasksContext {
     assignment: Assignment,
     input: String,
-    board: Arc<Board>,
     health: Health,
 }
 
@@ -147,56 +182,77 @@ impl ClientContext for TasksContext {
 }
 
 impl ConsumerContext for TasksContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(_) = rebalance {
-            let Ok(mut s) = self.assignment.0.lock() else {
-                return;
-            };
-            if s.retired {
-                return;
+    /// Eager rebalancing with the revocation answered by the loop: librdkafka rejoins the
+    /// group only once the partitions are unassigned, so the loop first commits what its
+    /// state holds under the generation still current (see [`Instance::hand_back`]). An
+    /// assignment is taken at once.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Err(e) = consumer.assign(tpl) {
+                    warn!(error = %e, "taking the assigned partitions failed");
+                }
+                self.assigned(consumer, tpl);
             }
-            // The loop aborts its open transaction when it sees the new generation; nothing
-            // exported may outlive the slots meanwhile.
-            self.board.clear();
-            *s = Share {
-                generation: s.generation + 1,
-                ..Share::default()
-            };
-            drop(s);
-            Revoked { what: "partition" }.emit(&self.health);
-        }
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let (mut input, mut cells) = (BTreeSet::new(), BTreeSet::new());
-            for e in tpl.elements() {
-                if e.topic() == self.input {
-                    input.insert(e.partition());
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let answered_here = self
+                    .assignment
+                    .0
+                    .lock()
+                    .map(|mut s| {
+                        s.revoking = !s.retired;
+                        s.retired
+                    })
+                    .unwrap_or(true);
+                if answered_here {
+                    let _ = consumer.unassign();
                 } else {
-                    cells.insert(e.partition());
+                    self.assignment.1.notify_one();
                 }
             }
-            let Ok(mut s) = self.assignment.0.lock() else {
-                return;
-            };
-            if s.retired {
-                return;
+            other => {
+                warn!(error = ?other, "rebalancing failed; giving the partitions up");
+                let _ = consumer.unassign();
             }
-            *s = Share {
-                input,
-                cells,
-                member: consumer.group_metadata().map(|m| Member(Arc::new(m))),
-                generation: s.generation + 1,
-                assigned: true,
-                retired: false,
-            };
-            Assigned {
-                input: Some(&s.input),
-                slots: &s.cells,
-            }
-            .emit(&self.health);
         }
+    }
+}
+
+impl TasksContext {
+    fn assigned(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let (mut input, mut cells) = (BTreeSet::new(), BTreeSet::new());
+        for e in tpl.elements() {
+            if e.topic() == self.input {
+                input.insert(e.partition());
+            } else {
+                cells.insert(e.partition());
+            }
+        }
+        let Ok(mut s) = self.assignment.0.lock() else {
+            return;
+        };
+        if s.retired {
+            return;
+        }
+        *s = Share {
+            input,
+            cells,
+            member: consumer.group_metadata().map(|m| Member(Arc::new(m))),
+            generation: s.generation + 1,
+            assigned: true,
+            retired: false,
+            revoking: false,
+        };
+        Assigned {
+            input: Some(&s.input),
+            slots: &s.cells,
+        }
+        .emit(&self.health);
     }
 }
 
@@ -213,6 +269,29 @@ struct Task<P> {
     saved_at: Instant,
 }
 
+/// State kept across a rebalance: the input partitions' cores, where each slot of the merger
+/// was read to, and (once the rebuild has decided what to keep) the merger.
+struct Held<P, M = ()> {
+    tasks: BTreeMap<i32, Task<P>>,
+    cells_next: BTreeMap<i32, i64>,
+    merger: M,
+}
+
+/// Of the partitions `held` (each with the offset its state applies next), those `assigned`
+/// again whose committed offset (`input`: of the input topic, else of the cells topic) is that
+/// offset: nothing of them was applied anywhere since this instance committed them.
+fn unchanged(
+    held: impl IntoIterator<Item = (i32, i64)>,
+    assigned: &BTreeSet<i32>,
+    committed: &HashMap<(bool, i32), i64>,
+    input: bool,
+) -> BTreeSet<i32> {
+    held.into_iter()
+        .filter(|(p, next)| assigned.contains(p) && committed.get(&(input, *p)) == Some(next))
+        .map(|(p, _)| p)
+        .collect()
+}
+
 /// The instance: its cores, its merger and what it has exported.
 struct Instance<'a, P: Processor> {
     shared: Shared<'a>,
@@ -225,6 +304,9 @@ struct Instance<'a, P: Processor> {
     assignment: Assignment,
     /// The generation the state below was built for; `None`: to be built again.
     built: Option<u64>,
+    /// The state was committed whole as its partitions were given up (`hand_back`): the
+    /// next rebuild keeps what the group's committed offsets show unchanged.
+    suspended: bool,
     member: Option<Member>,
     tasks: BTreeMap<i32, Task<P>>,
     merger: Merger,
@@ -277,6 +359,7 @@ pub(crate) async fn run_instance<P: Processor>(
     let mut pacer = Pacer::of(&settings.publish);
     let next_tick = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(next_tick);
+    let revoking = me.assignment.1.clone();
     let ran: Result<(), Error> = async {
         loop {
             tokio::select! {
@@ -285,6 +368,7 @@ pub(crate) async fn run_instance<P: Processor>(
                     info!("shutting down: committing what is done");
                     return Ok(());
                 }
+                _ = revoking.notified() => me.hand_back(&consumer).await?,
                 _ = &mut next_tick => {
                     let interval = me.tick(&consumer, &mut roster, &mut pacer).await?;
                     next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
@@ -310,7 +394,7 @@ pub(crate) async fn run_instance<P: Processor>(
     if let Err(e) = ran {
         // Not ready from here on, whatever the closing of the consumers takes.
         me.give_up_state();
-        me.assignment.retire();
+        me.assignment.retire(&consumer);
         drop(me);
         crate::kafka::close_aside("the group's consumers", (consumer, roster));
         return Err(e);
@@ -318,6 +402,7 @@ pub(crate) async fn run_instance<P: Processor>(
     if me.built.is_some() {
         me.on_tick(&consumer, true).await?;
     }
+    me.assignment.retire(&consumer);
     info!("stopped cleanly");
     Ok(())
 }
@@ -341,7 +426,6 @@ fn join<P: Processor>(s: &Shared<'_>, assignment: Assignment) -> Result<TasksCon
         .create_with_context(TasksContext {
             assignment,
             input: s.input.to_owned(),
-            board: s.board.clone(),
             health: s.health.clone(),
         })
         .map_err(|e| Error::kafka("creating the input consumer", e))?;
@@ -392,6 +476,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             slots,
             assignment,
             built: None,
+            suspended: false,
             member: None,
             tasks: BTreeMap::new(),
             merger,
@@ -601,6 +686,11 @@ impl<'a, P: Processor> Instance<'a, P> {
                 return Ok(());
             }
         }
+        self.advance(consumer, closing).await
+    }
+
+    /// The tick's work on a built state: see [`Instance::on_tick`].
+    async fn advance(&mut self, consumer: &TasksConsumer, closing: bool) -> Result<(), Error> {
         let now = now_ms();
         for (p, task) in &mut self.tasks {
             task.core.tick(now);
@@ -758,6 +848,40 @@ impl<'a, P: Processor> Instance<'a, P> {
         Ok(())
     }
 
+    /// The group asks for the partitions back (eager protocol: all of them, at every
+    /// rebalance). Before they are given up, a tick commits everything the state holds under
+    /// the generation still current, as Kafka Streams commits its tasks when they are revoked:
+    /// the state then is what the group's committed offsets say, and the partitions assigned
+    /// again keep it instead of being rebuilt from the topics. A commit that fails leaves
+    /// nothing kept, as before.
+    async fn hand_back(&mut self, consumer: &TasksConsumer) -> Result<(), Error> {
+        if !self.assignment.take_revoking() {
+            return Ok(());
+        }
+        let (generation, _) = self.assignment.generation();
+        if self.built == Some(generation) {
+            if let Err(e) = self.advance(consumer, false).await {
+                self.produce_failed(e)?;
+            }
+        }
+        // A refused commit has set `built` aside.
+        let committed = self.built == Some(generation);
+        self.assignment
+            .revoked(&self.shared.board, self.shared.health);
+        if let Err(e) = consumer.unassign() {
+            warn!(error = %e, "giving the partitions up failed");
+        }
+        if committed {
+            self.shared.ready.store(false, Ordering::Relaxed);
+            self.built = None;
+            self.member = None;
+            self.suspended = true;
+            Ok(())
+        } else {
+            self.give_up()
+        }
+    }
+
     /// Between a revocation and the next assignment: what was produced for the partitions
     /// given up is aborted, and nothing is exported.
     fn give_up(&mut self) -> Result<(), Error> {
@@ -796,6 +920,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.shared.ready.store(false, Ordering::Relaxed);
         self.shared.board.clear();
         self.built = None;
+        self.suspended = false;
         self.tasks.clear();
         self.cells_next.clear();
         self.member = None;
@@ -809,6 +934,11 @@ impl<'a, P: Processor> Instance<'a, P> {
         self.shared.ready.store(false, Ordering::Relaxed);
         self.shared.board.clear();
         self.built = None;
+        let held = std::mem::take(&mut self.suspended).then(|| Held {
+            tasks: std::mem::take(&mut self.tasks),
+            cells_next: std::mem::take(&mut self.cells_next),
+            merger: (),
+        });
         self.tasks.clear();
         self.cells_next.clear();
         self.committed.clear();
@@ -820,6 +950,8 @@ impl<'a, P: Processor> Instance<'a, P> {
         let (input, slots, member, generation) = self.assignment.current();
         let committed = self.read_committed(&input, &slots)?;
         let committed_s = began.elapsed().as_secs_f64();
+        let kept = self.keep(held, &input, &slots, &committed)?;
+        let (kept_input, kept_slots) = (kept.tasks.len(), kept.cells_next.len());
         let filling = Gate::open();
         let _stop_filling = filling.closed_on_drop();
         // Taken out for the read; a rebuild that fails reads the topic whole next time.
@@ -835,26 +967,47 @@ impl<'a, P: Processor> Instance<'a, P> {
         // independent. It is read in a task of its own, on a worker thread, rather than beside
         // the restore in this one, which also hands every snapshot chunk on as it arrives.
         let cells = {
-            let merger = self.new_merger(&slots)?;
+            let merger = kept.merger;
             let (settings, topic) = (self.shared.settings.clone(), self.cells.clone());
-            let slots = slots.clone();
+            let to_read: BTreeSet<i32> = slots
+                .iter()
+                .filter(|s| !kept.cells_next.contains_key(s))
+                .copied()
+                .collect();
             AbortOnDrop(tokio::spawn(async move {
-                timed(read_cells(&settings, &topic, &slots, merger)).await
+                timed(read_cells(&settings, &topic, &to_read, merger)).await
             }))
         };
-        let (replayed, input_seconds) = timed(self.replay_input(&input, &committed)).await?;
-        let ((merger, ends, contributions), cells_seconds) = cells.join().await?;
+        let to_restore: BTreeSet<i32> = input
+            .iter()
+            .filter(|p| !kept.tasks.contains_key(p))
+            .copied()
+            .collect();
+        let (replayed, input_seconds) = timed(self.replay_input(&to_restore, &committed)).await?;
+        self.tasks.extend(kept.tasks);
+        let ((merger, mut ends, contributions), cells_seconds) = cells.join().await?;
+        ends.extend(kept.cells_next);
         // Records the consumer delivers below these were read here.
         self.cells_next = ends;
         self.merger = merger;
-        // The consumer goes on from where each input partition was replayed to.
+        // The consumer goes on from where each input partition was replayed to and each slot
+        // read to, or kept at: what it handed over since the assignment was passed by, the
+        // state not being built.
         let mut seek = TopicPartitionList::new();
-        for (p, t) in &self.tasks {
-            seek.add_partition_offset(self.shared.input, *p, Offset::Offset(t.next))
+        let cells_next = self
+            .cells_next
+            .iter()
+            .map(|(s, n)| (self.cells.as_str(), s, n));
+        let next = self
+            .tasks
+            .iter()
+            .map(|(p, t)| (self.shared.input, p, &t.next));
+        for (topic, p, at) in next.chain(cells_next) {
+            seek.add_partition_offset(topic, *p, Offset::Offset(*at))
                 .map_err(|e| Error::kafka("seeking", e))?;
         }
         if !seek_all(consumer, seek) {
-            warn!("seeking the input partitions failed; building again at the next tick");
+            warn!("seeking the assigned partitions failed; building again at the next tick");
             return Ok(());
         }
         let step = Instant::now();
@@ -878,6 +1031,8 @@ impl<'a, P: Processor> Instance<'a, P> {
         info!(
             input = ?input,
             slots = ?slots,
+            kept_input,
+            kept_slots,
             replayed,
             contributions,
             series = self.shared.board.len(),
@@ -892,6 +1047,60 @@ impl<'a, P: Processor> Instance<'a, P> {
             "built from the topics"
         );
         Ok(())
+    }
+
+    /// What of the state `held` since the partitions were handed back the rebuild keeps: each
+    /// input partition assigned again whose committed offset is where its core stands, and the
+    /// merger when every slot it held is assigned again and so unchanged (one given up would
+    /// leave parts in it that are no longer followed). The merger handed on is that one, or a
+    /// new one; the slots kept are those it need not read.
+    fn keep(
+        &mut self,
+        held: Option<Held<P>>,
+        input: &BTreeSet<i32>,
+        slots: &BTreeSet<i32>,
+        committed: &HashMap<(bool, i32), i64>,
+    ) -> Result<Held<P, Merger>, Error> {
+        let Some(Held {
+            mut tasks,
+            cells_next,
+            ..
+        }) = held
+        else {
+            return Ok(Held {
+                tasks: BTreeMap::new(),
+                cells_next: BTreeMap::new(),
+                merger: self.new_merger(slots)?,
+            });
+        };
+        let same = unchanged(
+            tasks.iter().map(|(p, t)| (*p, t.next)),
+            input,
+            committed,
+            true,
+        );
+        tasks.retain(|p, _| same.contains(p));
+        let same = unchanged(
+            cells_next.iter().map(|(s, n)| (*s, *n)),
+            slots,
+            committed,
+            false,
+        );
+        if same.len() == cells_next.len() {
+            let empty = self.new_merger(&BTreeSet::new())?;
+            let mut merger = std::mem::replace(&mut self.merger, empty);
+            merger.set_owned(slots.iter().map(|s| *s as u32).collect());
+            return Ok(Held {
+                tasks,
+                cells_next,
+                merger,
+            });
+        }
+        Ok(Held {
+            tasks,
+            cells_next: BTreeMap::new(),
+            merger: self.new_merger(slots)?,
+        })
     }
 
     /// The metrics and celebrations topics, read while the partitions' state is rebuilt: what
@@ -1305,6 +1514,31 @@ mod tests {
             board.is_empty(),
             "a fill after its rebuild ended reached the board"
         );
+    }
+
+    /// A partition's state is kept only when it is assigned again and the group's committed
+    /// offset is where that state stands: an offset moved on means another instance applied
+    /// records of it meanwhile; none committed, that it cannot be told.
+    #[test]
+    fn only_partitions_committed_where_their_state_stands_are_kept() {
+        let held = [(0, 10), (1, 20), (2, 30), (3, 40)];
+        let assigned = BTreeSet::from([0, 1, 2, 5]);
+        let committed = HashMap::from([
+            ((true, 0), 10),
+            ((true, 1), 25),
+            ((false, 2), 30),
+            ((true, 3), 40),
+            ((true, 5), 7),
+        ]);
+        assert_eq!(
+            unchanged(held, &assigned, &committed, true),
+            BTreeSet::from([0])
+        );
+        assert_eq!(
+            unchanged(held, &assigned, &committed, false),
+            BTreeSet::from([2])
+        );
+        assert!(unchanged([], &assigned, &committed, true).is_empty());
     }
 
     #[test]

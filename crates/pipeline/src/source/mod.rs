@@ -547,6 +547,9 @@ pub(crate) async fn read_partitions(
     ranges: &BTreeMap<i32, Range>,
     f: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<BTreeMap<i32, i64>, Error> {
+    if ranges.is_empty() {
+        return Ok(BTreeMap::new());
+    }
     let (r, _) = TopicReader::new(settings, topic)?;
     read_ranges(r, topic, ranges, f).await
 }

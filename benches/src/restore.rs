@@ -12,8 +12,9 @@
 //! Last, three hand-overs: two instances share the group, one stops, and the other takes over
 //! what it held — in the default mode its slots (the state is whole in every instance: only the
 //! series are read back), with `--divided` its input partitions (restored from their
-//! snapshots, the cells read back). Each is timed from the survivor's log, from giving up what
-//! it held (the rebalance reaching it) to serving everything.
+//! snapshots, the new slots' cells read back; what the survivor held before and committed as
+//! the rebalance began, it keeps). Each is timed from the survivor's log, from the rebalance
+//! reaching it to serving everything.
 //!
 //! Needs a broker (`scripts/kafka.sh start`) and release binaries:
 //! `cargo build --release --bins && cargo run --release -p salespulse-bench --bin restore -- [records] [--divided]`
@@ -90,8 +91,9 @@ const SLOTS: f64 = 12.0;
 
 /// One hand-over in group `group`: instances A and B start (B logging to a file of its own),
 /// and once both hold a share, A stops (SIGTERM: it commits, writes its snapshot and leaves the
-/// group). Returns B's seconds, from its log, from giving up its share to serving all of it on
-/// `/metrics`, and to the end of the take-over or rebuild.
+/// group). Returns B's seconds, from its log, from giving up its share (divided: from the
+/// group's asking for it, before B commits its state) to serving all of it on `/metrics`, and
+/// to the end of the take-over or rebuild.
 async fn handover(
     suffix: &str,
     topic: &str,
@@ -153,7 +155,10 @@ async fn handover(
             })
         });
         if let (Some(i), Some(d)) = (gave_up, done) {
-            let done = at(d) - at(&events[i]);
+            // Divided ingest gives its share up once it has committed its state: timed from
+            // the group's request.
+            let asked = at(&events[i]) - events[i]["handing_back_s"].as_f64().unwrap_or(0.0);
+            let done = at(d) - asked;
             // The board serves the slots' series `serving_s` into a take-over (default mode) or
             // a rebuild (divided) of `seconds`: in the default mode from the instance's own
             // state, before the metrics topic is read back and what differs published; divided,
@@ -168,6 +173,8 @@ async fn handover(
                 "previous_owners_s",
                 "board_s",
                 "leadership_s",
+                "kept_input",
+                "kept_slots",
                 "input_seconds",
                 "cells_seconds",
                 "board_seconds",

@@ -145,8 +145,9 @@ impl Assignment {
             .unwrap_or_default()
     }
 
-    /// The partitions given up: nothing exported may outlive them.
-    fn revoked(&self, board: &Board, health: &Health) {
+    /// The partitions given up (`handed_back` as in [`Revoked`]): nothing exported may
+    /// outlive them.
+    fn revoked(&self, board: &Board, health: &Health, handed_back: (bool, f64)) {
         let Ok(mut s) = self.0.lock() else {
             return;
         };
@@ -156,7 +157,11 @@ impl Assignment {
             ..Share::default()
         };
         drop(s);
-        Revoked { what: "partition" }.emit(health);
+        Revoked {
+            what: "partition",
+            handed_back: Some(handed_back),
+        }
+        .emit(health);
     }
 
     /// The generation, and whether partitions are assigned.
@@ -858,6 +863,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         if !self.assignment.take_revoking() {
             return Ok(());
         }
+        let asked = Instant::now();
         let (generation, _) = self.assignment.generation();
         if self.built == Some(generation) {
             if let Err(e) = self.advance(consumer, false).await {
@@ -866,8 +872,9 @@ impl<'a, P: Processor> Instance<'a, P> {
         }
         // A refused commit has set `built` aside.
         let committed = self.built == Some(generation);
+        let handed_back = (committed, asked.elapsed().as_secs_f64());
         self.assignment
-            .revoked(&self.shared.board, self.shared.health);
+            .revoked(&self.shared.board, self.shared.health, handed_back);
         if let Err(e) = consumer.unassign() {
             warn!(error = %e, "giving the partitions up failed");
         }

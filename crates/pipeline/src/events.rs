@@ -277,11 +277,19 @@ impl InternalEvent for TransactionEnded<'_> {
 pub(crate) struct Revoked {
     /// What the group hands out: `partition` (divided ingest) or `slot`.
     pub what: &'static str,
+    /// Divided ingest: whether the state was committed as the partitions were given up, and
+    /// so kept for those assigned again, and the seconds from the group's request to here.
+    pub handed_back: Option<(bool, f64)>,
 }
 
 impl InternalEvent for Revoked {
     fn emit(self, health: &Health) {
-        info!("gave up every {}", self.what);
+        match self.handed_back {
+            Some((state_kept, handing_back_s)) => {
+                info!(state_kept, handing_back_s, "gave up every {}", self.what)
+            }
+            None => info!("gave up every {}", self.what),
+        }
         health.rebalances.with_label_values(&["revoked"]).inc();
     }
 }

@@ -190,7 +190,11 @@ impl ConsumerContext for SlotsContext {
             // abort can take many seconds, and the whole group's rebalance would wait for it.
             self.ownership.revoke();
             self.board.clear();
-            Revoked { what: "slot" }.emit(&self.health);
+            Revoked {
+                what: "slot",
+                handed_back: None,
+            }
+            .emit(&self.health);
         }
     }
 

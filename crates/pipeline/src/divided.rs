@@ -42,7 +42,7 @@ use crate::kafka::{client_config, partitions, ReadToEnd, SetDefaults};
 use crate::pacer::Pacer;
 use crate::run::{now_ms, AbortOnDrop, Shared};
 use crate::sink::gate::Gate;
-use crate::sink::transaction::{transactional_id, Ended};
+use crate::sink::transaction::{commit_within, transactional_id, Ended, RETRY_FOR};
 use crate::sink::{create_producer, settle, Outputs};
 use crate::source::follow::{Ahead, Announced as AnnouncedKeys, Followed};
 use crate::source::offsets::GroupOffsets;
@@ -55,6 +55,9 @@ use crate::Error;
 
 /// Records handled per wake-up of the loop before it looks at the clock again.
 const MAX_BATCH: usize = 2048;
+
+/// How long a revocation's commit retries a transaction coordinator that is away.
+const HAND_BACK_RETRY_FOR: Duration = Duration::from_secs(5);
 
 /// How often the ends of the input partitions are measured: what paces ticks while behind.
 const LAG_EVERY: Duration = Duration::from_secs(1);
@@ -280,6 +283,14 @@ struct Held<P, M = ()> {
     tasks: BTreeMap<i32, Task<P>>,
     cells_next: BTreeMap<i32, i64>,
     merger: M,
+}
+
+/// What a rebuild restored and read, for its log line.
+struct Built {
+    replayed: u64,
+    input_seconds: f64,
+    contributions: u64,
+    cells_seconds: f64,
 }
 
 /// Of the partitions `held` (each with the offset its state applies next), those `assigned`
@@ -691,11 +702,15 @@ impl<'a, P: Processor> Instance<'a, P> {
                 return Ok(());
             }
         }
-        self.advance(consumer, closing).await
+        self.advance(closing, RETRY_FOR).await?;
+        self.measure_lag(consumer);
+        self.report();
+        Ok(())
     }
 
-    /// The tick's work on a built state: see [`Instance::on_tick`].
-    async fn advance(&mut self, consumer: &TasksConsumer, closing: bool) -> Result<(), Error> {
+    /// The tick's work on a built state up to its commit (its calls retried for up to
+    /// `retry_for`): see [`Instance::on_tick`].
+    async fn advance(&mut self, closing: bool, retry_for: Duration) -> Result<(), Error> {
         let now = now_ms();
         for (p, task) in &mut self.tasks {
             task.core.tick(now);
@@ -739,10 +754,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             .publish(&t.metrics, &changes, self.shared.settings.publish.format)
             .await?;
         self.counters.flush();
-        self.commit().await?;
-        self.measure_lag(consumer);
-        self.report();
-        Ok(())
+        self.commit(retry_for).await
     }
 
     /// The ends of the assigned input partitions and how far behind them each core is; a
@@ -866,7 +878,9 @@ impl<'a, P: Processor> Instance<'a, P> {
         let asked = Instant::now();
         let (generation, _) = self.assignment.generation();
         if self.built == Some(generation) {
-            if let Err(e) = self.advance(consumer, false).await {
+            // The group waits for this member meanwhile: a coordinator away for longer costs
+            // the state, not the group's rebalance.
+            if let Err(e) = self.advance(false, HAND_BACK_RETRY_FOR).await {
                 self.produce_failed(e)?;
             }
         }
@@ -936,6 +950,70 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// Builds the instance again from the topics for the current assignment.
     async fn rebuild(&mut self, consumer: &TasksConsumer) -> Result<(), Error> {
         let began = Instant::now();
+        let held = self.set_aside()?;
+        let (input, slots, member, generation) = self.assignment.current();
+        let committed = self.read_committed(&input, &slots)?;
+        let committed_s = began.elapsed().as_secs_f64();
+        let kept = self.keep(held, &input, &slots, &committed)?;
+        let (kept_input, kept_slots) = (kept.tasks.len(), kept.cells_next.len());
+        let filling = Gate::open();
+        let _stop_filling = filling.closed_on_drop();
+        // Taken out for the read; a rebuild that fails reads the topic whole next time.
+        let announced = P::CELEBRATES.then(|| {
+            Followed::resumed(
+                &self.shared.settings.topics.celebrations,
+                AnnouncedKeys(std::mem::take(&mut self.announced)),
+                std::mem::take(&mut self.announced_to),
+            )
+        });
+        let reads = self.read_back(&slots, filling, began, announced);
+        let built = self.build_state(kept, &input, &slots, &committed).await?;
+        if !self.seek_to_state(consumer)? {
+            warn!("seeking the assigned partitions failed; building again at the next tick");
+            return Ok(());
+        }
+        let step = Instant::now();
+        let (Ahead { board, announced }, shown, serving_s) = reads.await?;
+        let (served, metrics_records) = (shown.series(), board.kept.records);
+        // The deals of the assigned partitions that were celebrated are not celebrated again.
+        if let Some((AnnouncedKeys(keys), at)) = announced.map(Followed::into_parts) {
+            self.announced = keys;
+            self.announced_to = at;
+        }
+        self.differ = board.kept.into_differ();
+        self.take_over(&slots, shown).await?;
+        let board_seconds = step.elapsed().as_secs_f64();
+        self.member = member;
+        self.built = Some(generation);
+        self.shared.ready.store(true, Ordering::Relaxed);
+        let h = self.shared.health;
+        h.owned_slots.set(slots.len() as i64);
+        h.restore_replayed.set(built.replayed as i64);
+        h.restore_seconds.set(began.elapsed().as_secs_f64());
+        info!(
+            input = ?input,
+            slots = ?slots,
+            kept_input,
+            kept_slots,
+            replayed = built.replayed,
+            contributions = built.contributions,
+            series = self.shared.board.len(),
+            served,
+            committed_s,
+            serving_s,
+            metrics_records,
+            input_seconds = built.input_seconds,
+            cells_seconds = built.cells_seconds,
+            board_seconds,
+            seconds = began.elapsed().as_secs_f64(),
+            "built from the topics"
+        );
+        Ok(())
+    }
+
+    /// Sets the state aside for a rebuild: aborts what the open transaction holds and
+    /// forgets everything, but what a revocation committed (`hand_back`), which is handed back.
+    fn set_aside(&mut self) -> Result<Option<Held<P>>, Error> {
         // Nothing produced for the assignment before may become visible.
         self.abort_given_up(self.built.is_some())?;
         self.shared.ready.store(false, Ordering::Relaxed);
@@ -954,22 +1032,18 @@ impl<'a, P: Processor> Instance<'a, P> {
         // A rebuild stands the loop still: positions from before it say nothing.
         self.stalls = Stalls::new(STALL_AFTER);
         self.shared.health.lag.reset();
-        let (input, slots, member, generation) = self.assignment.current();
-        let committed = self.read_committed(&input, &slots)?;
-        let committed_s = began.elapsed().as_secs_f64();
-        let kept = self.keep(held, &input, &slots, &committed)?;
-        let (kept_input, kept_slots) = (kept.tasks.len(), kept.cells_next.len());
-        let filling = Gate::open();
-        let _stop_filling = filling.closed_on_drop();
-        // Taken out for the read; a rebuild that fails reads the topic whole next time.
-        let announced = P::CELEBRATES.then(|| {
-            Followed::resumed(
-                &self.shared.settings.topics.celebrations,
-                AnnouncedKeys(std::mem::take(&mut self.announced)),
-                std::mem::take(&mut self.announced_to),
-            )
-        });
-        let reads = self.read_back(&slots, filling, began, announced);
+        Ok(held)
+    }
+
+    /// The cores of the assigned input partitions (those `kept`, the others restored) and the
+    /// merger of the assigned slots (`kept`'s, with the slots it did not hold read whole).
+    async fn build_state(
+        &mut self,
+        kept: Held<P, Merger>,
+        input: &BTreeSet<i32>,
+        slots: &BTreeSet<i32>,
+        committed: &HashMap<(bool, i32), i64>,
+    ) -> Result<Built, Error> {
         // The cells topic is read back while the input partitions are restored: the two are
         // independent. It is read in a task of its own, on a worker thread, rather than beside
         // the restore in this one, which also hands every snapshot chunk on as it arrives.
@@ -990,16 +1064,25 @@ impl<'a, P: Processor> Instance<'a, P> {
             .filter(|p| !kept.tasks.contains_key(p))
             .copied()
             .collect();
-        let (replayed, input_seconds) = timed(self.replay_input(&to_restore, &committed)).await?;
+        let (replayed, input_seconds) = timed(self.replay_input(&to_restore, committed)).await?;
         self.tasks.extend(kept.tasks);
         let ((merger, mut ends, contributions), cells_seconds) = cells.join().await?;
         ends.extend(kept.cells_next);
         // Records the consumer delivers below these were read here.
         self.cells_next = ends;
         self.merger = merger;
-        // The consumer goes on from where each input partition was replayed to and each slot
-        // read to, or kept at: what it handed over since the assignment was passed by, the
-        // state not being built.
+        Ok(Built {
+            replayed,
+            input_seconds,
+            contributions,
+            cells_seconds,
+        })
+    }
+
+    /// Moves the consumer to where each input partition was replayed to and each slot read
+    /// to, or kept at: what it handed over since the assignment was passed by, the state not
+    /// being built. Whether every partition moved.
+    fn seek_to_state(&self, consumer: &TasksConsumer) -> Result<bool, Error> {
         let mut seek = TopicPartitionList::new();
         let cells_next = self
             .cells_next
@@ -1013,47 +1096,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             seek.add_partition_offset(topic, *p, Offset::Offset(*at))
                 .map_err(|e| Error::kafka("seeking", e))?;
         }
-        if !seek_all(consumer, seek) {
-            warn!("seeking the assigned partitions failed; building again at the next tick");
-            return Ok(());
-        }
-        let step = Instant::now();
-        let (Ahead { board, announced }, shown, serving_s) = reads.await?;
-        let (served, metrics_records) = (shown.series(), board.kept.records);
-        // The deals of the assigned partitions that were celebrated are not celebrated again.
-        if let Some((AnnouncedKeys(keys), at)) = announced.map(Followed::into_parts) {
-            self.announced = keys;
-            self.announced_to = at;
-        }
-        self.differ = board.kept.into_differ();
-        self.take_over(&slots, shown).await?;
-        let board_seconds = step.elapsed().as_secs_f64();
-        self.member = member;
-        self.built = Some(generation);
-        self.shared.ready.store(true, Ordering::Relaxed);
-        let h = self.shared.health;
-        h.owned_slots.set(slots.len() as i64);
-        h.restore_replayed.set(replayed as i64);
-        h.restore_seconds.set(began.elapsed().as_secs_f64());
-        info!(
-            input = ?input,
-            slots = ?slots,
-            kept_input,
-            kept_slots,
-            replayed,
-            contributions,
-            series = self.shared.board.len(),
-            served,
-            committed_s,
-            serving_s,
-            metrics_records,
-            input_seconds,
-            cells_seconds,
-            board_seconds,
-            seconds = began.elapsed().as_secs_f64(),
-            "built from the topics"
-        );
-        Ok(())
+        Ok(seek_all(consumer, seek))
     }
 
     /// What of the state `held` since the partitions were handed back the rebuild keeps: each
@@ -1258,7 +1301,7 @@ impl<'a, P: Processor> Instance<'a, P> {
 
     /// Commits the open transaction with the positions of both topics, under the group's
     /// metadata as of the assignment.
-    async fn commit(&mut self) -> Result<(), Error> {
+    async fn commit(&mut self, retry_for: Duration) -> Result<(), Error> {
         let Some(member) = self.member.clone() else {
             return Ok(());
         };
@@ -1290,8 +1333,7 @@ impl<'a, P: Processor> Instance<'a, P> {
         }
         let producer = self.out.producer;
         let offsets = [(tpl, member.0.clone())];
-        match tokio::task::block_in_place(|| crate::sink::transaction::commit(producer, &offsets))?
-        {
+        match tokio::task::block_in_place(|| commit_within(producer, &offsets, retry_for))? {
             Ended::Committed => {
                 TransactionEnded {
                     outcome: "committed",

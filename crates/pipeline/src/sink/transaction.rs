@@ -40,7 +40,7 @@ const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// How long a call that fails with a retriable error (the coordinator away) is tried again:
 /// as long as librdkafka keeps a record before it fails its delivery (`message.timeout.ms`).
 /// Meanwhile the loop waits; the service does not stop.
-const RETRY_FOR: Duration = Duration::from_secs(300);
+pub(crate) const RETRY_FOR: Duration = Duration::from_secs(300);
 
 /// A transactional id of its own for each process start: fencing is by group generation, and
 /// an instance killed mid-transaction has it aborted by the coordinator after
@@ -132,10 +132,19 @@ pub(crate) fn commit(
     producer: &FutureProducer,
     offsets: &[(TopicPartitionList, Arc<ConsumerGroupMetadata>)],
 ) -> Result<Ended, Error> {
+    commit_within(producer, offsets, RETRY_FOR)
+}
+
+/// [`commit`], retrying calls that fail with a retriable error for up to `retry_for`.
+pub(crate) fn commit_within(
+    producer: &FutureProducer,
+    offsets: &[(TopicPartitionList, Arc<ConsumerGroupMetadata>)],
+    retry_for: Duration,
+) -> Result<Ended, Error> {
     let attempt = || -> Result<Result<(), KafkaError>, Error> {
         for (tpl, group) in offsets {
             if tpl.count() > 0 {
-                let sent = retrying("sending offsets", || {
+                let sent = retrying("sending offsets", retry_for, || {
                     let (p, tpl, group) = (producer.clone(), tpl.clone(), group.clone());
                     bounded("sending offsets to the transaction", move || {
                         p.send_offsets_to_transaction(&tpl, &group, CALL_TIMEOUT)
@@ -146,7 +155,7 @@ pub(crate) fn commit(
                 }
             }
         }
-        retrying("committing", || {
+        retrying("committing", retry_for, || {
             let p = producer.clone();
             bounded("committing the transaction", move || {
                 p.commit_transaction(CALL_TIMEOUT)
@@ -169,7 +178,7 @@ pub(crate) fn commit(
 
 /// Aborts the open transaction and opens the next.
 pub(crate) fn abort(producer: &FutureProducer) -> Result<(), Error> {
-    retrying("aborting", || {
+    retrying("aborting", RETRY_FOR, || {
         let p = producer.clone();
         bounded("aborting the transaction", move || {
             p.abort_transaction(CALL_TIMEOUT)
@@ -203,12 +212,13 @@ pub(crate) fn abort_unless_stalled(
     abort_after(producer, e)
 }
 
-/// Calls `call` again while it fails with a retriable error, for up to [`RETRY_FOR`].
+/// Calls `call` again while it fails with a retriable error, for up to `retry_for`.
 fn retrying(
     what: &str,
+    retry_for: Duration,
     mut call: impl FnMut() -> Result<Result<(), KafkaError>, Error>,
 ) -> Result<Result<(), KafkaError>, Error> {
-    let deadline = std::time::Instant::now() + RETRY_FOR;
+    let deadline = std::time::Instant::now() + retry_for;
     loop {
         match call()? {
             Err(e) if retriable(&e) && std::time::Instant::now() < deadline => {

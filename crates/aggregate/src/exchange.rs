@@ -411,6 +411,24 @@ where
         self.owned = owned;
     }
 
+    /// Forgets every part held from a slot not in `slots`, and the cells left empty.
+    pub fn keep_slots(&mut self, slots: &[u32]) {
+        self.ledger.touch_all(|cell| {
+            let before = cell.parts.len();
+            cell.parts.retain(|p| slots.contains(&p.slot));
+            cell.stale |= cell.parts.len() != before;
+        });
+        let mut empty = Vec::new();
+        self.ledger.for_each_cell(|rep, team, cell| {
+            if cell.is_empty() {
+                empty.push((rep.clone(), team.cloned()));
+            }
+        });
+        for (rep, team) in empty {
+            self.ledger.release(&rep, team.as_ref());
+        }
+    }
+
     pub fn ledger(&mut self) -> &mut Ledger<Merged<C>> {
         &mut self.ledger
     }
@@ -477,6 +495,12 @@ impl Merger {
     /// The slots whose subjects' series this merger builds; it holds whatever it is sent.
     pub fn set_owned(&mut self, owned: Vec<u32>) {
         each!(self, m => m.set_owned(owned))
+    }
+
+    /// Forgets what was sent to slots not in `slots`: a merger that gives slots up holds what
+    /// it would hold had it read only those it keeps.
+    pub fn keep_slots(&mut self, slots: &[u32]) {
+        each!(self, m => m.keep_slots(slots))
     }
 
     /// Merges a contribution sent by source partition `source`.

@@ -1101,9 +1101,8 @@ impl<'a, P: Processor> Instance<'a, P> {
 
     /// What of the state `held` since the partitions were handed back the rebuild keeps: each
     /// input partition assigned again whose committed offset is where its core stands, and the
-    /// merger when every slot it held is assigned again and so unchanged (one given up would
-    /// leave parts in it that are no longer followed). The merger handed on is that one, or a
-    /// new one; the slots kept are those it need not read.
+    /// merger with the parts of the slots of which the same holds; it forgets the others'
+    /// (given up, or moved on meanwhile). The slots kept are those it need not read again.
     fn keep(
         &mut self,
         held: Option<Held<P>>,
@@ -1113,7 +1112,7 @@ impl<'a, P: Processor> Instance<'a, P> {
     ) -> Result<Held<P, Merger>, Error> {
         let Some(Held {
             mut tasks,
-            cells_next,
+            mut cells_next,
             ..
         }) = held
         else {
@@ -1136,20 +1135,15 @@ impl<'a, P: Processor> Instance<'a, P> {
             committed,
             false,
         );
-        if same.len() == cells_next.len() {
-            let empty = self.new_merger(&BTreeSet::new())?;
-            let mut merger = std::mem::replace(&mut self.merger, empty);
-            merger.set_owned(slots.iter().map(|s| *s as u32).collect());
-            return Ok(Held {
-                tasks,
-                cells_next,
-                merger,
-            });
-        }
+        cells_next.retain(|s, _| same.contains(s));
+        let empty = self.new_merger(&BTreeSet::new())?;
+        let mut merger = std::mem::replace(&mut self.merger, empty);
+        merger.keep_slots(&same.iter().map(|s| *s as u32).collect::<Vec<_>>());
+        merger.set_owned(slots.iter().map(|s| *s as u32).collect());
         Ok(Held {
             tasks,
-            cells_next: BTreeMap::new(),
-            merger: self.new_merger(slots)?,
+            cells_next,
+            merger,
         })
     }
 

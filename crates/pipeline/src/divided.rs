@@ -11,10 +11,12 @@
 //!
 //! Every tick commits, in one transaction under the group's metadata, the contributions,
 //! series, dead letters and celebrations produced since the last one with the offsets of both
-//! topics past the records behind them. An assignment rebuilds the instance from the topics:
-//! each input partition replayed up to the group's committed offset without outputs, each
-//! slot's contributions read whole, and the metrics topic read back so that only what differs
-//! is published.
+//! topics past the records behind them. A revocation first commits a last tick under the
+//! generation still current, so that what the state holds is what the group's offsets say. An
+//! assignment then rebuilds the instance from the topics, keeping what stayed its own and did not
+//! move on meanwhile: each other input partition replayed up to the group's committed offset
+//! without outputs, each other slot's contributions read whole, and the metrics topic read back
+//! so that only what differs is published.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;

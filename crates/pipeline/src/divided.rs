@@ -879,20 +879,25 @@ impl<'a, P: Processor> Instance<'a, P> {
         }
         let asked = Instant::now();
         let (generation, _) = self.assignment.generation();
+        let mut fatal = None;
         if self.built == Some(generation) {
             // The group waits for this member meanwhile: a coordinator away for longer costs
             // the state, not the group's rebalance.
             if let Err(e) = self.advance(false, HAND_BACK_RETRY_FOR).await {
-                self.produce_failed(e)?;
+                fatal = self.produce_failed(e).err();
             }
         }
         // A refused commit has set `built` aside.
-        let committed = self.built == Some(generation);
+        let committed = fatal.is_none() && self.built == Some(generation);
         let handed_back = (committed, asked.elapsed().as_secs_f64());
         self.assignment
             .revoked(&self.shared.board, self.shared.health, handed_back);
+        // Given up whatever happened, or the group would wait for this member.
         if let Err(e) = consumer.unassign() {
             warn!(error = %e, "giving the partitions up failed");
+        }
+        if let Some(e) = fatal {
+            return Err(e);
         }
         if committed {
             self.shared.ready.store(false, Ordering::Relaxed);

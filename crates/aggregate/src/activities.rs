@@ -345,8 +345,55 @@ pub(crate) struct ActivityCell {
     weekly: Weekly,
 }
 
-/// Counts and talk seconds of one subject per window.
-pub(crate) type ActivitySummary = [Tally; WINDOWS];
+/// Counts and talk seconds of one subject per window. Sent to the slots as two
+/// [`crate::wire`] rows per kind (counts, seconds): a rep's activities are of few kinds, so
+/// most rows are zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct ActivitySummary(pub [Tally; WINDOWS]);
+
+impl std::ops::Deref for ActivitySummary {
+    type Target = [Tally; WINDOWS];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ActivitySummary {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl serde::Serialize for ActivitySummary {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut rows = [[0i128; WINDOWS]; 2 * MAX_KINDS];
+        for (w, t) in self.0.iter().enumerate() {
+            for k in 0..MAX_KINDS {
+                rows[2 * k][w] = t.counts.0[k].into();
+                rows[2 * k + 1][w] = t.secs.0[k].into();
+            }
+        }
+        crate::wire::serialize_rows(rows.iter(), s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ActivitySummary {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let rows = crate::wire::deserialize_rows(d)?;
+        if rows.len() != 2 * MAX_KINDS {
+            return Err(D::Error::invalid_length(rows.len(), &"two rows per kind"));
+        }
+        let mut s = ActivitySummary::default();
+        for (w, t) in s.0.iter_mut().enumerate() {
+            for k in 0..MAX_KINDS {
+                t.counts.0[k] = crate::wire::narrow(rows[2 * k][w]).map_err(D::Error::custom)?;
+                t.secs.0[k] = crate::wire::narrow(rows[2 * k + 1][w]).map_err(D::Error::custom)?;
+            }
+        }
+        Ok(s)
+    }
+}
 
 impl Cell for ActivityCell {
     type Summary = ActivitySummary;
@@ -366,7 +413,7 @@ impl Cell for ActivityCell {
         self.buckets.is_empty() && self.weekly.is_empty()
     }
     fn add_summary(into: &mut ActivitySummary, from: &ActivitySummary) {
-        for (a, b) in into.iter_mut().zip(from) {
+        for (a, b) in into.iter_mut().zip(from.iter()) {
             a.add(b);
         }
     }
@@ -763,5 +810,29 @@ mod tests {
             "{} against {most_hours}",
             hours.len()
         );
+    }
+
+    #[test]
+    fn a_summary_round_trips_and_refuses_sums_past_its_kinds() {
+        let mut s = ActivitySummary::default();
+        s[0].counts.0[3] = 7;
+        s[16].counts.0[15] = u32::MAX;
+        s[16].secs.0[15] = u64::MAX;
+        let bytes = postcard::to_stdvec(&s).expect("encodes");
+        assert_eq!(
+            postcard::from_bytes::<ActivitySummary>(&bytes).expect("as built"),
+            s
+        );
+
+        // A count past u32, and a row too few.
+        let mut rows = [[0i128; WINDOWS]; 2 * MAX_KINDS];
+        rows[0][0] = i128::from(u32::MAX) + 1;
+        for rows in [&rows[..], &rows[1..]] {
+            let mut inner = Vec::new();
+            crate::wire::put_rows(&mut inner, rows.iter());
+            let mut bytes = vec![u8::try_from(inner.len()).expect("as built")];
+            bytes.extend(inner);
+            assert!(postcard::from_bytes::<ActivitySummary>(&bytes).is_err());
+        }
     }
 }

@@ -252,14 +252,115 @@ pub(crate) struct DealCell {
     weekly: Weekly,
 }
 
+/// What a cell adds up to, as sent to the slots: the window sums in rows of
+/// [`crate::wire`], most of which are zero or repeat the window before.
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct DealSummary {
+    #[serde(with = "sums_wire")]
     sums: [DealSums; WINDOWS],
     open: OpenTotals,
     /// Window sums of each flow slot (see [`Slots`]).
+    #[serde(with = "crate::wire::rows")]
     flow: Vec<[i128; WINDOWS]>,
     /// Bookings (cents) per kept week.
     weeks: WeekSums,
+}
+
+/// `[DealSums; WINDOWS]` as one [`crate::wire`] row per measure.
+mod sums_wire {
+    use super::{DealSums, WINDOWS};
+    use crate::wire::{narrow, Row};
+
+    const MEASURES: usize = 6;
+
+    pub fn serialize<S: serde::Serializer>(
+        sums: &[DealSums; WINDOWS],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut rows = [[0i128; WINDOWS]; MEASURES];
+        for (w, v) in sums.iter().enumerate() {
+            rows[0][w] = v.bookings;
+            rows[1][w] = v.won.into();
+            rows[2][w] = v.lost.into();
+            rows[3][w] = v.cycle_seconds.into();
+            rows[4][w] = v.created_amount;
+            rows[5][w] = v.created.into();
+        }
+        crate::wire::serialize_rows(rows.iter(), s)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<[DealSums; WINDOWS], D::Error> {
+        use serde::de::Error;
+        let rows: Vec<Row> = crate::wire::deserialize_rows(d)?;
+        let [bookings, won, lost, cycle, created_amount, created]: [Row; MEASURES] = rows
+            .try_into()
+            .map_err(|r: Vec<Row>| D::Error::invalid_length(r.len(), &"6 rows of deal sums"))?;
+        let mut sums = [DealSums::default(); WINDOWS];
+        for (w, v) in sums.iter_mut().enumerate() {
+            *v = DealSums {
+                bookings: bookings[w],
+                won: narrow(won[w]).map_err(D::Error::custom)?,
+                lost: narrow(lost[w]).map_err(D::Error::custom)?,
+                cycle_seconds: narrow(cycle[w]).map_err(D::Error::custom)?,
+                created_amount: created_amount[w],
+                created: narrow(created[w]).map_err(D::Error::custom)?,
+            };
+        }
+        Ok(sums)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Sums(#[serde(with = "super")] [DealSums; WINDOWS]);
+
+        #[test]
+        fn deal_sums_round_trip_and_refuse_what_does_not_fit() {
+            let mut sums = [DealSums::default(); WINDOWS];
+            sums[3] = DealSums {
+                bookings: 348_902_204,
+                won: 30,
+                lost: -34,
+                cycle_seconds: i64::MAX,
+                created_amount: i128::MIN,
+                created: i64::MIN,
+            };
+            sums[7] = sums[3];
+            sums[16].won = 1;
+            let bytes = postcard::to_stdvec(&Sums(sums)).expect("as built");
+            assert_eq!(
+                postcard::from_bytes::<Sums>(&bytes).expect("as built").0,
+                sums
+            );
+
+            let mut rows = [[0i128; WINDOWS]; MEASURES];
+            rows[1][0] = i128::from(i64::MAX) + 1;
+            let mut wide = Vec::new();
+            crate::wire::put_rows(&mut wide, rows.iter());
+            let bytes = postcard::to_stdvec(&serde_bytes_of(&wide)).expect("as built");
+            assert!(postcard::from_bytes::<Sums>(&bytes).is_err());
+            // Five rows are not deal sums.
+            let mut five = Vec::new();
+            crate::wire::put_rows(&mut five, rows[..5].iter());
+            let bytes = postcard::to_stdvec(&serde_bytes_of(&five)).expect("as built");
+            assert!(postcard::from_bytes::<Sums>(&bytes).is_err());
+        }
+
+        /// Bytes as serde's byte string, as the rows are written.
+        fn serde_bytes_of(b: &[u8]) -> impl serde::Serialize + '_ {
+            struct B<'a>(&'a [u8]);
+            impl serde::Serialize for B<'_> {
+                fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                    s.serialize_bytes(self.0)
+                }
+            }
+            B(b)
+        }
+    }
 }
 
 impl DealSummary {

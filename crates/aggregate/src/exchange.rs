@@ -34,6 +34,11 @@ use crate::{FastMap, FastSet};
 /// The slot of the org's and the regions' series, which need every cell.
 pub const ORG_SLOT: u32 = 0;
 
+/// Layout of the parts as encoded ([`Part`], [`crate::wire`]). The topic that carries them
+/// is named with it, so that a build never reads parts of a layout it would misread: a
+/// build with another layout starts a topic of its own, filled by its first rebuild.
+pub const PART_LAYOUT: u32 = 2;
+
 /// The slot a subject's series are built in, the same in every process and release: FNV-1a
 /// of its scope and id (regions and the org: [`ORG_SLOT`]).
 pub fn slot_of(subject: &Subject, slots: u32) -> u32 {

@@ -19,6 +19,7 @@ mod series;
 mod state;
 mod weekly;
 mod windowed;
+mod wire;
 
 pub use activities::{ActivitiesCore, Counts, MINUTE_BUCKETS_SECONDS};
 pub use calendar::{
@@ -28,7 +29,7 @@ pub use deals::{DealSums, DealsCore, Win};
 pub use diff::{
     metric_of_key, of_activities, series_key, series_of_key, subject_of_key, Change, Differ,
 };
-pub use exchange::{slot_of, Contribution, Merger, PartError, ORG_SLOT};
+pub use exchange::{slot_of, Contribution, Merger, PartError, ORG_SLOT, PART_LAYOUT};
 pub use ledger::UNASSIGNED;
 pub use series::{Extra, Metric, Scope, Series, Subject, SubjectSeries, MAX_EXTRA, RATIO_DP};
 pub use state::StateError;

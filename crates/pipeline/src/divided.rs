@@ -4,7 +4,7 @@
 //! - the input (`sales.deals`, `sales.activities`): one aggregation core per input partition
 //!   holds that partition's records and sends what each of its (rep, team) cells adds up to —
 //!   a contribution — to the cells topic;
-//! - the cells topic (`salespulse.cells.<group_id>.<service>`, compacted, one partition per
+//! - the cells topic (`salespulse.cells.v2.<group_id>.<service>`, compacted, one partition per
 //!   slot): a merger sums the contributions of the assigned slots and builds the series of
 //!   the subjects those slots own (`salespulse_aggregate::slot_of`), for `/metrics` and
 //!   `sales.metrics`.
@@ -70,9 +70,10 @@ const LAG_EVERY: Duration = Duration::from_secs(1);
 /// hour's segment would hold every rebuild and tick of that hour.
 pub(crate) const CELLS_SEGMENT_MS: u64 = 60_000;
 
-/// The compacted topic of a service's cells.
+/// The compacted topic of a service's cells, in the parts' layout of this build.
 pub(crate) fn cells_topic(group_id: &str, service: &str) -> String {
-    format!("salespulse.cells.{group_id}.{service}")
+    let layout = salespulse_aggregate::PART_LAYOUT;
+    format!("salespulse.cells.v{layout}.{group_id}.{service}")
 }
 
 /// The consumer group of a service's instances in divided ingest.

@@ -86,6 +86,24 @@ async fn gauge(port: u16, family: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The series on the board once their count is above zero and the same over a second.
+async fn whole_board(port: u16) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = f64::NAN;
+    loop {
+        let now = gauge(port, "salespulse_board_series").await;
+        if now > 0.0 && now == last {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the board's series did not settle within 60 s (last {now})"
+        );
+        last = now;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Slots of the group (`topics.slot_count` in config/salespulse.toml): a survivor holds them all.
 const SLOTS: f64 = 12.0;
 
@@ -253,8 +271,9 @@ async fn main() {
         assert!(Instant::now() < deadline, "first run not done within 900 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // What every later start serves once its board is whole.
-    let series = gauge(port, "salespulse_board_series").await;
+    // What every later start serves once its board is whole: the count once it stands still
+    // (the offsets may be committed a tick before the board has every series).
+    let series = whole_board(port).await;
     terminate(&mut child);
 
     let mut replay = Vec::new();

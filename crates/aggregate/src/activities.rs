@@ -830,8 +830,7 @@ mod tests {
         for rows in [&rows[..], &rows[1..]] {
             let mut inner = Vec::new();
             crate::wire::put_rows(&mut inner, rows.iter());
-            let mut bytes = vec![u8::try_from(inner.len()).expect("as built")];
-            bytes.extend(inner);
+            let bytes = crate::wire::postcard_bytes(&inner);
             assert!(postcard::from_bytes::<ActivitySummary>(&bytes).is_err());
         }
     }

@@ -13,7 +13,11 @@
 //! [`slot_of`]:
 //! - a rep's series need all its cells: every cell goes to its rep's slot;
 //! - a team's series need every cell whose effective team it is: to that team's slot;
-//! - the org's and the regions' series need every cell: to [`ORG_SLOT`].
+//!
+//! The org's and the regions' series, built in [`ORG_SLOT`], need every team: each source
+//! sends that slot its teams' summaries, one contribution per slot of the teams (see
+//! [`Contribution::teams`]), so that slot 0 merges a part per team and source rather than
+//! every cell.
 //!
 //! A contribution is keyed by (source partition, rep, team named by the records); the latest
 //! value of a key replaces the one before and `None` withdraws it, as on a compacted topic.
@@ -26,7 +30,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use salespulse_decode::Contract;
 
 use crate::calendar::{Bounds, Calendar};
-use crate::ledger::{Cell, CellKey, Ledger, RepCells};
+use crate::ledger::{Builds, Cell, CellKey, Ledger, RepCells};
 use crate::series::{SeriesBuilder, Subject, SubjectSeries};
 use crate::weekly::Weekly;
 use crate::{FastMap, FastSet};
@@ -37,7 +41,7 @@ pub const ORG_SLOT: u32 = 0;
 /// Layout of the parts as encoded ([`Part`], [`crate::wire`]). The topic that carries them
 /// is named with it, so that a build never reads parts of a layout it would misread: a
 /// build with another layout starts a topic of its own, filled by its first rebuild.
-pub const PART_LAYOUT: u32 = 2;
+pub const PART_LAYOUT: u32 = 3;
 
 /// The slot a subject's series are built in, the same in every process and release: FNV-1a
 /// of its scope and id (regions and the org: [`ORG_SLOT`]).
@@ -61,6 +65,33 @@ pub struct Contribution {
     pub value: Option<Vec<u8>>,
 }
 
+impl Contribution {
+    /// The summaries of the teams of slot `group` that a source holds, for the org's slot.
+    /// Rep ids are never empty (the decoder refuses them), so an empty rep marks it, and
+    /// its team is the group's number.
+    pub fn teams(group: u32, value: Option<Vec<u8>>) -> Self {
+        Contribution {
+            slot: ORG_SLOT,
+            rep: Arc::from(""),
+            team: Some(Arc::from(group.to_string())),
+            value,
+        }
+    }
+
+    /// The group of a contribution of [`Contribution::teams`]; `None` for a cell's.
+    fn teams_group(&self) -> Option<Result<u32, PartError>> {
+        if !self.rep.is_empty() {
+            return None;
+        }
+        Some(
+            self.team
+                .as_deref()
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| PartError(format!("teams of no slot: {:?}", self.team))),
+        )
+    }
+}
+
 /// Why a contribution is not merged.
 #[derive(Debug, thiserror::Error)]
 #[error("a contribution does not decode: {0}")]
@@ -76,6 +107,14 @@ struct Part<S> {
     seq: u64,
     summary: S,
     weekly: Weekly,
+}
+
+/// The summaries of a source's teams of one slot as sent to the org's slot, with the
+/// sequence of the drain that sent them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TeamsPart<S> {
+    seq: u64,
+    teams: Vec<(String, S)>,
 }
 
 /// A cell whose contributions a [`Merger`] can sum.
@@ -95,6 +134,9 @@ where
     fn build(labels: &Self::Labels, s: &Self::Summary, out: &mut SeriesBuilder<'_>);
 }
 
+/// A slot's number and the summaries of the teams of that slot a source holds.
+pub(crate) type TeamGroup<S> = (u32, Vec<(Arc<str>, S)>);
+
 /// (team named by a cell's records, slot) of a part sent.
 type Sent = (Option<Arc<str>>, u32);
 
@@ -107,6 +149,10 @@ pub(crate) struct Router {
     seq: u64,
     /// Per rep: (team named by the cell's records, slot) of every part sent and standing.
     sent: FastMap<Arc<str>, Vec<Sent>>,
+    /// Groups (slots of their teams) whose teams' summaries were sent and stand.
+    teams_sent: FastSet<u32>,
+    /// Set by [`Router::unknown`]: the run before may have sent any group.
+    teams_unknown: bool,
 }
 
 impl Router {
@@ -115,12 +161,19 @@ impl Router {
             slots: slots.max(1),
             seq: 0,
             sent: FastMap::default(),
+            teams_sent: FastSet::default(),
+            teams_unknown: false,
         }
+    }
+
+    pub fn slots(&self) -> u32 {
+        self.slots
     }
 
     /// Cells whose parts may be in any slot (a restored core does not know what the run
     /// before it sent): their next routing withdraws them from every slot they do not go to.
     pub fn unknown(&mut self, cells: &FastSet<CellKey>) {
+        self.teams_unknown = true;
         for (rep, team) in cells {
             let sent = self.sent.entry(rep.clone()).or_default();
             for slot in 0..self.slots {
@@ -146,7 +199,6 @@ impl Router {
                 let mut targets = vec![
                     slot_of(&Subject::Rep(rc.rep.clone()), self.slots),
                     slot_of(&Subject::Team(cell.effective), self.slots),
-                    ORG_SLOT,
                 ];
                 targets.sort_unstable();
                 targets.dedup();
@@ -180,6 +232,47 @@ impl Router {
             if !now.is_empty() {
                 self.sent.insert(rc.rep, now);
             }
+        }
+        out
+    }
+}
+
+impl Router {
+    /// The groups to send at this drain: those of `teams` (touched since the last), and,
+    /// after [`Router::unknown`], every group.
+    pub fn team_groups(&self, teams: &[Arc<str>]) -> Vec<u32> {
+        let mut groups: Vec<u32> = if self.teams_unknown {
+            (0..self.slots).collect()
+        } else {
+            teams
+                .iter()
+                .map(|t| slot_of(&Subject::Team(t.clone()), self.slots))
+                .collect()
+        };
+        groups.sort_unstable();
+        groups.dedup();
+        groups
+    }
+
+    /// The contributions of the groups' teams' summaries to the org's slot; a group with no
+    /// team left is withdrawn if it was sent. Call after [`Router::route`] of the same drain,
+    /// whose sequence it shares.
+    pub fn route_teams<S: Serialize>(&mut self, groups: Vec<TeamGroup<S>>) -> Vec<Contribution> {
+        let unknown = std::mem::take(&mut self.teams_unknown);
+        let mut out = Vec::new();
+        for (group, teams) in groups {
+            if teams.is_empty() {
+                if self.teams_sent.remove(&group) || unknown {
+                    out.push(Contribution::teams(group, None));
+                }
+                continue;
+            }
+            let part = TeamsPart {
+                seq: self.seq,
+                teams: teams.into_iter().map(|(t, s)| (t.to_string(), s)).collect(),
+            };
+            self.teams_sent.insert(group);
+            out.push(Contribution::teams(group, postcard::to_stdvec(&part).ok()));
         }
         out
     }
@@ -320,7 +413,13 @@ where
     cal: Calendar,
     bounds: Bounds,
     labels: C::Labels,
+    /// The cells: the reps' and teams' series.
     ledger: Ledger<Merged<C>>,
+    /// The teams' summaries sent to the org's slot, a cell per team (its rep and team both
+    /// the team's id): the org's and the regions' series.
+    org: Ledger<Merged<C>>,
+    /// The teams held from each (source, group) of [`Contribution::teams`].
+    org_groups: FastMap<(u32, u32), Vec<Arc<str>>>,
     slots: u32,
     owned: Vec<u32>,
 }
@@ -331,7 +430,7 @@ where
     C::Labels: std::fmt::Debug,
 {
     pub fn new(cal: Calendar, bounds: Bounds, labels: C::Labels, slots: u32) -> Self {
-        let ledger = Ledger::new();
+        let ledger = Ledger::new().building(Builds::RepsAndTeams);
         MergerOf {
             cal,
             bounds,
@@ -341,6 +440,8 @@ where
             } else {
                 ledger
             },
+            org: Ledger::new().building(Builds::OrgAndRegions),
+            org_groups: FastMap::default(),
             slots: slots.max(1),
             owned: Vec::new(),
         }
@@ -351,6 +452,9 @@ where
     }
 
     pub fn apply(&mut self, c: &Contribution, source: u32) -> Result<(), PartError> {
+        if let Some(group) = c.teams_group() {
+            return self.apply_teams(group?, c.value.as_deref(), source);
+        }
         let b = self.bounds;
         let rep = self.ledger.intern(&c.rep);
         let team = c.team.as_deref().map(|t| self.ledger.intern(t));
@@ -365,6 +469,48 @@ where
             .cell(&rep, team.as_ref(), &b)
             .set(source, c.slot, part);
         self.ledger.release(&rep, team.as_ref());
+        Ok(())
+    }
+
+    /// Replaces the summaries of the teams of `group` held from `source` (`None`: withdraws
+    /// them).
+    fn apply_teams(
+        &mut self,
+        group: u32,
+        value: Option<&[u8]>,
+        source: u32,
+    ) -> Result<(), PartError> {
+        let part: Option<TeamsPart<C::Summary>> = value
+            .map(|v| postcard::from_bytes(v).map_err(|e| PartError(e.to_string())))
+            .transpose()?;
+        let b = self.bounds;
+        let mut now: Vec<Arc<str>> = Vec::new();
+        if let Some(p) = part {
+            for (team, summary) in p.teams {
+                let team = self.org.intern(&team);
+                let part = Part {
+                    seq: p.seq,
+                    summary,
+                    weekly: Weekly::default(),
+                };
+                self.org
+                    .cell(&team, Some(&team), &b)
+                    .set(source, ORG_SLOT, Some((part, 0)));
+                now.push(team);
+            }
+        }
+        let before = self.org_groups.remove(&(source, group)).unwrap_or_default();
+        for team in before.iter().filter(|t| !now.contains(t)) {
+            if self.org.has_cell(team, Some(team)) {
+                self.org
+                    .cell(team, Some(team), &b)
+                    .set(source, ORG_SLOT, None);
+                self.org.release(team, Some(team));
+            }
+        }
+        if !now.is_empty() {
+            self.org_groups.insert((source, group), now);
+        }
         Ok(())
     }
 
@@ -402,62 +548,75 @@ where
         }
         let hour = self.bounds.now.div_euclid(3_600);
         self.bounds = self.cal.bounds(now);
-        self.ledger.advance(&self.bounds);
-        if C::relabel(&mut self.labels, &self.cal, &self.bounds) {
-            self.ledger.touch_all(|_| ());
-        }
-        if now.div_euclid(3_600) != hour {
-            self.ledger.gc_names();
+        let relabelled = C::relabel(&mut self.labels, &self.cal, &self.bounds);
+        for l in [&mut self.ledger, &mut self.org] {
+            l.advance(&self.bounds);
+            if relabelled {
+                l.touch_all(|_| ());
+            }
+            if now.div_euclid(3_600) != hour {
+                l.gc_names();
+            }
         }
     }
 
     pub fn set_owned(&mut self, owned: Vec<u32>) {
         self.ledger.set_owned(self.slots, owned.clone());
+        self.org.set_owned(self.slots, owned.clone());
         self.owned = owned;
     }
 
     /// Forgets every part held from a slot not in `slots`, and the cells left empty.
     pub fn keep_slots(&mut self, slots: &[u32]) {
-        self.ledger.touch_all(|cell| {
-            let before = cell.parts.len();
-            cell.parts.retain(|p| slots.contains(&p.slot));
-            cell.stale |= cell.parts.len() != before;
-        });
-        let mut empty = Vec::new();
-        self.ledger.for_each_cell(|rep, team, cell| {
-            if cell.is_empty() {
-                empty.push((rep.clone(), team.cloned()));
+        if !slots.contains(&ORG_SLOT) {
+            self.org_groups.clear();
+        }
+        for l in [&mut self.ledger, &mut self.org] {
+            l.touch_all(|cell| {
+                let before = cell.parts.len();
+                cell.parts.retain(|p| slots.contains(&p.slot));
+                cell.stale |= cell.parts.len() != before;
+            });
+            let mut empty = Vec::new();
+            l.for_each_cell(|rep, team, cell| {
+                if cell.is_empty() {
+                    empty.push((rep.clone(), team.cloned()));
+                }
+            });
+            for (rep, team) in empty {
+                l.release(&rep, team.as_ref());
             }
-        });
-        for (rep, team) in empty {
-            self.ledger.release(&rep, team.as_ref());
         }
     }
 
-    pub fn ledger(&mut self) -> &mut Ledger<Merged<C>> {
-        &mut self.ledger
+    /// Applies `f` to both ledgers (the roster and the regions are the same for both).
+    pub fn ledgers(&mut self, mut f: impl FnMut(&mut Ledger<Merged<C>>)) {
+        f(&mut self.ledger);
+        f(&mut self.org);
     }
 
     pub fn drain_changes(&mut self) -> Vec<SubjectSeries> {
         let labels = &self.labels;
-        let mut out = self
-            .ledger
-            .drain(&|s: &C::Summary, b: &mut SeriesBuilder<'_>| C::build(labels, s, b));
+        let build = |s: &C::Summary, b: &mut SeriesBuilder<'_>| C::build(labels, s, b);
+        let mut out = self.ledger.drain(&build);
+        out.extend(self.org.drain(&build));
         out.retain(|s| self.owns(&s.subject));
         out
     }
 
     pub fn snapshot(&mut self) -> Vec<SubjectSeries> {
         let labels = &self.labels;
-        let mut out = self
-            .ledger
-            .snapshot(&|s: &C::Summary, b: &mut SeriesBuilder<'_>| C::build(labels, s, b));
+        let build = |s: &C::Summary, b: &mut SeriesBuilder<'_>| C::build(labels, s, b);
+        let mut out = self.ledger.snapshot(&build);
+        out.extend(self.org.snapshot(&build));
         out.retain(|s| self.owns(&s.subject));
+        out.sort_by(|a, b| a.subject.cmp(&b.subject));
         out
     }
 
+    /// Cells held, and teams' summaries held for the org.
     pub fn cells(&self) -> usize {
-        self.ledger.cells()
+        self.ledger.cells() + self.org.cells()
     }
 }
 
@@ -518,16 +677,16 @@ impl Merger {
     }
 
     pub fn configure_regions(&mut self, teams: &[(String, String)]) {
-        each!(self, m => m.ledger().configure_regions(teams))
+        each!(self, m => m.ledgers(|l| l.configure_regions(teams)))
     }
 
     /// Applies one roster record.
     pub fn roster(&mut self, ev: &salespulse_decode::RosterEvent) {
-        each!(self, m => m.ledger().roster(ev))
+        each!(self, m => m.ledgers(|l| l.roster(ev)))
     }
 
     pub fn roster_upsert(&mut self, rep: &str, team: &str) {
-        each!(self, m => m.ledger().roster_upsert(rep, team))
+        each!(self, m => m.ledgers(|l| l.roster_upsert(rep, team)))
     }
 
     pub fn roster_info(
@@ -537,11 +696,11 @@ impl Merger {
         region: Option<&str>,
         hired_at: Option<chrono::NaiveDate>,
     ) {
-        each!(self, m => m.ledger().roster_info(rep, name, region, hired_at))
+        each!(self, m => m.ledgers(|l| l.roster_info(rep, name, region, hired_at)))
     }
 
     pub fn roster_remove(&mut self, rep: &str) {
-        each!(self, m => m.ledger().roster_remove(rep))
+        each!(self, m => m.ledgers(|l| l.roster_remove(rep)))
     }
 
     /// Series of the owned subjects that changed since the last call.

@@ -71,6 +71,9 @@ pub(crate) struct Ledger<C: Cell> {
     bounds: Option<Bounds>,
     /// The slots (of how many) whose subjects' series are built; all when `None`.
     owned: Option<(u32, Vec<u32>)>,
+    /// The scopes whose series are built at all (a merger builds the org's and the regions'
+    /// from teams' summaries, in a ledger of their own).
+    builds: Builds,
     /// While recovering, every cell handed out (see [`Ledger::begin_recovery`]).
     recovering: Option<HashSet<CellKey>>,
     /// Where the cells go when this ledger is one of several that divide the records (see
@@ -84,6 +87,14 @@ pub(crate) struct Ledger<C: Cell> {
     dirty_regions: HashSet<Arc<str>>,
     /// Regions whose series were last emitted non-empty.
     emitted_regions: HashSet<Arc<str>>,
+}
+
+/// The scopes whose series a ledger builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Builds {
+    Every,
+    RepsAndTeams,
+    OrgAndRegions,
 }
 
 /// A cell's key: its rep and the team its records named, if any.
@@ -131,6 +142,7 @@ impl<C: Cell> Ledger<C> {
             info: HashMap::default(),
             bounds: None,
             owned: None,
+            builds: Builds::Every,
             recovering: None,
             router: None,
             measured: C::MEASURED.iter().map(|m| Arc::from(m.name)).collect(),
@@ -324,10 +336,24 @@ impl<C: Cell> Ledger<C> {
         self.owned = Some((slots, owned));
     }
 
+    /// Builds the series of `scopes` only.
+    pub fn building(mut self, scopes: Builds) -> Self {
+        self.builds = scopes;
+        self
+    }
+
     fn owns(&self, subject: &Subject) -> bool {
-        self.owned
-            .as_ref()
-            .is_none_or(|(n, o)| o.contains(&crate::exchange::slot_of(subject, *n)))
+        let org = matches!(subject, Subject::Org | Subject::Region(_));
+        let scoped = match self.builds {
+            Builds::Every => true,
+            Builds::RepsAndTeams => !org,
+            Builds::OrgAndRegions => org,
+        };
+        scoped
+            && self
+                .owned
+                .as_ref()
+                .is_none_or(|(n, o)| o.contains(&crate::exchange::slot_of(subject, *n)))
     }
 
     /// Starts noting every cell handed out, besides those held now: a restored core that
@@ -362,7 +388,8 @@ impl<C: Cell> Ledger<C> {
     }
 
     /// What the cells changed since the last call add up to, for the slots that merge them
-    /// (none unless [`Ledger::exchange`] was called).
+    /// (none unless [`Ledger::exchange`] was called), and for the org's slot the summaries
+    /// of the teams those changes touched, with every other team of their slots.
     pub fn drain_contributions(&mut self, now: i64) -> Vec<Contribution>
     where
         C::Summary: serde::Serialize,
@@ -370,22 +397,44 @@ impl<C: Cell> Ledger<C> {
         let Some(mut router) = self.router.take() else {
             return Vec::new();
         };
-        let out = router.route(self.drain_cells(), now);
+        let (cells, teams) = self.drain_cells();
+        let mut out = router.route(cells, now);
+        let groups = router
+            .team_groups(&teams)
+            .into_iter()
+            .map(|g| (g, self.teams_of_group(g, router.slots())))
+            .collect();
+        out.extend(router.route_teams(groups));
         self.router = Some(router);
         out
     }
 
-    /// The cells of every rep that changed since the last call, instead of their series: a
-    /// core that holds only some partitions' records sends them to be merged. What changed
-    /// for teams, regions and the org follows from the reps and is dropped here.
-    fn drain_cells(&mut self) -> Vec<RepCells<C::Summary>> {
+    /// The summaries of the teams whose series are built in slot `group` of `slots`.
+    fn teams_of_group(&self, group: u32, slots: u32) -> Vec<(Arc<str>, C::Summary)> {
+        let mut teams: Vec<&Arc<str>> = self
+            .team_index
+            .keys()
+            .filter(|t| crate::exchange::slot_of(&Subject::Team((*t).clone()), slots) == group)
+            .collect();
+        teams.sort();
+        teams
+            .into_iter()
+            .filter_map(|t| self.summary_of_team(t).map(|s| (t.clone(), s)))
+            .collect()
+    }
+
+    /// The cells of every rep that changed since the last call, instead of their series, and
+    /// the teams those changes touched: a core that holds only some partitions' records sends
+    /// them to be merged. What changed for the regions and the org follows from the teams.
+    fn drain_cells(&mut self) -> (Vec<RepCells<C::Summary>>, Vec<Arc<str>>) {
         self.mark_touched();
-        self.dirty_teams.clear();
+        let teams: Vec<Arc<str>> = self.dirty_teams.drain().collect();
         self.dirty_regions.clear();
         self.dirty_org = false;
         let mut reps: Vec<Arc<str>> = self.dirty_reps.drain().collect();
         reps.sort();
-        reps.into_iter()
+        let cells = reps
+            .into_iter()
             .map(|rep| {
                 let cells = self
                     .reps
@@ -408,7 +457,8 @@ impl<C: Cell> Ledger<C> {
                     .unwrap_or_default();
                 RepCells { rep, cells }
             })
-            .collect()
+            .collect();
+        (cells, teams)
     }
 
     /// Removes the cell of `(rep, team)` if it holds nothing.

@@ -724,6 +724,71 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
+    /// A group is sent while it has teams and withdrawn once when it has none; after
+    /// `unknown`, every group is sent or withdrawn, whatever this run sent.
+    #[test]
+    fn team_groups_are_sent_and_withdrawn() {
+        let mut r = Router::new(4);
+        let team = |t: &str| (Arc::<str>::from(t), 7u8);
+        let groups = |out: &[Contribution]| -> Vec<(u32, bool)> {
+            out.iter()
+                .map(|c| {
+                    let g = c.teams_group().expect("a teams part").expect("a group");
+                    (g, c.value.is_some())
+                })
+                .collect()
+        };
+        let sent = r.route_teams(vec![(1, vec![team("a"), team("b")]), (2, vec![])]);
+        assert_eq!(
+            groups(&sent),
+            [(1, true)],
+            "an empty group never sent is not sent"
+        );
+        assert!(sent.iter().all(|c| c.slot == ORG_SLOT && c.rep.is_empty()));
+        let part: TeamsPart<u8> =
+            postcard::from_bytes(sent[0].value.as_deref().expect("a value")).expect("decodes");
+        assert_eq!(part.teams, [("a".to_owned(), 7), ("b".to_owned(), 7)]);
+        let none: Vec<TeamGroup<u8>> = vec![(1, vec![])];
+        assert_eq!(groups(&r.route_teams(none.clone())), [(1, false)]);
+        assert!(r.route_teams(none).is_empty(), "withdrawn once");
+
+        r.unknown(&FastSet::default());
+        let all = r.team_groups(&[]);
+        assert_eq!(all, [0, 1, 2, 3]);
+        let out = r.route_teams(
+            all.into_iter()
+                .map(|g| (g, if g == 3 { vec![team("c")] } else { vec![] }))
+                .collect(),
+        );
+        assert_eq!(
+            groups(&out),
+            [(0, false), (1, false), (2, false), (3, true)]
+        );
+        assert_eq!(r.team_groups(&[Arc::from("c")]).len(), 1, "known again");
+    }
+
+    #[test]
+    fn a_cell_is_not_a_teams_part() {
+        let cell = Contribution {
+            slot: 0,
+            rep: Arc::from("rep-1"),
+            team: Some(Arc::from("3")),
+            value: None,
+        };
+        assert!(cell.teams_group().is_none());
+        assert_eq!(
+            Contribution::teams(5, None)
+                .teams_group()
+                .map(|g| g.expect("a group")),
+            Some(5)
+        );
+        let bad = Contribution {
+            team: Some(Arc::from("x")),
+            ..Contribution::teams(0, None)
+        };
+        assert!(matches!(bad.teams_group(), Some(Err(_))));
+    }
+
     #[test]
     fn slots_are_stable_and_spread() {
         let n = 12;

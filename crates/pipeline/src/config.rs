@@ -280,8 +280,8 @@ pub struct ServiceSettings {
     pub snapshot_interval_seconds: u64,
     /// Divided ingest: the instances of the group each consume only the input partitions
     /// Kafka assigns them, and sum each other's cells through the topic
-    /// `salespulse.cells.v2.<group_id>.<service>` (docs/design.md, "Divided ingest"). Off: every
-    /// instance reads all input and the instances divide only what they export.
+    /// `salespulse.cells.v{layout}.<group_id>.<service>` (docs/design.md, "Divided ingest").
+    /// Off: every instance reads all input and the instances divide only what they export.
     #[serde(default)]
     pub divide_input: bool,
 }

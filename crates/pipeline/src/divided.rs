@@ -4,10 +4,11 @@
 //! - the input (`sales.deals`, `sales.activities`): one aggregation core per input partition
 //!   holds that partition's records and sends what each of its (rep, team) cells adds up to —
 //!   a contribution — to the cells topic;
-//! - the cells topic (`salespulse.cells.v2.<group_id>.<service>`, compacted, one partition per
-//!   slot): a merger sums the contributions of the assigned slots and builds the series of
-//!   the subjects those slots own (`salespulse_aggregate::slot_of`), for `/metrics` and
-//!   `sales.metrics`.
+//! - the cells topic (`salespulse.cells.v{layout}.<group_id>.<service>`, layout
+//!   `salespulse_aggregate::PART_LAYOUT`, compacted, one partition per slot): a merger sums
+//!   the contributions of the assigned slots and builds the series of the subjects those
+//!   slots own (`salespulse_aggregate::slot_of`), for `/metrics` and `sales.metrics`; slot 0
+//!   gets each source's teams' summaries rather than its cells, for the org and regions.
 //!
 //! Every tick commits, in one transaction under the group's metadata, the contributions,
 //! series, dead letters and celebrations produced since the last one with the offsets of both

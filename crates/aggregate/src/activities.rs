@@ -654,6 +654,11 @@ impl ActivitiesCore {
         self.ledger.drain_contributions(self.bounds.now)
     }
 
+    /// As [`crate::DealsCore::all_contributions`].
+    pub fn all_contributions(&mut self) -> Vec<Contribution> {
+        self.ledger.all_contributions(self.bounds.now)
+    }
+
     /// As [`crate::DealsCore::begin_recovery`].
     pub fn begin_recovery(&mut self) {
         self.ledger.begin_recovery();

@@ -1231,6 +1231,12 @@ impl DealsCore {
         self.ledger.drain_contributions(self.bounds.now)
     }
 
+    /// What every cell (and team) adds up to now, for a merger filled from its sources
+    /// rather than from the topic; the next drain sends what it would have sent.
+    pub fn all_contributions(&mut self) -> Vec<Contribution> {
+        self.ledger.all_contributions(self.bounds.now)
+    }
+
     /// From now until [`DealsCore::end_recovery`], the cells touched (by a restored state and
     /// the input replayed after it) are noted: what the run before sent for them is unknown.
     pub fn begin_recovery(&mut self) {

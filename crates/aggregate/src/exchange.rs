@@ -142,7 +142,7 @@ type Sent = (Option<Arc<str>>, u32);
 
 /// Where a source core sent each cell last, so that a cell that moves (its rep's roster team
 /// changed) or empties is withdrawn where it was.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Router {
     slots: u32,
     /// Sequence of the last drain (see [`Part`]).

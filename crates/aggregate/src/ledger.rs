@@ -423,6 +423,31 @@ impl<C: Cell> Ledger<C> {
             .collect()
     }
 
+    /// What every cell and every team of every slot adds up to now, as contributions (none
+    /// unless [`Ledger::exchange`] was called), without changing what the drains send: the
+    /// sum of these over every source is what the merged slots hold once each source's
+    /// next drain is on the topic.
+    pub fn all_contributions(&mut self, now: i64) -> Vec<Contribution>
+    where
+        C::Summary: serde::Serialize,
+    {
+        let Some(mut router) = self.router.clone() else {
+            return Vec::new();
+        };
+        // Settles what changed since the last drain; it stays marked for the next.
+        self.mark_touched();
+        let mut reps: Vec<&Arc<str>> = self.reps.keys().collect();
+        reps.sort();
+        let cells = reps.into_iter().map(|r| self.rep_cells(r)).collect();
+        let mut out = router.route(cells, now);
+        let groups = (0..router.slots())
+            .map(|g| (g, self.teams_of_group(g, router.slots())))
+            .collect();
+        out.extend(router.route_teams(groups));
+        out.retain(|c| c.value.is_some());
+        out
+    }
+
     /// The cells of every rep that changed since the last call, instead of their series, and
     /// the teams those changes touched: a core that holds only some partitions' records sends
     /// them to be merged. What changed for the regions and the org follows from the teams.
@@ -433,32 +458,35 @@ impl<C: Cell> Ledger<C> {
         self.dirty_org = false;
         let mut reps: Vec<Arc<str>> = self.dirty_reps.drain().collect();
         reps.sort();
-        let cells = reps
-            .into_iter()
-            .map(|rep| {
-                let cells = self
-                    .reps
-                    .get(&rep)
-                    .map(|e| {
-                        e.cells
-                            .iter()
-                            .map(|(team, cell)| {
-                                let mut summary = C::Summary::default();
-                                cell.merge_into(&mut summary);
-                                CellPart {
-                                    team: team.clone(),
-                                    effective: self.effective(&rep, team.as_ref()),
-                                    summary,
-                                    weekly: cell.weekly().clone(),
-                                }
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                RepCells { rep, cells }
-            })
-            .collect();
+        let cells = reps.iter().map(|r| self.rep_cells(r)).collect();
         (cells, teams)
+    }
+
+    /// What each cell of `rep` adds up to.
+    fn rep_cells(&self, rep: &Arc<str>) -> RepCells<C::Summary> {
+        let cells = self
+            .reps
+            .get(rep)
+            .map(|e| {
+                e.cells
+                    .iter()
+                    .map(|(team, cell)| {
+                        let mut summary = C::Summary::default();
+                        cell.merge_into(&mut summary);
+                        CellPart {
+                            team: team.clone(),
+                            effective: self.effective(rep, team.as_ref()),
+                            summary,
+                            weekly: cell.weekly().clone(),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        RepCells {
+            rep: rep.clone(),
+            cells,
+        }
     }
 
     /// Removes the cell of `(rep, team)` if it holds nothing.

@@ -1233,6 +1233,63 @@ impl Split {
         Ok(())
     }
 
+    /// Mergers filled from what every source's cells add up to now (as an instance that
+    /// holds every input partition fills its own, without reading the topic) show the same
+    /// numbers as those fed by the topic.
+    fn check_from_sources(
+        &mut self,
+        contract: &Contract,
+        r: &Reference,
+        want_deals: &BTreeMap<String, Decimal>,
+        want_acts: &BTreeMap<String, Decimal>,
+    ) -> Result<(), TestCaseError> {
+        let cal = Calendar::utc();
+        let mut deal_mergers = Self::mergers(
+            || Merger::deals(contract, cal, r.now * 1000, SLOTS),
+            &self.owner,
+        );
+        let mut act_mergers = Self::mergers(
+            || Merger::activities(contract, cal, r.now * 1000, SLOTS),
+            &self.owner,
+        );
+        for m in deal_mergers.iter_mut().chain(&mut act_mergers) {
+            for (rp, t) in &r.roster {
+                m.roster_upsert(&rep(*rp), &team(*t));
+                let (name, region, hired_at) = rep_info(*rp, *t);
+                m.roster_info(&rep(*rp), name.as_deref(), region.as_deref(), hired_at);
+            }
+        }
+        let own = |mergers: &mut [Merger], source: usize, cs: Vec<Contribution>| {
+            for c in cs {
+                mergers[self.owner[c.slot as usize]]
+                    .apply(&c, source as u32)
+                    .expect("an own contribution decodes");
+            }
+        };
+        for (i, c) in self.deals.iter_mut().enumerate() {
+            own(&mut deal_mergers, i, c.all_contributions());
+        }
+        for (i, c) in self.acts.iter_mut().enumerate() {
+            own(&mut act_mergers, i, c.all_contributions());
+        }
+        for (mergers, want, what) in [
+            (&mut deal_mergers, want_deals, "deals"),
+            (&mut act_mergers, want_acts, "activities"),
+        ] {
+            let mut snap = BTreeMap::new();
+            for m in mergers.iter_mut() {
+                flatten(&m.snapshot(), &mut snap);
+            }
+            prop_assert_eq!(
+                differences(&snap, want),
+                Vec::<String>::new(),
+                "{} merged from the sources' own cells",
+                what
+            );
+        }
+        Ok(())
+    }
+
     fn check(
         &mut self,
         want_deals: &BTreeMap<String, Decimal>,
@@ -1447,6 +1504,7 @@ fn run(
         }
     }
     split.check(&r.deals_board(), &r.activities_board())?;
+    split.check_from_sources(&contract, &r, &r.deals_board(), &r.activities_board())?;
     let mut snap = BTreeMap::new();
     flatten(&deals.snapshot(), &mut snap);
     let want = r.deals_board();

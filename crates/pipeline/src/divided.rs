@@ -297,8 +297,11 @@ struct Held<P, M = ()> {
 struct Built {
     replayed: u64,
     input_seconds: f64,
+    /// Contributions read back from the cells topic, or merged from the instance's own cores
+    /// (`cells_read` false: it holds every input partition).
     contributions: u64,
     cells_seconds: f64,
+    cells_read: bool,
 }
 
 /// Of the partitions `held` (each with the offset its state applies next), those `assigned`
@@ -1028,6 +1031,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             metrics_records,
             input_seconds = built.input_seconds,
             cells_seconds = built.cells_seconds,
+            cells_read = built.cells_read,
             board_seconds,
             seconds = began.elapsed().as_secs_f64(),
             "built from the topics"
@@ -1068,10 +1072,14 @@ impl<'a, P: Processor> Instance<'a, P> {
         slots: &BTreeSet<i32>,
         committed: &HashMap<(bool, i32), i64>,
     ) -> Result<Built, Error> {
-        // The cells topic is read back while the input partitions are restored: the two are
-        // independent. It is read in a task of its own, on a worker thread, rather than beside
-        // the restore in this one, which also hands every snapshot chunk on as it arrives.
-        let cells = {
+        // An instance that holds every input partition is every source: what its slots merge
+        // is what its own cores add up to, once they are built, and the topic need not be
+        // read back. Otherwise the cells topic is read back while the input partitions are
+        // restored: the two are independent. It is read in a task of its own, on a worker
+        // thread, rather than beside the restore in this one, which also hands every snapshot
+        // chunk on as it arrives.
+        let every_source = self.holds_every_source(input)?;
+        let cells = (!every_source).then(|| {
             let merger = kept.merger;
             let (settings, topic) = (self.shared.settings.clone(), self.cells.clone());
             let to_read: BTreeSet<i32> = slots
@@ -1082,7 +1090,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             AbortOnDrop(tokio::spawn(async move {
                 timed(read_cells(&settings, &topic, &to_read, merger)).await
             }))
-        };
+        });
         let to_restore: BTreeSet<i32> = input
             .iter()
             .filter(|p| !kept.tasks.contains_key(p))
@@ -1090,8 +1098,14 @@ impl<'a, P: Processor> Instance<'a, P> {
             .collect();
         let (replayed, input_seconds) = timed(self.replay_input(&to_restore, committed)).await?;
         self.tasks.extend(kept.tasks);
-        let ((merger, mut ends, contributions), cells_seconds) = cells.join().await?;
-        ends.extend(kept.cells_next);
+        let ((merger, ends, contributions), cells_seconds) = match cells {
+            Some(cells) => {
+                let ((merger, mut ends, contributions), seconds) = cells.join().await?;
+                ends.extend(kept.cells_next);
+                ((merger, ends, contributions), seconds)
+            }
+            None => timed(async { self.merge_own(slots) }).await?,
+        };
         // Records the consumer delivers below these were read here.
         self.cells_next = ends;
         self.merger = merger;
@@ -1100,7 +1114,49 @@ impl<'a, P: Processor> Instance<'a, P> {
             input_seconds,
             contributions,
             cells_seconds,
+            cells_read: !every_source,
         })
+    }
+
+    /// Whether `input` is every partition of the input topic.
+    fn holds_every_source(&self, input: &BTreeSet<i32>) -> Result<bool, Error> {
+        let all = tokio::task::block_in_place(|| {
+            crate::kafka::partitions(&self.end_probe, self.shared.input)
+        })?;
+        Ok(all.iter().all(|p| input.contains(p)))
+    }
+
+    /// A merger of `slots` filled from this instance's cores, which are every source, and
+    /// where to read each slot's partition of the cells topic on from: its end. What the
+    /// topic holds below it is what sources sent before; each core's next drain replaces it
+    /// with what the merger holds now (a restored core sends every cell and withdraws it
+    /// elsewhere; a kept one sent what it holds before the rebalance). A transaction that
+    /// is open below the end is of a member the group has moved on from, so it is aborted.
+    fn merge_own(
+        &mut self,
+        slots: &BTreeSet<i32>,
+    ) -> Result<(Merger, BTreeMap<i32, i64>, u64), Error> {
+        let mut merger = self.new_merger(slots)?;
+        let mut merged = 0u64;
+        for (p, task) in &mut self.tasks {
+            for c in task.core.all_contributions() {
+                if !slots.contains(&(c.slot as i32)) {
+                    continue;
+                }
+                if let Err(e) = merger.apply(&c, *p as u32) {
+                    warn!(error = %e, partition = p, "an own contribution does not merge");
+                }
+                merged += 1;
+            }
+        }
+        let mut ends = BTreeMap::new();
+        for s in slots {
+            let (_, high) = tokio::task::block_in_place(|| {
+                crate::kafka::watermarks(&self.end_probe, &self.cells, *s)
+            })?;
+            ends.insert(*s, high);
+        }
+        Ok((merger, ends, merged))
     }
 
     /// Moves the consumer to where each input partition was replayed to and each slot read

@@ -66,6 +66,8 @@ pub trait Processor: Send + 'static {
     fn exchange(&mut self, slots: u32);
     /// What the cells changed since the last call add up to, for the slots that merge them.
     fn drain_contributions(&mut self) -> Vec<Contribution>;
+    /// What every cell adds up to now, as contributions, leaving the drains as they are.
+    fn all_contributions(&mut self) -> Vec<Contribution>;
     /// Notes the cells touched from now on: the partition's records before the committed
     /// offset are replayed, and what the run before sent for them is not known.
     fn begin_recovery(&mut self);
@@ -149,6 +151,9 @@ impl Processor for DealsCore {
     }
     fn drain_contributions(&mut self) -> Vec<Contribution> {
         DealsCore::drain_contributions(self)
+    }
+    fn all_contributions(&mut self) -> Vec<Contribution> {
+        DealsCore::all_contributions(self)
     }
     fn begin_recovery(&mut self) {
         DealsCore::begin_recovery(self);
@@ -247,6 +252,9 @@ impl Processor for ActivitiesCore {
     }
     fn drain_contributions(&mut self) -> Vec<Contribution> {
         ActivitiesCore::drain_contributions(self)
+    }
+    fn all_contributions(&mut self) -> Vec<Contribution> {
+        ActivitiesCore::all_contributions(self)
     }
     fn begin_recovery(&mut self) {
         ActivitiesCore::begin_recovery(self);

@@ -354,7 +354,7 @@ struct Instance<'a, P: Processor> {
     committed: HashMap<(bool, i32), i64>,
     settled_at: Instant,
     /// Measures the ends of the assigned input partitions (`highs`), every [`LAG_EVERY`].
-    end_probe: BaseConsumer,
+    end_probe: Arc<BaseConsumer>,
     highs: HashMap<i32, i64>,
     /// librdkafka's position in each input partition as last measured: past what it never
     /// hands over (commit markers, records of aborted transactions), where `next` stops.
@@ -520,7 +520,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             announced_in_txn: Vec::new(),
             committed: HashMap::new(),
             settled_at: Instant::now(),
-            end_probe: crate::source::end_probe(shared.settings)?,
+            end_probe: Arc::new(crate::source::end_probe(shared.settings)?),
             highs: HashMap::new(),
             read_to: HashMap::new(),
             lag_checked: Instant::now(),
@@ -1079,6 +1079,14 @@ impl<'a, P: Processor> Instance<'a, P> {
         // thread, rather than beside the restore in this one, which also hands every snapshot
         // chunk on as it arrives.
         let every_source = self.holds_every_source(input)?;
+        // Where to read the slots on from, asked while the partitions are restored.
+        let ends = every_source.then(|| {
+            let (probe, topic) = (self.end_probe.clone(), self.cells.clone());
+            let slots = slots.clone();
+            AbortOnDrop(tokio::task::spawn_blocking(move || {
+                slot_ends(&probe, &topic, &slots)
+            }))
+        });
         let cells = (!every_source).then(|| {
             let merger = kept.merger;
             let (settings, topic) = (self.shared.settings.clone(), self.cells.clone());
@@ -1104,7 +1112,13 @@ impl<'a, P: Processor> Instance<'a, P> {
                 ends.extend(kept.cells_next);
                 ((merger, ends, contributions), seconds)
             }
-            None => timed(async { self.merge_own(slots) }).await?,
+            None => {
+                let ends = match ends {
+                    Some(ends) => ends.join().await?,
+                    None => BTreeMap::new(),
+                };
+                timed(async { self.merge_own(slots).map(|(m, n)| (m, ends, n)) }).await?
+            }
         };
         // Records the consumer delivers below these were read here.
         self.cells_next = ends;
@@ -1121,21 +1135,17 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// Whether `input` is every partition of the input topic.
     fn holds_every_source(&self, input: &BTreeSet<i32>) -> Result<bool, Error> {
         let all = tokio::task::block_in_place(|| {
-            crate::kafka::partitions(&self.end_probe, self.shared.input)
+            crate::kafka::partitions(&*self.end_probe, self.shared.input)
         })?;
         Ok(all.iter().all(|p| input.contains(p)))
     }
 
-    /// A merger of `slots` filled from this instance's cores, which are every source, and
-    /// where to read each slot's partition of the cells topic on from: its end. What the
-    /// topic holds below it is what sources sent before; each core's next drain replaces it
-    /// with what the merger holds now (a restored core sends every cell and withdraws it
-    /// elsewhere; a kept one sent what it holds before the rebalance). A transaction that
-    /// is open below the end is of a member the group has moved on from, so it is aborted.
-    fn merge_own(
-        &mut self,
-        slots: &BTreeSet<i32>,
-    ) -> Result<(Merger, BTreeMap<i32, i64>, u64), Error> {
+    /// A merger of `slots` filled from this instance's cores, which are every source, and how
+    /// many contributions it merged. What the cells topic holds below the slots' ends (see
+    /// [`slot_ends`]) is what sources sent before; each core's next drain replaces it with
+    /// what the merger holds now (a restored core sends every cell and withdraws it
+    /// elsewhere; a kept one sent what it holds before the rebalance).
+    fn merge_own(&mut self, slots: &BTreeSet<i32>) -> Result<(Merger, u64), Error> {
         let mut merger = self.new_merger(slots)?;
         let mut merged = 0u64;
         for (p, task) in &mut self.tasks {
@@ -1149,14 +1159,7 @@ impl<'a, P: Processor> Instance<'a, P> {
                 merged += 1;
             }
         }
-        let mut ends = BTreeMap::new();
-        for s in slots {
-            let (_, high) = tokio::task::block_in_place(|| {
-                crate::kafka::watermarks(&self.end_probe, &self.cells, *s)
-            })?;
-            ends.insert(*s, high);
-        }
-        Ok((merger, ends, merged))
+        Ok((merger, merged))
     }
 
     /// Moves the consumer to where each input partition was replayed to and each slot read
@@ -1533,6 +1536,20 @@ fn parse_cell_key(k: &[u8]) -> Option<(u32, &str, Option<&str>)> {
         _ => return None,
     };
     Some((source, rep, team))
+}
+
+/// The end of each slot's partition of the cells topic, where an instance that is every
+/// source reads on from. A transaction still open below it is of a member the group has
+/// moved on from, so it aborts.
+fn slot_ends(
+    probe: &BaseConsumer,
+    cells: &str,
+    slots: &BTreeSet<i32>,
+) -> Result<BTreeMap<i32, i64>, Error> {
+    slots
+        .iter()
+        .map(|s| Ok((*s, crate::kafka::watermarks(probe, cells, *s)?.1)))
+        .collect()
 }
 
 fn apply_cell(merger: &mut Merger, m: &BorrowedMessage<'_>) {

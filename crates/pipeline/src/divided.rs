@@ -293,6 +293,16 @@ struct Held<P, M = ()> {
     merger: M,
 }
 
+/// How a rebuild fills its merger: from the cells topic read back (the merger and where
+/// each slot was read to, the contributions read), or, on an instance that holds every input
+/// partition, from its own cores once they are built (the slots' ends to read on from).
+enum Merging {
+    Read(AbortOnDrop<Result<(MergerRead, f64), Error>>),
+    Own(AbortOnDrop<Result<BTreeMap<i32, i64>, Error>>),
+}
+
+type MergerRead = (Merger, BTreeMap<i32, i64>, u64);
+
 /// What a rebuild restored and read, for its log line.
 struct Built {
     replayed: u64,
@@ -1078,16 +1088,14 @@ impl<'a, P: Processor> Instance<'a, P> {
         // restored: the two are independent. It is read in a task of its own, on a worker
         // thread, rather than beside the restore in this one, which also hands every snapshot
         // chunk on as it arrives.
-        let every_source = self.holds_every_source(input)?;
-        // Where to read the slots on from, asked while the partitions are restored.
-        let ends = every_source.then(|| {
+        let merging = if self.holds_every_source(input)? {
+            // Where to read the slots on from, asked while the partitions are restored.
             let (probe, topic) = (self.end_probe.clone(), self.cells.clone());
             let slots = slots.clone();
-            AbortOnDrop(tokio::task::spawn_blocking(move || {
+            Merging::Own(AbortOnDrop(tokio::task::spawn_blocking(move || {
                 slot_ends(&probe, &topic, &slots)
-            }))
-        });
-        let cells = (!every_source).then(|| {
+            })))
+        } else {
             let merger = kept.merger;
             let (settings, topic) = (self.shared.settings.clone(), self.cells.clone());
             let to_read: BTreeSet<i32> = slots
@@ -1095,10 +1103,10 @@ impl<'a, P: Processor> Instance<'a, P> {
                 .filter(|s| !kept.cells_next.contains_key(s))
                 .copied()
                 .collect();
-            AbortOnDrop(tokio::spawn(async move {
+            Merging::Read(AbortOnDrop(tokio::spawn(async move {
                 timed(read_cells(&settings, &topic, &to_read, merger)).await
-            }))
-        });
+            })))
+        };
         let to_restore: BTreeSet<i32> = input
             .iter()
             .filter(|p| !kept.tasks.contains_key(p))
@@ -1106,18 +1114,17 @@ impl<'a, P: Processor> Instance<'a, P> {
             .collect();
         let (replayed, input_seconds) = timed(self.replay_input(&to_restore, committed)).await?;
         self.tasks.extend(kept.tasks);
-        let ((merger, ends, contributions), cells_seconds) = match cells {
-            Some(cells) => {
+        let (((merger, ends, contributions), cells_seconds), cells_read) = match merging {
+            Merging::Read(cells) => {
                 let ((merger, mut ends, contributions), seconds) = cells.join().await?;
                 ends.extend(kept.cells_next);
-                ((merger, ends, contributions), seconds)
+                (((merger, ends, contributions), seconds), true)
             }
-            None => {
-                let ends = match ends {
-                    Some(ends) => ends.join().await?,
-                    None => BTreeMap::new(),
-                };
-                timed(async { self.merge_own(slots).map(|(m, n)| (m, ends, n)) }).await?
+            Merging::Own(ends) => {
+                let ends = ends.join().await?;
+                let merged = timed(async { self.merge_own(slots) }).await?;
+                let ((merger, contributions), seconds) = merged;
+                (((merger, ends, contributions), seconds), false)
             }
         };
         // Records the consumer delivers below these were read here.
@@ -1128,7 +1135,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             input_seconds,
             contributions,
             cells_seconds,
-            cells_read: !every_source,
+            cells_read,
         })
     }
 

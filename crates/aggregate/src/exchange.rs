@@ -235,9 +235,7 @@ impl Router {
         }
         out
     }
-}
 
-impl Router {
     /// The groups to send at this drain: those of `teams` (touched since the last), and,
     /// after [`Router::unknown`], every group.
     pub fn team_groups(&self, teams: &[Arc<str>]) -> Vec<u32> {

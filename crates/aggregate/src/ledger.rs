@@ -398,14 +398,30 @@ impl<C: Cell> Ledger<C> {
             return Vec::new();
         };
         let (cells, teams) = self.drain_cells();
+        let groups = router.team_groups(&teams);
+        let out = self.route(&mut router, cells, groups, now);
+        self.router = Some(router);
+        out
+    }
+
+    /// The contributions of `cells`, then those of the teams of the slots `groups`, through
+    /// `router`.
+    fn route(
+        &self,
+        router: &mut Router,
+        cells: Vec<RepCells<C::Summary>>,
+        groups: Vec<u32>,
+        now: i64,
+    ) -> Vec<Contribution>
+    where
+        C::Summary: serde::Serialize,
+    {
         let mut out = router.route(cells, now);
-        let groups = router
-            .team_groups(&teams)
+        let teams = groups
             .into_iter()
             .map(|g| (g, self.teams_of_group(g, router.slots())))
             .collect();
-        out.extend(router.route_teams(groups));
-        self.router = Some(router);
+        out.extend(router.route_teams(teams));
         out
     }
 
@@ -439,11 +455,8 @@ impl<C: Cell> Ledger<C> {
         let mut reps: Vec<&Arc<str>> = self.reps.keys().collect();
         reps.sort();
         let cells = reps.into_iter().map(|r| self.rep_cells(r)).collect();
-        let mut out = router.route(cells, now);
-        let groups = (0..router.slots())
-            .map(|g| (g, self.teams_of_group(g, router.slots())))
-            .collect();
-        out.extend(router.route_teams(groups));
+        let groups = (0..router.slots()).collect();
+        let mut out = self.route(&mut router, cells, groups, now);
         out.retain(|c| c.value.is_some());
         out
     }

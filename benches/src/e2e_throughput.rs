@@ -18,7 +18,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use salespulse_bench::broker::{
     bootstrap, committed, cpu_seconds, create_topic, delete_topics_of, end_offsets, group_watcher,
-    latest_values, metrics_text, peak_rss_mib, produce_all, produce_roster, start_deals,
+    latest_values, metrics_text, minor_faults, peak_rss_mib, produce_all, produce_roster,
+    start_deals,
 };
 use salespulse_bench::deal_records;
 
@@ -135,6 +136,9 @@ struct Run {
     /// Cores busy over the run.
     busy: f64,
     peak_mib: f64,
+    /// Pages the process faulted in: memory touched for the first time, or again after the
+    /// allocator gave it back.
+    faults: u64,
 }
 
 impl Run {
@@ -176,6 +180,7 @@ async fn measure(
         cpu,
         busy: cpu / wall,
         peak_mib: peak_rss_mib(child.id()),
+        faults: minor_faults(child.id()),
     };
     (run, child)
 }
@@ -201,12 +206,13 @@ fn internal_consumed(c: &BaseConsumer, app: &str) -> bool {
 fn report(what: &str, r: &Run) {
     println!("{what}: {:>10.0} records/s", r.rate);
     println!(
-        "  CPU {:.1} s in all, {:.0} records per CPU-second; {:.2} cores busy over the {:.1} s from its start; peak RSS {:.0} MiB",
+        "  CPU {:.1} s in all, {:.0} records per CPU-second; {:.2} cores busy over the {:.1} s from its start; peak RSS {:.0} MiB; {} page faults",
         r.cpu,
         r.per_cpu_second(),
         r.busy,
         r.wall,
-        r.peak_mib
+        r.peak_mib,
+        r.faults
     );
 }
 

@@ -5,6 +5,7 @@
 // `state` (the aggregation core's interface and its snapshots), `coordination` (which instance
 // exports what, and what it may write), `sink` (producing, in transactions); `run` and
 // `targets` are the service loops that wire them.
+pub mod allocator;
 pub mod config;
 mod coordination;
 mod divided;

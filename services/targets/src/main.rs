@@ -69,12 +69,19 @@ async fn import(
 
 /// The services allocate and free many short-lived buffers per tick from several threads
 /// (the loop, librdkafka's delivery reports); mimalloc keeps that off the global lock and the
-/// page-fault path that the system allocator takes.
+/// page-fault path that the system allocator takes (`salespulse_pipeline::allocator`: how long
+/// it keeps what was freed).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+fn main() -> anyhow::Result<()> {
+    // Before the runtime's threads start.
+    salespulse_pipeline::allocator::keep_freed_memory();
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn serve() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(&cli.service, "targets").context("loading the configuration")?;
     if cli.service.print_config {

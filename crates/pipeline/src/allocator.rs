@@ -5,11 +5,11 @@
 //! kernel once it has stayed free for `purge_delay` milliseconds, 1,000 by default; the next
 //! allocation there faults every page in again and has it zeroed. A service frees much of what
 //! it allocated at every turn of its loop, on periods near that second: the input's fetched
-//! and decompressed batches, the records a tick publishes and their delivery reports. With the
-//! default delay, `target/release/e2e-throughput 1000000` took 541,000 page faults, against
-//! 350,000–356,000 with 10 s or more (docs/benchmarks.md, "Freed memory kept for ten
-//! seconds"). Ten seconds keeps what the loop reuses and still gives back what a burst (a
-//! catch-up, a rebuild) left behind soon after.
+//! and decompressed batches, the records a tick publishes and their delivery reports. In
+//! `target/release/e2e-throughput 1000000` the deals service took 287,000–319,000 page faults
+//! with the default delay and 190,000–214,000 with ten seconds, about its peak RSS touched once
+//! (docs/benchmarks.md, "Freed memory kept for ten seconds"). Ten seconds keeps what the loop
+//! reuses and still gives back what a burst (a catch-up, a rebuild) left behind soon after.
 
 /// `mi_option_purge_delay` in mimalloc's `mi_option_t` (`include/mimalloc.h`), which
 /// `libmimalloc-sys` does not name.

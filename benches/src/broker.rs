@@ -213,24 +213,27 @@ pub fn terminate(child: &mut Child) {
 
 /// User plus system CPU seconds a process has used so far, from /proc.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    let f = stat_fields(pid);
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime: fields 14 and 15 of the line, 11 and 12 counted from 0 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Minor page faults of a process so far (`minflt` in /proc/<pid>/stat).
+/// Minor page faults of a process so far: field 10 of the line, 7 counted from 0 after the
+/// name (`minflt`).
 pub fn minor_faults(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    // Field 10 of the line, 7 counted from 0 after the name.
-    rest.split_whitespace()
-        .nth(7)
+    stat_fields(pid)
+        .get(7)
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// The fields of /proc/<pid>/stat after the command name, which is in parentheses and may
+/// hold spaces; none once the process is gone.
+fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    rest.split_whitespace().map(str::to_owned).collect()
 }
 
 /// The most resident memory a process has had so far, in MiB (`VmHWM` in /proc).

@@ -1291,14 +1291,18 @@ pub(crate) async fn load_snapshot<P: Processor>(
 ) -> Result<(P, Option<Manifest>), Error> {
     let core = new_core()?;
     let read = Instant::now();
-    // The state is rebuilt off the runtime's threads (the snapshots of a divided instance's
-    // partitions, loaded together, side by side) from each chunk as it is read.
+    // The state is rebuilt off the runtime's threads from each chunk as it is read (the
+    // snapshots of a divided instance's partitions are read together, and restored in turns:
+    // `restore_turns`).
     let (pieces, received) = std::sync::mpsc::channel::<Vec<u8>>();
+    let runtime = tokio::runtime::Handle::current();
     let restoring = tokio::task::spawn_blocking(move || {
         let mut core = core;
         let mut received = received.into_iter().peekable();
         // Nothing sent: there is no snapshot to load.
         received.peek()?;
+        // The chunks of the others go on arriving meanwhile.
+        let _turn = runtime.block_on(restore_turns().acquire());
         let began = Instant::now();
         let mut bytes = 0;
         let mut counted = received.inspect(|p| bytes += p.len());
@@ -1332,6 +1336,18 @@ pub(crate) async fn load_snapshot<P: Processor>(
             Ok((new_core()?, None))
         }
     }
+}
+
+/// How many snapshots are restored at once. A restore is bound by the CPU and by memory (a
+/// deals core's takes two threads, one decoding while the other inserts), so restores side by
+/// side beyond the machine's pairs of cores only take turns at a finer grain, each with its
+/// share of a state not yet in the cache.
+fn restore_turns() -> &'static tokio::sync::Semaphore {
+    static TURNS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    TURNS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::sync::Semaphore::new((cores / 2).max(1))
+    })
 }
 
 /// The consumer group that divides the slots among a service's instances.

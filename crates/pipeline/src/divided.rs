@@ -1114,17 +1114,21 @@ impl<'a, P: Processor> Instance<'a, P> {
             .collect();
         let (replayed, input_seconds) = timed(self.replay_input(&to_restore, committed)).await?;
         self.tasks.extend(kept.tasks);
-        let (((merger, ends, contributions), cells_seconds), cells_read) = match merging {
+        let ((merger, ends, contributions), cells_seconds, cells_read) = match merging {
             Merging::Read(cells) => {
                 let ((merger, mut ends, contributions), seconds) = cells.join().await?;
                 ends.extend(kept.cells_next);
-                (((merger, ends, contributions), seconds), true)
+                ((merger, ends, contributions), seconds, true)
             }
             Merging::Own(ends) => {
                 let ends = ends.join().await?;
-                let merged = timed(async { self.merge_own(slots) }).await?;
-                let ((merger, contributions), seconds) = merged;
-                (((merger, ends, contributions), seconds), false)
+                let took = Instant::now();
+                let (merger, contributions) = self.merge_own(slots)?;
+                (
+                    (merger, ends, contributions),
+                    took.elapsed().as_secs_f64(),
+                    false,
+                )
             }
         };
         // Records the consumer delivers below these were read here.

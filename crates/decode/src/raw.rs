@@ -305,8 +305,7 @@ impl Contract {
         self.check_payload(payload)?;
         match format {
             Format::Json => {
-                let r: JsonDeal<'a> =
-                    serde_json::from_slice(payload).map_err(|e| DecodeError::from_json(&e))?;
+                let r: JsonDeal<'a> = json(payload)?;
                 let closed_at = r.closed_at.as_deref().map(Ts::Text);
                 let expected = r.expected_close_date.as_deref();
                 let ev = self.deal(
@@ -488,8 +487,7 @@ impl Contract {
         self.check_payload(payload)?;
         let ev = match format {
             Format::Json => {
-                let r: JsonActivity<'a> =
-                    serde_json::from_slice(payload).map_err(|e| DecodeError::from_json(&e))?;
+                let r: JsonActivity<'a> = json(payload)?;
                 let occurred_at = self.time("occurred_at", Ts::Text(&r.occurred_at), now_ms)?;
                 self.activity(
                     r.event_id,
@@ -563,8 +561,7 @@ impl Contract {
         self.check_payload(payload)?;
         let (rep_id, team_id, name, active, region, hired_at) = match format {
             Format::Json => {
-                let r: JsonRoster =
-                    serde_json::from_slice(payload).map_err(|e| DecodeError::from_json(&e))?;
+                let r: JsonRoster = json(payload)?;
                 (r.rep_id, r.team_id, r.name, r.active, r.region, r.hired_at)
             }
             Format::Protobuf => {
@@ -625,6 +622,15 @@ struct DealParts<'a, 'b> {
     closed_at: Option<Ts<'b>>,
     expected_close_date: Option<&'b str>,
     forecast_category: Option<&'b str>,
+}
+
+/// Parses a JSON record. The payload is checked for UTF-8 once, as text, which is cheaper
+/// than serde_json checking each string of a byte slice on its own; either way a record
+/// that is not UTF-8 is not JSON.
+fn json<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, DecodeError> {
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| DecodeError::new(Reason::InvalidJson, format!("not UTF-8 text: {e}")))?;
+    serde_json::from_str(text).map_err(|e| DecodeError::from_json(&e))
 }
 
 fn owned(c: Cow<'_, str>) -> Cow<'static, str> {

@@ -171,6 +171,38 @@ fn every_contract_violation_has_its_reason() {
 }
 
 #[test]
+fn a_json_record_that_is_not_utf8_is_invalid_json_and_says_where() {
+    let bytes = serde_json::to_vec(&with("rep_id", json!("r\u{e9}1"))).expect("json");
+    let ev = Contract::default()
+        .decode_deal(Some(b"d1"), &bytes, Format::Json, NOW_MS)
+        .expect("valid");
+    assert_eq!(ev.rep_id, "r\u{e9}1");
+    // The accented letter's first byte alone, followed by a digit: not UTF-8.
+    let at = bytes
+        .windows(2)
+        .position(|w| w == "\u{e9}".as_bytes())
+        .expect("the accented letter");
+    let mut cut = bytes.clone();
+    cut.remove(at + 1);
+    let e = Contract::default()
+        .decode_deal(Some(b"d1"), &cut, Format::Json, NOW_MS)
+        .expect_err("not UTF-8");
+    assert_eq!(e.reason, Reason::InvalidJson);
+    assert!(e.detail.contains("not UTF-8"), "{}", e.detail);
+    assert!(e.detail.contains(&format!("index {at}")), "{}", e.detail);
+
+    let mut activity =
+        br#"{"event_id":"a1","rep_id":"r?","kind":"call","occurred_at":"2026-11-27T11:00:00Z"}"#
+            .to_vec();
+    let at = activity.iter().position(|b| *b == b'?').expect("marker");
+    activity[at] = 0xff;
+    let e = Contract::default()
+        .decode_activity(None, &activity, Format::Json, NOW_MS)
+        .expect_err("not UTF-8");
+    assert_eq!(e.reason, Reason::InvalidJson);
+}
+
+#[test]
 fn forecast_category_comes_from_the_record_or_else_from_the_stage() {
     let c = Contract::default();
     let decode = |v: serde_json::Value| {

@@ -48,6 +48,42 @@ struct SavedDeals<'a> {
     deals: Vec<SavedDeal<'a>>,
 }
 
+/// [`SavedDeals`] as written by [`DealsCore::save`]: the same layout, the deals taken from
+/// the core as they are written.
+#[derive(Serialize)]
+struct SavingDeals<'a> {
+    version: u32,
+    stages: Vec<&'a str>,
+    next_seq: u64,
+    deals: DealList<'a>,
+}
+
+/// A core's deals, written as a list of [`SavedDeal`].
+struct DealList<'a>(&'a DealsCore);
+
+impl Serialize for DealList<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (_, deals) = self.0.saved_deals();
+        s.collect_seq(deals.map(|(id, st)| SavedDeal {
+            id: Cow::Borrowed(id),
+            seq: st.seq,
+            rep: Cow::Borrowed(&st.rep),
+            team: st.team.as_deref().map(Cow::Borrowed),
+            stage: st.stage,
+            amount: st.amount,
+            created_at: st.created_at,
+            occurred_at_ms: st.occurred_at_ms,
+            closed_at: st.closed_at,
+            expected: st.expected,
+            recent: Recent(st.recent),
+            recent_next: st.recent_next,
+            category: Cow::Borrowed(st.category.label()),
+            steps: Cow::Borrowed(&st.steps),
+            entered: st.entered,
+        }))
+    }
+}
+
 /// A deal as saved. Saving borrows its strings and steps from the core; restoring borrows
 /// the strings from the saved bytes.
 #[derive(Serialize, Deserialize)]
@@ -142,33 +178,21 @@ fn secs(v: &[u64]) -> Secs {
 
 impl DealsCore {
     /// Every deal's latest state, encoded.
+    ///
+    /// The deals are written from the core's map one by one, in the layout of
+    /// [`SavedDeals`], into a buffer of the measured size: a list of them, or a buffer that
+    /// doubles as it fills, would copy and touch tens of megabytes more with many deals.
     pub fn save(&self) -> Vec<u8> {
-        let (next_seq, deals) = self.saved_deals();
-        let saved = SavedDeals {
+        let (next_seq, _) = self.saved_deals();
+        let saving = SavingDeals {
             version: VERSION,
-            stages: self.stage_names().iter().map(|s| s.to_string()).collect(),
+            stages: self.stage_names().iter().map(|s| &**s).collect(),
             next_seq,
-            deals: deals
-                .map(|(id, st)| SavedDeal {
-                    id: Cow::Borrowed(id),
-                    seq: st.seq,
-                    rep: Cow::Borrowed(&st.rep),
-                    team: st.team.as_deref().map(Cow::Borrowed),
-                    stage: st.stage,
-                    amount: st.amount,
-                    created_at: st.created_at,
-                    occurred_at_ms: st.occurred_at_ms,
-                    closed_at: st.closed_at,
-                    expected: st.expected,
-                    recent: Recent(st.recent),
-                    recent_next: st.recent_next,
-                    category: Cow::Borrowed(st.category.label()),
-                    steps: Cow::Borrowed(&st.steps),
-                    entered: st.entered,
-                })
-                .collect(),
+            deals: DealList(self),
         };
-        postcard::to_stdvec(&saved).unwrap_or_default()
+        let size = postcard::serialize_with_flavor(&saving, postcard::ser_flavors::Size::default())
+            .unwrap_or_default();
+        postcard::to_extend(&saving, Vec::with_capacity(size)).unwrap_or_default()
     }
 
     /// Loads saved state (taken under the same stage list) into a core that holds no deals;
@@ -648,6 +672,8 @@ mod tests {
             postcard::to_stdvec(&s).expect("encodes")
         };
         assert_eq!(in_order(&restored.save()), in_order(&saved));
+        // Written into a buffer of the measured size, never grown.
+        assert_eq!(saved.capacity(), saved.len());
         assert!(matches!(
             restored.restore(&saved),
             Err(StateError::NotEmpty)

@@ -39,23 +39,14 @@ pub enum StateError {
     },
 }
 
+/// A deals core as saved: `deals` is a list of [`SavedDeal`], written from the core's map
+/// by [`DealsCore::save`] ([`DealList`]) and read back deal by deal by a restore.
 #[derive(Serialize, Deserialize)]
-struct SavedDeals<'a> {
+struct SavedDeals<D> {
     version: u32,
     stages: Vec<String>,
     next_seq: u64,
-    #[serde(borrow)]
-    deals: Vec<SavedDeal<'a>>,
-}
-
-/// [`SavedDeals`] as written by [`DealsCore::save`]: the same layout, the deals taken from
-/// the core as they are written.
-#[derive(Serialize)]
-struct SavingDeals<'a> {
-    version: u32,
-    stages: Vec<&'a str>,
-    next_seq: u64,
-    deals: DealList<'a>,
+    deals: D,
 }
 
 /// A core's deals, written as a list of [`SavedDeal`].
@@ -179,14 +170,14 @@ fn secs(v: &[u64]) -> Secs {
 impl DealsCore {
     /// Every deal's latest state, encoded.
     ///
-    /// The deals are written from the core's map one by one, in the layout of
-    /// [`SavedDeals`], into a buffer of the measured size: a list of them, or a buffer that
-    /// doubles as it fills, would copy and touch tens of megabytes more with many deals.
+    /// The deals are written from the core's map one by one into a buffer of the measured
+    /// size: a list of them, or a buffer that doubles as it fills, would copy and touch tens
+    /// of megabytes more with many deals.
     pub fn save(&self) -> Vec<u8> {
         let (next_seq, _) = self.saved_deals();
-        let saving = SavingDeals {
+        let saving = SavedDeals {
             version: VERSION,
-            stages: self.stage_names().iter().map(|s| &**s).collect(),
+            stages: self.stage_names().iter().map(|s| s.to_string()).collect(),
             next_seq,
             deals: DealList(self),
         };
@@ -667,7 +658,7 @@ mod tests {
         assert_eq!(restored.deals(), 12);
         // The same deals, in the order of their sequence numbers (a map's order is its own).
         let in_order = |bytes: &[u8]| {
-            let mut s: SavedDeals = postcard::from_bytes(bytes).expect("decodes");
+            let mut s: SavedDeals<Vec<SavedDeal>> = postcard::from_bytes(bytes).expect("decodes");
             s.deals.sort_by_key(|d| d.seq);
             postcard::to_stdvec(&s).expect("encodes")
         };
@@ -688,7 +679,7 @@ mod tests {
         let mut whole = DealsCore::new(&contract, Calendar::utc(), NOW_MS);
         whole.restore(&saved).expect("the state restores");
         let in_order = |bytes: &[u8]| {
-            let mut s: SavedDeals = postcard::from_bytes(bytes).expect("decodes");
+            let mut s: SavedDeals<Vec<SavedDeal>> = postcard::from_bytes(bytes).expect("decodes");
             s.deals.sort_by_key(|d| d.seq);
             postcard::to_stdvec(&s).expect("encodes")
         };
@@ -794,7 +785,7 @@ mod tests {
         ));
 
         // A deal in a stage past the stage list.
-        let mut bad: SavedDeals = postcard::from_bytes(&saved).expect("decodes");
+        let mut bad: SavedDeals<Vec<SavedDeal>> = postcard::from_bytes(&saved).expect("decodes");
         bad.deals[3].stage = 9;
         let bad = postcard::to_stdvec(&bad).expect("encodes");
         let refused = fresh(&contract).restore(&bad);

@@ -491,47 +491,87 @@ pub(crate) async fn read_tail(
     settings: &Settings,
     topic: &str,
     start: Option<Start>,
-    mut f: impl FnMut(&str, Option<&[u8]>) -> ControlFlow<()>,
+    f: impl FnMut(&str, Option<&[u8]>) -> ControlFlow<()>,
 ) -> Result<Tail, Error> {
-    let (r, parts) = TopicReader::new(settings, topic)?;
-    let mut tpl = TopicPartitionList::new();
-    let mut from = HashMap::new();
-    let mut ends = HashMap::new();
-    let mut tail = Tail {
-        started: 0,
-        whole: true,
-        partitions: parts.len(),
-    };
-    for p in &parts {
-        let (low, high) = watermarks(&r.probe, topic, *p)?;
-        let at = match start {
-            None => low,
-            Some(Start::Last(n)) => (high - n).max(low),
-            Some(Start::At(o)) => o.clamp(low, high),
-        };
-        tail.started = at;
-        tail.whole &= at == low;
-        if high > at {
-            ends.insert(*p, high);
-        }
-        from.insert(*p, at);
-        tpl.add_partition_offset(topic, *p, Offset::Offset(at))
-            .map_err(|e| Error::kafka("assigning partitions", e))?;
+    let reader = TailReader::new(settings, topic)?;
+    let tail = reader.read(start, f).await;
+    reader.close();
+    tail
+}
+
+/// Reads of the tail of one topic, one after the other, with the same clients: a look back
+/// that finds where to read from, then the read from there, cost one set of connections
+/// and metadata requests, not one each.
+pub(crate) struct TailReader {
+    r: TopicReader,
+    topic: String,
+    parts: Vec<i32>,
+}
+
+impl TailReader {
+    pub fn new(settings: &Settings, topic: &str) -> Result<TailReader, Error> {
+        let (r, parts) = TopicReader::new(settings, topic)?;
+        Ok(TailReader {
+            r,
+            topic: topic.to_owned(),
+            parts,
+        })
     }
-    r.consumer
-        .assign(&tpl)
-        .map_err(|e| Error::kafka("assigning partitions", e))?;
-    let mut reader = ReadToEnd::new(&r.consumer, topic, ends, from).with_stable_probe(&r.stable);
-    while let Some(m) = reader.next().await? {
-        if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
-            if f(key, m.payload()).is_break() {
-                break;
+
+    /// As [`read_tail`]: each partition from `start` to its end as measured now.
+    pub async fn read(
+        &self,
+        start: Option<Start>,
+        mut f: impl FnMut(&str, Option<&[u8]>) -> ControlFlow<()>,
+    ) -> Result<Tail, Error> {
+        let (r, topic) = (&self.r, self.topic.as_str());
+        let mut tpl = TopicPartitionList::new();
+        let mut from = HashMap::new();
+        let mut ends = HashMap::new();
+        let mut tail = Tail {
+            started: 0,
+            whole: true,
+            partitions: self.parts.len(),
+        };
+        for p in &self.parts {
+            let (low, high) = watermarks(&r.probe, topic, *p)?;
+            let at = match start {
+                None => low,
+                Some(Start::Last(n)) => (high - n).max(low),
+                Some(Start::At(o)) => o.clamp(low, high),
+            };
+            tail.started = at;
+            tail.whole &= at == low;
+            if high > at {
+                ends.insert(*p, high);
+            }
+            from.insert(*p, at);
+            tpl.add_partition_offset(topic, *p, Offset::Offset(at))
+                .map_err(|e| Error::kafka("assigning partitions", e))?;
+        }
+        // A new assignment replaces the last read's: what was fetched for it is dropped.
+        r.consumer
+            .assign(&tpl)
+            .map_err(|e| Error::kafka("assigning partitions", e))?;
+        let mut reader =
+            ReadToEnd::new(&r.consumer, topic, ends, from).with_stable_probe(&r.stable);
+        while let Some(m) = reader.next().await? {
+            if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                if f(key, m.payload()).is_break() {
+                    break;
+                }
             }
         }
+        Ok(tail)
     }
-    drop(reader);
-    r.close();
-    Ok(tail)
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn close(self) {
+        self.r.close();
+    }
 }
 
 /// Where to read a partition from (its beginning when `None`) and up to (its current end

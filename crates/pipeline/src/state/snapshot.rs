@@ -21,7 +21,7 @@ use tracing::warn;
 use crate::config::Settings;
 use crate::events::InternalEvent;
 use crate::sink::settle;
-use crate::source::{read_tail, Start};
+use crate::source::{Start, TailReader};
 use crate::Error;
 
 /// Largest chunk of encoded state in one record.
@@ -75,14 +75,29 @@ pub(crate) async fn load(
     pieces: std::sync::mpsc::Sender<Vec<u8>>,
 ) -> Result<Option<Manifest>, Error> {
     let topic = &settings.topics.snapshots;
+    // One reader looks back for the manifest and then reads the chunks.
+    let reader = TailReader::new(settings, topic)?;
+    let loaded = load_with(&reader, owner, usable, pieces).await;
+    reader.close();
+    loaded
+}
+
+async fn load_with(
+    reader: &TailReader,
+    owner: &str,
+    usable: impl Fn(&Manifest) -> bool,
+    pieces: std::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<Option<Manifest>, Error> {
+    let topic = reader.topic();
     let mut look = FIRST_LOOK;
     let (tail, mut found, manifest) = loop {
         let mut found = Found::new(owner);
-        let tail = read_tail(settings, topic, Some(Start::Last(look)), |k, p| {
-            found.record(topic, k, p);
-            ControlFlow::Continue(())
-        })
-        .await?;
+        let tail = reader
+            .read(Some(Start::Last(look)), |k, p| {
+                found.record(topic, k, p);
+                ControlFlow::Continue(())
+            })
+            .await?;
         match found.manifest.take() {
             Some(m) => break (tail, found, m),
             None if tail.whole => return Ok(None),
@@ -123,14 +138,15 @@ pub(crate) async fn load(
         Some(from) => {
             // Read up to the last chunk: what follows is other owners' snapshots (in divided
             // ingest, each input partition has its own) and tombstones of older ones.
-            read_tail(settings, topic, Some(from), |k, p| {
-                sent.record(k, p);
-                match sent.complete() {
-                    true => ControlFlow::Break(()),
-                    false => ControlFlow::Continue(()),
-                }
-            })
-            .await?;
+            reader
+                .read(Some(from), |k, p| {
+                    sent.record(k, p);
+                    match sent.complete() {
+                        true => ControlFlow::Break(()),
+                        false => ControlFlow::Continue(()),
+                    }
+                })
+                .await?;
         }
     }
     Ok(sent.finish(topic).then_some(manifest))

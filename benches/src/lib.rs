@@ -17,11 +17,21 @@ pub mod broker;
 pub struct Counting;
 
 pub static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// The most bytes live at once while [`peak_during`] runs (tracked only then, so that the
+/// other benches pay no more than the live count).
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static TRACKING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn grew(live: usize) {
+    if TRACKING.load(Ordering::Relaxed) {
+        PEAK.fetch_max(live, Ordering::Relaxed);
+    }
+}
 
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        grew(LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size());
         mimalloc::MiMalloc.alloc(l)
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
@@ -29,7 +39,8 @@ unsafe impl GlobalAlloc for Counting {
         mimalloc::MiMalloc.dealloc(p, l)
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new, Ordering::Relaxed);
+        // Both blocks are live while the old one is copied into the new.
+        grew(LIVE.fetch_add(new, Ordering::Relaxed) + new);
         LIVE.fetch_sub(l.size(), Ordering::Relaxed);
         mimalloc::MiMalloc.realloc(p, l, new)
     }
@@ -37,6 +48,17 @@ unsafe impl GlobalAlloc for Counting {
 
 pub fn live_bytes() -> usize {
     LIVE.load(Ordering::Relaxed)
+}
+
+/// What `f` returns, and the most heap it had allocated at once beyond what was live before
+/// it (counted with [`Counting`] as the global allocator).
+pub fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let before = live_bytes();
+    PEAK.store(before, Ordering::Relaxed);
+    TRACKING.store(true, Ordering::Relaxed);
+    let out = f();
+    TRACKING.store(false, Ordering::Relaxed);
+    (out, PEAK.load(Ordering::Relaxed).saturating_sub(before))
 }
 
 /// A small deterministic generator (xorshift), so runs are comparable.

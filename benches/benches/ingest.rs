@@ -125,24 +125,43 @@ fn main() {
 }
 
 /// The heap a snapshot takes while it is written, beyond the state: the records of the
-/// restore bench (1,000,000 JSON deal records, 200,000 deals, 1,000 reps, 30 days).
+/// snapshot bench (1,000,000 JSON deal records, 200,000 deals, 1,000 reps, 30 days; 1,000,000
+/// activities of 1,000 reps over 30 days).
 fn memory_of_a_save(contract: &Contract, now: i64) {
     let label = "memory while saving, 200000 deals";
-    if !wanted(label) {
-        return;
+    if wanted(label) {
+        let mut core = DealsCore::new(contract, Calendar::utc(), now);
+        for (k, v) in deal_records(1_000_000, 200_000, 1_000, 30 * DAY_MS, now, false, 11) {
+            let _ = contract.with_deal(Some(&k), &v, Format::Json, now, |ev| core.apply(ev));
+        }
+        let _ = core.drain_changes();
+        let held = format!("{} deals", core.deals());
+        print_saves(label, || core.save(), &held);
     }
-    let mut core = DealsCore::new(contract, Calendar::utc(), now);
-    for (k, v) in deal_records(1_000_000, 200_000, 1_000, 30 * DAY_MS, now, false, 11) {
-        let _ = contract.with_deal(Some(&k), &v, Format::Json, now, |ev| core.apply(ev));
+    let label = "memory while saving, 1000000 activities";
+    if wanted(label) {
+        let mut core = ActivitiesCore::new(contract, Calendar::utc(), now);
+        for (k, v) in activity_records(1_000_000, 1_000, 30 * DAY_MS, now, true, 12) {
+            let _ =
+                contract.with_activity(Some(&k), &v, Format::Protobuf, now, |ev| core.apply(ev));
+        }
+        let _ = core.drain_changes();
+        let held = format!("{} event ids remembered", core.remembered_ids());
+        print_saves(label, || core.save(), &held);
     }
-    let _ = core.drain_changes();
-    let (saved, peak) = peak_during(|| core.save());
-    println!(
-        "{label}: {:.1} MiB at the peak for a snapshot of {:.1} MiB ({} deals)",
-        peak as f64 / 1048576.0,
-        saved.len() as f64 / 1048576.0,
-        core.deals()
-    );
+}
+
+/// The peak heap of a core's first snapshot and of the one after it (a service takes one
+/// every `snapshot_interval_seconds`).
+fn print_saves(label: &str, save: impl Fn() -> Vec<u8>, held: &str) {
+    for which in ["first", "next"] {
+        let (saved, peak) = peak_during(&save);
+        println!(
+            "{label}, {which} snapshot: {:.1} MiB at the peak for a snapshot of {:.1} MiB ({held})",
+            peak as f64 / 1048576.0,
+            saved.len() as f64 / 1048576.0,
+        );
+    }
 }
 
 /// Live heap after ingesting at one instant, against ten times the records on the same keys:

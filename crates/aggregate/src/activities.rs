@@ -441,6 +441,7 @@ pub struct ActivitiesCore {
     /// Seconds an id is remembered (the contract's `duplicate_window_days`).
     duplicate_window: i64,
     pruned_at: i64,
+    saved_size: crate::state::SavedSize,
 }
 
 impl ActivitiesCore {
@@ -460,6 +461,7 @@ impl ActivitiesCore {
             seen: crate::FastMap::default(),
             duplicate_window: contract.duplicate_window_seconds,
             pruned_at: now,
+            saved_size: Default::default(),
         }
     }
 
@@ -547,20 +549,23 @@ impl ActivitiesCore {
         &self.kinds
     }
 
-    pub(crate) fn seen_ids(&self) -> Vec<(u64, i64)> {
-        self.seen.iter().map(|(k, v)| (*k, *v)).collect()
+    pub(crate) fn saved_size(&self) -> &crate::state::SavedSize {
+        &self.saved_size
+    }
+
+    pub(crate) fn seen_ids(&self) -> impl ExactSizeIterator<Item = (u64, i64)> + '_ {
+        self.seen.iter().map(|(k, v)| (*k, *v))
     }
 
     pub(crate) fn set_seen(&mut self, ids: Vec<(u64, i64)>) {
         self.seen.extend(ids);
     }
 
-    /// Buckets of every cell.
-    pub(crate) fn saved_cells(&self) -> Vec<SavedBuckets> {
-        let mut out = Vec::new();
+    /// Hands the buckets of every cell to `f`, one cell at a time.
+    pub(crate) fn for_each_saved_cell(&self, mut f: impl FnMut(SavedBuckets)) {
         self.ledger.for_each_cell(|rep, team, cell| {
             let (minutes, hours) = cell.buckets.saved();
-            out.push(SavedBuckets {
+            f(SavedBuckets {
                 rep: rep.clone(),
                 team: team.cloned(),
                 minutes,
@@ -568,7 +573,6 @@ impl ActivitiesCore {
                 weeks: cell.weekly.saved(),
             });
         });
-        out
     }
 
     /// Adds restored buckets to a (rep, team) cell, at the current clock.

@@ -702,6 +702,7 @@ pub struct DealsCore {
     big_win: Option<i128>,
     announcing: bool,
     wins: Vec<Win>,
+    saved_size: crate::state::SavedSize,
 }
 
 /// A deal that just became won with a large amount.
@@ -744,6 +745,7 @@ impl DealsCore {
             big_win: None,
             announcing: true,
             wins: Vec::new(),
+            saved_size: Default::default(),
         }
     }
 
@@ -1108,6 +1110,10 @@ impl DealsCore {
 
     pub(crate) fn stage_names(&self) -> &[Arc<str>] {
         &self.labels.stage_names
+    }
+
+    pub(crate) fn saved_size(&self) -> &crate::state::SavedSize {
+        &self.saved_size
     }
 
     pub(crate) fn saved_deals(&self) -> (u64, impl Iterator<Item = (&str, &DealState)>) {

@@ -49,6 +49,25 @@ struct SavedDeals<D> {
     deals: D,
 }
 
+/// The size of a core's last snapshot, which sizes the next one's buffer. Snapshots are
+/// taken every few seconds of a state that changes little in between: with the buffer sized
+/// so, a snapshot is written in one pass and its bytes are not copied by a buffer doubling as
+/// it fills (which holds up to three times the snapshot at once). Measuring each snapshot's
+/// size first would cost a second pass over the state.
+#[derive(Debug, Default)]
+pub(crate) struct SavedSize(std::sync::atomic::AtomicUsize);
+
+impl SavedSize {
+    fn encode<T: Serialize>(&self, value: &T) -> Vec<u8> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self.0.load(Relaxed);
+        let out =
+            postcard::to_extend(value, Vec::with_capacity(last + last / 8)).unwrap_or_default();
+        self.0.store(out.len(), Relaxed);
+        out
+    }
+}
+
 /// A core's deals, written as a list of [`SavedDeal`].
 struct DealList<'a>(&'a DealsCore);
 
@@ -101,12 +120,82 @@ struct SavedDeal<'a> {
     entered: i64,
 }
 
+/// An activities core as saved: `seen` is a list of (id hash, time) and `cells` a list of
+/// [`SavedCell`], written from the core's maps by [`ActivitiesCore::save`] ([`SeenList`],
+/// [`CellList`]) and read back as lists.
 #[derive(Serialize, Deserialize)]
-struct SavedActivities {
+struct SavedActivities<S = Vec<(u64, i64)>, C = Vec<SavedCell>> {
     version: u32,
     kinds: Vec<String>,
-    seen: Vec<(u64, i64)>,
-    cells: Vec<SavedCell>,
+    seen: S,
+    cells: C,
+}
+
+/// The remembered ids of a core, written as a list of (id hash, time).
+struct SeenList<'a>(&'a ActivitiesCore);
+
+impl Serialize for SeenList<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.seen_ids())
+    }
+}
+
+/// The cells of a core, written as a list of [`SavedCell`], each made as it is written.
+struct CellList<'a>(&'a ActivitiesCore);
+
+impl Serialize for CellList<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let core = self.0;
+        let kinds = core.kinds().len();
+        // The length comes first: a count of other cells than those written would make the
+        // rest unreadable.
+        let n = core.cells();
+        let mut seq = s.serialize_seq(Some(n))?;
+        let (mut written, mut failed) = (0, None);
+        core.for_each_saved_cell(|c| {
+            if failed.is_none() {
+                failed = seq.serialize_element(&saved_cell(c, kinds)).err();
+                written += 1;
+            }
+        });
+        match failed {
+            Some(e) => Err(e),
+            None if written != n => Err(serde::ser::Error::custom(format!(
+                "{written} cells written, {n} counted"
+            ))),
+            None => seq.end(),
+        }
+    }
+}
+
+/// A cell's buckets as saved: counts and talk seconds apart, seconds only for buckets that
+/// have any.
+fn saved_cell(c: SavedBuckets, kinds: usize) -> SavedCell {
+    let pack = |v: &[(i64, Tally)]| -> Vec<(i64, Vec<u32>)> {
+        v.iter()
+            .map(|(t, c)| (*t, c.counts.0[..kinds].to_vec()))
+            .collect()
+    };
+    let pack_secs = |v: &[(i64, Tally)]| -> Vec<(i64, Vec<u64>)> {
+        v.iter()
+            .filter(|(_, c)| c.secs.0.iter().any(|s| *s != 0))
+            .map(|(t, c)| (*t, c.secs.0[..kinds].to_vec()))
+            .collect()
+    };
+    SavedCell {
+        rep: c.rep.to_string(),
+        team: c.team.as_deref().map(str::to_owned),
+        minutes: pack(&c.minutes),
+        hours: pack(&c.hours),
+        talk_minutes: pack_secs(&c.minutes),
+        talk_hours: pack_secs(&c.hours),
+        weeks: c
+            .weeks
+            .iter()
+            .map(|(w, n)| (*w, u64::try_from(*n).unwrap_or_default()))
+            .collect(),
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -170,9 +259,8 @@ fn secs(v: &[u64]) -> Secs {
 impl DealsCore {
     /// Every deal's latest state, encoded.
     ///
-    /// The deals are written from the core's map one by one into a buffer of the measured
-    /// size: a list of them, or a buffer that doubles as it fills, would copy and touch tens
-    /// of megabytes more with many deals.
+    /// The deals are written from the core's map one by one, not gathered in a list first,
+    /// into a buffer the size of the last snapshot's ([`SavedSize`]).
     pub fn save(&self) -> Vec<u8> {
         let (next_seq, _) = self.saved_deals();
         let saving = SavedDeals {
@@ -181,9 +269,7 @@ impl DealsCore {
             next_seq,
             deals: DealList(self),
         };
-        let size = postcard::serialize_with_flavor(&saving, postcard::ser_flavors::Size::default())
-            .unwrap_or_default();
-        postcard::to_extend(&saving, Vec::with_capacity(size)).unwrap_or_default()
+        self.saved_size().encode(&saving)
     }
 
     /// Loads saved state (taken under the same stage list) into a core that holds no deals;
@@ -524,44 +610,16 @@ fn prepare_saved(
 }
 
 impl ActivitiesCore {
-    /// Every activity bucket and remembered event id, encoded.
+    /// Every activity bucket and remembered event id, encoded. The ids and the cells are
+    /// written from the core one by one, not gathered in lists first, into a buffer the size
+    /// of the last snapshot's ([`SavedSize`]).
     pub fn save(&self) -> Vec<u8> {
-        let kinds = self.kinds().len();
-        // Counts and talk seconds are saved apart, seconds only for buckets that have any.
-        let pack = |v: &[(i64, Tally)]| -> Vec<(i64, Vec<u32>)> {
-            v.iter()
-                .map(|(t, c)| (*t, c.counts.0[..kinds].to_vec()))
-                .collect()
-        };
-        let pack_secs = |v: &[(i64, Tally)]| -> Vec<(i64, Vec<u64>)> {
-            v.iter()
-                .filter(|(_, c)| c.secs.0.iter().any(|s| *s != 0))
-                .map(|(t, c)| (*t, c.secs.0[..kinds].to_vec()))
-                .collect()
-        };
-        let saved = SavedActivities {
+        self.saved_size().encode(&SavedActivities {
             version: VERSION,
             kinds: self.kinds().iter().map(|s| s.to_string()).collect(),
-            seen: self.seen_ids(),
-            cells: self
-                .saved_cells()
-                .into_iter()
-                .map(|c| SavedCell {
-                    rep: c.rep.to_string(),
-                    team: c.team.as_deref().map(str::to_owned),
-                    minutes: pack(&c.minutes),
-                    hours: pack(&c.hours),
-                    talk_minutes: pack_secs(&c.minutes),
-                    talk_hours: pack_secs(&c.hours),
-                    weeks: c
-                        .weeks
-                        .iter()
-                        .map(|(w, n)| (*w, u64::try_from(*n).unwrap_or_default()))
-                        .collect(),
-                })
-                .collect(),
-        };
-        postcard::to_stdvec(&saved).unwrap_or_default()
+            seen: SeenList(self),
+            cells: CellList(self),
+        })
     }
 
     /// Loads saved state (taken under the same kind list) into a core that holds no
@@ -625,6 +683,37 @@ mod tests {
     const NOW_MS: i64 = 1_780_000_000_000;
 
     /// Deals in every stage, two reps, one without a team, each moved once.
+    #[test]
+    fn activities_are_saved_in_the_layout_of_lists_and_restore_to_the_same_state() {
+        let contract = Contract::default();
+        let mut core = ActivitiesCore::new(&contract, Calendar::utc(), NOW_MS);
+        for i in 0..40i64 {
+            let ev = salespulse_decode::ActivityEvent {
+                event_id: Cow::Owned(format!("a{i}")),
+                rep_id: Cow::Owned(format!("rep-{}", i % 3)),
+                team_id: (i % 4 != 0).then_some(Cow::Borrowed("team-1")),
+                kind: u8::try_from(i % 3).expect("small"),
+                occurred_at: NOW_MS - i * 3_600_000,
+                deal_id: None,
+                duration_seconds: (i % 2 == 0).then_some(60 + i),
+            };
+            core.apply(&ev);
+        }
+        let saved = core.save();
+        let again = core.save();
+        assert_eq!(again, saved);
+        assert_eq!(again.capacity(), saved.len() + saved.len() / 8);
+        // Written from the core's maps, the bytes are those of the same state as lists.
+        let lists: SavedActivities = postcard::from_bytes(&saved).expect("decodes");
+        assert_eq!(lists.seen.len(), 40);
+        assert_eq!(lists.cells.len(), core.cells());
+        assert_eq!(postcard::to_stdvec(&lists).expect("encodes"), saved);
+        let mut restored = ActivitiesCore::new(&contract, Calendar::utc(), NOW_MS);
+        restored.restore(&saved).expect("restores");
+        assert_eq!(restored.remembered_ids(), 40);
+        assert_eq!(restored.cells(), core.cells());
+    }
+
     fn core_with_deals(contract: &Contract) -> DealsCore {
         let mut core = DealsCore::new(contract, Calendar::utc(), NOW_MS);
         for i in 0..12u8 {
@@ -663,8 +752,9 @@ mod tests {
             postcard::to_stdvec(&s).expect("encodes")
         };
         assert_eq!(in_order(&restored.save()), in_order(&saved));
-        // Written into a buffer of the measured size, never grown.
-        assert_eq!(saved.capacity(), saved.len());
+        // A snapshot's buffer is sized by the one before.
+        let (first, again) = (restored.save(), restored.save());
+        assert_eq!(again.capacity(), first.len() + first.len() / 8);
         assert!(matches!(
             restored.restore(&saved),
             Err(StateError::NotEmpty)

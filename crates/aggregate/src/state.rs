@@ -682,7 +682,6 @@ mod tests {
 
     const NOW_MS: i64 = 1_780_000_000_000;
 
-    /// Deals in every stage, two reps, one without a team, each moved once.
     #[test]
     fn activities_are_saved_in_the_layout_of_lists_and_restore_to_the_same_state() {
         let contract = Contract::default();
@@ -714,6 +713,7 @@ mod tests {
         assert_eq!(restored.cells(), core.cells());
     }
 
+    /// Deals in every stage, two reps, one without a team, each moved once.
     fn core_with_deals(contract: &Contract) -> DealsCore {
         let mut core = DealsCore::new(contract, Calendar::utc(), NOW_MS);
         for i in 0..12u8 {

@@ -1116,8 +1116,12 @@ impl DealsCore {
         &self.saved_size
     }
 
-    pub(crate) fn saved_deals(&self) -> (u64, impl Iterator<Item = (&str, &DealState)>) {
-        (self.next_seq, self.deals.iter().map(|(k, v)| (&**k, v)))
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub(crate) fn saved_deals(&self) -> impl ExactSizeIterator<Item = (&str, &DealState)> {
+        self.deals.iter().map(|(k, v)| (&**k, v))
     }
 
     /// What a restore prepares its deals with, beside the core (see [`Preparer`]).

@@ -73,8 +73,7 @@ struct DealList<'a>(&'a DealsCore);
 
 impl Serialize for DealList<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (_, deals) = self.0.saved_deals();
-        s.collect_seq(deals.map(|(id, st)| SavedDeal {
+        s.collect_seq(self.0.saved_deals().map(|(id, st)| SavedDeal {
             id: Cow::Borrowed(id),
             seq: st.seq,
             rep: Cow::Borrowed(&st.rep),
@@ -262,11 +261,10 @@ impl DealsCore {
     /// The deals are written from the core's map one by one, not gathered in a list first,
     /// into a buffer the size of the last snapshot's ([`SavedSize`]).
     pub fn save(&self) -> Vec<u8> {
-        let (next_seq, _) = self.saved_deals();
         let saving = SavedDeals {
             version: VERSION,
             stages: self.stage_names().iter().map(|s| s.to_string()).collect(),
-            next_seq,
+            next_seq: self.next_seq(),
             deals: DealList(self),
         };
         self.saved_size().encode(&saving)

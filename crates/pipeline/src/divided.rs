@@ -752,21 +752,22 @@ impl<'a, P: Processor> Instance<'a, P> {
             }
             if P::CELEBRATES {
                 let topic = &self.shared.settings.topics.celebrations;
-                for (key, value) in task.core.take_celebrations() {
+                for c in task.core.take_celebrations() {
                     // A celebration is announced once per key, as in the default mode: a deal
                     // won again after a reopening is not celebrated again.
-                    if !self.announced.insert(key.clone()) {
+                    if !self.announced.insert(c.key.clone()) {
                         continue;
                     }
-                    self.announced_in_txn.push(key.clone());
+                    self.announced_in_txn.push(c.key.clone());
                     Announced {
                         topic,
-                        key: &key,
-                        kind: value["celebration"].as_str().unwrap_or_default(),
+                        key: &c.key,
+                        kind: c.kind,
                     }
                     .emit(self.shared.health);
-                    let value = serde_json::to_vec(&value).unwrap_or_default();
-                    let rec = FutureRecord::to(topic).key(key.as_bytes()).payload(&value);
+                    let rec = FutureRecord::to(topic)
+                        .key(c.key.as_bytes())
+                        .payload(&c.value);
                     self.out.enqueue(rec).await?;
                 }
             }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use salespulse_decode::DecodeError;
 use salespulse_expose::Health;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// An occurrence that logs and counts.
 pub(crate) trait InternalEvent {
@@ -320,8 +320,10 @@ pub(crate) struct Announced<'a> {
 }
 
 impl InternalEvent for Announced<'_> {
+    /// Counted, and logged at debug level only: a replay of a busy day announces thousands,
+    /// which the count and the topic itself show better than as many log lines.
     fn emit(self, health: &Health) {
-        info!(topic = %self.topic, key = %self.key, kind = %self.kind, "announcing");
+        debug!(topic = %self.topic, key = %self.key, kind = %self.kind, "announcing");
         health
             .announcements
             .with_label_values(&[self.topic, self.kind])

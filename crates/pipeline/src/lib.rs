@@ -21,7 +21,7 @@ mod targets;
 pub use config::{ServiceArgs, Settings};
 pub use run::run;
 pub use source::read_to_end;
-pub use state::processor::Processor;
+pub use state::processor::{Celebration, Processor};
 pub use targets::{exposition as targets_exposition, run_targets};
 
 /// Why a service could not start or had to stop.

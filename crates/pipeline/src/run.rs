@@ -51,7 +51,7 @@ use crate::source::{
     apply_roster, catch_up_dead_letters, content_type, end_probe, replace_input, InputConsumer,
     InputToAssign, Positions, TopicCounters,
 };
-use crate::state::processor::Processor;
+use crate::state::processor::{Celebration, Processor};
 use crate::state::snapshot::Manifest;
 use crate::Error;
 
@@ -291,9 +291,9 @@ struct Celebrations {
     /// takes the leader slot reads only what came after, not the whole topic (in a hand-over,
     /// that read was most of the wait; docs/benchmarks.md).
     read_to: BTreeMap<i32, i64>,
-    pending: VecDeque<(Instant, String, serde_json::Value)>,
+    pending: VecDeque<(Instant, Celebration)>,
     /// Announced in the open transaction: pending again if it is aborted.
-    in_txn: Vec<(Instant, String, serde_json::Value)>,
+    in_txn: Vec<(Instant, Celebration)>,
 }
 
 struct Instance<'a, P: Processor> {
@@ -552,30 +552,26 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// Only live records leave celebrations (see `on_input_record`). The leader announces
     /// them before it may give up its slots in the poll that follows.
     async fn announce_celebrations(&mut self) -> Result<(), Error> {
-        for (key, value) in self.core.take_celebrations() {
-            self.celebrations
-                .pending
-                .push_back((Instant::now(), key, value));
+        for c in self.core.take_celebrations() {
+            self.celebrations.pending.push_back((Instant::now(), c));
         }
         if !self.role.leads() {
             return Ok(());
         }
         let topic = &self.shared.settings.topics.celebrations;
-        for (at, key, value) in std::mem::take(&mut self.celebrations.pending) {
-            if self.celebrations.announced.insert(key.clone()) {
-                let kind = value["celebration"].as_str().unwrap_or_default();
+        for (at, c) in std::mem::take(&mut self.celebrations.pending) {
+            if self.celebrations.announced.insert(c.key.clone()) {
                 Announced {
                     topic,
-                    key: &key,
-                    kind,
+                    key: &c.key,
+                    kind: c.kind,
                 }
                 .emit(self.shared.health);
-                let payload = serde_json::to_vec(&value).unwrap_or_default();
                 let rec = FutureRecord::to(topic)
-                    .key(key.as_bytes())
-                    .payload(payload.as_slice());
+                    .key(c.key.as_bytes())
+                    .payload(c.value.as_slice());
                 self.out.enqueue(rec).await?;
-                self.celebrations.in_txn.push((at, key, value));
+                self.celebrations.in_txn.push((at, c));
             }
         }
         Ok(())
@@ -907,9 +903,9 @@ impl<'a, P: Processor> Instance<'a, P> {
         let _ = self.out.take_pending();
         self.role.abandon();
         let c = &mut self.celebrations;
-        for (at, key, value) in c.in_txn.drain(..).rev() {
-            c.announced.remove(&key);
-            c.pending.push_front((at, key, value));
+        for (at, celebration) in c.in_txn.drain(..).rev() {
+            c.announced.remove(&celebration.key);
+            c.pending.push_front((at, celebration));
         }
         self.snapshots.last.clone_from(&self.snapshots.committed);
         self.snapshots.in_txn = false;

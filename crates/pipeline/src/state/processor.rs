@@ -81,9 +81,52 @@ pub trait Processor: Send + 'static {
     fn enable_celebrations(&mut self, _rules: &EventRules) {}
     /// Whether the next records are live (their celebrations are announced) or replayed.
     fn set_live(&mut self, _live: bool) {}
-    /// Celebrations (key, value) decided since the last call.
-    fn take_celebrations(&mut self) -> Vec<(String, serde_json::Value)> {
+    /// Celebrations decided since the last call.
+    fn take_celebrations(&mut self) -> Vec<Celebration> {
         Vec::new()
+    }
+}
+
+/// A celebration to announce: its key on the celebrations topic (which announces it once),
+/// its kind, and its record's value, JSON written once when it is decided.
+#[derive(Debug, Clone)]
+pub struct Celebration {
+    pub key: String,
+    /// `big_win`, …: the `celebration` field of the value.
+    pub kind: &'static str,
+    pub value: Vec<u8>,
+}
+
+/// A big win's record on the celebrations topic. The fields are in the order of their names,
+/// as the JSON objects of the topic's other writers are.
+#[derive(serde::Serialize)]
+struct BigWin<'a> {
+    amount: rust_decimal::Decimal,
+    celebration: &'static str,
+    closed_at: String,
+    deal_id: &'a str,
+    rep: &'a str,
+    team: &'a str,
+}
+
+impl Celebration {
+    fn big_win(w: &salespulse_aggregate::Win) -> Self {
+        let closed_at = chrono::DateTime::from_timestamp(w.closed_at, 0)
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        let value = BigWin {
+            amount: w.amount,
+            celebration: "big_win",
+            closed_at,
+            deal_id: &w.deal_id,
+            rep: &w.rep,
+            team: &w.team,
+        };
+        Celebration {
+            key: format!("big_win/{}", w.deal_id),
+            kind: "big_win",
+            value: serde_json::to_vec(&value).unwrap_or_default(),
+        }
     }
 }
 
@@ -172,22 +215,8 @@ impl Processor for DealsCore {
     fn set_live(&mut self, live: bool) {
         self.set_announcing(live);
     }
-    fn take_celebrations(&mut self) -> Vec<(String, serde_json::Value)> {
-        self.take_wins()
-            .into_iter()
-            .map(|w| {
-                let closed = chrono::DateTime::from_timestamp(w.closed_at, 0)
-                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .unwrap_or_default();
-                (
-                    format!("big_win/{}", w.deal_id),
-                    serde_json::json!({
-                        "celebration": "big_win", "deal_id": w.deal_id, "rep": &*w.rep,
-                        "team": &*w.team, "amount": w.amount, "closed_at": closed,
-                    }),
-                )
-            })
-            .collect()
+    fn take_celebrations(&mut self) -> Vec<Celebration> {
+        self.take_wins().iter().map(Celebration::big_win).collect()
     }
 }
 
@@ -264,5 +293,34 @@ impl Processor for ActivitiesCore {
     }
     fn merger(contract: &Contract, cal: Calendar, now_ms: i64, slots: u32) -> Merger {
         Merger::activities(contract, cal, now_ms, slots)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// The record of a big win is the JSON object subscribers read: compared with the object
+    /// built field by field.
+    #[test]
+    fn a_big_win_is_announced_as_its_json_object() {
+        let w = salespulse_aggregate::Win {
+            deal_id: "d-\"7\"".into(),
+            rep: Arc::from("r-1"),
+            team: Arc::from("Émeraude"),
+            amount: "12500.50".parse().expect("decimal"),
+            closed_at: 1_796_600_000,
+        };
+        let c = Celebration::big_win(&w);
+        assert_eq!(c.key, "big_win/d-\"7\"");
+        assert_eq!(c.kind, "big_win");
+        let expected = serde_json::json!({
+            "celebration": "big_win", "deal_id": "d-\"7\"", "rep": "r-1", "team": "Émeraude",
+            "amount": "12500.50", "closed_at": "2026-12-06T23:33:20Z",
+        });
+        let value: serde_json::Value = serde_json::from_slice(&c.value).expect("JSON");
+        assert_eq!(value, expected);
+        assert_eq!(c.value, serde_json::to_vec(&expected).expect("JSON"));
     }
 }

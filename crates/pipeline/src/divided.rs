@@ -420,9 +420,11 @@ pub(crate) async fn run_instance<P: Processor>(
                     Err(e) => warn!(error = %e, "roster consumer error"),
                 },
                 m = consumer.recv() => {
+                    let began = Instant::now();
                     if let Err(e) = me.on_records(&consumer, m).await {
                         me.produce_failed(e)?;
                     }
+                    pacer.worked(began.elapsed());
                     // A backlog worked off: the board is brought up to date now, not at the end
                     // of an interval stretched for the backlog.
                     if pacer.stretched() && me.caught_up() {

@@ -181,9 +181,11 @@ async fn run_instance<P: Processor>(
                 }
                 m = io.roster.consumer.recv() => instance.on_roster(m),
                 m = io.input.recv() => {
+                    let began = Instant::now();
                     if let Err(e) = instance.on_input(&io.input, m).await {
                         instance.produce_failed(e)?;
                     }
+                    pacer.worked(began.elapsed());
                     // A backlog worked off: the board is brought up to date now, not at the end
                     // of an interval stretched for the backlog.
                     if pacer.stretched() && instance.caught_up() {

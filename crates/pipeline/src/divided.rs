@@ -412,10 +412,8 @@ pub(crate) async fn run_instance<P: Processor>(
                     }
                 }
                 _ = &mut next_tick => {
-                    let began = Instant::now();
                     let interval = me.tick(&consumer, &mut roster, &mut pacer).await?;
-                    let wait = Pacer::wait_after(began.elapsed(), interval);
-                    next_tick.as_mut().reset(tokio::time::Instant::now() + wait);
+                    next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
                 }
                 m = roster.consumer.recv() => match m {
                     Ok(m) => me.on_roster(&m),

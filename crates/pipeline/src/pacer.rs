@@ -100,18 +100,9 @@ impl Pacer {
         self.stretched.is_some()
     }
 
-    /// Time from the start of one tick to the start of the next: a number waits at most this
-    /// and the work of one tick, and ticks take their share of the loop's time as paced.
+    /// Time from the end of one tick to the start of the next.
     pub fn interval(&self) -> Duration {
         self.stretched.unwrap_or_else(|| self.paced())
-    }
-
-    /// How long to wait after a tick that took `took` (broker waits included) before the next
-    /// one, `interval` after its start; but at least half the interval after a tick that ran
-    /// long (a commit waiting on an unavailable broker), so that records are still read
-    /// between ticks.
-    pub fn wait_after(took: Duration, interval: Duration) -> Duration {
-        interval.saturating_sub(took).max(interval / 2)
     }
 
     fn paced(&self) -> Duration {
@@ -135,9 +126,8 @@ mod tests {
     /// Records take little of the loop.
     const SPARE: f64 = 0.05;
 
-    /// A loop on a clock of its own: each tick costs `cost` and starts the interval paced
-    /// before it after the last one (or when it ends, if later); records took `share` of the
-    /// time between the two.
+    /// A loop on a clock of its own: each tick costs `cost` and follows the interval paced
+    /// before it; records took `share` of the time from the last tick to the end of this one.
     struct Loop {
         p: Pacer,
         now: Instant,
@@ -152,8 +142,7 @@ mod tests {
         }
 
         fn tick(&mut self, cost: Duration, share: f64, behind: bool) -> Duration {
-            let interval = self.p.interval();
-            let span = cost + Pacer::wait_after(cost, interval);
+            let span = self.p.interval() + cost;
             self.p.worked(span.mul_f64(share));
             self.now += span;
             self.p.record_at(self.now, cost, behind);
@@ -200,14 +189,6 @@ mod tests {
         // As records come to take most of it, ticks are spaced to a fifth again.
         let i = l.ticks(80, 40 * MS, BUSY);
         assert!(i > 190 * MS && i <= 200 * MS, "{i:?}");
-    }
-
-    #[test]
-    fn the_next_tick_comes_an_interval_after_the_start_of_the_last_or_half_one_after_a_long_one() {
-        assert_eq!(Pacer::wait_after(30 * MS, 100 * MS), 70 * MS);
-        assert_eq!(Pacer::wait_after(Duration::ZERO, 100 * MS), 100 * MS);
-        assert_eq!(Pacer::wait_after(80 * MS, 100 * MS), 50 * MS);
-        assert_eq!(Pacer::wait_after(3000 * MS, 100 * MS), 50 * MS);
     }
 
     #[test]

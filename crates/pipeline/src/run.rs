@@ -175,10 +175,8 @@ async fn run_instance<P: Processor>(
                     return Ok(());
                 }
                 _ = &mut next_tick => {
-                    let began = Instant::now();
                     let interval = instance.tick(&io.input, &mut pacer).await?;
-                    let wait = Pacer::wait_after(began.elapsed(), interval);
-                    next_tick.as_mut().reset(tokio::time::Instant::now() + wait);
+                    next_tick.as_mut().reset(tokio::time::Instant::now() + interval);
                     instance.watch(&mut io);
                 }
                 m = io.roster.consumer.recv() => instance.on_roster(m),

@@ -203,7 +203,8 @@ pub struct PublishSettings {
     pub interval_ms: u64,
     /// Shortest time between two ticks of the deals and activities services: they tick this
     /// often while a tick costs under half of it (a fifth once records keep the loop busy),
-    /// and space ticks out up to `interval_ms` as the state grows. Equal to `interval_ms` (or above it): a fixed interval.
+    /// and space ticks out up to `interval_ms` as the state grows. Equal to `interval_ms` (or
+    /// above it): a fixed interval.
     pub min_interval_ms: u64,
     /// Time between two ticks of the deals and activities services while they are
     /// behind their input (catching up a backlog): intermediate values that would be out of

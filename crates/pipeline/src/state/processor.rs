@@ -109,6 +109,9 @@ struct BigWin<'a> {
     team: &'a str,
 }
 
+/// The kind of a deal won for at least the configured amount.
+const BIG_WIN: &str = "big_win";
+
 impl Celebration {
     fn big_win(w: &salespulse_aggregate::Win) -> Self {
         let closed_at = chrono::DateTime::from_timestamp(w.closed_at, 0)
@@ -116,15 +119,15 @@ impl Celebration {
             .unwrap_or_default();
         let value = BigWin {
             amount: w.amount,
-            celebration: "big_win",
+            celebration: BIG_WIN,
             closed_at,
             deal_id: &w.deal_id,
             rep: &w.rep,
             team: &w.team,
         };
         Celebration {
-            key: format!("big_win/{}", w.deal_id),
-            kind: "big_win",
+            key: format!("{BIG_WIN}/{}", w.deal_id),
+            kind: BIG_WIN,
             value: serde_json::to_vec(&value).unwrap_or_default(),
         }
     }

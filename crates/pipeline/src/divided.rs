@@ -774,7 +774,6 @@ impl<'a, P: Processor> Instance<'a, P> {
                 }
             }
         }
-        self.write_snapshots(closing).await?;
         self.merger.tick(now);
         let changes = self.differ.diff(self.merger.drain_changes());
         self.shared.board.apply(&changes);
@@ -783,7 +782,14 @@ impl<'a, P: Processor> Instance<'a, P> {
             .publish(&t.metrics, &changes, self.shared.settings.publish.format)
             .await?;
         self.counters.flush();
-        self.commit(retry_for).await
+        self.commit(retry_for).await?;
+        // Snapshots in a transaction of their own, as in the default mode (see
+        // `Instance::snapshot_and_commit` in `crate::run`): their encoding and writing do not
+        // count against the tick's transaction timeout. None after a refused commit.
+        if self.built.is_some() && self.write_snapshots(closing).await? {
+            self.commit(retry_for).await?;
+        }
+        Ok(())
     }
 
     /// The ends of the assigned input partitions and how far behind them each core is; a
@@ -847,12 +853,13 @@ impl<'a, P: Processor> Instance<'a, P> {
     }
 
     /// Writes, in the open transaction, the snapshot of every core that is due: its state as
-    /// of the records before `next`, whose contributions were drained just before. A task
-    /// handed over later restores it and replays only the records after it.
-    async fn write_snapshots(&mut self, closing: bool) -> Result<(), Error> {
+    /// of the records before `next`, whose contributions were committed just before. A task
+    /// handed over later restores it and replays only the records after it. Whether any was
+    /// written.
+    async fn write_snapshots(&mut self, closing: bool) -> Result<bool, Error> {
         let every = self.shared.svc.snapshot_interval_seconds;
         if every == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let every = Duration::from_secs(every);
         let s = &self.shared;
@@ -891,7 +898,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             crate::state::snapshot::write_manifests(self.out.producer, s.settings, &manifests)
                 .await?;
         }
-        Ok(())
+        Ok(!written.is_empty())
     }
 
     /// The group asks for the partitions back (eager protocol: all of them, at every

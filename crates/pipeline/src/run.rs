@@ -1,8 +1,9 @@
 //! The service loop: restore, then consume → decode → aggregate → expose and publish.
 //!
 //! Delivery: each tick commits one Kafka transaction holding what it produced (metric
-//! changes, dead letters, celebrations, a snapshot) and the input offsets past the records
-//! behind it (see [`crate::sink::transaction`]), so outputs are exactly once. State is rebuilt at start-up from the newest snapshot (see
+//! changes, dead letters, celebrations) and the input offsets past the records behind it (see
+//! [`crate::sink::transaction`]), so outputs are exactly once; a snapshot that is due follows
+//! in a transaction of its own. State is rebuilt at start-up from the newest snapshot (see
 //! [`crate::state::snapshot`]) and by replaying the input after it up to the committed offsets
 //! without side effects, so the numbers after a restart are exactly those of an uninterrupted
 //! run; the last published board is read back from `sales.metrics` so that series that
@@ -807,17 +808,30 @@ impl<'a, P: Processor> Instance<'a, P> {
     }
 
     /// Commits the tick's transaction: what this instance produced since the last commit,
-    /// with the leader's input offsets (and snapshot, when one is due) and the slots group's
-    /// metadata, which the broker checks so that a member the group moved on from commits
-    /// nothing.
+    /// with the leader's input offsets and the slots group's metadata, which the broker checks
+    /// so that a member the group moved on from commits nothing. A snapshot, when one is due,
+    /// follows in a transaction of its own (see [`Instance::snapshot_and_commit`]).
     async fn commit_and_snapshot(&mut self) -> Result<(), Error> {
-        let leads = self.role.leads();
-        let due = self.snapshots.at.elapsed() >= self.snapshots.every;
-        if leads && self.snapshots.enabled && !self.role.is_restoring() && due {
+        self.commit_transaction().await?;
+        if self.snapshots.at.elapsed() >= self.snapshots.every {
+            self.snapshot_and_commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a snapshot as of the positions just committed, and commits it with them again.
+    /// Not in the tick's transaction: the broker aborts a transaction `transaction.timeout.ms`
+    /// after its first record, and encoding and writing a large state takes seconds of that
+    /// (48 MB took 5.5 s in a debug build), on top of a tick interval stretched for a backlog.
+    /// A transaction of its own starts its clock at the snapshot's first chunk. When the tick's
+    /// commit was refused, the instance no longer leads and writes none.
+    async fn snapshot_and_commit(&mut self) -> Result<(), Error> {
+        if self.role.leads() && self.snapshots.enabled && !self.role.is_restoring() {
             self.write_snapshot().await?;
             self.snapshots.at = Instant::now();
+            self.commit_transaction().await?;
         }
-        self.commit_transaction().await
+        Ok(())
     }
 
     async fn commit_transaction(&mut self) -> Result<(), Error> {
@@ -1102,10 +1116,8 @@ impl<'a, P: Processor> Instance<'a, P> {
             let subjects = self.owned_changes(&slots);
             self.publish_changes(subjects).await?;
         }
-        if self.role.leads() && self.snapshots.enabled && !self.role.is_restoring() {
-            self.write_snapshot().await?;
-        }
         self.commit_transaction().await?;
+        self.snapshot_and_commit().await?;
         // The callbacks clear the board first.
         drop(self.slots);
         Ok(())

@@ -1,10 +1,12 @@
 //! Consume–transform–produce in Kafka transactions.
 //!
 //! Every instance has one transactional producer, and a transaction is always open: whatever
-//! the instance produces between two ticks (metric changes, dead letters, celebrations, a
-//! snapshot) goes into it, and the tick commits it together with the consumed input offsets
-//! (the leader's) and the instance's place in the slots group. Readers that read
-//! `read_committed` see all of a tick's outputs or none.
+//! the instance produces between two ticks (metric changes, dead letters, celebrations) goes
+//! into it, and the tick commits it together with the consumed input offsets (the leader's)
+//! and the instance's place in the slots group. Readers that read `read_committed` see all of
+//! a tick's outputs or none. A snapshot that is due is written after the tick's commit, in a
+//! transaction of its own with the same offsets, so that its seconds of encoding and writing
+//! do not count against the tick's transaction timeout.
 //!
 //! Fencing comes from the slots group, as Kafka Streams' `exactly_once_v2` gets it from its
 //! consumer group: each commit carries the group metadata (generation and member id) of the

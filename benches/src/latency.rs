@@ -49,8 +49,10 @@ async fn main() {
     println!(
         "{probes} probes per setting, {BACKGROUND_PER_SECOND} background records/s; latency in ms"
     );
-    println!("| min:max interval | output | median | p90 | p99 | max | service CPU-s | wall s |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| min:max interval | output | median | p90 | p99 | max | service CPU-s | wall s | ticks | clock ms | export ms | commit ms |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (min, max) in settings {
         run(probes, min, max).await;
     }
@@ -126,6 +128,7 @@ async fn run(probes: usize, min: u64, max: u64) {
     }
     let wall = began.elapsed().as_secs_f64();
     let cpu = cpu_seconds(child.0.id()) - cpu_before;
+    let stages = tick_stages(&http, &url).await;
     stop.store(true, Ordering::Relaxed);
     let _ = background.join();
     terminate(&mut child.0);
@@ -133,11 +136,15 @@ async fn run(probes: usize, min: u64, max: u64) {
         v.sort_by(f64::total_cmp);
         let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
         println!(
-            "| {min}:{max} | {name} | {:.0} | {:.0} | {:.0} | {:.0} | {cpu:.1} | {wall:.0} |",
+            "| {min}:{max} | {name} | {:.0} | {:.0} | {:.0} | {:.0} | {cpu:.1} | {wall:.0} | {} | {:.1} | {:.1} | {:.1} |",
             q(0.5),
             q(0.9),
             q(0.99),
-            q(1.0)
+            q(1.0),
+            stages.ticks,
+            stages.clock_ms,
+            stages.export_ms,
+            stages.commit_ms
         );
     }
     delete_topics_of(&suffix).await;
@@ -207,6 +214,42 @@ async fn wait_for(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     (on_metrics.unwrap_or_default(), on_topic.unwrap_or_default())
+}
+
+/// The service's mean time per tick stage (`salespulse_tick_seconds`), since it started.
+#[derive(Debug, Default)]
+struct Stages {
+    ticks: u64,
+    clock_ms: f64,
+    export_ms: f64,
+    commit_ms: f64,
+}
+
+async fn tick_stages(http: &reqwest::Client, url: &str) -> Stages {
+    let Ok(r) = http.get(format!("{url}/metrics")).send().await else {
+        return Stages::default();
+    };
+    let body = r.text().await.unwrap_or_default();
+    let value = |family: &str, stage: &str| -> f64 {
+        body.lines()
+            .filter(|l| l.starts_with(family) && l.contains(&format!("stage=\"{stage}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let mean_ms = |stage: &str| {
+        let n = value("salespulse_tick_seconds_count{", stage);
+        if n > 0.0 {
+            value("salespulse_tick_seconds_sum{", stage) / n * 1000.0
+        } else {
+            0.0
+        }
+    };
+    Stages {
+        ticks: value("salespulse_tick_seconds_count{", "clock") as u64,
+        clock_ms: mean_ms("clock"),
+        export_ms: mean_ms("export"),
+        commit_ms: mean_ms("commit"),
+    }
 }
 
 /// The probe rep's `deals_won` over `1h` on `/metrics` (0 while absent).

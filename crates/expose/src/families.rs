@@ -123,6 +123,7 @@ pub mod health {
     pub const LEADER: &str = "salespulse_leader";
     pub const ANNOUNCEMENTS_TOTAL: &str = "salespulse_announcements_total";
     pub const TICK_INTERVAL: &str = "salespulse_tick_interval_seconds";
+    pub const TICK_SECONDS: &str = "salespulse_tick_seconds";
     pub const TRANSACTIONS_TOTAL: &str = "salespulse_transactions_total";
     pub const REBALANCES_TOTAL: &str = "salespulse_rebalances_total";
     pub const CONSUMERS_REPLACED_TOTAL: &str = "salespulse_consumers_replaced_total";

@@ -1,7 +1,8 @@
 //! The pipeline's own metrics: what came in, what was rejected, how far behind it is.
 
 use prometheus::{
-    Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 
 use crate::families::health as names;
@@ -35,6 +36,8 @@ pub struct Health {
     pub announcements: IntCounterVec,
     /// Seconds until the next tick: how late a number on the board can be.
     pub tick_interval: Gauge,
+    /// Seconds the loop spent in each stage of its ticks (`clock`, `export`, `commit`).
+    pub tick_seconds: HistogramVec,
     /// Transactions ended, by outcome (`committed`, `aborted`, `fenced`, `wedged`).
     pub transactions: IntCounterVec,
     /// What the group did to this instance's share, by change (`assigned`, `revoked`).
@@ -145,6 +148,17 @@ impl Health {
             "Seconds between two ticks (windows moved, changed series emitted), as paced now.",
         )
         .expect("valid metric");
+        let tick_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                names::TICK_SECONDS,
+                "Seconds the loop spent in each stage of its ticks: moving the clock (windows), exporting the changed series (compared, shown, encoded and produced), committing the transaction (acknowledgements awaited, then the commit).",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["stage"],
+        )
+        .expect("valid metric");
         let transactions = IntCounterVec::new(
             Opts::new(
                 names::TRANSACTIONS_TOTAL,
@@ -185,6 +199,7 @@ impl Health {
             Box::new(transactions.clone()),
             Box::new(announcements.clone()),
             Box::new(tick_interval.clone()),
+            Box::new(tick_seconds.clone()),
             Box::new(rejected.clone()),
             Box::new(last_event.clone()),
             Box::new(lag.clone()),
@@ -221,6 +236,7 @@ impl Health {
             leader,
             announcements,
             tick_interval,
+            tick_seconds,
             transactions,
             rebalances,
             consumers_replaced,

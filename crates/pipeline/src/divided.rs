@@ -39,7 +39,8 @@ use tracing::{info, warn};
 use crate::config::Settings;
 use crate::coordination::ownership::Member;
 use crate::events::{
-    Announced, Assigned, ConsumerReplaced, InternalEvent, Revoked, TakeOverFailed, TransactionEnded,
+    Announced, Assigned, ConsumerReplaced, InternalEvent, Revoked, TakeOverFailed, TickStage,
+    TransactionEnded,
 };
 use crate::kafka::{client_config, partitions, ReadToEnd, SetDefaults};
 use crate::pacer::Pacer;
@@ -740,8 +741,12 @@ impl<'a, P: Processor> Instance<'a, P> {
     /// `retry_for`): see [`Instance::on_tick`].
     async fn advance(&mut self, closing: bool, retry_for: Duration) -> Result<(), Error> {
         let now = now_ms();
+        let began = Instant::now();
+        let mut clock = Duration::ZERO;
         for (p, task) in &mut self.tasks {
+            let ticked = Instant::now();
             task.core.tick(now);
+            clock += ticked.elapsed();
             for c in task.core.drain_contributions() {
                 let key = cell_key(*p as u32, &c);
                 let mut rec = FutureRecord::to(&self.cells)
@@ -774,7 +779,9 @@ impl<'a, P: Processor> Instance<'a, P> {
                 }
             }
         }
+        let ticked = Instant::now();
         self.merger.tick(now);
+        clock += ticked.elapsed();
         let changes = self.differ.diff(self.merger.drain_changes());
         self.shared.board.apply(&changes);
         let t = &self.shared.settings.topics;
@@ -782,6 +789,17 @@ impl<'a, P: Processor> Instance<'a, P> {
             .publish(&t.metrics, &changes, self.shared.settings.publish.format)
             .await?;
         self.counters.flush();
+        let health = self.shared.health;
+        TickStage {
+            stage: "clock",
+            took: clock,
+        }
+        .emit(health);
+        TickStage {
+            stage: "export",
+            took: began.elapsed().saturating_sub(clock),
+        }
+        .emit(health);
         self.commit(retry_for).await?;
         // Snapshots in a transaction of their own, as in the default mode (see
         // `Instance::snapshot_and_commit` in `crate::run`): their encoding and writing do not
@@ -1426,6 +1444,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             self.settled_at = Instant::now();
             return Ok(());
         }
+        let began = Instant::now();
         if let Err(e) = settle(&mut produced).await {
             return self.produce_failed(e);
         }
@@ -1433,6 +1452,11 @@ impl<'a, P: Processor> Instance<'a, P> {
         let offsets = [(tpl, member.0.clone())];
         match tokio::task::block_in_place(|| commit_within(producer, &offsets, retry_for))? {
             Ended::Committed => {
+                TickStage {
+                    stage: "commit",
+                    took: began.elapsed(),
+                }
+                .emit(self.shared.health);
                 TransactionEnded {
                     outcome: "committed",
                     why: None,

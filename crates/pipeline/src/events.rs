@@ -331,6 +331,23 @@ impl InternalEvent for Announced<'_> {
     }
 }
 
+/// A stage of a tick ran: `clock` (the windows moved), `export` (the changed series compared,
+/// shown, encoded and produced) or `commit` (the acknowledgements awaited and the transaction
+/// committed). Not logged: there are up to ten ticks a second.
+pub(crate) struct TickStage {
+    pub stage: &'static str,
+    pub took: std::time::Duration,
+}
+
+impl InternalEvent for TickStage {
+    fn emit(self, health: &Health) {
+        health
+            .tick_seconds
+            .with_label_values(&[self.stage])
+            .observe(self.took.as_secs_f64());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,7 +38,7 @@ use crate::coordination::ownership::{slot_of, Ownership, SlotsContext, LEADER_SL
 use crate::coordination::role::Role;
 use crate::events::{
     Announced, ConsumerReplaced, InternalEvent, SlotsTakenOver, SnapshotLoaded, StateRestored,
-    TakeOverFailed, TakeOverSteps, TransactionEnded,
+    TakeOverFailed, TakeOverSteps, TickStage, TransactionEnded,
 };
 use crate::kafka::{ensure_topics, partitions, ReadToEnd, TopicSpec};
 use crate::pacer::Pacer;
@@ -516,6 +516,11 @@ impl<'a, P: Processor> Instance<'a, P> {
         let began = Instant::now();
         self.core.tick(now_ms());
         let mut work = began.elapsed();
+        TickStage {
+            stage: "clock",
+            took: work,
+        }
+        .emit(self.shared.health);
         self.announce_celebrations().await?;
         self.poll_slots()?;
         let (slots, generation) = self.slots.ownership.current();
@@ -533,7 +538,13 @@ impl<'a, P: Processor> Instance<'a, P> {
         if self.role.exports(generation) {
             let began = Instant::now();
             self.export_changes(&slots).await?;
-            work += began.elapsed();
+            let took = began.elapsed();
+            TickStage {
+                stage: "export",
+                took,
+            }
+            .emit(self.shared.health);
+            work += took;
         }
         self.commit_and_snapshot().await?;
         self.measure_lag(input);
@@ -869,6 +880,7 @@ impl<'a, P: Processor> Instance<'a, P> {
             return Ok(());
         }
         let producer = self.out.producer;
+        let began = Instant::now();
         // Acknowledged first (see `transaction::commit`); a refused record aborts.
         if let Err(e) = settle(&mut produced).await {
             return self.produce_failed(e);
@@ -877,6 +889,11 @@ impl<'a, P: Processor> Instance<'a, P> {
             tokio::task::block_in_place(|| crate::sink::transaction::commit(producer, &offsets))?;
         match r {
             Ended::Committed => {
+                TickStage {
+                    stage: "commit",
+                    took: began.elapsed(),
+                }
+                .emit(self.shared.health);
                 TransactionEnded {
                     outcome: "committed",
                     why: None,

@@ -1,15 +1,18 @@
 //! The cost of one clock tick (windows moved, changed series built) against the number of
 //! (rep, team) cells held: a flood of distinct rep ids, one activity each in the last hour,
 //! none on the roster, as in the hostile-input test; then busy reps, each with activities of
-//! the default contract's five kinds over the last 30 days.
+//! the default contract's five kinds over the last 30 days. Then what a tick of the deals
+//! service exports while 1,000 deal records a second come in (as in `target/release/latency`):
+//! the changed subjects' series built, and compared with what was emitted before (the differ).
 //!
 //! Run: `cargo bench -p salespulse-bench --bench tick`
 
 use std::borrow::Cow;
 use std::time::Instant;
 
-use salespulse_aggregate::{ActivitiesCore, Calendar};
-use salespulse_decode::{ActivityEvent, Contract};
+use salespulse_aggregate::{ActivitiesCore, Calendar, DealsCore, Differ};
+use salespulse_bench::deal_records;
+use salespulse_decode::{ActivityEvent, Contract, Format};
 
 const TICKS: usize = 5;
 
@@ -82,6 +85,70 @@ fn main() {
         println!(
             "{reps:>9} busy reps, {per_rep} activities of 5 kinds each over 30 days: windows moved {:>9.2} ms",
             advance[TICKS / 2] * 1000.0
+        );
+    }
+    println!();
+    export(&contract, now);
+}
+
+/// Records a tick brings at 1,000 a second, ticks 150 ms apart.
+const RECORDS_PER_TICK: usize = 150;
+const EXPORT_TICKS: usize = 200;
+
+/// A deals core with `reps` reps on the roster, warmed with 30 days of deals, then ticked
+/// every [`RECORDS_PER_TICK`] records: the median time to build the changed subjects' series
+/// and to compare them with what was emitted.
+fn export(contract: &Contract, now: i64) {
+    for reps in [20u64, 1_000] {
+        let mut core = DealsCore::new(contract, Calendar::utc(), now);
+        for r in 0..reps {
+            core.roster_upsert(&format!("rep-{r:05}"), &format!("team-{:03}", r % 5));
+        }
+        let warm = deal_records(20_000, 4_000, reps, 30 * 86_400_000, now, true, 7);
+        let live = deal_records(
+            RECORDS_PER_TICK * EXPORT_TICKS,
+            4_000,
+            reps,
+            60_000,
+            now,
+            true,
+            8,
+        );
+        let apply = |core: &mut DealsCore, records: &[(Vec<u8>, Vec<u8>)]| {
+            for (k, v) in records {
+                let _ = contract.with_deal(Some(k), v, Format::Protobuf, now, |ev| core.apply(ev));
+            }
+        };
+        apply(&mut core, &warm);
+        let mut differ = Differ::default();
+        core.tick(now);
+        let _ = differ.diff(core.drain_changes());
+        let (mut built, mut compared, mut changed, mut series) =
+            (Vec::new(), Vec::new(), 0usize, 0usize);
+        for (k, records) in live.chunks(RECORDS_PER_TICK).enumerate() {
+            apply(&mut core, records);
+            core.tick(now + k as i64 * 150);
+            let s = Instant::now();
+            let subjects = core.drain_changes();
+            built.push(s.elapsed().as_secs_f64());
+            series += subjects.iter().map(|s| s.series.len()).sum::<usize>();
+            let s = Instant::now();
+            let changes = differ.diff(subjects);
+            compared.push(s.elapsed().as_secs_f64());
+            changed += changes.len();
+            std::hint::black_box(changes);
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2] * 1000.0
+        };
+        let ticks = live.len().div_ceil(RECORDS_PER_TICK);
+        println!(
+            "deals, {reps:>5} busy reps, {RECORDS_PER_TICK} records a tick: {} series of the changed subjects a tick, {} changed; built {:>6.2} ms, compared {:>6.2} ms (medians of {ticks} ticks)",
+            series / ticks,
+            changed / ticks,
+            median(built),
+            median(compared)
         );
     }
 }

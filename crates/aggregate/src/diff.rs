@@ -2,10 +2,11 @@
 //! values, and series that disappeared. Feeds both `/metrics` and the `sales.metrics` topic.
 
 use std::collections::HashMap;
-use std::fmt::Write;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
+use siphasher::sip128::SipHasher13;
 
 use crate::series::{Series, Subject, SubjectSeries};
 
@@ -16,29 +17,77 @@ pub struct Change {
     pub series: Option<Series>,
 }
 
-/// What was last emitted of a series: its value and the rep's name it carried, and the last
-/// round (call of [`Differ::diff`] for its subject) that saw it.
+/// What was last emitted of a series: its key, its value and the rep's name it carried, and
+/// the last round (call of [`Differ::diff`] for its subject) that saw it.
 #[derive(Debug)]
 struct Emitted {
+    key: Box<str>,
     value: Decimal,
     name: Option<Arc<str>>,
     round: u32,
 }
 
+/// A series' key as the differ looks it up: its 128-bit SipHash-1-3 under keys drawn at
+/// random for each differ. A tick compares every series of each subject it touched, and a
+/// lookup by the key's text read that text from wherever the key was allocated: a cache miss
+/// per series, and a seventh of a tick with 20 busy reps (docs/benchmarks.md, "The differ
+/// looks series up by their keys' hashes"). The hash sits in the table itself. Two keys of a
+/// subject would have to share all 128 bits to be taken for one another: about n² / 2¹²⁹
+/// among n keys.
+type KeyHash = u128;
+
+/// Hashes a [`KeyHash`], already a hash, to its low 64 bits.
+#[derive(Debug, Default, Clone, Copy)]
+struct Rehash(u64);
+
+impl std::hash::Hasher for Rehash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u128(&mut self, h: u128) {
+        self.0 = h as u64;
+    }
+}
+
+type ByKey = HashMap<KeyHash, Emitted, std::hash::BuildHasherDefault<Rehash>>;
+
 /// The last emitted value of every series, by subject.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Differ {
-    by_subject: HashMap<Subject, crate::FastMap<String, Emitted>>,
+    by_subject: HashMap<Subject, ByKey>,
     round: u32,
     /// The key being looked up: an unchanged series costs no allocation.
     key: String,
+    hasher: SipHasher13,
+}
+
+impl Default for Differ {
+    fn default() -> Self {
+        // Keys of their own for each differ, from std's per-process random keys.
+        let random = std::collections::hash_map::RandomState::new();
+        Differ {
+            by_subject: HashMap::new(),
+            round: 0,
+            key: String::new(),
+            hasher: SipHasher13::new_with_keys(random.hash_one(0u8), random.hash_one(1u8)),
+        }
+    }
 }
 
 impl Differ {
     /// Remembers a series emitted earlier (for example read back from `sales.metrics` after a
     /// restart), so that a series gone meanwhile gets its tombstone.
     pub fn seed(&mut self, subject: Subject, key: String, value: Decimal, name: Option<&str>) {
+        let hash = self.hasher.hash(key.as_bytes()).as_u128();
         let emitted = Emitted {
+            key: key.into_boxed_str(),
             value,
             name: name.map(Arc::from),
             round: self.round,
@@ -46,7 +95,7 @@ impl Differ {
         self.by_subject
             .entry(subject)
             .or_default()
-            .insert(key, emitted);
+            .insert(hash, emitted);
     }
 
     /// Every subject with at least one series remembered.
@@ -87,6 +136,7 @@ impl Differ {
             by_subject,
             round,
             key,
+            hasher,
         } = self;
         // Sized for every series changing, as at a take-over or after a backlog: growing a
         // list of hundreds of thousands of changes by doubling copies it again and again.
@@ -98,7 +148,7 @@ impl Differ {
                 if s.series.is_empty() {
                     continue;
                 }
-                by_subject.insert(s.subject.clone(), crate::FastMap::default());
+                by_subject.insert(s.subject.clone(), ByKey::default());
             }
             let Some(emitted) = by_subject.get_mut(&s.subject) else {
                 continue;
@@ -107,7 +157,8 @@ impl Differ {
             for x in s.series {
                 key.clear();
                 write_series_key(key, &x);
-                match emitted.get_mut(key.as_str()) {
+                let hash = hasher.hash(key.as_bytes()).as_u128();
+                match emitted.get_mut(&hash) {
                     Some(e) => {
                         if e.round != round {
                             e.round = round;
@@ -124,11 +175,12 @@ impl Differ {
                     }
                     None => {
                         let e = Emitted {
+                            key: key.as_str().into(),
                             value: x.value,
                             name: x.name.clone(),
                             round,
                         };
-                        emitted.insert(key.clone(), e);
+                        emitted.insert(hash, e);
                         seen += 1;
                         out.push(Change {
                             key: key.clone(),
@@ -138,11 +190,11 @@ impl Differ {
                 }
             }
             if emitted.len() > seen {
-                emitted.retain(|k, e| {
+                emitted.retain(|_, e| {
                     let keep = e.round == round;
                     if !keep {
                         out.push(Change {
-                            key: k.clone(),
+                            key: e.key.to_string(),
                             series: None,
                         });
                     }
@@ -159,6 +211,11 @@ impl Differ {
 
 /// Escapes `/` and `%` so that any id fits in one key segment.
 fn push_escaped(out: &mut String, s: &str) {
+    // Ids and labels seldom hold either: copied whole, not a character at a time.
+    if !s.bytes().any(|b| b == b'%' || b == b'/') {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '%' => out.push_str("%25"),
@@ -196,7 +253,8 @@ fn write_series_key(k: &mut String, s: &Series) {
             k.push(',');
         }
         first = false;
-        let _ = write!(k, "{name}=");
+        k.push_str(name);
+        k.push('=');
         push_escaped(k, v);
     }
     k.push('/');

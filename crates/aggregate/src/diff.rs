@@ -30,10 +30,10 @@ struct Emitted {
 /// A series' key as the differ looks it up: its 128-bit SipHash-1-3 under keys drawn at
 /// random for each differ. A tick compares every series of each subject it touched, and a
 /// lookup by the key's text read that text from wherever the key was allocated: a cache miss
-/// per series, and a seventh of a tick with 20 busy reps (docs/benchmarks.md, "The differ
-/// looks series up by their keys' hashes"). The hash sits in the table itself. Two keys of a
-/// subject would have to share all 128 bits to be taken for one another: about n² / 2¹²⁹
-/// among n keys.
+/// per series, and a seventh of a tick with 20 busy reps (docs/benchmarks.md, "What a tick
+/// exports, and the differ looking series up by their keys' hashes"). The hash sits in the
+/// table itself. Two keys of a subject would have to share all 128 bits to be taken for one
+/// another: about n² / 2¹²⁹ among n keys.
 type KeyHash = u128;
 
 /// Hashes a [`KeyHash`], already a hash, to its low 64 bits.
